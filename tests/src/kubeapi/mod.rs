@@ -1,0 +1,2 @@
+//! A small Kubernetes API server for one lab cluster.
+pub mod resources;
