@@ -1,1 +1,105 @@
-fn main() {}
+//! `traceflow-adapter run | agent-cert`: parses flags and wires the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "traceflow-adapter",
+    version,
+    about = "Per-cluster traceflow adapter"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Register (first start), watch the cluster, serve agents and coordinate traces.
+    Run {
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The manager's URL, e.g. https://127.0.0.1:7443.
+        #[arg(long)]
+        manager: String,
+        #[arg(long)]
+        manager_ca: PathBuf,
+        /// Bootstrap token, needed only until AD/cluster.pem exists.
+        #[arg(long, env = "TRACEFLOW_BOOTSTRAP_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        agent_listen: String,
+    },
+    /// Issue an agent certificate for a Node: DIR/N.pem, DIR/N-key.pem, DIR/agent-ca.pem.
+    AgentCert {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run {
+            cluster,
+            data_dir,
+            manager,
+            manager_ca,
+            token,
+            kubeconfig,
+            agent_listen,
+        } => {
+            let listener = tokio::net::TcpListener::bind(&agent_listen)
+                .await
+                .with_context(|| format!("binding --agent-listen {agent_listen}"))?;
+            let config = traceflow_adapter::RunConfig {
+                cluster,
+                data_dir,
+                manager,
+                manager_ca,
+                token,
+                kubeconfig,
+            };
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            #[cfg(unix)]
+            let shutdown = async move {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                }
+            };
+            traceflow_adapter::run(config, listener, shutdown).await?;
+        }
+        Command::AgentCert {
+            data_dir,
+            node,
+            out,
+        } => {
+            traceflow_adapter::agents::pki::issue_agent_cert(&data_dir, &node, &out)
+                .with_context(|| format!("issuing the agent certificate for Node {node}"))?;
+        }
+    }
+    Ok(())
+}

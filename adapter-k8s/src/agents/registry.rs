@@ -1,0 +1,135 @@
+//! Connected agents by Node name, with the sender half of each one's command stream.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use tokio::sync::mpsc;
+use traceflow_proto::v1 as pb;
+
+/// Commands queued per agent before [`Agents::send`] reports the agent as overloaded.
+pub const COMMAND_QUEUE: usize = 8192;
+
+/// Why a command could not be handed to an agent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    #[error("agent is not connected")]
+    NotConnected,
+    #[error("agent command queue is full")]
+    QueueFull,
+}
+
+struct Entry {
+    conn: u64,
+    tx: mpsc::Sender<pb::AgentCommand>,
+    hello: Option<pb::AgentHello>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_conn: u64,
+    agents: HashMap<String, Entry>,
+}
+
+/// A cloneable registry of connected agents.
+///
+/// A new connection for a Node replaces the old one (whose command stream then ends); a
+/// disconnect removes the entry only if it is still the same connection.
+#[derive(Clone, Default)]
+pub struct Agents {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Agents {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a connection for `node`; returns its id and the command receiver.
+    pub fn register(&self, node: &str) -> (u64, mpsc::Receiver<pb::AgentCommand>) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let mut inner = self.lock();
+        inner.next_conn += 1;
+        let conn = inner.next_conn;
+        inner.agents.insert(
+            node.to_string(),
+            Entry {
+                conn,
+                tx,
+                hello: None,
+            },
+        );
+        (conn, rx)
+    }
+
+    /// Removes `node` if `conn` is still its current connection.
+    pub fn unregister(&self, node: &str, conn: u64) {
+        let mut inner = self.lock();
+        if inner.agents.get(node).is_some_and(|e| e.conn == conn) {
+            inner.agents.remove(node);
+        }
+    }
+
+    /// Records the agent's latest hello (its local ports).
+    pub fn set_hello(&self, node: &str, conn: u64, hello: pb::AgentHello) {
+        if let Some(e) = self.lock().agents.get_mut(node).filter(|e| e.conn == conn) {
+            e.hello = Some(hello);
+        }
+    }
+
+    /// The latest hello of `node`'s agent.
+    pub fn hello(&self, node: &str) -> Option<pb::AgentHello> {
+        self.lock().agents.get(node).and_then(|e| e.hello.clone())
+    }
+
+    /// Queues a command without waiting.
+    pub fn send(&self, node: &str, cmd: pb::AgentCommand) -> Result<(), SendError> {
+        let tx = self
+            .lock()
+            .agents
+            .get(node)
+            .map(|e| e.tx.clone())
+            .ok_or(SendError::NotConnected)?;
+        tx.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => SendError::NotConnected,
+        })
+    }
+
+    pub fn connected(&self) -> usize {
+        self.lock().agents.len()
+    }
+
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.lock().agents.contains_key(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaced_connection_is_not_removed_by_the_old_one() {
+        let agents = Agents::new();
+        let (old, _rx1) = agents.register("n1");
+        let (_new, _rx2) = agents.register("n1");
+        agents.unregister("n1", old);
+        assert!(agents.is_connected("n1"));
+        assert_eq!(agents.connected(), 1);
+    }
+
+    #[test]
+    fn send_to_unknown_node_says_not_connected() {
+        let agents = Agents::new();
+        assert_eq!(
+            agents.send("nx", pb::AgentCommand::default()),
+            Err(SendError::NotConnected)
+        );
+    }
+}

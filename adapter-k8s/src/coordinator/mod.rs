@@ -1,0 +1,346 @@
+//! The per-cluster trace coordinator: one task owning every trace in flight.
+//!
+//! ```text
+//!  manager link ──Start/Cancel──▶ ┌─────────────┐ ──TraceUpdate (full snapshot)──▶ manager link
+//!  agent server ──Report/Failure▶ │ Coordinator │ ──AgentCommand::Inject──▶ sender Node's agent
+//!  per-trace timer ──Timeout────▶ └─────────────┘
+//! ```
+//!
+//! Lifecycle of one injected trace: resolve against the inventory ([`resolve`]), allocate a
+//! data-plane id ([`ids`]), report `Running`, send `Inject` to the source Pod's Node, then fold
+//! every `TraceReport` carrying that id (from any Node) into the record ([`record`]) and report
+//! each snapshot, until Antrea's success rule holds (`Succeeded`), an agent fails it, or its
+//! timer fires (`Failed`, "Traceflow timeout"). The id is freed at the end. No state is polled.
+
+pub mod ids;
+pub mod record;
+pub mod resolve;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{sync::mpsc, task::AbortHandle};
+use traceflow_proto::v1::{self as pb, TraceflowPhase};
+use tracing::{debug, info, warn};
+
+use crate::{
+    agents::Agents,
+    inventory::{Inventory, index},
+};
+use ids::TraceIds;
+use record::TraceRecord;
+
+/// Antrea's default trace timeout (reference §1.2), used when `spec.timeout` is 0.
+pub const DEFAULT_TIMEOUT_SECS: i32 = 20;
+/// Antrea's maximum `spec.timeout`.
+pub const MAX_TIMEOUT_SECS: i32 = 300;
+/// The failure reason of a trace whose timer fired (Antrea's words).
+pub const REASON_TIMEOUT: &str = "Traceflow timeout";
+/// The failure reason sent when the manager cancels a trace.
+pub const REASON_CANCELLED: &str = "Traceflow cancelled";
+
+/// Microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The effective timeout of a spec: 0 → 20 s, clamped to 1..=300 s.
+pub fn timeout_of(spec: &pb::TraceflowSpec) -> Duration {
+    let secs = if spec.timeout <= 0 {
+        DEFAULT_TIMEOUT_SECS
+    } else {
+        spec.timeout.min(MAX_TIMEOUT_SECS)
+    };
+    Duration::from_secs(u64::try_from(secs).unwrap_or(20))
+}
+
+#[derive(Debug)]
+enum Command {
+    Start(Box<pb::Traceflow>),
+    Cancel(String),
+    Report {
+        node: String,
+        report: pb::TraceReport,
+    },
+    Failure {
+        node: String,
+        failure: pb::TraceFailure,
+    },
+}
+
+/// The cloneable way in; every method is fire-and-forget.
+#[derive(Clone, Debug)]
+pub struct CoordinatorHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl CoordinatorHandle {
+    fn send(&self, cmd: Command) {
+        if self.tx.send(cmd).is_err() {
+            warn!("coordinator has stopped; dropping command");
+        }
+    }
+
+    /// Starts a trace (`StartTrace`); a uid already running only re-reports its snapshot.
+    pub fn start(&self, trace: pb::Traceflow) {
+        self.send(Command::Start(Box::new(trace)));
+    }
+
+    /// Ends a trace (`CancelTrace`) as Failed "Traceflow cancelled".
+    pub fn cancel(&self, uid: String) {
+        self.send(Command::Cancel(uid));
+    }
+
+    /// A Node's observations for a trace id.
+    pub fn report(&self, node: &str, report: pb::TraceReport) {
+        self.send(Command::Report {
+            node: node.to_string(),
+            report,
+        });
+    }
+
+    /// A Node could not run its part of a trace.
+    pub fn agent_failure(&self, node: &str, failure: pb::TraceFailure) {
+        self.send(Command::Failure {
+            node: node.to_string(),
+            failure,
+        });
+    }
+}
+
+struct Running {
+    record: TraceRecord,
+    timer: AbortHandle,
+}
+
+/// The coordinator task's state. Build with [`Coordinator::new`], drive with [`Coordinator::run`].
+pub struct Coordinator {
+    inventory: Inventory,
+    agents: Agents,
+    updates: mpsc::UnboundedSender<pb::TraceUpdate>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    timeouts_tx: mpsc::UnboundedSender<(String, u32)>,
+    timeouts: mpsc::UnboundedReceiver<(String, u32)>,
+    traces: HashMap<String, Running>,
+    by_id: HashMap<(bool, u32), String>,
+    ids: TraceIds,
+}
+
+impl Coordinator {
+    /// A coordinator sending status snapshots to `updates` (the manager link drains it).
+    pub fn new(
+        inventory: Inventory,
+        agents: Agents,
+        updates: mpsc::UnboundedSender<pb::TraceUpdate>,
+    ) -> (Self, CoordinatorHandle) {
+        let (tx, commands) = mpsc::unbounded_channel();
+        let (timeouts_tx, timeouts) = mpsc::unbounded_channel();
+        let this = Self {
+            inventory,
+            agents,
+            updates,
+            commands,
+            timeouts_tx,
+            timeouts,
+            traces: HashMap::new(),
+            by_id: HashMap::new(),
+            ids: TraceIds::new(),
+        };
+        (this, CoordinatorHandle { tx })
+    }
+
+    /// Runs until every [`CoordinatorHandle`] is dropped.
+    pub async fn run(mut self) {
+        loop {
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                Some((uid, id)) = self.timeouts.recv() => self.on_timeout(&uid, id),
+            }
+        }
+        for (_, running) in self.traces.drain() {
+            running.timer.abort();
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start(trace) => self.start(*trace),
+            Command::Cancel(uid) => {
+                if self.traces.contains_key(&uid) {
+                    info!(uid = %uid, "trace cancelled");
+                    self.finish(&uid, TraceflowPhase::Failed, REASON_CANCELLED);
+                }
+            }
+            Command::Report { node, report } => self.on_report(&node, report),
+            Command::Failure { node, failure } => self.on_failure(&node, failure),
+        }
+    }
+
+    fn emit(&self, uid: &str, status: pb::TraceflowStatus) {
+        // The link keeps the receiver for the adapter's lifetime; a send error means shutdown.
+        let _ = self.updates.send(pb::TraceUpdate {
+            uid: uid.to_string(),
+            status: Some(status),
+        });
+    }
+
+    fn fail_unstarted(&self, uid: &str, reason: &str) {
+        let now = now_micros();
+        self.emit(
+            uid,
+            pb::TraceflowStatus {
+                phase: TraceflowPhase::Failed as i32,
+                reason: reason.to_string(),
+                start_time_micros: now,
+                end_time_micros: now,
+                ..Default::default()
+            },
+        );
+    }
+
+    fn start(&mut self, trace: pb::Traceflow) {
+        let uid = trace.uid.clone();
+        if let Some(running) = self.traces.get(&uid) {
+            debug!(uid = %uid, "start of a running trace; re-reporting");
+            self.emit(&uid, running.record.status(TraceflowPhase::Running, "", 0));
+            return;
+        }
+        let spec = trace.spec.unwrap_or_default();
+        let resolved = resolve::resolve(&spec, &trace.name, &self.inventory.read());
+        let resolved = match resolved {
+            Ok(r) => r,
+            Err(e) => {
+                info!(uid = %uid, reason = %e, "trace failed before injection");
+                self.fail_unstarted(&uid, &e.to_string());
+                return;
+            }
+        };
+        let Some(trace_id) = self.ids.allocate(resolved.ipv6) else {
+            let reason = format!(
+                "number of on-going Traceflow operations already reached the upper limit: {}",
+                self.ids.limit(resolved.ipv6)
+            );
+            self.fail_unstarted(&uid, &reason);
+            return;
+        };
+        let record = TraceRecord {
+            uid: uid.clone(),
+            spec: spec.clone(),
+            sender_node: resolved.sender_node.clone(),
+            ipv6: resolved.ipv6,
+            trace_id,
+            start_micros: now_micros(),
+            results: Vec::new(),
+            captured_packet: None,
+        };
+        self.emit(&uid, record.status(TraceflowPhase::Running, "", 0));
+        let timeout = timeout_of(&spec);
+        let timer = {
+            let tx = self.timeouts_tx.clone();
+            let uid = uid.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                let _ = tx.send((uid, trace_id));
+            })
+            .abort_handle()
+        };
+        self.by_id.insert((resolved.ipv6, trace_id), uid.clone());
+        self.traces.insert(uid.clone(), Running { record, timer });
+
+        let mut packet = resolved.packet;
+        packet.trace_uid = uid.clone();
+        packet.trace_id = trace_id;
+        if packet.src_port == 0
+            && matches!(
+                packet.protocol,
+                resolve::PROTO_TCP | resolve::PROTO_UDP | resolve::PROTO_SCTP
+            )
+        {
+            packet.src_port = rand::random_range(10000..=60999);
+        }
+        info!(uid = %uid, trace_id, node = %resolved.sender_node, dst = %packet.dst_ip, proto = packet.protocol, "injecting");
+        let cmd = pb::AgentCommand {
+            kind: Some(pb::agent_command::Kind::Inject(packet)),
+        };
+        if let Err(e) = self.agents.send(&resolved.sender_node, cmd) {
+            let reason = format!("Node: {}, error: {e}", resolved.sender_node);
+            self.finish(&uid, TraceflowPhase::Failed, &reason);
+        }
+    }
+
+    fn on_report(&mut self, node: &str, report: pb::TraceReport) {
+        let Some(uid) = self.by_id.get(&(report.ipv6, report.trace_id)).cloned() else {
+            debug!(node = %node, trace_id = report.trace_id, ipv6 = report.ipv6, "report for no running trace");
+            return;
+        };
+        let Some(running) = self.traces.get_mut(&uid) else {
+            return;
+        };
+        {
+            let index = self.inventory.read();
+            running.record.add_report(node, report, now_micros(), |ip| {
+                let ip = ip.parse().ok()?;
+                index
+                    .pod_by_ip(ip)
+                    .map(|p| index::key(&p.namespace, &p.name))
+            });
+        }
+        if running.record.succeeded() {
+            self.finish(&uid, TraceflowPhase::Succeeded, "");
+        } else {
+            let status = running.record.status(TraceflowPhase::Running, "", 0);
+            self.emit(&uid, status);
+        }
+    }
+
+    fn on_failure(&mut self, node: &str, failure: pb::TraceFailure) {
+        let uid = if self.traces.contains_key(&failure.trace_uid) {
+            Some(failure.trace_uid.clone())
+        } else {
+            self.by_id
+                .get(&(false, failure.trace_id))
+                .or_else(|| self.by_id.get(&(true, failure.trace_id)))
+                .cloned()
+        };
+        let Some(uid) = uid else {
+            debug!(node = %node, uid = %failure.trace_uid, "failure for no running trace");
+            return;
+        };
+        let reason = format!("Node: {node}, error: {}", failure.reason);
+        info!(uid = %uid, %reason, "agent failed trace");
+        self.finish(&uid, TraceflowPhase::Failed, &reason);
+    }
+
+    fn on_timeout(&mut self, uid: &str, trace_id: u32) {
+        if self
+            .traces
+            .get(uid)
+            .is_some_and(|r| r.record.trace_id == trace_id)
+        {
+            info!(uid = %uid, "trace timed out");
+            self.finish(uid, TraceflowPhase::Failed, REASON_TIMEOUT);
+        }
+    }
+
+    fn finish(&mut self, uid: &str, phase: TraceflowPhase, reason: &str) {
+        let Some(running) = self.traces.remove(uid) else {
+            return;
+        };
+        running.timer.abort();
+        let rec = &running.record;
+        self.by_id.remove(&(rec.ipv6, rec.trace_id));
+        self.ids.release(rec.ipv6, rec.trace_id);
+        info!(uid = %uid, phase = phase.as_str_name(), reason, results = rec.results.len(), "trace finished");
+        self.emit(uid, rec.status(phase, reason, now_micros()));
+    }
+}
+
+#[cfg(test)]
+mod tests;

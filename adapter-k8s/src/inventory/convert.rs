@@ -1,0 +1,352 @@
+//! Kubernetes objects → inventory records (the proto shapes the manager stores).
+//!
+//! Each function checks what the adapter relies on (names, parseable IPs and CIDRs) and returns
+//! [`InvalidObject`] naming the field otherwise; the watcher logs and skips such objects.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node, Pod, Service},
+    networking::v1::NetworkPolicy,
+};
+use kube::api::DynamicObject;
+use traceflow_proto::v1 as pb;
+
+/// An object the index cannot use; `field` names what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} {name:?}: {field}: {problem}")]
+pub struct InvalidObject {
+    pub kind: &'static str,
+    pub name: String,
+    pub field: &'static str,
+    pub problem: String,
+}
+
+fn invalid(
+    kind: &'static str,
+    name: &str,
+    field: &'static str,
+    problem: impl Into<String>,
+) -> InvalidObject {
+    InvalidObject {
+        kind,
+        name: name.to_string(),
+        field,
+        problem: problem.into(),
+    }
+}
+
+fn required_name(kind: &'static str, name: Option<&String>) -> Result<String, InvalidObject> {
+    match name {
+        Some(n) if !n.is_empty() => Ok(n.clone()),
+        _ => Err(invalid(kind, "", "metadata.name", "missing")),
+    }
+}
+
+fn labels(map: Option<&BTreeMap<String, String>>) -> std::collections::HashMap<String, String> {
+    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+fn parse_ip(
+    kind: &'static str,
+    name: &str,
+    field: &'static str,
+    ip: &str,
+) -> Result<String, InvalidObject> {
+    ip.parse::<IpAddr>()
+        .map(|ip| ip.to_string())
+        .map_err(|_| invalid(kind, name, field, format!("{ip:?} is not an IP address")))
+}
+
+/// A Node: name, `spec.podCIDRs` (or `spec.podCIDR`), InternalIP addresses, labels.
+pub fn node(node: &Node) -> Result<pb::InventoryNode, InvalidObject> {
+    let name = required_name("Node", node.metadata.name.as_ref())?;
+    let spec = node.spec.as_ref();
+    let mut cidrs: Vec<String> = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
+    if cidrs.is_empty() {
+        if let Some(c) = spec.and_then(|s| s.pod_cidr.clone()) {
+            cidrs.push(c);
+        }
+    }
+    let pod_cidrs = cidrs
+        .iter()
+        .map(|c| {
+            c.parse::<ipnet::IpNet>()
+                .map(|n| n.to_string())
+                .map_err(|_| {
+                    invalid(
+                        "Node",
+                        &name,
+                        "spec.podCIDRs",
+                        format!("{c:?} is not a CIDR"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let internal_ips = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .map(|addrs| {
+            addrs
+                .iter()
+                .filter(|a| a.type_ == "InternalIP")
+                .map(|a| parse_ip("Node", &name, "status.addresses", &a.address))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    Ok(pb::InventoryNode {
+        labels: labels(node.metadata.labels.as_ref()),
+        name,
+        pod_cidrs,
+        internal_ips,
+    })
+}
+
+/// A Namespace: name and labels.
+pub fn namespace(ns: &Namespace) -> Result<pb::InventoryNamespace, InvalidObject> {
+    Ok(pb::InventoryNamespace {
+        name: required_name("Namespace", ns.metadata.name.as_ref())?,
+        labels: labels(ns.metadata.labels.as_ref()),
+    })
+}
+
+/// A Pod: Node (`spec.nodeName`, empty while unscheduled), IPs (`status.podIPs`, else
+/// `status.podIP`), labels, hostNetwork.
+pub fn pod(pod: &Pod) -> Result<pb::InventoryPod, InvalidObject> {
+    let name = required_name("Pod", pod.metadata.name.as_ref())?;
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    if namespace.is_empty() {
+        return Err(invalid("Pod", &name, "metadata.namespace", "missing"));
+    }
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let mut raw: Vec<String> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .map(|ips| ips.iter().map(|i| i.ip.clone()).collect())
+        .unwrap_or_default();
+    if raw.is_empty() {
+        if let Some(ip) = status.and_then(|s| s.pod_ip.clone()) {
+            raw.push(ip);
+        }
+    }
+    let ips = raw
+        .iter()
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| parse_ip("Pod", &name, "status.podIPs", ip))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(pb::InventoryPod {
+        node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        labels: labels(pod.metadata.labels.as_ref()),
+        namespace,
+        name,
+        ips,
+    })
+}
+
+/// A Service: ClusterIPs (`spec.clusterIPs`, else `spec.clusterIP`; `None` is kept so that
+/// resolution can say the Service is headless) and ports.
+pub fn service(svc: &Service) -> Result<pb::InventoryService, InvalidObject> {
+    let name = required_name("Service", svc.metadata.name.as_ref())?;
+    let namespace = svc.metadata.namespace.clone().unwrap_or_default();
+    if namespace.is_empty() {
+        return Err(invalid("Service", &name, "metadata.namespace", "missing"));
+    }
+    let spec = svc.spec.as_ref();
+    let mut raw: Vec<String> = spec.and_then(|s| s.cluster_ips.clone()).unwrap_or_default();
+    if raw.is_empty() {
+        if let Some(ip) = spec.and_then(|s| s.cluster_ip.clone()) {
+            raw.push(ip);
+        }
+    }
+    let cluster_ips = raw
+        .iter()
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| {
+            if ip == "None" {
+                Ok(ip.clone())
+            } else {
+                parse_ip("Service", &name, "spec.clusterIPs", ip)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ports = spec
+        .and_then(|s| s.ports.as_ref())
+        .map(|ports| {
+            ports
+                .iter()
+                .map(|p| pb::ServicePort {
+                    name: p.name.clone().unwrap_or_default(),
+                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".to_string()),
+                    port: p.port,
+                    target_port: match &p.target_port {
+                        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i)) => {
+                            i.to_string()
+                        }
+                        Some(
+                            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s),
+                        ) => s.clone(),
+                        None => p.port.to_string(),
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(pb::InventoryService {
+        namespace,
+        name,
+        cluster_ips,
+        ports,
+    })
+}
+
+/// A Kubernetes NetworkPolicy: its name and kind `K8sNetworkPolicy`.
+pub fn network_policy(np: &NetworkPolicy) -> Result<pb::InventoryPolicy, InvalidObject> {
+    let name = required_name("NetworkPolicy", np.metadata.name.as_ref())?;
+    Ok(pb::InventoryPolicy {
+        namespace: np.metadata.namespace.clone().unwrap_or_default(),
+        name,
+        kind: super::index::K8S_POLICY.to_string(),
+    })
+}
+
+/// An Antrea-native policy (crd.antrea.io NetworkPolicy or ClusterNetworkPolicy), by name and
+/// the kind string Antrea uses in observations.
+pub fn antrea_policy(
+    obj: &DynamicObject,
+    kind: &'static str,
+) -> Result<pb::InventoryPolicy, InvalidObject> {
+    let name = required_name(kind, obj.metadata.name.as_ref())?;
+    Ok(pb::InventoryPolicy {
+        namespace: obj.metadata.namespace.clone().unwrap_or_default(),
+        name,
+        kind: kind.to_string(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! `mk_*` builders for Kubernetes objects, shared by the inventory and coordinator tests.
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        NodeAddress, NodeSpec, NodeStatus, PodIP, PodSpec, PodStatus, ServicePort, ServiceSpec,
+    };
+    use kube::api::ObjectMeta;
+
+    pub fn meta(ns: Option<&str>, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: ns.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    pub fn mk_node(name: &str, cidrs: &[&str], ips: &[&str]) -> Node {
+        Node {
+            metadata: meta(None, name),
+            spec: Some(NodeSpec {
+                pod_cidrs: Some(cidrs.iter().map(|c| c.to_string()).collect()),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: Some(
+                    ips.iter()
+                        .map(|ip| NodeAddress {
+                            address: ip.to_string(),
+                            type_: "InternalIP".into(),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub fn mk_pod(ns: &str, name: &str, node: &str, ips: &[&str]) -> Pod {
+        Pod {
+            metadata: meta(Some(ns), name),
+            spec: Some(PodSpec {
+                node_name: Some(node.to_string()),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                pod_ips: Some(ips.iter().map(|ip| PodIP { ip: ip.to_string() }).collect()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub fn mk_service(ns: &str, name: &str, ips: &[&str], ports: &[(&str, i32)]) -> Service {
+        Service {
+            metadata: meta(Some(ns), name),
+            spec: Some(ServiceSpec {
+                cluster_ips: Some(ips.iter().map(|ip| ip.to_string()).collect()),
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|(proto, port)| ServicePort {
+                            protocol: Some(proto.to_string()),
+                            port: *port,
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn node_keeps_cidrs_and_internal_ips() -> Result<(), InvalidObject> {
+        let n = node(&mk_node(
+            "n1",
+            &["10.10.1.0/24", "fd00:10:1::/64"],
+            &["192.168.77.1"],
+        ))?;
+        assert_eq!(n.pod_cidrs, vec!["10.10.1.0/24", "fd00:10:1::/64"]);
+        assert_eq!(n.internal_ips, vec!["192.168.77.1"]);
+        Ok(())
+    }
+
+    #[test]
+    fn pod_with_a_bad_ip_is_invalid_naming_the_field() {
+        let err = pod(&mk_pod("ns", "p", "n1", &["10.0.0.300"]));
+        assert!(matches!(
+            err,
+            Err(InvalidObject {
+                field: "status.podIPs",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn pod_falls_back_to_pod_ip() -> Result<(), InvalidObject> {
+        let mut p = mk_pod("ns", "p", "n1", &[]);
+        if let Some(s) = p.status.as_mut() {
+            s.pod_ips = None;
+            s.pod_ip = Some("10.0.0.5".into());
+        }
+        assert_eq!(pod(&p)?.ips, vec!["10.0.0.5"]);
+        Ok(())
+    }
+
+    #[test]
+    fn headless_service_keeps_none() -> Result<(), InvalidObject> {
+        let s = service(&mk_service("ns", "s", &["None"], &[("UDP", 53)]))?;
+        assert_eq!(s.cluster_ips, vec!["None"]);
+        assert_eq!(s.ports[0].protocol, "UDP");
+        assert_eq!(s.ports[0].target_port, "53");
+        Ok(())
+    }
+}

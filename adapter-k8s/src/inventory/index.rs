@@ -1,0 +1,370 @@
+//! The inventory index: everything the adapter knows about its cluster, fed by watch events.
+//!
+//! The index is plain data with no I/O: watchers call [`Index::apply`], [`Index::delete`] and
+//! [`Index::reset`], each of which returns the [`Change`] to forward to the manager. Lookups
+//! (pod → Node/IPs, Service → ClusterIPs/ports, Node → CIDRs/InternalIP, IP → Pod) serve the
+//! coordinator.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::IpAddr,
+};
+
+use traceflow_proto::v1 as pb;
+
+/// The kinds the index holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Node,
+    Namespace,
+    Pod,
+    Service,
+    /// Kubernetes NetworkPolicies.
+    Policy,
+    /// Antrea-native NetworkPolicies (crd.antrea.io).
+    AntreaPolicy,
+    /// Antrea-native ClusterNetworkPolicies (crd.antrea.io).
+    AntreaClusterPolicy,
+}
+
+/// One indexed object, already converted (see `convert`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Node(pb::InventoryNode),
+    Namespace(pb::InventoryNamespace),
+    Pod(pb::InventoryPod),
+    Service(pb::InventoryService),
+    Policy(pb::InventoryPolicy),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Node(_) => Kind::Node,
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Pod(_) => Kind::Pod,
+            Object::Service(_) => Kind::Service,
+            Object::Policy(p) => match p.kind.as_str() {
+                ANTREA_POLICY => Kind::AntreaPolicy,
+                ANTREA_CLUSTER_POLICY => Kind::AntreaClusterPolicy,
+                _ => Kind::Policy,
+            },
+        }
+    }
+
+    /// The key the manager knows the object by: a name for Nodes and Namespaces,
+    /// `<namespace>/<name>` otherwise (`<name>` for cluster-scoped policies).
+    pub fn key(&self) -> String {
+        match self {
+            Object::Node(n) => n.name.clone(),
+            Object::Namespace(n) => n.name.clone(),
+            Object::Pod(p) => key(&p.namespace, &p.name),
+            Object::Service(s) => key(&s.namespace, &s.name),
+            Object::Policy(p) => key(&p.namespace, &p.name),
+        }
+    }
+}
+
+/// The `kind` of Antrea-native namespaced policies, as observations name it.
+pub const ANTREA_POLICY: &str = "AntreaNetworkPolicy";
+/// The `kind` of Antrea-native cluster policies, as observations name it.
+pub const ANTREA_CLUSTER_POLICY: &str = "AntreaClusterNetworkPolicy";
+/// The `kind` of Kubernetes NetworkPolicies, as observations name it.
+pub const K8S_POLICY: &str = "K8sNetworkPolicy";
+
+/// `<namespace>/<name>`, or `<name>` when the namespace is empty.
+pub fn key(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}
+
+/// What an index mutation changed, in the shape the manager stream carries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Change {
+    pub upsert: pb::Inventory,
+    pub delete: pb::InventoryDeletions,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        let u = &self.upsert;
+        let d = &self.delete;
+        u.nodes.is_empty()
+            && u.namespaces.is_empty()
+            && u.pods.is_empty()
+            && u.services.is_empty()
+            && u.policies.is_empty()
+            && d.nodes.is_empty()
+            && d.namespaces.is_empty()
+            && d.pods.is_empty()
+            && d.services.is_empty()
+            && d.policies.is_empty()
+    }
+
+    fn upsert(&mut self, obj: Object) {
+        match obj {
+            Object::Node(o) => self.upsert.nodes.push(o),
+            Object::Namespace(o) => self.upsert.namespaces.push(o),
+            Object::Pod(o) => self.upsert.pods.push(o),
+            Object::Service(o) => self.upsert.services.push(o),
+            Object::Policy(o) => self.upsert.policies.push(o),
+        }
+    }
+
+    fn delete(&mut self, kind: Kind, key: String) {
+        let d = &mut self.delete;
+        match kind {
+            Kind::Node => d.nodes.push(key),
+            Kind::Namespace => d.namespaces.push(key),
+            Kind::Pod => d.pods.push(key),
+            Kind::Service => d.services.push(key),
+            Kind::Policy | Kind::AntreaPolicy | Kind::AntreaClusterPolicy => d.policies.push(key),
+        }
+    }
+}
+
+/// The cluster's objects by kind and key, plus a Pod-IP index.
+///
+/// Invariant: `pod_ips` maps every IP of every non-hostNetwork Pod in `objects` to that Pod's
+/// key (the last applied Pod wins when two claim one IP).
+#[derive(Debug, Default)]
+pub struct Index {
+    objects: HashMap<Kind, BTreeMap<String, Object>>,
+    pod_ips: HashMap<IpAddr, String>,
+    synced: HashSet<Kind>,
+}
+
+impl Index {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces one object; the change is empty when nothing differs.
+    pub fn apply(&mut self, obj: Object) -> Change {
+        let mut change = Change::default();
+        let kind = obj.kind();
+        let key = obj.key();
+        let map = self.objects.entry(kind).or_default();
+        if map.get(&key) == Some(&obj) {
+            return change;
+        }
+        if let Some(old) = map.insert(key.clone(), obj.clone()) {
+            self.unindex(&old, &key);
+        }
+        self.index(&obj, &key);
+        change.upsert(obj);
+        change
+    }
+
+    /// Removes one object; the change is empty when it was unknown.
+    pub fn delete(&mut self, kind: Kind, key: &str) -> Change {
+        let mut change = Change::default();
+        if let Some(old) = self.objects.entry(kind).or_default().remove(key) {
+            self.unindex(&old, key);
+            change.delete(kind, key.to_string());
+        }
+        change
+    }
+
+    /// Replaces every object of `kind` with `objects` (a relist), returning the difference, and
+    /// marks the kind synced.
+    pub fn reset(&mut self, kind: Kind, objects: Vec<Object>) -> Change {
+        let mut change = Change::default();
+        let fresh: BTreeMap<String, Object> = objects
+            .into_iter()
+            .filter(|o| o.kind() == kind)
+            .map(|o| (o.key(), o))
+            .collect();
+        let stale: Vec<String> = self
+            .objects
+            .get(&kind)
+            .map(|m| {
+                m.keys()
+                    .filter(|k| !fresh.contains_key(*k))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for key in stale {
+            let c = self.delete(kind, &key);
+            merge(&mut change, c);
+        }
+        for obj in fresh.into_values() {
+            let c = self.apply(obj);
+            merge(&mut change, c);
+        }
+        self.synced.insert(kind);
+        change
+    }
+
+    /// Whether `kind` has completed at least one full list.
+    pub fn is_synced(&self, kind: Kind) -> bool {
+        self.synced.contains(&kind)
+    }
+
+    fn index(&mut self, obj: &Object, key: &str) {
+        if let Object::Pod(p) = obj {
+            if !p.host_network {
+                for ip in p.ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()) {
+                    self.pod_ips.insert(ip, key.to_string());
+                }
+            }
+        }
+    }
+
+    fn unindex(&mut self, obj: &Object, key: &str) {
+        if let Object::Pod(p) = obj {
+            for ip in p.ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()) {
+                if self.pod_ips.get(&ip).map(String::as_str) == Some(key) {
+                    self.pod_ips.remove(&ip);
+                }
+            }
+        }
+    }
+
+    fn get(&self, kind: Kind, key: &str) -> Option<&Object> {
+        self.objects.get(&kind).and_then(|m| m.get(key))
+    }
+
+    pub fn node(&self, name: &str) -> Option<&pb::InventoryNode> {
+        match self.get(Kind::Node, name) {
+            Some(Object::Node(n)) => Some(n),
+            _ => None,
+        }
+    }
+
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&pb::InventoryPod> {
+        match self.get(Kind::Pod, &key(namespace, name)) {
+            Some(Object::Pod(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&pb::InventoryService> {
+        match self.get(Kind::Service, &key(namespace, name)) {
+            Some(Object::Service(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The non-hostNetwork Pod owning `ip`.
+    pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&pb::InventoryPod> {
+        let key = self.pod_ips.get(&ip)?;
+        match self.get(Kind::Pod, key) {
+            Some(Object::Pod(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Number of Nodes: the agents the cluster should have.
+    pub fn node_count(&self) -> usize {
+        self.objects.get(&Kind::Node).map_or(0, BTreeMap::len)
+    }
+
+    /// Everything, for an `inventory_sync`.
+    pub fn snapshot(&self) -> pb::Inventory {
+        let mut change = Change::default();
+        for map in self.objects.values() {
+            for obj in map.values() {
+                change.upsert(obj.clone());
+            }
+        }
+        change.upsert
+    }
+}
+
+fn merge(into: &mut Change, from: Change) {
+    let (u, d) = (from.upsert, from.delete);
+    into.upsert.nodes.extend(u.nodes);
+    into.upsert.namespaces.extend(u.namespaces);
+    into.upsert.pods.extend(u.pods);
+    into.upsert.services.extend(u.services);
+    into.upsert.policies.extend(u.policies);
+    into.delete.nodes.extend(d.nodes);
+    into.delete.namespaces.extend(d.namespaces);
+    into.delete.pods.extend(d.pods);
+    into.delete.services.extend(d.services);
+    into.delete.policies.extend(d.policies);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ns: &str, name: &str, ips: &[&str]) -> Object {
+        Object::Pod(pb::InventoryPod {
+            namespace: ns.into(),
+            name: name.into(),
+            node: "n1".into(),
+            ips: ips.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn apply_indexes_ips_and_reports_only_real_changes() {
+        let mut idx = Index::new();
+        assert_eq!(idx.apply(pod("a", "p", &["10.0.0.1"])).upsert.pods.len(), 1);
+        assert!(idx.apply(pod("a", "p", &["10.0.0.1"])).is_empty());
+        assert_eq!(
+            idx.pod_by_ip(ip("10.0.0.1")).map(|p| p.name.as_str()),
+            Some("p")
+        );
+        idx.apply(pod("a", "p", &["10.0.0.2"]));
+        assert!(idx.pod_by_ip(ip("10.0.0.1")).is_none());
+        assert!(idx.pod_by_ip(ip("10.0.0.2")).is_some());
+    }
+
+    fn unreachable_ip() -> IpAddr {
+        IpAddr::from([0, 0, 0, 0])
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|_| unreachable_ip())
+    }
+
+    #[test]
+    fn delete_removes_object_and_ip() {
+        let mut idx = Index::new();
+        idx.apply(pod("a", "p", &["10.0.0.1"]));
+        let c = idx.delete(Kind::Pod, "a/p");
+        assert_eq!(c.delete.pods, vec!["a/p"]);
+        assert!(idx.pod("a", "p").is_none());
+        assert!(idx.pod_by_ip(ip("10.0.0.1")).is_none());
+        assert!(idx.delete(Kind::Pod, "a/p").is_empty());
+    }
+
+    #[test]
+    fn reset_returns_the_difference_and_marks_synced() {
+        let mut idx = Index::new();
+        idx.apply(pod("a", "gone", &["10.0.0.1"]));
+        idx.apply(pod("a", "same", &["10.0.0.2"]));
+        assert!(!idx.is_synced(Kind::Pod));
+        let c = idx.reset(
+            Kind::Pod,
+            vec![
+                pod("a", "same", &["10.0.0.2"]),
+                pod("a", "new", &["10.0.0.3"]),
+            ],
+        );
+        assert_eq!(c.delete.pods, vec!["a/gone"]);
+        assert_eq!(c.upsert.pods.len(), 1);
+        assert_eq!(c.upsert.pods[0].name, "new");
+        assert!(idx.is_synced(Kind::Pod));
+        assert_eq!(idx.snapshot().pods.len(), 2);
+    }
+
+    #[test]
+    fn host_network_pods_do_not_own_ips() {
+        let mut idx = Index::new();
+        let mut p = pod("kube-system", "hn", &["192.168.77.1"]);
+        if let Object::Pod(inner) = &mut p {
+            inner.host_network = true;
+        }
+        idx.apply(p);
+        assert!(idx.pod_by_ip(ip("192.168.77.1")).is_none());
+    }
+}

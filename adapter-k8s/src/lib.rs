@@ -1,0 +1,162 @@
+//! traceflow-adapter: one per cluster, between the manager and the cluster's agents.
+//!
+//! ```text
+//!   manager ◀══ AdapterService.Attach (mTLS, cluster cert) ══ upstream::Link
+//!                                                               │   ▲ TraceUpdate
+//!                                               StartTrace/Cancel ▼   │
+//!   Kubernetes API ──watch──▶ inventory::Index ──lookups──▶ coordinator ──Inject──▶ agents::Agents
+//!                                  │ changes ──▶ Link                ▲ reports         │
+//!                                                                    └── agents::server (mTLS) ◀══ agents
+//! ```
+//!
+//! [`run`] wires the parts: registration (token + CSR, once), the agent CA and server, the kube
+//! watchers, the coordinator task and the manager link. Behaviour copied from Antrea links to
+//! `shared/reference/antrea-traceflow.md`.
+
+pub mod agents;
+pub mod coordinator;
+pub mod inventory;
+pub mod upstream;
+
+use std::{future::Future, path::PathBuf};
+
+use tokio::net::TcpListener;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use agents::{AgentServer, Agents};
+use coordinator::Coordinator;
+use inventory::Inventory;
+use upstream::{Link, RegistrationError};
+
+/// `traceflow-adapter run` settings (flags in docs/contracts.md).
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub cluster: String,
+    pub data_dir: PathBuf,
+    pub manager: String,
+    pub manager_ca: PathBuf,
+    pub token: Option<String>,
+    pub kubeconfig: PathBuf,
+}
+
+/// Why the adapter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("reading the manager CA {path}: {source}")]
+    ManagerCa {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
+    #[error(transparent)]
+    AgentPki(#[from] agents::pki::AgentPkiError),
+    #[error("issuing the adapter's server certificate: {0}")]
+    ServerCert(#[from] traceflow_pki::PkiError),
+    #[error("Kubernetes client from {path}: {source}")]
+    Kube {
+        path: PathBuf,
+        source: inventory::watch::KubeClientError,
+    },
+    #[error("agent server: {0}")]
+    AgentServer(#[from] tonic::transport::Error),
+}
+
+/// Runs the adapter until `shutdown` completes.
+///
+/// `agent_listener` is already bound (tests pass port 0). Registration happens first, so a
+/// refused token fails fast; while the manager is unreachable registration is retried.
+pub async fn run(
+    config: RunConfig,
+    agent_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let ca_pem =
+        std::fs::read_to_string(&config.manager_ca).map_err(|source| RunError::ManagerCa {
+            path: config.manager_ca.clone(),
+            source,
+        })?;
+    let identity = loop {
+        match upstream::ensure_identity(
+            &config.data_dir,
+            &config.cluster,
+            &config.manager,
+            &ca_pem,
+            config.token.as_deref(),
+        )
+        .await
+        {
+            Ok(identity) => break identity,
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, "registration failed; retrying in 1 s");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    info!(cluster = %config.cluster, "cluster certificate ready");
+
+    let agent_ca = agents::pki::load_or_create_ca(&config.data_dir)?;
+    let server_cert = agents::pki::server_cert(&agent_ca)?;
+    let tls = traceflow_pki::tonic_server_tls(
+        &server_cert.cert_pem,
+        &server_cert.key_pem,
+        agent_ca.cert_pem(),
+        false,
+    );
+
+    let client = inventory::watch::client_from_kubeconfig(&config.kubeconfig)
+        .await
+        .map_err(|source| RunError::Kube {
+            path: config.kubeconfig.clone(),
+            source,
+        })?;
+    let inventory = Inventory::new();
+    let watchers = inventory::watch::spawn_watchers(client, inventory.clone());
+
+    let agents = Agents::new();
+    let (updates_tx, updates_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (coordinator, handle) = Coordinator::new(inventory.clone(), agents.clone(), updates_tx);
+    let coordinator_task = tokio::spawn(coordinator.run().instrument(info_span!("coordinator")));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let link = Link {
+        url: config.manager.clone(),
+        ca_pem,
+        identity,
+        inventory: inventory.clone(),
+        agents: agents.clone(),
+        coordinator: handle.clone(),
+        updates: updates_rx,
+    };
+    let link_task = tokio::spawn(
+        link.run(stopped(stop_rx.clone()))
+            .instrument(info_span!("manager_link")),
+    );
+
+    let server = AgentServer::new(agents, inventory, handle);
+    let addr = agent_listener.local_addr().ok();
+    info!(agent_listen = ?addr, "serving agents");
+    let server_task = tokio::spawn(
+        agents::server::serve(agent_listener, tls, server, stopped(stop_rx))
+            .instrument(info_span!("agent_server")),
+    );
+
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    for w in watchers {
+        w.abort();
+    }
+    let _ = link_task.await;
+    let served = server_task.await;
+    coordinator_task.abort();
+    match served {
+        Ok(r) => r?,
+        Err(e) => error!(error = %e, "agent server task failed"),
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! `AdapterService.Attach`: the adapter's one stream to the manager, kept up with backoff.
+//!
+//! ```text
+//!  connect (mTLS, cluster cert) ─▶ hello, inventory_sync ─▶ loop {
+//!      manager: config (heartbeat interval) | start_trace | cancel_trace ─▶ coordinator
+//!      inventory change ─▶ inventory_upsert / inventory_delete   (lagged ─▶ inventory_sync)
+//!      coordinator TraceUpdate ─▶ trace_update
+//!      tick ─▶ heartbeat {connected agents, expected = Nodes}
+//!  } ─▶ on error: backoff 0.2 s … 10 s, reconnect
+//! ```
+//!
+//! Trace updates produced while disconnected wait in the coordinator's queue and are sent after
+//! the next sync; one that was being sent when the stream broke is retried first.
+
+use std::{future::Future, pin::pin, sync::Arc, time::Duration};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use traceflow_proto::v1::{self as pb, adapter_message::Kind as Out, manager_message::Kind as In};
+use tracing::{debug, info, warn};
+
+use super::registration::{ClusterIdentity, manager_channel};
+use crate::{
+    agents::Agents,
+    coordinator::CoordinatorHandle,
+    inventory::{Change, Inventory},
+};
+
+/// Heartbeat interval until the manager's `ManagerConfig` says otherwise.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Everything the link needs.
+pub struct Link {
+    pub url: String,
+    pub ca_pem: String,
+    pub identity: ClusterIdentity,
+    pub inventory: Inventory,
+    pub agents: Agents,
+    pub coordinator: CoordinatorHandle,
+    pub updates: mpsc::UnboundedReceiver<pb::TraceUpdate>,
+}
+
+/// How a session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("cannot connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("manager refused the stream: {0}")]
+    Refused(tonic::Status),
+    #[error("stream failed: {0}")]
+    Stream(tonic::Status),
+    #[error("manager closed the stream")]
+    Closed,
+    #[error("shutting down")]
+    Shutdown,
+}
+
+fn msg(kind: Out) -> pb::AdapterMessage {
+    pb::AdapterMessage { kind: Some(kind) }
+}
+
+impl Link {
+    /// Runs until `shutdown` completes.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = pin!(shutdown);
+        let mut backoff = MIN_BACKOFF;
+        let mut pending: Option<pb::TraceUpdate> = None;
+        loop {
+            let started = tokio::time::Instant::now();
+            let end = self.session(&mut pending, shutdown.as_mut()).await;
+            if matches!(end, SessionEnd::Shutdown) {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = MIN_BACKOFF;
+            }
+            match &end {
+                SessionEnd::Refused(_) => {
+                    warn!(error = %end, retry_in = ?backoff, "manager link down")
+                }
+                _ => info!(error = %end, retry_in = ?backoff, "manager link down"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.as_mut() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn sync_message(&self) -> pb::AdapterMessage {
+        msg(Out::InventorySync(self.inventory.read().snapshot()))
+    }
+
+    fn heartbeat(&self) -> pb::AdapterMessage {
+        let expected = self.inventory.read().node_count();
+        msg(Out::Heartbeat(pb::AdapterHeartbeat {
+            connected_agents: i32::try_from(self.agents.connected()).unwrap_or(i32::MAX),
+            expected_agents: i32::try_from(expected).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn session(
+        &mut self,
+        pending: &mut Option<pb::TraceUpdate>,
+        mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> SessionEnd {
+        let channel = tokio::select! {
+            c = manager_channel(&self.url, &self.ca_pem, Some(&self.identity)) => match c {
+                Ok(c) => c,
+                Err(e) => return SessionEnd::Connect(e),
+            },
+            _ = shutdown.as_mut() => return SessionEnd::Shutdown,
+        };
+        let mut client = pb::adapter_service_client::AdapterServiceClient::new(channel);
+        let (out, out_rx) = mpsc::channel::<pb::AdapterMessage>(1024);
+        let mut changes = self.inventory.subscribe();
+        let hello = msg(Out::Hello(pb::AdapterHello {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }));
+        // Queued before the call so they are the first frames on the stream.
+        if out.send(hello).await.is_err() || out.send(self.sync_message()).await.is_err() {
+            return SessionEnd::Closed;
+        }
+        let mut inbound = tokio::select! {
+            r = client.attach(ReceiverStream::new(out_rx)) => match r {
+                Ok(r) => r.into_inner(),
+                Err(status) => return SessionEnd::Refused(status),
+            },
+            _ = shutdown.as_mut() => return SessionEnd::Shutdown,
+        };
+        info!(manager = %self.url, "attached to manager");
+        let mut heartbeat = tokio::time::interval(DEFAULT_HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Some(update) = pending.take() {
+            if let Err(mpsc::error::SendError(m)) = out.send(msg(Out::TraceUpdate(update))).await {
+                *pending = extract_update(m);
+                return SessionEnd::Closed;
+            }
+        }
+        loop {
+            tokio::select! {
+                m = inbound.message() => match m {
+                    Ok(Some(m)) => {
+                        if let Some(period) = self.on_manager(m) {
+                            heartbeat = tokio::time::interval(period);
+                            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        }
+                    }
+                    Ok(None) => return SessionEnd::Closed,
+                    Err(status) => return SessionEnd::Stream(status),
+                },
+                change = changes.recv() => {
+                    let next = match change {
+                        Ok(change) => change_messages(&change),
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            debug!(missed = n, "inventory changes lagged; resyncing");
+                            vec![self.sync_message()]
+                        }
+                        Err(broadcast::error::RecvError::Closed) => vec![],
+                    };
+                    for m in next {
+                        if out.send(m).await.is_err() {
+                            return SessionEnd::Closed;
+                        }
+                    }
+                }
+                update = self.updates.recv() => {
+                    let Some(update) = update else { return SessionEnd::Shutdown };
+                    if let Err(mpsc::error::SendError(m)) = out.send(msg(Out::TraceUpdate(update))).await {
+                        *pending = extract_update(m);
+                        return SessionEnd::Closed;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if out.send(self.heartbeat()).await.is_err() {
+                        return SessionEnd::Closed;
+                    }
+                }
+                _ = shutdown.as_mut() => return SessionEnd::Shutdown,
+            }
+        }
+    }
+
+    /// Handles one manager message; returns a new heartbeat period when the config sets one.
+    fn on_manager(&self, m: pb::ManagerMessage) -> Option<Duration> {
+        match m.kind? {
+            In::Config(c) => {
+                let secs = u64::try_from(c.heartbeat_interval_seconds)
+                    .ok()
+                    .filter(|s| *s > 0)?;
+                info!(heartbeat_secs = secs, "manager config");
+                Some(Duration::from_secs(secs))
+            }
+            In::StartTrace(s) => {
+                match s.trace {
+                    Some(trace) => self.coordinator.start(trace),
+                    None => warn!("start_trace without a trace"),
+                }
+                None
+            }
+            In::CancelTrace(c) => {
+                self.coordinator.cancel(c.uid);
+                None
+            }
+        }
+    }
+}
+
+fn extract_update(m: pb::AdapterMessage) -> Option<pb::TraceUpdate> {
+    match m.kind {
+        Some(Out::TraceUpdate(u)) => Some(u),
+        _ => None,
+    }
+}
+
+/// The stream messages for one index change: an upsert and/or a delete.
+fn change_messages(change: &Arc<Change>) -> Vec<pb::AdapterMessage> {
+    let mut out = Vec::new();
+    let empty_upsert = change.upsert == pb::Inventory::default();
+    let empty_delete = change.delete == pb::InventoryDeletions::default();
+    if !empty_delete {
+        out.push(msg(Out::InventoryDelete(change.delete.clone())));
+    }
+    if !empty_upsert {
+        out.push(msg(Out::InventoryUpsert(change.upsert.clone())));
+    }
+    out
+}
