@@ -1,1 +1,70 @@
-fn main() {}
+//! traceflow-manager: parses configuration and wires the library together.
+
+use anyhow::Context;
+use clap::Parser;
+use traceflow_manager::{
+    config::{self, Cli, Command, TokenCommand, UserCommand},
+    ops, server,
+};
+
+fn init_logs(filter: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let (cfg, listen, log) = config::resolve_serve(args, cli.log)?;
+            init_logs(log.as_deref());
+            let data = server::open_data_dir(&cfg.data_dir)
+                .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
+            let listener = server::bind(&cfg.data_dir, listen).await?;
+            let shutdown = async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                }
+            };
+            server::run(cfg, data, listener, shutdown).await?;
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    cluster,
+                    ttl,
+                    data_dir,
+                },
+        } => {
+            init_logs(cli.log.as_deref().or(Some("warn")));
+            let token = ops::token_create(&data_dir, &cluster, ttl).await?;
+            println!("{token}");
+        }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    name,
+                    role,
+                    token,
+                    data_dir,
+                    out,
+                },
+        } => {
+            init_logs(cli.log.as_deref().or(Some("warn")));
+            let created = ops::user_create(&data_dir, &name, role, token, &out).await?;
+            if let Some(t) = created.token {
+                println!("token: {t}");
+            }
+            println!("config: {}", created.config.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! `ClusterService`: clusters with health, their inventory, bootstrap tokens, deregistration.
+//!
+//! Roles: view for listings, admin for CreateBootstrapToken and DeregisterCluster.
+//! Inventory listings are ordered by (cluster, key) and paged with an opaque token (the last
+//! key returned).
+
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+use traceflow_proto::v1 as pb;
+
+use super::{
+    Ctx,
+    error::{ApiError, ApiResult},
+    page_size,
+    registration::{DEFAULT_TOKEN_TTL, mint_bootstrap_token},
+};
+use crate::{
+    auth::Role,
+    fleet::ClusterInventory,
+    store::{AuditEvent, ClusterRecord, now_micros},
+    traces::validate::Invalid,
+};
+
+/// The ClusterService implementation.
+#[derive(Clone, Debug)]
+pub struct ClusterSvc {
+    pub ctx: Ctx,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Invalid(Invalid {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+/// Which inventory listing.
+#[derive(Clone, Copy)]
+enum Kind {
+    Nodes,
+    Namespaces,
+    Pods,
+    Services,
+}
+
+enum Item {
+    Node(pb::InventoryNode),
+    Namespace(pb::InventoryNamespace),
+    Pod(pb::InventoryPod),
+    Service(pb::InventoryService),
+}
+
+fn items(
+    kind: Kind,
+    req: &pb::ListInventoryRequest,
+    inv: &ClusterInventory,
+) -> Vec<(String, Item)> {
+    let ns_ok = |ns: &str| req.namespace.is_empty() || req.namespace == ns;
+    match kind {
+        Kind::Nodes => inv
+            .nodes
+            .iter()
+            .filter(|(name, _)| req.node.is_empty() || req.node == **name)
+            .map(|(k, v)| (k.clone(), Item::Node(v.clone())))
+            .collect(),
+        Kind::Namespaces => inv
+            .namespaces
+            .iter()
+            .filter(|(name, _)| ns_ok(name))
+            .map(|(k, v)| (k.clone(), Item::Namespace(v.clone())))
+            .collect(),
+        Kind::Pods => inv
+            .pods
+            .iter()
+            .filter(|(_, p)| ns_ok(&p.namespace) && (req.node.is_empty() || req.node == p.node))
+            .map(|(k, v)| (k.clone(), Item::Pod(v.clone())))
+            .collect(),
+        Kind::Services => inv
+            .services
+            .iter()
+            .filter(|(_, s)| ns_ok(&s.namespace))
+            .map(|(k, v)| (k.clone(), Item::Service(v.clone())))
+            .collect(),
+    }
+}
+
+impl ClusterSvc {
+    fn to_pb(&self, rec: &ClusterRecord) -> pb::Cluster {
+        let live = self.ctx.fleet.status(&rec.name);
+        pb::Cluster {
+            name: rec.name.clone(),
+            health: live.health as i32,
+            connected_agents: live.connected_agents,
+            expected_agents: live.expected_agents,
+            registered_micros: rec.registered_micros,
+            last_heartbeat_micros: live.last_heartbeat_micros.max(rec.last_heartbeat_micros),
+            certificate_serial: rec.certificate_serial.clone(),
+        }
+    }
+
+    /// One page of an inventory listing: items and the next page token.
+    fn page(&self, kind: Kind, req: &pb::ListInventoryRequest) -> ApiResult<(Vec<Item>, String)> {
+        if !req.cluster.is_empty() && self.ctx.store.cluster(&req.cluster)?.is_none() {
+            return Err(ApiError::NotFound(format!(
+                "cluster {:?} is not registered",
+                req.cluster
+            )));
+        }
+        if req.page_size < 0 {
+            return Err(invalid("page_size", "must not be negative"));
+        }
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            let bytes = hex::decode(&req.page_token)
+                .map_err(|_| invalid("page_token", "is not a token returned by this listing"))?;
+            Some(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        let size = page_size(req.page_size);
+        let (items, next) = self.ctx.fleet.read_inventories(&req.cluster, |invs| {
+            let mut out = Vec::new();
+            let mut next = String::new();
+            'outer: for (cluster, inv) in invs {
+                for (key, item) in items(kind, req, inv) {
+                    let full = format!("{cluster}\u{0}{key}");
+                    if after.as_ref().is_some_and(|a| full.as_str() <= a.as_str()) {
+                        continue;
+                    }
+                    if out.len() == size {
+                        next = out_last_key(&out);
+                        break 'outer;
+                    }
+                    out.push((full, item));
+                }
+            }
+            (out, next)
+        });
+        Ok((items.into_iter().map(|(_, i)| i).collect(), next))
+    }
+
+    async fn create_token(
+        &self,
+        actor: &str,
+        req: pb::CreateBootstrapTokenRequest,
+    ) -> ApiResult<pb::CreateBootstrapTokenResponse> {
+        if req.ttl_seconds < 0 {
+            return Err(invalid(
+                "ttl_seconds",
+                "must not be negative (0 means one hour)",
+            ));
+        }
+        let ttl = if req.ttl_seconds == 0 {
+            DEFAULT_TOKEN_TTL
+        } else {
+            Duration::from_secs(req.ttl_seconds as u64)
+        };
+        let (token, expires) = mint_bootstrap_token(&self.ctx.store, &req.cluster, ttl, actor)?;
+        self.ctx.store.durable().await?;
+        tracing::info!(cluster = %req.cluster, actor, "bootstrap token minted");
+        Ok(pb::CreateBootstrapTokenResponse {
+            token,
+            expires_micros: expires,
+        })
+    }
+
+    async fn deregister(&self, actor: &str, name: &str) -> ApiResult<()> {
+        if name.is_empty() {
+            return Err(invalid("name", "is required"));
+        }
+        if !self.ctx.store.delete_cluster(name)? {
+            return Err(ApiError::NotFound(format!(
+                "cluster {name:?} is not registered"
+            )));
+        }
+        self.ctx.store.audit(&AuditEvent {
+            micros: now_micros(),
+            actor: actor.to_string(),
+            action: "deregister".into(),
+            subject: name.to_string(),
+            detail: "certificate revoked, stream closed, inventory removed".into(),
+        })?;
+        self.ctx.store.durable().await?;
+        self.ctx.fleet.remove_cluster(
+            name,
+            Status::unauthenticated(format!(
+                "cluster {name:?} was deregistered; its certificate is revoked"
+            )),
+        );
+        self.ctx
+            .hub
+            .fail_cluster_inflight(name, &format!("cluster {name} was deregistered"))
+            .await;
+        tracing::info!(cluster = name, actor, "cluster deregistered");
+        Ok(())
+    }
+}
+
+fn out_last_key(out: &[(String, Item)]) -> String {
+    out.last()
+        .map(|(k, _)| hex::encode(k.as_bytes()))
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl pb::cluster_service_server::ClusterService for ClusterSvc {
+    async fn list_clusters(
+        &self,
+        request: Request<pb::ListClustersRequest>,
+    ) -> Result<Response<pb::ListClustersResponse>, Status> {
+        self.ctx
+            .auth
+            .require(&request, Role::View, "ClusterService.ListClusters")
+            .map_err(ApiError::from)?;
+        let clusters = self
+            .ctx
+            .store
+            .clusters()
+            .map_err(ApiError::from)?
+            .iter()
+            .map(|c| self.to_pb(c))
+            .collect();
+        Ok(Response::new(pb::ListClustersResponse { clusters }))
+    }
+
+    async fn get_cluster(
+        &self,
+        request: Request<pb::GetClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        self.ctx
+            .auth
+            .require(&request, Role::View, "ClusterService.GetCluster")
+            .map_err(ApiError::from)?;
+        let name = request.into_inner().name;
+        let rec = self
+            .ctx
+            .store
+            .cluster(&name)
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::NotFound(format!("cluster {name:?} is not registered")))?;
+        Ok(Response::new(self.to_pb(&rec)))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<pb::ListInventoryRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        self.ctx
+            .auth
+            .require(&request, Role::View, "ClusterService.ListNodes")
+            .map_err(ApiError::from)?;
+        let (items, next_page_token) = self.page(Kind::Nodes, request.get_ref())?;
+        let nodes = items
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Node(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes,
+            next_page_token,
+        }))
+    }
+
+    async fn list_namespaces(
+        &self,
+        request: Request<pb::ListInventoryRequest>,
+    ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        self.ctx
+            .auth
+            .require(&request, Role::View, "ClusterService.ListNamespaces")
+            .map_err(ApiError::from)?;
+        let (items, next_page_token) = self.page(Kind::Namespaces, request.get_ref())?;
+        let namespaces = items
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Namespace(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        Ok(Response::new(pb::ListNamespacesResponse {
+            namespaces,
+            next_page_token,
+        }))
+    }
+
+    async fn list_pods(
+        &self,
+        request: Request<pb::ListInventoryRequest>,
+    ) -> Result<Response<pb::ListPodsResponse>, Status> {
+        self.ctx
+            .auth
+            .require(&request, Role::View, "ClusterService.ListPods")
+            .map_err(ApiError::from)?;
+        let (items, next_page_token) = self.page(Kind::Pods, request.get_ref())?;
+        let pods = items
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Pod(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        Ok(Response::new(pb::ListPodsResponse {
+            pods,
+            next_page_token,
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<pb::ListInventoryRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        self.ctx
+            .auth
+            .require(&request, Role::View, "ClusterService.ListServices")
+            .map_err(ApiError::from)?;
+        let (items, next_page_token) = self.page(Kind::Services, request.get_ref())?;
+        let services = items
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Service(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        Ok(Response::new(pb::ListServicesResponse {
+            services,
+            next_page_token,
+        }))
+    }
+
+    async fn create_bootstrap_token(
+        &self,
+        request: Request<pb::CreateBootstrapTokenRequest>,
+    ) -> Result<Response<pb::CreateBootstrapTokenResponse>, Status> {
+        let who = self
+            .ctx
+            .auth
+            .require(&request, Role::Admin, "ClusterService.CreateBootstrapToken")
+            .map_err(ApiError::from)?;
+        Ok(Response::new(
+            self.create_token(who.name(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn deregister_cluster(
+        &self,
+        request: Request<pb::DeregisterClusterRequest>,
+    ) -> Result<Response<pb::DeregisterClusterResponse>, Status> {
+        let who = self
+            .ctx
+            .auth
+            .require(&request, Role::Admin, "ClusterService.DeregisterCluster")
+            .map_err(ApiError::from)?;
+        self.deregister(who.name(), &request.into_inner().name)
+            .await?;
+        Ok(Response::new(pb::DeregisterClusterResponse {}))
+    }
+}

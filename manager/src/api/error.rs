@@ -1,0 +1,49 @@
+//! The one place where failures of the API become gRPC statuses.
+
+use crate::{auth::AuthError, store::StoreError, traces::validate::Invalid};
+
+/// Everything an API call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A bad credential in the request body (bootstrap token).
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ApiError::Invalid(_) => tonic::Status::invalid_argument(msg),
+            ApiError::NotFound(_) => tonic::Status::not_found(msg),
+            ApiError::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            ApiError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
+            ApiError::PermissionDenied(_) => tonic::Status::permission_denied(msg),
+            ApiError::Auth(a) => a.into(),
+            ApiError::Store(_) | ApiError::Internal(_) => {
+                tracing::error!(error = %msg, "internal error");
+                tonic::Status::internal(msg)
+            }
+        }
+    }
+}
+
+/// Result of an API call.
+pub type ApiResult<T> = Result<T, ApiError>;

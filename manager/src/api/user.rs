@@ -1,0 +1,201 @@
+//! `UserService` (admin only): users, their roles, and their credentials.
+//!
+//! Contract: CreateUser either signs the caller's CSR (CN must equal the user name) into a
+//! client certificate with OU traceflow-user, or issues a bearer token stored only as its
+//! SHA-256. Creating an existing user updates its role and issues another credential.
+//! DeleteUser removes the user and its bearer tokens; its certificates stop working because
+//! the role lookup fails.
+
+use tonic::{Request, Response, Status};
+use traceflow_pki::IdentityKind;
+use traceflow_proto::v1 as pb;
+
+use super::{
+    Ctx,
+    error::{ApiError, ApiResult},
+    new_secret,
+};
+use crate::{
+    auth::Role,
+    store::{AuditEvent, Store, TokenKind, TokenRecord, UserRecord, hash_secret, now_micros},
+    traces::validate::{Invalid, check_name},
+};
+
+/// The UserService implementation.
+#[derive(Clone, Debug)]
+pub struct UserSvc {
+    pub ctx: Ctx,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Invalid(Invalid {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+/// Stores `name` with `role` (keeping its creation time) and, for `bearer`, a new token;
+/// returns the user and the token (empty otherwise). Durable after the caller's flush.
+pub fn upsert_user(
+    store: &Store,
+    name: &str,
+    role: Role,
+    bearer: bool,
+    actor: &str,
+) -> Result<(UserRecord, String), ApiError> {
+    check_name("name", name)?;
+    let now = now_micros();
+    let created = store.user(name)?.map(|u| u.created_micros).unwrap_or(now);
+    let user = UserRecord {
+        name: name.to_string(),
+        role: role.as_str().to_string(),
+        created_micros: created,
+    };
+    store.put_user(&user)?;
+    let token = if bearer {
+        let token = new_secret("tfu");
+        store.put_token(
+            &hash_secret(&token),
+            &TokenRecord {
+                kind: TokenKind::User,
+                subject: name.to_string(),
+                created_micros: now,
+                expires_micros: 0,
+                used_micros: 0,
+            },
+        )?;
+        token
+    } else {
+        String::new()
+    };
+    store.audit(&AuditEvent {
+        micros: now,
+        actor: actor.to_string(),
+        action: "user-create".into(),
+        subject: name.to_string(),
+        detail: format!(
+            "role {role}, {}",
+            if bearer {
+                "bearer token"
+            } else {
+                "certificate"
+            }
+        ),
+    })?;
+    Ok((user, token))
+}
+
+fn user_pb(u: &UserRecord) -> pb::User {
+    pb::User {
+        name: u.name.clone(),
+        role: Role::parse(&u.role).map(|r| r.to_pb()).unwrap_or_default() as i32,
+        created_micros: u.created_micros,
+    }
+}
+
+impl UserSvc {
+    async fn create(
+        &self,
+        actor: &str,
+        req: pb::CreateUserRequest,
+    ) -> ApiResult<pb::CreateUserResponse> {
+        let pb::CreateUserRequest {
+            name,
+            role,
+            bearer_token,
+            csr_pem,
+        } = req;
+        let role = Role::from_pb(role)
+            .ok_or_else(|| invalid("role", "is required: view, edit or admin"))?;
+        check_name("name", &name)?;
+        let certificate_pem = if bearer_token {
+            String::new()
+        } else {
+            if csr_pem.is_empty() {
+                return Err(invalid(
+                    "csr_pem",
+                    "is required unless bearer_token is set (PEM PKCS#10, CN = user name)",
+                ));
+            }
+            self.ctx
+                .ca
+                .sign_csr(&csr_pem, &name, IdentityKind::User)
+                .map_err(|e| invalid("csr_pem", e.to_string()))?
+                .cert_pem
+        };
+        let (user, token) = upsert_user(&self.ctx.store, &name, role, bearer_token, actor)?;
+        self.ctx.store.durable().await?;
+        tracing::info!(user = %name, role = %role, actor, "user created");
+        Ok(pb::CreateUserResponse {
+            user: Some(user_pb(&user)),
+            token,
+            certificate_pem,
+            ca_pem: self.ctx.ca.cert_pem().to_string(),
+        })
+    }
+
+    async fn delete(&self, actor: &str, name: &str) -> ApiResult<()> {
+        if !self.ctx.store.delete_user(name)? {
+            return Err(ApiError::NotFound(format!("user {name:?} does not exist")));
+        }
+        self.ctx.store.delete_user_tokens(name)?;
+        self.ctx.store.audit(&AuditEvent {
+            micros: now_micros(),
+            actor: actor.to_string(),
+            action: "user-delete".into(),
+            subject: name.to_string(),
+            detail: "user and bearer tokens removed".into(),
+        })?;
+        self.ctx.store.durable().await?;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::user_service_server::UserService for UserSvc {
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let who = self
+            .ctx
+            .auth
+            .require(&request, Role::Admin, "UserService.CreateUser")
+            .map_err(ApiError::from)?;
+        Ok(Response::new(
+            self.create(who.name(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        self.ctx
+            .auth
+            .require(&request, Role::Admin, "UserService.ListUsers")
+            .map_err(ApiError::from)?;
+        let users = self
+            .ctx
+            .store
+            .users()
+            .map_err(ApiError::from)?
+            .iter()
+            .map(user_pb)
+            .collect();
+        Ok(Response::new(pb::ListUsersResponse { users }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let who = self
+            .ctx
+            .auth
+            .require(&request, Role::Admin, "UserService.DeleteUser")
+            .map_err(ApiError::from)?;
+        self.delete(who.name(), &request.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+}

@@ -1,0 +1,162 @@
+//! `AdapterService.Attach`: the one stream per cluster, opened by the adapter.
+//!
+//! Contract: only a cluster certificate whose serial is the cluster's current one is accepted
+//! (checked at connect and before every message, so deregistration ends an open stream). The
+//! first message down is `ManagerConfig`. A cluster can update only its own traces; an update
+//! for another cluster's trace or an unknown trace is logged and dropped.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use traceflow_proto::v1::{self as pb, adapter_message::Kind};
+
+use super::Fleet;
+use crate::{
+    auth::Authenticator,
+    store::{Store, now_micros},
+    traces::TraceHub,
+};
+
+/// The AdapterService implementation.
+#[derive(Clone, Debug)]
+pub struct AdapterSvc {
+    pub auth: Authenticator,
+    pub fleet: Fleet,
+    pub hub: TraceHub,
+    pub store: Store,
+}
+
+type AttachStream = Pin<Box<dyn Stream<Item = Result<pb::ManagerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::adapter_service_server::AdapterService for AdapterSvc {
+    type AttachStream = AttachStream;
+
+    #[tracing::instrument(skip_all, name = "attach")]
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::AdapterMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let (cluster, serial) = self.auth.cluster(&request).map_err(Status::from)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let config = pb::ManagerMessage {
+            kind: Some(pb::manager_message::Kind::Config(pb::ManagerConfig {
+                heartbeat_interval_seconds: self.fleet.heartbeat_interval().as_secs().max(1) as i32,
+            })),
+        };
+        tx.send(Ok(config))
+            .await
+            .map_err(|_| Status::unavailable("stream closed before it opened"))?;
+        let (id, close) = self.fleet.connect(&cluster, tx.clone());
+        tracing::info!(cluster = %cluster, serial = %serial, conn = id, "cluster attached");
+        if let Ok(Some(mut rec)) = self.store.cluster(&cluster) {
+            rec.last_heartbeat_micros = now_micros();
+            let _ = self.store.put_cluster(&rec);
+        }
+        let inbound = request.into_inner();
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let end = svc.pump(&cluster, &serial, id, inbound, close).await;
+            if let Some(status) = end {
+                let _ = tx.send(Err(status)).await;
+            }
+            if svc.fleet.disconnect(&cluster, id) {
+                tracing::info!(cluster = %cluster, conn = id, "cluster detached");
+                svc.hub
+                    .fail_cluster_inflight(
+                        &cluster,
+                        &format!("cluster {cluster} disconnected while the trace was in flight"),
+                    )
+                    .await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl AdapterSvc {
+    /// Reads the adapter's messages until the stream ends or must close; returns the status to
+    /// end the outbound stream with, if any.
+    async fn pump(
+        &self,
+        cluster: &str,
+        serial: &str,
+        id: u64,
+        mut inbound: Streaming<pb::AdapterMessage>,
+        mut close: tokio::sync::oneshot::Receiver<Status>,
+    ) -> Option<Status> {
+        loop {
+            let msg = tokio::select! {
+                status = &mut close => {
+                    return Some(status.unwrap_or_else(|_| Status::aborted("stream closed")));
+                }
+                msg = inbound.next() => msg,
+            };
+            let msg = match msg {
+                None => return None,
+                Some(Err(error)) => {
+                    tracing::info!(%error, cluster, "adapter stream ended with an error");
+                    return None;
+                }
+                Some(Ok(m)) => m,
+            };
+            // Revocation: the certificate must still be the cluster's current one.
+            match self.store.cluster(cluster) {
+                Ok(Some(rec)) if rec.certificate_serial == serial => {}
+                Ok(_) => {
+                    return Some(Status::unauthenticated(format!(
+                        "certificate of cluster {cluster:?} was revoked; register again with a new bootstrap token"
+                    )));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, cluster, "cannot read cluster record");
+                }
+            }
+            if !self.fleet.is_current(cluster, id) {
+                return Some(Status::aborted(
+                    "a newer stream for this cluster replaced this one",
+                ));
+            }
+            self.fleet.heard(cluster, id, None);
+            self.handle(cluster, id, msg).await;
+        }
+    }
+
+    async fn handle(&self, cluster: &str, id: u64, msg: pb::AdapterMessage) {
+        match msg.kind {
+            None => {}
+            Some(Kind::Hello(h)) => {
+                tracing::info!(cluster, version = %h.version, "adapter hello");
+            }
+            Some(Kind::InventorySync(inv)) => {
+                self.fleet.with_inventory(cluster, |i| i.sync(inv));
+            }
+            Some(Kind::InventoryUpsert(inv)) => {
+                self.fleet.with_inventory(cluster, |i| i.upsert(inv));
+            }
+            Some(Kind::InventoryDelete(d)) => {
+                self.fleet.with_inventory(cluster, |i| i.delete(d));
+            }
+            Some(Kind::Heartbeat(b)) => {
+                self.fleet.heard(cluster, id, Some(&b));
+            }
+            Some(Kind::TraceUpdate(u)) => {
+                let status = u.status.unwrap_or_default();
+                match self.hub.apply_update(cluster, &u.uid, status).await {
+                    Ok(Some(t)) => {
+                        tracing::debug!(cluster, uid = %t.uid, phase = ?crate::traces::phase(&t), "trace updated");
+                    }
+                    Ok(None) => {
+                        tracing::debug!(cluster, uid = %u.uid, "update for an ended trace ignored");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, cluster, uid = %u.uid, "trace update refused");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! traceflow-manager: the fleet's control plane.
+//!
+//! ```text
+//!  grpcurl / tfctl / console ──TLS (cert or bearer)──▶ api::{traceflow, cluster, user}
+//!  adapter ──token + CSR──▶ api::registration ──▶ CA signs CN = cluster
+//!  adapter ══mTLS Attach══▶ fleet::attach ──▶ fleet (streams, inventory, health)
+//!                                      └──▶ traces::TraceHub ──▶ store (sled, flushed) ──▶ watchers
+//! ```
+//!
+//! `main.rs` only parses configuration ([`config`]) and calls [`server::run`] or [`ops`].
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod fleet;
+pub mod ops;
+pub mod server;
+pub mod store;
+pub mod traces;

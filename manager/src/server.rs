@@ -1,0 +1,317 @@
+//! Wiring: the data directory, the CA, and the one TLS port.
+//!
+//! ```text
+//!   D/store (sled) ─▶ Store ─▶ CA (created on first start), local admin credential
+//!   TcpListener ─▶ tonic (TLS, client cert optional, HTTP/1 + gRPC-Web)
+//!        ├─ TraceflowService, ClusterService, UserService   (auth: role per RPC)
+//!        ├─ RegistrationService                              (token + CSR)
+//!        ├─ AdapterService                                   (cluster certificates)
+//!        ├─ reflection v1 + v1alpha                          (any known user)
+//!        └─ grpc.health.v1                                   (open)
+//! ```
+//!
+//! Files in the data directory: `store/` (sled), `ca.pem`, `local-admin.pem`,
+//! `local-admin-key.pem`, and `listen.addr` (the bound address, written once listening).
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use traceflow_pki::{CertificateAuthority, IdentityKind};
+use traceflow_proto::v1 as pb;
+
+use crate::{
+    api::{
+        Ctx, cluster::ClusterSvc, registration::RegistrationSvc, traceflow::TraceflowSvc,
+        user::UserSvc,
+    },
+    auth::{Authenticator, Role},
+    fleet::{Fleet, attach::AdapterSvc},
+    store::{AuditEvent, Store, StoreError, StoredCa, UserRecord, now_micros},
+    traces::{TraceHub, is_terminal, phase},
+};
+
+/// Name of the local admin user whose credential lives in the data directory.
+pub const LOCAL_ADMIN: &str = "local-admin";
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("certificate authority: {0}")]
+    Pki(#[from] traceflow_pki::PkiError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
+    move |source| ServeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `contents` to `path` atomically (temp file + rename), with `mode` on unix.
+pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), ServeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).map_err(io_err(&tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    Ok(())
+}
+
+/// Retention of finished traces.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Finished traces older than this are deleted.
+    pub max_age: Duration,
+    /// Only the newest `max_count` traces are kept (in-flight ones are never deleted).
+    pub max_count: usize,
+    /// How often the background task runs.
+    pub interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_count: 100_000,
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Settings of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub heartbeat_interval: Duration,
+    pub retention: Retention,
+}
+
+/// The opened data directory.
+pub struct DataDir {
+    pub store: Store,
+    pub ca: Arc<CertificateAuthority>,
+}
+
+/// Path of the store inside a data directory.
+pub fn store_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("store")
+}
+
+/// Opens the store in `data_dir`, creating the CA (kept in the store) and the local admin
+/// credential on first use; rewrites `ca.pem` and the local admin files when missing.
+pub fn open_data_dir(data_dir: &Path) -> Result<DataDir, ServeError> {
+    std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+    let store = Store::open(&store_path(data_dir))?;
+    let ca = match store.ca()? {
+        Some(c) => CertificateAuthority::from_pem(&c.cert_pem, &c.key_pem)?,
+        None => {
+            let ca = CertificateAuthority::generate("traceflow-manager CA")?;
+            store.put_ca(&StoredCa {
+                cert_pem: ca.cert_pem().to_string(),
+                key_pem: ca.key_pem().to_string(),
+            })?;
+            store.audit(&AuditEvent {
+                micros: now_micros(),
+                actor: "local".into(),
+                action: "ca-create".into(),
+                subject: "traceflow-manager CA".into(),
+                detail: "certificate authority created".into(),
+            })?;
+            ca
+        }
+    };
+    write_file(&data_dir.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
+    if store.user(LOCAL_ADMIN)?.is_none() {
+        store.put_user(&UserRecord {
+            name: LOCAL_ADMIN.into(),
+            role: Role::Admin.as_str().into(),
+            created_micros: now_micros(),
+        })?;
+    }
+    let cert = data_dir.join("local-admin.pem");
+    let key = data_dir.join("local-admin-key.pem");
+    if !cert.exists() || !key.exists() {
+        let issued = ca.issue(LOCAL_ADMIN, IdentityKind::User, &[])?;
+        write_file(&key, issued.key_pem.as_bytes(), 0o600)?;
+        write_file(&cert, issued.cert_pem.as_bytes(), 0o644)?;
+    }
+    store.flush_blocking()?;
+    Ok(DataDir {
+        store,
+        ca: Arc::new(ca),
+    })
+}
+
+/// Deletes finished traces past the retention limits; returns how many.
+pub async fn enforce_retention(hub: &TraceHub, r: &Retention) -> Result<usize, StoreError> {
+    let oldest = now_micros() - r.max_age.as_micros() as i64;
+    let mut doomed = Vec::new();
+    for (i, t) in hub.store().all_traces().enumerate() {
+        let t = t?;
+        if !is_terminal(phase(&t)) {
+            continue;
+        }
+        if i >= r.max_count || t.creation_time_micros < oldest {
+            doomed.push(t.uid);
+        }
+    }
+    for uid in &doomed {
+        hub.delete(uid).await?;
+    }
+    Ok(doomed.len())
+}
+
+/// Serves on `listener` until `shutdown` completes. `data` comes from [`open_data_dir`].
+pub async fn run(
+    cfg: ServeConfig,
+    data: DataDir,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let DataDir { store, ca } = data;
+    let hub = TraceHub::new(store.clone());
+    let recovered = hub.recover()?;
+    if recovered > 0 {
+        tracing::warn!(
+            count = recovered,
+            "traces in flight at the last stop ended Failed"
+        );
+    }
+    let server_cert = ca.issue_server(
+        "traceflow-manager",
+        &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+    )?;
+    let tls = traceflow_pki::tonic_server_tls(
+        &server_cert.cert_pem,
+        &server_cert.key_pem,
+        ca.cert_pem(),
+        true,
+    );
+    let auth = Authenticator::new(store.clone());
+    let fleet = Fleet::new(cfg.heartbeat_interval);
+    let ctx = Ctx {
+        store: store.clone(),
+        auth: auth.clone(),
+        fleet: fleet.clone(),
+        hub: hub.clone(),
+        ca,
+    };
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(traceflow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(traceflow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::traceflow_service_server::TraceflowServiceServer<TraceflowSvc>>()
+        .await;
+    health
+        .set_serving::<pb::cluster_service_server::ClusterServiceServer<ClusterSvc>>()
+        .await;
+    health
+        .set_serving::<pb::registration_service_server::RegistrationServiceServer<RegistrationSvc>>(
+        )
+        .await;
+    health
+        .set_serving::<pb::adapter_service_server::AdapterServiceServer<AdapterSvc>>()
+        .await;
+
+    let retention = cfg.retention;
+    let retention_hub = hub.clone();
+    let retention_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(retention.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match enforce_retention(&retention_hub, &retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "retention deleted finished traces"),
+                Err(error) => tracing::warn!(%error, "retention failed"),
+            }
+        }
+    });
+
+    let addr = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, data_dir = %cfg.data_dir.display(), "manager serving");
+    let result = tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .accept_http1(true)
+        .layer(tonic_web::GrpcWebLayer::new())
+        .add_service(pb::traceflow_service_server::TraceflowServiceServer::new(
+            TraceflowSvc { ctx: ctx.clone() },
+        ))
+        .add_service(pb::cluster_service_server::ClusterServiceServer::new(
+            ClusterSvc { ctx: ctx.clone() },
+        ))
+        .add_service(pb::user_service_server::UserServiceServer::new(UserSvc {
+            ctx: ctx.clone(),
+        }))
+        .add_service(
+            pb::registration_service_server::RegistrationServiceServer::new(RegistrationSvc {
+                ctx: ctx.clone(),
+            }),
+        )
+        .add_service(pb::adapter_service_server::AdapterServiceServer::new(
+            AdapterSvc {
+                auth: auth.clone(),
+                fleet,
+                hub,
+                store: store.clone(),
+            },
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection_v1,
+            auth.any_user_interceptor(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection_v1alpha,
+            auth.any_user_interceptor(),
+        ))
+        .add_service(health_svc)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    retention_task.abort();
+    store.flush_blocking()?;
+    result?;
+    Ok(())
+}
+
+/// Binds `listen`, writes `D/listen.addr` with the bound address, and returns the listener.
+pub async fn bind(data_dir: &Path, listen: SocketAddr) -> Result<TcpListener, ServeError> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(io_err(Path::new("listen address")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io_err(Path::new("listen address")))?;
+    write_file(
+        &data_dir.join("listen.addr"),
+        format!("{addr}\n").as_bytes(),
+        0o644,
+    )?;
+    Ok(listener)
+}

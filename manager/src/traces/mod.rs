@@ -1,0 +1,228 @@
+//! The life of a trace inside the manager: persistence of every transition and fan-out to
+//! watchers.
+//!
+//! ```text
+//!   api (Create/Delete) ──┐                       ┌──▶ watchers (broadcast)
+//!   fleet (TraceUpdate) ──┼─▶ TraceHub::save ──▶ store.put_trace + durable
+//!   startup recovery ─────┘
+//! ```
+//!
+//! Contract: a change is broadcast only after it is durable, so a watcher never sees a state
+//! that a crash could take back.
+
+pub mod validate;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use tokio::sync::broadcast;
+use traceflow_proto::v1 as pb;
+
+use crate::store::{Store, StoreError, now_micros};
+
+/// Reason written into traces that were in flight when the manager stopped.
+pub const RESTART_REASON: &str = "manager restarted";
+
+/// A change to a trace, as watchers receive it.
+#[derive(Debug, Clone)]
+pub enum TraceEvent {
+    Updated(Box<pb::Traceflow>),
+    Deleted(String),
+}
+
+/// Why a cluster's trace update was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("trace {0} is not known to the manager")]
+    Unknown(String),
+    #[error("trace {uid} belongs to cluster {owner:?}, not {cluster:?}")]
+    WrongCluster {
+        uid: String,
+        owner: String,
+        cluster: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Phase of a trace (unspecified when it has no status).
+pub fn phase(t: &pb::Traceflow) -> pb::TraceflowPhase {
+    t.status
+        .as_ref()
+        .and_then(|s| pb::TraceflowPhase::try_from(s.phase).ok())
+        .unwrap_or(pb::TraceflowPhase::PhaseUnspecified)
+}
+
+/// Whether the phase is final (Succeeded or Failed).
+pub fn is_terminal(p: pb::TraceflowPhase) -> bool {
+    matches!(
+        p,
+        pb::TraceflowPhase::Succeeded | pb::TraceflowPhase::Failed
+    )
+}
+
+/// Marks `t` Failed with `reason` at `now`.
+pub fn fail(t: &mut pb::Traceflow, reason: &str, now: i64) {
+    let status = t.status.get_or_insert_with(Default::default);
+    status.phase = pb::TraceflowPhase::Failed as i32;
+    status.reason = reason.to_string();
+    if status.end_time_micros == 0 {
+        status.end_time_micros = now;
+    }
+}
+
+/// Persists traces and fans their changes out. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct TraceHub {
+    store: Store,
+    events: broadcast::Sender<TraceEvent>,
+    /// In-flight traces: uid → cluster.
+    inflight: Arc<std::sync::Mutex<HashMap<String, String>>>,
+}
+
+impl TraceHub {
+    pub fn new(store: Store) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        TraceHub {
+            store,
+            events,
+            inflight: Default::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<TraceEvent> {
+        self.events.subscribe()
+    }
+
+    fn track(&self, t: &pb::Traceflow) {
+        if let Ok(mut m) = self.inflight.lock() {
+            if is_terminal(phase(t)) {
+                m.remove(&t.uid);
+            } else {
+                m.insert(t.uid.clone(), t.cluster.clone());
+            }
+        }
+    }
+
+    /// Stores `t`, waits until it is durable, then tells watchers.
+    pub async fn save(&self, t: pb::Traceflow) -> Result<pb::Traceflow, StoreError> {
+        self.store.put_trace(&t)?;
+        self.store.durable().await?;
+        self.track(&t);
+        let _ = self.events.send(TraceEvent::Updated(Box::new(t.clone())));
+        Ok(t)
+    }
+
+    /// Deletes a trace durably and tells watchers.
+    pub async fn delete(&self, uid: &str) -> Result<bool, StoreError> {
+        let existed = self.store.delete_trace(uid)?;
+        self.store.durable().await?;
+        if let Ok(mut m) = self.inflight.lock() {
+            m.remove(uid);
+        }
+        let _ = self.events.send(TraceEvent::Deleted(uid.to_string()));
+        Ok(existed)
+    }
+
+    /// Applies a status snapshot sent by `cluster`'s adapter. Updates to traces that already
+    /// ended are ignored (returns `Ok(None)`): the manager may have failed them first.
+    pub async fn apply_update(
+        &self,
+        cluster: &str,
+        uid: &str,
+        status: pb::TraceflowStatus,
+    ) -> Result<Option<pb::Traceflow>, UpdateError> {
+        let mut t = self
+            .store
+            .get_trace(uid)?
+            .ok_or_else(|| UpdateError::Unknown(uid.to_string()))?;
+        if t.cluster != cluster {
+            return Err(UpdateError::WrongCluster {
+                uid: uid.to_string(),
+                owner: t.cluster,
+                cluster: cluster.to_string(),
+            });
+        }
+        if is_terminal(phase(&t)) {
+            return Ok(None);
+        }
+        let mut status = status;
+        let new_phase = pb::TraceflowPhase::try_from(status.phase)
+            .unwrap_or(pb::TraceflowPhase::PhaseUnspecified);
+        if is_terminal(new_phase) && status.end_time_micros == 0 {
+            status.end_time_micros = now_micros();
+        }
+        if new_phase == pb::TraceflowPhase::PhaseUnspecified {
+            status.phase = phase(&t) as i32;
+        }
+        t.status = Some(status);
+        Ok(Some(self.save(t).await?))
+    }
+
+    /// Fails every in-flight trace of `cluster` with `reason` (the cluster went away).
+    pub async fn fail_cluster_inflight(&self, cluster: &str, reason: &str) {
+        let uids: Vec<String> = match self.inflight.lock() {
+            Ok(m) => m
+                .iter()
+                .filter(|(_, c)| c.as_str() == cluster)
+                .map(|(u, _)| u.clone())
+                .collect(),
+            Err(_) => return,
+        };
+        for uid in uids {
+            self.fail_if_inflight(&uid, reason).await;
+        }
+    }
+
+    /// Fails `uid` with `reason` unless it already ended.
+    pub async fn fail_if_inflight(&self, uid: &str, reason: &str) {
+        match self.store.get_trace(uid) {
+            Ok(Some(mut t)) if !is_terminal(phase(&t)) => {
+                fail(&mut t, reason, now_micros());
+                if let Err(error) = self.save(t).await {
+                    tracing::warn!(%error, uid, "cannot fail trace");
+                }
+            }
+            Ok(_) => {
+                if let Ok(mut m) = self.inflight.lock() {
+                    m.remove(uid);
+                }
+            }
+            Err(error) => tracing::warn!(%error, uid, "cannot read trace"),
+        }
+    }
+
+    /// Backstop for a trace whose adapter never ends it: after its timeout plus `grace`, it is
+    /// Failed with Antrea's "Traceflow timeout".
+    pub fn arm_timeout(&self, uid: String, timeout_secs: i32, grace: Duration) {
+        let hub = self.clone();
+        let wait = Duration::from_secs(timeout_secs.max(1) as u64) + grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            hub.fail_if_inflight(&uid, "Traceflow timeout").await;
+        });
+    }
+
+    /// Startup recovery: every trace still Pending or Running is ended Failed with reason
+    /// [`RESTART_REASON`], durably. Returns how many were ended.
+    pub fn recover(&self) -> Result<usize, StoreError> {
+        let now = now_micros();
+        let mut doomed = Vec::new();
+        for t in self.store.all_traces() {
+            let t = t?;
+            if !is_terminal(phase(&t)) {
+                doomed.push(t);
+            }
+        }
+        let n = doomed.len();
+        for mut t in doomed {
+            fail(&mut t, RESTART_REASON, now);
+            self.store.put_trace(&t)?;
+        }
+        self.store.flush_blocking()?;
+        Ok(n)
+    }
+}
