@@ -1,1 +1,161 @@
-fn main() {}
+//! tfctl: the command-line client of the traceflow manager, with antctl traceflow's flags.
+
+mod client;
+mod commands;
+mod config;
+mod flow;
+mod output;
+mod spec;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+use output::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "tfctl",
+    version,
+    about = "Trace packets through Kubernetes clusters (antctl traceflow flags)"
+)]
+struct Cli {
+    /// tfctl config (server, ca, cert/key or token); default ~/.config/tfctl/config.yaml.
+    #[arg(long, global = true, env = "TFCTL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a trace and print its result (antctl traceflow).
+    #[command(visible_aliases = ["tf", "traceflows"])]
+    Traceflow {
+        /// The cluster to trace in.
+        #[arg(long)]
+        cluster: String,
+        /// Namespace/Pod, Pod (namespace default), or an IP (live traffic only).
+        #[arg(short = 'S', long)]
+        source: Option<String>,
+        /// Namespace/Pod, Pod, Namespace/Service, Service, or an IP.
+        #[arg(short = 'D', long)]
+        destination: Option<String>,
+        /// Treat a named destination as a Service without looking for a Pod of that name.
+        #[arg(long)]
+        dst_service: bool,
+        /// ovs-ofctl-like packet fields, e.g. "tcp,tcp_dst=80" or "ipv6,udp,udp_dst=53".
+        #[arg(short = 'f', long, default_value = "")]
+        flow: String,
+        /// Trace timeout, e.g. 20s (1s..300s); default 20s.
+        #[arg(short = 't', long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+        output: Format,
+        /// Trace the first packet of a new matching connection instead of injecting one.
+        #[arg(short = 'L', long, visible_short_alias = 'l')]
+        live_traffic: bool,
+        /// With --live-traffic: capture only a packet a NetworkPolicy drops.
+        #[arg(short = 'd', long)]
+        dropped_only: bool,
+        /// Create the trace and print it without waiting for the result.
+        #[arg(long, visible_alias = "no-wait")]
+        nowait: bool,
+    },
+    /// Print one trace by name or uid.
+    Get {
+        trace: String,
+        #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+        output: Format,
+    },
+    /// List traces, newest first.
+    List {
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Format>,
+    },
+    /// List clusters with their health.
+    Clusters {
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Format>,
+    },
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Flag problems are reported before touching the config or the network.
+    if let Command::Traceflow {
+        source,
+        destination,
+        live_traffic,
+        dropped_only,
+        timeout,
+        flow,
+        ..
+    } = &cli.command
+    {
+        let flags = spec::TraceFlags {
+            source: source.clone(),
+            destination: destination.clone(),
+            live_traffic: *live_traffic,
+            dropped_only: *dropped_only,
+            timeout: *timeout,
+        };
+        spec::check(&flags)?;
+        flow::parse_flow(flow).map_err(commands::CliError::from)?;
+    }
+    let config = config::load(&config::locate(cli.config)?)?;
+    let mut clients = client::connect(&config).await?;
+    match cli.command {
+        Command::Traceflow {
+            cluster,
+            source,
+            destination,
+            dst_service,
+            flow,
+            timeout,
+            output,
+            live_traffic,
+            dropped_only,
+            nowait,
+        } => {
+            let flags = spec::TraceFlags {
+                source,
+                destination,
+                live_traffic,
+                dropped_only,
+                timeout,
+            };
+            let opts = commands::TraceOptions {
+                cluster,
+                flags,
+                flow,
+                output,
+                no_wait: nowait,
+                dst_service,
+            };
+            commands::traceflow(&mut clients, opts).await?;
+        }
+        Command::Get { trace, output } => commands::get(&mut clients, &trace, output).await?,
+        Command::List {
+            cluster,
+            limit,
+            output,
+        } => commands::list(&mut clients, cluster, limit, output).await?,
+        Command::Clusters { output } => commands::clusters(&mut clients, output).await?,
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -46,10 +46,11 @@ impl TraceRecord {
             result.timestamp = first / 1_000_000;
         }
         for obs in &mut result.observations {
-            if obs.pod.is_empty() && !obs.translated_dst_ip.is_empty() {
-                if let Some(pod) = pod_of_ip(&obs.translated_dst_ip) {
-                    obs.pod = pod;
-                }
+            if obs.pod.is_empty()
+                && !obs.translated_dst_ip.is_empty()
+                && let Some(pod) = pod_of_ip(&obs.translated_dst_ip)
+            {
+                obs.pod = pod;
             }
         }
         self.results.push(result);
@@ -134,7 +135,7 @@ pub fn is_succeeded(spec: &pb::TraceflowSpec, results: &[pb::NodeResult]) -> boo
         .any(|a| o.action == *a as i32)
     });
     let no_source_pod = spec.source.as_ref().is_none_or(|s| s.pod.is_empty());
-    (sender && receiver) || (receiver && no_source_pod)
+    receiver && (sender || no_source_pod)
 }
 
 #[cfg(test)]

@@ -288,7 +288,7 @@ async fn thousand_concurrent_traces_get_their_own_observations() {
         if phase(&u) == TraceflowPhase::Succeeded as i32 {
             succeeded += 1;
             let i: usize = u.uid.trim_start_matches('u').parse().unwrap_or(usize::MAX);
-            let want = if i % 2 == 0 {
+            let want = if i.is_multiple_of(2) {
                 "default/p1"
             } else {
                 "default/p2"

@@ -64,10 +64,10 @@ pub fn node(node: &Node) -> Result<pb::InventoryNode, InvalidObject> {
     let name = required_name("Node", node.metadata.name.as_ref())?;
     let spec = node.spec.as_ref();
     let mut cidrs: Vec<String> = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
-    if cidrs.is_empty() {
-        if let Some(c) = spec.and_then(|s| s.pod_cidr.clone()) {
-            cidrs.push(c);
-        }
+    if cidrs.is_empty()
+        && let Some(c) = spec.and_then(|s| s.pod_cidr.clone())
+    {
+        cidrs.push(c);
     }
     let pod_cidrs = cidrs
         .iter()
@@ -127,10 +127,10 @@ pub fn pod(pod: &Pod) -> Result<pb::InventoryPod, InvalidObject> {
         .and_then(|s| s.pod_ips.as_ref())
         .map(|ips| ips.iter().map(|i| i.ip.clone()).collect())
         .unwrap_or_default();
-    if raw.is_empty() {
-        if let Some(ip) = status.and_then(|s| s.pod_ip.clone()) {
-            raw.push(ip);
-        }
+    if raw.is_empty()
+        && let Some(ip) = status.and_then(|s| s.pod_ip.clone())
+    {
+        raw.push(ip);
     }
     let ips = raw
         .iter()
@@ -157,10 +157,10 @@ pub fn service(svc: &Service) -> Result<pb::InventoryService, InvalidObject> {
     }
     let spec = svc.spec.as_ref();
     let mut raw: Vec<String> = spec.and_then(|s| s.cluster_ips.clone()).unwrap_or_default();
-    if raw.is_empty() {
-        if let Some(ip) = spec.and_then(|s| s.cluster_ip.clone()) {
-            raw.push(ip);
-        }
+    if raw.is_empty()
+        && let Some(ip) = spec.and_then(|s| s.cluster_ip.clone())
+    {
+        raw.push(ip);
     }
     let cluster_ips = raw
         .iter()

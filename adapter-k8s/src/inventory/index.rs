@@ -206,11 +206,11 @@ impl Index {
     }
 
     fn index(&mut self, obj: &Object, key: &str) {
-        if let Object::Pod(p) = obj {
-            if !p.host_network {
-                for ip in p.ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()) {
-                    self.pod_ips.insert(ip, key.to_string());
-                }
+        if let Object::Pod(p) = obj
+            && !p.host_network
+        {
+            for ip in p.ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()) {
+                self.pod_ips.insert(ip, key.to_string());
             }
         }
     }

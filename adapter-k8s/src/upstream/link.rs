@@ -134,11 +134,11 @@ impl Link {
         info!(manager = %self.url, "attached to manager");
         let mut heartbeat = tokio::time::interval(DEFAULT_HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        if let Some(update) = pending.take() {
-            if let Err(mpsc::error::SendError(m)) = out.send(msg(Out::TraceUpdate(update))).await {
-                *pending = extract_update(m);
-                return SessionEnd::Closed;
-            }
+        if let Some(update) = pending.take()
+            && let Err(mpsc::error::SendError(m)) = out.send(msg(Out::TraceUpdate(update))).await
+        {
+            *pending = extract_update(m);
+            return SessionEnd::Closed;
         }
         loop {
             tokio::select! {
