@@ -9,7 +9,9 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::{
     Api, Client,
-    api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams},
+    api::{
+        ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    },
     config::{KubeConfigOptions, Kubeconfig},
     runtime::watcher,
 };
@@ -40,9 +42,8 @@ async fn client_for(kubeconfig: &Path) -> Result<Client> {
 
 /// Serves `one-node.yaml`'s cluster in-process, exactly as `serve-api` does.
 async fn start(token: &str) -> Result<Server> {
-    let topo = topology::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/one-node.yaml"),
-    )?;
+    let topo =
+        topology::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/one-node.yaml"))?;
     let cluster = &topo.clusters[0];
     let store = kubeapi::store::Store::with_objects(cluster.objects.clone())?;
     let ca = traceflow_pki::CertificateAuthority::generate("test lab ca")?;
@@ -60,7 +61,10 @@ async fn start(token: &str) -> Result<Server> {
     std::fs::write(&ca_path, ca.cert_pem())?;
     let url = format!("https://{addr}");
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, kubeapi::kubeconfig("c1", &url, &ca_path, token))?;
+    std::fs::write(
+        &kubeconfig,
+        kubeapi::kubeconfig("c1", &url, &ca_path, token),
+    )?;
     Ok(Server {
         client: client_for(&kubeconfig).await?,
         kubeconfig,
@@ -75,14 +79,23 @@ async fn kube_client_lists_nodes_pods_services_namespaces() -> Result<()> {
     let s = start("secret-token").await?;
     let pods: Api<Pod> = Api::all(s.client.clone());
     let list = pods.list(&ListParams::default()).await?;
-    let mut names: Vec<String> = list.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let mut names: Vec<String> = list
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     names.sort();
     assert_eq!(names, ["p0", "p1", "p2"]);
     let p0: Api<Pod> = Api::namespaced(s.client.clone(), "default");
     let p0 = p0.get("p0").await?;
     let status = p0.status.context("p0 has a status")?;
     assert_eq!(status.phase.as_deref(), Some("Running"));
-    let ips: Vec<String> = status.pod_ips.unwrap_or_default().into_iter().map(|i| i.ip).collect();
+    let ips: Vec<String> = status
+        .pod_ips
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip)
+        .collect();
     assert_eq!(ips, ["10.10.0.2"]);
     assert_eq!(p0.spec.and_then(|s| s.node_name).as_deref(), Some("n1"));
 
@@ -116,13 +129,19 @@ async fn kube_client_lists_nodes_pods_services_namespaces() -> Result<()> {
     assert_eq!(web_pods.items.len(), 2);
     let page = pods.list(&ListParams::default().limit(2)).await?;
     assert_eq!(page.items.len(), 2);
-    let token = page.metadata.continue_.clone().context("a continue token")?;
+    let token = page
+        .metadata
+        .continue_
+        .clone()
+        .context("a continue token")?;
     let rest = pods
         .list(&ListParams::default().limit(2).continue_token(&token))
         .await?;
     assert_eq!(rest.items.len(), 1);
     assert!(rest.metadata.continue_.is_none_or(|c| c.is_empty()));
-    let by_node = pods.list(&ListParams::default().fields("spec.nodeName=n1")).await?;
+    let by_node = pods
+        .list(&ListParams::default().fields("spec.nodeName=n1"))
+        .await?;
     assert_eq!(by_node.items.len(), 3);
     Ok(())
 }
@@ -153,7 +172,10 @@ async fn watcher_sees_initial_objects_then_changes() -> Result<()> {
     // Outlive the 1 s server-side watch timeout: the watcher must resume from its
     // resourceVersion and still see what follows.
     let keep_polling = tokio::time::timeout(Duration::from_millis(2500), stream.try_next()).await;
-    assert!(keep_polling.is_err(), "no event expected yet: {keep_polling:?}");
+    assert!(
+        keep_polling.is_err(),
+        "no event expected yet: {keep_polling:?}"
+    );
     let api: Api<Pod> = Api::namespaced(s.client.clone(), "default");
     let new: Pod = serde_json::from_value(json!({
         "metadata": {"name": "p9", "labels": {"app": "late"}},
@@ -201,25 +223,34 @@ async fn traceflow_crd_create_status_delete() -> Result<()> {
             &Patch::Merge(json!({"status": {"phase": "Running"}})),
         )
         .await?;
-    assert_eq!(patched.data.pointer("/status/phase"), Some(&json!("Running")));
-    let mut got = api.get("p0-to-p1").await?;
     assert_eq!(
-        got.data.pointer("/spec/source/pod"),
-        Some(&json!("p0"))
+        patched.data.pointer("/status/phase"),
+        Some(&json!("Running"))
     );
+    let mut got = api.get("p0-to-p1").await?;
+    assert_eq!(got.data.pointer("/spec/source/pod"), Some(&json!("p0")));
     got.data["status"] = json!({"phase": "Succeeded"});
     let replaced = api
         .replace_status("p0-to-p1", &PostParams::default(), &got)
         .await?;
-    assert_eq!(replaced.data.pointer("/status/phase"), Some(&json!("Succeeded")));
+    assert_eq!(
+        replaced.data.pointer("/status/phase"),
+        Some(&json!("Succeeded"))
+    );
     // A stale resourceVersion is a 409 Conflict.
     let stale = api
         .replace_status("p0-to-p1", &PostParams::default(), &got)
         .await;
-    assert!(matches!(stale, Err(kube::Error::Api(ref e)) if e.code == 409), "{stale:?}");
+    assert!(
+        matches!(stale, Err(kube::Error::Api(ref e)) if e.code == 409),
+        "{stale:?}"
+    );
     api.delete("p0-to-p1", &Default::default()).await?;
     let gone = api.get("p0-to-p1").await;
-    assert!(matches!(gone, Err(kube::Error::Api(ref e)) if e.code == 404), "{gone:?}");
+    assert!(
+        matches!(gone, Err(kube::Error::Api(ref e)) if e.code == 404),
+        "{gone:?}"
+    );
     Ok(())
 }
 
@@ -228,7 +259,10 @@ async fn wrong_token_is_unauthorized() -> Result<()> {
     let s = start("not-the-token").await?;
     let pods: Api<Pod> = Api::all(s.client.clone());
     let err = pods.list(&ListParams::default()).await;
-    assert!(matches!(err, Err(kube::Error::Api(ref e)) if e.code == 401), "{err:?}");
+    assert!(
+        matches!(err, Err(kube::Error::Api(ref e)) if e.code == 401),
+        "{err:?}"
+    );
     // The kubeconfig points at the server we started.
     let text = std::fs::read_to_string(&s.kubeconfig)?;
     assert!(text.contains(&s.url));

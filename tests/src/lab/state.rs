@@ -68,7 +68,7 @@ impl LabState {
 /// Whether `p` can prefix namespace names: lower-case letters, digits, '-', 1..=12 bytes.
 pub fn valid_prefix(p: &str) -> bool {
     !p.is_empty()
-        && p.len() <= 12
+        && p.len() <= 16
         && p.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }

@@ -107,7 +107,7 @@ pub async fn up(opts: &UpOptions) -> Result<LabState, LabError> {
     let paths = Paths::new(&opts.dir)?;
     if !super::state::valid_prefix(&opts.prefix) {
         return Err(LabError::Precondition(format!(
-            "--prefix {:?}: use lower-case letters, digits and '-', at most 12 characters",
+            "--prefix {:?}: use lower-case letters, digits and '-', at most 16 characters",
             opts.prefix
         )));
     }

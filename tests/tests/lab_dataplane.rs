@@ -1,0 +1,246 @@
+//! The lab's data plane with real OVS, without the control plane: Nodes and Pods as network
+//! namespaces, br-int as the agent expects it, traffic between Pods, a sealed lab, and a `down`
+//! that leaves nothing. Needs root and Open vSwitch; fails (never skips) without them.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Lab, require_lab_prerequisites, stdout, text, topology};
+
+fn vsctl(rundir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("ovs-vsctl")
+        .arg(format!("--db=unix:{}", rundir.join("db.sock").display()))
+        .args(args)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => stdout(&o).trim().to_string(),
+        Ok(o) => panic!("ovs-vsctl {args:?}: {}", text(&o)),
+        Err(e) => panic!("ovs-vsctl {args:?}: {e}"),
+    }
+}
+
+#[test]
+fn one_node_pods_talk_through_br_int_and_down_leaves_nothing() {
+    require_lab_prerequisites();
+    let mut lab = Lab::new("dp");
+    let out = lab.up(&topology("one-node.yaml"), &["--no-control-plane"]);
+    assert!(
+        out.lines().last().is_some_and(|l| l.starts_with('#')),
+        "{out}"
+    );
+
+    let names = lab.netns();
+    for suffix in [
+        "c1-underlay",
+        "c1-n1",
+        "c1-default-p0",
+        "c1-default-p1",
+        "c1-default-p2",
+    ] {
+        let want = format!("{}-{suffix}", lab.prefix);
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+
+    // br-int as docs/contracts.md promises the agent.
+    let rundir = lab.dir.join("clusters/c1/nodes/n1/ovs");
+    assert!(
+        rundir.join("br-int.mgmt").exists(),
+        "no br-int.mgmt in {}",
+        rundir.display()
+    );
+    assert_eq!(
+        vsctl(&rundir, &["get", "Bridge", "br-int", "datapath_type"]),
+        "netdev"
+    );
+    assert_eq!(
+        vsctl(&rundir, &["get", "Interface", "antrea-tun0", "type"]),
+        "geneve"
+    );
+    assert_eq!(
+        vsctl(
+            &rundir,
+            &["get", "Interface", "antrea-tun0", "options:remote_ip"]
+        ),
+        "flow"
+    );
+    assert_eq!(
+        vsctl(
+            &rundir,
+            &["get", "Interface", "antrea-gw0", "external_ids:antrea-type"]
+        ),
+        "gateway"
+    );
+    assert_eq!(
+        vsctl(
+            &rundir,
+            &["get", "Interface", "antrea-gw0", "external_ids:ip"]
+        ),
+        "\"10.10.0.1\""
+    );
+    let ports = vsctl(
+        &rundir,
+        &[
+            "--columns=name,external_ids",
+            "--format=json",
+            "list",
+            "Interface",
+        ],
+    );
+    let ports: serde_json::Value = match serde_json::from_str(&ports) {
+        Ok(v) => v,
+        Err(e) => panic!("ovs-vsctl json: {e}: {ports}"),
+    };
+    let text_ports = ports.to_string();
+    for want in [
+        r#"["k8s_pod_name","p0"]"#,
+        r#"["k8s_pod_namespace","default"]"#,
+        r#"["ip","10.10.0.2"]"#,
+        r#"["antrea-type","container"]"#,
+        "attached-mac",
+        "container-id",
+    ] {
+        assert!(text_ports.contains(want), "{want} not in {text_ports}");
+    }
+
+    // Pod to Pod and Pod to gateway through br-int (OVS's default NORMAL flow here).
+    let ping = lab.exec(
+        "c1/default/p0",
+        &["ping", "-c", "1", "-W", "3", "10.10.0.3"],
+    );
+    assert!(
+        ping.status.success(),
+        "p0 -> p1: {}\n{}",
+        text(&ping),
+        lab.dump()
+    );
+    let ping = lab.exec(
+        "c1/default/p2",
+        &["ping", "-c", "1", "-W", "3", "10.10.0.1"],
+    );
+    assert!(ping.status.success(), "p2 -> gateway: {}", text(&ping));
+    let addr = lab.exec("c1/default/p1", &["ip", "-o", "addr", "show", "eth0"]);
+    assert!(stdout(&addr).contains("10.10.0.3/24"), "{}", text(&addr));
+
+    // Sealed: the Node has no route off the lab's ranges (checked without sending anything).
+    let route = lab.exec("c1/n1", &["ip", "route", "get", "192.0.2.10"]);
+    assert!(
+        !route.status.success(),
+        "Node can route out: {}",
+        text(&route)
+    );
+
+    let status = lab.run(&["status"]);
+    let st = stdout(&status);
+    assert!(
+        st.contains("ovs-vswitchd/c1/n1") && st.contains("alive"),
+        "{st}"
+    );
+    assert!(st.contains("pod default/p0  10.10.0.2"), "{st}");
+
+    let down = lab.down();
+    assert!(down.contains("is down"), "{down}");
+    lab.assert_gone();
+    // Idempotent.
+    let again = lab.down();
+    assert!(again.contains("no lab"), "{again}");
+}
+
+#[test]
+fn two_dual_stack_clusters_share_nothing_and_nodes_reach_each_other_on_the_underlay() {
+    require_lab_prerequisites();
+    let mut lab = Lab::new("dp2");
+    lab.up(&topology("two-clusters.yaml"), &["--no-control-plane"]);
+    // 2 underlays + 4 Nodes + 6 Pod namespaces (the hostNetwork Pod has none).
+    assert_eq!(lab.netns().len(), 12, "{:?}", lab.netns());
+
+    // Underlay: e1 reaches e2 through br-phy (the segment the Geneve tunnel rides on).
+    let ping = lab.exec("east/e1", &["ping", "-c", "1", "-W", "3", "192.168.77.3"]);
+    assert!(
+        ping.status.success(),
+        "e1 -> e2 underlay: {}\n{}",
+        text(&ping),
+        lab.dump()
+    );
+    let ping6 = lab.exec(
+        "west/w2",
+        &["ping", "-6", "-c", "1", "-W", "3", "fd77:0:1::2"],
+    );
+    assert!(
+        ping6.status.success(),
+        "w2 -> w1 underlay v6: {}",
+        text(&ping6)
+    );
+    // Clusters are separate segments.
+    let cross = lab.exec("east/e1", &["ping", "-c", "1", "-W", "1", "192.168.78.2"]);
+    assert!(!cross.status.success(), "east reached west's underlay");
+
+    // Dual-stack Pod addresses and gateway routes.
+    let addr = lab.exec("east/web/api-0", &["ip", "-o", "addr", "show", "eth0"]);
+    let a = stdout(&addr);
+    assert!(
+        a.contains("10.10.1.3/24") && a.contains("fd00:10:1::3/64"),
+        "{a}"
+    );
+    let ping6 = lab.exec(
+        "east/web/api-0",
+        &["ping", "-6", "-c", "1", "-W", "3", "fd00:10:1::1"],
+    );
+    assert!(
+        ping6.status.success(),
+        "api-0 -> gateway v6: {}",
+        text(&ping6)
+    );
+    let routes = lab.exec("east/e1", &["ip", "route", "show", "10.10.2.0/24"]);
+    assert!(
+        stdout(&routes).contains("via 10.10.2.1 dev antrea-gw0"),
+        "peer route: {}",
+        text(&routes)
+    );
+
+    lab.down();
+    lab.assert_gone();
+}
+
+#[test]
+fn up_refuses_a_second_lab_in_the_same_directory_and_down_cleans_a_partial_one() {
+    require_lab_prerequisites();
+    let mut lab = Lab::new("dp3");
+    lab.up(&topology("one-node.yaml"), &["--no-control-plane"]);
+    let again = lab.run(&[
+        "up",
+        &topology("one-node.yaml").display().to_string(),
+        "--prefix",
+        &lab.prefix,
+        "--no-control-plane",
+    ]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already"), "{}", text(&again));
+    lab.down();
+    lab.assert_gone();
+
+    // A control-plane `up` whose binaries are missing fails before touching anything.
+    let mut lab = Lab::new("dp4");
+    let out = Command::new(env!("CARGO_BIN_EXE_traceflow-lab"))
+        .args([
+            "up",
+            &topology("one-node.yaml").display().to_string(),
+            "--prefix",
+            &lab.prefix,
+        ])
+        .arg("--dir")
+        .arg(&lab.dir)
+        .env("TRACEFLOW_BIN_DIR", "/nonexistent-bin-dir")
+        .output();
+    let Ok(out) = out else {
+        panic!("cannot run traceflow-lab")
+    };
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("not found in /nonexistent-bin-dir"),
+        "{}",
+        text(&out)
+    );
+    lab.down();
+    lab.assert_gone();
+}
