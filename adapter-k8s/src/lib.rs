@@ -28,6 +28,9 @@ use coordinator::Coordinator;
 use inventory::Inventory;
 use upstream::{Link, RegistrationError};
 
+/// How long shutdown waits for agent streams to close before dropping them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `traceflow-adapter run` settings (flags in docs/contracts.md).
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -152,11 +155,14 @@ pub async fn run(
         w.abort();
     }
     let _ = link_task.await;
-    let served = server_task.await;
     coordinator_task.abort();
-    match served {
-        Ok(r) => r?,
-        Err(e) => error!(error = %e, "agent server task failed"),
+    // Graceful shutdown waits for agents to hang up; they reconnect forever, so bound it.
+    let abort = server_task.abort_handle();
+    match tokio::time::timeout(SHUTDOWN_GRACE, server_task).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(e)) if e.is_cancelled() => {}
+        Ok(Err(e)) => error!(error = %e, "agent server task failed"),
+        Err(_) => abort.abort(),
     }
     Ok(())
 }

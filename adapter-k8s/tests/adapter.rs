@@ -1,0 +1,430 @@
+//! The adapter in-process: fake Kubernetes API, fake manager, real mTLS agents over loopback.
+
+mod support;
+
+use std::{path::Path, time::Duration};
+
+use futures::StreamExt;
+use support::{FakeApi, FakeManager, pod, standard_cluster};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use traceflow_proto::v1::{self as pb, adapter_message::Kind as Up, manager_message::Kind as Down};
+
+struct Adapter {
+    agent_addr: std::net::SocketAddr,
+    data_dir: std::path::PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), traceflow_adapter::RunError>>,
+}
+
+async fn start_adapter(
+    dir: &Path,
+    api: &FakeApi,
+    mgr: &FakeManager,
+    token: Option<&str>,
+) -> Adapter {
+    let data_dir = dir.join("ad");
+    let config = traceflow_adapter::RunConfig {
+        cluster: "c1".into(),
+        data_dir: data_dir.clone(),
+        manager: mgr.url(),
+        manager_ca: mgr.write_ca(dir),
+        token: token.map(Into::into),
+        kubeconfig: api.kubeconfig(dir),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let agent_addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(traceflow_adapter::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    Adapter {
+        agent_addr,
+        data_dir,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Adapter {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// A fake agent: connects with a certificate for `node` issued by `agent-cert`.
+struct Agent {
+    tx: mpsc::Sender<pb::AgentMessage>,
+    commands: tonic::Streaming<pb::AgentCommand>,
+}
+
+async fn agent_channel(adapter: &Adapter, certs: &Path, node: &str) -> tonic::transport::Channel {
+    let read = |f: String| std::fs::read_to_string(certs.join(f)).expect("read cert");
+    let tls = traceflow_pki::tonic_client_tls(
+        &read("agent-ca.pem".into()),
+        Some((
+            &read(format!("{node}.pem")),
+            &read(format!("{node}-key.pem")),
+        )),
+        "localhost",
+    );
+    tonic::transport::Endpoint::from_shared(format!(
+        "https://127.0.0.1:{}",
+        adapter.agent_addr.port()
+    ))
+    .expect("url")
+    .tls_config(tls)
+    .expect("tls")
+    .connect()
+    .await
+    .expect("connect to adapter")
+}
+
+async fn attach_agent(adapter: &Adapter, certs: &Path, node: &str) -> Result<Agent, tonic::Status> {
+    traceflow_adapter::agents::pki::issue_agent_cert(&adapter.data_dir, node, certs)
+        .expect("agent cert");
+    let channel = agent_channel(adapter, certs, node).await;
+    let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+    let (tx, rx) = mpsc::channel(16);
+    let hello = pb::AgentHello {
+        node: node.into(),
+        version: "test".into(),
+        ..Default::default()
+    };
+    tx.send(pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::Hello(hello)),
+    })
+    .await
+    .expect("hello");
+    let commands = client.attach(ReceiverStream::new(rx)).await?.into_inner();
+    Ok(Agent { tx, commands })
+}
+
+async fn wait_for_adapter_cert(dir: &Path) {
+    for _ in 0..200 {
+        if dir.join("ad/agent-ca.pem").exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("adapter did not create its agent CA");
+}
+
+fn trace(uid: &str, dst: &str) -> pb::Traceflow {
+    pb::Traceflow {
+        uid: uid.into(),
+        name: uid.into(),
+        cluster: "c1".into(),
+        spec: Some(pb::TraceflowSpec {
+            source: Some(pb::Source {
+                namespace: "default".into(),
+                pod: "p0".into(),
+                ip: String::new(),
+            }),
+            destination: Some(pb::Destination {
+                namespace: "default".into(),
+                pod: dst.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn observation(c: pb::Component, a: pb::Action) -> pb::Observation {
+    pb::Observation {
+        component: c as i32,
+        action: a as i32,
+        timestamp_micros: 1,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = FakeApi::start().await;
+    standard_cluster(&api);
+    let mut mgr = FakeManager::start("good-token").await;
+    let adapter = start_adapter(dir.path(), &api, &mgr, Some("good-token")).await;
+
+    // Hello first, then the full inventory (the bad Pod skipped).
+    mgr.next_matching(|k| matches!(k, Up::Hello(_)).then_some(()))
+        .await;
+    assert!(
+        dir.path().join("ad/cluster.pem").exists()
+            && dir.path().join("ad/cluster-key.pem").exists()
+    );
+    assert_eq!(
+        mgr.attached_as.lock().expect("lock").clone(),
+        vec!["c1".to_string()]
+    );
+    let mut pods: Vec<String> = Vec::new();
+    let mut nodes = 0;
+    // The sync may precede the watchers' first lists; collect syncs and upserts until complete.
+    while pods.len() < 2 || nodes < 2 {
+        mgr.next_matching(|k| match k {
+            Up::InventorySync(inv) | Up::InventoryUpsert(inv) => {
+                nodes += inv.nodes.len();
+                pods.extend(
+                    inv.pods
+                        .iter()
+                        .map(|p| format!("{}/{}", p.namespace, p.name)),
+                );
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    }
+    assert!(
+        !pods.contains(&"default/bad".to_string()),
+        "invalid Pod must be skipped: {pods:?}"
+    );
+
+    // A delta: a new Pod appears through the watch.
+    api.event(
+        "/api/v1/pods",
+        "ADDED",
+        pod("default", "p2", "n2", "10.10.2.4"),
+    );
+    let added = mgr
+        .next_matching(|k| match k {
+            Up::InventoryUpsert(inv) => inv.pods.into_iter().find(|p| p.name == "p2"),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (added.node.as_str(), added.ips.clone()),
+        ("n2", vec!["10.10.2.4".to_string()])
+    );
+    api.event(
+        "/api/v1/pods",
+        "DELETED",
+        pod("default", "p2", "n2", "10.10.2.4"),
+    );
+    let deleted = mgr
+        .next_matching(|k| match k {
+            Up::InventoryDelete(d) => Some(d.pods),
+            _ => None,
+        })
+        .await;
+    assert_eq!(deleted, vec!["default/p2".to_string()]);
+
+    // Agents with certificates from `agent-cert`; heartbeats count them against the Nodes.
+    wait_for_adapter_cert(dir.path()).await;
+    let certs = dir.path().join("certs");
+    let mut n1 = attach_agent(&adapter, &certs, "n1")
+        .await
+        .expect("n1 attaches");
+    mgr.send(Down::Config(pb::ManagerConfig {
+        heartbeat_interval_seconds: 1,
+    }))
+    .await;
+    let hb = mgr
+        .next_matching(|k| match k {
+            Up::Heartbeat(h) if h.connected_agents == 1 => Some(h),
+            _ => None,
+        })
+        .await;
+    assert_eq!(hb.expected_agents, 2);
+
+    // A certificate for a Node the cluster does not have is refused once Nodes have synced.
+    let refused = attach_agent(&adapter, &certs, "ghost").await;
+    match refused {
+        Err(status) => assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}"),
+        Ok(mut a) => {
+            let r = a.commands.next().await;
+            assert!(matches!(r, Some(Err(_)) | None), "unknown Node accepted");
+        }
+    }
+
+    // The trace: Running, Inject on n1, reports from n1 and n2 (n2 reported through its own agent).
+    mgr.send(Down::StartTrace(pb::StartTrace {
+        trace: Some(trace("u1", "p1")),
+    }))
+    .await;
+    let running = mgr
+        .next_matching(|k| match k {
+            Up::TraceUpdate(u) => u.status,
+            _ => None,
+        })
+        .await;
+    assert_eq!(running.phase, pb::TraceflowPhase::Running as i32);
+    let cmd = tokio::time::timeout(Duration::from_secs(10), n1.commands.next())
+        .await
+        .expect("inject in time");
+    let inject = match cmd {
+        Some(Ok(pb::AgentCommand {
+            kind: Some(pb::agent_command::Kind::Inject(p)),
+        })) => p,
+        other => panic!("expected inject, got {other:?}"),
+    };
+    assert_eq!(
+        (
+            inject.src_ip.as_str(),
+            inject.dst_ip.as_str(),
+            inject.trace_id
+        ),
+        ("10.10.1.2", "10.10.2.3", running.trace_id)
+    );
+    let n2 = attach_agent(&adapter, &certs, "n2")
+        .await
+        .expect("n2 attaches");
+    let sender = pb::NodeResult {
+        observations: vec![
+            observation(pb::Component::SpoofGuard, pb::Action::Forwarded),
+            observation(pb::Component::Forwarding, pb::Action::Forwarded),
+        ],
+        ..Default::default()
+    };
+    let receiver = pb::NodeResult {
+        observations: vec![
+            observation(pb::Component::Forwarding, pb::Action::Received),
+            observation(pb::Component::Forwarding, pb::Action::Delivered),
+        ],
+        ..Default::default()
+    };
+    let report = |r: pb::NodeResult| pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::Report(pb::TraceReport {
+            trace_id: inject.trace_id,
+            ipv6: false,
+            result: Some(r),
+            captured_packet: None,
+        })),
+    };
+    n1.tx.send(report(sender)).await.expect("report n1");
+    n2.tx.send(report(receiver)).await.expect("report n2");
+    let done = mgr
+        .next_matching(|k| match k {
+            Up::TraceUpdate(u)
+                if u.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase != pb::TraceflowPhase::Running as i32) =>
+            {
+                u.status
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        done.phase,
+        pb::TraceflowPhase::Succeeded as i32,
+        "reason: {}",
+        done.reason
+    );
+    let roles: Vec<_> = done
+        .results
+        .iter()
+        .map(|r| (r.node.clone(), r.role.clone()))
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            ("n1".to_string(), "sender".to_string()),
+            ("n2".to_string(), "receiver".to_string())
+        ]
+    );
+
+    // A trace whose sender agent is gone fails with Antrea's Node-prefixed reason.
+    drop(n1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mgr.send(Down::StartTrace(pb::StartTrace {
+        trace: Some(trace("u2", "p1")),
+    }))
+    .await;
+    let failed = mgr
+        .next_matching(|k| match k {
+            Up::TraceUpdate(u)
+                if u.uid == "u2"
+                    && u.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase == pb::TraceflowPhase::Failed as i32) =>
+            {
+                u.status
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(failed.reason, "Node: n1, error: agent is not connected");
+    adapter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_token_fails_run_quoting_the_manager() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = FakeApi::start().await;
+    standard_cluster(&api);
+    let mgr = FakeManager::start("good-token").await;
+    let adapter = start_adapter(dir.path(), &api, &mgr, Some("used-token")).await;
+    let result = tokio::time::timeout(Duration::from_secs(20), adapter.task)
+        .await
+        .expect("run returns")
+        .expect("join");
+    let err = result.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        err.contains(
+            "manager refused to register cluster \"c1\": bootstrap token was already used"
+        ),
+        "{err}"
+    );
+    assert!(!dir.path().join("ad/cluster.pem").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_with_a_certificate_from_another_ca_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = FakeApi::start().await;
+    standard_cluster(&api);
+    let mut mgr = FakeManager::start("t").await;
+    let adapter = start_adapter(dir.path(), &api, &mgr, Some("t")).await;
+    mgr.next_matching(|k| matches!(k, Up::Hello(_)).then_some(()))
+        .await;
+    wait_for_adapter_cert(dir.path()).await;
+    // Certificates from a foreign CA, but trusting the adapter's server.
+    let foreign = dir.path().join("foreign");
+    traceflow_adapter::agents::pki::issue_agent_cert(&dir.path().join("other-ad"), "n1", &foreign)
+        .expect("cert");
+    std::fs::copy(
+        dir.path().join("ad/agent-ca.pem"),
+        foreign.join("agent-ca.pem"),
+    )
+    .expect("copy ca");
+    let tls = traceflow_pki::tonic_client_tls(
+        &std::fs::read_to_string(foreign.join("agent-ca.pem")).expect("ca"),
+        Some((
+            &std::fs::read_to_string(foreign.join("n1.pem")).expect("c"),
+            &std::fs::read_to_string(foreign.join("n1-key.pem")).expect("k"),
+        )),
+        "localhost",
+    );
+    let endpoint = tonic::transport::Endpoint::from_shared(format!(
+        "https://127.0.0.1:{}",
+        adapter.agent_addr.port()
+    ))
+    .expect("url")
+    .tls_config(tls)
+    .expect("tls");
+    let outcome = match endpoint.connect().await {
+        Err(_) => true,
+        Ok(ch) => {
+            let mut client = pb::agent_service_client::AgentServiceClient::new(ch);
+            let (_tx, rx) = mpsc::channel::<pb::AgentMessage>(1);
+            client.attach(ReceiverStream::new(rx)).await.is_err()
+        }
+    };
+    assert!(outcome, "a foreign agent certificate must be refused");
+    // Restart reuses the kept certificate without a token.
+    adapter.stop().await;
+    let mut mgr2 = mgr;
+    let again = start_adapter(dir.path(), &api, &mgr2, None).await;
+    mgr2.next_matching(|k| matches!(k, Up::Hello(_)).then_some(()))
+        .await;
+    again.stop().await;
+}
