@@ -48,7 +48,7 @@ enum Command {
         #[arg(short = 'f', long, default_value = "")]
         flow: String,
         /// Trace timeout, e.g. 20s (1s..300s); default 20s.
-        #[arg(short = 't', long, value_parser = humantime::parse_duration)]
+        #[arg(short = 't', long, value_parser = parse_timeout)]
         timeout: Option<Duration>,
         #[arg(short = 'o', long, value_enum, default_value = "yaml")]
         output: Format,
@@ -82,6 +82,14 @@ enum Command {
         #[arg(short = 'o', long, value_enum)]
         output: Option<Format>,
     },
+}
+
+/// A Go-style duration (`20s`, `1m`) or bare seconds (`20`).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 20s: {e}"))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -154,7 +162,7 @@ async fn main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,416 @@
+//! The tfctl binary against an in-process fake manager over mTLS on loopback.
+
+use std::{
+    path::Path,
+    process::Output,
+    sync::{Arc, Mutex},
+};
+
+use futures::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use traceflow_pki::{CertificateAuthority, IdentityKind};
+use traceflow_proto::v1::{self as pb, TraceflowPhase};
+
+#[derive(Clone, Default)]
+struct Fake {
+    created: Arc<Mutex<Vec<pb::CreateTraceflowRequest>>>,
+    users: Arc<Mutex<Vec<String>>>,
+}
+
+fn status(phase: TraceflowPhase, reason: &str) -> Option<pb::TraceflowStatus> {
+    let results = if phase == TraceflowPhase::Succeeded {
+        vec![pb::NodeResult {
+            node: "n1".into(),
+            role: "sender".into(),
+            timestamp: 1_700_000_000,
+            observations: vec![
+                pb::Observation {
+                    component: pb::Component::SpoofGuard as i32,
+                    action: pb::Action::Forwarded as i32,
+                    sequence: 1,
+                    ..Default::default()
+                },
+                pb::Observation {
+                    component: pb::Component::Forwarding as i32,
+                    component_info: "Output".into(),
+                    action: pb::Action::Delivered as i32,
+                    sequence: 2,
+                    ..Default::default()
+                },
+            ],
+        }]
+    } else {
+        vec![]
+    };
+    Some(pb::TraceflowStatus {
+        phase: phase as i32,
+        reason: reason.into(),
+        results,
+        trace_id: 7,
+        ..Default::default()
+    })
+}
+
+type TraceStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::Traceflow, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::traceflow_service_server::TraceflowService for Fake {
+    async fn create_traceflow(
+        &self,
+        req: Request<pb::CreateTraceflowRequest>,
+    ) -> Result<Response<pb::Traceflow>, Status> {
+        let who = traceflow_pki::request_identity(&req)
+            .and_then(Result::ok)
+            .map(|i| i.name)
+            .unwrap_or_default();
+        self.users
+            .lock()
+            .map_err(|_| Status::internal("lock"))?
+            .push(who);
+        let req = req.into_inner();
+        self.created
+            .lock()
+            .map_err(|_| Status::internal("lock"))?
+            .push(req.clone());
+        Ok(Response::new(pb::Traceflow {
+            uid: "0b7c2a6e-0000-4000-8000-000000000001".into(),
+            name: req.name,
+            cluster: req.cluster,
+            spec: req.spec,
+            status: status(TraceflowPhase::Pending, ""),
+            ..Default::default()
+        }))
+    }
+    async fn get_traceflow(
+        &self,
+        _: Request<pb::GetTraceflowRequest>,
+    ) -> Result<Response<pb::Traceflow>, Status> {
+        Err(Status::not_found("no such trace"))
+    }
+    async fn list_traceflows(
+        &self,
+        _: Request<pb::ListTraceflowsRequest>,
+    ) -> Result<Response<pb::ListTraceflowsResponse>, Status> {
+        Err(Status::unimplemented("list"))
+    }
+    type WatchTraceflowStream = TraceStream;
+    async fn watch_traceflow(
+        &self,
+        req: Request<pb::WatchTraceflowRequest>,
+    ) -> Result<Response<TraceStream>, Status> {
+        let uid = req.into_inner().uid;
+        let last = self
+            .created
+            .lock()
+            .map_err(|_| Status::internal("lock"))?
+            .last()
+            .cloned()
+            .unwrap_or_default();
+        let dst = last
+            .spec
+            .clone()
+            .and_then(|s| s.destination)
+            .unwrap_or_default();
+        let end = if dst.pod == "ghost" {
+            status(
+                TraceflowPhase::Failed,
+                "Node: n1, error: failed to get the destination Pod: pods \"ghost\" not found",
+            )
+        } else {
+            status(TraceflowPhase::Succeeded, "")
+        };
+        let mk = |s| pb::Traceflow {
+            uid: uid.clone(),
+            name: last.name.clone(),
+            cluster: last.cluster.clone(),
+            spec: last.spec.clone(),
+            status: s,
+            ..Default::default()
+        };
+        let items = vec![Ok(mk(status(TraceflowPhase::Running, ""))), Ok(mk(end))];
+        Ok(Response::new(futures::stream::iter(items).boxed()))
+    }
+    async fn delete_traceflow(
+        &self,
+        _: Request<pb::DeleteTraceflowRequest>,
+    ) -> Result<Response<pb::DeleteTraceflowResponse>, Status> {
+        Err(Status::unimplemented("delete"))
+    }
+    async fn retrace(
+        &self,
+        _: Request<pb::RetraceRequest>,
+    ) -> Result<Response<pb::Traceflow>, Status> {
+        Err(Status::unimplemented("retrace"))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_service_server::ClusterService for Fake {
+    async fn list_clusters(
+        &self,
+        _: Request<pb::ListClustersRequest>,
+    ) -> Result<Response<pb::ListClustersResponse>, Status> {
+        Ok(Response::new(pb::ListClustersResponse {
+            clusters: vec![pb::Cluster {
+                name: "c1".into(),
+                health: pb::ClusterHealth::Up as i32,
+                connected_agents: 2,
+                expected_agents: 2,
+                ..Default::default()
+            }],
+        }))
+    }
+    async fn get_cluster(
+        &self,
+        _: Request<pb::GetClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        Err(Status::unimplemented("get"))
+    }
+    async fn list_nodes(
+        &self,
+        _: Request<pb::ListInventoryRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        Err(Status::unimplemented("nodes"))
+    }
+    async fn list_namespaces(
+        &self,
+        _: Request<pb::ListInventoryRequest>,
+    ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        Err(Status::unimplemented("namespaces"))
+    }
+    async fn list_pods(
+        &self,
+        req: Request<pb::ListInventoryRequest>,
+    ) -> Result<Response<pb::ListPodsResponse>, Status> {
+        let ns = req.into_inner().namespace;
+        let pods = if ns == "default" {
+            vec![pb::InventoryPod {
+                namespace: "default".into(),
+                name: "p1".into(),
+                ..Default::default()
+            }]
+        } else {
+            vec![]
+        };
+        Ok(Response::new(pb::ListPodsResponse {
+            pods,
+            next_page_token: String::new(),
+        }))
+    }
+    async fn list_services(
+        &self,
+        req: Request<pb::ListInventoryRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let ns = req.into_inner().namespace;
+        let services = if ns == "web" {
+            vec![pb::InventoryService {
+                namespace: "web".into(),
+                name: "api".into(),
+                ..Default::default()
+            }]
+        } else {
+            vec![]
+        };
+        Ok(Response::new(pb::ListServicesResponse {
+            services,
+            next_page_token: String::new(),
+        }))
+    }
+    async fn create_bootstrap_token(
+        &self,
+        _: Request<pb::CreateBootstrapTokenRequest>,
+    ) -> Result<Response<pb::CreateBootstrapTokenResponse>, Status> {
+        Err(Status::unimplemented("token"))
+    }
+    async fn deregister_cluster(
+        &self,
+        _: Request<pb::DeregisterClusterRequest>,
+    ) -> Result<Response<pb::DeregisterClusterResponse>, Status> {
+        Err(Status::unimplemented("deregister"))
+    }
+}
+
+/// Starts the fake manager and writes a tfctl config for user `admin` into `dir`.
+async fn start(dir: &Path) -> Fake {
+    let ca = CertificateAuthority::generate("manager ca").expect("ca");
+    let server = ca
+        .issue_server(
+            "traceflow-manager",
+            &["localhost".into(), "127.0.0.1".into()],
+        )
+        .expect("server");
+    let user = ca.issue("admin", IdentityKind::User, &[]).expect("user");
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("w");
+    std::fs::write(dir.join("admin.pem"), &user.cert_pem).expect("w");
+    std::fs::write(dir.join("admin-key.pem"), &user.key_pem).expect("w");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::fs::write(
+        dir.join("admin.tfctl.yaml"),
+        format!("server: https://127.0.0.1:{port}\nserverName: localhost\nca: ca.pem\ncert: admin.pem\nkey: admin-key.pem\n"),
+    )
+    .expect("w");
+    let fake = Fake::default();
+    let tls =
+        traceflow_pki::tonic_server_tls(&server.cert_pem, &server.key_pem, ca.cert_pem(), true);
+    let svc = fake.clone();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .tls_config(tls)
+            .expect("tls")
+            .add_service(pb::traceflow_service_server::TraceflowServiceServer::new(
+                svc.clone(),
+            ))
+            .add_service(pb::cluster_service_server::ClusterServiceServer::new(svc))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    fake
+}
+
+async fn tfctl(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tfctl"));
+    cmd.args(args)
+        .env("TFCTL_CONFIG", dir.join("admin.tfctl.yaml"));
+    tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .expect("tfctl finished")
+        .expect("tfctl ran")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceflow_prints_antctl_json_and_sends_the_antrea_spec() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fake = start(dir.path()).await;
+    let out = tfctl(
+        dir.path(),
+        &[
+            "traceflow",
+            "--cluster",
+            "c1",
+            "-S",
+            "p0",
+            "-D",
+            "p1",
+            "-f",
+            "tcp,tcp_dst=80",
+            "-t",
+            "15s",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["phase"], "Succeeded");
+    assert_eq!(v["source"], "default/p0");
+    assert_eq!(v["destination"], "default/p1");
+    assert_eq!(
+        v["results"][0]["observations"][1]["componentInfo"],
+        "Output"
+    );
+    assert_eq!(v["results"][0]["observations"][1]["action"], "Delivered");
+    let req = fake.created.lock().expect("lock")[0].clone();
+    assert_eq!(req.cluster, "c1");
+    assert!(req.name.starts_with("p0-to-p1-"), "{}", req.name);
+    let spec = req.spec.unwrap_or_default();
+    assert_eq!(spec.timeout, 15);
+    assert_eq!(spec.destination.map(|d| d.pod), Some("p1".into()));
+    let tcp = spec
+        .packet
+        .and_then(|p| p.transport_header)
+        .and_then(|t| t.tcp);
+    assert_eq!(tcp.map(|t| t.dst_port), Some(80));
+    assert_eq!(fake.users.lock().expect("lock")[0], "admin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_destination_that_is_a_service_becomes_a_service() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fake = start(dir.path()).await;
+    let out = tfctl(
+        dir.path(),
+        &[
+            "traceflow",
+            "--cluster",
+            "c1",
+            "-S",
+            "default/p0",
+            "-D",
+            "web/api",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(yaml.starts_with("name: default-p0-to-web-api-"), "{yaml}");
+    assert!(yaml.contains("phase: Succeeded"));
+    let spec = fake.created.lock().expect("lock")[0]
+        .spec
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        spec.destination.map(|d| (d.namespace, d.service, d.pod)),
+        Some(("web".into(), "api".into(), String::new()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_trace_prints_and_exits_non_zero_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let _fake = start(dir.path()).await;
+    let out = tfctl(
+        dir.path(),
+        &[
+            "traceflow",
+            "--cluster",
+            "c1",
+            "-S",
+            "p0",
+            "-D",
+            "ghost",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["phase"], "Failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "failed: Node: n1, error: failed to get the destination Pod: pods \"ghost\" not found"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_and_get_errors() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let _fake = start(dir.path()).await;
+    let out = tfctl(dir.path(), &["clusters"]).await;
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("c1") && text.contains("Up") && text.contains("2/2"),
+        "{text}"
+    );
+    let out = tfctl(dir.path(), &["get", "nope"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such trace"));
+}
