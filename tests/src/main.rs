@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| "warn,traceflow_lab=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let dir = lab::resolve_dir(cli.dir.as_deref());

@@ -118,6 +118,28 @@ fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
     )
 }
 
+/// A failure decided before a response exists; becomes a `Status` response.
+#[derive(Debug)]
+struct ApiError {
+    code: u16,
+    reason: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn into_response(self) -> Response<Body> {
+        status(self.code, self.reason, &self.message)
+    }
+}
+
+fn fail(code: u16, reason: &'static str, message: &str) -> ApiError {
+    ApiError {
+        code,
+        reason,
+        message: message.to_string(),
+    }
+}
+
 fn store_error(e: &StoreError) -> Response<Body> {
     let (code, reason) = e.code_reason();
     status(code, reason, &e.to_string())
@@ -168,16 +190,16 @@ struct Target {
     status: bool,
 }
 
-fn route(path: &str) -> Result<Option<Target>, Response<Body>> {
+fn route(path: &str) -> Result<Option<Target>, ApiError> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Ok(None),
     };
-    let find = |plural: &str| -> Result<(usize, &'static ResourceType), Response<Body>> {
+    let find = |plural: &str| -> Result<(usize, &'static ResourceType), ApiError> {
         resources::by_path(group, version, plural).ok_or_else(|| {
-            status(
+            fail(
                 404,
                 "NotFound",
                 &format!(
@@ -191,7 +213,7 @@ fn route(path: &str) -> Result<Option<Target>, Response<Body>> {
         ["namespaces", ns, plural, more @ ..] if !matches!(*plural, "status" | "finalize") => {
             let (resource, rt) = find(plural)?;
             if !rt.namespaced {
-                return Err(status(
+                return Err(fail(
                     404,
                     "NotFound",
                     &format!("{plural} is cluster-scoped"),
@@ -201,7 +223,7 @@ fn route(path: &str) -> Result<Option<Target>, Response<Body>> {
                 [] => (None, false),
                 [name] => (Some(name.to_string()), false),
                 [name, "status"] => (Some(name.to_string()), true),
-                _ => return Err(status(404, "NotFound", "unknown subresource")),
+                _ => return Err(fail(404, "NotFound", "unknown subresource")),
             };
             Target {
                 resource,
@@ -216,10 +238,10 @@ fn route(path: &str) -> Result<Option<Target>, Response<Body>> {
                 [] => (None, false),
                 [name] => (Some(name.to_string()), false),
                 [name, "status"] => (Some(name.to_string()), true),
-                _ => return Err(status(404, "NotFound", "unknown subresource")),
+                _ => return Err(fail(404, "NotFound", "unknown subresource")),
             };
             if rt.namespaced && name.is_some() {
-                return Err(status(
+                return Err(fail(
                     404,
                     "NotFound",
                     &format!("{plural} is namespaced: use /namespaces/<ns>/{plural}/<name>"),
@@ -270,7 +292,7 @@ async fn handle_inner(state: &Arc<ApiState>, req: Request<Incoming>) -> Response
     let target = match route(&path) {
         Ok(Some(t)) => t,
         Ok(None) => return status(404, "NotFound", &format!("no route for {path}")),
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let query = query_map(req.uri().query());
     let method = req.method().clone();
@@ -310,7 +332,7 @@ async fn handle_inner(state: &Arc<ApiState>, req: Request<Incoming>) -> Response
         (&Method::POST, None) => {
             let obj = match parse_body(&body, &content_type) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(e) => return e.into_response(),
             };
             let ns = target.namespace.clone().unwrap_or_default();
             if rt.namespaced {
@@ -339,7 +361,7 @@ async fn handle_inner(state: &Arc<ApiState>, req: Request<Incoming>) -> Response
         (&Method::PUT, Some(name)) => {
             let obj = match parse_body(&body, &content_type) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(e) => return e.into_response(),
             };
             let key = key_of(&target, name);
             match state.store.lock().await.replace(&key, obj, target.status) {
@@ -357,7 +379,7 @@ async fn handle_inner(state: &Arc<ApiState>, req: Request<Incoming>) -> Response
             }
             let patch = match parse_body(&body, &content_type) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(e) => return e.into_response(),
             };
             let key = key_of(&target, name);
             let mut store = state.store.lock().await;
@@ -398,7 +420,7 @@ fn key_of(target: &Target, name: &str) -> Key {
     }
 }
 
-fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, Response<Body>> {
+fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> {
     let parsed: Result<Value, String> = if content_type.contains("yaml") {
         serde_yaml::from_slice(body).map_err(|e| e.to_string())
     } else {
@@ -406,12 +428,8 @@ fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, Response<Body>>
     };
     match parsed {
         Ok(v) if v.is_object() => Ok(v),
-        Ok(_) => Err(status(400, "BadRequest", "body must be an object")),
-        Err(e) => Err(status(
-            400,
-            "BadRequest",
-            &format!("cannot decode body: {e}"),
-        )),
+        Ok(_) => Err(fail(400, "BadRequest", "body must be an object")),
+        Err(e) => Err(fail(400, "BadRequest", &format!("cannot decode body: {e}"))),
     }
 }
 
@@ -422,11 +440,11 @@ struct Filter {
 }
 
 impl Filter {
-    fn from_query(target: &Target, q: &HashMap<String, String>) -> Result<Self, Response<Body>> {
+    fn from_query(target: &Target, q: &HashMap<String, String>) -> Result<Self, ApiError> {
         let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
-            .map_err(|e| status(400, "BadRequest", &format!("labelSelector: {e}")))?;
+            .map_err(|e| fail(400, "BadRequest", &format!("labelSelector: {e}")))?;
         let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
-            .map_err(|e| status(400, "BadRequest", &format!("fieldSelector: {e}")))?;
+            .map_err(|e| fail(400, "BadRequest", &format!("fieldSelector: {e}")))?;
         Ok(Self {
             namespace: target.namespace.clone(),
             labels,
@@ -451,7 +469,7 @@ async fn list(
 ) -> Response<Body> {
     let filter = match Filter::from_query(target, q) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let (rv, items) = {
         let store = state.store.lock().await;
@@ -521,7 +539,7 @@ async fn watch_response(
 ) -> Response<Body> {
     let filter = match Filter::from_query(target, q) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let requested = q.get("resourceVersion").map(String::as_str).unwrap_or("");
     let send_initial = q.get("sendInitialEvents").map(String::as_str) == Some("true");
@@ -671,7 +689,7 @@ fn discovery(path: &str) -> Option<Response<Body>> {
         ));
     }
     let gv = if let Some(v) = p.strip_prefix("/api/") {
-        (!v.contains('/')).then(|| ("", v))
+        (!v.contains('/')).then_some(("", v))
     } else if let Some(rest) = p.strip_prefix("/apis/") {
         match rest.split('/').collect::<Vec<_>>().as_slice() {
             [g, v] => Some((*g, *v)),

@@ -75,6 +75,9 @@ impl Ctx<'_> {
     }
 }
 
+/// A `LabCluster` document (with its document number) and the `(document, object)` pairs after it.
+type PendingCluster = (usize, LabClusterDoc, Vec<(usize, Value)>);
+
 /// Reads and resolves the topology file at `path`.
 pub fn load(path: &Path) -> Result<Topology, TopologyError> {
     let file = path.display().to_string();
@@ -87,7 +90,7 @@ pub fn load(path: &Path) -> Result<Topology, TopologyError> {
 
 /// Parses and resolves a topology; `file` is used in error messages only.
 pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
-    let mut pending: Vec<(usize, LabClusterDoc, Vec<(usize, Value)>)> = Vec::new();
+    let mut pending: Vec<PendingCluster> = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let doc_no = i + 1;
         let value = Value::deserialize(doc).map_err(|e| TopologyError::Yaml {

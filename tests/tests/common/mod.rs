@@ -71,6 +71,7 @@ impl Lab {
             .arg(&self.dir)
             .args(args)
             .env("TRACEFLOW_BIN_DIR", bin_dir())
+            .env("RUST_LIB_BACKTRACE", "0")
             .output();
         match out {
             Ok(o) => o,

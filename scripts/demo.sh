@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The example lab and a few traces. Debian, as root:
+#   scripts/demo.sh [TOPOLOGY]        (default tests/topologies/one-node.yaml)
+# Leaves the lab running; prints how to take it down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+install_deps
+
+echo "==> cargo build --workspace --bins"
+cargo build --workspace --bins
+BIN="$PWD/target/debug"
+export TRACEFLOW_LAB_DIR="${TRACEFLOW_LAB_DIR:-/var/run/traceflow-lab}"
+TOPOLOGY="${1:-tests/topologies/one-node.yaml}"
+
+if [ -e "$TRACEFLOW_LAB_DIR/state.json" ]; then
+  echo "==> an earlier lab is in $TRACEFLOW_LAB_DIR: taking it down"
+  "$BIN/traceflow-lab" down
+fi
+
+echo "==> traceflow-lab up $TOPOLOGY"
+# up prints its status on stderr and `export TFCTL_CONFIG=...` as the last stdout line.
+if ! UP_OUT="$("$BIN/traceflow-lab" up "$TOPOLOGY")"; then
+  echo "traceflow-lab up failed (see the error above); clean up with: $BIN/traceflow-lab down" >&2
+  exit 1
+fi
+eval "$(printf '%s\n' "$UP_OUT" | tail -n 1)"
+echo "TFCTL_CONFIG=$TFCTL_CONFIG"
+
+trace() {
+  echo
+  echo "==> tfctl $*"
+  "$BIN/tfctl" "$@" || echo "(tfctl exited with $?)"
+}
+
+if [ "$TOPOLOGY" = tests/topologies/one-node.yaml ]; then
+  echo
+  echo "==> real traffic: traceflow-lab exec c1/default/p0 -- ping -c 1 10.10.0.3"
+  "$BIN/traceflow-lab" exec c1/default/p0 -- ping -c 1 -W 2 10.10.0.3 || true
+  trace traceflow --cluster c1 -S default/p0 -D default/p1 -o yaml
+  trace traceflow --cluster c1 -S default/p0 -D default/p2 -f tcp,tcp_dst=80 -o yaml
+  trace traceflow --cluster c1 -S default/p1 -D 10.10.0.2 -o json
+else
+  "$BIN/traceflow-lab" status
+fi
+
+cat <<MSG
+
+The lab is still up ($TRACEFLOW_LAB_DIR). Try:
+  export TFCTL_CONFIG=$TFCTL_CONFIG
+  $BIN/tfctl traceflow --cluster c1 -S default/p0 -D default/p1
+  $BIN/traceflow-lab status
+  $BIN/traceflow-lab exec c1/default/p0 -- ip addr
+Tear it down with:
+  $BIN/traceflow-lab down
+MSG

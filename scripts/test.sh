@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every check and test of the workspace, as CI runs it (.ci/run). Debian, as root:
+#   scripts/test.sh
+# Lab and real-OVS tests need root and Open vSwitch and fail (never skip) without them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+install_deps
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "==> cargo build --workspace --bins"
+# The end-to-end tests start the real binaries from target/debug.
+cargo build --workspace --bins
+
+# Parallelism: nextest and libtest both default to one test per core (2 here), which is what the
+# OVS-starting lab tests can take; every lab has its own directory and namespace prefix.
+if cargo nextest --version >/dev/null 2>&1; then
+  echo "==> cargo nextest run --workspace"
+  cargo nextest run --workspace --no-fail-fast
+else
+  echo "==> cargo test --workspace"
+  cargo test --workspace --no-fail-fast
+fi
