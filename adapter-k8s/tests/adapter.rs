@@ -165,27 +165,26 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
         mgr.attached_as.lock().expect("lock").clone(),
         vec!["c1".to_string()]
     );
-    let mut pods: Vec<String> = Vec::new();
-    let mut nodes = 0;
-    // The sync may precede the watchers' first lists; collect syncs and upserts until complete.
-    while pods.len() < 2 || nodes < 2 {
-        mgr.next_matching(|k| match k {
-            Up::InventorySync(inv) | Up::InventoryUpsert(inv) => {
-                nodes += inv.nodes.len();
-                pods.extend(
-                    inv.pods
-                        .iter()
-                        .map(|p| format!("{}/{}", p.namespace, p.name)),
-                );
-                Some(())
-            }
+    // The first sync waits for the core lists, so it is complete (the bad Pod skipped).
+    let sync = mgr
+        .next_matching(|k| match k {
+            Up::InventorySync(inv) => Some(inv),
             _ => None,
         })
         .await;
-    }
-    assert!(
-        !pods.contains(&"default/bad".to_string()),
-        "invalid Pod must be skipped: {pods:?}"
+    let mut pods: Vec<String> = sync
+        .pods
+        .iter()
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect();
+    pods.sort();
+    assert_eq!(
+        pods,
+        vec!["default/p0".to_string(), "default/p1".to_string()]
+    );
+    assert_eq!(
+        (sync.nodes.len(), sync.services.len(), sync.namespaces.len()),
+        (2, 1, 2)
     );
 
     // A delta: a new Pod appears through the watch.

@@ -52,8 +52,7 @@ impl Object {
         }
     }
 
-    /// The key the manager knows the object by: a name for Nodes and Namespaces,
-    /// `<namespace>/<name>` otherwise (`<name>` for cluster-scoped policies).
+    /// The key the manager knows the object by (see [`Kind::key`]).
     pub fn key(&self) -> String {
         match self {
             Object::Node(n) => n.name.clone(),
@@ -72,13 +71,21 @@ pub const ANTREA_CLUSTER_POLICY: &str = "AntreaClusterNetworkPolicy";
 /// The `kind` of Kubernetes NetworkPolicies, as observations name it.
 pub const K8S_POLICY: &str = "K8sNetworkPolicy";
 
-/// `<namespace>/<name>`, or `<name>` when the namespace is empty.
-pub fn key(namespace: &str, name: &str) -> String {
-    if namespace.is_empty() {
-        name.to_string()
-    } else {
-        format!("{namespace}/{name}")
+impl Kind {
+    /// The key of an object of this kind: `name` for Nodes and Namespaces,
+    /// `<namespace>/<name>` otherwise (`/<name>` for cluster-scoped policies), as the manager
+    /// keys its copy.
+    pub fn key(self, namespace: &str, name: &str) -> String {
+        match self {
+            Kind::Node | Kind::Namespace => name.to_string(),
+            _ => key(namespace, name),
+        }
     }
+}
+
+/// `<namespace>/<name>`.
+pub fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
 /// What an index mutation changed, in the shape the manager stream carries.

@@ -21,7 +21,18 @@ const CHANGE_BACKLOG: usize = 4096;
 pub struct Inventory {
     index: Arc<RwLock<Index>>,
     changes: broadcast::Sender<Arc<Change>>,
+    /// Bumped after every relist, so [`Inventory::wait_synced`] can wait without polling.
+    relists: Arc<tokio::sync::watch::Sender<u64>>,
 }
+
+/// The kinds every cluster serves; the manager link waits for them before its first sync.
+pub const CORE_KINDS: &[Kind] = &[
+    Kind::Node,
+    Kind::Namespace,
+    Kind::Pod,
+    Kind::Service,
+    Kind::Policy,
+];
 
 impl Default for Inventory {
     fn default() -> Self {
@@ -32,9 +43,11 @@ impl Default for Inventory {
 impl Inventory {
     pub fn new() -> Self {
         let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
+        let (relists, _) = tokio::sync::watch::channel(0);
         Self {
             index: Arc::new(RwLock::new(Index::new())),
             changes,
+            relists: Arc::new(relists),
         }
     }
 
@@ -65,6 +78,23 @@ impl Inventory {
 
     pub fn reset(&self, kind: Kind, objects: Vec<Object>) {
         self.mutate(|i| i.reset(kind, objects));
+        self.relists.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until every kind in `kinds` has completed a list, at most `max`; returns whether
+    /// they all did.
+    pub async fn wait_synced(&self, kinds: &[Kind], max: std::time::Duration) -> bool {
+        let mut relists = self.relists.subscribe();
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            if kinds.iter().all(|k| self.read().is_synced(*k)) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, relists.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
     }
 
     /// Changes from now on. Subscribe before taking a snapshot so nothing falls in between.

@@ -184,7 +184,7 @@ async fn watch_kind(api: Api<DynamicObject>, kind: Kind, convert: Convert, inven
                 }
             }
             watcher::Event::Delete(obj) => {
-                let key = index::key(
+                let key = kind.key(
                     obj.metadata.namespace.as_deref().unwrap_or_default(),
                     obj.metadata.name.as_deref().unwrap_or_default(),
                 );

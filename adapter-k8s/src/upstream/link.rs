@@ -23,11 +23,13 @@ use super::registration::{ClusterIdentity, manager_channel};
 use crate::{
     agents::Agents,
     coordinator::CoordinatorHandle,
-    inventory::{Change, Inventory},
+    inventory::{CORE_KINDS, Change, Inventory},
 };
 
 /// Heartbeat interval until the manager's `ManagerConfig` says otherwise.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long the first attach waits for the core Kubernetes lists.
+pub const FIRST_SYNC_WAIT: Duration = Duration::from_secs(30);
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -67,6 +69,15 @@ impl Link {
         let mut shutdown = pin!(shutdown);
         let mut backoff = MIN_BACKOFF;
         let mut pending: Option<pb::TraceUpdate> = None;
+        // The manager treats the first sync as the truth (it checks source Pods against it),
+        // so let the core lists complete first; a broken API server only delays attaching.
+        let synced = tokio::select! {
+            s = self.inventory.wait_synced(CORE_KINDS, FIRST_SYNC_WAIT) => s,
+            _ = shutdown.as_mut() => return,
+        };
+        if !synced {
+            warn!(waited = ?FIRST_SYNC_WAIT, "Kubernetes lists incomplete; attaching with a partial inventory");
+        }
         loop {
             let started = tokio::time::Instant::now();
             let end = self.session(&mut pending, shutdown.as_mut()).await;
