@@ -147,7 +147,7 @@ fn one_node_pods_talk_through_br_int_and_down_leaves_nothing() {
 }
 
 #[test]
-fn two_dual_stack_clusters_share_nothing_and_nodes_reach_each_other_on_the_underlay() {
+fn two_dual_stack_clusters_underlay_and_geneve_between_nodes() {
     require_lab_prerequisites();
     let mut lab = Lab::new("dp2");
     lab.up(&topology("two-clusters.yaml"), &["--no-control-plane"]);
@@ -198,8 +198,90 @@ fn two_dual_stack_clusters_share_nothing_and_nodes_reach_each_other_on_the_under
         text(&routes)
     );
 
+    geneve_between_nodes(&lab);
+
     lab.down();
     lab.assert_gone();
+}
+
+fn ofctl(rundir: &std::path::Path, args: &[&str]) {
+    let mgmt = format!("unix:{}", rundir.join("br-int.mgmt").display());
+    let out = Command::new("ovs-ofctl")
+        .args(["-O", "OpenFlow15"])
+        .args(args.iter().map(|a| a.replace("MGMT", &mgmt)))
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("ovs-ofctl {args:?}: {}", text(&o)),
+        Err(e) => panic!("ovs-ofctl {args:?}: {e}"),
+    }
+}
+
+/// What the agent will do across Nodes, by hand: route the other Node's Pod CIDR into
+/// antrea-tun0 with `tun_dst` set, deliver tunnelled packets to the Pod's port. A ping from
+/// east/default/client (e1) to east/web/api-1 (e2) proves the underlay carries Geneve between
+/// two userspace datapaths.
+fn geneve_between_nodes(lab: &Lab) {
+    let e1 = lab.dir.join("clusters/east/nodes/e1/ovs");
+    let e2 = lab.dir.join("clusters/east/nodes/e2/ovs");
+    let client_port = traceflow_lab::node::names::pod_host_veth("default", "client");
+    let api1_port = traceflow_lab::node::names::pod_host_veth("web", "api-1");
+    let client_ofport = vsctl(&e1, &["get", "Interface", &client_port, "ofport"]);
+    let api1_ofport = vsctl(&e2, &["get", "Interface", &api1_port, "ofport"]);
+    let mac = |ns: &str| {
+        let o = lab.exec(ns, &["cat", "/sys/class/net/eth0/address"]);
+        stdout(&o).trim().to_string()
+    };
+    let client_mac = mac("east/default/client");
+    let api1_mac = mac("east/web/api-1");
+    ofctl(
+        &e1,
+        &[
+            "add-flow",
+            "MGMT",
+            "priority=100,ip,nw_dst=10.10.2.0/24,actions=set_field:192.168.77.3->tun_dst,output:antrea-tun0",
+        ],
+    );
+    ofctl(
+        &e1,
+        &[
+            "add-flow",
+            "MGMT",
+            &format!(
+                "priority=100,in_port=antrea-tun0,ip,nw_dst=10.10.1.2,actions=set_field:{client_mac}->eth_dst,output:{client_ofport}"
+            ),
+        ],
+    );
+    ofctl(
+        &e2,
+        &[
+            "add-flow",
+            "MGMT",
+            "priority=100,ip,nw_dst=10.10.1.0/24,actions=set_field:192.168.77.2->tun_dst,output:antrea-tun0",
+        ],
+    );
+    ofctl(
+        &e2,
+        &[
+            "add-flow",
+            "MGMT",
+            &format!(
+                "priority=100,in_port=antrea-tun0,ip,nw_dst=10.10.2.2,actions=set_field:{api1_mac}->eth_dst,output:{api1_ofport}"
+            ),
+        ],
+    );
+    // The first packets may go to resolving the tunnel endpoint's MAC on br-phy.
+    let ping = lab.exec(
+        "east/default/client",
+        &["ping", "-c", "3", "-i", "0.3", "-W", "2", "10.10.2.2"],
+    );
+    let out = stdout(&ping);
+    assert!(
+        out.contains("bytes from 10.10.2.2"),
+        "client (e1) -> api-1 (e2) over Geneve: {}\n{}",
+        text(&ping),
+        lab.dump()
+    );
 }
 
 #[test]

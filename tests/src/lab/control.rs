@@ -192,7 +192,7 @@ pub async fn start(
         .map_err(|e| LabError::Other(format!("lab CA: {e}")))?;
     let (ca_path, ca_key_path) = paths.lab_ca();
     write(&ca_path, ca.cert_pem())?;
-    write(&ca_key_path, ca.key_pem())?;
+    write_private(&ca_key_path, ca.key_pem())?;
 
     // 1. Kubernetes API per cluster.
     let mut api_procs = Vec::new();
@@ -207,11 +207,11 @@ pub async fn start(
             .issue_server("kubernetes", &sans)
             .map_err(|e| LabError::Other(format!("API certificate: {e}")))?;
         write(&dir.join("cert.pem"), &leaf.cert_pem)?;
-        write(&dir.join("key.pem"), &leaf.key_pem)?;
+        write_private(&dir.join("key.pem"), &leaf.key_pem)?;
         let token: String = (0..32)
             .map(|_| format!("{:02x}", rand::random::<u8>()))
             .collect();
-        write(&dir.join("token"), &token)?;
+        write_private(&dir.join("token"), &token)?;
         let addr_file = dir.join("addr");
         let _ = std::fs::remove_file(&addr_file);
         let args = vec![
@@ -249,7 +249,7 @@ pub async fn start(
         )
         .await?;
         let url = format!("https://{addr}");
-        write(
+        write_private(
             &paths.kubeconfig(&name),
             &kubeapi::kubeconfig(&name, &url, &ca_path, &token),
         )?;
@@ -432,6 +432,19 @@ fn write(path: &Path, text: &str) -> Result<(), LabError> {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
     std::fs::write(path, text).map_err(io_err(path))
+}
+
+/// Writes a secret (key, token) readable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<(), LabError> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(text.as_bytes()).map_err(io_err(path))
 }
 
 fn read(path: &Path) -> Result<String, LabError> {
