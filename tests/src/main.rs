@@ -40,7 +40,12 @@ enum Cmd {
         bin_dir: Option<PathBuf>,
     },
     /// Stop every process and delete every namespace and file of the lab (idempotent).
-    Down,
+    Down {
+        /// Also delete every network namespace named `<PREFIX>-…`, for a lab whose directory
+        /// is gone (only what you name: other labs may share the default prefix).
+        #[arg(long)]
+        orphans_with_prefix: Option<String>,
+    },
     /// List clusters, Nodes, Pods, processes and namespaces.
     Status,
     /// Run a command in a Pod's network namespace: CLUSTER/NAMESPACE/POD (or CLUSTER/NODE).
@@ -111,9 +116,13 @@ async fn main() -> anyhow::Result<ExitCode> {
                 None => println!("# data plane only: no tfctl config"),
             }
         }
-        Cmd::Down => {
-            let r = lab::down::down(&dir).await.context("traceflow-lab down")?;
-            if r.had_lab {
+        Cmd::Down {
+            orphans_with_prefix,
+        } => {
+            let r = lab::down::down(&dir, orphans_with_prefix.as_deref())
+                .await
+                .context("traceflow-lab down")?;
+            if r.had_lab || !r.netns.is_empty() {
                 println!(
                     "lab in {} is down: stopped {} processes, deleted {} network namespaces",
                     dir.display(),

@@ -119,6 +119,32 @@ fn one_node_pods_talk_through_br_int_and_down_leaves_nothing() {
         &["ping", "-c", "1", "-W", "3", "10.10.0.1"],
     );
     assert!(ping.status.success(), "p2 -> gateway: {}", text(&ping));
+    // TCP too (checksums survive the userspace datapath).
+    let server = Command::new(env!("CARGO_BIN_EXE_traceflow-lab"))
+        .arg("--dir")
+        .arg(&lab.dir)
+        .args(["exec", "c1/default/p1", "--", "nc", "-l", "-w", "5", "8080"])
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let Ok(server) = server else {
+        panic!("cannot start nc in p1")
+    };
+    let mut connected = false;
+    for _ in 0..20 {
+        let c = lab.exec(
+            "c1/default/p0",
+            &["sh", "-c", "echo hello-lab | nc -N -w 2 10.10.0.3 8080"],
+        );
+        if c.status.success() {
+            connected = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let got = server.wait_with_output();
+    assert!(connected, "p0 could not connect to p1:8080");
+    let got = got.map(|o| stdout(&o)).unwrap_or_default();
+    assert!(got.contains("hello-lab"), "p1 received {got:?}");
     let addr = lab.exec("c1/default/p1", &["ip", "-o", "addr", "show", "eth0"]);
     assert!(stdout(&addr).contains("10.10.0.3/24"), "{}", text(&addr));
 
@@ -299,6 +325,19 @@ fn up_refuses_a_second_lab_in_the_same_directory_and_down_cleans_a_partial_one()
     assert!(!again.status.success());
     assert!(text(&again).contains("already"), "{}", text(&again));
     lab.down();
+    lab.assert_gone();
+
+    // A lab whose state file was lost: processes are found by the lab directory on their
+    // command lines, namespaces by the prefix named explicitly.
+    let mut lab = Lab::new("dp5");
+    lab.up(&topology("one-node.yaml"), &["--no-control-plane"]);
+    if let Err(e) = std::fs::remove_file(lab.dir.join("state.json")) {
+        panic!("remove state.json: {e}");
+    }
+    let prefix = lab.prefix.clone();
+    let out = lab.run(&["down", "--orphans-with-prefix", &prefix]);
+    assert!(out.status.success(), "{}", text(&out));
+    lab.down_done = true;
     lab.assert_gone();
 
     // A control-plane `up` whose binaries are missing fails before touching anything.

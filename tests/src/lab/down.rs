@@ -20,8 +20,12 @@ pub struct DownReport {
 
 /// Takes the lab in `dir` down. Without a state file it still stops stray processes whose
 /// command line names the lab directory and removes the lab's files; that makes it safe to
-/// run twice or after a failed `up`.
-pub async fn down(dir: &std::path::Path) -> Result<DownReport, LabError> {
+/// run twice or after a failed `up`. `orphan_prefix` additionally deletes every network
+/// namespace named `<prefix>-…` (for a lab whose directory was removed by hand).
+pub async fn down(
+    dir: &std::path::Path,
+    orphan_prefix: Option<&str>,
+) -> Result<DownReport, LabError> {
     let paths = Paths::new(dir)?;
     let state = LabState::load(&paths)?;
     let mut report = DownReport {
@@ -95,6 +99,27 @@ pub async fn down(dir: &std::path::Path) -> Result<DownReport, LabError> {
             if existed {
                 report.netns.push(n.clone());
             }
+        }
+    }
+    if let Some(prefix) = orphan_prefix {
+        let all = node::list_netns().await.map_err(|source| LabError::Node {
+            context: "listing network namespaces".into(),
+            source,
+        })?;
+        // Pods and Nodes before underlays; all of them share the prefix.
+        let mut mine: Vec<String> = all
+            .into_iter()
+            .filter(|n| n.starts_with(&format!("{prefix}-")))
+            .collect();
+        mine.sort_by_key(|n| n.ends_with("-underlay"));
+        for n in mine {
+            node::delete_netns(&n)
+                .await
+                .map_err(|source| LabError::Node {
+                    context: format!("deleting network namespace {n}"),
+                    source,
+                })?;
+            report.netns.push(n);
         }
     }
     for entry in paths.owned_entries() {
