@@ -212,3 +212,53 @@ pub async fn shutdown_signal() {
         _ => std::future::pending::<()>().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn detached_process_is_alive_until_stopped() -> Result<(), ProcError> {
+        let dir = std::env::temp_dir().join(format!("tfl-procs-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let log = dir.join("sleep.log");
+        let rec = spawn_detached(
+            "sleeper",
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo started; exec sleep 30".into()],
+            &[],
+            &log,
+        )?;
+        assert!(rec.alive(), "{rec:?}");
+        assert_ne!(rec.start_time, 0);
+        // A record with another start time is a different process: never signalled.
+        let impostor = ProcRecord {
+            start_time: rec.start_time + 1,
+            ..rec.clone()
+        };
+        assert!(!impostor.alive());
+        assert!(!stop(&impostor, Duration::from_millis(100)).await);
+        assert!(rec.alive());
+        for _ in 0..100 {
+            if rec.log_tail(5).contains("started") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            rec.log_tail(5).contains("started"),
+            "output goes to the log"
+        );
+        let killed = stop(&rec, Duration::from_secs(5)).await;
+        assert!(!killed, "sleep obeys SIGTERM");
+        assert!(!rec.alive());
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    #[test]
+    fn pids_mentioning_finds_only_matching_command_lines() {
+        let needle = format!("/nonexistent/tfl-needle-{}/", std::process::id());
+        assert!(pids_mentioning(&needle).is_empty());
+    }
+}
