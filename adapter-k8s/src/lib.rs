@@ -15,6 +15,7 @@
 
 pub mod agents;
 pub mod coordinator;
+pub mod crd;
 pub mod inventory;
 pub mod upstream;
 
@@ -115,12 +116,36 @@ pub async fn run(
             source,
         })?;
     let inventory = Inventory::new();
-    let watchers = inventory::watch::spawn_watchers(client, inventory.clone());
+    let watchers = inventory::watch::spawn_watchers(client.clone(), inventory.clone());
 
     let agents = Agents::new();
     let (updates_tx, updates_rx) = tokio::sync::mpsc::unbounded_channel();
     let (coordinator, handle) = Coordinator::new(inventory.clone(), agents.clone(), updates_tx);
     let coordinator_task = tokio::spawn(coordinator.run().instrument(info_span!("coordinator")));
+
+    // Traceflow resources: their updates go to the status writer, the rest to the manager.
+    let local = crd::Local::default();
+    let (manager_tx, manager_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+    let crd_tasks = [
+        tokio::spawn(
+            crd::route(updates_rx, local.clone(), manager_tx, status_tx.clone())
+                .instrument(info_span!("router")),
+        ),
+        tokio::spawn(
+            crd::write_statuses(client.clone(), status_rx).instrument(info_span!("crd_status")),
+        ),
+        tokio::spawn(
+            crd::watch(
+                client.clone(),
+                config.cluster.clone(),
+                handle.clone(),
+                local,
+                status_tx,
+            )
+            .instrument(info_span!("crd_watch")),
+        ),
+    ];
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -133,7 +158,7 @@ pub async fn run(
         inventory: inventory.clone(),
         agents: agents.clone(),
         coordinator: handle.clone(),
-        updates: updates_rx,
+        updates: manager_rx,
     };
     let link_task = tokio::spawn(
         link.run(stopped(stop_rx.clone()))
@@ -151,7 +176,7 @@ pub async fn run(
     shutdown.await;
     info!("shutting down");
     let _ = stop_tx.send(true);
-    for w in watchers {
+    for w in watchers.iter().chain(crd_tasks.iter()) {
         w.abort();
     }
     let _ = link_task.await;

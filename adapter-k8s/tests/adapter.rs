@@ -427,3 +427,83 @@ async fn agent_with_a_certificate_from_another_ca_is_refused() {
         .await;
     again.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceflow_resource_runs_and_its_status_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = FakeApi::start().await;
+    standard_cluster(&api);
+    let mut mgr = FakeManager::start("t").await;
+    // The resource appears after the agent attached (through the watch).
+    api.set("/apis/crd.traceflow.io/v1beta1/traceflows", vec![]);
+    let adapter = start_adapter(dir.path(), &api, &mgr, Some("t")).await;
+    mgr.next_matching(|k| matches!(k, Up::Hello(_)).then_some(()))
+        .await;
+    wait_for_adapter_cert(dir.path()).await;
+    let mut n1 = attach_agent(&adapter, &dir.path().join("certs"), "n1")
+        .await
+        .expect("n1");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.event(
+        "/apis/crd.traceflow.io/v1beta1/traceflows",
+        "ADDED",
+        serde_json::json!({
+            "apiVersion": "crd.traceflow.io/v1beta1", "kind": "Traceflow",
+            "metadata": {"name": "tf1", "uid": "11111111-2222-4333-8444-555555555555", "resourceVersion": "2"},
+            "spec": {"source": {"namespace": "default", "pod": "p0"}, "destination": {"namespace": "default", "pod": "p1"},
+                     "packet": {"transportHeader": {"udp": {"dstPort": 53}}}}
+        }),
+    );
+    let cmd = tokio::time::timeout(Duration::from_secs(10), n1.commands.next())
+        .await
+        .expect("inject in time");
+    let inject = match cmd {
+        Some(Ok(pb::AgentCommand {
+            kind: Some(pb::agent_command::Kind::Inject(p)),
+        })) => p,
+        other => panic!("expected inject, got {other:?}"),
+    };
+    assert_eq!((inject.protocol, inject.dst_port), (17, 53));
+    let result = pb::NodeResult {
+        observations: vec![
+            observation(pb::Component::SpoofGuard, pb::Action::Forwarded),
+            observation(pb::Component::Forwarding, pb::Action::Delivered),
+        ],
+        ..Default::default()
+    };
+    n1.tx
+        .send(pb::AgentMessage {
+            kind: Some(pb::agent_message::Kind::Report(pb::TraceReport {
+                trace_id: inject.trace_id,
+                ipv6: false,
+                result: Some(result),
+                captured_packet: None,
+            })),
+        })
+        .await
+        .expect("report");
+    let mut patched = api.patched.lock().await;
+    let mut phases = Vec::new();
+    while phases.last().map(String::as_str) != Some("Succeeded") {
+        let (path, body) = tokio::time::timeout(Duration::from_secs(10), patched.recv())
+            .await
+            .expect("status patch in time")
+            .expect("patch");
+        assert_eq!(path, "/apis/crd.traceflow.io/v1beta1/traceflows/tf1/status");
+        phases.push(
+            body["status"]["phase"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        if phases.last().map(String::as_str) == Some("Succeeded") {
+            assert_eq!(body["status"]["results"][0]["role"], "sender");
+            assert_eq!(
+                body["status"]["results"][0]["observations"][1]["action"],
+                "Delivered"
+            );
+        }
+    }
+    assert_eq!(phases.first().map(String::as_str), Some("Running"));
+    adapter.stop().await;
+}

@@ -29,6 +29,9 @@ type Outbound = Arc<Mutex<Option<mpsc::Sender<Result<pb::ManagerMessage, tonic::
 #[derive(Clone)]
 pub struct FakeApi {
     lists: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+    /// PATCH requests: (path, body).
+    patches: mpsc::UnboundedSender<(String, Value)>,
+    pub patched: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, Value)>>>,
     events: broadcast::Sender<(String, Value)>,
     pub addr: SocketAddr,
 }
@@ -50,8 +53,11 @@ impl FakeApi {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (events, _) = broadcast::channel(1024);
+        let (patches, patched) = mpsc::unbounded_channel();
         let api = FakeApi {
             lists: Arc::default(),
+            patches,
+            patched: Arc::new(tokio::sync::Mutex::new(patched)),
             events,
             addr,
         };
@@ -65,7 +71,7 @@ impl FakeApi {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let api = api.clone();
-                        async move { Ok::<_, Infallible>(api.handle(req)) }
+                        async move { Ok::<_, Infallible>(api.handle(req).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -76,8 +82,19 @@ impl FakeApi {
         api
     }
 
-    fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
+        if req.method() == hyper::Method::PATCH {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let _ = self.patches.send((path, v.clone()));
+            return full(200, v);
+        }
         let watch = req
             .uri()
             .query()
