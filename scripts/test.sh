@@ -15,6 +15,14 @@ echo "==> cargo build --workspace --bins"
 # The end-to-end tests start the real binaries from target/debug.
 cargo build --workspace --bins
 
+# Labs a killed earlier run left behind (the lab tests use /tmp/tfl-<tag><n>).
+for d in /tmp/tfl-*/; do
+  if [ -f "$d/state.json" ]; then
+    echo "==> taking down a stale lab in $d"
+    target/debug/traceflow-lab --dir "$d" down || true
+  fi
+done
+
 # Parallelism: nextest and libtest both default to one test per core (2 here), which is what the
 # OVS-starting lab tests can take; every lab has its own directory and namespace prefix.
 if cargo nextest --version >/dev/null 2>&1; then
