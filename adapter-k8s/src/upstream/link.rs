@@ -88,6 +88,19 @@ impl Link {
                 backoff = MIN_BACKOFF;
             }
             match &end {
+                SessionEnd::Refused(s) | SessionEnd::Stream(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                    ) =>
+                {
+                    warn!(
+                        error = %end,
+                        retry_in = ?backoff,
+                        "manager refuses this cluster's certificate; if the cluster was deregistered, \
+                         remove cluster.pem and cluster-key.pem from the data dir and restart with a new bootstrap token"
+                    )
+                }
                 SessionEnd::Refused(_) => {
                     warn!(error = %end, retry_in = ?backoff, "manager link down")
                 }
