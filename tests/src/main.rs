@@ -47,7 +47,11 @@ enum Cmd {
         orphans_with_prefix: Option<String>,
     },
     /// List clusters, Nodes, Pods, processes and namespaces.
-    Status,
+    Status {
+        /// The lab state as JSON (with process liveness and namespace presence).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a command in a Pod's network namespace: CLUSTER/NAMESPACE/POD (or CLUSTER/NODE).
     Exec {
         target: String,
@@ -133,9 +137,16 @@ async fn main() -> anyhow::Result<ExitCode> {
                 println!("no lab in {}", dir.display());
             }
         }
-        Cmd::Status => {
+        Cmd::Status { json } => {
             let paths = lab::Paths::new(&dir)?;
-            print!("{}", lab::status::render(&paths)?);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&lab::status::render_json(&paths)?)?
+                );
+            } else {
+                print!("{}", lab::status::render(&paths)?);
+            }
         }
         Cmd::Exec { target, command } => {
             let paths = lab::Paths::new(&dir)?;

@@ -163,6 +163,23 @@ fn one_node_pods_talk_through_br_int_and_down_leaves_nothing() {
         "{st}"
     );
     assert!(st.contains("pod default/p0  10.10.0.2"), "{st}");
+    let json = lab.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap_or_default();
+    assert_eq!(
+        v.pointer("/processes/1/alive"),
+        Some(&serde_json::json!(true)),
+        "{v}"
+    );
+    assert_eq!(
+        v.pointer("/netns/0/present"),
+        Some(&serde_json::json!(true)),
+        "{v}"
+    );
+    assert_eq!(
+        v.pointer("/topology/clusters/0/pods/0/ips/0"),
+        Some(&serde_json::json!("10.10.0.2")),
+        "{v}"
+    );
 
     let down = lab.down();
     assert!(down.contains("is down"), "{down}");

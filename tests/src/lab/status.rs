@@ -152,3 +152,32 @@ pub fn exec_netns(paths: &Paths, target: &str) -> Result<String, LabError> {
         ))),
     }
 }
+
+/// The lab's state as JSON, with `alive` added to each process and `present` to each
+/// namespace; `null` when there is no lab.
+pub fn render_json(paths: &Paths) -> Result<serde_json::Value, LabError> {
+    let Some(st) = LabState::load(paths)? else {
+        return Ok(serde_json::Value::Null);
+    };
+    let mut v = serde_json::to_value(&st)
+        .map_err(|e| LabError::Other(format!("serialising lab state: {e}")))?;
+    let procs: Vec<serde_json::Value> = st
+        .processes
+        .iter()
+        .map(|p| {
+            serde_json::json!({"name": p.name, "pid": p.pid, "alive": p.alive(),
+                               "log": p.log, "command": p.command})
+        })
+        .collect();
+    let netns: Vec<serde_json::Value> = st
+        .netns
+        .iter()
+        .map(|n| {
+            serde_json::json!({"name": n,
+                               "present": std::path::Path::new("/run/netns").join(n).exists()})
+        })
+        .collect();
+    crate::topology::set(&mut v, "/processes", serde_json::json!(procs));
+    crate::topology::set(&mut v, "/netns", serde_json::json!(netns));
+    Ok(v)
+}
