@@ -106,13 +106,22 @@ async fn main() -> anyhow::Result<ExitCode> {
                 ready_timeout,
                 bin_dir,
             };
-            let state = lab::up::up(&opts).await.with_context(|| {
-                format!(
-                    "traceflow-lab up failed; inspect with `traceflow-lab status --dir {d}`, \
-                     clean up with `traceflow-lab down --dir {d}`",
-                    d = dir.display()
-                )
-            })?;
+            let state = match lab::up::up(&opts).await {
+                Ok(state) => state,
+                Err(e) => {
+                    let left = dir.join("state.json").exists();
+                    let hint = if left {
+                        format!(
+                            "traceflow-lab up failed; inspect with `traceflow-lab status --dir \
+                             {d}`, clean up with `traceflow-lab down --dir {d}`",
+                            d = dir.display()
+                        )
+                    } else {
+                        "traceflow-lab up failed before creating anything".to_string()
+                    };
+                    return Err(anyhow::Error::new(e).context(hint));
+                }
+            };
             let paths = lab::Paths::new(&dir)?;
             eprint!("{}", lab::status::render(&paths)?);
             match state.tfctl_config {
