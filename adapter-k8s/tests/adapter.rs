@@ -352,6 +352,22 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
         })
         .await;
     assert_eq!(failed.reason, "Node: n1, error: agent is not connected");
+
+    // The stream breaks: the adapter reconnects, says hello, resyncs, and resends the latest
+    // snapshots of recent traces (what was in flight may have been lost).
+    mgr.break_stream().await;
+    mgr.next_matching(|k| matches!(k, Up::Hello(_)).then_some(()))
+        .await;
+    mgr.next_matching(|k| matches!(k, Up::InventorySync(_)).then_some(()))
+        .await;
+    let resent = mgr
+        .next_matching(|k| match k {
+            Up::TraceUpdate(u) if u.uid == "u1" => u.status,
+            _ => None,
+        })
+        .await;
+    assert_eq!(resent.phase, pb::TraceflowPhase::Succeeded as i32);
+    assert_eq!(mgr.attached_as.lock().expect("lock").len(), 2);
     adapter.stop().await;
 }
 

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Trace updates produced while disconnected wait in the coordinator's queue and are sent after
-//! the next sync; one that was being sent when the stream broke is retried first.
+//! the next sync; the latest snapshot of every trace of the last five minutes is resent first,
+//! since what was queued on the broken stream may be lost.
 
 use std::{future::Future, pin::pin, sync::Arc, time::Duration};
 
@@ -68,7 +69,7 @@ impl Link {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = pin!(shutdown);
         let mut backoff = MIN_BACKOFF;
-        let mut pending: Option<pb::TraceUpdate> = None;
+        let mut recent = Recent::default();
         // The manager treats the first sync as the truth (it checks source Pods against it),
         // so let the core lists complete first; a broken API server only delays attaching.
         let synced = tokio::select! {
@@ -80,7 +81,7 @@ impl Link {
         }
         loop {
             let started = tokio::time::Instant::now();
-            let end = self.session(&mut pending, shutdown.as_mut()).await;
+            let end = self.session(&mut recent, shutdown.as_mut()).await;
             if matches!(end, SessionEnd::Shutdown) {
                 return;
             }
@@ -128,7 +129,7 @@ impl Link {
 
     async fn session(
         &mut self,
-        pending: &mut Option<pb::TraceUpdate>,
+        recent: &mut Recent,
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> SessionEnd {
         let channel = tokio::select! {
@@ -158,11 +159,12 @@ impl Link {
         info!(manager = %self.url, "attached to manager");
         let mut heartbeat = tokio::time::interval(DEFAULT_HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        if let Some(update) = pending.take()
-            && let Err(mpsc::error::SendError(m)) = out.send(msg(Out::TraceUpdate(update))).await
-        {
-            *pending = extract_update(m);
-            return SessionEnd::Closed;
+        // Whatever was queued or in flight when the last stream broke may be lost: resend the
+        // latest snapshot of every recent trace (the manager keeps the newest, ignores ended).
+        for update in recent.current() {
+            if out.send(msg(Out::TraceUpdate(update))).await.is_err() {
+                return SessionEnd::Closed;
+            }
         }
         loop {
             tokio::select! {
@@ -193,8 +195,8 @@ impl Link {
                 }
                 update = self.updates.recv() => {
                     let Some(update) = update else { return SessionEnd::Shutdown };
-                    if let Err(mpsc::error::SendError(m)) = out.send(msg(Out::TraceUpdate(update))).await {
-                        *pending = extract_update(m);
+                    recent.record(&update);
+                    if out.send(msg(Out::TraceUpdate(update))).await.is_err() {
                         return SessionEnd::Closed;
                     }
                 }
@@ -233,10 +235,35 @@ impl Link {
     }
 }
 
-fn extract_update(m: pb::AdapterMessage) -> Option<pb::TraceUpdate> {
-    match m.kind {
-        Some(Out::TraceUpdate(u)) => Some(u),
-        _ => None,
+/// How long a trace's latest snapshot is kept for resending after a reconnect.
+const RESEND_WINDOW: Duration = Duration::from_secs(300);
+
+/// The latest update per trace of the last [`RESEND_WINDOW`].
+#[derive(Default)]
+struct Recent {
+    latest: std::collections::HashMap<String, (pb::TraceUpdate, tokio::time::Instant)>,
+}
+
+impl Recent {
+    fn record(&mut self, update: &pb::TraceUpdate) {
+        let now = tokio::time::Instant::now();
+        self.latest
+            .insert(update.uid.clone(), (update.clone(), now));
+        // Amortised pruning: only when the map has grown.
+        if self.latest.len().is_multiple_of(1024) {
+            self.latest
+                .retain(|_, (_, at)| now.duration_since(*at) < RESEND_WINDOW);
+        }
+    }
+
+    /// Snapshots younger than the window, oldest first.
+    fn current(&mut self) -> Vec<pb::TraceUpdate> {
+        let now = tokio::time::Instant::now();
+        self.latest
+            .retain(|_, (_, at)| now.duration_since(*at) < RESEND_WINDOW);
+        let mut all: Vec<_> = self.latest.values().cloned().collect();
+        all.sort_by_key(|(_, at)| *at);
+        all.into_iter().map(|(u, _)| u).collect()
     }
 }
 

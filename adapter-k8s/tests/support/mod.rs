@@ -349,6 +349,19 @@ impl FakeManager {
             .expect("send");
     }
 
+    /// Ends the attached adapter's stream with an error status.
+    pub async fn break_stream(&self) {
+        let tx = self
+            .outbound
+            .lock()
+            .expect("lock")
+            .take()
+            .expect("adapter attached");
+        tx.send(Err(tonic::Status::unavailable("manager restarting")))
+            .await
+            .expect("send");
+    }
+
     /// The next inbound message matching `f`, within 20 s.
     pub async fn next_matching<T>(
         &mut self,
