@@ -9,6 +9,9 @@
 //!                                                                    └── agents::server (mTLS) ◀══ agents
 //! ```
 //!
+//! Traceflow custom resources (`traceflows.crd.traceflow.io/v1beta1`, Antrea's schema) are a
+//! second entry point ([`crd`]): the adapter runs them and writes their `.status`.
+//!
 //! [`run`] wires the parts: registration (token + CSR, once), the agent CA and server, the kube
 //! watchers, the coordinator task and the manager link. Behaviour copied from Antrea links to
 //! `shared/reference/antrea-traceflow.md`.

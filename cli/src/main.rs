@@ -1,4 +1,25 @@
 //! tfctl: the command-line client of the traceflow manager, with antctl traceflow's flags.
+//!
+//! ```text
+//!  flags ──spec::check / flow::parse_flow──▶ TraceflowSpec ──CreateTraceflow──▶ manager
+//!                                                     WatchTraceflow until Succeeded/Failed
+//!  stdout ◀── output::trace_output (antctl's object, proto3 JSON / YAML)
+//! ```
+//!
+//! Contract (what scripts and the lab rely on):
+//! - `tfctl traceflow --cluster C -S SRC -D DST [-f FLOW] [-t 20s] [-o yaml|json] [-L] [-d]
+//!   [--nowait] [--dst-service]`: flags and flow syntax as antctl (reference §5), see
+//!   [`flow`] and [`spec`]. A named destination is a Pod if the manager's inventory has a Pod of
+//!   that name in the namespace, else a Service if it has that Service, else a Pod.
+//! - stdout: one object with `name`, `cluster`, `uid`, `phase`, `reason` (only when set),
+//!   `source`, `destination`, `results` (NodeResults in proto3 JSON: Antrea's field names, enum
+//!   names, 64-bit integers as strings), `capturedPacket`, `traceId`, `startTimeMicros`,
+//!   `endTimeMicros` (strings). YAML by default, `-o json` for 2-space JSON.
+//! - exit 0 when the trace Succeeded (or was created with `--nowait`); exit 1 after printing
+//!   when it Failed (stderr `Error: Traceflow <name> failed: <reason>`), when the wait ends
+//!   first (`timeout waiting for Traceflow done`, after spec timeout + 10 s), and on any flag,
+//!   config or RPC error (stderr `Error: ...`, nothing on stdout).
+//! - config: `--config`, else `$TFCTL_CONFIG`, else `~/.config/tfctl/config.yaml`.
 
 mod client;
 mod commands;
