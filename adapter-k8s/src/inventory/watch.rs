@@ -1,4 +1,4 @@
-//! kube-rs watchers feeding the [`Inventory`](super::Inventory).
+//! kube-rs watchers feeding the [`Inventory`].
 //!
 //! ```text
 //!  API server ──list/watch──▶ watcher(DynamicObject) ──typed + convert──▶ apply/delete/reset ──▶ Index
