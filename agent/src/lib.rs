@@ -1,0 +1,2 @@
+//! traceflow-agent
+pub mod ovs;

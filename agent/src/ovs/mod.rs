@@ -1,0 +1,4 @@
+//! Everything that talks to Open vSwitch: OpenFlow on `<rundir>/<bridge>.mgmt` and OVSDB on
+//! `<rundir>/db.sock`.
+
+pub mod openflow;
