@@ -292,8 +292,8 @@ fn unknown_types_are_values() {
     assert!(matches!(msg, Message::Unknown { kind: 12, .. }));
     // Unknown action and instruction types survive too.
     let (_, msg) = roundtrip(
-        "060e0058000000060000000000000000000000000000000000000000000000c8ffffffffffffffffffffffff000000000001000400000000\
-         00040018000000000077000800000000 0006000800000000",
+        "060e0050000000060000000000000000000000000000000000000000000000c8ffffffffffffffffffffffff000000000001000400000000\
+         00040010000000000077000800000000 0006000800000000",
     );
     let Message::FlowMod(f) = msg else { panic!("not a flow mod") };
     assert!(matches!(&f.instructions[0], Instruction::ApplyActions(a) if matches!(a[0], Action::Unknown { kind: 0x77, .. })));
