@@ -1,2 +1,4 @@
 //! traceflow-agent
 pub mod ovs;
+pub mod pipeline;
+pub mod ports;

@@ -2,3 +2,4 @@
 //! `<rundir>/db.sock`.
 
 pub mod openflow;
+pub mod ovsdb;

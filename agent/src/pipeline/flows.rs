@@ -1,0 +1,323 @@
+//! The desired flows of br-int, computed purely from [`NodePorts`] (no I/O; unit-tested).
+//!
+//! What is programmed today (the rest of Antrea's tables hold only their default flow):
+//!
+//! ```text
+//! PipelineRootClassifier  arp → ARPSpoofGuard; ip/ipv6 → Classifier; else drop
+//! ARPSpoofGuard           Pod port + its own sha/spa, or gateway → ARPResponder; else drop
+//! ARPResponder            NORMAL (L2 learning among local ports; Antrea's default flow too)
+//! Classifier              in_port → reg0[0..3] source (tunnel 1, gateway 2, Pod 3)
+//! SpoofGuard              Pod port + its own MAC + IP (v6 link-local / DAD too); gateway: any
+//! IPv6                    ND and multicast → NORMAL
+//! L2ForwardingCalc        dl_dst = Pod / gateway MAC → reg1 = ofport, reg0 OFPortFound + output mode
+//! Output                  trace class: → controller (and tunnel when reg1 is the tunnel); else output:reg1
+//! ```
+//!
+//! ARP today is answered by the real owner through NORMAL. Antrea's ARPResponder answers for
+//! remote gateways with the global virtual MAC `aa:bb:cc:dd:ee:ff` (arp reply built in the
+//! flow: move sha→tha, load the MAC, IN_PORT); that arrives with multi-Node routing
+//! (L3Forwarding), keeping NORMAL as the default flow exactly as Antrea does.
+
+use std::net::IpAddr;
+
+use crate::ovs::openflow::action::port;
+use crate::ovs::openflow::oxm::{CLASS_BASIC, basic};
+use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
+use crate::ports::NodePorts;
+
+use super::regs;
+use super::tables::{Miss, Table};
+use super::{COOKIE, TRACE_DSCP};
+
+const ETH_ARP: u16 = 0x0806;
+const ETH_IPV4: u16 = 0x0800;
+const ETH_IPV6: u16 = 0x86dd;
+
+/// Antrea's priorities.
+pub mod prio {
+    pub const DEFAULT: u16 = 0;
+    pub const LOW: u16 = 190;
+    pub const NORMAL: u16 = 200;
+    /// Trace-class output to a Pod or the gateway (Antrea's 202).
+    pub const TRACE: u16 = 202;
+    /// Trace-class output to the tunnel (Antrea's 203).
+    pub const TRACE_TUNNEL: u16 = 203;
+}
+
+fn goto(t: Table) -> Instruction {
+    Instruction::GotoTable(t.id())
+}
+
+fn apply(actions: Vec<Action>) -> Instruction {
+    Instruction::ApplyActions(actions)
+}
+
+fn flow(t: Table, priority: u16, m: Match, ins: Vec<Instruction>) -> FlowMod {
+    FlowMod::add(t.id(), priority, COOKIE, m, ins)
+}
+
+fn next_of(t: Table) -> Vec<Instruction> {
+    t.next().map(goto).into_iter().collect()
+}
+
+/// Every flow the pipeline wants on br-int for `ports`, in a stable order.
+pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
+    let mut f = Vec::new();
+
+    // Default flows: "goto next" or drop (no instructions = drop).
+    for t in Table::ALL {
+        let ins = match t.miss() {
+            Miss::Next => next_of(t),
+            Miss::Drop => Vec::new(),
+        };
+        f.push(flow(t, prio::DEFAULT, Match::new(), ins));
+    }
+
+    // PipelineRootClassifier.
+    let root = Table::PipelineRootClassifier;
+    f.push(flow(root, prio::NORMAL, Match::new().with(Oxm::eth_type(ETH_ARP)), vec![goto(Table::ARPSpoofGuard)]));
+    for et in [ETH_IPV4, ETH_IPV6] {
+        f.push(flow(root, prio::NORMAL, Match::new().with(Oxm::eth_type(et)), vec![goto(Table::Classifier)]));
+    }
+
+    // ARP: spoof guard, then NORMAL.
+    for pod in &ports.pods {
+        for ip in pod.port.ips.iter().filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        }) {
+            f.push(flow(
+                Table::ARPSpoofGuard,
+                prio::NORMAL,
+                Match::new()
+                    .with(Oxm::in_port(pod.port.ofport))
+                    .with(Oxm::eth_type(ETH_ARP))
+                    .with(Oxm::arp_spa(ip))
+                    .with(Oxm::arp_sha(pod.port.mac.0)),
+                vec![goto(Table::ARPResponder)],
+            ));
+        }
+    }
+    if let Some(gw) = &ports.gateway {
+        f.push(flow(
+            Table::ARPSpoofGuard,
+            prio::NORMAL,
+            Match::new().with(Oxm::in_port(gw.ofport)).with(Oxm::eth_type(ETH_ARP)),
+            vec![goto(Table::ARPResponder)],
+        ));
+    }
+    f.push(flow(
+        Table::ARPResponder,
+        prio::DEFAULT + 1,
+        Match::new().with(Oxm::eth_type(ETH_ARP)),
+        vec![apply(vec![Action::output(port::NORMAL)])],
+    ));
+
+    // Classifier: where did the packet come from.
+    let mut classify = |ofport: u32, source: u32, next: Table| {
+        f.push(flow(
+            Table::Classifier,
+            prio::NORMAL,
+            Match::new().with(Oxm::in_port(ofport)),
+            vec![
+                apply(vec![Action::set_reg(0, source, regs::PKT_SOURCE_MASK)]),
+                goto(next),
+            ],
+        ));
+    };
+    if let Some(t) = ports.tunnel_ofport {
+        // Tunnelled packets were validated by the sender Node's SpoofGuard.
+        classify(t, regs::FROM_TUNNEL, Table::IPv6);
+    }
+    if let Some(gw) = &ports.gateway {
+        classify(gw.ofport, regs::FROM_GATEWAY, Table::SpoofGuard);
+    }
+    for pod in &ports.pods {
+        classify(pod.port.ofport, regs::FROM_POD, Table::SpoofGuard);
+    }
+
+    // SpoofGuard: a Pod may only send with its own MAC and IPs; the gateway is unrestricted.
+    let sg = Table::SpoofGuard;
+    for pod in &ports.pods {
+        let base = || Match::new().with(Oxm::in_port(pod.port.ofport)).with(Oxm::eth_src(pod.port.mac.0));
+        for ip in &pod.port.ips {
+            let m = match ip {
+                IpAddr::V4(v4) => base().with(Oxm::eth_type(ETH_IPV4)).with(Oxm::ipv4_src(*v4)),
+                IpAddr::V6(v6) => base().with(Oxm::eth_type(ETH_IPV6)).with(Oxm::ipv6_src(*v6)),
+            };
+            f.push(flow(sg, prio::NORMAL, m, next_of(sg)));
+        }
+        // IPv6 link-local sources (ND, RS) and the unspecified source of DAD.
+        let mut ll = [0u8; 16];
+        ll[0] = 0xfe;
+        ll[1] = 0x80;
+        let mut ll_mask = [0u8; 16];
+        ll_mask[0] = 0xff;
+        ll_mask[1] = 0xc0;
+        f.push(flow(
+            sg,
+            prio::NORMAL,
+            base()
+                .with(Oxm::eth_type(ETH_IPV6))
+                .with(Oxm::masked(CLASS_BASIC, basic::IPV6_SRC, &ll, &ll_mask)),
+            next_of(sg),
+        ));
+        f.push(flow(
+            sg,
+            prio::NORMAL,
+            base()
+                .with(Oxm::eth_type(ETH_IPV6))
+                .with(Oxm::ipv6_src(std::net::Ipv6Addr::UNSPECIFIED))
+                .with(Oxm::ip_proto(58)),
+            next_of(sg),
+        ));
+    }
+    if let Some(gw) = &ports.gateway {
+        f.push(flow(sg, prio::NORMAL, Match::new().with(Oxm::in_port(gw.ofport)), next_of(sg)));
+    }
+
+    // IPv6: neighbour discovery and multicast go to NORMAL, as in Antrea's IPv6 table.
+    for icmp_type in [133u8, 134, 135, 136] {
+        f.push(flow(
+            Table::IPv6,
+            prio::NORMAL,
+            Match::new()
+                .with(Oxm::eth_type(ETH_IPV6))
+                .with(Oxm::ip_proto(58))
+                .with(Oxm::icmpv6_type(icmp_type)),
+            vec![apply(vec![Action::output(port::NORMAL)])],
+        ));
+    }
+    let mut mc = [0u8; 16];
+    mc[0] = 0xff;
+    let mut mc_mask = [0u8; 16];
+    mc_mask[0] = 0xff;
+    f.push(flow(
+        Table::IPv6,
+        prio::NORMAL,
+        Match::new()
+            .with(Oxm::eth_type(ETH_IPV6))
+            .with(Oxm::masked(CLASS_BASIC, basic::IPV6_DST, &mc, &mc_mask)),
+        vec![apply(vec![Action::output(port::NORMAL)])],
+    ));
+
+    // L2ForwardingCalc: destination MAC → target port.
+    let l2 = Table::L2ForwardingCalc;
+    let mut to_port = |mac: [u8; 6], ofport: u32| {
+        f.push(flow(
+            l2,
+            prio::NORMAL,
+            Match::new().with(Oxm::eth_dst(mac)),
+            vec![
+                apply(vec![
+                    Action::set_reg(regs::TARGET_OFPORT_REG, ofport, u32::MAX),
+                    Action::set_reg(0, regs::OUTPUT_TO_OFPORT_MARKS, regs::OUTPUT_MARKS_MASK),
+                ]),
+                goto(Table::AntreaPolicyIngressRule),
+            ],
+        ));
+    };
+    for pod in &ports.pods {
+        to_port(pod.port.mac.0, pod.port.ofport);
+    }
+    if let Some(gw) = &ports.gateway {
+        to_port(gw.mac.0, gw.ofport);
+    }
+
+    // Output.
+    let out = Table::Output;
+    let marked = || {
+        Match::new().with(Oxm::reg_masked(0, regs::OUTPUT_TO_OFPORT_MARK, regs::OUTPUT_MODE_MASK))
+    };
+    for et in [ETH_IPV4, ETH_IPV6] {
+        // A trace packet is reported and, except towards the tunnel, not delivered:
+        // reference §3.3 "Output table", injected packets never reach the Pod.
+        if let Some(t) = ports.tunnel_ofport {
+            f.push(flow(
+                out,
+                prio::TRACE_TUNNEL,
+                marked()
+                    .with(Oxm::reg(regs::TARGET_OFPORT_REG, t))
+                    .with(Oxm::eth_type(et))
+                    .with(Oxm::ip_dscp(TRACE_DSCP)),
+                vec![apply(vec![Action::output(t), Action::to_controller()])],
+            ));
+        }
+        f.push(flow(
+            out,
+            prio::TRACE,
+            marked().with(Oxm::eth_type(et)).with(Oxm::ip_dscp(TRACE_DSCP)),
+            vec![apply(vec![Action::to_controller()])],
+        ));
+    }
+    f.push(flow(
+        out,
+        prio::NORMAL,
+        marked(),
+        vec![apply(vec![Action::OutputReg { reg: regs::TARGET_OFPORT_REG, max_len: 0 }])],
+    ));
+
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::fixtures::mk_node;
+
+    fn in_table(flows: &[FlowMod], t: Table) -> Vec<&FlowMod> {
+        flows.iter().filter(|f| f.table_id == t.id()).collect()
+    }
+
+    #[test]
+    fn every_table_has_a_default_flow_and_our_cookie() {
+        let flows = desired_flows(&mk_node());
+        for t in Table::ALL {
+            assert!(
+                in_table(&flows, t).iter().any(|f| f.priority == 0 && f.fields.fields.is_empty()),
+                "{} has no default flow",
+                t.name()
+            );
+        }
+        assert!(flows.iter().all(|f| f.cookie == COOKIE));
+    }
+
+    #[test]
+    fn l2_forwarding_targets_local_pods_and_gateway() {
+        let flows = desired_flows(&mk_node());
+        let l2 = in_table(&flows, Table::L2ForwardingCalc);
+        let p1 = l2
+            .iter()
+            .find(|f| f.fields.fields.contains(&Oxm::eth_dst([2, 0, 0, 0, 0, 2])))
+            .unwrap_or_else(|| panic!("no flow for p1"));
+        let Instruction::ApplyActions(a) = &p1.instructions[0] else { panic!("no actions") };
+        assert!(a.contains(&Action::set_reg(1, 4, u32::MAX)));
+        assert_eq!(l2.len(), 1 + 2 + 1, "default + 2 Pods + gateway");
+    }
+
+    #[test]
+    fn trace_class_goes_to_controller_and_tunnel() {
+        let flows = desired_flows(&mk_node());
+        let out = in_table(&flows, Table::Output);
+        let tunnel: Vec<_> = out.iter().filter(|f| f.priority == prio::TRACE_TUNNEL).collect();
+        assert_eq!(tunnel.len(), 2, "v4 + v6");
+        assert!(tunnel.iter().all(|f| f.instructions
+            == vec![Instruction::ApplyActions(vec![Action::output(1), Action::to_controller()])]));
+        let local: Vec<_> = out.iter().filter(|f| f.priority == prio::TRACE).collect();
+        assert!(local.iter().all(|f| f.instructions
+            == vec![Instruction::ApplyActions(vec![Action::to_controller()])]));
+        assert!(local.iter().all(|f| f.fields.fields.contains(&Oxm::ip_dscp(TRACE_DSCP))));
+    }
+
+    #[test]
+    fn spoofguard_pins_pod_mac_and_ip() {
+        let flows = desired_flows(&mk_node());
+        let sg = in_table(&flows, Table::SpoofGuard);
+        assert!(sg.iter().any(|f| f.fields.fields.contains(&Oxm::in_port(3))
+            && f.fields.fields.contains(&Oxm::ipv4_src([10, 1, 0, 2].into()))
+            && f.fields.fields.contains(&Oxm::eth_src([2, 0, 0, 0, 0, 1]))));
+        // Nothing lets p0 send with p1's address.
+        assert!(!sg.iter().any(|f| f.fields.fields.contains(&Oxm::in_port(3))
+            && f.fields.fields.contains(&Oxm::ipv4_src([10, 1, 0, 3].into()))));
+    }
+}

@@ -1,0 +1,172 @@
+//! The br-int pipeline: Antrea's tables ([`tables`]), its register layout ([`regs`]), the
+//! desired flows ([`flows`]) and the task that keeps br-int programmed ([`spawn`]).
+//!
+//! Ownership: the agent owns every flow whose cookie is [`COOKIE`] and nothing else on the
+//! bridge. Reconciliation deletes our cookie and re-adds the desired flows in one atomic,
+//! ordered OpenFlow bundle (falling back to delete + add + barrier if bundles are refused),
+//! so a reconcile is idempotent and never leaves the bridge half-programmed.
+
+pub mod flows;
+pub mod regs;
+pub mod tables;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::ovs::openflow::message::{ErrorType, TABLE_ALL};
+use crate::ovs::openflow::{FlowMod, Message, OfError, PacketIn, Switch};
+use crate::ports::NodePorts;
+
+pub use tables::Table;
+
+/// Cookie of every pipeline flow.
+pub const COOKIE: u64 = 0x7f1c_0000_0000_0001;
+/// Cookie mask selecting exactly the pipeline's flows.
+pub const COOKIE_MASK: u64 = u64::MAX;
+
+/// The DSCP "trace class" of injected trace packets: 63 (`0b111111`, TOS byte `0xfc`).
+///
+/// Why 63: RFC 2474 §6 pool 2 (`xxxx11`) is reserved for experimental and local use, so no
+/// standard PHB (EF 46, AFxy, CSx, all pool 1) collides with it; it is the farthest value from
+/// the small tags (1, 2, ...) a live-traffic trace allocates from the bottom of the DSCP space;
+/// and DSCP survives Geneve encapsulation (reference §3.1), so the receiver Node's Output table
+/// recognises the class too. A Pod that itself sends DSCP 63 would be trapped like a trace
+/// packet, which is the same trade-off Antrea makes with its tags.
+pub const TRACE_DSCP: u8 = 63;
+
+static BUNDLE_ID: AtomicU32 = AtomicU32::new(1);
+
+/// Programs the pipeline for `ports` on a connected switch: one atomic bundle of
+/// "delete our cookie" + every desired flow.
+pub async fn reconcile(sw: &Switch, ports: &NodePorts) -> Result<usize, OfError> {
+    let desired = flows::desired_flows(ports);
+    let n = desired.len();
+    let mut msgs = Vec::with_capacity(n + 1);
+    msgs.push(Message::FlowMod(FlowMod::delete_by_cookie(TABLE_ALL, COOKIE, COOKIE_MASK)));
+    msgs.extend(desired.into_iter().map(Message::FlowMod));
+    let id = BUNDLE_ID.fetch_add(1, Ordering::Relaxed);
+    match sw.bundle(id, &msgs).await {
+        Err(OfError::Switch(e)) if bundles_unsupported(&e) => {
+            warn!(error = %e, "switch refused the bundle; falling back to delete + add + barrier");
+            sw.transact(&msgs).await?;
+        }
+        other => other?,
+    }
+    Ok(n)
+}
+
+/// Whether an error says "no bundles here" rather than "this flow is wrong".
+fn bundles_unsupported(e: &crate::ovs::openflow::ErrorMsg) -> bool {
+    use crate::ovs::openflow::message::kind;
+    e.kind == ErrorType::BundleFailed
+        || (e.kind == ErrorType::BadRequest
+            && matches!(e.failed_request_kind(), Some(kind::BUNDLE_CONTROL | kind::BUNDLE_ADD_MESSAGE)))
+}
+
+/// What the running pipeline task exposes.
+#[derive(Clone)]
+pub struct DatapathHandle {
+    /// The current OpenFlow connection (None while disconnected).
+    pub switch: watch::Receiver<Option<Switch>>,
+    /// Counts successful reconciles; a test can wait for it to move after a restart.
+    pub programmed: watch::Receiver<u64>,
+}
+
+/// Keeps br-int programmed: connects to `mgmt` (reconnecting with backoff 100 ms → 1 s when
+/// ovs-vswitchd goes away), reconciles on connect and whenever `ports` changes, and forwards
+/// every packet-in to `packet_ins`. Stops when `shutdown` is cancelled.
+pub fn spawn(
+    mgmt: PathBuf,
+    mut ports: watch::Receiver<NodePorts>,
+    packet_ins: mpsc::Sender<PacketIn>,
+    shutdown: CancellationToken,
+) -> DatapathHandle {
+    let (sw_tx, sw_rx) = watch::channel(None);
+    let (prog_tx, prog_rx) = watch::channel(0u64);
+    let span = info_span!("datapath", mgmt = %mgmt.display());
+    tokio::spawn(
+        async move {
+            let mut backoff = Duration::from_millis(100);
+            let mut logged_down = false;
+            while !shutdown.is_cancelled() {
+                let (sw, mut pins) = match Switch::connect(&mgmt).await {
+                    Ok(c) => c,
+                    Err(error) => {
+                        if !logged_down {
+                            warn!(%error, "cannot connect to br-int; retrying");
+                            logged_down = true;
+                        }
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                };
+                logged_down = false;
+                backoff = Duration::from_millis(100);
+                info!(dpid = format!("{:016x}", sw.features().datapath_id), "connected to br-int");
+                let current = ports.borrow_and_update().clone();
+                match reconcile(&sw, &current).await {
+                    Ok(n) => {
+                        info!(flows = n, pods = current.pods.len(), "pipeline programmed");
+                        prog_tx.send_modify(|g| *g += 1);
+                    }
+                    Err(error) => {
+                        warn!(%error, "programming the pipeline failed; reconnecting");
+                        sw.close();
+                        continue;
+                    }
+                }
+                let _ = sw_tx.send(Some(sw.clone()));
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = sw.closed() => {
+                            warn!("openflow connection lost; reconnecting");
+                            break;
+                        }
+                        changed = ports.changed() => {
+                            if changed.is_err() {
+                                // The port watcher is gone: nothing more to follow.
+                                shutdown.cancel();
+                                break;
+                            }
+                            let current = ports.borrow_and_update().clone();
+                            match reconcile(&sw, &current).await {
+                                Ok(n) => {
+                                    info!(flows = n, pods = current.pods.len(), "pipeline reprogrammed");
+                                    prog_tx.send_modify(|g| *g += 1);
+                                }
+                                Err(error) => {
+                                    warn!(%error, "reprogramming failed; reconnecting");
+                                    sw.close();
+                                    break;
+                                }
+                            }
+                        }
+                        pin = pins.recv() => match pin {
+                            Some(p) => {
+                                if packet_ins.send(p).await.is_err() {
+                                    shutdown.cancel();
+                                    break;
+                                }
+                            }
+                            None => break,
+                        },
+                    }
+                }
+                let _ = sw_tx.send(None);
+                sw.close();
+            }
+        }
+        .instrument(span),
+    );
+    DatapathHandle { switch: sw_rx, programmed: prog_rx }
+}
