@@ -224,11 +224,29 @@ impl fmt::Display for Flow {
 }
 
 /// Table + priority + match: what OVS keys a flow on.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Ordered like `ovs-ofctl dump-flows`: by table in pipeline order, then highest priority first,
+/// then by match.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FlowKey {
     pub table: Table,
     pub priority: u16,
     pub matches: Vec<Match>,
+}
+
+impl Ord for FlowKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.table
+            .cmp(&other.table)
+            .then(other.priority.cmp(&self.priority))
+            .then(self.matches.cmp(&other.matches))
+    }
+}
+
+impl PartialOrd for FlowKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// A set of flows keyed like OVS keys them; inserting a flow whose key exists merges
@@ -277,7 +295,7 @@ impl FlowSet {
         self.flows.is_empty()
     }
 
-    /// Flows in (table, priority, match) order.
+    /// Flows in [`FlowKey`] order (table, priority descending, match).
     pub fn iter(&self) -> impl Iterator<Item = Flow> + '_ {
         self.flows.iter().map(|(k, a)| Flow {
             table: k.table,

@@ -44,7 +44,11 @@ fn tcp(port: u16) -> Service {
     }
 }
 
-fn np_ingress(name: &str, pod_selector: serde_json::Value, from: serde_json::Value) -> serde_json::Value {
+fn np_ingress(
+    name: &str,
+    pod_selector: serde_json::Value,
+    from: serde_json::Value,
+) -> serde_json::Value {
     json!({
         "metadata": {"name": name, "namespace": "web"},
         "spec": {
@@ -76,7 +80,12 @@ fn k8s_pod_selector_ingress_rule() {
     assert_eq!(pods(r), vec!["web/api", "web/api2"]);
     assert_eq!(r.peers, nets(&["10.0.1.2/32", "fd00:1::2/128"]));
     assert_eq!(r.services, vec![tcp(80)]);
-    let iso: Vec<String> = c.isolation.ingress.iter().map(|p| p.pod.to_string()).collect();
+    let iso: Vec<String> = c
+        .isolation
+        .ingress
+        .iter()
+        .map(|p| p.pod.to_string())
+        .collect();
     assert_eq!(iso, vec!["web/api", "web/api2"]);
     assert!(c.isolation.egress.is_empty());
 }
@@ -85,7 +94,10 @@ fn k8s_pod_selector_ingress_rule() {
 fn k8s_namespace_and_combined_selectors() {
     let cases = [
         // namespaceSelector alone: every Pod in matching Namespaces.
-        (json!([{"namespaceSelector": {"matchLabels": {"team": "b"}}}]), vec!["10.0.2.4/32"]),
+        (
+            json!([{"namespaceSelector": {"matchLabels": {"team": "b"}}}]),
+            vec!["10.0.2.4/32"],
+        ),
         // Both: Pods matching podSelector inside matching Namespaces.
         (
             json!([{"namespaceSelector": {"matchLabels": {"team": "a"}},
@@ -113,7 +125,13 @@ fn k8s_namespace_and_combined_selectors() {
         // Empty podSelector alone: all Pods of the policy's Namespace.
         (
             json!([{"podSelector": {}}]),
-            vec!["10.0.1.2/32", "10.0.1.3/32", "10.0.2.3/32", "fd00:1::2/128", "fd00:1::3/128"],
+            vec![
+                "10.0.1.2/32",
+                "10.0.1.3/32",
+                "10.0.2.3/32",
+                "fd00:1::2/128",
+                "fd00:1::3/128",
+            ],
         ),
     ];
     for (from, want) in cases {
@@ -129,16 +147,27 @@ fn k8s_namespace_and_combined_selectors() {
 #[test]
 fn k8s_match_expressions() {
     let cases = [
-        (json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["api", "client"]}]}),
-         vec!["web/api", "web/api2", "web/client"]),
-        (json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["client"]}]}),
-         vec!["web/api", "web/api2"]),
-        (json!({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}), vec!["web/api"]),
-        (json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}),
-         vec!["web/api2", "web/client"]),
-        (json!({"matchLabels": {"app": "api"},
+        (
+            json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["api", "client"]}]}),
+            vec!["web/api", "web/api2", "web/client"],
+        ),
+        (
+            json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["client"]}]}),
+            vec!["web/api", "web/api2"],
+        ),
+        (
+            json!({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}),
+            vec!["web/api"],
+        ),
+        (
+            json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}),
+            vec!["web/api2", "web/client"],
+        ),
+        (
+            json!({"matchLabels": {"app": "api"},
                 "matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}),
-         vec!["web/api2"]),
+            vec!["web/api2"],
+        ),
     ];
     for (sel, want) in cases {
         let mut s = lab();
@@ -249,8 +278,10 @@ fn k8s_named_port_ingress_splits_per_number() {
     let rules: Vec<&CompiledRule> = c.rules.values().collect();
     // api → 8080, api2 → 9090, client has no "http": only port 22 applies to it.
     assert_eq!(rules.len(), 3, "{:#?}", c.rules.keys());
-    let by_pods: Vec<(Vec<String>, Vec<Service>)> =
-        rules.iter().map(|r| (pods(r), r.services.clone())).collect();
+    let by_pods: Vec<(Vec<String>, Vec<Service>)> = rules
+        .iter()
+        .map(|r| (pods(r), r.services.clone()))
+        .collect();
     assert!(by_pods.contains(&(vec!["web/api".into()], vec![tcp(22), tcp(8080)])));
     assert!(by_pods.contains(&(vec!["web/api2".into()], vec![tcp(22), tcp(9090)])));
     assert!(by_pods.contains(&(vec!["web/client".into()], vec![tcp(22)])));
@@ -312,7 +343,10 @@ fn k8s_named_port_egress_to_any_resolves_against_all_pods() {
         ports: Some(PortRange { start: 53, end: 53 }),
     };
     assert!(got.contains(&(Peers::Any, vec![udp53])), "{got:#?}");
-    assert!(got.contains(&(nets(&["10.0.1.3/32", "fd00:1::3/128"]), vec![tcp(8080), udp53])));
+    assert!(got.contains(&(
+        nets(&["10.0.1.3/32", "fd00:1::3/128"]),
+        vec![tcp(8080), udp53]
+    )));
     assert!(got.contains(&(nets(&["10.0.2.3/32"]), vec![tcp(9090), udp53])));
 }
 
@@ -393,20 +427,64 @@ fn k8s_invalid_input_names_object_and_field() {
                "spec": {"podSelector": {}, "ingress": [rule]}})
     };
     let cases = [
-        (base(json!({"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]})), "spec.ingress[0].from[0].ipBlock.cidr", "cidr"),
-        (base(json!({"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.0.0.0/7"]}}]})),
-         "spec.ingress[0].from[0].ipBlock.except[0]", "cidr"),
-        (base(json!({"ports": [{"port": 70000}]})), "spec.ingress[0].ports[0].port", "port"),
-        (base(json!({"ports": [{"port": 0}]})), "spec.ingress[0].ports[0].port", "port"),
-        (base(json!({"ports": [{"port": 90, "endPort": 80}]})), "spec.ingress[0].ports[0].endPort", "port"),
-        (base(json!({"ports": [{"port": "http", "endPort": 80}]})), "spec.ingress[0].ports[0].endPort", "port"),
-        (base(json!({"ports": [{"protocol": "ICMP", "port": 1}]})), "spec.ingress[0].ports[0].protocol", "port"),
-        (base(json!({"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]})), "spec.ingress[0].from[0]", "field"),
-        (base(json!({"from": [{}]})), "spec.ingress[0].from[0]", "field"),
-        (base(json!({"from": [{"podSelector": {"matchExpressions": [{"key": "a", "operator": "Has"}]}}]})),
-         "spec.ingress[0].from[0].podSelector.matchExpressions[0]", "selector"),
-        (json!({"metadata": {"name": "bad", "namespace": "web"},
-                "spec": {"podSelector": {}, "policyTypes": ["Sideways"]}}), "spec.policyTypes[0]", "field"),
+        (
+            base(json!({"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]})),
+            "spec.ingress[0].from[0].ipBlock.cidr",
+            "cidr",
+        ),
+        (
+            base(json!({"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.0.0.0/7"]}}]})),
+            "spec.ingress[0].from[0].ipBlock.except[0]",
+            "cidr",
+        ),
+        (
+            base(json!({"ports": [{"port": 70000}]})),
+            "spec.ingress[0].ports[0].port",
+            "port",
+        ),
+        (
+            base(json!({"ports": [{"port": 0}]})),
+            "spec.ingress[0].ports[0].port",
+            "port",
+        ),
+        (
+            base(json!({"ports": [{"port": 90, "endPort": 80}]})),
+            "spec.ingress[0].ports[0].endPort",
+            "port",
+        ),
+        (
+            base(json!({"ports": [{"port": "http", "endPort": 80}]})),
+            "spec.ingress[0].ports[0].endPort",
+            "port",
+        ),
+        (
+            base(json!({"ports": [{"protocol": "ICMP", "port": 1}]})),
+            "spec.ingress[0].ports[0].protocol",
+            "port",
+        ),
+        (
+            base(json!({"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]})),
+            "spec.ingress[0].from[0]",
+            "field",
+        ),
+        (
+            base(json!({"from": [{}]})),
+            "spec.ingress[0].from[0]",
+            "field",
+        ),
+        (
+            base(
+                json!({"from": [{"podSelector": {"matchExpressions": [{"key": "a", "operator": "Has"}]}}]}),
+            ),
+            "spec.ingress[0].from[0].podSelector.matchExpressions[0]",
+            "selector",
+        ),
+        (
+            json!({"metadata": {"name": "bad", "namespace": "web"},
+                "spec": {"podSelector": {}, "policyTypes": ["Sideways"]}}),
+            "spec.policyTypes[0]",
+            "field",
+        ),
     ];
     for (policy, field, kind) in cases {
         let e = first_error(policy.clone());
@@ -435,7 +513,10 @@ fn invalid_policy_does_not_stop_others() {
     let c = compile(&s);
     assert_eq!(c.errors.len(), 1);
     assert_eq!(c.rules.len(), 1);
-    assert_eq!(c.rules.values().next().map(|r| r.policy.name.as_str()), Some("good"));
+    assert_eq!(
+        c.rules.values().next().map(|r| r.policy.name.as_str()),
+        Some("good")
+    );
 }
 
 // ---------------------------------------------------------------- Antrea-native
@@ -490,11 +571,21 @@ fn antrea_tier_policy_and_rule_ordering() {
                 .collect(),
         )
     };
-    s.apply_cluster_policy(acnp(acnp_rule("app-10", "application", 10.0, rules(&["a0", "a1"]))));
+    s.apply_cluster_policy(acnp(acnp_rule(
+        "app-10",
+        "application",
+        10.0,
+        rules(&["a0", "a1"]),
+    )));
     s.apply_cluster_policy(acnp(acnp_rule("app-2", "Application", 2.0, rules(&["b0"]))));
     s.apply_cluster_policy(acnp(acnp_rule("emerg", "emergency", 100.0, rules(&["e0"]))));
     s.apply_cluster_policy(acnp(acnp_rule("custom", "custom", 1.0, rules(&["c0"]))));
-    s.apply_cluster_policy(acnp(acnp_rule("secops", "securityops", 3.5, rules(&["s0", "s1"]))));
+    s.apply_cluster_policy(acnp(acnp_rule(
+        "secops",
+        "securityops",
+        3.5,
+        rules(&["s0", "s1"]),
+    )));
     s.apply_antrea_policy(anp(json!({
         "metadata": {"name": "ns-pol", "namespace": "web"},
         "spec": {"priority": 1, "appliedTo": [{"podSelector": {}}],
@@ -507,7 +598,7 @@ fn antrea_tier_policy_and_rule_ordering() {
         .values()
         .map(|r| (r.name.as_str(), r.priority))
         .collect();
-    by_prio.sort_by(|a, b| b.1.cmp(&a.1));
+    by_prio.sort_by_key(|p| std::cmp::Reverse(p.1));
     let order: Vec<&str> = by_prio.iter().map(|(n, _)| *n).collect();
     // emergency(50) < securityops(100) < custom(120) < application(250); then policy priority;
     // then rule index.
@@ -532,11 +623,19 @@ fn antrea_baseline_tier_goes_after_k8s() {
     s.apply_cluster_policy(json_egress_baseline());
     let c = compile(&s);
     assert_eq!(c.errors, vec![]);
-    let r = c.rules.values().find(|r| r.name == "drop-all").expect("rule");
+    let r = c
+        .rules
+        .values()
+        .find(|r| r.name == "drop-all")
+        .expect("rule");
     assert_eq!(r.table, Table::IngressDefaultRule);
     assert!(r.priority <= 180 && r.priority >= 10);
     assert!(r.priority < K8S_ISOLATION_PRIORITY);
-    let e = c.rules.values().find(|r| r.name == "eg").expect("egress rule");
+    let e = c
+        .rules
+        .values()
+        .find(|r| r.name == "eg")
+        .expect("egress rule");
     assert_eq!(e.table, Table::EgressDefaultRule);
 }
 
@@ -560,8 +659,11 @@ fn antrea_actions_pass_reject_and_generated_names() {
     )));
     let c = compile(&s);
     assert_eq!(c.errors, vec![]);
-    let actions: Vec<(RuleAction, String)> =
-        c.rules.values().map(|r| (r.action, r.name.clone())).collect();
+    let actions: Vec<(RuleAction, String)> = c
+        .rules
+        .values()
+        .map(|r| (r.action, r.name.clone()))
+        .collect();
     assert!(actions.contains(&(RuleAction::Pass, "pass".into())));
     let reject = actions
         .iter()
@@ -604,9 +706,20 @@ fn antrea_peer_scoping_anp_vs_acnp() {
     s.apply_cluster_policy(acnp(acnp_rule("c", "application", 1.0, rule)));
     let c = compile(&s);
     assert_eq!(c.errors, vec![]);
-    let anp_rule = c.rules.values().find(|r| r.policy.namespace.is_some()).expect("anp");
-    let acnp_rule = c.rules.values().find(|r| r.policy.namespace.is_none()).expect("acnp");
-    assert_eq!(anp_rule.peers, nets(&["10.0.1.3/32", "10.0.2.3/32", "fd00:1::3/128"]));
+    let anp_rule = c
+        .rules
+        .values()
+        .find(|r| r.policy.namespace.is_some())
+        .expect("anp");
+    let acnp_rule = c
+        .rules
+        .values()
+        .find(|r| r.policy.namespace.is_none())
+        .expect("acnp");
+    assert_eq!(
+        anp_rule.peers,
+        nets(&["10.0.1.3/32", "10.0.2.3/32", "fd00:1::3/128"])
+    );
     assert_eq!(
         acnp_rule.peers,
         nets(&["10.0.1.3/32", "10.0.2.3/32", "10.0.2.9/32", "fd00:1::3/128"])
@@ -616,23 +729,77 @@ fn antrea_peer_scoping_anp_vs_acnp() {
 #[test]
 fn antrea_invalid_input() {
     let cases = [
-        (acnp_rule("x", "nope", 1.0, json!([{"name": "r", "action": "Allow"}])), "spec.tier"),
-        (acnp_rule("x", "application", 0.0, json!([{"name": "r", "action": "Allow"}])), "spec.priority"),
-        (acnp_rule("x", "application", 1.0, json!([{"name": "r", "action": "Permit"}])), "spec.ingress[0].action"),
-        (acnp_rule("x", "baseline", 1.0, json!([{"name": "r", "action": "Pass"}])), "spec.ingress[0].action"),
-        (acnp_rule("x", "application", 1.0, json!([{"name": "r", "action": "Allow"}, {"name": "r", "action": "Drop"}])),
-         "spec.ingress[1].name"),
-        (acnp_rule("x", "application", 1.0,
-                   json!([{"name": "r", "action": "Allow", "appliedTo": [{"podSelector": {}}]}])),
-         "spec.ingress[0].appliedTo"),
-        (json!({"metadata": {"name": "x"}, "spec": {"priority": 1, "ingress": [{"name": "r", "action": "Allow"}]}}),
-         "spec.ingress[0].appliedTo"),
-        (acnp_rule("x", "application", 1.0,
-                   json!([{"name": "r", "action": "Allow", "ports": [{"port": 80, "endPort": 70000}]}])),
-         "spec.ingress[0].ports[0].endPort"),
-        (acnp_rule("x", "application", 1.0,
-                   json!([{"name": "r", "action": "Allow", "from": [{"ipBlock": {"cidr": "300.0.0.0/8"}}]}])),
-         "spec.ingress[0].from[0].ipBlock.cidr"),
+        (
+            acnp_rule("x", "nope", 1.0, json!([{"name": "r", "action": "Allow"}])),
+            "spec.tier",
+        ),
+        (
+            acnp_rule(
+                "x",
+                "application",
+                0.0,
+                json!([{"name": "r", "action": "Allow"}]),
+            ),
+            "spec.priority",
+        ),
+        (
+            acnp_rule(
+                "x",
+                "application",
+                1.0,
+                json!([{"name": "r", "action": "Permit"}]),
+            ),
+            "spec.ingress[0].action",
+        ),
+        (
+            acnp_rule(
+                "x",
+                "baseline",
+                1.0,
+                json!([{"name": "r", "action": "Pass"}]),
+            ),
+            "spec.ingress[0].action",
+        ),
+        (
+            acnp_rule(
+                "x",
+                "application",
+                1.0,
+                json!([{"name": "r", "action": "Allow"}, {"name": "r", "action": "Drop"}]),
+            ),
+            "spec.ingress[1].name",
+        ),
+        (
+            acnp_rule(
+                "x",
+                "application",
+                1.0,
+                json!([{"name": "r", "action": "Allow", "appliedTo": [{"podSelector": {}}]}]),
+            ),
+            "spec.ingress[0].appliedTo",
+        ),
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"priority": 1, "ingress": [{"name": "r", "action": "Allow"}]}}),
+            "spec.ingress[0].appliedTo",
+        ),
+        (
+            acnp_rule(
+                "x",
+                "application",
+                1.0,
+                json!([{"name": "r", "action": "Allow", "ports": [{"port": 80, "endPort": 70000}]}]),
+            ),
+            "spec.ingress[0].ports[0].endPort",
+        ),
+        (
+            acnp_rule(
+                "x",
+                "application",
+                1.0,
+                json!([{"name": "r", "action": "Allow", "from": [{"ipBlock": {"cidr": "300.0.0.0/8"}}]}]),
+            ),
+            "spec.ingress[0].from[0].ipBlock.cidr",
+        ),
     ];
     for (policy, field) in cases {
         let mut s = lab();
@@ -651,7 +818,10 @@ fn antrea_invalid_input() {
                  "ingress": [{"name": "r", "action": "Allow"}]}
     })));
     let c = compile(&s);
-    assert_eq!(c.errors.first().map(|e| e.field()), Some("spec.appliedTo[0].namespaceSelector"));
+    assert_eq!(
+        c.errors.first().map(|e| e.field()),
+        Some("spec.appliedTo[0].namespaceSelector")
+    );
 }
 
 // ---------------------------------------------------------------- conjunction ids
@@ -672,22 +842,37 @@ fn conj_ids_stable_across_recompiles() {
     )));
     let mut compiler = PolicyCompiler::new();
     let before = compiler.compile(&s);
-    let ids_before: Vec<(String, u32)> =
-        before.rules.values().map(|r| (r.id.0.clone(), r.conj_id)).collect();
+    let ids_before: Vec<(String, u32)> = before
+        .rules
+        .values()
+        .map(|r| (r.id.0.clone(), r.conj_id))
+        .collect();
     assert!(ids_before.iter().all(|(_, id)| *id != 0));
 
     // Membership change: a new client Pod. Ids unchanged.
-    s.apply_pod(mk_pod("web", "client2", "n2", "10.0.2.7", &[("app", "client")]));
+    s.apply_pod(mk_pod(
+        "web",
+        "client2",
+        "n2",
+        "10.0.2.7",
+        &[("app", "client")],
+    ));
     let after = compiler.compile(&s);
-    let ids_after: Vec<(String, u32)> =
-        after.rules.values().map(|r| (r.id.0.clone(), r.conj_id)).collect();
+    let ids_after: Vec<(String, u32)> = after
+        .rules
+        .values()
+        .map(|r| (r.id.0.clone(), r.conj_id))
+        .collect();
     assert_eq!(ids_before, ids_after);
 
     // A new rule in another policy: existing ids unchanged, new id distinct.
     s.apply_k8s_policy(k8s_np(np_ingress("other", json!({}), json!([]))));
     let more = compiler.compile(&s);
     for (id, conj) in &ids_before {
-        assert_eq!(more.rules[&crate::compiled::RuleId(id.clone())].conj_id, *conj);
+        assert_eq!(
+            more.rules[&crate::compiled::RuleId(id.clone())].conj_id,
+            *conj
+        );
     }
     let all: BTreeSet<u32> = more.rules.values().map(|r| r.conj_id).collect();
     assert_eq!(all.len(), more.rules.len());
@@ -741,7 +926,10 @@ fn node_view_filters_applied_to_and_diff_reports_changes() {
     assert_eq!(n2.rules.len(), 2);
     let r1 = n1.rules.values().next().expect("rule");
     assert_eq!(pods(r1), vec!["web/api"]);
-    assert_eq!(n1.rule_by_conj_id(r1.conj_id).map(|r| r.id.clone()), Some(r1.id.clone()));
+    assert_eq!(
+        n1.rule_by_conj_id(r1.conj_id).map(|r| r.id.clone()),
+        Some(r1.id.clone())
+    );
     assert!(n1.rule_by_conj_id(0).is_none());
     assert_eq!(n1.isolation.ingress.len(), 1);
     assert!(c.for_node("n3").rules.is_empty());
