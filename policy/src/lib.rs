@@ -13,6 +13,42 @@
 //!                                                          FlowSet ──diff──► FlowDiff (add/modify/delete)
 //! ```
 //!
+//! ```
+//! use traceflow_policy::{ClusterState, Namespace, Pod, PolicyCompiler, diff, flows};
+//!
+//! let mut state = ClusterState::new();
+//! state.apply_namespace(Namespace { name: "web".into(), labels: Default::default() });
+//! state.apply_pod(Pod {
+//!     namespace: "web".into(),
+//!     name: "api".into(),
+//!     labels: [("app".to_string(), "api".to_string())].into(),
+//!     node: "n1".into(),
+//!     ips: vec!["10.0.1.3".parse().unwrap()],
+//!     ports: vec![],
+//! });
+//! let np: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(
+//!     serde_json::json!({
+//!         "metadata": {"name": "deny", "namespace": "web"},
+//!         "spec": {"podSelector": {}}
+//!     }),
+//! ).unwrap();
+//! state.apply_k8s_policy(np);
+//!
+//! let mut compiler = PolicyCompiler::new(); // keep it: it owns the conjunction ids
+//! let compiled = compiler.compile(&state);
+//! assert!(compiled.errors.is_empty());
+//! let view = compiled.for_node("n1");
+//! let node_flows = flows::node_flows(&view);
+//! assert_eq!(
+//!     node_flows.to_strings(),
+//!     ["table=IngressDefaultRule, priority=200,ip,nw_dst=10.0.1.3 actions=drop"]
+//! );
+//! // Later: recompile, then push only the difference to br-int.
+//! let next = compiler.compile(&state).for_node("n1");
+//! assert!(diff(&view, &next).is_empty());
+//! assert!(flows::diff_flows(&node_flows, &flows::node_flows(&next)).is_empty());
+//! ```
+//!
 //! What is copied from Antrea and where it is described:
 //! - registers a trace reads (reg5 egress allow, reg6 ingress allow, reg3 + reg0 bit 10 deny)
 //!   and the drop copies in `*Metric` / `*DefaultRule`: reference §3.3;

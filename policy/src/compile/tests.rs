@@ -974,3 +974,41 @@ fn rule_equality_ignores_nothing_relevant() {
     assert_eq!(d.changed[0].1.services, vec![tcp(8080)]);
     assert_eq!(d.changed[0].0.conj_id, d.changed[0].1.conj_id);
 }
+
+#[test]
+fn inserting_a_k8s_rule_keeps_other_rule_ids() {
+    let mut s = lab();
+    let rule_b = json!({"from": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]});
+    s.apply_k8s_policy(k8s_np(json!({
+        "metadata": {"name": "p", "namespace": "web"},
+        "spec": {"podSelector": {}, "ingress": [rule_b.clone()]}
+    })));
+    let mut compiler = PolicyCompiler::new();
+    let before = compiler.compile(&s);
+    let b = only_rule(&before).clone();
+    s.apply_k8s_policy(k8s_np(json!({
+        "metadata": {"name": "p", "namespace": "web"},
+        "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 22}]}, rule_b]}
+    })));
+    let after = compiler.compile(&s);
+    assert_eq!(after.rules.len(), 2);
+    assert_eq!(after.rules.get(&b.id), Some(&b));
+}
+
+#[test]
+fn node_view_round_trips_through_json() {
+    let mut s = named_port_state();
+    s.apply_k8s_policy(k8s_np(np_ingress("p", json!({}), json!([]))));
+    s.apply_cluster_policy(acnp(acnp_rule(
+        "c",
+        "securityops",
+        2.5,
+        json!([{"name": "r", "action": "Reject", "from": [{"ipBlock": {"cidr": "fd00::/8"}}],
+                "ports": [{"port": "http"}]}]),
+    )));
+    let view = PolicyCompiler::new().compile(&s).for_node("n1");
+    assert!(!view.rules.is_empty());
+    let text = serde_json::to_string(&view).expect("serialize");
+    let back: crate::node::NodePolicyView = serde_json::from_str(&text).expect("deserialize");
+    assert_eq!(back, view);
+}
