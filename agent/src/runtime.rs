@@ -1,0 +1,74 @@
+//! One Node's data-plane runtime without the adapter: OVSDB port watcher, pipeline task and
+//! tracer, wired together. The agent binary adds the adapter session on top; tests drive this
+//! directly against a real OVS.
+
+use std::path::{Path, PathBuf};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span};
+
+use crate::pipeline::{self, DatapathHandle};
+use crate::ports::{self, NodePorts};
+use crate::trace::{Observed, Tracer};
+
+/// Where a Node's OVS lives.
+#[derive(Debug, Clone)]
+pub struct OvsPaths {
+    pub rundir: PathBuf,
+    pub bridge: String,
+}
+
+impl OvsPaths {
+    pub fn new(rundir: impl AsRef<Path>, bridge: impl Into<String>) -> Self {
+        Self { rundir: rundir.as_ref().to_path_buf(), bridge: bridge.into() }
+    }
+
+    /// `<rundir>/<bridge>.mgmt`, the bridge's OpenFlow management socket.
+    pub fn mgmt(&self) -> PathBuf {
+        self.rundir.join(format!("{}.mgmt", self.bridge))
+    }
+
+    /// `<rundir>/db.sock`, ovsdb-server's socket.
+    pub fn db(&self) -> PathBuf {
+        self.rundir.join("db.sock")
+    }
+}
+
+/// A running Node runtime.
+pub struct NodeRuntime {
+    pub tracer: Tracer,
+    pub ports: watch::Receiver<NodePorts>,
+    pub datapath: DatapathHandle,
+    /// Trace observations, one per trace packet-in, in arrival order.
+    pub observations: mpsc::Receiver<Observed>,
+}
+
+impl NodeRuntime {
+    /// Starts the port watcher, the pipeline task and the packet-in interpreter. Everything
+    /// stops when `shutdown` is cancelled.
+    pub fn start(node: &str, paths: &OvsPaths, shutdown: CancellationToken) -> Self {
+        let ports = ports::spawn_watcher(paths.db(), shutdown.clone());
+        let (pin_tx, mut pin_rx) = mpsc::channel(8192);
+        let datapath = pipeline::spawn(paths.mgmt(), ports.clone(), pin_tx, shutdown.clone());
+        let tracer = Tracer::new(node, ports.clone(), datapath.switch.clone());
+        let (obs_tx, obs_rx) = mpsc::channel(8192);
+        let t = tracer.clone();
+        tokio::spawn(
+            async move {
+                while let Some(pin) = pin_rx.recv().await {
+                    match t.observe(&pin) {
+                        Some(o) => {
+                            if obs_tx.send(o).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => debug!(table = pin.table_id, "packet-in is not a trace packet"),
+                    }
+                }
+            }
+            .instrument(info_span!("packet_in", node = %node)),
+        );
+        Self { tracer, ports, datapath, observations: obs_rx }
+    }
+}

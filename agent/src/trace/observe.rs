@@ -1,0 +1,324 @@
+//! Packet-in → observations, as reference §3.4 (one `NodeResult` per packet-in; observations
+//! appended in this order): first (SpoofGuard on the sender / Received elsewhere), LB,
+//! egress NetworkPolicy allow, ingress NetworkPolicy allow, drops by table, Output.
+//!
+//! Pure: everything comes from the packet-in (table id, registers, tunnel / conntrack fields,
+//! packet bytes) and the Node's ports; policy names come through [`PolicyResolver`].
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use traceflow_proto::v1 as pb;
+
+use crate::ovs::openflow::PacketIn;
+use crate::pipeline::{TRACE_DSCP, Table, regs};
+use crate::ports::{NodePorts, PortKind};
+
+use super::packet::{ParsedPacket, parse};
+
+/// A NetworkPolicy rule, as the agent's policy cache knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleRef {
+    /// `<Type>:<namespace>/<name>` or `<Type>:<name>`.
+    pub policy: String,
+    pub rule: String,
+    pub reject: bool,
+}
+
+/// Resolves conjunction ids (reg3 / reg5 / reg6) to policy rules.
+pub trait PolicyResolver {
+    fn rule(&self, conj_id: u32) -> Option<RuleRef>;
+}
+
+/// No policies known (the pipeline does not program NetworkPolicy yet).
+pub struct NoPolicies;
+
+impl PolicyResolver for NoPolicies {
+    fn rule(&self, _conj_id: u32) -> Option<RuleRef> {
+        None
+    }
+}
+
+/// One trace packet-in turned into a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub trace_id: u32,
+    pub ipv6: bool,
+    pub result: pb::NodeResult,
+}
+
+impl Observed {
+    pub fn into_report(self) -> pb::TraceReport {
+        pb::TraceReport {
+            trace_id: self.trace_id,
+            ipv6: self.ipv6,
+            result: Some(self.result),
+            captured_packet: None,
+        }
+    }
+}
+
+/// "valid" in §3.4: present and not in `::/8` (OVS leaves ct_src empty for ICMPv6).
+fn valid(ip: Option<IpAddr>) -> Option<IpAddr> {
+    ip.filter(|ip| match ip {
+        IpAddr::V4(v4) => !v4.is_unspecified(),
+        IpAddr::V6(v6) => v6.octets()[0] != 0,
+    })
+}
+
+fn obs(component: pb::Component, action: pb::Action, micros: i64) -> pb::Observation {
+    pb::Observation {
+        component: component as i32,
+        action: action as i32,
+        timestamp_micros: micros,
+        ..Default::default()
+    }
+}
+
+/// Turns a packet-in into observations. `None` when it is not an injected trace packet
+/// (not IP, or not of the trace DSCP class).
+pub fn observe(
+    pin: &PacketIn,
+    ports: &NodePorts,
+    node: &str,
+    now: SystemTime,
+    policies: &dyn PolicyResolver,
+) -> Option<Observed> {
+    let pkt = parse(&pin.data).ok()?;
+    if pkt.dscp != TRACE_DSCP {
+        return None;
+    }
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let micros = i64::try_from(since.as_micros()).unwrap_or(i64::MAX);
+    let f = &pin.fields;
+    let reg = |n: u8| f.reg(n).filter(|v| *v != 0);
+    let (ct_src, ct_dst) = match pkt.src {
+        IpAddr::V4(_) => (f.ct_nw_src().map(IpAddr::V4), f.ct_nw_dst().map(IpAddr::V4)),
+        IpAddr::V6(_) => (f.ct_ipv6_src().map(IpAddr::V6), f.ct_ipv6_dst().map(IpAddr::V6)),
+    };
+    let (ct_src, ct_dst) = (valid(ct_src), valid(ct_dst));
+
+    let mut out = Vec::new();
+    // 1. First observation: the sender is the Node whose Pod port the packet entered on.
+    let sender = matches!(f.in_port().and_then(|p| ports.by_ofport(p)), Some(PortKind::Pod(_)));
+    if sender {
+        let mut o = obs(pb::Component::SpoofGuard, pb::Action::Forwarded, micros);
+        o.src_pod_ip = ct_src.unwrap_or(pkt.src).to_string();
+        out.push(o);
+        // 2. LB: the conntrack tuple differs from the packet's addresses.
+        let dnat = ct_dst.is_some_and(|d| d != pkt.dst);
+        let snat = ct_src.is_some_and(|s| s != pkt.src);
+        if dnat || snat {
+            let mut o = obs(pb::Component::Lb, pb::Action::Forwarded, micros);
+            o.translated_dst_ip = pkt.dst.to_string();
+            if snat {
+                o.translated_src_ip = pkt.src.to_string();
+            }
+            out.push(o);
+        }
+        // 3. Egress NetworkPolicy allow.
+        if let Some(conj) = reg(regs::TF_EGRESS_CONJ_ID_REG) {
+            out.push(policy_obs("EgressRule", pb::Action::Forwarded, Some(conj), policies, micros));
+        }
+    } else {
+        out.push(obs(pb::Component::Forwarding, pb::Action::Received, micros));
+    }
+    // 4. Ingress NetworkPolicy allow.
+    if let Some(conj) = reg(regs::TF_INGRESS_CONJ_ID_REG) {
+        out.push(policy_obs("IngressRule", pb::Action::Forwarded, Some(conj), policies, micros));
+    }
+    // 5. Drops, by the table that sent the packet-in.
+    let table = Table::from_id(pin.table_id);
+    match table {
+        Some(t @ (Table::EgressMetric | Table::IngressMetric)) => {
+            let deny = reg(0).is_some_and(|r0| r0 & regs::AP_DENY_MARK != 0);
+            let conj = if deny { reg(regs::AP_CONJ_ID_REG) } else { None };
+            out.push(policy_obs(t.name(), pb::Action::Dropped, conj, policies, micros));
+        }
+        Some(t @ (Table::EgressDefaultRule | Table::IngressDefaultRule)) => {
+            out.push(policy_obs(t.name(), pb::Action::Dropped, None, &NoPolicies, micros));
+        }
+        Some(Table::Output) => out.push(output_obs(&pkt, pin, ports, micros)),
+        _ => {}
+    }
+    Some(Observed {
+        trace_id: pkt.trace_id,
+        ipv6: pkt.src.is_ipv6(),
+        result: pb::NodeResult {
+            node: node.to_string(),
+            role: if sender { "sender" } else { "receiver" }.to_string(),
+            timestamp: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            observations: out,
+        },
+    })
+}
+
+fn policy_obs(
+    table: &str,
+    action: pb::Action,
+    conj: Option<u32>,
+    policies: &dyn PolicyResolver,
+    micros: i64,
+) -> pb::Observation {
+    let mut o = obs(pb::Component::NetworkPolicy, action, micros);
+    o.component_info = table.to_string();
+    if let Some(rule) = conj.and_then(|c| policies.rule(c)) {
+        if rule.reject && action == pb::Action::Dropped {
+            o.action = pb::Action::Rejected as i32;
+        }
+        o.network_policy = rule.policy;
+        o.network_policy_rule = rule.rule;
+    }
+    o
+}
+
+/// §3.4 step 6, encap mode: tunnel → Forwarded (tunnelDstIP); gateway IP via gateway →
+/// Delivered; other IPs via gateway → ForwardedOutOfNetwork; a Pod port → Delivered.
+fn output_obs(pkt: &ParsedPacket, pin: &PacketIn, ports: &NodePorts, micros: i64) -> pb::Observation {
+    let mut o = obs(pb::Component::Forwarding, pb::Action::Delivered, micros);
+    o.component_info = Table::Output.name().to_string();
+    let out_port = pin.fields.reg(regs::TARGET_OFPORT_REG).unwrap_or(0);
+    match ports.by_ofport(out_port) {
+        Some(PortKind::Tunnel) => {
+            o.action = pb::Action::Forwarded as i32;
+            let dst = if pkt.src.is_ipv6() {
+                pin.fields.tun_ipv6_dst().map(|ip| ip.to_string())
+            } else {
+                pin.fields.tun_ipv4_dst().map(|ip| ip.to_string())
+            };
+            o.tunnel_dst_ip = dst.unwrap_or_default();
+        }
+        Some(PortKind::Gateway(_)) if ports.is_gateway_ip(pkt.dst) => {}
+        Some(PortKind::Gateway(_)) => o.action = pb::Action::ForwardedOutOfNetwork as i32,
+        _ => {}
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ovs::openflow::{Match, Oxm};
+    use crate::ports::Mac;
+    use crate::ports::fixtures::mk_node;
+    use crate::trace::packet::{TracePacket, Transport};
+
+    fn pkt(dst: &str, id: u32) -> Vec<u8> {
+        TracePacket {
+            src_mac: Mac([2, 0, 0, 0, 0, 1]),
+            dst_mac: Mac([2, 0, 0, 0, 0, 2]),
+            src: "10.1.0.2".parse().unwrap_or(IpAddr::from([0; 4])),
+            dst: dst.parse().unwrap_or(IpAddr::from([0; 4])),
+            trace_id: id,
+            ttl: 64,
+            ip_flags: 0,
+            transport: Transport::Echo { id: 0, seq: 0 },
+        }
+        .build()
+        .unwrap_or_default()
+    }
+
+    fn pin(table: Table, in_port: u32, out_port: u32, data: Vec<u8>) -> PacketIn {
+        PacketIn {
+            buffer_id: u32::MAX,
+            total_len: u16::try_from(data.len()).unwrap_or(0),
+            reason: 1,
+            table_id: table.id(),
+            cookie: 0,
+            fields: Match::new().with(Oxm::in_port(in_port)).with(Oxm::reg(1, out_port)),
+            data,
+        }
+    }
+
+    fn kinds(o: &Observed) -> Vec<(i32, String, i32)> {
+        o.result.observations.iter().map(|o| (o.component, o.component_info.clone(), o.action)).collect()
+    }
+
+    const T: SystemTime = UNIX_EPOCH;
+
+    #[test]
+    fn intra_node_pod_to_pod() {
+        let n = mk_node();
+        let o = observe(&pin(Table::Output, 3, 4, pkt("10.1.0.3", 77)), &n, "n1", T, &NoPolicies)
+            .unwrap_or_else(|| panic!("not observed"));
+        assert_eq!(o.trace_id, 77);
+        assert_eq!(o.result.role, "sender");
+        assert_eq!(
+            kinds(&o),
+            vec![
+                (pb::Component::SpoofGuard as i32, String::new(), pb::Action::Forwarded as i32),
+                (pb::Component::Forwarding as i32, "Output".into(), pb::Action::Delivered as i32),
+            ]
+        );
+        assert_eq!(o.result.observations[0].src_pod_ip, "10.1.0.2");
+    }
+
+    #[test]
+    fn via_tunnel_is_forwarded_with_tunnel_dst() {
+        let n = mk_node();
+        let mut p = pin(Table::Output, 3, 1, pkt("10.2.0.5", 1));
+        p.fields.fields.push(Oxm::tun_ipv4_dst([192, 168, 77, 2].into()));
+        let o = observe(&p, &n, "n1", T, &NoPolicies).unwrap_or_else(|| panic!("not observed"));
+        let last = &o.result.observations[1];
+        assert_eq!(last.action, pb::Action::Forwarded as i32);
+        assert_eq!(last.tunnel_dst_ip, "192.168.77.2");
+    }
+
+    #[test]
+    fn gateway_delivered_or_out_of_network() {
+        let n = mk_node();
+        let o = observe(&pin(Table::Output, 3, 2, pkt("10.1.0.1", 1)), &n, "n1", T, &NoPolicies)
+            .unwrap_or_else(|| panic!("not observed"));
+        assert_eq!(o.result.observations[1].action, pb::Action::Delivered as i32);
+        let o = observe(&pin(Table::Output, 3, 2, pkt("192.0.2.10", 1)), &n, "n1", T, &NoPolicies)
+            .unwrap_or_else(|| panic!("not observed"));
+        assert_eq!(o.result.observations[1].action, pb::Action::ForwardedOutOfNetwork as i32);
+    }
+
+    #[test]
+    fn received_over_tunnel_is_receiver() {
+        let n = mk_node();
+        let o = observe(&pin(Table::Output, 1, 4, pkt("10.1.0.3", 5)), &n, "n2", T, &NoPolicies)
+            .unwrap_or_else(|| panic!("not observed"));
+        assert_eq!(o.result.role, "receiver");
+        assert_eq!(o.result.observations[0].action, pb::Action::Received as i32);
+        assert_eq!(o.result.observations[0].component, pb::Component::Forwarding as i32);
+    }
+
+    #[test]
+    fn policy_registers_and_drop_tables() {
+        struct One;
+        impl PolicyResolver for One {
+            fn rule(&self, c: u32) -> Option<RuleRef> {
+                (c == 9).then(|| RuleRef {
+                    policy: "AntreaClusterNetworkPolicy:deny-db".into(),
+                    rule: "drop-3306".into(),
+                    reject: true,
+                })
+            }
+        }
+        let n = mk_node();
+        let mut p = pin(Table::IngressMetric, 3, 4, pkt("10.1.0.3", 5));
+        p.fields.fields.push(Oxm::reg(0, regs::AP_DENY_MARK));
+        p.fields.fields.push(Oxm::reg(3, 9));
+        p.fields.fields.push(Oxm::reg(5, 4));
+        let o = observe(&p, &n, "n1", T, &One).unwrap_or_else(|| panic!("not observed"));
+        let k = kinds(&o);
+        assert_eq!(k[1], (pb::Component::NetworkPolicy as i32, "EgressRule".into(), pb::Action::Forwarded as i32));
+        assert_eq!(k[2], (pb::Component::NetworkPolicy as i32, "IngressMetric".into(), pb::Action::Rejected as i32));
+        assert_eq!(o.result.observations[2].network_policy_rule, "drop-3306");
+        let o = observe(&pin(Table::IngressDefaultRule, 3, 4, pkt("10.1.0.3", 5)), &n, "n1", T, &One)
+            .unwrap_or_else(|| panic!("not observed"));
+        assert_eq!(o.result.observations[1].action, pb::Action::Dropped as i32);
+        assert!(o.result.observations[1].network_policy.is_empty());
+    }
+
+    #[test]
+    fn non_trace_packets_are_ignored() {
+        let n = mk_node();
+        let mut data = pkt("10.1.0.3", 5);
+        data[15] = 0; // DSCP 0
+        assert!(observe(&pin(Table::Output, 3, 4, data), &n, "n1", T, &NoPolicies).is_none());
+        assert!(observe(&pin(Table::Output, 3, 4, vec![1, 2, 3]), &n, "n1", T, &NoPolicies).is_none());
+    }
+}
