@@ -127,3 +127,84 @@ fn spine_trace_p0_to_p1_on_one_node() {
     assert!(down.contains("is down"), "{down}");
     lab.assert_gone();
 }
+
+/// The second entry point: a `crd.traceflow.io/v1beta1` Traceflow created through the lab's
+/// Kubernetes API (as `kubectl create -f tf.yaml` would) is run by the adapter, which writes
+/// its `.status`.
+#[test]
+fn crd_traceflow_created_in_the_cluster_gets_status_from_the_adapter() {
+    require_lab_prerequisites();
+    let mut lab = Lab::new("crd");
+    lab.up(&topology("one-node.yaml"), &["--ready-timeout", "60s"]);
+    let kubeconfig = lab.dir.join("clusters/c1/kubeconfig");
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => panic!("tokio runtime: {e}"),
+    };
+    let result: Result<Value, String> = rt.block_on(async {
+        use kube::{
+            Api,
+            api::{ApiResource, DynamicObject, GroupVersionKind, PostParams},
+            config::{KubeConfigOptions, Kubeconfig},
+        };
+        let kc = Kubeconfig::read_from(&kubeconfig).map_err(|e| e.to_string())?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = kube::Client::try_from(cfg).map_err(|e| e.to_string())?;
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "crd.traceflow.io",
+            "v1beta1",
+            "Traceflow",
+        ));
+        let api: Api<DynamicObject> = Api::all_with(client, &ar);
+        let tf = DynamicObject::new("p0-to-p1-crd", &ar).data(serde_json::json!({
+            "spec": {"source": {"namespace": "default", "pod": "p0"},
+                     "destination": {"namespace": "default", "pod": "p1"},
+                     "packet": {"ipHeader": {"protocol": 1}}}
+        }));
+        api.create(&PostParams::default(), &tf)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(40);
+        loop {
+            let got = api.get("p0-to-p1-crd").await.map_err(|e| e.to_string())?;
+            let phase = got
+                .data
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if phase == "Succeeded" || phase == "Failed" {
+                return Ok(got.data);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("no terminal phase after 40s: {:#}", got.data));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let data = match result {
+        Ok(d) => d,
+        Err(e) => panic!("Traceflow CR: {e}\n{}", lab.dump()),
+    };
+    assert_eq!(
+        data.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded"),
+        "{data:#}\n{}",
+        lab.dump()
+    );
+    let results = data
+        .pointer("/status/results")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(results.len(), 1, "{data:#}");
+    let obs = observations(&results[0]);
+    assert_eq!(
+        obs.first().map(|o| (o.0.as_str(), o.2.as_str())),
+        Some(("SpoofGuard", "Forwarded")),
+        "{data:#}"
+    );
+    lab.down();
+    lab.assert_gone();
+}
