@@ -25,7 +25,9 @@ impl FromStr for Mac {
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
         for b in &mut out {
-            let p = parts.next().ok_or_else(|| format!("invalid MAC address {s:?}"))?;
+            let p = parts
+                .next()
+                .ok_or_else(|| format!("invalid MAC address {s:?}"))?;
             *b = u8::from_str_radix(p, 16).map_err(|_| format!("invalid MAC address {s:?}"))?;
         }
         if parts.next().is_some() {
@@ -38,7 +40,11 @@ impl FromStr for Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -90,14 +96,23 @@ impl NodePorts {
         for i in rows {
             let Some(ofport) = i.ofport else { continue };
             let ty = i.external_ids.get("antrea-type").map(String::as_str);
-            let ips = i.external_ids.get("ip").map(|s| parse_ips(s)).unwrap_or_default();
+            let ips = i
+                .external_ids
+                .get("ip")
+                .map(|s| parse_ips(s))
+                .unwrap_or_default();
             if ty == Some("tunnel") || (ty.is_none() && i.name == TUNNEL_NAME) {
                 out.tunnel_ofport = Some(ofport);
             } else if ty == Some("gateway") || (ty.is_none() && i.name == GATEWAY_NAME) {
                 let Some(mac) = i.mac_in_use.as_deref().and_then(|m| m.parse().ok()) else {
                     continue;
                 };
-                out.gateway = Some(Port { interface: i.name.clone(), ofport, mac, ips });
+                out.gateway = Some(Port {
+                    interface: i.name.clone(),
+                    ofport,
+                    mac,
+                    ips,
+                });
             } else if let Some(name) = i.external_ids.get("k8s_pod_name") {
                 let mac = i
                     .external_ids
@@ -106,18 +121,30 @@ impl NodePorts {
                     .and_then(|m| m.parse().ok());
                 let Some(mac) = mac else { continue };
                 out.pods.push(PodPort {
-                    namespace: i.external_ids.get("k8s_pod_namespace").cloned().unwrap_or_default(),
+                    namespace: i
+                        .external_ids
+                        .get("k8s_pod_namespace")
+                        .cloned()
+                        .unwrap_or_default(),
                     name: name.clone(),
-                    port: Port { interface: i.name.clone(), ofport, mac, ips },
+                    port: Port {
+                        interface: i.name.clone(),
+                        ofport,
+                        mac,
+                        ips,
+                    },
                 });
             }
         }
-        out.pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        out.pods
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         out
     }
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&PodPort> {
-        self.pods.iter().find(|p| p.namespace == namespace && p.name == name)
+        self.pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == name)
     }
 
     /// The local port with OpenFlow number `ofport`.
@@ -128,7 +155,10 @@ impl NodePorts {
         if let Some(g) = self.gateway.as_ref().filter(|g| g.ofport == ofport) {
             return Some(PortKind::Gateway(g));
         }
-        self.pods.iter().find(|p| p.port.ofport == ofport).map(PortKind::Pod)
+        self.pods
+            .iter()
+            .find(|p| p.port.ofport == ofport)
+            .map(PortKind::Pod)
     }
 
     /// The local Pod owning `ip`.
@@ -154,7 +184,11 @@ impl NodePorts {
         pb::AgentHello {
             node: node.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            pods: self.pods.iter().map(|p| conv(&p.namespace, &p.name, &p.port)).collect(),
+            pods: self
+                .pods
+                .iter()
+                .map(|p| conv(&p.namespace, &p.name, &p.port))
+                .collect(),
             gateway: self.gateway.as_ref().map(|g| conv("", "", g)),
             tunnel_ofport: self.tunnel_ofport.unwrap_or(0),
         }
@@ -206,7 +240,10 @@ mod tests {
         Interface {
             name: name.into(),
             ofport,
-            external_ids: ids.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            external_ids: ids
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
             mac_in_use: mac.map(str::to_string),
             kind: String::new(),
         }
@@ -215,12 +252,22 @@ mod tests {
     #[test]
     fn classifies_pods_gateway_and_tunnel() {
         let rows = vec![
-            row("antrea-gw0", Some(2), &[("antrea-type", "gateway"), ("ip", "10.1.0.1,fd00:1::1")], Some("02:00:00:00:00:fe")),
+            row(
+                "antrea-gw0",
+                Some(2),
+                &[("antrea-type", "gateway"), ("ip", "10.1.0.1,fd00:1::1")],
+                Some("02:00:00:00:00:fe"),
+            ),
             row("antrea-tun0", Some(1), &[("antrea-type", "tunnel")], None),
             row(
                 "p1-abc",
                 Some(4),
-                &[("k8s_pod_namespace", "web"), ("k8s_pod_name", "p1"), ("ip", "10.1.0.3"), ("attached-mac", "02:00:00:00:00:02")],
+                &[
+                    ("k8s_pod_namespace", "web"),
+                    ("k8s_pod_name", "p1"),
+                    ("ip", "10.1.0.3"),
+                    ("attached-mac", "02:00:00:00:00:02"),
+                ],
                 Some("aa:aa:aa:aa:aa:aa"),
             ),
             row("p2-pending", None, &[("k8s_pod_name", "p2")], None),
@@ -232,7 +279,11 @@ mod tests {
         assert_eq!(n.pods.len(), 1);
         let p1 = &n.pods[0];
         assert_eq!((p1.namespace.as_str(), p1.port.ofport), ("web", 4));
-        assert_eq!(p1.port.mac.to_string(), "02:00:00:00:00:02", "attached-mac wins");
+        assert_eq!(
+            p1.port.mac.to_string(),
+            "02:00:00:00:00:02",
+            "attached-mac wins"
+        );
         assert!(matches!(n.by_ofport(4), Some(PortKind::Pod(_))));
         assert!(matches!(n.by_ofport(1), Some(PortKind::Tunnel)));
         let hello = n.to_hello("n1");
@@ -242,7 +293,10 @@ mod tests {
 
     #[test]
     fn mac_parse_and_display() {
-        assert_eq!("02:0a:00:00:00:01".parse::<Mac>().map(|m| m.to_string()), Ok("02:0a:00:00:00:01".into()));
+        assert_eq!(
+            "02:0a:00:00:00:01".parse::<Mac>().map(|m| m.to_string()),
+            Ok("02:0a:00:00:00:01".into())
+        );
         assert!("02:0a:00".parse::<Mac>().is_err());
         assert!("02:0a:00:00:00:01:07".parse::<Mac>().is_err());
     }

@@ -21,7 +21,10 @@ pub struct OvsPaths {
 
 impl OvsPaths {
     pub fn new(rundir: impl AsRef<Path>, bridge: impl Into<String>) -> Self {
-        Self { rundir: rundir.as_ref().to_path_buf(), bridge: bridge.into() }
+        Self {
+            rundir: rundir.as_ref().to_path_buf(),
+            bridge: bridge.into(),
+        }
     }
 
     /// `<rundir>/<bridge>.mgmt`, the bridge's OpenFlow management socket.
@@ -69,6 +72,11 @@ impl NodeRuntime {
             }
             .instrument(info_span!("packet_in", node = %node)),
         );
-        Self { tracer, ports, datapath, observations: obs_rx }
+        Self {
+            tracer,
+            ports,
+            datapath,
+            observations: obs_rx,
+        }
     }
 }

@@ -42,7 +42,11 @@ pub struct Interface {
 impl Interface {
     /// Builds a row from OVSDB's JSON representation (missing columns read as empty).
     pub fn from_row(row: &Value) -> Self {
-        let name = row.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = row
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let ofport = row
             .get("ofport")
             .and_then(Value::as_i64)
@@ -50,20 +54,37 @@ impl Interface {
             .filter(|p| *p > 0);
         let mut external_ids = BTreeMap::new();
         // ["map", [["k", "v"], ...]]
-        if let Some(pairs) = row.get("external_ids").and_then(|m| m.get(1)).and_then(Value::as_array)
+        if let Some(pairs) = row
+            .get("external_ids")
+            .and_then(|m| m.get(1))
+            .and_then(Value::as_array)
         {
             for pair in pairs {
-                if let (Some(k), Some(v)) =
-                    (pair.get(0).and_then(Value::as_str), pair.get(1).and_then(Value::as_str))
-                {
+                if let (Some(k), Some(v)) = (
+                    pair.get(0).and_then(Value::as_str),
+                    pair.get(1).and_then(Value::as_str),
+                ) {
                     external_ids.insert(k.to_string(), v.to_string());
                 }
             }
         }
         // A string, or ["set", []] when unset.
-        let mac_in_use = row.get("mac_in_use").and_then(Value::as_str).map(str::to_string);
-        let kind = row.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
-        Self { name, ofport, external_ids, mac_in_use, kind }
+        let mac_in_use = row
+            .get("mac_in_use")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let kind = row
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        Self {
+            name,
+            ofport,
+            external_ids,
+            mac_in_use,
+            kind,
+        }
     }
 }
 
@@ -76,7 +97,11 @@ pub struct Ovsdb {
 
 impl Ovsdb {
     pub async fn connect(path: &Path) -> Result<Self, OvsdbError> {
-        Ok(Self { io: UnixStream::connect(path).await?, buf: Vec::new(), next_id: 1 })
+        Ok(Self {
+            io: UnixStream::connect(path).await?,
+            buf: Vec::new(),
+            next_id: 1,
+        })
     }
 
     async fn send(&mut self, v: &Value) -> Result<(), OvsdbError> {
@@ -96,7 +121,8 @@ impl Ovsdb {
                     if v.get("method").and_then(Value::as_str) == Some("echo") {
                         let id = v.get("id").cloned().unwrap_or(Value::Null);
                         let params = v.get("params").cloned().unwrap_or(json!([]));
-                        self.send(&json!({"result": params, "error": null, "id": id})).await?;
+                        self.send(&json!({"result": params, "error": null, "id": id}))
+                            .await?;
                         continue;
                     }
                     return Ok(v);
@@ -117,7 +143,8 @@ impl Ovsdb {
     async fn call(&mut self, method: &str, params: Value) -> Result<Value, OvsdbError> {
         let id = self.next_id;
         self.next_id += 1;
-        self.send(&json!({"method": method, "params": params, "id": id})).await?;
+        self.send(&json!({"method": method, "params": params, "id": id}))
+            .await?;
         loop {
             let v = self.next().await?;
             if v.get("id").and_then(Value::as_u64) == Some(id) {
@@ -143,7 +170,9 @@ impl Ovsdb {
                 if let Some(e) = r.get("error") {
                     return Some(Err(OvsdbError::Server(e.to_string())));
                 }
-                r.get("rows").and_then(Value::as_array).map(|rows| Ok(rows.clone()))
+                r.get("rows")
+                    .and_then(Value::as_array)
+                    .map(|rows| Ok(rows.clone()))
             })
             .unwrap_or_else(|| Ok(Vec::new()))?;
         Ok(rows.iter().map(Interface::from_row).collect())
@@ -157,7 +186,10 @@ impl Ovsdb {
                 json!(["Open_vSwitch", "tf-agent", {"Interface": {"columns": COLUMNS}}]),
             )
             .await?;
-        let mut m = InterfaceMonitor { db: self, rows: HashMap::new() };
+        let mut m = InterfaceMonitor {
+            db: self,
+            rows: HashMap::new(),
+        };
         m.apply(&initial);
         Ok(m)
     }
@@ -193,7 +225,9 @@ impl InterfaceMonitor {
     /// Applies `<table-updates>`: `{"Interface": {uuid: {"old": .., "new": ..}}}`. In RFC 7047
     /// (monitor v1) `new` holds every monitored column, so a row is simply replaced.
     fn apply(&mut self, updates: &Value) {
-        let Some(table) = updates.get("Interface").and_then(Value::as_object) else { return };
+        let Some(table) = updates.get("Interface").and_then(Value::as_object) else {
+            return;
+        };
         for (uuid, change) in table {
             match change.get("new") {
                 Some(new) => {
@@ -222,7 +256,10 @@ mod tests {
         });
         let i = Interface::from_row(&row);
         assert_eq!(i.ofport, Some(3));
-        assert_eq!(i.external_ids.get("ip").map(String::as_str), Some("10.1.0.2"));
+        assert_eq!(
+            i.external_ids.get("ip").map(String::as_str),
+            Some("10.1.0.2")
+        );
         let unset = json!({"name": "x", "ofport": ["set", []], "external_ids": ["map", []], "mac_in_use": ["set", []]});
         let i = Interface::from_row(&unset);
         assert_eq!(i.ofport, None);

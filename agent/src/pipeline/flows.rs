@@ -75,9 +75,19 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
 
     // PipelineRootClassifier.
     let root = Table::PipelineRootClassifier;
-    f.push(flow(root, prio::NORMAL, Match::new().with(Oxm::eth_type(ETH_ARP)), vec![goto(Table::ARPSpoofGuard)]));
+    f.push(flow(
+        root,
+        prio::NORMAL,
+        Match::new().with(Oxm::eth_type(ETH_ARP)),
+        vec![goto(Table::ARPSpoofGuard)],
+    ));
     for et in [ETH_IPV4, ETH_IPV6] {
-        f.push(flow(root, prio::NORMAL, Match::new().with(Oxm::eth_type(et)), vec![goto(Table::Classifier)]));
+        f.push(flow(
+            root,
+            prio::NORMAL,
+            Match::new().with(Oxm::eth_type(et)),
+            vec![goto(Table::Classifier)],
+        ));
     }
 
     // ARP: spoof guard, then NORMAL.
@@ -102,7 +112,9 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
         f.push(flow(
             Table::ARPSpoofGuard,
             prio::NORMAL,
-            Match::new().with(Oxm::in_port(gw.ofport)).with(Oxm::eth_type(ETH_ARP)),
+            Match::new()
+                .with(Oxm::in_port(gw.ofport))
+                .with(Oxm::eth_type(ETH_ARP)),
             vec![goto(Table::ARPResponder)],
         ));
     }
@@ -139,11 +151,19 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
     // SpoofGuard: a Pod may only send with its own MAC and IPs; the gateway is unrestricted.
     let sg = Table::SpoofGuard;
     for pod in &ports.pods {
-        let base = || Match::new().with(Oxm::in_port(pod.port.ofport)).with(Oxm::eth_src(pod.port.mac.0));
+        let base = || {
+            Match::new()
+                .with(Oxm::in_port(pod.port.ofport))
+                .with(Oxm::eth_src(pod.port.mac.0))
+        };
         for ip in &pod.port.ips {
             let m = match ip {
-                IpAddr::V4(v4) => base().with(Oxm::eth_type(ETH_IPV4)).with(Oxm::ipv4_src(*v4)),
-                IpAddr::V6(v6) => base().with(Oxm::eth_type(ETH_IPV6)).with(Oxm::ipv6_src(*v6)),
+                IpAddr::V4(v4) => base()
+                    .with(Oxm::eth_type(ETH_IPV4))
+                    .with(Oxm::ipv4_src(*v4)),
+                IpAddr::V6(v6) => base()
+                    .with(Oxm::eth_type(ETH_IPV6))
+                    .with(Oxm::ipv6_src(*v6)),
             };
             f.push(flow(sg, prio::NORMAL, m, next_of(sg)));
         }
@@ -157,9 +177,12 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
         f.push(flow(
             sg,
             prio::NORMAL,
-            base()
-                .with(Oxm::eth_type(ETH_IPV6))
-                .with(Oxm::masked(CLASS_BASIC, basic::IPV6_SRC, &ll, &ll_mask)),
+            base().with(Oxm::eth_type(ETH_IPV6)).with(Oxm::masked(
+                CLASS_BASIC,
+                basic::IPV6_SRC,
+                &ll,
+                &ll_mask,
+            )),
             next_of(sg),
         ));
         f.push(flow(
@@ -173,7 +196,12 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
         ));
     }
     if let Some(gw) = &ports.gateway {
-        f.push(flow(sg, prio::NORMAL, Match::new().with(Oxm::in_port(gw.ofport)), next_of(sg)));
+        f.push(flow(
+            sg,
+            prio::NORMAL,
+            Match::new().with(Oxm::in_port(gw.ofport)),
+            next_of(sg),
+        ));
     }
 
     // IPv6: neighbour discovery and multicast go to NORMAL, as in Antrea's IPv6 table.
@@ -195,9 +223,12 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
     f.push(flow(
         Table::IPv6,
         prio::NORMAL,
-        Match::new()
-            .with(Oxm::eth_type(ETH_IPV6))
-            .with(Oxm::masked(CLASS_BASIC, basic::IPV6_DST, &mc, &mc_mask)),
+        Match::new().with(Oxm::eth_type(ETH_IPV6)).with(Oxm::masked(
+            CLASS_BASIC,
+            basic::IPV6_DST,
+            &mc,
+            &mc_mask,
+        )),
         vec![apply(vec![Action::output(port::NORMAL)])],
     ));
 
@@ -227,7 +258,11 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
     // Output.
     let out = Table::Output;
     let marked = || {
-        Match::new().with(Oxm::reg_masked(0, regs::OUTPUT_TO_OFPORT_MARK, regs::OUTPUT_MODE_MASK))
+        Match::new().with(Oxm::reg_masked(
+            0,
+            regs::OUTPUT_TO_OFPORT_MARK,
+            regs::OUTPUT_MODE_MASK,
+        ))
     };
     for et in [ETH_IPV4, ETH_IPV6] {
         // A trace packet is reported and, except towards the tunnel, not delivered:
@@ -246,7 +281,9 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
         f.push(flow(
             out,
             prio::TRACE,
-            marked().with(Oxm::eth_type(et)).with(Oxm::ip_dscp(TRACE_DSCP)),
+            marked()
+                .with(Oxm::eth_type(et))
+                .with(Oxm::ip_dscp(TRACE_DSCP)),
             vec![apply(vec![Action::to_controller()])],
         ));
     }
@@ -254,7 +291,10 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
         out,
         prio::NORMAL,
         marked(),
-        vec![apply(vec![Action::OutputReg { reg: regs::TARGET_OFPORT_REG, max_len: 0 }])],
+        vec![apply(vec![Action::OutputReg {
+            reg: regs::TARGET_OFPORT_REG,
+            max_len: 0,
+        }])],
     ));
 
     f
@@ -274,7 +314,9 @@ mod tests {
         let flows = desired_flows(&mk_node());
         for t in Table::ALL {
             assert!(
-                in_table(&flows, t).iter().any(|f| f.priority == 0 && f.fields.fields.is_empty()),
+                in_table(&flows, t)
+                    .iter()
+                    .any(|f| f.priority == 0 && f.fields.fields.is_empty()),
                 "{} has no default flow",
                 t.name()
             );
@@ -290,7 +332,9 @@ mod tests {
             .iter()
             .find(|f| f.fields.fields.contains(&Oxm::eth_dst([2, 0, 0, 0, 0, 2])))
             .unwrap_or_else(|| panic!("no flow for p1"));
-        let Instruction::ApplyActions(a) = &p1.instructions[0] else { panic!("no actions") };
+        let Instruction::ApplyActions(a) = &p1.instructions[0] else {
+            panic!("no actions")
+        };
         assert!(a.contains(&Action::set_reg(1, 4, u32::MAX)));
         assert_eq!(l2.len(), 1 + 2 + 1, "default + 2 Pods + gateway");
     }
@@ -299,25 +343,45 @@ mod tests {
     fn trace_class_goes_to_controller_and_tunnel() {
         let flows = desired_flows(&mk_node());
         let out = in_table(&flows, Table::Output);
-        let tunnel: Vec<_> = out.iter().filter(|f| f.priority == prio::TRACE_TUNNEL).collect();
+        let tunnel: Vec<_> = out
+            .iter()
+            .filter(|f| f.priority == prio::TRACE_TUNNEL)
+            .collect();
         assert_eq!(tunnel.len(), 2, "v4 + v6");
         assert!(tunnel.iter().all(|f| f.instructions
-            == vec![Instruction::ApplyActions(vec![Action::output(1), Action::to_controller()])]));
+            == vec![Instruction::ApplyActions(vec![
+                Action::output(1),
+                Action::to_controller()
+            ])]));
         let local: Vec<_> = out.iter().filter(|f| f.priority == prio::TRACE).collect();
-        assert!(local.iter().all(|f| f.instructions
-            == vec![Instruction::ApplyActions(vec![Action::to_controller()])]));
-        assert!(local.iter().all(|f| f.fields.fields.contains(&Oxm::ip_dscp(TRACE_DSCP))));
+        assert!(
+            local.iter().all(|f| f.instructions
+                == vec![Instruction::ApplyActions(vec![Action::to_controller()])])
+        );
+        assert!(
+            local
+                .iter()
+                .all(|f| f.fields.fields.contains(&Oxm::ip_dscp(TRACE_DSCP)))
+        );
     }
 
     #[test]
     fn spoofguard_pins_pod_mac_and_ip() {
         let flows = desired_flows(&mk_node());
         let sg = in_table(&flows, Table::SpoofGuard);
-        assert!(sg.iter().any(|f| f.fields.fields.contains(&Oxm::in_port(3))
-            && f.fields.fields.contains(&Oxm::ipv4_src([10, 1, 0, 2].into()))
-            && f.fields.fields.contains(&Oxm::eth_src([2, 0, 0, 0, 0, 1]))));
+        assert!(sg.iter().any(|f| {
+            f.fields.fields.contains(&Oxm::in_port(3))
+                && f.fields
+                    .fields
+                    .contains(&Oxm::ipv4_src([10, 1, 0, 2].into()))
+                && f.fields.fields.contains(&Oxm::eth_src([2, 0, 0, 0, 0, 1]))
+        }));
         // Nothing lets p0 send with p1's address.
-        assert!(!sg.iter().any(|f| f.fields.fields.contains(&Oxm::in_port(3))
-            && f.fields.fields.contains(&Oxm::ipv4_src([10, 1, 0, 3].into()))));
+        assert!(!sg.iter().any(|f| {
+            f.fields.fields.contains(&Oxm::in_port(3))
+                && f.fields
+                    .fields
+                    .contains(&Oxm::ipv4_src([10, 1, 0, 3].into()))
+        }));
     }
 }

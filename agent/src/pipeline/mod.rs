@@ -47,7 +47,11 @@ pub async fn reconcile(sw: &Switch, ports: &NodePorts) -> Result<usize, OfError>
     let desired = flows::desired_flows(ports);
     let n = desired.len();
     let mut msgs = Vec::with_capacity(n + 1);
-    msgs.push(Message::FlowMod(FlowMod::delete_by_cookie(TABLE_ALL, COOKIE, COOKIE_MASK)));
+    msgs.push(Message::FlowMod(FlowMod::delete_by_cookie(
+        TABLE_ALL,
+        COOKIE,
+        COOKIE_MASK,
+    )));
     msgs.extend(desired.into_iter().map(Message::FlowMod));
     let id = BUNDLE_ID.fetch_add(1, Ordering::Relaxed);
     match sw.bundle(id, &msgs).await {
@@ -65,7 +69,10 @@ fn bundles_unsupported(e: &crate::ovs::openflow::ErrorMsg) -> bool {
     use crate::ovs::openflow::message::kind;
     e.kind == ErrorType::BundleFailed
         || (e.kind == ErrorType::BadRequest
-            && matches!(e.failed_request_kind(), Some(kind::BUNDLE_CONTROL | kind::BUNDLE_ADD_MESSAGE)))
+            && matches!(
+                e.failed_request_kind(),
+                Some(kind::BUNDLE_CONTROL | kind::BUNDLE_ADD_MESSAGE)
+            ))
 }
 
 /// What the running pipeline task exposes.
@@ -168,5 +175,8 @@ pub fn spawn(
         }
         .instrument(span),
     );
-    DatapathHandle { switch: sw_rx, programmed: prog_rx }
+    DatapathHandle {
+        switch: sw_rx,
+        programmed: prog_rx,
+    }
 }

@@ -74,10 +74,19 @@ pub fn resolve(
     ports: &NodePorts,
     random_port: impl FnOnce() -> u16,
 ) -> Result<Injection, InjectError> {
-    let pod = ports.pod(&req.src_pod_namespace, &req.src_pod_name).ok_or_else(|| {
-        InjectError::SourcePodNotLocal(format!("{}/{}", req.src_pod_namespace, req.src_pod_name))
-    })?;
-    let (family, is_v6) = if req.ipv6 { ("IPv6", true) } else { ("IPv4", false) };
+    let pod = ports
+        .pod(&req.src_pod_namespace, &req.src_pod_name)
+        .ok_or_else(|| {
+            InjectError::SourcePodNotLocal(format!(
+                "{}/{}",
+                req.src_pod_namespace, req.src_pod_name
+            ))
+        })?;
+    let (family, is_v6) = if req.ipv6 {
+        ("IPv6", true)
+    } else {
+        ("IPv4", false)
+    };
     let src = if req.src_ip.is_empty() {
         *pod.port
             .ips
@@ -85,7 +94,10 @@ pub fn resolve(
             .find(|ip| ip.is_ipv6() == is_v6)
             .ok_or(InjectError::SourceFamily(family))?
     } else {
-        let ip: IpAddr = req.src_ip.parse().map_err(|_| InjectError::InvalidSourceIp)?;
+        let ip: IpAddr = req
+            .src_ip
+            .parse()
+            .map_err(|_| InjectError::InvalidSourceIp)?;
         if ip.is_ipv6() != is_v6 {
             return Err(InjectError::SourceIpFamily);
         }
@@ -94,11 +106,18 @@ pub fn resolve(
         }
         ip
     };
-    let dst: IpAddr = req.dst_ip.parse().map_err(|_| InjectError::InvalidDestinationIp)?;
+    let dst: IpAddr = req
+        .dst_ip
+        .parse()
+        .map_err(|_| InjectError::InvalidDestinationIp)?;
     if dst.is_ipv6() != is_v6 {
         return Err(InjectError::DestinationIpFamily);
     }
-    let (limit, field) = if is_v6 { (0xf_ffff, "IPv6 flow label") } else { (0xffff, "IPv4 Identification") };
+    let (limit, field) = if is_v6 {
+        (0xf_ffff, "IPv6 flow label")
+    } else {
+        (0xffff, "IPv4 Identification")
+    };
     if req.trace_id > limit {
         return Err(InjectError::TraceIdRange(req.trace_id, field));
     }
@@ -109,7 +128,10 @@ pub fn resolve(
     };
     let ttl = match req.ttl {
         0 => 64,
-        t => u8::try_from(t).map_err(|_| InjectError::OutOfRange { field: "TTL", value: t })?,
+        t => u8::try_from(t).map_err(|_| InjectError::OutOfRange {
+            field: "TTL",
+            value: t,
+        })?,
     };
     let ip_flags = if is_v6 {
         0
@@ -117,10 +139,15 @@ pub fn resolve(
         u8::try_from(req.ip_flags)
             .ok()
             .filter(|f| *f <= 7)
-            .ok_or(InjectError::OutOfRange { field: "IP flags", value: req.ip_flags })?
+            .ok_or(InjectError::OutOfRange {
+                field: "IP flags",
+                value: req.ip_flags,
+            })?
     };
-    let proto = u8::try_from(req.protocol)
-        .map_err(|_| InjectError::OutOfRange { field: "protocol", value: req.protocol })?;
+    let proto = u8::try_from(req.protocol).map_err(|_| InjectError::OutOfRange {
+        field: "protocol",
+        value: req.protocol,
+    })?;
     let mut random_port = Some(random_port);
     let mut src_port = |v: i32| -> Result<u16, InjectError> {
         match v {
@@ -139,7 +166,10 @@ pub fn resolve(
             dst_port: u16_field("destination port", req.dst_port)?,
             flags: match req.tcp_flags {
                 0 => 2,
-                f => u8::try_from(f).map_err(|_| InjectError::OutOfRange { field: "TCP flags", value: f })?,
+                f => u8::try_from(f).map_err(|_| InjectError::OutOfRange {
+                    field: "TCP flags",
+                    value: f,
+                })?,
             },
         },
         PROTO_UDP => Transport::Udp {
@@ -191,11 +221,16 @@ mod tests {
         let i = resolve(&req("10.1.0.3"), &n, || 1).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(i.in_port, 3);
         assert_eq!(i.packet.dst_mac, Mac([2, 0, 0, 0, 0, 2]));
-        assert_eq!(i.packet.src, "10.1.0.2".parse::<IpAddr>().unwrap_or(IpAddr::from([0; 4])));
+        assert_eq!(
+            i.packet.src,
+            "10.1.0.2".parse::<IpAddr>().unwrap_or(IpAddr::from([0; 4]))
+        );
         assert_eq!(i.packet.ttl, 64);
         let i = resolve(&req("192.0.2.10"), &n, || 1).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(i.packet.dst_mac, Mac([2, 0, 0, 0, 0, 0xfe]));
-        let Ok(Message::PacketOut(po)) = i.packet_out() else { panic!("no packet-out") };
+        let Ok(Message::PacketOut(po)) = i.packet_out() else {
+            panic!("no packet-out")
+        };
         assert_eq!(po.actions, vec![Action::output(port::TABLE)]);
         assert_eq!(po.fields.in_port(), Some(3));
     }
@@ -207,7 +242,14 @@ mod tests {
         r.protocol = 6;
         r.dst_port = 80;
         let i = resolve(&r, &n, || 33333).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(i.packet.transport, Transport::Tcp { src_port: 33333, dst_port: 80, flags: 2 });
+        assert_eq!(
+            i.packet.transport,
+            Transport::Tcp {
+                src_port: 33333,
+                dst_port: 80,
+                flags: 2
+            }
+        );
         let mut r = req("fd00:1::3");
         r.ipv6 = true;
         r.protocol = 1;
@@ -242,9 +284,15 @@ mod tests {
         );
         let mut r = req("10.1.0.3");
         r.trace_id = 70000;
-        assert!(matches!(resolve(&r, &n, || 1), Err(InjectError::TraceIdRange(70000, _))));
+        assert!(matches!(
+            resolve(&r, &n, || 1),
+            Err(InjectError::TraceIdRange(70000, _))
+        ));
         let mut r = req("10.1.0.3");
         r.src_pod_name = "nope".into();
-        assert!(matches!(resolve(&r, &n, || 1), Err(InjectError::SourcePodNotLocal(_))));
+        assert!(matches!(
+            resolve(&r, &n, || 1),
+            Err(InjectError::SourcePodNotLocal(_))
+        ));
     }
 }

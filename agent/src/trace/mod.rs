@@ -33,7 +33,11 @@ impl Tracer {
         ports: watch::Receiver<NodePorts>,
         switch: watch::Receiver<Option<Switch>>,
     ) -> Self {
-        Self { node: node.into(), ports, switch }
+        Self {
+            node: node.into(),
+            ports,
+            switch,
+        }
     }
 
     /// The Node name reported in every `NodeResult`.
@@ -57,9 +61,11 @@ impl Tracer {
             .ok()
             .and_then(|r| r.ok().and_then(|s| s.clone()))
             .ok_or_else(|| InjectError::OpenFlow("OpenFlow connection to br-int is down".into()))?;
-        sw.transact(std::slice::from_ref(&msg)).await.map_err(|e: OfError| {
-            InjectError::OpenFlow(format!("failed to inject the packet: {e}"))
-        })
+        sw.transact(std::slice::from_ref(&msg))
+            .await
+            .map_err(|e: OfError| {
+                InjectError::OpenFlow(format!("failed to inject the packet: {e}"))
+            })
     }
 
     /// The observations for a packet-in, or `None` if it is not a trace packet.

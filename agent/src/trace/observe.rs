@@ -94,13 +94,19 @@ pub fn observe(
     let reg = |n: u8| f.reg(n).filter(|v| *v != 0);
     let (ct_src, ct_dst) = match pkt.src {
         IpAddr::V4(_) => (f.ct_nw_src().map(IpAddr::V4), f.ct_nw_dst().map(IpAddr::V4)),
-        IpAddr::V6(_) => (f.ct_ipv6_src().map(IpAddr::V6), f.ct_ipv6_dst().map(IpAddr::V6)),
+        IpAddr::V6(_) => (
+            f.ct_ipv6_src().map(IpAddr::V6),
+            f.ct_ipv6_dst().map(IpAddr::V6),
+        ),
     };
     let (ct_src, ct_dst) = (valid(ct_src), valid(ct_dst));
 
     let mut out = Vec::new();
     // 1. First observation: the sender is the Node whose Pod port the packet entered on.
-    let sender = matches!(f.in_port().and_then(|p| ports.by_ofport(p)), Some(PortKind::Pod(_)));
+    let sender = matches!(
+        f.in_port().and_then(|p| ports.by_ofport(p)),
+        Some(PortKind::Pod(_))
+    );
     if sender {
         let mut o = obs(pb::Component::SpoofGuard, pb::Action::Forwarded, micros);
         o.src_pod_ip = ct_src.unwrap_or(pkt.src).to_string();
@@ -118,25 +124,53 @@ pub fn observe(
         }
         // 3. Egress NetworkPolicy allow.
         if let Some(conj) = reg(regs::TF_EGRESS_CONJ_ID_REG) {
-            out.push(policy_obs("EgressRule", pb::Action::Forwarded, Some(conj), policies, micros));
+            out.push(policy_obs(
+                "EgressRule",
+                pb::Action::Forwarded,
+                Some(conj),
+                policies,
+                micros,
+            ));
         }
     } else {
         out.push(obs(pb::Component::Forwarding, pb::Action::Received, micros));
     }
     // 4. Ingress NetworkPolicy allow.
     if let Some(conj) = reg(regs::TF_INGRESS_CONJ_ID_REG) {
-        out.push(policy_obs("IngressRule", pb::Action::Forwarded, Some(conj), policies, micros));
+        out.push(policy_obs(
+            "IngressRule",
+            pb::Action::Forwarded,
+            Some(conj),
+            policies,
+            micros,
+        ));
     }
     // 5. Drops, by the table that sent the packet-in.
     let table = Table::from_id(pin.table_id);
     match table {
         Some(t @ (Table::EgressMetric | Table::IngressMetric)) => {
             let deny = reg(0).is_some_and(|r0| r0 & regs::AP_DENY_MARK != 0);
-            let conj = if deny { reg(regs::AP_CONJ_ID_REG) } else { None };
-            out.push(policy_obs(t.name(), pb::Action::Dropped, conj, policies, micros));
+            let conj = if deny {
+                reg(regs::AP_CONJ_ID_REG)
+            } else {
+                None
+            };
+            out.push(policy_obs(
+                t.name(),
+                pb::Action::Dropped,
+                conj,
+                policies,
+                micros,
+            ));
         }
         Some(t @ (Table::EgressDefaultRule | Table::IngressDefaultRule)) => {
-            out.push(policy_obs(t.name(), pb::Action::Dropped, None, &NoPolicies, micros));
+            out.push(policy_obs(
+                t.name(),
+                pb::Action::Dropped,
+                None,
+                &NoPolicies,
+                micros,
+            ));
         }
         Some(Table::Output) => out.push(output_obs(&pkt, pin, ports, micros)),
         _ => {}
@@ -174,7 +208,12 @@ fn policy_obs(
 
 /// §3.4 step 6, encap mode: tunnel → Forwarded (tunnelDstIP); gateway IP via gateway →
 /// Delivered; other IPs via gateway → ForwardedOutOfNetwork; a Pod port → Delivered.
-fn output_obs(pkt: &ParsedPacket, pin: &PacketIn, ports: &NodePorts, micros: i64) -> pb::Observation {
+fn output_obs(
+    pkt: &ParsedPacket,
+    pin: &PacketIn,
+    ports: &NodePorts,
+    micros: i64,
+) -> pb::Observation {
     let mut o = obs(pb::Component::Forwarding, pb::Action::Delivered, micros);
     o.component_info = Table::Output.name().to_string();
     let out_port = pin.fields.reg(regs::TARGET_OFPORT_REG).unwrap_or(0);
@@ -225,13 +264,19 @@ mod tests {
             reason: 1,
             table_id: table.id(),
             cookie: 0,
-            fields: Match::new().with(Oxm::in_port(in_port)).with(Oxm::reg(1, out_port)),
+            fields: Match::new()
+                .with(Oxm::in_port(in_port))
+                .with(Oxm::reg(1, out_port)),
             data,
         }
     }
 
     fn kinds(o: &Observed) -> Vec<(i32, String, i32)> {
-        o.result.observations.iter().map(|o| (o.component, o.component_info.clone(), o.action)).collect()
+        o.result
+            .observations
+            .iter()
+            .map(|o| (o.component, o.component_info.clone(), o.action))
+            .collect()
     }
 
     const T: SystemTime = UNIX_EPOCH;
@@ -239,15 +284,29 @@ mod tests {
     #[test]
     fn intra_node_pod_to_pod() {
         let n = mk_node();
-        let o = observe(&pin(Table::Output, 3, 4, pkt("10.1.0.3", 77)), &n, "n1", T, &NoPolicies)
-            .unwrap_or_else(|| panic!("not observed"));
+        let o = observe(
+            &pin(Table::Output, 3, 4, pkt("10.1.0.3", 77)),
+            &n,
+            "n1",
+            T,
+            &NoPolicies,
+        )
+        .unwrap_or_else(|| panic!("not observed"));
         assert_eq!(o.trace_id, 77);
         assert_eq!(o.result.role, "sender");
         assert_eq!(
             kinds(&o),
             vec![
-                (pb::Component::SpoofGuard as i32, String::new(), pb::Action::Forwarded as i32),
-                (pb::Component::Forwarding as i32, "Output".into(), pb::Action::Delivered as i32),
+                (
+                    pb::Component::SpoofGuard as i32,
+                    String::new(),
+                    pb::Action::Forwarded as i32
+                ),
+                (
+                    pb::Component::Forwarding as i32,
+                    "Output".into(),
+                    pb::Action::Delivered as i32
+                ),
             ]
         );
         assert_eq!(o.result.observations[0].src_pod_ip, "10.1.0.2");
@@ -257,7 +316,9 @@ mod tests {
     fn via_tunnel_is_forwarded_with_tunnel_dst() {
         let n = mk_node();
         let mut p = pin(Table::Output, 3, 1, pkt("10.2.0.5", 1));
-        p.fields.fields.push(Oxm::tun_ipv4_dst([192, 168, 77, 2].into()));
+        p.fields
+            .fields
+            .push(Oxm::tun_ipv4_dst([192, 168, 77, 2].into()));
         let o = observe(&p, &n, "n1", T, &NoPolicies).unwrap_or_else(|| panic!("not observed"));
         let last = &o.result.observations[1];
         assert_eq!(last.action, pb::Action::Forwarded as i32);
@@ -267,22 +328,49 @@ mod tests {
     #[test]
     fn gateway_delivered_or_out_of_network() {
         let n = mk_node();
-        let o = observe(&pin(Table::Output, 3, 2, pkt("10.1.0.1", 1)), &n, "n1", T, &NoPolicies)
-            .unwrap_or_else(|| panic!("not observed"));
-        assert_eq!(o.result.observations[1].action, pb::Action::Delivered as i32);
-        let o = observe(&pin(Table::Output, 3, 2, pkt("192.0.2.10", 1)), &n, "n1", T, &NoPolicies)
-            .unwrap_or_else(|| panic!("not observed"));
-        assert_eq!(o.result.observations[1].action, pb::Action::ForwardedOutOfNetwork as i32);
+        let o = observe(
+            &pin(Table::Output, 3, 2, pkt("10.1.0.1", 1)),
+            &n,
+            "n1",
+            T,
+            &NoPolicies,
+        )
+        .unwrap_or_else(|| panic!("not observed"));
+        assert_eq!(
+            o.result.observations[1].action,
+            pb::Action::Delivered as i32
+        );
+        let o = observe(
+            &pin(Table::Output, 3, 2, pkt("192.0.2.10", 1)),
+            &n,
+            "n1",
+            T,
+            &NoPolicies,
+        )
+        .unwrap_or_else(|| panic!("not observed"));
+        assert_eq!(
+            o.result.observations[1].action,
+            pb::Action::ForwardedOutOfNetwork as i32
+        );
     }
 
     #[test]
     fn received_over_tunnel_is_receiver() {
         let n = mk_node();
-        let o = observe(&pin(Table::Output, 1, 4, pkt("10.1.0.3", 5)), &n, "n2", T, &NoPolicies)
-            .unwrap_or_else(|| panic!("not observed"));
+        let o = observe(
+            &pin(Table::Output, 1, 4, pkt("10.1.0.3", 5)),
+            &n,
+            "n2",
+            T,
+            &NoPolicies,
+        )
+        .unwrap_or_else(|| panic!("not observed"));
         assert_eq!(o.result.role, "receiver");
         assert_eq!(o.result.observations[0].action, pb::Action::Received as i32);
-        assert_eq!(o.result.observations[0].component, pb::Component::Forwarding as i32);
+        assert_eq!(
+            o.result.observations[0].component,
+            pb::Component::Forwarding as i32
+        );
     }
 
     #[test]
@@ -304,11 +392,31 @@ mod tests {
         p.fields.fields.push(Oxm::reg(5, 4));
         let o = observe(&p, &n, "n1", T, &One).unwrap_or_else(|| panic!("not observed"));
         let k = kinds(&o);
-        assert_eq!(k[1], (pb::Component::NetworkPolicy as i32, "EgressRule".into(), pb::Action::Forwarded as i32));
-        assert_eq!(k[2], (pb::Component::NetworkPolicy as i32, "IngressMetric".into(), pb::Action::Rejected as i32));
+        assert_eq!(
+            k[1],
+            (
+                pb::Component::NetworkPolicy as i32,
+                "EgressRule".into(),
+                pb::Action::Forwarded as i32
+            )
+        );
+        assert_eq!(
+            k[2],
+            (
+                pb::Component::NetworkPolicy as i32,
+                "IngressMetric".into(),
+                pb::Action::Rejected as i32
+            )
+        );
         assert_eq!(o.result.observations[2].network_policy_rule, "drop-3306");
-        let o = observe(&pin(Table::IngressDefaultRule, 3, 4, pkt("10.1.0.3", 5)), &n, "n1", T, &One)
-            .unwrap_or_else(|| panic!("not observed"));
+        let o = observe(
+            &pin(Table::IngressDefaultRule, 3, 4, pkt("10.1.0.3", 5)),
+            &n,
+            "n1",
+            T,
+            &One,
+        )
+        .unwrap_or_else(|| panic!("not observed"));
         assert_eq!(o.result.observations[1].action, pb::Action::Dropped as i32);
         assert!(o.result.observations[1].network_policy.is_empty());
     }
@@ -319,6 +427,15 @@ mod tests {
         let mut data = pkt("10.1.0.3", 5);
         data[15] = 0; // DSCP 0
         assert!(observe(&pin(Table::Output, 3, 4, data), &n, "n1", T, &NoPolicies).is_none());
-        assert!(observe(&pin(Table::Output, 3, 4, vec![1, 2, 3]), &n, "n1", T, &NoPolicies).is_none());
+        assert!(
+            observe(
+                &pin(Table::Output, 3, 4, vec![1, 2, 3]),
+                &n,
+                "n1",
+                T,
+                &NoPolicies
+            )
+            .is_none()
+        );
     }
 }

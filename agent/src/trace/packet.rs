@@ -21,11 +21,24 @@ pub const PROTO_SCTP: u8 = 132;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
     /// ICMP / ICMPv6 echo request (type 8 / 128, code 0).
-    Echo { id: u16, seq: u16 },
-    Tcp { src_port: u16, dst_port: u16, flags: u8 },
-    Udp { src_port: u16, dst_port: u16 },
+    Echo {
+        id: u16,
+        seq: u16,
+    },
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        flags: u8,
+    },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+    },
     /// SCTP common header + an INIT chunk.
-    Sctp { src_port: u16, dst_port: u16 },
+    Sctp {
+        src_port: u16,
+        dst_port: u16,
+    },
     /// A bare IP header with this protocol number.
     Bare(u8),
 }
@@ -113,7 +126,11 @@ impl TracePacket {
                 b.extend_from_slice(&seq.to_be_bytes());
                 b
             }
-            Transport::Tcp { src_port, dst_port, flags } => {
+            Transport::Tcp {
+                src_port,
+                dst_port,
+                flags,
+            } => {
                 let mut b = vec![0u8; 20];
                 b[0..2].copy_from_slice(&src_port.to_be_bytes());
                 b[2..4].copy_from_slice(&dst_port.to_be_bytes());
@@ -153,7 +170,11 @@ impl TracePacket {
         match &self.transport {
             Transport::Echo { .. } => {
                 // ICMPv4 has no pseudo-header; ICMPv6 does.
-                let c = if self.src.is_ipv6() { checksum(&[pseudo, l4]) } else { checksum(&[l4]) };
+                let c = if self.src.is_ipv6() {
+                    checksum(&[pseudo, l4])
+                } else {
+                    checksum(&[l4])
+                };
                 l4[2..4].copy_from_slice(&c.to_be_bytes());
             }
             Transport::Tcp { .. } => {
@@ -266,13 +287,18 @@ pub struct ParseError(pub &'static str);
 pub fn parse(frame: &[u8]) -> Result<ParsedPacket, ParseError> {
     let get = |r: std::ops::Range<usize>| frame.get(r).ok_or(ParseError("truncated"));
     let mac = |at: usize| -> Result<Mac, ParseError> {
-        let b: [u8; 6] = get(at..at + 6)?.try_into().map_err(|_| ParseError("truncated"))?;
+        let b: [u8; 6] = get(at..at + 6)?
+            .try_into()
+            .map_err(|_| ParseError("truncated"))?;
         Ok(Mac(b))
     };
     let dst_mac = mac(0)?;
     let src_mac = mac(6)?;
     let mut off = 12;
-    let mut ethertype = u16::from_be_bytes([frame.get(12).copied().unwrap_or(0), frame.get(13).copied().unwrap_or(0)]);
+    let mut ethertype = u16::from_be_bytes([
+        frame.get(12).copied().unwrap_or(0),
+        frame.get(13).copied().unwrap_or(0),
+    ]);
     if ethertype == 0x8100 {
         off += 4;
         let b = get(off..off + 2)?;
@@ -330,7 +356,11 @@ pub fn parse(frame: &[u8]) -> Result<ParsedPacket, ParseError> {
         PROTO_TCP | PROTO_UDP | PROTO_SCTP => (port(0), port(2)),
         _ => (None, None),
     };
-    let tcp_flags = if protocol == PROTO_TCP { l4.get(13).copied() } else { None };
+    let tcp_flags = if protocol == PROTO_TCP {
+        l4.get(13).copied()
+    } else {
+        None
+    };
     let icmp_echo = match (protocol, l4.first()) {
         (PROTO_ICMP, Some(8 | 0)) | (PROTO_ICMPV6, Some(128 | 129)) => port(4).zip(port(6)),
         _ => None,
@@ -361,8 +391,12 @@ mod tests {
         TracePacket {
             src_mac: Mac([2, 0, 0, 0, 0, 1]),
             dst_mac: Mac([2, 0, 0, 0, 0, 2]),
-            src: "10.1.0.2".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            dst: "10.1.0.3".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            src: "10.1.0.2"
+                .parse()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            dst: "10.1.0.3"
+                .parse()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             trace_id: 0xbeef,
             ttl: 64,
             ip_flags: 0b010,
@@ -372,8 +406,12 @@ mod tests {
 
     fn v6(transport: Transport) -> TracePacket {
         TracePacket {
-            src: "fd00:1::2".parse().unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-            dst: "fd00:1::3".parse().unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            src: "fd00:1::2"
+                .parse()
+                .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            dst: "fd00:1::3"
+                .parse()
+                .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
             trace_id: 0xabcde,
             ..v4(transport)
         }
@@ -386,7 +424,9 @@ mod tests {
 
     #[test]
     fn icmpv4_echo_has_trace_identity_and_valid_checksums() {
-        let b = v4(Transport::Echo { id: 7, seq: 9 }).build().unwrap_or_default();
+        let b = v4(Transport::Echo { id: 7, seq: 9 })
+            .build()
+            .unwrap_or_default();
         assert_eq!(b.len(), 14 + 20 + 8);
         assert_eq!(&b[12..14], &[0x08, 0x00]);
         let ip = &b[14..34];
@@ -399,14 +439,20 @@ mod tests {
         assert_eq!(icmp[0], 8);
         assert!(verifies(&[icmp]), "ICMP checksum");
         let p = parse(&b).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((p.trace_id, p.dscp, p.protocol, p.icmp_echo), (0xbeef, 63, 1, Some((7, 9))));
+        assert_eq!(
+            (p.trace_id, p.dscp, p.protocol, p.icmp_echo),
+            (0xbeef, 63, 1, Some((7, 9)))
+        );
         assert_eq!(p.length, 28);
     }
 
     #[test]
     fn known_icmp_vector() {
         // The IPv4 header checksum of a classic example (RFC 1071 style check).
-        let hdr = [0x45u8, 0, 0, 0x73, 0, 0, 0x40, 0, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0, 1, 0xc0, 0xa8, 0, 0xc7];
+        let hdr = [
+            0x45u8, 0, 0, 0x73, 0, 0, 0x40, 0, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0, 1, 0xc0, 0xa8, 0,
+            0xc7,
+        ];
         assert_eq!(checksum(&[&hdr]), 0xb861);
     }
 
@@ -423,29 +469,51 @@ mod tests {
         assert_eq!(ip[6], 58);
         let icmp = &b[54..];
         assert_eq!(icmp[0], 128);
-        let (IpAddr::V6(s), IpAddr::V6(d)) = (pkt.src, pkt.dst) else { panic!("not v6") };
+        let (IpAddr::V6(s), IpAddr::V6(d)) = (pkt.src, pkt.dst) else {
+            panic!("not v6")
+        };
         assert!(verifies(&[&pseudo_v6(s, d, 58, icmp.len()), icmp]));
-        assert!(!verifies(&[icmp]), "without the pseudo-header it must not verify");
+        assert!(
+            !verifies(&[icmp]),
+            "without the pseudo-header it must not verify"
+        );
         let p = parse(&b).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((p.trace_id, p.dscp, p.src, p.dst), (0xabcde, 63, pkt.src, pkt.dst));
+        assert_eq!(
+            (p.trace_id, p.dscp, p.src, p.dst),
+            (0xabcde, 63, pkt.src, pkt.dst)
+        );
     }
 
     #[test]
     fn tcp_syn_and_udp_checksums() {
-        let pkt = v4(Transport::Tcp { src_port: 40000, dst_port: 80, flags: 2 });
+        let pkt = v4(Transport::Tcp {
+            src_port: 40000,
+            dst_port: 80,
+            flags: 2,
+        });
         let b = pkt.build().unwrap_or_default();
         let tcp = &b[34..];
         assert_eq!(tcp.len(), 20);
         assert_eq!(tcp[13], 2);
-        let (IpAddr::V4(s), IpAddr::V4(d)) = (pkt.src, pkt.dst) else { panic!("not v4") };
+        let (IpAddr::V4(s), IpAddr::V4(d)) = (pkt.src, pkt.dst) else {
+            panic!("not v4")
+        };
         assert!(verifies(&[&pseudo_v4(s, d, 6, 20), tcp]));
         let p = parse(&b).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((p.src_port, p.dst_port, p.tcp_flags), (Some(40000), Some(80), Some(2)));
+        assert_eq!(
+            (p.src_port, p.dst_port, p.tcp_flags),
+            (Some(40000), Some(80), Some(2))
+        );
 
-        let pkt = v6(Transport::Udp { src_port: 5353, dst_port: 53 });
+        let pkt = v6(Transport::Udp {
+            src_port: 5353,
+            dst_port: 53,
+        });
         let b = pkt.build().unwrap_or_default();
         let udp = &b[54..];
-        let (IpAddr::V6(s), IpAddr::V6(d)) = (pkt.src, pkt.dst) else { panic!("not v6") };
+        let (IpAddr::V6(s), IpAddr::V6(d)) = (pkt.src, pkt.dst) else {
+            panic!("not v6")
+        };
         assert!(verifies(&[&pseudo_v6(s, d, 17, 8), udp]));
     }
 
@@ -454,7 +522,12 @@ mod tests {
         // RFC 3720 B.4 test vector: 32 bytes of zeros.
         assert_eq!(crc32c(&[0u8; 32]), 0x8a91_36aa);
         assert_eq!(crc32c(b"123456789"), 0xe306_9283);
-        let b = v4(Transport::Sctp { src_port: 1, dst_port: 2 }).build().unwrap_or_default();
+        let b = v4(Transport::Sctp {
+            src_port: 1,
+            dst_port: 2,
+        })
+        .build()
+        .unwrap_or_default();
         let mut sctp = b[34..].to_vec();
         let stored = u32::from_le_bytes([sctp[8], sctp[9], sctp[10], sctp[11]]);
         sctp[8..12].fill(0);

@@ -48,7 +48,11 @@ pub enum Action {
     OutputReg { reg: u8, max_len: u16 },
     /// `NXAST_CONTROLLER`: packet-in with an explicit reason, whole packet when `max_len` is
     /// [`NO_BUFFER`].
-    Controller { max_len: u16, controller_id: u16, reason: u8 },
+    Controller {
+        max_len: u16,
+        controller_id: u16,
+        reason: u8,
+    },
     /// Any other action, kept as its raw bytes (type and length included).
     Unknown { kind: u16, raw: Vec<u8> },
 }
@@ -62,7 +66,10 @@ impl Action {
     /// Packet-in carrying the whole packet (`output:CONTROLLER`, max_len 0xffff), the form
     /// `ovs-ofctl` uses for `controller(max_len=65535)`.
     pub fn to_controller() -> Self {
-        Self::Output { port: port::CONTROLLER, max_len: NO_BUFFER }
+        Self::Output {
+            port: port::CONTROLLER,
+            max_len: NO_BUFFER,
+        }
     }
 
     /// Writes `value` into register `n`, only the bits set in `mask`.
@@ -108,7 +115,11 @@ impl Action {
                 buf.put_u16(*max_len);
                 put_zeros(buf, 6);
             }
-            Self::Controller { max_len, controller_id, reason } => {
+            Self::Controller {
+                max_len,
+                controller_id,
+                reason,
+            } => {
                 buf.put_u16(OFPAT_EXPERIMENTER);
                 buf.put_u16(16);
                 buf.put_u32(NX_VENDOR_ID);
@@ -127,7 +138,10 @@ impl Action {
         let kind = r.u16()?;
         let len = usize::from(r.u16()?);
         if len < 8 || len % 8 != 0 {
-            return Err(DecodeError::new("action", format!("type {kind} has length {len}")));
+            return Err(DecodeError::new(
+                "action",
+                format!("type {kind} has length {len}"),
+            ));
         }
         let body = r.bytes(len - 4)?;
         let mut b = Reader::new(body, "action");
@@ -159,14 +173,21 @@ impl Action {
                         if class != CLASS_NXM1 || fh >> 1 > 15 || ofs_nbits != 0x001f {
                             return Ok(Self::unknown(kind, &r_slice(r, start, len)?));
                         }
-                        Self::OutputReg { reg: (fh >> 1) - nxm::REG0, max_len }
+                        Self::OutputReg {
+                            reg: (fh >> 1) - nxm::REG0,
+                            max_len,
+                        }
                     }
                     (NX_VENDOR_ID, NXAST_CONTROLLER, 16) => {
                         let max_len = b.u16()?;
                         let controller_id = b.u16()?;
                         let reason = b.u8()?;
                         b.skip(1)?;
-                        Self::Controller { max_len, controller_id, reason }
+                        Self::Controller {
+                            max_len,
+                            controller_id,
+                            reason,
+                        }
                     }
                     _ => return Ok(Self::unknown(kind, &r_slice(r, start, len)?)),
                 }
@@ -178,7 +199,10 @@ impl Action {
     }
 
     fn unknown(kind: u16, raw: &[u8]) -> Self {
-        Self::Unknown { kind, raw: raw.to_vec() }
+        Self::Unknown {
+            kind,
+            raw: raw.to_vec(),
+        }
     }
 }
 
@@ -229,11 +253,17 @@ const OFPIT_CLEAR_ACTIONS: u16 = 5;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Instruction {
     GotoTable(u8),
-    WriteMetadata { value: u64, mask: u64 },
+    WriteMetadata {
+        value: u64,
+        mask: u64,
+    },
     ApplyActions(Vec<Action>),
     ClearActions,
     /// Any other instruction, raw bytes including type and length.
-    Unknown { kind: u16, raw: Vec<u8> },
+    Unknown {
+        kind: u16,
+        raw: Vec<u8>,
+    },
 }
 
 impl Instruction {
@@ -275,7 +305,10 @@ impl Instruction {
         let kind = r.u16()?;
         let len = usize::from(r.u16()?);
         if len < 8 {
-            return Err(DecodeError::new("instruction", format!("type {kind} has length {len}")));
+            return Err(DecodeError::new(
+                "instruction",
+                format!("type {kind} has length {len}"),
+            ));
         }
         let body = r.bytes(len - 4)?;
         let mut b = Reader::new(body, "instruction");
@@ -299,7 +332,12 @@ impl Instruction {
                 b.skip(4)?;
                 Self::ClearActions
             }
-            _ => return Ok(Self::Unknown { kind, raw: r.consumed_since(start, len)? }),
+            _ => {
+                return Ok(Self::Unknown {
+                    kind,
+                    raw: r.consumed_since(start, len)?,
+                });
+            }
         };
         b.finish()?;
         Ok(ins)

@@ -99,9 +99,18 @@ impl Switch {
                 }
             }
         };
-        let features = tokio::time::timeout(REPLY_TIMEOUT, hs).await.map_err(|_| OfError::Timeout)??;
-        write_message(&mut wr, 2, &Message::SetConfig { flags: 0, miss_send_len: NO_BUFFER })
-            .await?;
+        let features = tokio::time::timeout(REPLY_TIMEOUT, hs)
+            .await
+            .map_err(|_| OfError::Timeout)??;
+        write_message(
+            &mut wr,
+            2,
+            &Message::SetConfig {
+                flags: 0,
+                miss_send_len: NO_BUFFER,
+            },
+        )
+        .await?;
 
         let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(4096);
         let (pin_tx, pin_rx) = mpsc::channel(PACKET_IN_QUEUE);
@@ -194,7 +203,10 @@ impl Switch {
         }
         let mut buf = BytesMut::new();
         msg.encode(xid, &mut buf);
-        self.out.send(buf.freeze()).await.map_err(|_| OfError::Disconnected)
+        self.out
+            .send(buf.freeze())
+            .await
+            .map_err(|_| OfError::Disconnected)
     }
 
     /// Sends a message that has no reply (packet-out). A later error for it is logged.
@@ -225,7 +237,10 @@ impl Switch {
     pub async fn barrier(&self) -> Result<(), OfError> {
         match self.request(&Message::BarrierRequest).await? {
             Message::BarrierReply => Ok(()),
-            other => Err(OfError::Protocol(format!("barrier answered with type {}", other.kind()))),
+            other => Err(OfError::Protocol(format!(
+                "barrier answered with type {}",
+                other.kind()
+            ))),
         }
     }
 
@@ -258,8 +273,17 @@ impl Switch {
     /// takes effect or none does.
     pub async fn bundle(&self, bundle_id: u32, msgs: &[Message]) -> Result<(), OfError> {
         let flags = BUNDLE_ATOMIC | BUNDLE_ORDERED;
-        let ctl = |kind| Message::BundleControl(BundleControl { bundle_id, kind, flags });
-        expect_bundle_reply(self.request(&ctl(bundle_ctrl::OPEN_REQUEST)).await?, bundle_ctrl::OPEN_REPLY)?;
+        let ctl = |kind| {
+            Message::BundleControl(BundleControl {
+                bundle_id,
+                kind,
+                flags,
+            })
+        };
+        expect_bundle_reply(
+            self.request(&ctl(bundle_ctrl::OPEN_REQUEST)).await?,
+            bundle_ctrl::OPEN_REPLY,
+        )?;
         let errors = Arc::new(Mutex::new(Vec::new()));
         let mut xids = Vec::with_capacity(msgs.len());
         let mut sent = Ok(());
@@ -267,8 +291,11 @@ impl Switch {
             let xid = self.next_xid();
             self.register(xid, Pending::Collect(errors.clone()));
             xids.push(xid);
-            let add =
-                Message::BundleAdd(BundleAdd { bundle_id, flags, message: Box::new(m.clone()) });
+            let add = Message::BundleAdd(BundleAdd {
+                bundle_id,
+                flags,
+                message: Box::new(m.clone()),
+            });
             if let Err(e) = self.write(xid, &add).await {
                 sent = Err(e);
                 break;
@@ -299,12 +326,21 @@ impl Switch {
 fn expect_bundle_reply(reply: Message, want: u16) -> Result<(), OfError> {
     match reply {
         Message::BundleControl(b) if b.kind == want => Ok(()),
-        other => Err(OfError::Protocol(format!("unexpected bundle reply type {}", other.kind()))),
+        other => Err(OfError::Protocol(format!(
+            "unexpected bundle reply type {}",
+            other.kind()
+        ))),
     }
 }
 
 fn first_error(errors: &Mutex<Vec<ErrorMsg>>) -> Result<(), OfError> {
-    let first = errors.lock().ok().and_then(|mut e| if e.is_empty() { None } else { Some(e.remove(0)) });
+    let first = errors.lock().ok().and_then(|mut e| {
+        if e.is_empty() {
+            None
+        } else {
+            Some(e.remove(0))
+        }
+    });
     match first {
         Some(e) => Err(OfError::Switch(e)),
         None => Ok(()),
@@ -323,7 +359,9 @@ async fn read_loop(
             _ = closed.cancelled() => return Ok(()),
             next = reader.read() => next?,
         };
-        let Some((header, msg)) = next else { return Ok(()) };
+        let Some((header, msg)) = next else {
+            return Ok(());
+        };
         match msg {
             Message::EchoRequest(data) => {
                 let mut buf = BytesMut::new();
@@ -338,14 +376,17 @@ async fn read_loop(
                 }
             }
             Message::Error(e) => {
-                let entry = pending.lock().ok().and_then(|mut m| match m.remove(&header.xid) {
-                    Some(Pending::Collect(c)) => {
-                        // Keep the registration: a later error for the same xid is possible.
-                        m.insert(header.xid, Pending::Collect(c.clone()));
-                        Some(Pending::Collect(c))
-                    }
-                    other => other,
-                });
+                let entry = pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| match m.remove(&header.xid) {
+                        Some(Pending::Collect(c)) => {
+                            // Keep the registration: a later error for the same xid is possible.
+                            m.insert(header.xid, Pending::Collect(c.clone()));
+                            Some(Pending::Collect(c))
+                        }
+                        other => other,
+                    });
                 match entry {
                     Some(Pending::Reply(tx)) => {
                         let _ = tx.send(Err(e));
@@ -359,17 +400,23 @@ async fn read_loop(
                 }
             }
             Message::PacketOut(_) | Message::FlowMod(_) | Message::GroupMod(_) => {
-                debug!(kind = msg.kind(), "ignoring controller-to-switch message from switch");
+                debug!(
+                    kind = msg.kind(),
+                    "ignoring controller-to-switch message from switch"
+                );
             }
             reply => {
-                let entry = pending.lock().ok().and_then(|mut m| match m.remove(&header.xid) {
-                    Some(Pending::Reply(tx)) => Some(tx),
-                    Some(other) => {
-                        m.insert(header.xid, other);
-                        None
-                    }
-                    None => None,
-                });
+                let entry = pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| match m.remove(&header.xid) {
+                        Some(Pending::Reply(tx)) => Some(tx),
+                        Some(other) => {
+                            m.insert(header.xid, other);
+                            None
+                        }
+                        None => None,
+                    });
                 if let Some(tx) = entry {
                     let _ = tx.send(Ok(reply));
                 } else {

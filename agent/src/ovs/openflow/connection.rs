@@ -6,9 +6,9 @@
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::OfError;
 use super::frame::{self, FrameError, Header};
 use super::message::Message;
-use super::OfError;
 
 /// The read half: yields `(header, message)` pairs.
 pub struct FrameReader<R> {
@@ -18,7 +18,10 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(io: R) -> Self {
-        Self { io, buf: BytesMut::with_capacity(64 * 1024) }
+        Self {
+            io,
+            buf: BytesMut::with_capacity(64 * 1024),
+        }
     }
 
     /// The next message; `Ok(None)` on a clean end of stream between frames.
@@ -43,7 +46,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(None);
                 }
                 let n = self.buf.remaining();
-                return Err(OfError::Protocol(format!("connection closed inside a frame ({n} bytes)")));
+                return Err(OfError::Protocol(format!(
+                    "connection closed inside a frame ({n} bytes)"
+                )));
             }
         }
     }

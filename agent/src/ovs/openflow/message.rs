@@ -48,14 +48,19 @@ pub const GROUP_ALL: u32 = 0xffff_fffc;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// `OFPT_HELLO`; `versions` is the version bitmap element, if present.
-    Hello { versions: Option<Vec<u32>> },
+    Hello {
+        versions: Option<Vec<u32>>,
+    },
     Error(ErrorMsg),
     EchoRequest(Vec<u8>),
     EchoReply(Vec<u8>),
     FeaturesRequest,
     FeaturesReply(Features),
     /// `OFPT_SET_CONFIG`: `miss_send_len` 0xffff = whole packets (`OFPCML_NO_BUFFER`).
-    SetConfig { flags: u16, miss_send_len: u16 },
+    SetConfig {
+        flags: u16,
+        miss_send_len: u16,
+    },
     PacketIn(PacketIn),
     PacketOut(PacketOut),
     FlowMod(FlowMod),
@@ -65,7 +70,11 @@ pub enum Message {
     BundleControl(BundleControl),
     BundleAdd(BundleAdd),
     /// Any other type (port status, multipart, ...), body kept raw.
-    Unknown { version: u8, kind: u8, body: Vec<u8> },
+    Unknown {
+        version: u8,
+        kind: u8,
+        body: Vec<u8>,
+    },
 }
 
 impl Message {
@@ -93,24 +102,34 @@ impl Message {
 
     /// Our hello: version 1.5 only, announced with a version bitmap.
     pub fn hello() -> Self {
-        Self::Hello { versions: Some(vec![1 << OFP15_VERSION]) }
+        Self::Hello {
+            versions: Some(vec![1 << OFP15_VERSION]),
+        }
     }
 
     /// Decodes one whole frame (`frame.len()` equals the header's length).
     pub fn decode(frame: &[u8]) -> Result<(Header, Self), DecodeError> {
-        let header = Header::peek(frame)
-            .ok_or_else(|| DecodeError::new("header", "fewer than 8 bytes"))?;
+        let header =
+            Header::peek(frame).ok_or_else(|| DecodeError::new("header", "fewer than 8 bytes"))?;
         if usize::from(header.length) != frame.len() {
             return Err(DecodeError::new(
                 "header",
-                format!("length {} but frame has {} bytes", header.length, frame.len()),
+                format!(
+                    "length {} but frame has {} bytes",
+                    header.length,
+                    frame.len()
+                ),
             ));
         }
         let body = &frame[HEADER_LEN..];
         if header.kind != kind::HELLO && header.version != OFP15_VERSION {
             return Ok((
                 header,
-                Self::Unknown { version: header.version, kind: header.kind, body: body.to_vec() },
+                Self::Unknown {
+                    version: header.version,
+                    kind: header.kind,
+                    body: body.to_vec(),
+                },
             ));
         }
         let mut r = Reader::new(body, "message");
@@ -121,7 +140,10 @@ impl Message {
             kind::ECHO_REPLY => Self::EchoReply(r.rest().to_vec()),
             kind::FEATURES_REQUEST => Self::FeaturesRequest,
             kind::FEATURES_REPLY => Self::FeaturesReply(Features::decode(&mut r)?),
-            kind::SET_CONFIG => Self::SetConfig { flags: r.u16()?, miss_send_len: r.u16()? },
+            kind::SET_CONFIG => Self::SetConfig {
+                flags: r.u16()?,
+                miss_send_len: r.u16()?,
+            },
             kind::PACKET_IN => Self::PacketIn(PacketIn::decode(&mut r)?),
             kind::PACKET_OUT => Self::PacketOut(PacketOut::decode(&mut r)?),
             kind::FLOW_MOD => Self::FlowMod(FlowMod::decode(&mut r)?),
@@ -168,7 +190,10 @@ impl Message {
             Self::EchoRequest(d) | Self::EchoReply(d) => buf.put_slice(d),
             Self::FeaturesRequest | Self::BarrierRequest | Self::BarrierReply => {}
             Self::FeaturesReply(f) => f.encode(buf),
-            Self::SetConfig { flags, miss_send_len } => {
+            Self::SetConfig {
+                flags,
+                miss_send_len,
+            } => {
                 buf.put_u16(*flags);
                 buf.put_u16(*miss_send_len);
             }
@@ -214,7 +239,9 @@ fn decode_hello(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
 /// Whether a peer's hello allows OpenFlow 1.5.
 pub fn hello_allows_of15(header_version: u8, versions: Option<&[u32]>) -> bool {
     match versions {
-        Some(bitmaps) => bitmaps.first().is_some_and(|b| b & (1 << OFP15_VERSION) != 0),
+        Some(bitmaps) => bitmaps
+            .first()
+            .is_some_and(|b| b & (1 << OFP15_VERSION) != 0),
         None => header_version >= OFP15_VERSION,
     }
 }
@@ -290,7 +317,11 @@ impl ErrorMsg {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let kind = ErrorType::from_u16(r.u16()?);
         let code = r.u16()?;
-        Ok(Self { kind, code, data: r.rest().to_vec() })
+        Ok(Self {
+            kind,
+            code,
+            data: r.rest().to_vec(),
+        })
     }
 
     fn encode(&self, buf: &mut BytesMut) {
@@ -317,8 +348,15 @@ impl fmt::Display for ErrorMsg {
             (ErrorType::BadRequest, 1) => " (OFPBRC_BAD_TYPE)",
             _ => "",
         };
-        let req = self.failed_request_kind().map(|k| format!(", request type {k}")).unwrap_or_default();
-        write!(f, "switch error {:?} code {}{code}{req}", self.kind, self.code)
+        let req = self
+            .failed_request_kind()
+            .map(|k| format!(", request type {k}"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "switch error {:?} code {}{code}{req}",
+            self.kind, self.code
+        )
     }
 }
 
@@ -341,7 +379,13 @@ impl Features {
         r.skip(2)?;
         let capabilities = r.u32()?;
         r.skip(4)?;
-        Ok(Self { datapath_id, n_buffers, n_tables, auxiliary_id, capabilities })
+        Ok(Self {
+            datapath_id,
+            n_buffers,
+            n_tables,
+            auxiliary_id,
+            capabilities,
+        })
     }
 
     fn encode(&self, buf: &mut BytesMut) {
@@ -379,7 +423,15 @@ impl PacketIn {
         let cookie = r.u64()?;
         let fields = Match::decode(r)?;
         r.skip(2)?;
-        Ok(Self { buffer_id, total_len, reason, table_id, cookie, fields, data: r.rest().to_vec() })
+        Ok(Self {
+            buffer_id,
+            total_len,
+            reason,
+            table_id,
+            cookie,
+            fields,
+            data: r.rest().to_vec(),
+        })
     }
 
     fn encode(&self, buf: &mut BytesMut) {
@@ -420,7 +472,12 @@ impl PacketOut {
         r.skip(2)?;
         let fields = Match::decode(r)?;
         let actions = decode_actions(r.bytes(actions_len)?)?;
-        Ok(Self { buffer_id, fields, actions, data: r.rest().to_vec() })
+        Ok(Self {
+            buffer_id,
+            fields,
+            actions,
+            data: r.rest().to_vec(),
+        })
     }
 
     fn encode(&self, buf: &mut BytesMut) {
@@ -617,7 +674,10 @@ impl GroupMod {
             let action_len = usize::from(br.u16()?);
             let bucket_id = br.u32()?;
             if len < 8 + action_len {
-                return Err(DecodeError::new("bucket", format!("length {len} < actions")));
+                return Err(DecodeError::new(
+                    "bucket",
+                    format!("length {len} < actions"),
+                ));
             }
             let actions = decode_actions(br.bytes(action_len)?)?;
             let mut pr = Reader::new(br.bytes(len - 8 - action_len)?, "bucket property");
@@ -626,7 +686,10 @@ impl GroupMod {
                 let ty = pr.u16()?;
                 let plen = usize::from(pr.u16()?);
                 if plen < 4 {
-                    return Err(DecodeError::new("bucket property", format!("length {plen}")));
+                    return Err(DecodeError::new(
+                        "bucket property",
+                        format!("length {plen}"),
+                    ));
                 }
                 let body = pr.bytes(plen - 4)?;
                 pr.skip(pad8(plen))?;
@@ -634,11 +697,21 @@ impl GroupMod {
                     weight = Some(u16::from_be_bytes([body[0], body[1]]));
                 }
             }
-            buckets.push(Bucket { bucket_id, actions, weight });
+            buckets.push(Bucket {
+                bucket_id,
+                actions,
+                weight,
+            });
         }
         // Group properties, if any, are not modelled.
         r.rest();
-        Ok(Self { command, group_type, group_id, command_bucket_id, buckets })
+        Ok(Self {
+            command,
+            group_type,
+            group_id,
+            command_bucket_id,
+            buckets,
+        })
     }
 
     fn encode(&self, buf: &mut BytesMut) {
@@ -704,7 +777,11 @@ impl BundleControl {
         let kind = r.u16()?;
         let flags = r.u16()?;
         r.rest();
-        Ok(Self { bundle_id, kind, flags })
+        Ok(Self {
+            bundle_id,
+            kind,
+            flags,
+        })
     }
 
     fn encode(&self, buf: &mut BytesMut) {
@@ -728,14 +805,18 @@ impl BundleAdd {
         r.skip(2)?;
         let flags = r.u16()?;
         let rest = r.rest();
-        let inner = Header::peek(rest)
-            .ok_or_else(|| DecodeError::new("bundle_add", "no inner message"))?;
+        let inner =
+            Header::peek(rest).ok_or_else(|| DecodeError::new("bundle_add", "no inner message"))?;
         let len = usize::from(inner.length);
         let frame = rest
             .get(..len)
             .ok_or_else(|| DecodeError::new("bundle_add", "inner message truncated"))?;
         let (_, message) = Message::decode(frame)?;
-        Ok(Self { bundle_id, flags, message: Box::new(message) })
+        Ok(Self {
+            bundle_id,
+            flags,
+            message: Box::new(message),
+        })
     }
 
     fn encode(&self, xid: u32, buf: &mut BytesMut) {

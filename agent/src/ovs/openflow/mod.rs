@@ -33,7 +33,9 @@ pub enum OfError {
     #[error(transparent)]
     Decode(#[from] DecodeError),
     /// The switch does not speak OpenFlow 1.5 (set `protocols=OpenFlow15` on the bridge).
-    #[error("switch does not offer OpenFlow 1.5 (hello version {0}); set protocols=OpenFlow15 on the bridge")]
+    #[error(
+        "switch does not offer OpenFlow 1.5 (hello version {0}); set protocols=OpenFlow15 on the bridge"
+    )]
     Version(u8),
     /// The switch rejected a request.
     #[error("{0}")]

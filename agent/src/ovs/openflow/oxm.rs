@@ -88,14 +88,24 @@ pub struct Oxm {
 impl Oxm {
     /// An exact-match field.
     pub fn exact(class: u16, field: u8, value: &[u8]) -> Self {
-        Self { class, field, has_mask: false, payload: value.to_vec() }
+        Self {
+            class,
+            field,
+            has_mask: false,
+            payload: value.to_vec(),
+        }
     }
 
     /// A masked field; `value` and `mask` must have the same length.
     pub fn masked(class: u16, field: u8, value: &[u8], mask: &[u8]) -> Self {
         let mut payload = value.to_vec();
         payload.extend_from_slice(mask);
-        Self { class, field, has_mask: true, payload }
+        Self {
+            class,
+            field,
+            has_mask: true,
+            payload,
+        }
     }
 
     pub fn in_port(port: u32) -> Self {
@@ -165,7 +175,12 @@ impl Oxm {
     }
     /// Nicira register `NXM_NX_REGn` with a mask: matches `reg & mask == value & mask`.
     pub fn reg_masked(n: u8, value: u32, mask: u32) -> Self {
-        Self::masked(CLASS_NXM1, nxm::REG0 + (n & 0x0f), &value.to_be_bytes(), &mask.to_be_bytes())
+        Self::masked(
+            CLASS_NXM1,
+            nxm::REG0 + (n & 0x0f),
+            &value.to_be_bytes(),
+            &mask.to_be_bytes(),
+        )
     }
     pub fn tun_ipv4_dst(ip: Ipv4Addr) -> Self {
         Self::exact(CLASS_NXM1, nxm::TUN_IPV4_DST, &ip.octets())
@@ -178,7 +193,11 @@ impl Oxm {
         } else {
             &self.payload[..]
         };
-        if self.has_mask { &body[..body.len() / 2] } else { body }
+        if self.has_mask {
+            &body[..body.len() / 2]
+        } else {
+            body
+        }
     }
 
     /// The mask half, if any.
@@ -213,10 +232,22 @@ impl Oxm {
         let len = usize::from(r.u8()?);
         let payload = r.bytes(len)?.to_vec();
         let has_mask = fh & 1 == 1;
-        let oxm = Self { class, field: fh >> 1, has_mask, payload };
-        let body = if class == CLASS_EXPERIMENTER { len.checked_sub(4) } else { Some(len) };
+        let oxm = Self {
+            class,
+            field: fh >> 1,
+            has_mask,
+            payload,
+        };
+        let body = if class == CLASS_EXPERIMENTER {
+            len.checked_sub(4)
+        } else {
+            Some(len)
+        };
         if has_mask && body.is_none_or(|b| b % 2 != 0) {
-            return Err(DecodeError::new("oxm", format!("masked field with odd length {len}")));
+            return Err(DecodeError::new(
+                "oxm",
+                format!("masked field with odd length {len}"),
+            ));
         }
         Ok(oxm)
     }
@@ -267,10 +298,16 @@ impl Match {
         let ty = r.u16()?;
         let len = usize::from(r.u16()?);
         if ty != MATCH_TYPE_OXM {
-            return Err(DecodeError::new("match", format!("unsupported match type {ty}")));
+            return Err(DecodeError::new(
+                "match",
+                format!("unsupported match type {ty}"),
+            ));
         }
         if len < 4 {
-            return Err(DecodeError::new("match", format!("length {len} below header size")));
+            return Err(DecodeError::new(
+                "match",
+                format!("length {len} below header size"),
+            ));
         }
         let body = r.bytes(len - 4)?;
         r.skip(pad8(len))?;
@@ -284,7 +321,9 @@ impl Match {
     }
 
     fn find(&self, class: u16, field: u8) -> Option<&Oxm> {
-        self.fields.iter().find(|f| f.class == class && f.field == field)
+        self.fields
+            .iter()
+            .find(|f| f.class == class && f.field == field)
     }
 
     fn u32_of(&self, class: u16, field: u8) -> Option<u32> {
@@ -302,12 +341,18 @@ impl Match {
     pub fn reg(&self, n: u8) -> Option<u32> {
         if let Some(f) = self.find(CLASS_NXM1, nxm::REG0 + n) {
             let v = u32::from_be_bytes(f.value().try_into().ok()?);
-            let m = f.mask().and_then(|m| m.try_into().ok()).map_or(u32::MAX, u32::from_be_bytes);
+            let m = f
+                .mask()
+                .and_then(|m| m.try_into().ok())
+                .map_or(u32::MAX, u32::from_be_bytes);
             return Some(v & m);
         }
         let f = self.find(CLASS_PKT_REGS, n / 2)?;
         let v = u64::from_be_bytes(f.value().try_into().ok()?);
-        let m = f.mask().and_then(|m| m.try_into().ok()).map_or(u64::MAX, u64::from_be_bytes);
+        let m = f
+            .mask()
+            .and_then(|m| m.try_into().ok())
+            .map_or(u64::MAX, u64::from_be_bytes);
         let x = v & m;
         // xreg n holds reg(2n) in its upper half and reg(2n+1) in its lower half.
         let half = if n % 2 == 0 { x >> 32 } else { x & 0xffff_ffff };
@@ -316,13 +361,21 @@ impl Match {
 
     /// `tun_ipv4_dst` (Nicira), if present.
     pub fn tun_ipv4_dst(&self) -> Option<Ipv4Addr> {
-        let v: [u8; 4] = self.find(CLASS_NXM1, nxm::TUN_IPV4_DST)?.value().try_into().ok()?;
+        let v: [u8; 4] = self
+            .find(CLASS_NXM1, nxm::TUN_IPV4_DST)?
+            .value()
+            .try_into()
+            .ok()?;
         Some(Ipv4Addr::from(v))
     }
 
     /// `tun_ipv6_dst` (Nicira), if present.
     pub fn tun_ipv6_dst(&self) -> Option<Ipv6Addr> {
-        let v: [u8; 16] = self.find(CLASS_NXM1, nxm::TUN_IPV6_DST)?.value().try_into().ok()?;
+        let v: [u8; 16] = self
+            .find(CLASS_NXM1, nxm::TUN_IPV6_DST)?
+            .value()
+            .try_into()
+            .ok()?;
         Some(Ipv6Addr::from(v))
     }
 
@@ -333,22 +386,38 @@ impl Match {
 
     /// Original-direction conntrack source/destination (`ct_nw_src`/`ct_nw_dst`).
     pub fn ct_nw_src(&self) -> Option<Ipv4Addr> {
-        let v: [u8; 4] = self.find(CLASS_NXM1, nxm::CT_NW_SRC)?.value().try_into().ok()?;
+        let v: [u8; 4] = self
+            .find(CLASS_NXM1, nxm::CT_NW_SRC)?
+            .value()
+            .try_into()
+            .ok()?;
         Some(Ipv4Addr::from(v))
     }
 
     pub fn ct_nw_dst(&self) -> Option<Ipv4Addr> {
-        let v: [u8; 4] = self.find(CLASS_NXM1, nxm::CT_NW_DST)?.value().try_into().ok()?;
+        let v: [u8; 4] = self
+            .find(CLASS_NXM1, nxm::CT_NW_DST)?
+            .value()
+            .try_into()
+            .ok()?;
         Some(Ipv4Addr::from(v))
     }
 
     pub fn ct_ipv6_src(&self) -> Option<Ipv6Addr> {
-        let v: [u8; 16] = self.find(CLASS_NXM1, nxm::CT_IPV6_SRC)?.value().try_into().ok()?;
+        let v: [u8; 16] = self
+            .find(CLASS_NXM1, nxm::CT_IPV6_SRC)?
+            .value()
+            .try_into()
+            .ok()?;
         Some(Ipv6Addr::from(v))
     }
 
     pub fn ct_ipv6_dst(&self) -> Option<Ipv6Addr> {
-        let v: [u8; 16] = self.find(CLASS_NXM1, nxm::CT_IPV6_DST)?.value().try_into().ok()?;
+        let v: [u8; 16] = self
+            .find(CLASS_NXM1, nxm::CT_IPV6_DST)?
+            .value()
+            .try_into()
+            .ok()?;
         Some(Ipv6Addr::from(v))
     }
 }

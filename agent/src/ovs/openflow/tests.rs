@@ -43,8 +43,7 @@ fn encode(xid: u32, m: &Message) -> String {
 }
 
 const OVS_HELLO: &str = "060000100000002c0001000800000040";
-const OVS_FEATURES_REPLY: &str =
-    "060600200000000200004617be85354700000000fe0000000000024f00000000";
+const OVS_FEATURES_REPLY: &str = "060600200000000200004617be85354700000000fe0000000000024f00000000";
 /// table=7 packet-in from a packet-out (in_port=3) after reg3=0x42, tun_dst=192.168.77.2.
 const OVS_PACKET_IN: &str = "060a006c00000000ffffffff002a0507000000000000000000010028800000040000000300014004c0a84d0280010310000000000000004200000000ffffffff0000020000000002020000000001080045b8001c00074000400100000a0100020a0100030800f7ff00000000";
 const OVS_ERROR_BAD_OUT_GROUP: &str = "0601006c0000000600020009060e0060000000060000000000000000000000000000000000000000000000c8ffffffffffffffffffffffff000000000001001a80000a020800800010012e800014010680001c02005000000000000000040010000000000016000800000007";
@@ -75,7 +74,12 @@ const OFCTL_PACKET_OUT: &str = "060d004a00000006ffffffff001000000001000c80000004
 #[test]
 fn hello_from_ovs_negotiates_of15() {
     let (_, msg) = roundtrip(OVS_HELLO);
-    assert_eq!(msg, Message::Hello { versions: Some(vec![0x40]) });
+    assert_eq!(
+        msg,
+        Message::Hello {
+            versions: Some(vec![0x40])
+        }
+    );
     assert_eq!(encode(0x2c, &Message::hello()), OVS_HELLO);
     assert!(super::message::hello_allows_of15(6, Some(&[0x40])));
     assert!(!super::message::hello_allows_of15(6, Some(&[0x10])));
@@ -85,7 +89,9 @@ fn hello_from_ovs_negotiates_of15() {
 fn features_reply_from_ovs() {
     let (xid, msg) = roundtrip(OVS_FEATURES_REPLY);
     assert_eq!(xid, 2);
-    let Message::FeaturesReply(f) = msg else { panic!("not features: {msg:?}") };
+    let Message::FeaturesReply(f) = msg else {
+        panic!("not features: {msg:?}")
+    };
     assert_eq!(f.datapath_id, 0x0000_4617_be85_3547);
     assert_eq!(f.n_tables, 254);
 }
@@ -93,23 +99,34 @@ fn features_reply_from_ovs() {
 #[test]
 fn packet_in_from_ovs_carries_metadata_and_whole_packet() {
     let (_, msg) = roundtrip(OVS_PACKET_IN);
-    let Message::PacketIn(p) = msg else { panic!("not a packet-in: {msg:?}") };
+    let Message::PacketIn(p) = msg else {
+        panic!("not a packet-in: {msg:?}")
+    };
     assert_eq!(p.table_id, 7);
     assert_eq!(p.reason, 5, "OFPR_PACKET_OUT");
     assert_eq!(p.total_len, 42);
     assert_eq!(p.data.len(), 42);
     assert_eq!(p.fields.in_port(), Some(3));
-    assert_eq!(p.fields.reg(3), Some(0x42), "reg3 arrives as packet register xreg1");
+    assert_eq!(
+        p.fields.reg(3),
+        Some(0x42),
+        "reg3 arrives as packet register xreg1"
+    );
     assert_eq!(p.fields.reg(2), Some(0), "reg2 is masked out of xreg1");
     assert_eq!(p.fields.reg(0), None);
-    assert_eq!(p.fields.tun_ipv4_dst(), Some(Ipv4Addr::new(192, 168, 77, 2)));
+    assert_eq!(
+        p.fields.tun_ipv4_dst(),
+        Some(Ipv4Addr::new(192, 168, 77, 2))
+    );
 }
 
 #[test]
 fn error_from_ovs_is_typed_and_names_the_request() {
     let (xid, msg) = roundtrip(OVS_ERROR_BAD_OUT_GROUP);
     assert_eq!(xid, 6);
-    let Message::Error(e) = msg else { panic!("not an error: {msg:?}") };
+    let Message::Error(e) = msg else {
+        panic!("not an error: {msg:?}")
+    };
     assert_eq!(e.kind, ErrorType::BadAction);
     assert_eq!(e.code, 9);
     assert_eq!(e.failed_request_kind(), Some(14));
@@ -167,7 +184,11 @@ fn our_flow_mods_equal_ovs_ofctl_bytes() {
         0,
         Match::new()
             .with(Oxm::eth_type(0x86dd))
-            .with(Oxm::ipv6_src("fd00::1".parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::UNSPECIFIED)))
+            .with(Oxm::ipv6_src(
+                "fd00::1"
+                    .parse::<Ipv6Addr>()
+                    .unwrap_or(Ipv6Addr::UNSPECIFIED),
+            ))
             .with(Oxm::ip_proto(58)),
         vec![Instruction::ApplyActions(vec![
             Action::output(port::IN_PORT),
@@ -206,7 +227,10 @@ fn our_flow_mods_equal_ovs_ofctl_bytes() {
                 &0x0001_0000_0000_0004_u64.to_be_bytes(),
                 &0x0001_0000_ffff_ffff_u64.to_be_bytes(),
             )),
-        vec![Instruction::ApplyActions(vec![Action::output(4), Action::to_controller()])],
+        vec![Instruction::ApplyActions(vec![
+            Action::output(4),
+            Action::to_controller(),
+        ])],
     );
     assert_eq!(encode(6, &Message::FlowMod(out)), OFCTL_FLOW_TRACE_OUT);
 
@@ -217,10 +241,15 @@ fn our_flow_mods_equal_ovs_ofctl_bytes() {
 #[test]
 fn output_reg_action_decodes_from_ovs_ofctl() {
     let (_, msg) = roundtrip(OFCTL_FLOW_OUTPUT_REG);
-    let Message::FlowMod(f) = msg else { panic!("not a flow mod") };
+    let Message::FlowMod(f) = msg else {
+        panic!("not a flow mod")
+    };
     assert_eq!(
         f.instructions,
-        vec![Instruction::ApplyActions(vec![Action::OutputReg { reg: 1, max_len: 0xffff }])]
+        vec![Instruction::ApplyActions(vec![Action::OutputReg {
+            reg: 1,
+            max_len: 0xffff
+        }])]
     );
     assert_eq!(f.fields.reg(0), Some(0x10000));
 }
@@ -234,8 +263,16 @@ fn group_mod_equals_ovs_ofctl_bytes() {
         group_id: 7,
         command_bucket_id: 0xffff_ffff,
         buckets: vec![
-            Bucket { bucket_id: 0, actions: vec![Action::output(1)], weight: Some(100) },
-            Bucket { bucket_id: 1, actions: vec![Action::output(2)], weight: Some(100) },
+            Bucket {
+                bucket_id: 0,
+                actions: vec![Action::output(1)],
+                weight: Some(100),
+            },
+            Bucket {
+                bucket_id: 1,
+                actions: vec![Action::output(2)],
+                weight: Some(100),
+            },
         ],
     });
     assert_eq!(msg, ours);
@@ -266,7 +303,14 @@ fn nicira_controller_action_roundtrips() {
     );
     let m = Message::FlowMod(f);
     let hex = encode(9, &m);
-    assert!(hex.contains("ffff00100000232000140ffff00000100".replace("0ffff", "ffff").as_str()), "{hex}");
+    assert!(
+        hex.contains(
+            "ffff00100000232000140ffff00000100"
+                .replace("0ffff", "ffff")
+                .as_str()
+        ),
+        "{hex}"
+    );
     let (_, back) = roundtrip(&hex);
     assert_eq!(back, m);
 }
@@ -280,7 +324,10 @@ fn bundle_add_wraps_a_whole_message() {
         message: Box::new(inner),
     });
     let hex = encode(5, &m);
-    assert_eq!(hex, "0622001800000005000000010000000306140008 00000005".replace(' ', ""));
+    assert_eq!(
+        hex,
+        "0622001800000005000000010000000306140008 00000005".replace(' ', "")
+    );
     let (_, back) = roundtrip(&hex);
     assert_eq!(back, m);
 }
@@ -295,9 +342,16 @@ fn unknown_types_are_values() {
         "060e0050000000060000000000000000000000000000000000000000000000c8ffffffffffffffffffffffff000000000001000400000000\
          00040010000000000077000800000000 0006000800000000",
     );
-    let Message::FlowMod(f) = msg else { panic!("not a flow mod") };
-    assert!(matches!(&f.instructions[0], Instruction::ApplyActions(a) if matches!(a[0], Action::Unknown { kind: 0x77, .. })));
-    assert!(matches!(f.instructions[1], Instruction::Unknown { kind: 6, .. }));
+    let Message::FlowMod(f) = msg else {
+        panic!("not a flow mod")
+    };
+    assert!(
+        matches!(&f.instructions[0], Instruction::ApplyActions(a) if matches!(a[0], Action::Unknown { kind: 0x77, .. }))
+    );
+    assert!(matches!(
+        f.instructions[1],
+        Instruction::Unknown { kind: 6, .. }
+    ));
 }
 
 #[test]
@@ -306,7 +360,10 @@ fn framing_distinguishes_incomplete_from_protocol_errors() {
     assert_eq!(frame::check(&full[..5]), Err(FrameError::Incomplete));
     assert_eq!(frame::check(&full[..20]), Err(FrameError::Incomplete));
     assert!(frame::check(&full).is_ok());
-    assert!(matches!(frame::check(&unhex("0600000400000000")), Err(FrameError::Protocol(_))));
+    assert!(matches!(
+        frame::check(&unhex("0600000400000000")),
+        Err(FrameError::Protocol(_))
+    ));
 }
 
 #[test]

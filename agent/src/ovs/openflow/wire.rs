@@ -18,7 +18,10 @@ pub struct DecodeError {
 
 impl DecodeError {
     pub(crate) fn new(what: &'static str, detail: impl Into<String>) -> Self {
-        Self { what, detail: detail.into() }
+        Self {
+            what,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -46,7 +49,11 @@ impl<'a> Reader<'a> {
         if self.remaining() < n {
             return Err(DecodeError::new(
                 self.what,
-                format!("needs {n} more bytes at offset {}, has {}", self.pos, self.remaining()),
+                format!(
+                    "needs {n} more bytes at offset {}, has {}",
+                    self.pos,
+                    self.remaining()
+                ),
             ));
         }
         let out = &self.buf[self.pos..self.pos + n];
@@ -82,7 +89,10 @@ impl<'a> Reader<'a> {
     /// The `len` bytes starting at absolute offset `start` (for re-reading a structure raw).
     pub(crate) fn slice_at(&self, start: usize, len: usize) -> Result<&'a [u8], DecodeError> {
         self.buf.get(start..start + len).ok_or_else(|| {
-            DecodeError::new(self.what, format!("{len} bytes at offset {start} out of range"))
+            DecodeError::new(
+                self.what,
+                format!("{len} bytes at offset {start} out of range"),
+            )
         })
     }
 
@@ -97,7 +107,11 @@ impl<'a> Reader<'a> {
         if self.remaining() != 0 {
             return Err(DecodeError::new(
                 self.what,
-                format!("{} trailing bytes after offset {}", self.remaining(), self.pos),
+                format!(
+                    "{} trailing bytes after offset {}",
+                    self.remaining(),
+                    self.pos
+                ),
             ));
         }
         Ok(())
