@@ -1,1 +1,81 @@
-fn main() {}
+//! `traceflow-agent`: parses flags (docs/contracts.md), reads the certificates, runs the agent.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use traceflow_agent::{AgentConfig, adapter::AdapterConfig, runtime::OvsPaths};
+
+/// Per-Node Traceflow agent: programs br-int, injects trace packets, reports observations.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// This Node's name (the certificate's CN).
+    #[arg(long, env = "TRACEFLOW_NODE")]
+    node: String,
+    /// The adapter's agent endpoint, e.g. https://127.0.0.1:9443.
+    #[arg(long, env = "TRACEFLOW_ADAPTER")]
+    adapter: String,
+    /// CA certificate (PEM) that signed the adapter's server certificate.
+    #[arg(long, env = "TRACEFLOW_CA")]
+    ca: PathBuf,
+    /// This agent's certificate (PEM).
+    #[arg(long, env = "TRACEFLOW_CERT")]
+    cert: PathBuf,
+    /// This agent's private key (PEM).
+    #[arg(long, env = "TRACEFLOW_KEY")]
+    key: PathBuf,
+    /// OVS run directory holding <bridge>.mgmt and db.sock.
+    #[arg(long, env = "TRACEFLOW_OVS_RUNDIR")]
+    ovs_rundir: PathBuf,
+    /// The integration bridge.
+    #[arg(long, env = "TRACEFLOW_BRIDGE", default_value = "br-int")]
+    bridge: String,
+    /// TLS name expected on the adapter's certificate.
+    #[arg(
+        long,
+        env = "TRACEFLOW_ADAPTER_SERVER_NAME",
+        default_value = "localhost"
+    )]
+    adapter_server_name: String,
+}
+
+fn read(p: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let a = Args::parse();
+    let cfg = AgentConfig {
+        node: a.node,
+        adapter: AdapterConfig {
+            endpoint: a.adapter,
+            ca_pem: read(&a.ca)?,
+            cert_pem: read(&a.cert)?,
+            key_pem: read(&a.key)?,
+            server_name: a.adapter_server_name,
+        },
+        ovs: OvsPaths::new(a.ovs_rundir, a.bridge),
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        stop.cancel();
+    });
+    traceflow_agent::run(cfg, shutdown).await;
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::pipeline::{self, DatapathHandle};
 use crate::ports::{self, NodePorts};
@@ -61,11 +61,18 @@ impl NodeRuntime {
             async move {
                 while let Some(pin) = pin_rx.recv().await {
                     match t.observe(&pin) {
-                        Some(o) => {
-                            if obs_tx.send(o).await.is_err() {
-                                break;
+                        // Never block here: a slow consumer must not stall the datapath task
+                        // (and with it reconciliation); dropping a report is logged.
+                        Some(o) => match obs_tx.try_send(o) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(o)) => {
+                                warn!(
+                                    trace_id = o.trace_id,
+                                    "observation queue full; report dropped"
+                                );
                             }
-                        }
+                            Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        },
                         None => debug!(table = pin.table_id, "packet-in is not a trace packet"),
                     }
                 }

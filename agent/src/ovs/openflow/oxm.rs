@@ -355,7 +355,11 @@ impl Match {
             .map_or(u64::MAX, u64::from_be_bytes);
         let x = v & m;
         // xreg n holds reg(2n) in its upper half and reg(2n+1) in its lower half.
-        let half = if n.is_multiple_of(2) { x >> 32 } else { x & 0xffff_ffff };
+        let half = if n.is_multiple_of(2) {
+            x >> 32
+        } else {
+            x & 0xffff_ffff
+        };
         u32::try_from(half).ok()
     }
 

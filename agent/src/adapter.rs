@@ -1,0 +1,153 @@
+//! The session with the cluster's adapter: `AgentService.Attach`, one bidirectional stream,
+//! opened by the agent with its Node certificate (docs/contracts.md).
+//!
+//! ```text
+//!  NodeRuntime.ports ──AgentHello (first) / ports (on change)──▶ adapter
+//!  NodeRuntime.observations ──TraceReport (one per packet-in)───▶ adapter
+//!  Tracer.inject ◀──AgentCommand::Inject── adapter; failure ──TraceFailure──▶ adapter
+//! ```
+//!
+//! Contract: the first message on every stream is `hello` with the current ports; `ports`
+//! follows each change. When the adapter goes away the session reconnects with backoff
+//! (200 ms doubling to 5 s, reset after a successful attach); reports produced meanwhile wait
+//! in the runtime's bounded queue and are sent after reconnecting.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use traceflow_proto::v1::{self as pb, agent_command, agent_message};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::runtime::NodeRuntime;
+
+/// How to reach the adapter.
+#[derive(Clone)]
+pub struct AdapterConfig {
+    /// `https://host:port` (mTLS), or `http://...` for development without TLS.
+    pub endpoint: String,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// The TLS name the adapter's certificate must carry (`localhost` in the lab).
+    pub server_name: String,
+}
+
+/// Why connecting to the adapter failed (retried by [`run`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("invalid adapter address {0:?}")]
+    Endpoint(String),
+    #[error("cannot connect to the adapter: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("adapter refused the stream: {0}")]
+    Attach(#[from] tonic::Status),
+}
+
+async fn connect(cfg: &AdapterConfig) -> Result<Channel, SessionError> {
+    let mut ep = Endpoint::from_shared(cfg.endpoint.clone())
+        .map_err(|_| SessionError::Endpoint(cfg.endpoint.clone()))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20));
+    if cfg.endpoint.starts_with("https://") {
+        ep = ep.tls_config(traceflow_pki::tonic_client_tls(
+            &cfg.ca_pem,
+            Some((&cfg.cert_pem, &cfg.key_pem)),
+            &cfg.server_name,
+        ))?;
+    }
+    Ok(ep.connect().await?)
+}
+
+fn msg(kind: agent_message::Kind) -> pb::AgentMessage {
+    pb::AgentMessage { kind: Some(kind) }
+}
+
+/// Runs the adapter session until `shutdown`, reconnecting whenever the stream ends.
+pub async fn run(cfg: AdapterConfig, mut rt: NodeRuntime, shutdown: CancellationToken) {
+    let node = rt.tracer.node().to_string();
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        let span = info_span!("adapter", node = %node, adapter = %cfg.endpoint);
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = session(&cfg, &mut rt, &shutdown).instrument(span) => r,
+        };
+        match result {
+            Ok(()) => {
+                info!(node = %node, "adapter stream ended; reconnecting");
+                backoff = Duration::from_millis(200);
+            }
+            Err(error) => {
+                warn!(%error, node = %node, retry_in = ?backoff, "adapter session failed")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One stream: hello, then ports / reports out and inject commands in, until it ends.
+async fn session(
+    cfg: &AdapterConfig,
+    rt: &mut NodeRuntime,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let channel = connect(cfg).await?;
+    let node = rt.tracer.node().to_string();
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(4096);
+    let hello = rt.ports.borrow_and_update().to_hello(&node);
+    // The channel is empty and owned here, so this cannot fail.
+    let _ = tx.try_send(msg(agent_message::Kind::Hello(hello)));
+    let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+    let mut inbound = client.attach(ReceiverStream::new(rx)).await?.into_inner();
+    info!("attached to adapter");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            changed = rt.ports.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let ports = rt.ports.borrow_and_update().to_hello(&node);
+                debug!(pods = ports.pods.len(), "sending ports");
+                if tx.send(msg(agent_message::Kind::Ports(ports))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            obs = rt.observations.recv() => {
+                let Some(obs) = obs else { return Ok(()) };
+                debug!(trace_id = obs.trace_id, "sending report");
+                if tx.send(msg(agent_message::Kind::Report(obs.into_report()))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            cmd = inbound.message() => match cmd? {
+                None => return Ok(()),
+                Some(pb::AgentCommand { kind: Some(agent_command::Kind::Inject(req)) }) => {
+                    let tracer = rt.tracer.clone();
+                    let tx = tx.clone();
+                    let span = info_span!("inject", trace_id = req.trace_id, trace_uid = %req.trace_uid);
+                    tokio::spawn(async move {
+                        if let Err(error) = tracer.inject(&req).await {
+                            warn!(%error, "inject failed");
+                            let failure = pb::TraceFailure {
+                                trace_uid: req.trace_uid.clone(),
+                                trace_id: req.trace_id,
+                                reason: error.to_string(),
+                            };
+                            let _ = tx.send(msg(agent_message::Kind::Failure(failure))).await;
+                        }
+                    }.instrument(span));
+                }
+                Some(pb::AgentCommand { kind: None }) => debug!("empty command"),
+            },
+        }
+    }
+}
