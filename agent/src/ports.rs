@@ -318,7 +318,11 @@ pub fn spawn_watcher(
             while !shutdown.is_cancelled() {
                 let run = async {
                     let mut mon = Ovsdb::connect(&db_sock).await?.monitor_interfaces().await?;
+                    // The first snapshot of every connection is always published, so a
+                    // consumer waiting for "OVSDB has been read" wakes even if nothing changed.
+                    tx.send_replace(NodePorts::from_interfaces(&mon.interfaces()));
                     loop {
+                        mon.changed().await?;
                         let ports = NodePorts::from_interfaces(&mon.interfaces());
                         tx.send_if_modified(|cur| {
                             if *cur == ports {
@@ -328,7 +332,6 @@ pub fn spawn_watcher(
                             *cur = ports;
                             true
                         });
-                        mon.changed().await?;
                     }
                 };
                 let result: Result<(), crate::ovs::ovsdb::OvsdbError> = tokio::select! {

@@ -22,6 +22,13 @@ impl Drop for Stop {
 }
 
 async fn start(node: &OvsNode) -> (NodeRuntime, Stop) {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
     let shutdown = CancellationToken::new();
     let mut rt = NodeRuntime::start(
         "node-a",

@@ -84,7 +84,7 @@ pub struct DatapathHandle {
     pub programmed: watch::Receiver<u64>,
 }
 
-/// Keeps br-int programmed: connects to `mgmt` (reconnecting with backoff 100 ms → 1 s when
+/// Keeps br-int programmed: waits (up to 5 s) for the first OVSDB snapshot, connects to `mgmt` (reconnecting with backoff 100 ms → 1 s when
 /// ovs-vswitchd goes away), reconciles on connect and whenever `ports` changes, and forwards
 /// every packet-in to `packet_ins`. Stops when `shutdown` is cancelled.
 pub fn spawn(
@@ -98,6 +98,12 @@ pub fn spawn(
     let span = info_span!("datapath", mgmt = %mgmt.display());
     tokio::spawn(
         async move {
+            // Programming before OVSDB was read would briefly install a pipeline without
+            // any Pod (dropping their traffic after an agent restart): wait for the first
+            // snapshot, but not forever.
+            if tokio::time::timeout(Duration::from_secs(5), ports.changed()).await.is_err() {
+                warn!("no OVSDB snapshot after 5 s; programming with the ports known so far");
+            }
             let mut backoff = Duration::from_millis(100);
             let mut logged_down = false;
             while !shutdown.is_cancelled() {

@@ -10,6 +10,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fake_adapter;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
