@@ -284,3 +284,59 @@ async fn agent_reprograms_after_vswitchd_restart() {
     assert_eq!(o.trace_id, 99);
     assert!(node.ping(0, &node.pods[1].ip.clone()), "ping after restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_from_tunnel_is_received_routed_and_delivered() {
+    use traceflow_agent::ovs::openflow::{Action, Message, PacketOut, port};
+    use traceflow_agent::ports::Mac;
+    use traceflow_agent::trace::packet::{TracePacket, Transport};
+
+    let node = OvsNode::start(2);
+    let (mut rt, _stop) = start(&node).await;
+    // What a sender Node would put on the wire: routed, so dst MAC = the global virtual MAC.
+    let data = TracePacket {
+        src_mac: Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01]),
+        dst_mac: Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]),
+        src: "10.2.0.5".parse().unwrap_or_else(|e| panic!("{e}")),
+        dst: node.pods[1].ip.parse().unwrap_or_else(|e| panic!("{e}")),
+        trace_id: 555,
+        ttl: 64,
+        ip_flags: 0,
+        transport: Transport::Echo { id: 1, seq: 1 },
+    }
+    .build()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sw = rt
+        .datapath
+        .switch
+        .borrow()
+        .clone()
+        .unwrap_or_else(|| panic!("not connected"));
+    let po = Message::PacketOut(PacketOut::new(
+        node.tunnel_ofport,
+        vec![Action::output(port::TABLE)],
+        data,
+    ));
+    sw.transact(&[po])
+        .await
+        .unwrap_or_else(|e| panic!("packet-out: {e}"));
+
+    let o = next_obs(&mut rt).await;
+    assert_eq!(o.trace_id, 555);
+    assert_eq!(o.result.role, "receiver");
+    assert_eq!(
+        summary(&o),
+        vec![
+            (
+                pb::Component::Forwarding,
+                String::new(),
+                pb::Action::Received
+            ),
+            (
+                pb::Component::Forwarding,
+                "Output".into(),
+                pb::Action::Delivered
+            ),
+        ]
+    );
+}

@@ -6,9 +6,11 @@
 //! PipelineRootClassifier  arp → ARPSpoofGuard; ip/ipv6 → Classifier; else drop
 //! ARPSpoofGuard           Pod port + its own sha/spa, or gateway → ARPResponder; else drop
 //! ARPResponder            NORMAL (L2 learning among local ports; Antrea's default flow too)
-//! Classifier              in_port → reg0[0..3] source (tunnel 1, gateway 2, Pod 3)
+//! Classifier              in_port → reg0[0..3] source (tunnel 1 + RewriteMAC, gateway 2, Pod 3)
 //! SpoofGuard              Pod port + its own MAC + IP (v6 link-local / DAD too); gateway: any
 //! IPv6                    ND and multicast → NORMAL
+//! L3Forwarding           routed (from tunnel) to a local Pod IP → MACs gateway → Pod
+//! L3DecTTL                routed → dec_ttl
 //! L2ForwardingCalc        dl_dst = Pod / gateway MAC → reg1 = ofport, reg0 OFPortFound + output mode
 //! Output                  trace class: → controller (and tunnel when reg1 is the tunnel); else output:reg1
 //! ```
@@ -126,6 +128,23 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
     ));
 
     // Classifier: where did the packet come from.
+    if let Some(t) = ports.tunnel_ofport {
+        // Tunnelled packets were validated by the sender Node's SpoofGuard; they were routed
+        // there (dst MAC = the global virtual MAC), so L3Forwarding rewrites their MACs.
+        f.push(flow(
+            Table::Classifier,
+            prio::NORMAL,
+            Match::new().with(Oxm::in_port(t)),
+            vec![
+                apply(vec![Action::set_reg(
+                    0,
+                    regs::FROM_TUNNEL | regs::REWRITE_MAC_MARK,
+                    regs::PKT_SOURCE_MASK | regs::REWRITE_MAC_MARK,
+                )]),
+                goto(Table::IPv6),
+            ],
+        ));
+    }
     let mut classify = |ofport: u32, source: u32, next: Table| {
         f.push(flow(
             Table::Classifier,
@@ -137,10 +156,6 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
             ],
         ));
     };
-    if let Some(t) = ports.tunnel_ofport {
-        // Tunnelled packets were validated by the sender Node's SpoofGuard.
-        classify(t, regs::FROM_TUNNEL, Table::IPv6);
-    }
     if let Some(gw) = &ports.gateway {
         classify(gw.ofport, regs::FROM_GATEWAY, Table::SpoofGuard);
     }
@@ -231,6 +246,50 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
         )),
         vec![apply(vec![Action::output(port::NORMAL)])],
     ));
+
+    // L3Forwarding: a routed packet (from the tunnel) for a local Pod gets the gateway MAC as
+    // source and the Pod's MAC as destination, as in Antrea; L3DecTTL then decrements its TTL.
+    if let Some(gw) = &ports.gateway {
+        for pod in &ports.pods {
+            for ip in &pod.port.ips {
+                let m = Match::new().with(Oxm::reg_masked(
+                    0,
+                    regs::REWRITE_MAC_MARK,
+                    regs::REWRITE_MAC_MARK,
+                ));
+                let m = match ip {
+                    IpAddr::V4(v4) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::ipv4_dst(*v4)),
+                    IpAddr::V6(v6) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::ipv6_dst(*v6)),
+                };
+                f.push(flow(
+                    Table::L3Forwarding,
+                    prio::NORMAL,
+                    m,
+                    vec![
+                        apply(vec![
+                            Action::SetField(Oxm::eth_src(gw.mac.0)),
+                            Action::SetField(Oxm::eth_dst(pod.port.mac.0)),
+                        ]),
+                        goto(Table::L3DecTTL),
+                    ],
+                ));
+            }
+        }
+    }
+    for et in [ETH_IPV4, ETH_IPV6] {
+        f.push(flow(
+            Table::L3DecTTL,
+            prio::NORMAL,
+            Match::new()
+                .with(Oxm::reg_masked(
+                    0,
+                    regs::REWRITE_MAC_MARK,
+                    regs::REWRITE_MAC_MARK,
+                ))
+                .with(Oxm::eth_type(et)),
+            vec![apply(vec![Action::DecNwTtl]), goto(Table::SNATMark)],
+        ));
+    }
 
     // L2ForwardingCalc: destination MAC → target port.
     let l2 = Table::L2ForwardingCalc;
@@ -362,6 +421,32 @@ mod tests {
             local
                 .iter()
                 .all(|f| f.fields.fields.contains(&Oxm::ip_dscp(TRACE_DSCP)))
+        );
+    }
+
+    #[test]
+    fn routed_packets_to_local_pods_get_their_macs_rewritten() {
+        let flows = desired_flows(&mk_node());
+        let l3 = in_table(&flows, Table::L3Forwarding);
+        let p1 = l3
+            .iter()
+            .find(|f| {
+                f.fields
+                    .fields
+                    .contains(&Oxm::ipv4_dst([10, 1, 0, 3].into()))
+            })
+            .unwrap_or_else(|| panic!("no L3Forwarding flow for p1"));
+        assert_eq!(
+            p1.instructions[0],
+            Instruction::ApplyActions(vec![
+                Action::SetField(Oxm::eth_src([2, 0, 0, 0, 0, 0xfe])),
+                Action::SetField(Oxm::eth_dst([2, 0, 0, 0, 0, 2])),
+            ])
+        );
+        assert!(
+            in_table(&flows, Table::L3DecTTL)
+                .iter()
+                .any(|f| f.instructions[0] == Instruction::ApplyActions(vec![Action::DecNwTtl]))
         );
     }
 

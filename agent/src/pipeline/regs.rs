@@ -8,6 +8,8 @@ pub const FROM_POD: u32 = 3;
 
 /// reg0 bit 8 `OFPortFoundRegMark`.
 pub const OFPORT_FOUND_MARK: u32 = 1 << 8;
+/// reg0 bit 9 `RewriteMACRegMark`: the packet is routed, L3Forwarding rewrites its MACs.
+pub const REWRITE_MAC_MARK: u32 = 1 << 9;
 /// reg0 bit 10 `APDenyRegMark`: an Antrea-native deny/reject rule matched (reg3 = its conj id).
 pub const AP_DENY_MARK: u32 = 1 << 10;
 /// reg0[11..12] `OutputRegField`; value 1 = `OutputToOFPortRegMark`.

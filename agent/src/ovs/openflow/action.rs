@@ -30,6 +30,7 @@ pub const NX_VENDOR_ID: u32 = 0x0000_2320;
 
 const OFPAT_OUTPUT: u16 = 0;
 const OFPAT_GROUP: u16 = 22;
+const OFPAT_DEC_NW_TTL: u16 = 24;
 const OFPAT_SET_FIELD: u16 = 25;
 const OFPAT_EXPERIMENTER: u16 = 0xffff;
 const NXAST_OUTPUT_REG: u16 = 15;
@@ -53,6 +54,8 @@ pub enum Action {
         controller_id: u16,
         reason: u8,
     },
+    /// `OFPAT_DEC_NW_TTL`: decrement the IPv4 TTL / IPv6 hop limit (routed packets).
+    DecNwTtl,
     /// Any other action, kept as its raw bytes (type and length included).
     Unknown { kind: u16, raw: Vec<u8> },
 }
@@ -95,6 +98,11 @@ impl Action {
                 buf.put_u16(OFPAT_GROUP);
                 buf.put_u16(8);
                 buf.put_u32(*id);
+            }
+            Self::DecNwTtl => {
+                buf.put_u16(OFPAT_DEC_NW_TTL);
+                buf.put_u16(8);
+                put_zeros(buf, 4);
             }
             Self::SetField(oxm) => {
                 buf.put_u16(OFPAT_SET_FIELD);
@@ -153,6 +161,10 @@ impl Action {
                 Self::Output { port, max_len }
             }
             OFPAT_GROUP if len == 8 => Self::Group(b.u32()?),
+            OFPAT_DEC_NW_TTL if len == 8 => {
+                b.skip(4)?;
+                Self::DecNwTtl
+            }
             OFPAT_SET_FIELD => {
                 let oxm = Oxm::decode(&mut b)?;
                 // The rest is padding to 8 bytes.

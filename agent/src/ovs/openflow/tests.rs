@@ -316,6 +316,32 @@ fn nicira_controller_action_roundtrips() {
 }
 
 #[test]
+fn dec_ttl_and_set_field_mac_roundtrip() {
+    let f = FlowMod::add(
+        16,
+        200,
+        0,
+        Match::new(),
+        vec![Instruction::ApplyActions(vec![
+            Action::SetField(Oxm::eth_dst([2, 0, 0, 0, 0, 2])),
+            Action::DecNwTtl,
+        ])],
+    );
+    let m = Message::FlowMod(f);
+    let hex = encode(3, &m);
+    // set_field eth_dst: type 25, len 16, OXM 0x80000606 + MAC + 2 bytes padding; dec_nw_ttl.
+    assert!(
+        hex.contains(
+            "0019001080000606020000000002000000180008 00000000"
+                .replace(' ', "")
+                .as_str()
+        ),
+        "{hex}"
+    );
+    assert_eq!(roundtrip(&hex).1, m);
+}
+
+#[test]
 fn bundle_add_wraps_a_whole_message() {
     let inner = Message::BarrierRequest;
     let m = Message::BundleAdd(super::message::BundleAdd {
