@@ -35,11 +35,16 @@ pub struct AgentConfig {
     pub node: String,
     pub adapter: adapter::AdapterConfig,
     pub ovs: runtime::OvsPaths,
+    /// Other Nodes reachable through the tunnel (until the adapter sends them).
+    pub peers: Vec<pipeline::Peer>,
 }
 
 /// Runs the agent until `shutdown` is cancelled: the Node runtime plus the adapter session.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) {
-    let rt = runtime::NodeRuntime::start(&cfg.node, &cfg.ovs, shutdown.clone());
+    // The sender is kept alive for the agent's lifetime: peers are static until the adapter
+    // protocol carries them.
+    let (_peers_tx, peers) = tokio::sync::watch::channel(cfg.peers.clone());
+    let rt = runtime::NodeRuntime::start(&cfg.node, &cfg.ovs, peers, shutdown.clone());
     adapter::run(cfg.adapter, rt, shutdown.clone()).await;
     shutdown.cancel();
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use traceflow_agent::{AgentConfig, adapter::AdapterConfig, runtime::OvsPaths};
+use traceflow_agent::{AgentConfig, adapter::AdapterConfig, pipeline::Peer, runtime::OvsPaths};
 
 /// Per-Node Traceflow agent: programs br-int, injects trace packets, reports observations.
 #[derive(Parser, Debug)]
@@ -32,6 +32,10 @@ struct Args {
     /// The integration bridge.
     #[arg(long, env = "TRACEFLOW_BRIDGE", default_value = "br-int")]
     bridge: String,
+    /// Another Node behind the tunnel: `CIDR[,CIDR...]=TUNNEL_IP` (repeatable). Interim, until
+    /// the adapter sends peer Nodes; env TRACEFLOW_PEERS is space-separated.
+    #[arg(long = "peer", env = "TRACEFLOW_PEERS", value_delimiter = ' ')]
+    peers: Vec<Peer>,
     /// TLS name expected on the adapter's certificate.
     #[arg(
         long,
@@ -64,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
             server_name: a.adapter_server_name,
         },
         ovs: OvsPaths::new(a.ovs_rundir, a.bridge),
+        peers: a.peers,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::pipeline::{self, DatapathHandle};
+use crate::pipeline::{self, DatapathHandle, Peer};
 use crate::ports::{self, NodePorts};
 use crate::trace::{Observed, Tracer};
 
@@ -50,10 +50,19 @@ pub struct NodeRuntime {
 impl NodeRuntime {
     /// Starts the port watcher, the pipeline task and the packet-in interpreter. Everything
     /// stops when `shutdown` is cancelled.
-    pub fn start(node: &str, paths: &OvsPaths, shutdown: CancellationToken) -> Self {
+    ///
+    /// `peers` (other Nodes' Pod CIDRs and tunnel IPs) may change at any time; the pipeline
+    /// is reprogrammed when it does.
+    pub fn start(
+        node: &str,
+        paths: &OvsPaths,
+        peers: watch::Receiver<Vec<Peer>>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let ports = ports::spawn_watcher(paths.db(), shutdown.clone());
         let (pin_tx, mut pin_rx) = mpsc::channel(8192);
-        let datapath = pipeline::spawn(paths.mgmt(), ports.clone(), pin_tx, shutdown.clone());
+        let datapath =
+            pipeline::spawn(paths.mgmt(), ports.clone(), peers, pin_tx, shutdown.clone());
         let tracer = Tracer::new(node, ports.clone(), datapath.switch.clone());
         let (obs_tx, obs_rx) = mpsc::channel(8192);
         let t = tracer.clone();

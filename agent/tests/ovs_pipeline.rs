@@ -8,13 +8,17 @@ use std::time::{Duration, Instant};
 
 use support::OvsNode;
 use tokio_util::sync::CancellationToken;
-use traceflow_agent::pipeline::COOKIE;
+use traceflow_agent::pipeline::{COOKIE, Peer};
 use traceflow_agent::runtime::{NodeRuntime, OvsPaths};
 use traceflow_agent::trace::Observed;
 use traceflow_proto::v1 as pb;
 
-/// Stops the runtime's tasks when the test ends, however it ends.
-struct Stop(CancellationToken);
+/// Stops the runtime's tasks when the test ends, however it ends (and keeps the peers
+/// sender alive until then).
+struct Stop(
+    CancellationToken,
+    #[allow(dead_code)] tokio::sync::watch::Sender<Vec<Peer>>,
+);
 impl Drop for Stop {
     fn drop(&mut self) {
         self.0.cancel();
@@ -30,9 +34,15 @@ async fn start(node: &OvsNode) -> (NodeRuntime, Stop) {
         )
         .try_init();
     let shutdown = CancellationToken::new();
+    // One peer Node behind the tunnel, as the adapter (or --peer) would describe it.
+    let peer: Peer = "10.2.0.0/24,fd00:2::/64=192.168.77.2"
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (peers_tx, peers) = tokio::sync::watch::channel(vec![peer]);
     let mut rt = NodeRuntime::start(
         "node-a",
         &OvsPaths::new(node.rundir(), "br-int"),
+        peers,
         shutdown.clone(),
     );
     // Ready: every Pod discovered and the pipeline programmed with them.
@@ -62,7 +72,7 @@ async fn start(node: &OvsNode) -> (NodeRuntime, Stop) {
         let _ = tokio::time::timeout(Duration::from_millis(200), rt.datapath.programmed.changed())
             .await;
     }
-    (rt, Stop(shutdown))
+    (rt, Stop(shutdown, peers_tx))
 }
 
 fn inject_req(node: &OvsNode, from: usize, to: usize, id: u32) -> pb::InjectPacket {
@@ -339,4 +349,37 @@ async fn trace_from_tunnel_is_received_routed_and_delivered() {
             ),
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_to_a_peer_node_is_forwarded_into_the_tunnel() {
+    let node = OvsNode::start(2);
+    let (mut rt, _stop) = start(&node).await;
+    for (id, ipv6, dst) in [(31, false, "10.2.0.5"), (0xfffff, true, "fd00:2::5")] {
+        let mut req = inject_req(&node, 0, 1, id);
+        req.ipv6 = ipv6;
+        req.dst_ip = dst.into();
+        rt.tracer
+            .inject(&req)
+            .await
+            .unwrap_or_else(|e| panic!("inject: {e}"));
+        let o = next_obs(&mut rt).await;
+        assert_eq!((o.trace_id, o.ipv6), (id, ipv6));
+        assert_eq!(
+            summary(&o),
+            vec![
+                (
+                    pb::Component::SpoofGuard,
+                    String::new(),
+                    pb::Action::Forwarded
+                ),
+                (
+                    pb::Component::Forwarding,
+                    "Output".into(),
+                    pb::Action::Forwarded
+                ),
+            ]
+        );
+        assert_eq!(o.result.observations[1].tunnel_dst_ip, "192.168.77.2");
+    }
 }

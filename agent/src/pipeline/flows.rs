@@ -9,7 +9,9 @@
 //! Classifier              in_port → reg0[0..3] source (tunnel 1 + RewriteMAC, gateway 2, Pod 3)
 //! SpoofGuard              Pod port + its own MAC + IP (v6 link-local / DAD too); gateway: any
 //! IPv6                    ND and multicast → NORMAL
-//! L3Forwarding           routed (from tunnel) to a local Pod IP → MACs gateway → Pod
+//! L3Forwarding            routed (from tunnel) to a local Pod IP → MACs gateway → Pod;
+//!                         Pod → gateway MAC → peer Pod CIDR: MACs gateway → aa:bb:cc:dd:ee:ff, tun_dst
+//! L2ForwardingCalc(+)     aa:bb:cc:dd:ee:ff → tunnel port
 //! L3DecTTL                routed → dec_ttl
 //! L2ForwardingCalc        dl_dst = Pod / gateway MAC → reg1 = ofport, reg0 OFPortFound + output mode
 //! Output                  trace class: → controller (and tunnel when reg1 is the tunnel); else output:reg1
@@ -23,13 +25,13 @@
 use std::net::IpAddr;
 
 use crate::ovs::openflow::action::port;
-use crate::ovs::openflow::oxm::{CLASS_BASIC, basic};
+use crate::ovs::openflow::oxm::{CLASS_BASIC, CLASS_NXM1, basic, nxm};
 use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
 use crate::ports::NodePorts;
 
 use super::regs;
 use super::tables::{Miss, Table};
-use super::{COOKIE, TRACE_DSCP};
+use super::{COOKIE, GLOBAL_VIRTUAL_MAC, Peer, TRACE_DSCP};
 
 const ETH_ARP: u16 = 0x0806;
 const ETH_IPV4: u16 = 0x0800;
@@ -63,7 +65,7 @@ fn next_of(t: Table) -> Vec<Instruction> {
 }
 
 /// Every flow the pipeline wants on br-int for `ports`, in a stable order.
-pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
+pub fn desired_flows(ports: &NodePorts, peers: &[Peer]) -> Vec<FlowMod> {
     let mut f = Vec::new();
 
     // Default flows: "goto next" or drop (no instructions = drop).
@@ -276,6 +278,49 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
             }
         }
     }
+    // L3Forwarding to other Nodes: a Pod's packet routed to the gateway MAC for a peer's Pod
+    // CIDR leaves through the tunnel: MACs gateway → global virtual MAC, tun_dst = the peer.
+    if let (Some(gw), Some(_)) = (&ports.gateway, ports.tunnel_ofport) {
+        for peer in peers {
+            let tun_dst = match peer.tunnel_ip {
+                IpAddr::V4(v4) => Oxm::exact(CLASS_NXM1, nxm::TUN_IPV4_DST, &v4.octets()),
+                IpAddr::V6(v6) => Oxm::exact(CLASS_NXM1, nxm::TUN_IPV6_DST, &v6.octets()),
+            };
+            for cidr in &peer.pod_cidrs {
+                let m = Match::new()
+                    .with(Oxm::reg_masked(0, regs::FROM_POD, regs::PKT_SOURCE_MASK))
+                    .with(Oxm::eth_dst(gw.mac.0));
+                let m = match cidr {
+                    ipnet::IpNet::V4(n) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::masked(
+                        CLASS_BASIC,
+                        basic::IPV4_DST,
+                        &n.network().octets(),
+                        &n.netmask().octets(),
+                    )),
+                    ipnet::IpNet::V6(n) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::masked(
+                        CLASS_BASIC,
+                        basic::IPV6_DST,
+                        &n.network().octets(),
+                        &n.netmask().octets(),
+                    )),
+                };
+                f.push(flow(
+                    Table::L3Forwarding,
+                    prio::NORMAL,
+                    m,
+                    vec![
+                        apply(vec![
+                            Action::SetField(Oxm::eth_src(gw.mac.0)),
+                            Action::SetField(Oxm::eth_dst(GLOBAL_VIRTUAL_MAC)),
+                            Action::SetField(tun_dst.clone()),
+                            Action::set_reg(0, regs::REWRITE_MAC_MARK, regs::REWRITE_MAC_MARK),
+                        ]),
+                        goto(Table::L3DecTTL),
+                    ],
+                ));
+            }
+        }
+    }
     for et in [ETH_IPV4, ETH_IPV6] {
         f.push(flow(
             Table::L3DecTTL,
@@ -309,6 +354,9 @@ pub fn desired_flows(ports: &NodePorts) -> Vec<FlowMod> {
     };
     for pod in &ports.pods {
         to_port(pod.port.mac.0, pod.port.ofport);
+    }
+    if let Some(t) = ports.tunnel_ofport {
+        to_port(GLOBAL_VIRTUAL_MAC, t);
     }
     if let Some(gw) = &ports.gateway {
         to_port(gw.mac.0, gw.ofport);
@@ -370,7 +418,7 @@ mod tests {
 
     #[test]
     fn every_table_has_a_default_flow_and_our_cookie() {
-        let flows = desired_flows(&mk_node());
+        let flows = desired_flows(&mk_node(), &[]);
         for t in Table::ALL {
             assert!(
                 in_table(&flows, t)
@@ -385,7 +433,7 @@ mod tests {
 
     #[test]
     fn l2_forwarding_targets_local_pods_and_gateway() {
-        let flows = desired_flows(&mk_node());
+        let flows = desired_flows(&mk_node(), &[]);
         let l2 = in_table(&flows, Table::L2ForwardingCalc);
         let p1 = l2
             .iter()
@@ -395,12 +443,16 @@ mod tests {
             panic!("no actions")
         };
         assert!(a.contains(&Action::set_reg(1, 4, u32::MAX)));
-        assert_eq!(l2.len(), 1 + 2 + 1, "default + 2 Pods + gateway");
+        assert_eq!(
+            l2.len(),
+            1 + 2 + 1 + 1,
+            "default + 2 Pods + gateway + global virtual MAC"
+        );
     }
 
     #[test]
     fn trace_class_goes_to_controller_and_tunnel() {
-        let flows = desired_flows(&mk_node());
+        let flows = desired_flows(&mk_node(), &[]);
         let out = in_table(&flows, Table::Output);
         let tunnel: Vec<_> = out
             .iter()
@@ -426,7 +478,7 @@ mod tests {
 
     #[test]
     fn routed_packets_to_local_pods_get_their_macs_rewritten() {
-        let flows = desired_flows(&mk_node());
+        let flows = desired_flows(&mk_node(), &[]);
         let l3 = in_table(&flows, Table::L3Forwarding);
         let p1 = l3
             .iter()
@@ -451,8 +503,51 @@ mod tests {
     }
 
     #[test]
+    fn peer_pod_cidrs_route_into_the_tunnel() {
+        let peer: Peer = "10.2.0.0/24,fd00:2::/64=192.168.77.2"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let flows = desired_flows(&mk_node(), &[peer]);
+        let l3: Vec<_> = in_table(&flows, Table::L3Forwarding)
+            .into_iter()
+            .filter(|f| {
+                f.fields
+                    .fields
+                    .contains(&Oxm::eth_dst([2, 0, 0, 0, 0, 0xfe]))
+            })
+            .collect();
+        assert_eq!(l3.len(), 2, "one flow per Pod CIDR");
+        let v4 = l3
+            .iter()
+            .find(|f| {
+                f.fields.fields.contains(&Oxm::masked(
+                    CLASS_BASIC,
+                    basic::IPV4_DST,
+                    &[10, 2, 0, 0],
+                    &[255, 255, 255, 0],
+                ))
+            })
+            .unwrap_or_else(|| panic!("no v4 route"));
+        let Instruction::ApplyActions(a) = &v4.instructions[0] else {
+            panic!("no actions")
+        };
+        assert!(a.contains(&Action::SetField(Oxm::tun_ipv4_dst(
+            [192, 168, 77, 2].into()
+        ))));
+        assert!(a.contains(&Action::SetField(Oxm::eth_dst(GLOBAL_VIRTUAL_MAC))));
+        assert!(
+            in_table(&flows, Table::L2ForwardingCalc)
+                .iter()
+                .any(|f| f.fields.fields.contains(&Oxm::eth_dst(GLOBAL_VIRTUAL_MAC))),
+            "the global virtual MAC targets the tunnel port"
+        );
+        assert!("10.2.0.0/24".parse::<Peer>().is_err());
+        assert!("10.2.0.0/33=1.2.3.4".parse::<Peer>().is_err());
+    }
+
+    #[test]
     fn spoofguard_pins_pod_mac_and_ip() {
-        let flows = desired_flows(&mk_node());
+        let flows = desired_flows(&mk_node(), &[]);
         let sg = in_table(&flows, Table::SpoofGuard);
         assert!(sg.iter().any(|f| {
             f.fields.fields.contains(&Oxm::in_port(3))

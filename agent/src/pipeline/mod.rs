@@ -39,12 +39,51 @@ pub const COOKIE_MASK: u64 = u64::MAX;
 /// packet, which is the same trade-off Antrea makes with its tags.
 pub const TRACE_DSCP: u8 = 63;
 
+/// The global virtual MAC: destination MAC of every routed packet sent into a tunnel, and
+/// what Antrea's ARPResponder answers for remote gateways.
+pub const GLOBAL_VIRTUAL_MAC: [u8; 6] = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
+
+/// Another Node reachable through the Geneve tunnel: its Pod CIDRs and its tunnel (underlay)
+/// address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+    pub tunnel_ip: std::net::IpAddr,
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+
+    /// `CIDR[,CIDR...]=TUNNEL_IP`, e.g. `10.2.0.0/24,fd00:2::/64=192.168.77.2`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (cidrs, ip) = s
+            .split_once('=')
+            .ok_or_else(|| format!("peer {s:?} is not CIDR[,CIDR...]=TUNNEL_IP"))?;
+        let pod_cidrs = cidrs
+            .split(',')
+            .map(|c| {
+                c.trim()
+                    .parse()
+                    .map_err(|_| format!("invalid Pod CIDR {c:?} in peer {s:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tunnel_ip = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid tunnel IP {ip:?} in peer {s:?}"))?;
+        Ok(Self {
+            pod_cidrs,
+            tunnel_ip,
+        })
+    }
+}
+
 static BUNDLE_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Programs the pipeline for `ports` on a connected switch: one atomic bundle of
 /// "delete our cookie" + every desired flow.
-pub async fn reconcile(sw: &Switch, ports: &NodePorts) -> Result<usize, OfError> {
-    let desired = flows::desired_flows(ports);
+pub async fn reconcile(sw: &Switch, ports: &NodePorts, peers: &[Peer]) -> Result<usize, OfError> {
+    let desired = flows::desired_flows(ports, peers);
     let n = desired.len();
     let mut msgs = Vec::with_capacity(n + 1);
     msgs.push(Message::FlowMod(FlowMod::delete_by_cookie(
@@ -86,10 +125,11 @@ pub struct DatapathHandle {
 
 /// Keeps br-int programmed: waits (up to 5 s) for the first OVSDB snapshot, connects to `mgmt` (reconnecting with backoff 100 ms → 1 s when
 /// ovs-vswitchd goes away), reconciles on connect and whenever `ports` changes, and forwards
-/// every packet-in to `packet_ins`. Stops when `shutdown` is cancelled.
+/// every packet-in to `packet_ins`. Reconciles when `ports` or `peers` change. Stops when `shutdown` is cancelled.
 pub fn spawn(
     mgmt: PathBuf,
     mut ports: watch::Receiver<NodePorts>,
+    mut peers: watch::Receiver<Vec<Peer>>,
     packet_ins: mpsc::Sender<PacketIn>,
     shutdown: CancellationToken,
 ) -> DatapathHandle {
@@ -126,7 +166,8 @@ pub fn spawn(
                 backoff = Duration::from_millis(100);
                 info!(dpid = format!("{:016x}", sw.features().datapath_id), "connected to br-int");
                 let current = ports.borrow_and_update().clone();
-                match reconcile(&sw, &current).await {
+                let current_peers = peers.borrow_and_update().clone();
+                match reconcile(&sw, &current, &current_peers).await {
                     Ok(n) => {
                         info!(flows = n, pods = current.pods.len(), "pipeline programmed");
                         prog_tx.send_modify(|g| *g += 1);
@@ -145,16 +186,22 @@ pub fn spawn(
                             warn!("openflow connection lost; reconnecting");
                             break;
                         }
-                        changed = ports.changed() => {
+                        changed = async {
+                            tokio::select! {
+                                c = ports.changed() => c,
+                                c = peers.changed() => c,
+                            }
+                        } => {
                             if changed.is_err() {
-                                // The port watcher is gone: nothing more to follow.
+                                // A desired-state source is gone: nothing more to follow.
                                 shutdown.cancel();
                                 break;
                             }
                             let current = ports.borrow_and_update().clone();
-                            match reconcile(&sw, &current).await {
+                            let current_peers = peers.borrow_and_update().clone();
+                            match reconcile(&sw, &current, &current_peers).await {
                                 Ok(n) => {
-                                    info!(flows = n, pods = current.pods.len(), "pipeline reprogrammed");
+                                    info!(flows = n, pods = current.pods.len(), peers = current_peers.len(), "pipeline reprogrammed");
                                     prog_tx.send_modify(|g| *g += 1);
                                 }
                                 Err(error) => {

@@ -220,11 +220,16 @@ fn output_obs(
     match ports.by_ofport(out_port) {
         Some(PortKind::Tunnel) => {
             o.action = pb::Action::Forwarded as i32;
+            // Antrea reads the tunnel field of the inner packet's family; the underlay may be
+            // of the other family, so fall back to it rather than report nothing.
+            let v4 = pin.fields.tun_ipv4_dst().map(IpAddr::V4);
+            let v6 = pin.fields.tun_ipv6_dst().map(IpAddr::V6);
             let dst = if pkt.src.is_ipv6() {
-                pin.fields.tun_ipv6_dst().map(|ip| ip.to_string())
+                v6.or(v4)
             } else {
-                pin.fields.tun_ipv4_dst().map(|ip| ip.to_string())
+                v4.or(v6)
             };
+            let dst = dst.map(|ip| ip.to_string());
             o.tunnel_dst_ip = dst.unwrap_or_default();
         }
         Some(PortKind::Gateway(_)) if ports.is_gateway_ip(pkt.dst) => {}
