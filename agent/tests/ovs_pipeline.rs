@@ -140,6 +140,14 @@ async fn inject_pod_to_pod_reports_spoofguard_then_delivered() {
     );
     assert_eq!(o.result.observations[0].src_pod_ip, node.pods[0].ip);
     assert!(o.result.observations.iter().all(|x| x.timestamp_micros > 0));
+    // The trace packet went through conntrack (tracked and committed) like real traffic.
+    let commit = node.ofctl(&["dump-flows", &node.mgmt(), "table=25"]);
+    assert!(
+        commit
+            .lines()
+            .any(|l| l.contains("ct(commit") && !l.contains("n_packets=0")),
+        "trace packet not committed:\n{commit}"
+    );
 
     // IPv6: the trace id rides in the 20-bit flow label.
     let mut v6 = inject_req(&node, 1, 0, 0xabcde);

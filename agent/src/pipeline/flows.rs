@@ -9,11 +9,14 @@
 //! Classifier              in_port → reg0[0..3] source (tunnel 1 + RewriteMAC, gateway 2, Pod 3)
 //! SpoofGuard              Pod port + its own MAC + IP (v6 link-local / DAD too); gateway: any
 //! IPv6                    ND and multicast → NORMAL
+//! ConntrackZone           ct(zone=65520 / 65510 v6, nat, table=ConntrackState)
+//! ConntrackState          +inv+trk → drop
 //! L3Forwarding            routed (from tunnel) to a local Pod IP → MACs gateway → Pod;
 //!                         Pod → gateway MAC → peer Pod CIDR: MACs gateway → aa:bb:cc:dd:ee:ff, tun_dst
-//! L2ForwardingCalc(+)     aa:bb:cc:dd:ee:ff → tunnel port
 //! L3DecTTL                routed → dec_ttl
-//! L2ForwardingCalc        dl_dst = Pod / gateway MAC → reg1 = ofport, reg0 OFPortFound + output mode
+//! L2ForwardingCalc        dl_dst = Pod / gateway MAC / aa:bb:cc:dd:ee:ff (tunnel) → reg1 = ofport,
+//!                         reg0 OFPortFound + output mode
+//! ConntrackCommit         +new+trk → ct(commit) then Output
 //! Output                  trace class: → controller (and tunnel when reg1 is the tunnel); else output:reg1
 //! ```
 //!
@@ -25,7 +28,7 @@
 use std::net::IpAddr;
 
 use crate::ovs::openflow::action::port;
-use crate::ovs::openflow::oxm::{CLASS_BASIC, CLASS_NXM1, basic, nxm};
+use crate::ovs::openflow::oxm::{CLASS_BASIC, CLASS_NXM1, basic, ct_state, nxm};
 use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
 use crate::ports::NodePorts;
 
@@ -36,6 +39,9 @@ use super::{COOKIE, GLOBAL_VIRTUAL_MAC, Peer, TRACE_DSCP};
 const ETH_ARP: u16 = 0x0806;
 const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
+/// Antrea's conntrack zones (`CtZone`, `CtZoneV6`).
+pub const CT_ZONE: u16 = 65520;
+pub const CT_ZONE_V6: u16 = 65510;
 
 /// Antrea's priorities.
 pub mod prio {
@@ -248,6 +254,47 @@ pub fn desired_flows(ports: &NodePorts, peers: &[Peer]) -> Vec<FlowMod> {
         )),
         vec![apply(vec![Action::output(port::NORMAL)])],
     ));
+
+    // Conntrack (Antrea's CtZone 65520 / 65510 for IPv6): track with existing NAT applied,
+    // drop invalid, commit new connections before Output. This is what fills ct_nw_src/dst
+    // in packet-ins (the LB observation) once Services program NAT.
+    let tracked = ct_state::TRK;
+    for (et, zone) in [(ETH_IPV4, CT_ZONE), (ETH_IPV6, CT_ZONE_V6)] {
+        f.push(flow(
+            Table::ConntrackZone,
+            prio::NORMAL,
+            Match::new().with(Oxm::eth_type(et)),
+            vec![apply(vec![Action::Ct {
+                commit: false,
+                zone,
+                table: Some(Table::ConntrackState.id()),
+                nat: true,
+            }])],
+        ));
+        f.push(flow(
+            Table::ConntrackState,
+            prio::NORMAL,
+            Match::new().with(Oxm::eth_type(et)).with(Oxm::ct_state(
+                ct_state::INV | tracked,
+                ct_state::INV | tracked,
+            )),
+            Vec::new(),
+        ));
+        f.push(flow(
+            Table::ConntrackCommit,
+            prio::NORMAL,
+            Match::new().with(Oxm::eth_type(et)).with(Oxm::ct_state(
+                ct_state::NEW | tracked,
+                ct_state::NEW | tracked,
+            )),
+            vec![apply(vec![Action::Ct {
+                commit: true,
+                zone,
+                table: Some(Table::Output.id()),
+                nat: false,
+            }])],
+        ));
+    }
 
     // L3Forwarding: a routed packet (from the tunnel) for a local Pod gets the gateway MAC as
     // source and the Pod's MAC as destination, as in Antrea; L3DecTTL then decrements its TTL.

@@ -427,6 +427,36 @@ mod tests {
     }
 
     #[test]
+    fn conntrack_translation_is_an_lb_observation() {
+        use crate::ovs::openflow::oxm::{CLASS_NXM1, nxm};
+        let n = mk_node();
+        // The packet was DNATed from a ClusterIP to p1; ct keeps the original tuple.
+        let mut p = pin(Table::Output, 3, 4, pkt("10.1.0.3", 5));
+        p.fields
+            .fields
+            .push(Oxm::exact(CLASS_NXM1, nxm::CT_NW_SRC, &[10, 1, 0, 2]));
+        p.fields
+            .fields
+            .push(Oxm::exact(CLASS_NXM1, nxm::CT_NW_DST, &[10, 96, 0, 10]));
+        let o = observe(&p, &n, "n1", T, &NoPolicies).unwrap_or_else(|| panic!("not observed"));
+        let lb = &o.result.observations[1];
+        assert_eq!(lb.component, pb::Component::Lb as i32);
+        assert_eq!(lb.translated_dst_ip, "10.1.0.3");
+        assert!(lb.translated_src_ip.is_empty());
+        assert_eq!(o.result.observations[0].src_pod_ip, "10.1.0.2");
+        // Untranslated tracked traffic has no LB observation.
+        let mut p = pin(Table::Output, 3, 4, pkt("10.1.0.3", 5));
+        p.fields
+            .fields
+            .push(Oxm::exact(CLASS_NXM1, nxm::CT_NW_SRC, &[10, 1, 0, 2]));
+        p.fields
+            .fields
+            .push(Oxm::exact(CLASS_NXM1, nxm::CT_NW_DST, &[10, 1, 0, 3]));
+        let o = observe(&p, &n, "n1", T, &NoPolicies).unwrap_or_else(|| panic!("not observed"));
+        assert_eq!(o.result.observations.len(), 2);
+    }
+
+    #[test]
     fn non_trace_packets_are_ignored() {
         let n = mk_node();
         let mut data = pkt("10.1.0.3", 5);

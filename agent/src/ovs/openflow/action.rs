@@ -35,6 +35,14 @@ const OFPAT_SET_FIELD: u16 = 25;
 const OFPAT_EXPERIMENTER: u16 = 0xffff;
 const NXAST_OUTPUT_REG: u16 = 15;
 const NXAST_CONTROLLER: u16 = 20;
+const NXAST_CT: u16 = 35;
+/// `NX_CT_F_COMMIT`.
+const NX_CT_F_COMMIT: u16 = 1;
+/// `NX_CT_RECIRC_NONE`: do not recirculate after `ct`.
+const NX_CT_RECIRC_NONE: u8 = 0xff;
+/// The bare `nat` action (`NXAST_NAT`, subtype 36) nested in `ct`: no ranges, apply existing
+/// NAT bindings.
+const BARE_NAT: [u8; 16] = [0xff, 0xff, 0, 16, 0, 0, 0x23, 0x20, 0, 36, 0, 0, 0, 0, 0, 0];
 
 /// One action of an action list.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -53,6 +61,14 @@ pub enum Action {
         max_len: u16,
         controller_id: u16,
         reason: u8,
+    },
+    /// `NXAST_CT`: send the packet through conntrack in `zone`, optionally committing it,
+    /// applying existing NAT bindings (`nat`), and recirculating to `table`.
+    Ct {
+        commit: bool,
+        zone: u16,
+        table: Option<u8>,
+        nat: bool,
     },
     /// `OFPAT_DEC_NW_TTL`: decrement the IPv4 TTL / IPv6 hop limit (routed packets).
     DecNwTtl,
@@ -98,6 +114,26 @@ impl Action {
                 buf.put_u16(OFPAT_GROUP);
                 buf.put_u16(8);
                 buf.put_u32(*id);
+            }
+            Self::Ct {
+                commit,
+                zone,
+                table,
+                nat,
+            } => {
+                buf.put_u16(OFPAT_EXPERIMENTER);
+                buf.put_u16(if *nat { 40 } else { 24 });
+                buf.put_u32(NX_VENDOR_ID);
+                buf.put_u16(NXAST_CT);
+                buf.put_u16(if *commit { NX_CT_F_COMMIT } else { 0 });
+                buf.put_u32(0); // zone_src: 0 = immediate zone
+                buf.put_u16(*zone);
+                buf.put_u8(table.unwrap_or(NX_CT_RECIRC_NONE));
+                put_zeros(buf, 3);
+                buf.put_u16(0); // alg
+                if *nat {
+                    buf.put_slice(&BARE_NAT);
+                }
             }
             Self::DecNwTtl => {
                 buf.put_u16(OFPAT_DEC_NW_TTL);
@@ -188,6 +224,29 @@ impl Action {
                         Self::OutputReg {
                             reg: (fh >> 1) - nxm::REG0,
                             max_len,
+                        }
+                    }
+                    (NX_VENDOR_ID, NXAST_CT, 24 | 40) => {
+                        let flags = b.u16()?;
+                        let zone_src = b.u32()?;
+                        let zone = b.u16()?;
+                        let recirc = b.u8()?;
+                        b.skip(3)?;
+                        let alg = b.u16()?;
+                        let nested = b.rest();
+                        let nat = nested == BARE_NAT;
+                        if zone_src != 0
+                            || alg != 0
+                            || flags & !NX_CT_F_COMMIT != 0
+                            || !(nested.is_empty() || nat)
+                        {
+                            return Ok(Self::unknown(kind, &r_slice(r, start, len)?));
+                        }
+                        Self::Ct {
+                            commit: flags & NX_CT_F_COMMIT != 0,
+                            zone,
+                            table: (recirc != NX_CT_RECIRC_NONE).then_some(recirc),
+                            nat,
                         }
                     }
                     (NX_VENDOR_ID, NXAST_CONTROLLER, 16) => {

@@ -57,6 +57,16 @@ pub mod basic {
     pub const TUNNEL_ID: u8 = 38;
 }
 
+/// `ct_state` bits.
+pub mod ct_state {
+    pub const NEW: u32 = 0x01;
+    pub const EST: u32 = 0x02;
+    pub const REL: u32 = 0x04;
+    pub const RPL: u32 = 0x08;
+    pub const INV: u32 = 0x10;
+    pub const TRK: u32 = 0x20;
+}
+
 /// Nicira NXM_NX_* field numbers (nicira-ext.h / meta-flow.h) in class 0x0001.
 pub mod nxm {
     /// NXM_NX_REG0..REG15 are fields 0..15.
@@ -178,6 +188,16 @@ impl Oxm {
         Self::masked(
             CLASS_NXM1,
             nxm::REG0 + (n & 0x0f),
+            &value.to_be_bytes(),
+            &mask.to_be_bytes(),
+        )
+    }
+    /// `ct_state` under `mask` (bits: new 0x01, est 0x02, rel 0x04, rpl 0x08, inv 0x10,
+    /// trk 0x20).
+    pub fn ct_state(value: u32, mask: u32) -> Self {
+        Self::masked(
+            CLASS_NXM1,
+            nxm::CT_STATE,
             &value.to_be_bytes(),
             &mask.to_be_bytes(),
         )

@@ -315,6 +315,53 @@ fn nicira_controller_action_roundtrips() {
     assert_eq!(back, m);
 }
 
+/// table=6,priority=200,ip,actions=ct(table=7,zone=65520,nat)
+const OFCTL_FLOW_CT_NAT: &str = "060e0070000000060000000000000000000000000000000006000000000000c8ffffffffffffffffffffffff000000000001000a80000a0208000000000000000004003000000000ffff0028000023200023000000000000fff0070000000000ffff0010000023200024000000000000";
+/// table=25,priority=200,ct_state=+new+trk,ip,actions=ct(commit,table=26,zone=65520)
+const OFCTL_FLOW_CT_COMMIT: &str = "060e0068000000060000000000000000000000000000000019000000000000c8ffffffffffffffffffffffff000000000001001680000a0208000001d308000000210000002100000004002000000000ffff0018000023200023000100000000fff01a0000000000";
+
+#[test]
+fn conntrack_flows_equal_ovs_ofctl_bytes() {
+    use super::oxm::ct_state;
+    let zone = FlowMod::add(
+        6,
+        200,
+        0,
+        Match::new().with(Oxm::eth_type(0x0800)),
+        vec![Instruction::ApplyActions(vec![Action::Ct {
+            commit: false,
+            zone: 65520,
+            table: Some(7),
+            nat: true,
+        }])],
+    );
+    assert_eq!(
+        encode(6, &Message::FlowMod(zone.clone())),
+        OFCTL_FLOW_CT_NAT
+    );
+    assert_eq!(roundtrip(OFCTL_FLOW_CT_NAT).1, Message::FlowMod(zone));
+    let commit = FlowMod::add(
+        25,
+        200,
+        0,
+        Match::new().with(Oxm::eth_type(0x0800)).with(Oxm::ct_state(
+            ct_state::NEW | ct_state::TRK,
+            ct_state::NEW | ct_state::TRK,
+        )),
+        vec![Instruction::ApplyActions(vec![Action::Ct {
+            commit: true,
+            zone: 65520,
+            table: Some(26),
+            nat: false,
+        }])],
+    );
+    assert_eq!(
+        encode(6, &Message::FlowMod(commit.clone())),
+        OFCTL_FLOW_CT_COMMIT
+    );
+    assert_eq!(roundtrip(OFCTL_FLOW_CT_COMMIT).1, Message::FlowMod(commit));
+}
+
 #[test]
 fn dec_ttl_and_set_field_mac_roundtrip() {
     let f = FlowMod::add(
