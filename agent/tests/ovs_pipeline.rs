@@ -249,6 +249,11 @@ async fn real_ping_between_pods_works() {
     let ip0 = node.pods[0].ip.clone();
     assert!(node.ping(1, &ip0), "p1 cannot ping p0 ({ip0})");
     assert!(node.ping(0, &node.gateway_ip), "p0 cannot ping the gateway");
+    let ip6 = node.pods[1].ip6.clone();
+    assert!(
+        node.ping(0, &ip6),
+        "p0 cannot ping p1 over IPv6 ({ip6}): ND or IPv6 flows broken"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,8 @@
 //! L2ForwardingCalc        dl_dst = Pod / gateway MAC / aa:bb:cc:dd:ee:ff (tunnel) → reg1 = ofport,
 //!                         reg0 OFPortFound + output mode
 //! ConntrackCommit         +new+trk → ct(commit) then Output
-//! Output                  trace class: → controller (and tunnel when reg1 is the tunnel); else output:reg1
+//! Output                  trace class: → controller (and tunnel when reg1 is the tunnel);
+//!                         reg1 == in_port → IN_PORT (hairpin); else output:reg1
 //! ```
 //!
 //! ARP today is answered by the real owner through NORMAL. Antrea's ARPResponder answers for
@@ -48,6 +49,8 @@ pub mod prio {
     pub const DEFAULT: u16 = 0;
     pub const LOW: u16 = 190;
     pub const NORMAL: u16 = 200;
+    /// Output back to the input port (above NORMAL, below the trace flows).
+    pub const HAIRPIN: u16 = 201;
     /// Trace-class output to a Pod or the gateway (Antrea's 202).
     pub const TRACE: u16 = 202;
     /// Trace-class output to the tunnel (Antrea's 203).
@@ -441,6 +444,22 @@ pub fn desired_flows(ports: &NodePorts, peers: &[Peer]) -> Vec<FlowMod> {
             vec![apply(vec![Action::to_controller()])],
         ));
     }
+    // Hairpin: OpenFlow never outputs to the input port unless told IN_PORT explicitly.
+    let local = ports
+        .pods
+        .iter()
+        .map(|p| p.port.ofport)
+        .chain(ports.gateway.as_ref().map(|g| g.ofport));
+    for ofport in local {
+        f.push(flow(
+            out,
+            prio::HAIRPIN,
+            marked()
+                .with(Oxm::reg(regs::TARGET_OFPORT_REG, ofport))
+                .with(Oxm::in_port(ofport)),
+            vec![apply(vec![Action::output(port::IN_PORT)])],
+        ));
+    }
     f.push(flow(
         out,
         prio::NORMAL,
@@ -590,6 +609,21 @@ mod tests {
         );
         assert!("10.2.0.0/24".parse::<Peer>().is_err());
         assert!("10.2.0.0/33=1.2.3.4".parse::<Peer>().is_err());
+    }
+
+    #[test]
+    fn hairpin_outputs_to_in_port_below_trace_flows() {
+        let flows = desired_flows(&mk_node(), &[]);
+        let hp: Vec<_> = in_table(&flows, Table::Output)
+            .into_iter()
+            .filter(|f| f.priority == prio::HAIRPIN)
+            .collect();
+        assert_eq!(hp.len(), 3, "two Pods and the gateway");
+        assert!(hp.iter().all(|f| f.instructions
+            == vec![Instruction::ApplyActions(vec![Action::output(
+                port::IN_PORT
+            )])]));
+        const { assert!(prio::HAIRPIN < prio::TRACE) };
     }
 
     #[test]
