@@ -147,6 +147,11 @@ async fn session(
                     }.instrument(span));
                 }
                 Some(pb::AgentCommand { kind: None }) => debug!("empty command"),
+                // Desired state (peers, Services, policies) is not applied yet; the pipeline
+                // is derived from OVSDB until it is.
+                Some(pb::AgentCommand { kind: Some(agent_command::Kind::NodeState(_)) }) => {
+                    debug!("node state received; not applied yet")
+                }
             },
         }
     }
