@@ -179,6 +179,25 @@ pub async fn enforce_retention(hub: &TraceHub, r: &Retention) -> Result<usize, S
     Ok(doomed.len())
 }
 
+/// Reflection over the services this port serves (not the agent's, which shares the files).
+fn reflection_builder(own: &str) -> tonic_reflection::server::Builder<'static> {
+    let mut b = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(traceflow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for name in [
+        "traceflow.v1.TraceflowService",
+        "traceflow.v1.ClusterService",
+        "traceflow.v1.UserService",
+        "traceflow.v1.RegistrationService",
+        "traceflow.v1.AdapterService",
+        "grpc.health.v1.Health",
+        own,
+    ] {
+        b = b.with_service_name(name);
+    }
+    b
+}
+
 /// Serves on `listener` until `shutdown` completes. `data` comes from [`open_data_dir`].
 pub async fn run(
     cfg: ServeConfig,
@@ -215,14 +234,10 @@ pub async fn run(
         ca,
     };
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(traceflow_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1 = reflection_builder("grpc.reflection.v1.ServerReflection")
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(traceflow_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection_builder("grpc.reflection.v1alpha.ServerReflection")
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let (health, health_svc) = tonic_health::server::health_reporter();

@@ -1,0 +1,286 @@
+//! Health transitions and inventory listings.
+
+use std::time::Duration;
+
+use traceflow_proto::v1 as pb;
+
+use super::common::*;
+
+async fn health(m: &Manager, name: &str) -> Result<pb::Cluster, Error> {
+    Ok(clusters(m.admin().await?)
+        .get_cluster(pb::GetClusterRequest { name: name.into() })
+        .await?
+        .into_inner())
+}
+
+#[tokio::test]
+async fn health_up_degraded_down_and_back() -> TestResult {
+    let m = Manager::start().await?; // heartbeat interval 1s
+    let (cert, key) = m.register("alpha").await?;
+    assert_eq!(
+        health(&m, "alpha").await?.health,
+        pb::ClusterHealth::Down as i32
+    );
+    let adapter = FakeAdapter::attach(&m, &cert, &key).await?;
+    adapter.heartbeat(2, 2).await?;
+    eventually("up", || async {
+        health(&m, "alpha")
+            .await
+            .is_ok_and(|c| c.health == pb::ClusterHealth::Up as i32)
+    })
+    .await?;
+    adapter.heartbeat(1, 2).await?;
+    eventually("degraded", || async {
+        health(&m, "alpha").await.is_ok_and(|c| {
+            c.health == pb::ClusterHealth::Degraded as i32
+                && c.connected_agents == 1
+                && c.expected_agents == 2
+        })
+    })
+    .await?;
+    // Silence for more than three intervals: Down, and new traces fail at once.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let c = health(&m, "alpha").await?;
+    assert_eq!(c.health, pb::ClusterHealth::Down as i32);
+    let tr = traces(m.admin().await?)
+        .create_traceflow(create_req("alpha"))
+        .await?
+        .into_inner();
+    assert_eq!(phase_of(&tr), pb::TraceflowPhase::Failed);
+    assert!(
+        tr.status
+            .map(|s| s.reason)
+            .unwrap_or_default()
+            .contains("not connected")
+    );
+    // Heard again: back up.
+    adapter.heartbeat(2, 2).await?;
+    eventually("up again", || async {
+        health(&m, "alpha")
+            .await
+            .is_ok_and(|c| c.health == pb::ClusterHealth::Up as i32)
+    })
+    .await?;
+    // Stream gone: Down.
+    drop(adapter);
+    eventually("down after disconnect", || async {
+        health(&m, "alpha")
+            .await
+            .is_ok_and(|c| c.health == pb::ClusterHealth::Down as i32)
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn inventory_listings_filter_and_page() -> TestResult {
+    let m = Manager::start().await?;
+    let (cert, key) = m.register("alpha").await?;
+    let adapter = FakeAdapter::attach(&m, &cert, &key).await?;
+    let pods: Vec<_> = (0..25)
+        .map(|i| pb::InventoryPod {
+            namespace: if i % 2 == 0 {
+                "even".into()
+            } else {
+                "odd".into()
+            },
+            name: format!("p{i:02}"),
+            node: format!("n{}", i % 3),
+            ..Default::default()
+        })
+        .collect();
+    adapter
+        .send(pb::adapter_message::Kind::InventorySync(pb::Inventory {
+            pods,
+            nodes: (0..3)
+                .map(|i| pb::InventoryNode {
+                    name: format!("n{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+            namespaces: ["even", "odd"]
+                .iter()
+                .map(|n| pb::InventoryNamespace {
+                    name: n.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            services: vec![pb::InventoryService {
+                namespace: "even".into(),
+                name: "web".into(),
+                cluster_ips: vec!["10.96.0.10".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }))
+        .await?;
+    adapter
+        .send(pb::adapter_message::Kind::InventoryDelete(
+            pb::InventoryDeletions {
+                pods: vec!["even/p00".into()],
+                ..Default::default()
+            },
+        ))
+        .await?;
+    let mut c = clusters(m.user_channel("viewer", "view").await?);
+    eventually("inventory", || {
+        let mut c = c.clone();
+        async move {
+            c.list_pods(pb::ListInventoryRequest::default())
+                .await
+                .is_ok_and(|r| r.into_inner().pods.len() == 24)
+        }
+    })
+    .await?;
+    let even = c
+        .list_pods(pb::ListInventoryRequest {
+            cluster: "alpha".into(),
+            namespace: "even".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(even.pods.len(), 12);
+    let n1 = c
+        .list_pods(pb::ListInventoryRequest {
+            node: "n1".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(n1.pods.iter().all(|p| p.node == "n1") && n1.pods.len() == 8);
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_pods(pb::ListInventoryRequest {
+                page_size: 10,
+                page_token: token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert!(page.pods.len() <= 10);
+        seen.extend(
+            page.pods
+                .into_iter()
+                .map(|p| format!("{}/{}", p.namespace, p.name)),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 24);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 24);
+    assert_eq!(
+        c.list_nodes(pb::ListInventoryRequest::default())
+            .await?
+            .into_inner()
+            .nodes
+            .len(),
+        3
+    );
+    assert_eq!(
+        c.list_namespaces(pb::ListInventoryRequest::default())
+            .await?
+            .into_inner()
+            .namespaces
+            .len(),
+        2
+    );
+    let svcs = c
+        .list_services(pb::ListInventoryRequest {
+            namespace: "even".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(svcs.services.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn retention_deletes_only_what_it_should() -> TestResult {
+    // Keep at most 3 traces; run every 200ms.
+    let m = Manager::start_with(&[
+        "--retention-max-count",
+        "3",
+        "--retention-interval",
+        "200ms",
+    ])
+    .await?;
+    m.register("alpha").await?;
+    let mut t = traces(m.admin().await?);
+    let mut uids = Vec::new();
+    for _ in 0..5 {
+        // Not connected: each is Failed (finished) at once.
+        uids.push(
+            t.create_traceflow(create_req("alpha"))
+                .await?
+                .into_inner()
+                .uid,
+        );
+    }
+    eventually("retention", || {
+        let mut t = t.clone();
+        async move {
+            t.list_traceflows(pb::ListTraceflowsRequest::default())
+                .await
+                .is_ok_and(|r| r.into_inner().traceflows.len() == 3)
+        }
+    })
+    .await?;
+    let left: Vec<_> = t
+        .list_traceflows(pb::ListTraceflowsRequest::default())
+        .await?
+        .into_inner()
+        .traceflows
+        .into_iter()
+        .map(|x| x.uid)
+        .collect();
+    let newest: Vec<_> = uids.iter().rev().take(3).cloned().collect();
+    assert_eq!(left, newest, "retention must keep the newest");
+    Ok(())
+}
+
+#[tokio::test]
+async fn retention_by_age() -> TestResult {
+    let m = Manager::start_with(&["--retention-max-age", "2s", "--retention-interval", "200ms"])
+        .await?;
+    m.register("alpha").await?;
+    let mut t = traces(m.admin().await?);
+    let old = t
+        .create_traceflow(create_req("alpha"))
+        .await?
+        .into_inner()
+        .uid;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let young = t
+        .create_traceflow(create_req("alpha"))
+        .await?
+        .into_inner()
+        .uid;
+    eventually("old one deleted", || {
+        let mut t = t.clone();
+        let old = old.clone();
+        async move {
+            t.get_traceflow(pb::GetTraceflowRequest {
+                uid: old,
+                name: String::new(),
+            })
+            .await
+            .is_err_and(|s| s.code() == tonic::Code::NotFound)
+        }
+    })
+    .await?;
+    t.get_traceflow(pb::GetTraceflowRequest {
+        uid: young,
+        name: String::new(),
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the real traceflow-manager binary over loopback with real mTLS.
+
+mod common;
+mod fleet;
+mod grpcurl;
+mod registration;
+mod restart;
+mod security;
+mod traces;
