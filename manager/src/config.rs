@@ -192,3 +192,62 @@ pub fn resolve_serve(
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7443)));
     Ok((cfg, listen, log.or(file.log)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: Option<PathBuf>) -> ServeArgs {
+        ServeArgs {
+            config,
+            data_dir: None,
+            listen: None,
+            heartbeat_interval: None,
+            retention_max_age: None,
+            retention_max_count: None,
+            retention_interval: None,
+        }
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_unset() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("m.yaml");
+        std::fs::write(
+            &path,
+            "dataDir: /var/lib/tf\nlisten: 127.0.0.1:9000\nheartbeatInterval: 2s\nretentionMaxCount: 7\n",
+        )?;
+        let mut a = args(Some(path));
+        a.retention_max_count = Some(9);
+        let (cfg, listen, _) = resolve_serve(a, None)?;
+        assert_eq!(cfg.data_dir, PathBuf::from("/var/lib/tf"));
+        assert_eq!(listen.port(), 9000);
+        assert_eq!(cfg.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(cfg.retention.max_count, 9, "flag wins over file");
+        Ok(())
+    }
+
+    #[test]
+    fn data_dir_is_required_and_defaults_apply() {
+        assert!(matches!(
+            resolve_serve(args(None), None),
+            Err(ConfigError::NoDataDir)
+        ));
+        let mut a = args(None);
+        a.data_dir = Some("/d".into());
+        let r = resolve_serve(a, None).map(|(c, l, _)| (c.heartbeat_interval, l.port()));
+        assert!(matches!(r, Ok((d, 7443)) if d == Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("m.yaml");
+        std::fs::write(&path, "dataDri: /x\n")?;
+        assert!(matches!(
+            resolve_serve(args(Some(path)), None),
+            Err(ConfigError::File { .. })
+        ));
+        Ok(())
+    }
+}

@@ -122,11 +122,14 @@ impl TraceflowSvc {
 
     /// Stores `t` and hands it to its cluster, or fails it when the cluster is not connected.
     async fn start(&self, mut t: pb::Traceflow) -> ApiResult<pb::Traceflow> {
-        let Some(tx) = self.ctx.fleet.sender(&t.cluster) else {
-            let reason = format!("cluster {} is not connected", t.cluster);
-            fail(&mut t, &reason, now_micros());
-            tracing::info!(uid = %t.uid, cluster = %t.cluster, "trace failed: cluster not connected");
-            return Ok(self.ctx.hub.save(t).await?);
+        let tx = match self.ctx.fleet.sender(&t.cluster) {
+            Ok(tx) => tx,
+            Err(why) => {
+                let reason = why.reason(&t.cluster);
+                fail(&mut t, &reason, now_micros());
+                tracing::info!(uid = %t.uid, cluster = %t.cluster, %reason, "trace failed at once");
+                return Ok(self.ctx.hub.save(t).await?);
+            }
         };
         let t = self.ctx.hub.save(t).await?;
         let msg = pb::ManagerMessage {
@@ -219,7 +222,7 @@ impl TraceflowSvc {
     async fn delete(&self, req: pb::DeleteTraceflowRequest) -> ApiResult<()> {
         let t = self.load(&req.uid, &req.name)?;
         if !is_terminal(phase(&t))
-            && let Some(tx) = self.ctx.fleet.sender(&t.cluster)
+            && let Ok(tx) = self.ctx.fleet.sender(&t.cluster)
         {
             let cancel = pb::ManagerMessage {
                 kind: Some(pb::manager_message::Kind::CancelTrace(pb::CancelTrace {

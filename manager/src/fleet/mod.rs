@@ -74,6 +74,28 @@ struct State {
     inventory: HashMap<String, ClusterInventory>,
 }
 
+/// Why a cluster cannot take a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// No adapter stream.
+    NotConnected,
+    /// A stream, but no heartbeat for this long (more than three intervals).
+    Silent(Duration),
+}
+
+impl Unavailable {
+    /// The trace failure reason for `cluster`.
+    pub fn reason(&self, cluster: &str) -> String {
+        match self {
+            Unavailable::NotConnected => format!("cluster {cluster} is not connected"),
+            Unavailable::Silent(d) => format!(
+                "cluster {cluster} is down: no heartbeat from its adapter for {}s",
+                d.as_secs()
+            ),
+        }
+    }
+}
+
 /// Live view of a cluster for ClusterService.
 #[derive(Debug, Clone, Copy)]
 pub struct LiveStatus {
@@ -176,15 +198,16 @@ impl Fleet {
         }
     }
 
-    /// The sender of the cluster's stream, when one is connected and not silent for three
-    /// heartbeat intervals.
-    pub fn sender(&self, cluster: &str) -> Option<Outbound> {
+    /// The sender of the cluster's stream, or why the cluster cannot take a trace now: no
+    /// stream, or a stream silent for more than three heartbeat intervals (Down).
+    pub fn sender(&self, cluster: &str) -> Result<Outbound, Unavailable> {
         let interval = self.heartbeat_interval;
-        self.with(|s| {
-            s.conns
-                .get(cluster)
-                .filter(|c| c.last_heard.elapsed() <= interval * 3)
-                .map(|c| c.tx.clone())
+        self.with(|s| match s.conns.get(cluster) {
+            None => Err(Unavailable::NotConnected),
+            Some(c) if c.last_heard.elapsed() > interval * 3 => {
+                Err(Unavailable::Silent(c.last_heard.elapsed()))
+            }
+            Some(c) => Ok(c.tx.clone()),
         })
     }
 
@@ -298,10 +321,10 @@ mod tests {
         assert!(close1.try_recv().is_ok());
         assert!(!fleet.is_current("a", id1));
         assert!(!fleet.disconnect("a", id1));
-        assert!(fleet.sender("a").is_some());
+        assert!(fleet.sender("a").is_ok());
         fleet.remove_cluster("a", tonic::Status::unauthenticated("revoked"));
         assert!(close2.try_recv().is_ok());
         assert!(!fleet.is_current("a", id2));
-        assert!(fleet.sender("a").is_none());
+        assert_eq!(fleet.sender("a").err(), Some(Unavailable::NotConnected));
     }
 }

@@ -7,7 +7,7 @@ use super::common::*;
 
 #[tokio::test]
 async fn registration_matrix() -> TestResult {
-    let m = Manager::start().await?;
+    let mut m = Manager::start().await?;
 
     // Valid: certificate with CN = cluster, OU traceflow-cluster, then Attach works.
     let token = m.token("alpha", "1h")?;
@@ -64,12 +64,28 @@ async fn registration_matrix() -> TestResult {
         return Err("unknown token accepted".into());
     };
     assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+
+    // Every event is in the store's audit log.
+    m.kill9();
+    let events = audit(&m)?;
+    let count = |action: &str| events.iter().filter(|e| e.action == action).count();
+    assert_eq!(count("register"), 2, "{events:#?}");
+    assert_eq!(count("register-refused"), 6, "{events:#?}");
+    assert!(count("token-create") >= 4);
+    assert!(events.iter().any(|e| e.action == "register-refused"
+        && e.subject == "alpha"
+        && e.detail.contains("already used")));
     Ok(())
+}
+
+fn audit(m: &Manager) -> Result<Vec<traceflow_manager::store::AuditEvent>, Error> {
+    let store = traceflow_manager::store::Store::open(&m.dir.join("store"))?;
+    Ok(store.audit_events()?)
 }
 
 #[tokio::test]
 async fn deregister_revokes_closes_and_allows_reregistration() -> TestResult {
-    let m = Manager::start().await?;
+    let mut m = Manager::start().await?;
     let (cert, key) = m.register("alpha").await?;
     let mut adapter = FakeAdapter::attach(&m, &cert, &key).await?;
     adapter.sync_pods(&[("default", "p0", "n0")]).await?;
@@ -122,7 +138,14 @@ async fn deregister_revokes_closes_and_allows_reregistration() -> TestResult {
     let (cert2, key2) = m.register("alpha").await?;
     FakeAdapter::attach(&m, &cert2, &key2).await?;
 
-    // Every registration event is audited.
+    // Deregistration is audited.
     drop(admin);
+    m.kill9();
+    let events = audit(&m)?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "deregister" && e.subject == "alpha")
+    );
     Ok(())
 }
