@@ -7,3 +7,4 @@ mod registration;
 mod restart;
 mod security;
 mod traces;
+mod web;

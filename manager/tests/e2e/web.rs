@@ -1,0 +1,56 @@
+//! gRPC-Web on the same TLS port (what a browser console speaks).
+
+use traceflow_proto::v1 as pb;
+
+use super::common::*;
+
+type WebBody = tonic_web::GrpcWebCall<tonic::body::Body>;
+
+/// A gRPC-Web client stack over a TLS channel.
+fn web_stack(
+    ch: tonic::transport::Channel,
+) -> tonic_web::GrpcWebClientService<
+    tower::util::MapRequest<
+        tonic::transport::Channel,
+        fn(http::Request<WebBody>) -> http::Request<tonic::body::Body>,
+    >,
+> {
+    let to_body: fn(http::Request<WebBody>) -> http::Request<tonic::body::Body> =
+        |r| r.map(tonic::body::Body::new);
+    tonic_web::GrpcWebClientService::new(tower::util::MapRequest::new(ch, to_body))
+}
+
+#[tokio::test]
+async fn grpc_web_is_served_on_the_same_port() -> TestResult {
+    let m = Manager::start().await?;
+    m.register("alpha").await?;
+    // Health over gRPC-Web, no credentials needed.
+    let svc = web_stack(m.channel(None).await?);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(svc);
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(
+        r.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    // An authenticated call over gRPC-Web with the admin certificate.
+    let svc = web_stack(m.admin().await?);
+    let mut c = pb::cluster_service_client::ClusterServiceClient::new(svc);
+    let list = c
+        .list_clusters(pb::ListClustersRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(list.clusters.len(), 1);
+    // And refused without credentials, with the usual status.
+    let svc = web_stack(m.channel(None).await?);
+    let mut c = pb::cluster_service_client::ClusterServiceClient::new(svc);
+    let s = c
+        .list_clusters(pb::ListClustersRequest {})
+        .await
+        .err()
+        .ok_or("anonymous gRPC-Web call accepted")?;
+    assert_eq!(s.code(), tonic::Code::Unauthenticated);
+    Ok(())
+}
