@@ -5,18 +5,13 @@ use traceflow_proto::v1 as pb;
 use super::common::*;
 
 type WebBody = tonic_web::GrpcWebCall<tonic::body::Body>;
+type ToBody = fn(http::Request<WebBody>) -> http::Request<tonic::body::Body>;
+type WebClient =
+    tonic_web::GrpcWebClientService<tower::util::MapRequest<tonic::transport::Channel, ToBody>>;
 
 /// A gRPC-Web client stack over a TLS channel.
-fn web_stack(
-    ch: tonic::transport::Channel,
-) -> tonic_web::GrpcWebClientService<
-    tower::util::MapRequest<
-        tonic::transport::Channel,
-        fn(http::Request<WebBody>) -> http::Request<tonic::body::Body>,
-    >,
-> {
-    let to_body: fn(http::Request<WebBody>) -> http::Request<tonic::body::Body> =
-        |r| r.map(tonic::body::Body::new);
+fn web_stack(ch: tonic::transport::Channel) -> WebClient {
+    let to_body: ToBody = |r| r.map(tonic::body::Body::new);
     tonic_web::GrpcWebClientService::new(tower::util::MapRequest::new(ch, to_body))
 }
 
