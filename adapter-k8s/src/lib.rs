@@ -5,9 +5,14 @@
 //!                                                               │   ▲ TraceUpdate
 //!                                               StartTrace/Cancel ▼   │
 //!   Kubernetes API ──watch──▶ inventory::Index ──lookups──▶ coordinator ──Inject──▶ agents::Agents
-//!                                  │ changes ──▶ Link                ▲ reports         │
-//!                                                                    └── agents::server (mTLS) ◀══ agents
+//!                                  │ changes ──▶ Link                ▲ reports         │  ▲
+//!                                  │                                 └── agents::server (mTLS) ◀══ agents
+//!                                  │ revisions                              │ hello       │
+//!                                  └──────────▶ nodestate::Publisher ◀──────┘  NodeState ─┘
 //! ```
+//!
+//! [`nodestate`] compiles the cluster's NetworkPolicies (crate `traceflow-policy`) and sends
+//! each agent its Node's desired pipeline state: a replace after every hello, then deltas.
 //!
 //! Traceflow custom resources (`traceflows.crd.traceflow.io/v1beta1`, Antrea's schema) are a
 //! second entry point ([`crd`]): the adapter runs them and writes their `.status`.
@@ -20,6 +25,7 @@ pub mod agents;
 pub mod coordinator;
 pub mod crd;
 pub mod inventory;
+pub mod nodestate;
 pub mod upstream;
 
 use std::{future::Future, path::PathBuf};
@@ -168,7 +174,10 @@ pub async fn run(
             .instrument(info_span!("manager_link")),
     );
 
-    let server = AgentServer::new(agents, inventory, handle);
+    let (publisher, nodestate) = nodestate::Publisher::new(inventory.clone(), agents.clone());
+    let publisher_task = tokio::spawn(publisher.run().instrument(info_span!("nodestate")));
+
+    let server = AgentServer::new(agents, inventory, handle, nodestate);
     let addr = agent_listener.local_addr().ok();
     info!(agent_listen = ?addr, "serving agents");
     let server_task = tokio::spawn(
@@ -184,6 +193,7 @@ pub async fn run(
     }
     let _ = link_task.await;
     coordinator_task.abort();
+    publisher_task.abort();
     // Graceful shutdown waits for agents to hang up; they reconnect forever, so bound it.
     let abort = server_task.abort_handle();
     match tokio::time::timeout(SHUTDOWN_GRACE, server_task).await {

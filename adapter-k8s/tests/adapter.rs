@@ -5,7 +5,7 @@ mod support;
 use std::{path::Path, time::Duration};
 
 use futures::StreamExt;
-use support::{FakeApi, FakeManager, pod, standard_cluster};
+use support::{FakeApi, FakeManager, pod, service, standard_cluster};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use traceflow_proto::v1::{self as pb, adapter_message::Kind as Up, manager_message::Kind as Down};
@@ -61,6 +61,47 @@ impl Adapter {
 struct Agent {
     tx: mpsc::Sender<pb::AgentMessage>,
     commands: tonic::Streaming<pb::AgentCommand>,
+}
+
+impl Agent {
+    /// The next command `f` accepts within 10 s, skipping the others (an agent gets NodeStates
+    /// and injections on one stream).
+    async fn next_matching<T>(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut(pb::agent_command::Kind) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let cmd = tokio::time::timeout_at(deadline, self.commands.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {what} in time"));
+            match cmd {
+                Some(Ok(pb::AgentCommand { kind: Some(kind) })) => {
+                    if let Some(t) = f(kind) {
+                        return t;
+                    }
+                }
+                other => panic!("expected {what}, got {other:?}"),
+            }
+        }
+    }
+
+    async fn next_inject(&mut self) -> pb::InjectPacket {
+        self.next_matching("inject", |k| match k {
+            pb::agent_command::Kind::Inject(p) => Some(p),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn next_node_state(&mut self) -> pb::NodeState {
+        self.next_matching("node state", |k| match k {
+            pb::agent_command::Kind::NodeState(s) => Some(s),
+            _ => None,
+        })
+        .await
+    }
 }
 
 async fn agent_channel(adapter: &Adapter, certs: &Path, node: &str) -> tonic::transport::Channel {
@@ -256,15 +297,7 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
         })
         .await;
     assert_eq!(running.phase, pb::TraceflowPhase::Running as i32);
-    let cmd = tokio::time::timeout(Duration::from_secs(10), n1.commands.next())
-        .await
-        .expect("inject in time");
-    let inject = match cmd {
-        Some(Ok(pb::AgentCommand {
-            kind: Some(pb::agent_command::Kind::Inject(p)),
-        })) => p,
-        other => panic!("expected inject, got {other:?}"),
-    };
+    let inject = n1.next_inject().await;
     assert_eq!(
         (
             inject.src_ip.as_str(),
@@ -470,15 +503,7 @@ async fn traceflow_resource_runs_and_its_status_is_written() {
                      "packet": {"transportHeader": {"udp": {"dstPort": 53}}}}
         }),
     );
-    let cmd = tokio::time::timeout(Duration::from_secs(10), n1.commands.next())
-        .await
-        .expect("inject in time");
-    let inject = match cmd {
-        Some(Ok(pb::AgentCommand {
-            kind: Some(pb::agent_command::Kind::Inject(p)),
-        })) => p,
-        other => panic!("expected inject, got {other:?}"),
-    };
+    let inject = n1.next_inject().await;
     assert_eq!((inject.protocol, inject.dst_port), (17, 53));
     let result = pb::NodeResult {
         observations: vec![
@@ -521,5 +546,126 @@ async fn traceflow_resource_runs_and_its_status_is_written() {
         }
     }
     assert_eq!(phases.first().map(String::as_str), Some("Running"));
+    adapter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_gets_its_node_state_then_a_delta_when_a_policy_appears() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = FakeApi::start().await;
+    standard_cluster(&api);
+    let running = |ns: &str, name: &str, node: &str, ip: &str| {
+        let mut p = pod(ns, name, node, ip);
+        p["status"]["phase"] = "Running".into();
+        p
+    };
+    api.set(
+        "/api/v1/pods",
+        vec![
+            running("default", "p0", "n1", "10.10.1.2"),
+            running("default", "p1", "n2", "10.10.2.3"),
+        ],
+    );
+    let mut echo = service("default", "echo", "10.96.0.20", 80);
+    echo["spec"]["selector"] = serde_json::json!({"app": "p1"});
+    api.set(
+        "/api/v1/services",
+        vec![service("web", "api", "10.96.0.10", 80), echo],
+    );
+    for path in ["networkpolicies", "clusternetworkpolicies", "tiers"] {
+        api.set(&format!("/apis/crd.antrea.io/v1beta1/{path}"), vec![]);
+    }
+    let mut mgr = FakeManager::start("t").await;
+    let adapter = start_adapter(dir.path(), &api, &mgr, Some("t")).await;
+    mgr.next_matching(|k| matches!(k, Up::Hello(_)).then_some(()))
+        .await;
+    wait_for_adapter_cert(dir.path()).await;
+    let mut n1 = attach_agent(&adapter, &dir.path().join("certs"), "n1")
+        .await
+        .expect("n1");
+
+    // Right after the hello: the whole state, replacing whatever the agent had.
+    let full = n1.next_node_state().await;
+    assert!(full.replace);
+    let me = full.node.clone().unwrap_or_default();
+    assert_eq!(
+        (
+            me.name.as_str(),
+            me.pod_cidrs.clone(),
+            me.tunnel_ips.clone()
+        ),
+        (
+            "n1",
+            vec!["10.10.1.0/24".to_string()],
+            vec!["192.168.77.1".to_string()]
+        )
+    );
+    let peers: Vec<_> = full
+        .peers_upsert
+        .iter()
+        .map(|p| (p.name.as_str(), p.tunnel_ips.clone()))
+        .collect();
+    assert_eq!(peers, vec![("n2", vec!["192.168.77.2".to_string()])]);
+    let services: Vec<_> = full
+        .services_upsert
+        .iter()
+        .map(|s| format!("{}/{}", s.namespace, s.name))
+        .collect();
+    assert_eq!(services, vec!["default/echo", "web/api"]);
+    let echo_eps: Vec<_> = full.services_upsert[0].ports[0]
+        .endpoints
+        .iter()
+        .map(|e| (e.ip.as_str(), e.port, e.node.as_str(), e.pod_name.as_str()))
+        .collect();
+    assert_eq!(echo_eps, vec![("10.10.2.3", 8080, "n2", "p1")]);
+    assert!(full.rules_upsert.is_empty());
+    assert_eq!(full.isolation, Some(pb::Isolation::default()));
+
+    // A NetworkPolicy protecting p0 (on n1) appears: one delta with its rule and isolation.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.event(
+        "/apis/networking.k8s.io/v1/networkpolicies",
+        "ADDED",
+        serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "allow-p1", "namespace": "default", "resourceVersion": "2"},
+            "spec": {"podSelector": {"matchLabels": {"app": "p0"}},
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "p1"}}}],
+                                  "ports": [{"protocol": "TCP", "port": 8080}]}]}
+        }),
+    );
+    let delta = n1.next_node_state().await;
+    assert!(!delta.replace && delta.node.is_none());
+    assert_eq!(delta.rules_upsert.len(), 1, "{delta:?}");
+    let rule = &delta.rules_upsert[0];
+    assert_ne!(rule.conjunction_id, 0);
+    assert_eq!(
+        (
+            rule.direction.as_str(),
+            rule.action.as_str(),
+            rule.policy_type.as_str(),
+            rule.policy_namespace.as_str(),
+            rule.policy_name.as_str(),
+            rule.table.as_str(),
+        ),
+        (
+            "Ingress",
+            "Allow",
+            "K8sNetworkPolicy",
+            "default",
+            "allow-p1",
+            "IngressRule"
+        )
+    );
+    assert_eq!(rule.applied_to_ips, vec!["10.10.1.2"]);
+    assert_eq!(rule.peer_cidrs, vec!["10.10.2.3/32"]);
+    assert_eq!(
+        delta.isolation,
+        Some(pb::Isolation {
+            ingress_ips: vec!["10.10.1.2".into()],
+            egress_ips: vec![],
+        })
+    );
+    assert!(delta.peers_upsert.is_empty() && delta.services_upsert.is_empty());
     adapter.stop().await;
 }

@@ -101,6 +101,27 @@ impl Agents {
         })
     }
 
+    /// The current connection id of `node`'s agent.
+    pub fn conn(&self, node: &str) -> Option<u64> {
+        self.lock().agents.get(node).map(|e| e.conn)
+    }
+
+    /// Queues a command for connection `conn` of `node` only: a command computed for one
+    /// connection must not reach its replacement (`NotConnected` then).
+    pub fn send_on(&self, node: &str, conn: u64, cmd: pb::AgentCommand) -> Result<(), SendError> {
+        let tx = self
+            .lock()
+            .agents
+            .get(node)
+            .filter(|e| e.conn == conn)
+            .map(|e| e.tx.clone())
+            .ok_or(SendError::NotConnected)?;
+        tx.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => SendError::NotConnected,
+        })
+    }
+
     pub fn connected(&self) -> usize {
         self.lock().agents.len()
     }
@@ -122,6 +143,23 @@ mod tests {
         agents.unregister("n1", old);
         assert!(agents.is_connected("n1"));
         assert_eq!(agents.connected(), 1);
+    }
+
+    #[test]
+    fn send_on_reaches_only_the_named_connection() {
+        let agents = Agents::new();
+        let (old, _rx1) = agents.register("n1");
+        let (new, mut rx2) = agents.register("n1");
+        assert_eq!(agents.conn("n1"), Some(new));
+        assert_eq!(
+            agents.send_on("n1", old, pb::AgentCommand::default()),
+            Err(SendError::NotConnected)
+        );
+        assert_eq!(
+            agents.send_on("n1", new, pb::AgentCommand::default()),
+            Ok(())
+        );
+        assert!(rx2.try_recv().is_ok());
     }
 
     #[test]

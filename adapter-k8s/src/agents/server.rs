@@ -3,7 +3,11 @@
 //! ```text
 //!  agent ──AgentMessage (hello, ports, report, failure)──▶ attach task ──▶ Agents / Coordinator
 //!  agent ◀──AgentCommand (inject)──────────────────────── Agents::send ◀── Coordinator
+//!  agent ◀──AgentCommand (node_state)──────────────────── Agents::send_on ◀── nodestate publisher
 //! ```
+//!
+//! Every `AgentHello` (not `ports`) asks the [`nodestate`](crate::nodestate) publisher for a
+//! replace `NodeState` on this connection; deltas follow as the inventory changes.
 //!
 //! The Node is the verified client certificate's CN (OU `traceflow-agent`); the hello's `node`
 //! field is informational. Once the Node list has synced, a certificate for a Node the cluster
@@ -23,6 +27,7 @@ use super::Agents;
 use crate::{
     coordinator::CoordinatorHandle,
     inventory::{Inventory, Kind},
+    nodestate::PublisherHandle,
 };
 
 /// Why an agent's stream was refused.
@@ -59,14 +64,21 @@ pub struct AgentServer {
     agents: Agents,
     inventory: Inventory,
     coordinator: CoordinatorHandle,
+    nodestate: PublisherHandle,
 }
 
 impl AgentServer {
-    pub fn new(agents: Agents, inventory: Inventory, coordinator: CoordinatorHandle) -> Self {
+    pub fn new(
+        agents: Agents,
+        inventory: Inventory,
+        coordinator: CoordinatorHandle,
+        nodestate: PublisherHandle,
+    ) -> Self {
         Self {
             agents,
             inventory,
             coordinator,
+            nodestate,
         }
     }
 
@@ -129,11 +141,16 @@ impl AgentServer {
 
     fn handle(&self, node: &str, conn: u64, msg: Msg) {
         match msg {
-            Msg::Hello(hello) | Msg::Ports(hello) => {
+            Msg::Hello(hello) => {
                 if !hello.node.is_empty() && hello.node != node {
                     warn!(hello_node = %hello.node, "hello names another Node; the certificate wins");
                 }
-                info!(pods = hello.pods.len(), version = %hello.version, "agent ports");
+                info!(pods = hello.pods.len(), version = %hello.version, "agent hello");
+                self.agents.set_hello(node, conn, hello);
+                self.nodestate.hello(node, conn);
+            }
+            Msg::Ports(hello) => {
+                info!(pods = hello.pods.len(), "agent ports");
                 self.agents.set_hello(node, conn, hello);
             }
             Msg::Report(report) => self.coordinator.report(node, report),

@@ -1,7 +1,9 @@
-//! Kubernetes objects → inventory records (the proto shapes the manager stores).
+//! Kubernetes objects → inventory records (the proto shapes the manager stores, plus the
+//! adapter-only details of [`super::record`]).
 //!
 //! Each function checks what the adapter relies on (names, parseable IPs and CIDRs) and returns
 //! [`InvalidObject`] naming the field otherwise; the watcher logs and skips such objects.
+//! Policies are kept whole and checked by the policy compiler, which reports bad fields itself.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -10,7 +12,12 @@ use k8s_openapi::api::{
     networking::v1::NetworkPolicy,
 };
 use kube::api::DynamicObject;
+use traceflow_policy::{
+    AntreaClusterNetworkPolicy, AntreaNetworkPolicy, NamedPort, Protocol, Tier,
+};
 use traceflow_proto::v1 as pb;
+
+use super::record::{PodRecord, PolicyRecord, PolicySource, ServiceRecord};
 
 /// An object the index cannot use; `field` names what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -114,8 +121,9 @@ pub fn namespace(ns: &Namespace) -> Result<pb::InventoryNamespace, InvalidObject
 }
 
 /// A Pod: Node (`spec.nodeName`, empty while unscheduled), IPs (`status.podIPs`, else
-/// `status.podIP`), labels, hostNetwork.
-pub fn pod(pod: &Pod) -> Result<pb::InventoryPod, InvalidObject> {
+/// `status.podIP`), labels, hostNetwork; plus phase, readiness and named container ports
+/// (a container port with an unknown protocol or out-of-range number is ignored).
+pub fn pod(pod: &Pod) -> Result<PodRecord, InvalidObject> {
     let name = required_name("Pod", pod.metadata.name.as_ref())?;
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     if namespace.is_empty() {
@@ -137,19 +145,50 @@ pub fn pod(pod: &Pod) -> Result<pb::InventoryPod, InvalidObject> {
         .filter(|ip| !ip.is_empty())
         .map(|ip| parse_ip("Pod", &name, "status.podIPs", ip))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(pb::InventoryPod {
-        node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
-        labels: labels(pod.metadata.labels.as_ref()),
-        namespace,
-        name,
-        ips,
+    let phase = status.and_then(|s| s.phase.clone()).unwrap_or_default();
+    let ready_condition = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status == "True");
+    let ready = phase == "Running"
+        && pod.metadata.deletion_timestamp.is_none()
+        && ready_condition.unwrap_or(true);
+    let ports = spec
+        .map(|s| {
+            s.containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .filter_map(|p| {
+                    let name = p.name.clone().filter(|n| !n.is_empty())?;
+                    let protocol = Protocol::parse(p.protocol.as_deref().unwrap_or("TCP"))?;
+                    let port = u16::try_from(p.container_port).ok().filter(|p| *p != 0)?;
+                    Some(NamedPort {
+                        name,
+                        protocol,
+                        port,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(PodRecord {
+        inventory: pb::InventoryPod {
+            node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+            host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+            labels: labels(pod.metadata.labels.as_ref()),
+            namespace,
+            name,
+            ips,
+        },
+        phase,
+        ready,
+        ports,
     })
 }
 
 /// A Service: ClusterIPs (`spec.clusterIPs`, else `spec.clusterIP`; `None` is kept so that
-/// resolution can say the Service is headless) and ports.
-pub fn service(svc: &Service) -> Result<pb::InventoryService, InvalidObject> {
+/// resolution can say the Service is headless), ports and selector.
+pub fn service(svc: &Service) -> Result<ServiceRecord, InvalidObject> {
     let name = required_name("Service", svc.metadata.name.as_ref())?;
     let namespace = svc.metadata.namespace.clone().unwrap_or_default();
     if namespace.is_empty() {
@@ -195,36 +234,84 @@ pub fn service(svc: &Service) -> Result<pb::InventoryService, InvalidObject> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(pb::InventoryService {
-        namespace,
-        name,
-        cluster_ips,
-        ports,
+    Ok(ServiceRecord {
+        inventory: pb::InventoryService {
+            namespace,
+            name,
+            cluster_ips,
+            ports,
+        },
+        selector: spec
+            .and_then(|s| s.selector.clone())
+            .filter(|s| !s.is_empty()),
     })
 }
 
-/// A Kubernetes NetworkPolicy: its name and kind `K8sNetworkPolicy`.
-pub fn network_policy(np: &NetworkPolicy) -> Result<pb::InventoryPolicy, InvalidObject> {
+/// A Kubernetes NetworkPolicy, kept whole, with kind `K8sNetworkPolicy`.
+pub fn network_policy(np: &NetworkPolicy) -> Result<PolicyRecord, InvalidObject> {
     let name = required_name("NetworkPolicy", np.metadata.name.as_ref())?;
-    Ok(pb::InventoryPolicy {
-        namespace: np.metadata.namespace.clone().unwrap_or_default(),
-        name,
-        kind: super::index::K8S_POLICY.to_string(),
+    let namespace = np.metadata.namespace.clone().unwrap_or_default();
+    if namespace.is_empty() {
+        return Err(invalid(
+            "NetworkPolicy",
+            &name,
+            "metadata.namespace",
+            "missing",
+        ));
+    }
+    Ok(PolicyRecord {
+        inventory: pb::InventoryPolicy {
+            namespace,
+            name,
+            kind: super::index::K8S_POLICY.to_string(),
+        },
+        source: PolicySource::K8s(Box::new(np.clone())),
     })
 }
 
-/// An Antrea-native policy (crd.antrea.io NetworkPolicy or ClusterNetworkPolicy), by name and
+fn from_dynamic<T: serde::de::DeserializeOwned>(
+    obj: &DynamicObject,
+    kind: &'static str,
+) -> Result<T, InvalidObject> {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    serde_json::to_value(obj)
+        .and_then(serde_json::from_value)
+        .map_err(|e| invalid(kind, &name, "spec", format!("does not decode: {e}")))
+}
+
+/// An Antrea-native policy (crd.antrea.io NetworkPolicy when `kind` is
+/// [`ANTREA_POLICY`](super::index::ANTREA_POLICY), else ClusterNetworkPolicy), kept whole, with
 /// the kind string Antrea uses in observations.
 pub fn antrea_policy(
     obj: &DynamicObject,
     kind: &'static str,
-) -> Result<pb::InventoryPolicy, InvalidObject> {
+) -> Result<PolicyRecord, InvalidObject> {
     let name = required_name(kind, obj.metadata.name.as_ref())?;
-    Ok(pb::InventoryPolicy {
-        namespace: obj.metadata.namespace.clone().unwrap_or_default(),
-        name,
-        kind: kind.to_string(),
+    let namespace = obj.metadata.namespace.clone().unwrap_or_default();
+    let source = if kind == super::index::ANTREA_POLICY {
+        if namespace.is_empty() {
+            return Err(invalid(kind, &name, "metadata.namespace", "missing"));
+        }
+        PolicySource::Antrea(Box::new(from_dynamic::<AntreaNetworkPolicy>(obj, kind)?))
+    } else {
+        PolicySource::AntreaCluster(Box::new(from_dynamic::<AntreaClusterNetworkPolicy>(
+            obj, kind,
+        )?))
+    };
+    Ok(PolicyRecord {
+        inventory: pb::InventoryPolicy {
+            namespace,
+            name,
+            kind: kind.to_string(),
+        },
+        source,
     })
+}
+
+/// An Antrea Tier (crd.antrea.io), kept whole; `spec.priority` is required.
+pub fn tier(obj: &DynamicObject) -> Result<Tier, InvalidObject> {
+    required_name("Tier", obj.metadata.name.as_ref())?;
+    from_dynamic::<Tier>(obj, "Tier")
 }
 
 #[cfg(test)]
@@ -337,16 +424,85 @@ mod tests {
             s.pod_ips = None;
             s.pod_ip = Some("10.0.0.5".into());
         }
-        assert_eq!(pod(&p)?.ips, vec!["10.0.0.5"]);
+        assert_eq!(pod(&p)?.inventory.ips, vec!["10.0.0.5"]);
         Ok(())
     }
 
     #[test]
     fn headless_service_keeps_none() -> Result<(), InvalidObject> {
-        let s = service(&mk_service("ns", "s", &["None"], &[("UDP", 53)]))?;
+        let s = service(&mk_service("ns", "s", &["None"], &[("UDP", 53)]))?.inventory;
         assert_eq!(s.cluster_ips, vec!["None"]);
         assert_eq!(s.ports[0].protocol, "UDP");
         assert_eq!(s.ports[0].target_port, "53");
         Ok(())
+    }
+
+    #[test]
+    fn pod_keeps_readiness_and_named_ports() -> Result<(), InvalidObject> {
+        let mut p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "ports": [
+                {"name": "http", "containerPort": 8080},
+                {"name": "dns", "containerPort": 5353, "protocol": "UDP"},
+                {"containerPort": 9090},
+                {"name": "odd", "containerPort": 1, "protocol": "ICMP"}
+            ]}]},
+            "status": {"phase": "Running", "podIPs": [{"ip": "10.0.0.5"}],
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .map_err(|e| invalid("Pod", "p", "fixture", e.to_string()))?;
+        let r = pod(&p)?;
+        assert!(r.ready);
+        assert_eq!(
+            r.ports,
+            vec![
+                NamedPort {
+                    name: "http".into(),
+                    protocol: Protocol::Tcp,
+                    port: 8080
+                },
+                NamedPort {
+                    name: "dns".into(),
+                    protocol: Protocol::Udp,
+                    port: 5353
+                },
+            ]
+        );
+        if let Some(c) = p.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+            c[0].status = "False".into();
+        }
+        assert!(!pod(&p)?.ready);
+        Ok(())
+    }
+
+    #[test]
+    fn antrea_objects_decode_whole_and_bad_ones_name_the_object() {
+        let obj = |v: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(v).unwrap_or_else(|e| panic!("fixture: {e}"))
+        };
+        let acnp = obj(serde_json::json!({
+            "apiVersion": "crd.antrea.io/v1beta1", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "deny-db"},
+            "spec": {"priority": 5, "appliedTo": [{"podSelector": {}}],
+                     "ingress": [{"name": "r", "action": "Drop"}]}
+        }));
+        match antrea_policy(&acnp, super::super::index::ANTREA_CLUSTER_POLICY) {
+            Ok(PolicyRecord {
+                source: PolicySource::AntreaCluster(p),
+                inventory,
+            }) => {
+                assert_eq!(p.spec.ingress[0].action, "Drop");
+                assert_eq!(inventory.kind, "AntreaClusterNetworkPolicy");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let bad = obj(serde_json::json!({
+            "apiVersion": "crd.antrea.io/v1beta1", "kind": "Tier",
+            "metadata": {"name": "t"}, "spec": {"priority": "high"}
+        }));
+        assert!(matches!(
+            tier(&bad),
+            Err(InvalidObject { kind: "Tier", .. })
+        ));
     }
 }

@@ -3,7 +3,11 @@
 //! The index is plain data with no I/O: watchers call [`Index::apply`], [`Index::delete`] and
 //! [`Index::reset`], each of which returns the [`Change`] to forward to the manager. Lookups
 //! (pod → Node/IPs, Service → ClusterIPs/ports, Node → CIDRs/InternalIP, IP → Pod) serve the
-//! coordinator.
+//! coordinator; iteration over whole kinds serves the Nodes' desired state ([`crate::nodestate`]).
+//!
+//! Records carry more than the manager sees (see [`super::record`]): a [`Change`] lists an
+//! object only when its manager-visible part changed, while [`Index::revision`] moves on every
+//! change of anything.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -11,6 +15,8 @@ use std::{
 };
 
 use traceflow_proto::v1 as pb;
+
+use super::record::{PodRecord, PolicyRecord, PolicySource, ServiceRecord};
 
 /// The kinds the index holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,6 +31,8 @@ pub enum Kind {
     AntreaPolicy,
     /// Antrea-native ClusterNetworkPolicies (crd.antrea.io).
     AntreaClusterPolicy,
+    /// Antrea Tiers (crd.antrea.io); adapter-only, never sent to the manager.
+    Tier,
 }
 
 /// One indexed object, already converted (see `convert`).
@@ -32,9 +40,21 @@ pub enum Kind {
 pub enum Object {
     Node(pb::InventoryNode),
     Namespace(pb::InventoryNamespace),
-    Pod(pb::InventoryPod),
-    Service(pb::InventoryService),
-    Policy(pb::InventoryPolicy),
+    Pod(PodRecord),
+    Service(ServiceRecord),
+    Policy(PolicyRecord),
+    Tier(Box<traceflow_policy::Tier>),
+}
+
+/// The part of an object the manager sees.
+#[derive(PartialEq)]
+enum ManagerView<'a> {
+    Node(&'a pb::InventoryNode),
+    Namespace(&'a pb::InventoryNamespace),
+    Pod(&'a pb::InventoryPod),
+    Service(&'a pb::InventoryService),
+    Policy(&'a pb::InventoryPolicy),
+    None,
 }
 
 impl Object {
@@ -44,11 +64,12 @@ impl Object {
             Object::Namespace(_) => Kind::Namespace,
             Object::Pod(_) => Kind::Pod,
             Object::Service(_) => Kind::Service,
-            Object::Policy(p) => match p.kind.as_str() {
-                ANTREA_POLICY => Kind::AntreaPolicy,
-                ANTREA_CLUSTER_POLICY => Kind::AntreaClusterPolicy,
-                _ => Kind::Policy,
+            Object::Policy(p) => match p.source {
+                PolicySource::K8s(_) => Kind::Policy,
+                PolicySource::Antrea(_) => Kind::AntreaPolicy,
+                PolicySource::AntreaCluster(_) => Kind::AntreaClusterPolicy,
             },
+            Object::Tier(_) => Kind::Tier,
         }
     }
 
@@ -57,9 +78,21 @@ impl Object {
         match self {
             Object::Node(n) => n.name.clone(),
             Object::Namespace(n) => n.name.clone(),
-            Object::Pod(p) => key(&p.namespace, &p.name),
-            Object::Service(s) => key(&s.namespace, &s.name),
-            Object::Policy(p) => key(&p.namespace, &p.name),
+            Object::Pod(p) => key(&p.inventory.namespace, &p.inventory.name),
+            Object::Service(s) => key(&s.inventory.namespace, &s.inventory.name),
+            Object::Policy(p) => key(&p.inventory.namespace, &p.inventory.name),
+            Object::Tier(t) => t.name().to_string(),
+        }
+    }
+
+    fn manager_view(&self) -> ManagerView<'_> {
+        match self {
+            Object::Node(n) => ManagerView::Node(n),
+            Object::Namespace(n) => ManagerView::Namespace(n),
+            Object::Pod(p) => ManagerView::Pod(&p.inventory),
+            Object::Service(s) => ManagerView::Service(&s.inventory),
+            Object::Policy(p) => ManagerView::Policy(&p.inventory),
+            Object::Tier(_) => ManagerView::None,
         }
     }
 }
@@ -77,7 +110,7 @@ impl Kind {
     /// keys its copy.
     pub fn key(self, namespace: &str, name: &str) -> String {
         match self {
-            Kind::Node | Kind::Namespace => name.to_string(),
+            Kind::Node | Kind::Namespace | Kind::Tier => name.to_string(),
             _ => key(namespace, name),
         }
     }
@@ -115,9 +148,10 @@ impl Change {
         match obj {
             Object::Node(o) => self.upsert.nodes.push(o),
             Object::Namespace(o) => self.upsert.namespaces.push(o),
-            Object::Pod(o) => self.upsert.pods.push(o),
-            Object::Service(o) => self.upsert.services.push(o),
-            Object::Policy(o) => self.upsert.policies.push(o),
+            Object::Pod(o) => self.upsert.pods.push(o.inventory),
+            Object::Service(o) => self.upsert.services.push(o.inventory),
+            Object::Policy(o) => self.upsert.policies.push(o.inventory),
+            Object::Tier(_) => {}
         }
     }
 
@@ -129,6 +163,7 @@ impl Change {
             Kind::Pod => d.pods.push(key),
             Kind::Service => d.services.push(key),
             Kind::Policy | Kind::AntreaPolicy | Kind::AntreaClusterPolicy => d.policies.push(key),
+            Kind::Tier => {}
         }
     }
 }
@@ -142,6 +177,7 @@ pub struct Index {
     objects: HashMap<Kind, BTreeMap<String, Object>>,
     pod_ips: HashMap<IpAddr, String>,
     synced: HashSet<Kind>,
+    revision: u64,
 }
 
 impl Index {
@@ -149,7 +185,8 @@ impl Index {
         Self::default()
     }
 
-    /// Adds or replaces one object; the change is empty when nothing differs.
+    /// Adds or replaces one object; the change is empty when nothing the manager sees differs
+    /// (the revision still moves when anything else did).
     pub fn apply(&mut self, obj: Object) -> Change {
         let mut change = Change::default();
         let kind = obj.kind();
@@ -158,11 +195,18 @@ impl Index {
         if map.get(&key) == Some(&obj) {
             return change;
         }
-        if let Some(old) = map.insert(key.clone(), obj.clone()) {
+        let old = map.insert(key.clone(), obj.clone());
+        self.revision += 1;
+        let manager_same = old
+            .as_ref()
+            .is_some_and(|o| o.manager_view() == obj.manager_view());
+        if let Some(old) = old {
             self.unindex(&old, &key);
         }
         self.index(&obj, &key);
-        change.upsert(obj);
+        if !manager_same {
+            change.upsert(obj);
+        }
         change
     }
 
@@ -170,6 +214,7 @@ impl Index {
     pub fn delete(&mut self, kind: Kind, key: &str) -> Change {
         let mut change = Change::default();
         if let Some(old) = self.objects.entry(kind).or_default().remove(key) {
+            self.revision += 1;
             self.unindex(&old, key);
             change.delete(kind, key.to_string());
         }
@@ -212,11 +257,21 @@ impl Index {
         self.synced.contains(&kind)
     }
 
+    /// A counter that moves whenever any object (or any adapter-only detail of one) changed.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
     fn index(&mut self, obj: &Object, key: &str) {
         if let Object::Pod(p) = obj
-            && !p.host_network
+            && !p.inventory.host_network
         {
-            for ip in p.ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()) {
+            for ip in p
+                .inventory
+                .ips
+                .iter()
+                .filter_map(|ip| ip.parse::<IpAddr>().ok())
+            {
                 self.pod_ips.insert(ip, key.to_string());
             }
         }
@@ -224,7 +279,12 @@ impl Index {
 
     fn unindex(&mut self, obj: &Object, key: &str) {
         if let Object::Pod(p) = obj {
-            for ip in p.ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()) {
+            for ip in p
+                .inventory
+                .ips
+                .iter()
+                .filter_map(|ip| ip.parse::<IpAddr>().ok())
+            {
                 if self.pod_ips.get(&ip).map(String::as_str) == Some(key) {
                     self.pod_ips.remove(&ip);
                 }
@@ -245,14 +305,14 @@ impl Index {
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&pb::InventoryPod> {
         match self.get(Kind::Pod, &key(namespace, name)) {
-            Some(Object::Pod(p)) => Some(p),
+            Some(Object::Pod(p)) => Some(&p.inventory),
             _ => None,
         }
     }
 
     pub fn service(&self, namespace: &str, name: &str) -> Option<&pb::InventoryService> {
         match self.get(Kind::Service, &key(namespace, name)) {
-            Some(Object::Service(s)) => Some(s),
+            Some(Object::Service(s)) => Some(&s.inventory),
             _ => None,
         }
     }
@@ -261,9 +321,64 @@ impl Index {
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&pb::InventoryPod> {
         let key = self.pod_ips.get(&ip)?;
         match self.get(Kind::Pod, key) {
-            Some(Object::Pod(p)) => Some(p),
+            Some(Object::Pod(p)) => Some(&p.inventory),
             _ => None,
         }
+    }
+
+    fn all(&self, kind: Kind) -> impl Iterator<Item = &Object> {
+        self.objects.get(&kind).into_iter().flat_map(|m| m.values())
+    }
+
+    /// Every Node, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = &pb::InventoryNode> {
+        self.all(Kind::Node).filter_map(|o| match o {
+            Object::Node(n) => Some(n),
+            _ => None,
+        })
+    }
+
+    /// Every Namespace, by name.
+    pub fn namespaces(&self) -> impl Iterator<Item = &pb::InventoryNamespace> {
+        self.all(Kind::Namespace).filter_map(|o| match o {
+            Object::Namespace(n) => Some(n),
+            _ => None,
+        })
+    }
+
+    /// Every Pod, by `<namespace>/<name>`.
+    pub fn pods(&self) -> impl Iterator<Item = &PodRecord> {
+        self.all(Kind::Pod).filter_map(|o| match o {
+            Object::Pod(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    /// Every Service, by `<namespace>/<name>`.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceRecord> {
+        self.all(Kind::Service).filter_map(|o| match o {
+            Object::Service(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// Every policy of every kind (K8s, Antrea-native, Antrea cluster-wide).
+    pub fn policies(&self) -> impl Iterator<Item = &PolicyRecord> {
+        [Kind::Policy, Kind::AntreaPolicy, Kind::AntreaClusterPolicy]
+            .into_iter()
+            .flat_map(|k| self.all(k))
+            .filter_map(|o| match o {
+                Object::Policy(p) => Some(p),
+                _ => None,
+            })
+    }
+
+    /// Every user-defined Tier, by name.
+    pub fn tiers(&self) -> impl Iterator<Item = &traceflow_policy::Tier> {
+        self.all(Kind::Tier).filter_map(|o| match o {
+            Object::Tier(t) => Some(t.as_ref()),
+            _ => None,
+        })
     }
 
     /// Number of Nodes: the agents the cluster should have.
@@ -302,13 +417,13 @@ mod tests {
     use super::*;
 
     fn pod(ns: &str, name: &str, ips: &[&str]) -> Object {
-        Object::Pod(pb::InventoryPod {
+        Object::Pod(PodRecord::from(pb::InventoryPod {
             namespace: ns.into(),
             name: name.into(),
             node: "n1".into(),
             ips: ips.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
-        })
+        }))
     }
 
     #[test]
@@ -369,9 +484,30 @@ mod tests {
         let mut idx = Index::new();
         let mut p = pod("kube-system", "hn", &["192.168.77.1"]);
         if let Object::Pod(inner) = &mut p {
-            inner.host_network = true;
+            inner.inventory.host_network = true;
         }
         idx.apply(p);
         assert!(idx.pod_by_ip(ip("192.168.77.1")).is_none());
+    }
+
+    #[test]
+    fn adapter_only_changes_move_the_revision_but_not_the_manager() {
+        let mut idx = Index::new();
+        let Object::Pod(mut p) = pod("a", "p", &["10.0.0.1"]) else {
+            unreachable!("pod() builds a Pod")
+        };
+        idx.apply(Object::Pod(p.clone()));
+        let before = idx.revision();
+        p.ready = false;
+        assert!(idx.apply(Object::Pod(p.clone())).is_empty());
+        assert!(idx.revision() > before);
+        let same = idx.revision();
+        assert!(idx.apply(Object::Pod(p)).is_empty());
+        assert_eq!(idx.revision(), same);
+        let tier = traceflow_policy::Tier::new("t1", 10);
+        assert!(idx.apply(Object::Tier(Box::new(tier))).is_empty());
+        assert_eq!(idx.tiers().count(), 1);
+        assert!(idx.delete(Kind::Tier, "t1").is_empty());
+        assert_eq!(idx.tiers().count(), 0);
     }
 }

@@ -1,10 +1,12 @@
 //! The cluster inventory: an [`Index`] shared behind a lock, plus a broadcast of its changes.
 //!
 //! Watchers ([`watch`]) are the only writers. The manager link subscribes to [`Change`]s and
-//! sends a full snapshot on every (re)connect; the coordinator and the agent server read.
+//! sends a full snapshot on every (re)connect; the coordinator and the agent server read; the
+//! Node desired-state publisher ([`crate::nodestate`]) follows [`Inventory::revisions`].
 
 pub mod convert;
 pub mod index;
+pub mod record;
 pub mod watch;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -12,6 +14,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use tokio::sync::broadcast;
 
 pub use index::{Change, Index, Kind, Object};
+pub use record::{PodRecord, PolicyRecord, PolicySource, ServiceRecord};
 
 /// How many changes a slow subscriber may fall behind before it must resync.
 const CHANGE_BACKLOG: usize = 4096;
@@ -23,6 +26,8 @@ pub struct Inventory {
     changes: broadcast::Sender<Arc<Change>>,
     /// Bumped after every relist, so [`Inventory::wait_synced`] can wait without polling.
     relists: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The index's [`Index::revision`] after every mutation.
+    revisions: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// The kinds every cluster serves; the manager link waits for them before its first sync.
@@ -34,6 +39,9 @@ pub const CORE_KINDS: &[Kind] = &[
     Kind::Policy,
 ];
 
+/// The Antrea-native kinds; absent when Antrea's CRDs are not installed.
+pub const ANTREA_KINDS: &[Kind] = &[Kind::AntreaPolicy, Kind::AntreaClusterPolicy, Kind::Tier];
+
 impl Default for Inventory {
     fn default() -> Self {
         Self::new()
@@ -44,10 +52,12 @@ impl Inventory {
     pub fn new() -> Self {
         let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
         let (relists, _) = tokio::sync::watch::channel(0);
+        let (revisions, _) = tokio::sync::watch::channel(0);
         Self {
             index: Arc::new(RwLock::new(Index::new())),
             changes,
             relists: Arc::new(relists),
+            revisions: Arc::new(revisions),
         }
     }
 
@@ -58,10 +68,16 @@ impl Inventory {
     }
 
     fn mutate(&self, f: impl FnOnce(&mut Index) -> Change) {
-        let change = {
+        let (change, revision) = {
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-            f(&mut index)
+            let change = f(&mut index);
+            (change, index.revision())
         };
+        self.revisions.send_if_modified(|r| {
+            let moved = *r != revision;
+            *r = revision;
+            moved
+        });
         if !change.is_empty() {
             // No subscriber (manager disconnected) is fine: it resyncs on connect.
             let _ = self.changes.send(Arc::new(change));
@@ -100,5 +116,11 @@ impl Inventory {
     /// Changes from now on. Subscribe before taking a snapshot so nothing falls in between.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         self.changes.subscribe()
+    }
+
+    /// The index revision, marked changed after every mutation that changed anything (including
+    /// what the manager never sees); intermediate values coalesce.
+    pub fn revisions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revisions.subscribe()
     }
 }

@@ -78,6 +78,11 @@ fn conv_antrea_cluster_policy(o: DynamicObject) -> Result<Object, String> {
         .map(Object::Policy)
         .map_err(|e| e.to_string())
 }
+fn conv_tier(o: DynamicObject) -> Result<Object, String> {
+    convert::tier(&o)
+        .map(|t| Object::Tier(Box::new(t)))
+        .map_err(|e| e.to_string())
+}
 
 /// What one watcher watches.
 struct Watched {
@@ -137,6 +142,12 @@ fn watched() -> Vec<Watched> {
             name: "antrea-clusternetworkpolicies",
             resource: antrea("ClusterNetworkPolicy", "clusternetworkpolicies"),
             convert: conv_antrea_cluster_policy,
+        },
+        Watched {
+            kind: Kind::Tier,
+            name: "antrea-tiers",
+            resource: antrea("Tier", "tiers"),
+            convert: conv_tier,
         },
     ]
 }

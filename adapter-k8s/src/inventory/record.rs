@@ -1,0 +1,77 @@
+//! Index records: the manager's proto shape of an object plus what only the adapter needs
+//! (Pod readiness and named ports, Service selectors, whole policy objects).
+//!
+//! The `inventory` field of each record is exactly what the manager stores; the rest feeds the
+//! desired state of the Nodes ([`crate::nodestate`]) and never leaves the adapter.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use traceflow_policy::{AntreaClusterNetworkPolicy, AntreaNetworkPolicy, NamedPort};
+use traceflow_proto::v1 as pb;
+
+/// A Pod as the index keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodRecord {
+    pub inventory: pb::InventoryPod,
+    /// `status.phase` (`Pending`, `Running`, `Succeeded`, `Failed`, or empty when unknown).
+    pub phase: String,
+    /// Ready to serve: phase `Running`, not terminating (no `deletionTimestamp`), and the
+    /// `Ready` condition `True` when the Pod reports one.
+    pub ready: bool,
+    /// Named container ports (`spec.containers[].ports[]` with a name), for Service
+    /// `targetPort` names and policy named ports.
+    pub ports: Vec<NamedPort>,
+}
+
+impl PodRecord {
+    /// A finished Pod (`Succeeded` / `Failed`) no longer owns its IPs for policies.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase.as_str(), "Succeeded" | "Failed")
+    }
+}
+
+impl From<pb::InventoryPod> for PodRecord {
+    /// A running, ready Pod without named ports (tests and fixtures).
+    fn from(inventory: pb::InventoryPod) -> Self {
+        PodRecord {
+            inventory,
+            phase: "Running".to_string(),
+            ready: true,
+            ports: Vec::new(),
+        }
+    }
+}
+
+/// A Service as the index keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceRecord {
+    pub inventory: pb::InventoryService,
+    /// `spec.selector`; `None` (or empty) = no selector: endpoints are managed elsewhere and the
+    /// adapter computes none.
+    pub selector: Option<BTreeMap<String, String>>,
+}
+
+impl From<pb::InventoryService> for ServiceRecord {
+    fn from(inventory: pb::InventoryService) -> Self {
+        ServiceRecord {
+            inventory,
+            selector: None,
+        }
+    }
+}
+
+/// The whole object behind a policy record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicySource {
+    K8s(Box<NetworkPolicy>),
+    Antrea(Box<AntreaNetworkPolicy>),
+    AntreaCluster(Box<AntreaClusterNetworkPolicy>),
+}
+
+/// A policy as the index keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRecord {
+    pub inventory: pb::InventoryPolicy,
+    pub source: PolicySource,
+}

@@ -1,0 +1,272 @@
+//! Pure computation: inventory index + compiled policies → one Node's [`NodeDesired`].
+//!
+//! Nothing here does I/O or holds a lock; callers pass a borrowed [`Index`].
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use traceflow_policy::{
+    AppliedPod, ClusterState, CompiledPolicies, CompiledRule, Direction, Namespace, Peers, Pod,
+    Protocol,
+};
+use traceflow_proto::v1 as pb;
+
+use super::NodeDesired;
+use crate::inventory::{Index, PodRecord, PolicySource, ServiceRecord, index::key};
+
+/// The compiler's input built from the index.
+///
+/// Pods: every Pod that is not hostNetwork and not finished (`Succeeded` / `Failed`), with its
+/// labels, Node, IPs and named ports (Antrea leaves hostNetwork Pods out of policy groups).
+/// Namespaces, policies of every kind and user Tiers as they are.
+pub fn cluster_state(index: &Index) -> ClusterState {
+    let mut state = ClusterState::new();
+    for ns in index.namespaces() {
+        state.apply_namespace(Namespace {
+            name: ns.name.clone(),
+            labels: ns
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        });
+    }
+    for p in index.pods() {
+        if p.inventory.host_network || p.is_finished() {
+            continue;
+        }
+        let inv = &p.inventory;
+        state.apply_pod(Pod {
+            namespace: inv.namespace.clone(),
+            name: inv.name.clone(),
+            labels: inv
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            node: inv.node.clone(),
+            ips: parse_ips(&inv.ips),
+            ports: p.ports.clone(),
+        });
+    }
+    for p in index.policies() {
+        match &p.source {
+            PolicySource::K8s(np) => state.apply_k8s_policy(np.as_ref().clone()),
+            PolicySource::Antrea(np) => state.apply_antrea_policy(np.as_ref().clone()),
+            PolicySource::AntreaCluster(np) => state.apply_cluster_policy(np.as_ref().clone()),
+        }
+    }
+    for t in index.tiers() {
+        state.apply_tier(t.clone());
+    }
+    state
+}
+
+fn parse_ips(ips: &[String]) -> Vec<IpAddr> {
+    ips.iter().filter_map(|ip| ip.parse().ok()).collect()
+}
+
+/// The cluster-wide part of every Node's state (Nodes and Services), computed once per
+/// recompute and shared by all Nodes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterView {
+    pub nodes: BTreeMap<String, pb::NodeInfo>,
+    pub services: BTreeMap<String, pb::ServiceState>,
+}
+
+impl ClusterView {
+    pub fn from_index(index: &Index) -> Self {
+        let nodes = index
+            .nodes()
+            .map(|n| (n.name.clone(), node_info(n)))
+            .collect();
+        let pods: Vec<&PodRecord> = index.pods().collect();
+        let services = index
+            .services()
+            .filter_map(|s| service_state(s, &pods))
+            .map(|s| (key(&s.namespace, &s.name), s))
+            .collect();
+        ClusterView { nodes, services }
+    }
+
+    /// The desired state of `node`: its info, every other Node as a peer, every Service, and
+    /// the rules and isolation of `compiled.for_node(node)`.
+    pub fn node_state(&self, compiled: &CompiledPolicies, node: &str) -> NodeDesired {
+        let view = compiled.for_node(node);
+        let info = self
+            .nodes
+            .get(node)
+            .cloned()
+            .unwrap_or_else(|| pb::NodeInfo {
+                name: node.to_string(),
+                ..Default::default()
+            });
+        NodeDesired {
+            node: info,
+            peers: self
+                .nodes
+                .iter()
+                .filter(|(name, _)| name.as_str() != node)
+                .map(|(name, n)| (name.clone(), n.clone()))
+                .collect(),
+            services: self.services.clone(),
+            rules: view
+                .rules
+                .values()
+                .map(|r| (r.conj_id, rule_to_pb(r)))
+                .collect(),
+            isolation: pb::Isolation {
+                ingress_ips: ips_of(&view.isolation.ingress),
+                egress_ips: ips_of(&view.isolation.egress),
+            },
+        }
+    }
+}
+
+/// [`ClusterView::node_state`] from scratch (tests and one-off callers; the publisher builds the
+/// view once per recompute).
+pub fn node_state(index: &Index, compiled: &CompiledPolicies, node: &str) -> NodeDesired {
+    ClusterView::from_index(index).node_state(compiled, node)
+}
+
+/// A Node's `NodeInfo`: Pod CIDRs, and the first InternalIP of each family as tunnel IPs.
+fn node_info(n: &pb::InventoryNode) -> pb::NodeInfo {
+    let mut tunnel_ips = Vec::new();
+    let mut families = BTreeSet::new();
+    for ip in parse_ips(&n.internal_ips) {
+        if families.insert(ip.is_ipv6()) {
+            tunnel_ips.push(ip.to_string());
+        }
+    }
+    pb::NodeInfo {
+        name: n.name.clone(),
+        pod_cidrs: n.pod_cidrs.clone(),
+        tunnel_ips,
+    }
+}
+
+/// A Service with its ready endpoints; `None` when it has no ClusterIP (headless or unset).
+fn service_state(svc: &ServiceRecord, pods: &[&PodRecord]) -> Option<pb::ServiceState> {
+    let inv = &svc.inventory;
+    let cluster_ips = parse_ips(&inv.cluster_ips);
+    if cluster_ips.is_empty() {
+        return None;
+    }
+    let families: BTreeSet<bool> = cluster_ips.iter().map(IpAddr::is_ipv6).collect();
+    let selected: Vec<&PodRecord> = match &svc.selector {
+        Some(sel) if !sel.is_empty() => pods
+            .iter()
+            .copied()
+            .filter(|p| {
+                p.ready
+                    && p.inventory.namespace == inv.namespace
+                    && sel
+                        .iter()
+                        .all(|(k, v)| p.inventory.labels.get(k) == Some(v))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let ports = inv
+        .ports
+        .iter()
+        .map(|sp| {
+            let protocol = sp.protocol.to_ascii_uppercase();
+            let mut endpoints: Vec<pb::ServiceEndpoint> = selected
+                .iter()
+                .filter_map(|p| Some((p, target_port(sp, &protocol, p)?)))
+                .flat_map(|(p, port)| {
+                    parse_ips(&p.inventory.ips)
+                        .into_iter()
+                        .filter(|ip| families.contains(&ip.is_ipv6()))
+                        .map(move |ip| pb::ServiceEndpoint {
+                            ip: ip.to_string(),
+                            port,
+                            node: p.inventory.node.clone(),
+                            pod_namespace: p.inventory.namespace.clone(),
+                            pod_name: p.inventory.name.clone(),
+                        })
+                })
+                .collect();
+            endpoints.sort_by(|a, b| (&a.ip, a.port).cmp(&(&b.ip, b.port)));
+            pb::ServicePortState {
+                name: sp.name.clone(),
+                protocol,
+                port: sp.port,
+                endpoints,
+            }
+        })
+        .collect();
+    Some(pb::ServiceState {
+        namespace: inv.namespace.clone(),
+        name: inv.name.clone(),
+        cluster_ips: cluster_ips.iter().map(ToString::to_string).collect(),
+        ports,
+    })
+}
+
+/// The port `pod` serves Service port `sp` on: a numeric `targetPort` (empty or 0 = `port`),
+/// or the Pod's named container port with that name and protocol.
+fn target_port(sp: &pb::ServicePort, protocol: &str, pod: &PodRecord) -> Option<i32> {
+    let target = sp.target_port.trim();
+    if target.is_empty() {
+        return Some(sp.port);
+    }
+    if let Ok(n) = target.parse::<i32>() {
+        return Some(if n == 0 { sp.port } else { n });
+    }
+    let protocol = Protocol::parse(protocol)?;
+    pod.ports
+        .iter()
+        .find(|p| p.name == target && p.protocol == protocol)
+        .map(|p| i32::from(p.port))
+}
+
+fn ips_of(pods: &BTreeSet<AppliedPod>) -> Vec<String> {
+    let ips: BTreeSet<IpAddr> = pods.iter().flat_map(|p| p.ips.iter().copied()).collect();
+    ips.iter().map(ToString::to_string).collect()
+}
+
+/// A compiled rule (already narrowed to one Node) in the proto shape.
+pub fn rule_to_pb(r: &CompiledRule) -> pb::PolicyRule {
+    let (any_peer, peer_cidrs) = match &r.peers {
+        Peers::Any => (true, Vec::new()),
+        Peers::Addresses(set) => (false, set.iter().map(ToString::to_string).collect()),
+    };
+    pb::PolicyRule {
+        conjunction_id: r.conj_id,
+        direction: match r.direction {
+            Direction::Ingress => "Ingress",
+            Direction::Egress => "Egress",
+        }
+        .to_string(),
+        action: r.action.as_str().to_string(),
+        policy_type: r.policy.kind.as_str().to_string(),
+        policy_namespace: r.policy.namespace.clone().unwrap_or_default(),
+        policy_name: r.policy.name.clone(),
+        rule_name: r.name.clone(),
+        table: r.table.name().to_string(),
+        priority: u32::from(r.priority),
+        applied_to_ips: ips_of(&r.applied_to),
+        any_peer,
+        peer_cidrs,
+        services: r
+            .services
+            .iter()
+            .map(|s| {
+                let (port, end_port) = match s.ports {
+                    None => (0, 0),
+                    Some(range) if range.start == range.end => (i32::from(range.start), 0),
+                    Some(range) => (i32::from(range.start), i32::from(range.end)),
+                };
+                pb::RuleService {
+                    protocol: s.protocol.as_str().to_string(),
+                    port,
+                    end_port,
+                }
+            })
+            .collect(),
+    }
+}

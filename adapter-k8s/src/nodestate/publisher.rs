@@ -1,0 +1,257 @@
+//! The publisher task: recomputes every connected Node's desired state when the inventory moves
+//! and sends each agent a replace after its hello, then deltas.
+//!
+//! ```text
+//!  Inventory::revisions ──changed──▶ debounce 50 ms ──▶ recompute (ClusterState, compile once)
+//!                                                          │ per Node with a sent state
+//!  PublisherHandle::hello(node, conn) ──▶ replace ─────────┴─▶ diff(last sent, new) ──▶ delta
+//! ```
+//!
+//! The task is the only owner of the [`PolicyCompiler`] (so conjunction ids stay stable for the
+//! life of the adapter) and of the last state sent to each agent connection. A state is
+//! recorded as sent only once the agent's queue took it; a full queue drops the record and the
+//! agent gets a fresh replace on the next round (retried every [`RETRY`]). A state computed for
+//! one connection is never delivered to its replacement ([`Agents::send_on`]).
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
+
+use tokio::{sync::mpsc, time::Instant};
+use traceflow_policy::{CompiledPolicies, PolicyCompiler};
+use tracing::{debug, info, warn};
+
+use super::{ClusterView, NodeDesired, cluster_state, command, diff};
+use crate::{
+    agents::{Agents, SendError},
+    inventory::{ANTREA_KINDS, CORE_KINDS, Inventory},
+    upstream::link::FIRST_SYNC_WAIT,
+};
+
+/// Inventory changes closer together than this are computed and sent as one delta.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How soon an agent whose queue was full gets its replace again.
+pub const RETRY: Duration = Duration::from_secs(1);
+/// How long the first computation waits for the Antrea-native lists after the core ones (they
+/// never complete when Antrea's CRDs are not installed).
+pub const ANTREA_SYNC_WAIT: Duration = Duration::from_secs(2);
+
+/// An agent said hello on a connection.
+#[derive(Debug)]
+struct Hello {
+    node: String,
+    conn: u64,
+}
+
+/// Tells the publisher about agents; cheap to clone.
+#[derive(Clone)]
+pub struct PublisherHandle {
+    tx: mpsc::UnboundedSender<Hello>,
+}
+
+impl PublisherHandle {
+    /// `node`'s agent said hello on connection `conn`: it gets a replace (once the first
+    /// computation is done, so an agent attaching at start-up waits for the lists).
+    pub fn hello(&self, node: &str, conn: u64) {
+        // The task is gone only at shutdown.
+        let _ = self.tx.send(Hello {
+            node: node.to_string(),
+            conn,
+        });
+    }
+}
+
+/// The publisher task; build with [`Publisher::new`], then spawn [`Publisher::run`].
+pub struct Publisher {
+    inventory: Inventory,
+    agents: Agents,
+    hellos: mpsc::UnboundedReceiver<Hello>,
+}
+
+impl Publisher {
+    pub fn new(inventory: Inventory, agents: Agents) -> (Self, PublisherHandle) {
+        let (tx, hellos) = mpsc::unbounded_channel();
+        (
+            Publisher {
+                inventory,
+                agents,
+                hellos,
+            },
+            PublisherHandle { tx },
+        )
+    }
+
+    /// Runs until every [`PublisherHandle`] is dropped (or the task is aborted).
+    pub async fn run(mut self) {
+        let mut revisions = self.inventory.revisions();
+        if !self
+            .inventory
+            .wait_synced(CORE_KINDS, FIRST_SYNC_WAIT)
+            .await
+        {
+            warn!(waited = ?FIRST_SYNC_WAIT, "Kubernetes lists incomplete; computing Node states from a partial inventory");
+        }
+        if !self
+            .inventory
+            .wait_synced(ANTREA_KINDS, ANTREA_SYNC_WAIT)
+            .await
+        {
+            debug!(
+                "Antrea-native lists incomplete (CRDs missing?); computing without them for now"
+            );
+        }
+        let mut state = State::default();
+        revisions.borrow_and_update();
+        state.recompute(&self.inventory);
+
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                hello = self.hellos.recv() => match hello {
+                    Some(Hello { node, conn }) => state.send_full(&self.agents, node, conn),
+                    None => return,
+                },
+                changed = revisions.changed(), if deadline.is_none() => match changed {
+                    Ok(()) => deadline = Some(Instant::now() + DEBOUNCE),
+                    Err(_) => return,
+                },
+                () = timer => {
+                    deadline = None;
+                    revisions.borrow_and_update();
+                    state.recompute(&self.inventory);
+                    state.publish(&self.agents);
+                    if !state.retry.is_empty() {
+                        deadline = Some(Instant::now() + RETRY);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Everything the task owns between rounds.
+#[derive(Default)]
+struct State {
+    compiler: PolicyCompiler,
+    view: ClusterView,
+    compiled: CompiledPolicies,
+    /// Last state queued to each agent, with the connection it went to.
+    sent: HashMap<String, (u64, NodeDesired)>,
+    /// Agents that must get a replace (their queue was full).
+    retry: HashMap<String, u64>,
+    /// Compile errors already logged (logged again only after they went away).
+    errors: BTreeSet<String>,
+}
+
+impl State {
+    fn recompute(&mut self, inventory: &Inventory) {
+        let started = std::time::Instant::now();
+        let (cluster, view) = {
+            let index = inventory.read();
+            (cluster_state(&index), ClusterView::from_index(&index))
+        };
+        self.compiled = self.compiler.compile(&cluster);
+        self.view = view;
+        let errors: BTreeSet<String> = self.compiled.errors.iter().map(|e| e.to_string()).collect();
+        for error in errors.difference(&self.errors) {
+            warn!(%error, "skipping policy the compiler cannot use");
+        }
+        self.errors = errors;
+        debug!(
+            rules = self.compiled.rules.len(),
+            services = self.view.services.len(),
+            nodes = self.view.nodes.len(),
+            elapsed = ?started.elapsed(),
+            "recomputed Node states"
+        );
+    }
+
+    /// Sends `node`'s complete state to connection `conn`, if that is still its connection.
+    fn send_full(&mut self, agents: &Agents, node: String, conn: u64) {
+        if agents.conn(&node) != Some(conn) {
+            return;
+        }
+        let desired = self.view.node_state(&self.compiled, &node);
+        match agents.send_on(&node, conn, command(desired.to_replace())) {
+            Ok(()) => {
+                info!(
+                    node = %node,
+                    conn,
+                    peers = desired.peers.len(),
+                    services = desired.services.len(),
+                    rules = desired.rules.len(),
+                    "sent full Node state"
+                );
+                self.retry.remove(&node);
+                self.sent.insert(node, (conn, desired));
+            }
+            Err(SendError::QueueFull) => {
+                warn!(node = %node, conn, retry_in = ?RETRY, "agent queue full; Node state not sent");
+                self.sent.remove(&node);
+                self.retry.insert(node, conn);
+            }
+            Err(SendError::NotConnected) => {
+                self.sent.remove(&node);
+            }
+        }
+    }
+
+    /// Sends each agent with a recorded state the delta to its new state, and retries replaces.
+    fn publish(&mut self, agents: &Agents) {
+        let nodes: Vec<String> = self.sent.keys().cloned().collect();
+        for node in nodes {
+            let Some((conn, old)) = self.sent.get(&node) else {
+                continue;
+            };
+            let conn = *conn;
+            if agents.conn(&node) != Some(conn) {
+                // Gone or replaced; the new connection's hello brings a replace.
+                self.sent.remove(&node);
+                continue;
+            }
+            let new = self.view.node_state(&self.compiled, &node);
+            let Some(delta) = diff(old, &new) else {
+                continue;
+            };
+            let summary = (
+                delta.replace,
+                delta.peers_upsert.len() + delta.peers_delete.len(),
+                delta.services_upsert.len() + delta.services_delete.len(),
+                delta.rules_upsert.len() + delta.rules_delete.len(),
+                delta.isolation.is_some(),
+            );
+            match agents.send_on(&node, conn, command(delta)) {
+                Ok(()) => {
+                    debug!(
+                        node = %node,
+                        replace = summary.0,
+                        peers = summary.1,
+                        services = summary.2,
+                        rules = summary.3,
+                        isolation = summary.4,
+                        "sent Node state delta"
+                    );
+                    self.sent.insert(node, (conn, new));
+                }
+                Err(SendError::QueueFull) => {
+                    warn!(node = %node, conn, retry_in = ?RETRY, "agent queue full; will resend the full Node state");
+                    self.sent.remove(&node);
+                    self.retry.insert(node, conn);
+                }
+                Err(SendError::NotConnected) => {
+                    self.sent.remove(&node);
+                }
+            }
+        }
+        for (node, conn) in std::mem::take(&mut self.retry) {
+            self.send_full(agents, node, conn);
+        }
+    }
+}
