@@ -24,6 +24,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let (cfg, listen, log) = config::resolve_serve(args, cli.log)?;
             init_logs(log.as_deref());
+            // A stale address from a previous run must not be mistaken for this one.
+            let _ = std::fs::remove_file(cfg.data_dir.join("listen.addr"));
             let data = server::open_data_dir(&cfg.data_dir)
                 .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
             let listener = server::bind(&cfg.data_dir, listen).await?;
@@ -35,7 +37,9 @@ async fn main() -> anyhow::Result<()> {
                     _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
                 }
             };
+            let addr_file = cfg.data_dir.join("listen.addr");
             server::run(cfg, data, listener, shutdown).await?;
+            let _ = std::fs::remove_file(addr_file);
         }
         Command::Token {
             command:

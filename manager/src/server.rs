@@ -37,6 +37,9 @@ use crate::{
     traces::{TraceHub, is_terminal, phase},
 };
 
+/// How long open streams get to end after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Name of the local admin user whose credential lives in the data directory.
 pub const LOCAL_ADMIN: &str = "local-admin";
 
@@ -272,7 +275,8 @@ pub async fn run(
 
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, data_dir = %cfg.data_dir.display(), "manager serving");
-    let result = tonic::transport::Server::builder()
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .tls_config(tls)?
         .accept_http1(true)
         .layer(tonic_web::GrpcWebLayer::new())
@@ -307,8 +311,26 @@ pub async fn run(
             auth.any_user_interceptor(),
         ))
         .add_service(health_svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    // Adapter streams and watches never end by themselves: after the shutdown signal, open
+    // streams get SHUTDOWN_GRACE to finish, then the server stops regardless.
+    let result = tokio::select! {
+        r = &mut server => r,
+        () = shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::info!("streams still open after the grace period; stopping anyway");
+                    Ok(())
+                }
+            }
+        }
+    };
     retention_task.abort();
     store.flush_blocking()?;
     result?;

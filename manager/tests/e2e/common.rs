@@ -57,6 +57,38 @@ impl Manager {
         Ok(m)
     }
 
+    /// Starts a manager on an existing data directory (kept by the caller).
+    pub async fn start_in(dir: &Path) -> Result<Manager, Error> {
+        let mut m = Manager {
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            child: None,
+            addr: String::new(),
+            ca_pem: String::new(),
+            extra_args: Vec::new(),
+        };
+        m.spawn().await?;
+        Ok(m)
+    }
+
+    /// SIGTERM; returns the exit status once the process is gone (at most 15 s).
+    pub async fn terminate(&mut self) -> Result<std::process::ExitStatus, Error> {
+        let mut child = self.child.take().ok_or("not running")?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("manager did not exit within 15s of SIGTERM".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Starts the process on `self.dir` and waits until it answers health checks.
     pub async fn spawn(&mut self) -> TestResult {
         let _ = std::fs::remove_file(self.dir.join("listen.addr"));

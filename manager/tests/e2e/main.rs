@@ -1,5 +1,6 @@
 //! End-to-end tests of the real traceflow-manager binary over loopback with real mTLS.
 
+mod cli;
 mod common;
 mod fleet;
 mod grpcurl;
