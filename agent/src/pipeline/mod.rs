@@ -163,7 +163,6 @@ pub fn spawn(
                     }
                 };
                 logged_down = false;
-                backoff = Duration::from_millis(100);
                 info!(dpid = format!("{:016x}", sw.features().datapath_id), "connected to br-int");
                 let current = ports.borrow_and_update().clone();
                 let current_peers = peers.borrow_and_update().clone();
@@ -173,11 +172,18 @@ pub fn spawn(
                         prog_tx.send_modify(|g| *g += 1);
                     }
                     Err(error) => {
-                        warn!(%error, "programming the pipeline failed; reconnecting");
+                        // Back off: a flow OVS rejects would fail again at once.
+                        warn!(%error, retry_in = ?backoff, "programming the pipeline failed; reconnecting");
                         sw.close();
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
                         continue;
                     }
                 }
+                backoff = Duration::from_millis(100);
                 let _ = sw_tx.send(Some(sw.clone()));
                 loop {
                     tokio::select! {

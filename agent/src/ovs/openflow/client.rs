@@ -426,3 +426,161 @@ async fn read_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ovs::openflow::message::{ErrorType, PacketIn};
+    use crate::ovs::openflow::oxm::{Match, Oxm};
+    use crate::ovs::openflow::{FlowMod, frame::Header};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::UnixListener;
+
+    async fn send(w: &mut tokio::net::unix::OwnedWriteHalf, xid: u32, m: &Message) {
+        let mut b = BytesMut::new();
+        m.encode(xid, &mut b);
+        w.write_all(&b)
+            .await
+            .unwrap_or_else(|e| panic!("fake switch write: {e}"));
+    }
+
+    async fn recv(r: &mut FrameReader<tokio::net::unix::OwnedReadHalf>) -> (Header, Message) {
+        r.read()
+            .await
+            .unwrap_or_else(|e| panic!("fake switch read: {e}"))
+            .unwrap_or_else(|| panic!("client closed"))
+    }
+
+    /// A scripted switch on a unix socket: handshake, echo, packet-in, barrier, errors, close.
+    #[tokio::test]
+    async fn client_against_a_scripted_switch() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("br-int.mgmt");
+        let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        let switch = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+            let (r, mut w) = s.into_split();
+            let mut r = FrameReader::new(r);
+            send(
+                &mut w,
+                1,
+                &Message::Hello {
+                    versions: Some(vec![0x40 | 0x10]),
+                },
+            )
+            .await;
+            let (h, m) = recv(&mut r).await;
+            assert_eq!((h.version, m), (6, Message::hello()));
+            let (h, m) = recv(&mut r).await;
+            assert_eq!(m, Message::FeaturesRequest);
+            let features = Features {
+                datapath_id: 42,
+                n_buffers: 0,
+                n_tables: 254,
+                auxiliary_id: 0,
+                capabilities: 0x4f,
+            };
+            send(&mut w, h.xid, &Message::FeaturesReply(features)).await;
+            let (_, m) = recv(&mut r).await;
+            assert_eq!(
+                m,
+                Message::SetConfig {
+                    flags: 0,
+                    miss_send_len: 0xffff
+                },
+                "whole packets"
+            );
+            // The switch probes the controller; the client must answer by itself.
+            send(&mut w, 77, &Message::EchoRequest(vec![1, 2, 3])).await;
+            let (h, m) = recv(&mut r).await;
+            assert_eq!((h.xid, m), (77, Message::EchoReply(vec![1, 2, 3])));
+            let pin = PacketIn {
+                buffer_id: u32::MAX,
+                total_len: 3,
+                reason: 1,
+                table_id: 26,
+                cookie: 0,
+                fields: Match::new().with(Oxm::in_port(3)),
+                data: vec![9, 9, 9],
+            };
+            send(&mut w, 0, &Message::PacketIn(pin)).await;
+            // transact: a flow-mod the switch rejects, then the barrier.
+            let (fm, _) = recv(&mut r).await;
+            let (b, m) = recv(&mut r).await;
+            assert_eq!(m, Message::BarrierRequest);
+            let err = ErrorMsg {
+                kind: ErrorType::BadMatch,
+                code: 9,
+                data: vec![],
+            };
+            send(&mut w, fm.xid, &Message::Error(err)).await;
+            send(&mut w, b.xid, &Message::BarrierReply).await;
+            // A plain barrier succeeds; an unknown message type on the way is ignored.
+            let (b, _) = recv(&mut r).await;
+            send(
+                &mut w,
+                0,
+                &Message::Unknown {
+                    version: 6,
+                    kind: 12,
+                    body: vec![0; 8],
+                },
+            )
+            .await;
+            send(&mut w, b.xid, &Message::BarrierReply).await;
+            // Then the switch goes away.
+        });
+
+        let (sw, mut pins) = Switch::connect(&path)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        assert_eq!(sw.features().datapath_id, 42);
+        let pin = tokio::time::timeout(Duration::from_secs(5), pins.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no packet-in"))
+            .unwrap_or_else(|| panic!("packet-in channel closed"));
+        assert_eq!(
+            (pin.table_id, pin.fields.in_port(), pin.data.as_slice()),
+            (26, Some(3), &[9u8, 9, 9][..])
+        );
+        let bad = Message::FlowMod(FlowMod::add(0, 1, 0, Match::new(), vec![]));
+        match sw.transact(&[bad]).await {
+            Err(OfError::Switch(e)) => assert_eq!((e.kind, e.code), (ErrorType::BadMatch, 9)),
+            other => panic!("expected the switch's error, got {other:?}"),
+        }
+        sw.barrier()
+            .await
+            .unwrap_or_else(|e| panic!("barrier: {e}"));
+        switch.await.unwrap_or_else(|e| panic!("fake switch: {e}"));
+        tokio::time::timeout(Duration::from_secs(5), sw.closed())
+            .await
+            .unwrap_or_else(|_| panic!("closed() did not resolve after the switch went away"));
+        assert!(matches!(sw.barrier().await, Err(OfError::Disconnected)));
+    }
+
+    #[tokio::test]
+    async fn a_switch_without_openflow_15_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("br-int.mgmt");
+        let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+            let (_r, mut w) = s.into_split();
+            // OpenFlow 1.3 only.
+            send(
+                &mut w,
+                1,
+                &Message::Hello {
+                    versions: Some(vec![1 << 4]),
+                },
+            )
+            .await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        });
+        match Switch::connect(&path).await {
+            Err(e @ OfError::Version(_)) => assert!(e.to_string().contains("OpenFlow15")),
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("connected to an OpenFlow 1.3 switch"),
+        }
+    }
+}
