@@ -164,13 +164,12 @@ pub fn resolve(
         PROTO_TCP => Transport::Tcp {
             src_port: src_port(req.src_port)?,
             dst_port: u16_field("destination port", req.dst_port)?,
-            flags: match req.tcp_flags {
-                0 => 2,
-                f => u8::try_from(f).map_err(|_| InjectError::OutOfRange {
-                    field: "TCP flags",
-                    value: f,
-                })?,
-            },
+            // Taken literally: the adapter already applied Antrea's default (SYN) when the
+            // spec left flags unset, so an explicit 0 stays 0.
+            flags: u8::try_from(req.tcp_flags).map_err(|_| InjectError::OutOfRange {
+                field: "TCP flags",
+                value: req.tcp_flags,
+            })?,
         },
         PROTO_UDP => Transport::Udp {
             src_port: src_port(req.src_port)?,
@@ -241,6 +240,7 @@ mod tests {
         let mut r = req("10.1.0.3");
         r.protocol = 6;
         r.dst_port = 80;
+        r.tcp_flags = 2;
         let i = resolve(&r, &n, || 33333).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             i.packet.transport,
@@ -248,6 +248,17 @@ mod tests {
                 src_port: 33333,
                 dst_port: 80,
                 flags: 2
+            }
+        );
+        r.tcp_flags = 0;
+        r.src_port = 1234;
+        let i = resolve(&r, &n, || 33333).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            i.packet.transport,
+            Transport::Tcp {
+                src_port: 1234,
+                dst_port: 80,
+                flags: 0
             }
         );
         let mut r = req("fd00:1::3");
