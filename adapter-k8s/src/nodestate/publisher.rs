@@ -26,9 +26,11 @@ use super::{ClusterView, NodeDesired, cluster_state, command, diff};
 use crate::{
     agents::{Agents, SendError},
     inventory::{ANTREA_KINDS, CORE_KINDS, Inventory},
-    upstream::link::FIRST_SYNC_WAIT,
 };
 
+/// How long the first computation waits for the core Kubernetes lists (as the manager link
+/// does); after that it computes from what it has and corrects with deltas.
+pub const FIRST_SYNC_WAIT: Duration = Duration::from_secs(30);
 /// Inventory changes closer together than this are computed and sent as one delta.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 /// How soon an agent whose queue was full gets its replace again.
@@ -115,7 +117,12 @@ impl Publisher {
             };
             tokio::select! {
                 hello = self.hellos.recv() => match hello {
-                    Some(Hello { node, conn }) => state.send_full(&self.agents, node, conn),
+                    Some(Hello { node, conn }) => {
+                        state.send_full(&self.agents, node, conn);
+                        if !state.retry.is_empty() && deadline.is_none() {
+                            deadline = Some(Instant::now() + RETRY);
+                        }
+                    }
                     None => return,
                 },
                 changed = revisions.changed(), if deadline.is_none() => match changed {
@@ -253,5 +260,106 @@ impl State {
         for (node, conn) in std::mem::take(&mut self.retry) {
             self.send_full(agents, node, conn);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Kind, Object, PodRecord};
+    use traceflow_proto::v1 as pb;
+
+    fn synced_inventory() -> Inventory {
+        let inv = Inventory::new();
+        for kind in CORE_KINDS.iter().chain(ANTREA_KINDS) {
+            inv.reset(*kind, Vec::new());
+        }
+        for name in ["n1", "n2"] {
+            inv.apply(Object::Node(pb::InventoryNode {
+                name: name.into(),
+                ..Default::default()
+            }));
+        }
+        inv
+    }
+
+    async fn next_state(rx: &mut mpsc::Receiver<pb::AgentCommand>) -> pb::NodeState {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(pb::AgentCommand {
+                kind: Some(pb::agent_command::Kind::NodeState(s)),
+            })) => s,
+            other => panic!("expected a NodeState, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn hello_gets_a_replace_then_changes_come_as_deltas_to_the_current_connection() {
+        let inv = synced_inventory();
+        let agents = Agents::new();
+        let (publisher, handle) = Publisher::new(inv.clone(), agents.clone());
+        let task = tokio::spawn(publisher.run());
+
+        let (old, mut old_rx) = agents.register("n1");
+        handle.hello("n1", old);
+        let full = next_state(&mut old_rx).await;
+        assert!(full.replace);
+        assert_eq!(full.peers_upsert.len(), 1);
+
+        // A new connection replaces the old one; only its hello brings it a state.
+        let (new, mut new_rx) = agents.register("n1");
+        handle.hello("n1", new);
+        assert!(next_state(&mut new_rx).await.replace);
+
+        inv.apply(Object::Node(pb::InventoryNode {
+            name: "n3".into(),
+            ..Default::default()
+        }));
+        inv.apply(Object::Pod(PodRecord::from(pb::InventoryPod {
+            namespace: "a".into(),
+            name: "p".into(),
+            node: "n2".into(),
+            ..Default::default()
+        })));
+        let delta = next_state(&mut new_rx).await;
+        assert!(!delta.replace);
+        assert_eq!(
+            delta
+                .peers_upsert
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["n3"]
+        );
+        inv.delete(Kind::Node, "n3");
+        assert_eq!(next_state(&mut new_rx).await.peers_delete, vec!["n3"]);
+        assert!(
+            old_rx.try_recv().is_err(),
+            "the replaced connection got a delta"
+        );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_gets_a_replace_once_it_drains() {
+        let inv = synced_inventory();
+        let agents = Agents::new();
+        let (publisher, handle) = Publisher::new(inv.clone(), agents.clone());
+        let task = tokio::spawn(publisher.run());
+        let (conn, mut rx) = agents.register("n1");
+        while agents
+            .send_on("n1", conn, pb::AgentCommand::default())
+            .is_ok()
+        {}
+        handle.hello("n1", conn);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while let Ok(cmd) = rx.try_recv() {
+            assert_eq!(
+                cmd,
+                pb::AgentCommand::default(),
+                "state sent into a full queue"
+            );
+        }
+        assert!(next_state(&mut rx).await.replace);
+        task.abort();
     }
 }
