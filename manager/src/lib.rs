@@ -16,4 +16,5 @@ pub mod fleet;
 pub mod ops;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod traces;

@@ -22,7 +22,6 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use traceflow_pki::{CertificateAuthority, IdentityKind};
 use traceflow_proto::v1 as pb;
 
@@ -57,6 +56,8 @@ pub enum ServeError {
     },
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("reflection: {0}")]
     Reflection(String),
 }
@@ -221,12 +222,8 @@ pub async fn run(
         "traceflow-manager",
         &["localhost".into(), "127.0.0.1".into(), "::1".into()],
     )?;
-    let tls = traceflow_pki::tonic_server_tls(
-        &server_cert.cert_pem,
-        &server_cert.key_pem,
-        ca.cert_pem(),
-        true,
-    );
+    let tls =
+        crate::tls::server_config(&server_cert.cert_pem, &server_cert.key_pem, ca.cert_pem())?;
     let auth = Authenticator::new(store.clone());
     let fleet = Fleet::new(cfg.heartbeat_interval);
     let ctx = Ctx {
@@ -277,7 +274,6 @@ pub async fn run(
     tracing::info!(addr = ?addr, data_dir = %cfg.data_dir.display(), "manager serving");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
-        .tls_config(tls)?
         .accept_http1(true)
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(pb::traceflow_service_server::TraceflowServiceServer::new(
@@ -311,7 +307,7 @@ pub async fn run(
             auth.any_user_interceptor(),
         ))
         .add_service(health_svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), async {
             let _ = stop_rx.await;
         });
     tokio::pin!(server);
