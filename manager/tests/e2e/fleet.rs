@@ -212,13 +212,26 @@ async fn retention_deletes_only_what_it_should() -> TestResult {
         "200ms",
     ])
     .await?;
-    m.register("alpha").await?;
+    // The oldest trace is in flight on a connected cluster: never deleted.
+    let (cert, key) = m.register("alpha").await?;
+    let mut adapter = FakeAdapter::attach(&m, &cert, &key).await?;
+    adapter.heartbeat(1, 1).await?;
+    m.register("beta").await?;
     let mut t = traces(m.admin().await?);
+    let inflight = t
+        .create_traceflow(create_req("alpha"))
+        .await?
+        .into_inner()
+        .uid;
+    adapter.expect_start().await?;
+    adapter
+        .update(&inflight, pb::TraceflowPhase::Running)
+        .await?;
     let mut uids = Vec::new();
     for _ in 0..5 {
-        // Not connected: each is Failed (finished) at once.
+        // beta is not connected: each is Failed (finished) at once.
         uids.push(
-            t.create_traceflow(create_req("alpha"))
+            t.create_traceflow(create_req("beta"))
                 .await?
                 .into_inner()
                 .uid,
@@ -229,10 +242,11 @@ async fn retention_deletes_only_what_it_should() -> TestResult {
         async move {
             t.list_traceflows(pb::ListTraceflowsRequest::default())
                 .await
-                .is_ok_and(|r| r.into_inner().traceflows.len() == 3)
+                .is_ok_and(|r| r.into_inner().traceflows.len() == 4)
         }
     })
     .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let left: Vec<_> = t
         .list_traceflows(pb::ListTraceflowsRequest::default())
         .await?
@@ -241,8 +255,12 @@ async fn retention_deletes_only_what_it_should() -> TestResult {
         .into_iter()
         .map(|x| x.uid)
         .collect();
-    let newest: Vec<_> = uids.iter().rev().take(3).cloned().collect();
-    assert_eq!(left, newest, "retention must keep the newest");
+    let mut want: Vec<_> = uids.iter().rev().take(3).cloned().collect();
+    want.push(inflight);
+    assert_eq!(
+        left, want,
+        "retention must keep the newest finished and every in-flight trace"
+    );
     Ok(())
 }
 
