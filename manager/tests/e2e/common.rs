@@ -305,7 +305,36 @@ pub struct FakeAdapter {
 }
 
 impl FakeAdapter {
+    /// Attaches and keeps the cluster alive with a heartbeat (1 of 1 agents) every 300 ms
+    /// until the adapter is dropped.
     pub async fn attach(m: &Manager, cert: &str, key: &str) -> Result<FakeAdapter, tonic::Status> {
+        let a = Self::attach_quiet(m, cert, key).await?;
+        let weak = a.tx.downgrade();
+        tokio::spawn(async move {
+            loop {
+                let Some(tx) = weak.upgrade() else { return };
+                let beat = pb::AdapterMessage {
+                    kind: Some(pb::adapter_message::Kind::Heartbeat(pb::AdapterHeartbeat {
+                        connected_agents: 1,
+                        expected_agents: 1,
+                    })),
+                };
+                if tx.send(beat).await.is_err() {
+                    return;
+                }
+                drop(tx);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        Ok(a)
+    }
+
+    /// Attaches without heartbeats (the test sends them).
+    pub async fn attach_quiet(
+        m: &Manager,
+        cert: &str,
+        key: &str,
+    ) -> Result<FakeAdapter, tonic::Status> {
         let ch = m
             .channel(Some((cert, key)))
             .await

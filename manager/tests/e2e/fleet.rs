@@ -21,7 +21,7 @@ async fn health_up_degraded_down_and_back() -> TestResult {
         health(&m, "alpha").await?.health,
         pb::ClusterHealth::Down as i32
     );
-    let adapter = FakeAdapter::attach(&m, &cert, &key).await?;
+    let adapter = FakeAdapter::attach_quiet(&m, &cert, &key).await?;
     adapter.heartbeat(2, 2).await?;
     eventually("up", || async {
         health(&m, "alpha")
