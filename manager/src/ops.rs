@@ -14,7 +14,7 @@ use traceflow_proto::v1 as pb;
 use crate::{
     api::{error::ApiError, registration::mint_bootstrap_token, user::upsert_user},
     auth::Role,
-    server::{DataDir, LOCAL_ADMIN, ServeError, open_data_dir, write_file},
+    server::{DataDir, ServeError, open_data_dir, write_file},
     store::StoreError,
 };
 
@@ -64,12 +64,21 @@ fn open_offline(data_dir: &Path) -> Result<Option<DataDir>, OpsError> {
     }
 }
 
+/// The address to dial for what `D/listen.addr` says: a wildcard bind is reached on loopback.
+pub fn dial_addr(listen_addr: &str) -> String {
+    let a = listen_addr.trim();
+    if let Some(port) = a.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = a.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else {
+        a.to_string()
+    }
+}
+
 async fn channel(data_dir: &Path) -> Result<tonic::transport::Channel, OpsError> {
     let addr_path = data_dir.join("listen.addr");
-    let addr = read(&addr_path)
-        .map_err(|_| OpsError::NoAddress(addr_path.clone()))?
-        .trim()
-        .to_string();
+    let addr = dial_addr(&read(&addr_path).map_err(|_| OpsError::NoAddress(addr_path.clone()))?);
     let ca = read(&data_dir.join("ca.pem"))?;
     let cert = read(&data_dir.join("local-admin.pem"))?;
     let key = read(&data_dir.join("local-admin-key.pem"))?;
@@ -166,7 +175,7 @@ pub async fn user_create(
     };
     write_file(&out.join("ca.pem"), ca_pem.as_bytes(), 0o644)?;
     let addr = std::fs::read_to_string(data_dir.join("listen.addr"))
-        .map(|s| s.trim().to_string())
+        .map(|s| dial_addr(&s))
         .unwrap_or_else(|_| "127.0.0.1:7443".to_string());
     let mut config = format!("server: https://{addr}\nserverName: localhost\nca: ca.pem\n");
     if bearer {
@@ -182,11 +191,20 @@ pub async fn user_create(
     }
     let config_path = out.join(format!("{name}.tfctl.yaml"));
     write_file(&config_path, config.as_bytes(), 0o600)?;
-    if name == LOCAL_ADMIN {
-        tracing::warn!("user create {LOCAL_ADMIN} replaced the local admin's role");
-    }
     Ok(CreatedUser {
         config: config_path,
         token: bearer.then_some(token),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dial_addr;
+
+    #[test]
+    fn wildcard_binds_are_dialled_on_loopback() {
+        assert_eq!(dial_addr("0.0.0.0:7443\n"), "127.0.0.1:7443");
+        assert_eq!(dial_addr("[::]:7443"), "[::1]:7443");
+        assert_eq!(dial_addr("127.0.0.1:1"), "127.0.0.1:1");
+    }
 }

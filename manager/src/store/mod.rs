@@ -34,8 +34,8 @@ pub enum StoreError {
     Join(String),
 }
 
-/// Whether opening failed because another process holds the store.
 impl StoreError {
+    /// Whether opening failed because another process holds the store.
     pub fn is_locked(&self) -> bool {
         matches!(self, StoreError::Sled(sled::Error::Io(e))
             if e.kind() == std::io::ErrorKind::WouldBlock
