@@ -12,7 +12,7 @@
 //! ConntrackZone           ct(zone=65520 / 65510 v6, nat, table=ConntrackState)
 //! ConntrackState          +inv+trk → drop
 //! L3Forwarding            routed (from tunnel) to a local Pod IP → MACs gateway → Pod;
-//!                         Pod → gateway MAC → peer Pod CIDR: MACs gateway → aa:bb:cc:dd:ee:ff, tun_dst
+//!                         Pod → peer Pod CIDR: MACs gateway → aa:bb:cc:dd:ee:ff, tun_dst
 //! L3DecTTL                routed → dec_ttl
 //! L2ForwardingCalc        dl_dst = Pod / gateway MAC / aa:bb:cc:dd:ee:ff (tunnel) → reg1 = ofport,
 //!                         reg0 OFPortFound + output mode
@@ -337,9 +337,10 @@ pub fn desired_flows(ports: &NodePorts, peers: &[Peer]) -> Vec<FlowMod> {
                 IpAddr::V6(v6) => Oxm::exact(CLASS_NXM1, nxm::TUN_IPV6_DST, &v6.octets()),
             };
             for cidr in &peer.pod_cidrs {
-                let m = Match::new()
-                    .with(Oxm::reg_masked(0, regs::FROM_POD, regs::PKT_SOURCE_MASK))
-                    .with(Oxm::eth_dst(gw.mac.0));
+                // Any packet from a local Pod to a peer's Pod CIDR is routed, whatever its
+                // destination MAC says (a Pod can only reach those addresses via its gateway).
+                let m =
+                    Match::new().with(Oxm::reg_masked(0, regs::FROM_POD, regs::PKT_SOURCE_MASK));
                 let m = match cidr {
                     ipnet::IpNet::V4(n) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::masked(
                         CLASS_BASIC,
@@ -579,7 +580,7 @@ mod tests {
             .filter(|f| {
                 f.fields
                     .fields
-                    .contains(&Oxm::eth_dst([2, 0, 0, 0, 0, 0xfe]))
+                    .contains(&Oxm::reg_masked(0, regs::FROM_POD, regs::PKT_SOURCE_MASK))
             })
             .collect();
         assert_eq!(l3.len(), 2, "one flow per Pod CIDR");

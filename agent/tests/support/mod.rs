@@ -91,6 +91,12 @@ impl OvsNode {
     /// Brings up a Node with `n_pods` Pods: p<i> with MAC 02:00:00:00:00:<i+1>,
     /// IPs 10.1.0.<i+2> and fd00:1::<i+2>; gateway 10.1.0.1 (ofport 2), tunnel ofport 1.
     pub fn start(n_pods: usize) -> Self {
+        Self::start_subnet(1, n_pods)
+    }
+
+    /// As [`OvsNode::start`] with Pod CIDR 10.<subnet>.0.0/24 (fd00:<subnet>::/64): Pod MACs
+    /// 02:00:00:00:<subnet-1>:<i+1>, gateway 10.<subnet>.0.1 (subnet ≥ 1).
+    pub fn start_subnet(subnet: u8, n_pods: usize) -> Self {
         require_environment();
         let tag = format!(
             "tfa{}x{}",
@@ -107,12 +113,21 @@ impl OvsNode {
             netns: netns.clone(),
             dir,
             pods: Vec::new(),
-            gateway_ip: "10.1.0.1".into(),
+            gateway_ip: format!("10.{subnet}.0.1"),
             gateway_ofport: 2,
             tunnel_ofport: 1,
         };
         run(Command::new("ip").args(["netns", "add", &netns]));
         run(node.in_ns("ip").args(["link", "set", "lo", "up"]));
+        // With the userspace datapath the Node's kernel also sees every frame on the host ends
+        // of the Pod veths (AF_PACKET does not steal them) and would answer a Pod's ARP for the
+        // gateway IP with the veth's own MAC; only interfaces owning the address may answer.
+        for key in [
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.default.arp_ignore=1",
+        ] {
+            run(node.in_ns("sysctl").args(["-qw", key]));
+        }
         let db = node.rundir().join("conf.db");
         run(Command::new("ovsdb-tool")
             .arg("create")
@@ -153,15 +168,19 @@ impl OvsNode {
             "type=internal",
             "ofport_request=2",
             "external_ids:antrea-type=gateway",
-            "external_ids:ip=10.1.0.1",
+            &format!("external_ids:ip=10.{subnet}.0.1"),
         ]));
         node.wait_for(|| node.link_exists("antrea-gw0"), "antrea-gw0 to appear");
-        run(node
-            .in_ns("ip")
-            .args(["addr", "add", "10.1.0.1/24", "dev", "antrea-gw0"]));
+        run(node.in_ns("ip").args([
+            "addr",
+            "add",
+            &format!("10.{subnet}.0.1/24"),
+            "dev",
+            "antrea-gw0",
+        ]));
         run(node.in_ns("ip").args(["link", "set", "antrea-gw0", "up"]));
         for i in 0..n_pods {
-            node.add_pod(i);
+            node.add_pod(subnet, i);
         }
         node
     }
@@ -267,14 +286,14 @@ impl OvsNode {
         }
     }
 
-    fn add_pod(&mut self, i: usize) {
+    fn add_pod(&mut self, subnet: u8, i: usize) {
         let name = format!("p{i}");
         let netns = format!("{}-{name}", self.tag);
         let host_if = format!("{}{name}", self.tag);
         assert!(host_if.len() <= 15, "interface name {host_if} too long");
-        let mac = format!("02:00:00:00:00:{:02x}", i + 1);
-        let ip = format!("10.1.0.{}", i + 2);
-        let ip6 = format!("fd00:1::{}", i + 2);
+        let mac = format!("02:00:00:00:{:02x}:{:02x}", subnet - 1, i + 1);
+        let ip = format!("10.{subnet}.0.{}", i + 2);
+        let ip6 = format!("fd00:{subnet}::{}", i + 2);
         let ofport = u32::try_from(i).unwrap() + 3;
         run(Command::new("ip").args(["netns", "add", &netns]));
         run(self.in_ns("ip").args([
@@ -298,7 +317,13 @@ impl OvsNode {
             "nodad",
         ]);
         pod(&["link", "set", "eth0", "up"]);
-        pod(&["route", "add", "default", "via", "10.1.0.1"]);
+        pod(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("10.{subnet}.0.1"),
+        ]);
         run(self.in_ns("ip").args(["link", "set", &host_if, "up"]));
         run(self.vsctl().args([
             "add-port",
@@ -327,6 +352,51 @@ impl OvsNode {
         });
     }
 
+    /// Joins two Nodes' underlays the way the lab does: `br-phy` (netdev) in each Node with one
+    /// end of a veth pair, the Node's tunnel address `192.168.77.<index>/24` on br-phy.
+    /// Returns the tunnel IPs of `a` and `b`.
+    pub fn connect_underlay(a: &OvsNode, b: &OvsNode) -> (String, String) {
+        let ips = ("192.168.77.1".to_string(), "192.168.77.2".to_string());
+        let (va, vb) = (format!("{}u", a.tag), format!("{}u", b.tag));
+        run(a.in_ns("ip").args([
+            "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &b.netns,
+        ]));
+        for (n, v, ip) in [(a, &va, &ips.0), (b, &vb, &ips.1)] {
+            run(n.vsctl().args([
+                "add-br",
+                "br-phy",
+                "--",
+                "set",
+                "bridge",
+                "br-phy",
+                "datapath_type=netdev",
+                "--",
+                "add-port",
+                "br-phy",
+                v,
+            ]));
+            n.wait_for(|| n.link_exists("br-phy"), "br-phy to appear");
+            run(n.in_ns("ip").args(["link", "set", v, "up"]));
+            run(n.in_ns("ip").args(["link", "set", "br-phy", "up"]));
+            run(n
+                .in_ns("ip")
+                .args(["addr", "add", &format!("{ip}/24"), "dev", "br-phy"]));
+        }
+        // Warm the underlay: the kernel's ARP exchange crosses br-phy, where OVS's userspace
+        // tunnel code learns the neighbour it needs to send Geneve packets.
+        let ping = |n: &OvsNode, ip: &str| {
+            n.in_ns("ping")
+                .args(["-c1", "-W1", ip])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        a.wait_for(
+            || ping(a, &ips.1) && ping(b, &ips.0),
+            "the underlay to answer pings",
+        );
+        ips
+    }
+
     /// Runs `ping -c1 -W2 <ip>` inside a Pod; true when it got an answer.
     pub fn ping(&self, from: usize, ip: &str) -> bool {
         Command::new("ip")
@@ -341,6 +411,23 @@ impl OvsNode {
             ])
             .output()
             .is_ok_and(|o| o.status.success())
+    }
+
+    /// `ovs-appctl` against this Node's ovs-vswitchd.
+    pub fn appctl(&self, args: &[&str]) -> String {
+        let mut c = Command::new("ovs-appctl");
+        c.arg("-t")
+            .arg(self.rundir().join("ovs-vswitchd.ctl"))
+            .args(args);
+        c.output()
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
+            .unwrap_or_else(|e| e.to_string())
     }
 
     fn diagnostics(&self) {
