@@ -3,7 +3,9 @@
 //! Contract: only a cluster certificate whose serial is the cluster's current one is accepted
 //! (checked at connect and before every message, so deregistration ends an open stream). The
 //! first message down is `ManagerConfig`. A cluster can update only its own traces; an update
-//! for another cluster's trace or an unknown trace is logged and dropped.
+//! for another cluster's trace or an unknown trace is logged and dropped. When a stream ends and
+//! the cluster has not reconnected within three heartbeat intervals, its in-flight traces are
+//! Failed with reason `cluster <name> disconnected while the trace was in flight`.
 
 use std::pin::Pin;
 
@@ -65,6 +67,13 @@ impl pb::adapter_service_server::AdapterService for AdapterSvc {
             }
             if svc.fleet.disconnect(&cluster, id) {
                 tracing::info!(cluster = %cluster, conn = id, "cluster detached");
+                // A brief blip is forgiven: the adapter keeps running its traces and reports
+                // them after reconnecting. Still gone after three heartbeat intervals: its
+                // in-flight traces end Failed rather than hang.
+                tokio::time::sleep(svc.fleet.heartbeat_interval() * 3).await;
+                if svc.fleet.sender(&cluster).is_ok() {
+                    return;
+                }
                 svc.hub
                     .fail_cluster_inflight(
                         &cluster,
