@@ -708,13 +708,23 @@ async fn a_quick_reconnect_keeps_in_flight_traces() -> TestResult {
     let tr = t.create_traceflow(create_req("alpha")).await?.into_inner();
     a.expect_start().await?;
     a.update(&tr.uid, pb::TraceflowPhase::Running).await?;
-    drop(a);
-    let a = FakeAdapter::attach(&m, &cert, &key).await?;
-    tokio::time::sleep(std::time::Duration::from_millis(4000)).await;
     let get = pb::GetTraceflowRequest {
         uid: tr.uid.clone(),
         name: String::new(),
     };
+    eventually("running", || {
+        let mut t = t.clone();
+        let get = get.clone();
+        async move {
+            t.get_traceflow(get)
+                .await
+                .is_ok_and(|r| phase_of(r.get_ref()) == pb::TraceflowPhase::Running)
+        }
+    })
+    .await?;
+    drop(a);
+    let a = FakeAdapter::attach(&m, &cert, &key).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(4000)).await;
     let now = t.get_traceflow(get.clone()).await?.into_inner();
     assert_eq!(phase_of(&now), pb::TraceflowPhase::Running, "{now:?}");
     a.update(&tr.uid, pb::TraceflowPhase::Succeeded).await?;
