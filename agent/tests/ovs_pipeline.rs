@@ -243,6 +243,20 @@ async fn two_hundred_concurrent_traces_are_attributed() {
 async fn real_ping_between_pods_works() {
     let node = OvsNode::start(2);
     let (_rt, _stop) = start(&node).await;
+    // One-shot discovery (transact + select) sees what the monitor saw.
+    let mut db = traceflow_agent::ovs::ovsdb::Ovsdb::connect(&node.rundir().join("db.sock"))
+        .await
+        .unwrap_or_else(|e| panic!("ovsdb: {e}"));
+    let rows = db
+        .list_interfaces()
+        .await
+        .unwrap_or_else(|e| panic!("select: {e}"));
+    let ports = traceflow_agent::ports::NodePorts::from_interfaces(&rows);
+    assert_eq!(ports.pods.len(), 2);
+    assert_eq!(
+        (ports.tunnel_ofport, ports.gateway.map(|g| g.ofport)),
+        (Some(1), Some(2))
+    );
     let ip1 = node.pods[1].ip.clone();
     assert!(
         node.ping(0, &ip1),
