@@ -179,6 +179,37 @@ async fn inject_pod_to_pod_reports_spoofguard_then_delivered() {
         Some(pb::Action::ForwardedOutOfNetwork)
     );
 
+    // Every protocol the adapter can ask for reaches the Output table, IPv4 and IPv6.
+    let cases: [(i32, i32, i32); 5] = [
+        (17, 53, 0),
+        (132, 9, 0),
+        (47, 0, 0),
+        // (A SYN-ACK out of nowhere would be conntrack-invalid and vanish, as in Antrea.)
+        (6, 80, 0x02),
+        (58, 0, 0),
+    ];
+    for (k, (proto, port, flags)) in cases.into_iter().enumerate() {
+        for ipv6 in [false, true] {
+            let id = 100 + u32::try_from(k).unwrap_or(0) * 2 + u32::from(ipv6);
+            let mut r = inject_req(&node, 0, 1, id);
+            (r.protocol, r.dst_port, r.tcp_flags, r.ipv6) = (proto, port, flags, ipv6);
+            if ipv6 {
+                r.dst_ip = node.pods[1].ip6.clone();
+            }
+            rt.tracer
+                .inject(&r)
+                .await
+                .unwrap_or_else(|e| panic!("inject proto {proto}: {e}"));
+            let o = next_obs(&mut rt).await;
+            assert_eq!((o.trace_id, o.ipv6), (id, ipv6), "protocol {proto}");
+            assert_eq!(
+                summary(&o).last().map(|s| s.2),
+                Some(pb::Action::Delivered),
+                "protocol {proto}"
+            );
+        }
+    }
+
     // A trace packet is not delivered to the destination Pod: nothing else arrives.
     assert!(
         tokio::time::timeout(Duration::from_millis(300), rt.observations.recv())
