@@ -36,6 +36,9 @@ use crate::{
     traces::{TraceHub, is_terminal, phase},
 };
 
+/// How often changed inventories are written to the store.
+pub const INVENTORY_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How long open streams get to end after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -226,6 +229,7 @@ pub async fn run(
         crate::tls::server_config(&server_cert.cert_pem, &server_cert.key_pem, ca.cert_pem())?;
     let auth = Authenticator::new(store.clone());
     let fleet = Fleet::new(cfg.heartbeat_interval);
+    let fleet_for_stop = fleet.clone();
     let ctx = Ctx {
         store: store.clone(),
         auth: auth.clone(),
@@ -254,6 +258,29 @@ pub async fn run(
     health
         .set_serving::<pb::adapter_service_server::AdapterServiceServer<AdapterSvc>>()
         .await;
+
+    for (cluster, inv) in store.inventories()? {
+        if store.cluster(&cluster)?.is_some() {
+            fleet.load_inventory(&cluster, inv);
+        } else {
+            store.delete_inventory(&cluster)?;
+        }
+    }
+    // Inventory is a cache of what adapters report: snapshots are stored every few seconds
+    // so listings survive a restart until the adapters sync again.
+    let snap_fleet = fleet.clone();
+    let snap_store = store.clone();
+    let snapshot_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(INVENTORY_SNAPSHOT_INTERVAL);
+        loop {
+            tick.tick().await;
+            for (cluster, inv) in snap_fleet.take_dirty() {
+                if let Err(error) = snap_store.put_inventory(&cluster, &inv) {
+                    tracing::warn!(%error, cluster, "cannot store inventory snapshot");
+                }
+            }
+        }
+    });
 
     let retention = cfg.retention;
     let retention_hub = hub.clone();
@@ -328,6 +355,10 @@ pub async fn run(
         }
     };
     retention_task.abort();
+    snapshot_task.abort();
+    for (cluster, inv) in fleet_for_stop.take_dirty() {
+        let _ = store.put_inventory(&cluster, &inv);
+    }
     store.flush_blocking()?;
     result?;
     Ok(())

@@ -173,6 +173,7 @@ impl ClusterSvc {
                 "cluster {name:?} is not registered"
             )));
         }
+        self.ctx.store.delete_inventory(name)?;
         self.ctx.store.audit(&AuditEvent {
             micros: now_micros(),
             actor: actor.to_string(),

@@ -83,6 +83,17 @@ impl ClusterInventory {
         }
     }
 
+    /// Everything, as the wire message (for the stored snapshot).
+    pub fn to_pb(&self) -> pb::Inventory {
+        pb::Inventory {
+            nodes: self.nodes.values().cloned().collect(),
+            namespaces: self.namespaces.values().cloned().collect(),
+            pods: self.pods.values().cloned().collect(),
+            services: self.services.values().cloned().collect(),
+            policies: self.policies.values().cloned().collect(),
+        }
+    }
+
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&pb::InventoryPod> {
         self.pods.get(&nk(namespace, name))
     }

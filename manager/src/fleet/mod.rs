@@ -72,6 +72,8 @@ struct State {
     conns: HashMap<String, Conn>,
     beats: HashMap<String, Beat>,
     inventory: HashMap<String, ClusterInventory>,
+    /// Clusters whose inventory changed since the last snapshot was stored.
+    dirty: std::collections::HashSet<String>,
 }
 
 /// Why a cluster cannot take a trace.
@@ -188,6 +190,7 @@ impl Fleet {
     pub fn remove_cluster(&self, cluster: &str, status: tonic::Status) {
         let conn = self.with(|s| {
             s.inventory.remove(cluster);
+            s.dirty.remove(cluster);
             s.beats.remove(cluster);
             s.conns.remove(cluster)
         });
@@ -248,13 +251,37 @@ impl Fleet {
         })
     }
 
-    /// Runs `f` on the cluster's inventory (created empty on first use).
+    /// Runs `f` on the cluster's inventory (created empty on first use) and marks it changed.
     pub fn with_inventory<R>(
         &self,
         cluster: &str,
         f: impl FnOnce(&mut ClusterInventory) -> R,
     ) -> R {
-        self.with(|s| f(s.inventory.entry(cluster.to_string()).or_default()))
+        self.with(|s| {
+            s.dirty.insert(cluster.to_string());
+            f(s.inventory.entry(cluster.to_string()).or_default())
+        })
+    }
+
+    /// Loads a stored snapshot at startup; it counts as not synced (absence proves nothing
+    /// until the adapter's own sync arrives).
+    pub fn load_inventory(&self, cluster: &str, inv: pb::Inventory) {
+        self.with(|s| {
+            let mut ci = ClusterInventory::default();
+            ci.upsert(inv);
+            s.inventory.insert(cluster.to_string(), ci);
+        })
+    }
+
+    /// Snapshots of the inventories changed since the last call.
+    pub fn take_dirty(&self) -> Vec<(String, pb::Inventory)> {
+        self.with(|s| {
+            let dirty: Vec<String> = s.dirty.drain().collect();
+            dirty
+                .into_iter()
+                .filter_map(|c| s.inventory.get(&c).map(|i| (c.clone(), i.to_pb())))
+                .collect()
+        })
     }
 
     /// Runs `f` over the inventories of `cluster` (or of every cluster when empty), in

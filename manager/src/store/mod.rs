@@ -120,6 +120,7 @@ struct Inner {
     tokens: sled::Tree,
     users: sled::Tree,
     audit: sled::Tree,
+    inventory: sled::Tree,
     written: AtomicU64,
     flushed: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
@@ -185,6 +186,7 @@ impl Store {
             tokens: db.open_tree("tokens")?,
             users: db.open_tree("users")?,
             audit: db.open_tree("audit")?,
+            inventory: db.open_tree("inventory")?,
             db,
             written: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
@@ -485,6 +487,39 @@ impl Store {
             .map(|r| {
                 let (_, v) = r?;
                 from_json("user", &v)
+            })
+            .collect()
+    }
+
+    // ----- inventory snapshots ---------------------------------------------------------------
+
+    /// Replaces the stored inventory snapshot of `cluster` (a cache: not flushed by itself).
+    pub fn put_inventory(&self, cluster: &str, inv: &pb::Inventory) -> Result<()> {
+        self.inner
+            .inventory
+            .insert(cluster.as_bytes(), inv.encode_to_vec())?;
+        self.wrote();
+        Ok(())
+    }
+
+    pub fn delete_inventory(&self, cluster: &str) -> Result<()> {
+        self.inner.inventory.remove(cluster.as_bytes())?;
+        self.wrote();
+        Ok(())
+    }
+
+    /// Every stored inventory snapshot, by cluster.
+    pub fn inventories(&self) -> Result<Vec<(String, pb::Inventory)>> {
+        self.inner
+            .inventory
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                let inv = pb::Inventory::decode(&*v).map_err(|e| StoreError::Corrupt {
+                    what: "inventory",
+                    detail: e.to_string(),
+                })?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), inv))
             })
             .collect()
     }

@@ -58,9 +58,24 @@ async fn sigkill_then_restart_keeps_ca_cluster_and_traces() -> TestResult {
     })
     .await?;
 
+    adapter
+        .sync_pods(&[("default", "p0", "n0"), ("default", "p1", "n0")])
+        .await?;
+    // Inventory snapshots are stored every 2 s (a cache; sled writes them within 0.5 s more).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+
     m.kill9();
     drop(adapter);
     m.spawn().await?;
+    let pods = clusters(m.admin().await?)
+        .list_pods(pb::ListInventoryRequest {
+            cluster: "alpha".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .pods;
+    assert_eq!(pods.len(), 2, "inventory snapshot lost across restart");
 
     assert_eq!(m.ca_pem, ca_before, "CA changed across restart");
     let mut t = traces(m.admin().await?);
