@@ -165,6 +165,16 @@ fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -
     })
 }
 
+fn tx_err(e: sled::transaction::TransactionError<()>) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
+            what: "transaction",
+            detail: "aborted".into(),
+        },
+    }
+}
+
 fn decode_trace(bytes: &[u8]) -> Result<pb::Traceflow> {
     pb::Traceflow::decode(bytes).map_err(|e| StoreError::Corrupt {
         what: "trace",
@@ -250,14 +260,21 @@ impl Store {
 
     // ----- traces -------------------------------------------------------------------------
 
-    /// Inserts or replaces a trace (keyed by its uid and creation time).
+    /// Inserts or replaces a trace (keyed by its uid and creation time). The trace and its
+    /// uid and name indexes change in one transaction.
     pub fn put_trace(&self, t: &pb::Traceflow) -> Result<()> {
+        use sled::Transactional;
         let key = trace_key(t.creation_time_micros, &t.uid);
-        self.inner.traces.insert(&key, t.encode_to_vec())?;
-        self.inner.trace_uid.insert(t.uid.as_bytes(), key)?;
-        self.inner
-            .trace_name
-            .insert(t.name.as_bytes(), t.uid.as_bytes())?;
+        let value = t.encode_to_vec();
+        let i = &self.inner;
+        (&i.traces, &i.trace_uid, &i.trace_name)
+            .transaction(|(traces, uids, names)| {
+                traces.insert(key.as_slice(), value.as_slice())?;
+                uids.insert(t.uid.as_bytes(), key.as_slice())?;
+                names.insert(t.name.as_bytes(), t.uid.as_bytes())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_err)?;
         self.wrote();
         Ok(())
     }
@@ -280,17 +297,25 @@ impl Store {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
+    /// Deletes a trace and its indexes in one transaction; false when it did not exist.
     pub fn delete_trace(&self, uid: &str) -> Result<bool> {
-        let Some(key) = self.inner.trace_uid.remove(uid.as_bytes())? else {
-            return Ok(false);
-        };
-        if let Some(bytes) = self.inner.traces.remove(key)?
-            && let Ok(t) = decode_trace(&bytes)
-        {
-            self.inner.trace_name.remove(t.name.as_bytes())?;
-        }
+        use sled::Transactional;
+        let i = &self.inner;
+        let existed = (&i.traces, &i.trace_uid, &i.trace_name)
+            .transaction(|(traces, uids, names)| {
+                let Some(key) = uids.remove(uid.as_bytes())? else {
+                    return Ok(false);
+                };
+                if let Some(bytes) = traces.remove(key)?
+                    && let Ok(t) = decode_trace(&bytes)
+                {
+                    names.remove(t.name.as_bytes())?;
+                }
+                Ok::<bool, sled::transaction::ConflictableTransactionError<()>>(true)
+            })
+            .map_err(tx_err)?;
         self.wrote();
-        Ok(true)
+        Ok(existed)
     }
 
     /// Every trace, newest first (for startup recovery and retention).
