@@ -219,9 +219,11 @@ mod tests {
 
     #[tokio::test]
     async fn detached_process_is_alive_until_stopped() -> Result<(), ProcError> {
-        let dir = std::env::temp_dir().join(format!("tfl-procs-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let log = dir.join("sleep.log");
+        let dir = tempfile::tempdir().map_err(|source| ProcError::Log {
+            path: "tempdir".into(),
+            source,
+        })?;
+        let log = dir.path().join("sleep.log");
         let rec = spawn_detached(
             "sleeper",
             Path::new("/bin/sh"),
@@ -252,7 +254,6 @@ mod tests {
         let killed = stop(&rec, Duration::from_secs(5)).await;
         assert!(!killed, "sleep obeys SIGTERM");
         assert!(!rec.alive());
-        let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
 
