@@ -110,6 +110,8 @@ pub enum ConfigError {
     File { path: PathBuf, detail: String },
     #[error("--data-dir is required (or TRACEFLOW_MANAGER_DATA_DIR, or dataDir in --config)")]
     NoDataDir,
+    #[error("{0} is too short (heartbeats need at least 1s; retention more than 0)")]
+    TooShort(&'static str),
     #[error("config file {path}: {field}: {detail}")]
     Field {
         path: PathBuf,
@@ -186,6 +188,12 @@ pub fn resolve_serve(
                 .unwrap_or(defaults.interval),
         },
     };
+    if cfg.heartbeat_interval < Duration::from_secs(1) {
+        return Err(ConfigError::TooShort("--heartbeat-interval"));
+    }
+    if cfg.retention.interval.is_zero() {
+        return Err(ConfigError::TooShort("--retention-interval"));
+    }
     let listen = args
         .listen
         .or(file.listen)
@@ -237,6 +245,17 @@ mod tests {
         a.data_dir = Some("/d".into());
         let r = resolve_serve(a, None).map(|(c, l, _)| (c.heartbeat_interval, l.port()));
         assert!(matches!(r, Ok((d, 7443)) if d == Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn zero_intervals_are_refused() {
+        let mut a = args(None);
+        a.data_dir = Some("/d".into());
+        a.heartbeat_interval = Some(Duration::ZERO);
+        assert!(matches!(
+            resolve_serve(a, None),
+            Err(ConfigError::TooShort(_))
+        ));
     }
 
     #[test]

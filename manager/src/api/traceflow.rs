@@ -164,6 +164,15 @@ impl TraceflowSvc {
         if req.page_size < 0 {
             return Err(invalid("page_size", "must not be negative"));
         }
+        if req.created_after_micros > 0
+            && req.created_before_micros > 0
+            && req.created_after_micros >= req.created_before_micros
+        {
+            return Err(invalid(
+                "created_after_micros",
+                "must be before created_before_micros",
+            ));
+        }
         let filter = TraceFilter {
             cluster: req.cluster,
             phase: req.phase,
