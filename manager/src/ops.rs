@@ -78,7 +78,17 @@ pub fn dial_addr(listen_addr: &str) -> String {
 
 async fn channel(data_dir: &Path) -> Result<tonic::transport::Channel, OpsError> {
     let addr_path = data_dir.join("listen.addr");
-    let addr = dial_addr(&read(&addr_path).map_err(|_| OpsError::NoAddress(addr_path.clone()))?);
+    // A manager that holds the store but has not written its address yet is starting up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let addr = loop {
+        match read(&addr_path) {
+            Ok(a) => break dial_addr(&a),
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => return Err(OpsError::NoAddress(addr_path)),
+        }
+    };
     let ca = read(&data_dir.join("ca.pem"))?;
     let cert = read(&data_dir.join("local-admin.pem"))?;
     let key = read(&data_dir.join("local-admin-key.pem"))?;
