@@ -344,6 +344,16 @@ async fn agent_reprograms_after_vswitchd_restart() {
         "reprogrammed {:?} after ovs-vswitchd restart",
         restarted.elapsed()
     );
+    // The packet-in meter (lost with ovs-vswitchd) is back, and trace packet-ins use it.
+    let meters = node.ofctl(&["dump-meters", &node.mgmt()]);
+    assert!(
+        meters.contains("meter=257") && meters.contains("rate=5000"),
+        "{meters}"
+    );
+    assert!(
+        node.dump_flows().contains("meter:257"),
+        "trace flows do not use the meter"
+    );
 
     // And tracing works on the new connection.
     rt.tracer

@@ -75,6 +75,24 @@ fn next_of(t: Table) -> Vec<Instruction> {
 
 /// Every flow the pipeline wants on br-int for `ports`, in a stable order.
 pub fn desired_flows(ports: &NodePorts, peers: &[Peer]) -> Vec<FlowMod> {
+    desired_flows_with(ports, peers, None)
+}
+
+/// [`desired_flows`], with every trace packet-in passing meter `packet_in_meter` first when
+/// the switch has it (Antrea's `PacketInMeterIDTF`), so a flood of trace-class packets cannot
+/// overwhelm the agent.
+pub fn desired_flows_with(
+    ports: &NodePorts,
+    peers: &[Peer],
+    packet_in_meter: Option<u32>,
+) -> Vec<FlowMod> {
+    let to_controller = || -> Vec<Action> {
+        packet_in_meter
+            .map(Action::Meter)
+            .into_iter()
+            .chain([Action::to_controller()])
+            .collect()
+    };
     let mut f = Vec::new();
 
     // Default flows: "goto next" or drop (no instructions = drop).
@@ -433,7 +451,7 @@ pub fn desired_flows(ports: &NodePorts, peers: &[Peer]) -> Vec<FlowMod> {
                     .with(Oxm::reg(regs::TARGET_OFPORT_REG, t))
                     .with(Oxm::eth_type(et))
                     .with(Oxm::ip_dscp(TRACE_DSCP)),
-                vec![apply(vec![Action::output(t), Action::to_controller()])],
+                vec![apply([vec![Action::output(t)], to_controller()].concat())],
             ));
         }
         f.push(flow(
@@ -442,7 +460,7 @@ pub fn desired_flows(ports: &NodePorts, peers: &[Peer]) -> Vec<FlowMod> {
             marked()
                 .with(Oxm::eth_type(et))
                 .with(Oxm::ip_dscp(TRACE_DSCP)),
-            vec![apply(vec![Action::to_controller()])],
+            vec![apply(to_controller())],
         ));
     }
     // Hairpin: OpenFlow never outputs to the input port unless told IN_PORT explicitly.
@@ -610,6 +628,36 @@ mod tests {
         );
         assert!("10.2.0.0/24".parse::<Peer>().is_err());
         assert!("10.2.0.0/33=1.2.3.4".parse::<Peer>().is_err());
+    }
+
+    #[test]
+    fn trace_packet_ins_pass_the_meter_when_there_is_one() {
+        let flows = desired_flows_with(&mk_node(), &[], Some(257));
+        let out = in_table(&flows, Table::Output);
+        let tunnel = out
+            .iter()
+            .find(|f| f.priority == prio::TRACE_TUNNEL)
+            .unwrap_or_else(|| panic!("none"));
+        assert_eq!(
+            tunnel.instructions,
+            vec![Instruction::ApplyActions(vec![
+                Action::output(1),
+                Action::Meter(257),
+                Action::to_controller()
+            ])],
+            "the tunnel copy is never metered, only the packet-in"
+        );
+        let local = out
+            .iter()
+            .find(|f| f.priority == prio::TRACE)
+            .unwrap_or_else(|| panic!("none"));
+        assert_eq!(
+            local.instructions,
+            vec![Instruction::ApplyActions(vec![
+                Action::Meter(257),
+                Action::to_controller()
+            ])]
+        );
     }
 
     #[test]

@@ -78,12 +78,47 @@ impl std::str::FromStr for Peer {
     }
 }
 
+/// The meter every trace packet-in passes (Antrea's `PacketInMeterIDTF`, 257).
+pub const PACKET_IN_METER: u32 = 257;
+/// Its rate (packets per second); the burst is twice that (Antrea's `packetInRate` default).
+pub const PACKET_IN_RATE: u32 = 5000;
+
+/// Installs (or updates) [`PACKET_IN_METER`].
+async fn ensure_packet_in_meter(sw: &Switch) -> Result<(), OfError> {
+    use crate::ovs::openflow::message::{
+        METER_BURST, METER_EXISTS, METER_PKTPS, MeterMod, meter_cmd,
+    };
+    let meter = |command| {
+        Message::MeterMod(MeterMod {
+            command,
+            flags: METER_PKTPS | METER_BURST,
+            meter_id: PACKET_IN_METER,
+            drop_bands: vec![(PACKET_IN_RATE, 2 * PACKET_IN_RATE)],
+        })
+    };
+    match sw.transact(&[meter(meter_cmd::ADD)]).await {
+        Err(OfError::Switch(e))
+            if e.kind == ErrorType::MeterModFailed && e.code == METER_EXISTS =>
+        {
+            sw.transact(&[meter(meter_cmd::MODIFY)]).await
+        }
+        other => other,
+    }
+}
+
 static BUNDLE_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Programs the pipeline for `ports` on a connected switch: one atomic bundle of
 /// "delete our cookie" + every desired flow.
 pub async fn reconcile(sw: &Switch, ports: &NodePorts, peers: &[Peer]) -> Result<usize, OfError> {
-    let desired = flows::desired_flows(ports, peers);
+    let meter = match ensure_packet_in_meter(sw).await {
+        Ok(()) => Some(PACKET_IN_METER),
+        Err(error) => {
+            warn!(%error, "no packet-in meter on this switch; trace packet-ins are not rate-limited");
+            None
+        }
+    };
+    let desired = flows::desired_flows_with(ports, peers, meter);
     let n = desired.len();
     let mut msgs = Vec::with_capacity(n + 1);
     msgs.push(Message::FlowMod(FlowMod::delete_by_cookie(

@@ -31,6 +31,7 @@ pub const NX_VENDOR_ID: u32 = 0x0000_2320;
 const OFPAT_OUTPUT: u16 = 0;
 const OFPAT_GROUP: u16 = 22;
 const OFPAT_DEC_NW_TTL: u16 = 24;
+const OFPAT_METER: u16 = 29;
 const OFPAT_SET_FIELD: u16 = 25;
 const OFPAT_EXPERIMENTER: u16 = 0xffff;
 const NXAST_OUTPUT_REG: u16 = 15;
@@ -70,6 +71,8 @@ pub enum Action {
         table: Option<u8>,
         nat: bool,
     },
+    /// `OFPAT_METER` (OF1.5): pass the packet through meter `id`; over the rate it stops here.
+    Meter(u32),
     /// `OFPAT_DEC_NW_TTL`: decrement the IPv4 TTL / IPv6 hop limit (routed packets).
     DecNwTtl,
     /// Any other action, kept as its raw bytes (type and length included).
@@ -135,6 +138,11 @@ impl Action {
                     buf.put_slice(&BARE_NAT);
                 }
             }
+            Self::Meter(id) => {
+                buf.put_u16(OFPAT_METER);
+                buf.put_u16(8);
+                buf.put_u32(*id);
+            }
             Self::DecNwTtl => {
                 buf.put_u16(OFPAT_DEC_NW_TTL);
                 buf.put_u16(8);
@@ -197,6 +205,7 @@ impl Action {
                 Self::Output { port, max_len }
             }
             OFPAT_GROUP if len == 8 => Self::Group(b.u32()?),
+            OFPAT_METER if len == 8 => Self::Meter(b.u32()?),
             OFPAT_DEC_NW_TTL if len == 8 => {
                 b.skip(4)?;
                 Self::DecNwTtl

@@ -27,6 +27,7 @@ pub mod kind {
     pub const PACKET_OUT: u8 = 13;
     pub const FLOW_MOD: u8 = 14;
     pub const GROUP_MOD: u8 = 15;
+    pub const METER_MOD: u8 = 29;
     pub const MULTIPART_REQUEST: u8 = 18;
     pub const MULTIPART_REPLY: u8 = 19;
     pub const BARRIER_REQUEST: u8 = 20;
@@ -65,6 +66,7 @@ pub enum Message {
     PacketOut(PacketOut),
     FlowMod(FlowMod),
     GroupMod(GroupMod),
+    MeterMod(MeterMod),
     BarrierRequest,
     BarrierReply,
     BundleControl(BundleControl),
@@ -92,6 +94,7 @@ impl Message {
             Self::PacketOut(_) => kind::PACKET_OUT,
             Self::FlowMod(_) => kind::FLOW_MOD,
             Self::GroupMod(_) => kind::GROUP_MOD,
+            Self::MeterMod(_) => kind::METER_MOD,
             Self::BarrierRequest => kind::BARRIER_REQUEST,
             Self::BarrierReply => kind::BARRIER_REPLY,
             Self::BundleControl(_) => kind::BUNDLE_CONTROL,
@@ -148,6 +151,7 @@ impl Message {
             kind::PACKET_OUT => Self::PacketOut(PacketOut::decode(&mut r)?),
             kind::FLOW_MOD => Self::FlowMod(FlowMod::decode(&mut r)?),
             kind::GROUP_MOD => Self::GroupMod(GroupMod::decode(&mut r)?),
+            kind::METER_MOD => Self::MeterMod(MeterMod::decode(&mut r)?),
             kind::BARRIER_REQUEST => Self::BarrierRequest,
             kind::BARRIER_REPLY => Self::BarrierReply,
             kind::BUNDLE_CONTROL => Self::BundleControl(BundleControl::decode(&mut r)?),
@@ -201,6 +205,7 @@ impl Message {
             Self::PacketOut(p) => p.encode(buf),
             Self::FlowMod(f) => f.encode(buf),
             Self::GroupMod(g) => g.encode(buf),
+            Self::MeterMod(m) => m.encode(buf),
             Self::BundleControl(b) => b.encode(buf),
             Self::BundleAdd(b) => b.encode(xid, buf),
             Self::Unknown { body, .. } => buf.put_slice(body),
@@ -260,6 +265,7 @@ pub enum ErrorType {
     TableModFailed,
     SwitchConfigFailed,
     BadProperty,
+    MeterModFailed,
     BundleFailed,
     Experimenter,
     Other(u16),
@@ -278,6 +284,7 @@ impl ErrorType {
             7 => Self::PortModFailed,
             8 => Self::TableModFailed,
             10 => Self::SwitchConfigFailed,
+            12 => Self::MeterModFailed,
             14 => Self::BadProperty,
             17 => Self::BundleFailed,
             0xffff => Self::Experimenter,
@@ -297,6 +304,7 @@ impl ErrorType {
             Self::PortModFailed => 7,
             Self::TableModFailed => 8,
             Self::SwitchConfigFailed => 10,
+            Self::MeterModFailed => 12,
             Self::BadProperty => 14,
             Self::BundleFailed => 17,
             Self::Experimenter => 0xffff,
@@ -744,6 +752,72 @@ impl GroupMod {
         }
         let total = buf.len() - start;
         patch_len(buf, len_at, total);
+    }
+}
+
+/// `ofp_meter_mod_command`.
+pub mod meter_cmd {
+    pub const ADD: u16 = 0;
+    pub const MODIFY: u16 = 1;
+    pub const DELETE: u16 = 2;
+}
+
+/// Meter flags: rate in packets per second, with a burst size.
+pub const METER_PKTPS: u16 = 2;
+pub const METER_BURST: u16 = 4;
+/// `OFPMMFC_METER_EXISTS`.
+pub const METER_EXISTS: u16 = 1;
+const OFPMBT_DROP: u16 = 1;
+
+/// `OFPT_METER_MOD` with drop bands only (all the agent uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterMod {
+    pub command: u16,
+    pub flags: u16,
+    pub meter_id: u32,
+    /// `(rate, burst_size)` of each drop band.
+    pub drop_bands: Vec<(u32, u32)>,
+}
+
+impl MeterMod {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let command = r.u16()?;
+        let flags = r.u16()?;
+        let meter_id = r.u32()?;
+        let mut drop_bands = Vec::new();
+        while r.remaining() > 0 {
+            let ty = r.u16()?;
+            let len = usize::from(r.u16()?);
+            if ty != OFPMBT_DROP || len != 16 {
+                return Err(DecodeError::new(
+                    "meter_mod",
+                    format!("band type {ty} length {len}"),
+                ));
+            }
+            let rate = r.u32()?;
+            let burst = r.u32()?;
+            r.skip(4)?;
+            drop_bands.push((rate, burst));
+        }
+        Ok(Self {
+            command,
+            flags,
+            meter_id,
+            drop_bands,
+        })
+    }
+
+    fn encode(&self, buf: &mut BytesMut) {
+        buf.put_u16(self.command);
+        buf.put_u16(self.flags);
+        buf.put_u32(self.meter_id);
+        for (rate, burst) in &self.drop_bands {
+            buf.put_u16(OFPMBT_DROP);
+            buf.put_u16(16);
+            buf.put_u32(*rate);
+            buf.put_u32(*burst);
+            put_zeros(buf, 4);
+        }
     }
 }
 

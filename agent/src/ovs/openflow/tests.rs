@@ -362,6 +362,36 @@ fn conntrack_flows_equal_ovs_ofctl_bytes() {
     assert_eq!(roundtrip(OFCTL_FLOW_CT_COMMIT).1, Message::FlowMod(commit));
 }
 
+/// add-meter meter=257,pktps,burst,band=type=drop,rate=5000,burst_size=10000
+const OFCTL_METER_ADD: &str = "061d002000000002000000060000010100010010000013880000271000000000";
+/// table=26,priority=202,ip,actions=meter:257,controller(max_len=65535)
+const OFCTL_FLOW_METER: &str = "060e006000000006000000000000000000000000000000001a000000000000caffffffffffffffffffffffff000000000001000a80000a0208000000000000000004002000000000001d00080000010100000010fffffffdffff000000000000";
+
+#[test]
+fn meter_mod_and_meter_action_equal_ovs_ofctl_bytes() {
+    use super::message::{METER_BURST, METER_PKTPS, MeterMod, meter_cmd};
+    let m = Message::MeterMod(MeterMod {
+        command: meter_cmd::ADD,
+        flags: METER_PKTPS | METER_BURST,
+        meter_id: 257,
+        drop_bands: vec![(5000, 10000)],
+    });
+    assert_eq!(encode(2, &m), OFCTL_METER_ADD);
+    assert_eq!(roundtrip(OFCTL_METER_ADD).1, m);
+    let f = FlowMod::add(
+        26,
+        202,
+        0,
+        Match::new().with(Oxm::eth_type(0x0800)),
+        vec![Instruction::ApplyActions(vec![
+            Action::Meter(257),
+            Action::to_controller(),
+        ])],
+    );
+    assert_eq!(encode(6, &Message::FlowMod(f.clone())), OFCTL_FLOW_METER);
+    assert_eq!(roundtrip(OFCTL_FLOW_METER).1, Message::FlowMod(f));
+}
+
 #[test]
 fn dec_ttl_and_set_field_mac_roundtrip() {
     let f = FlowMod::add(
