@@ -61,6 +61,15 @@ pub async fn build_node(
     ovs: &Ovs,
 ) -> Result<Vec<ProcRecord>, NodeError> {
     let label = format!("{}/{}", cluster.name, node.name);
+    // The userspace datapath leaves the Pod veths' host ends in this namespace, so its kernel
+    // sees every Pod frame too; with the default arp_ignore=0 it would answer a Pod's ARP for
+    // the gateway IP with a veth's own MAC, racing antrea-gw0's answer.
+    for key in [
+        "net.ipv4.conf.all.arp_ignore=1",
+        "net.ipv4.conf.default.arp_ignore=1",
+    ] {
+        run("ip", &["netns", "exec", netns, "sysctl", "-qw", key]).await?;
+    }
     let procs = ovs.start(&label).await?;
 
     // Underlay veth: eth0 in the Node, u-<node> on the cluster's bridge.
