@@ -64,12 +64,20 @@ pub async fn build_node(
     // The userspace datapath leaves the Pod veths' host ends in this namespace, so its kernel
     // sees every Pod frame too; with the default arp_ignore=0 it would answer a Pod's ARP for
     // the gateway IP with a veth's own MAC, racing antrea-gw0's answer.
-    for key in [
-        "net.ipv4.conf.all.arp_ignore=1",
-        "net.ipv4.conf.default.arp_ignore=1",
-    ] {
-        run("ip", &["netns", "exec", netns, "sysctl", "-qw", key]).await?;
-    }
+    // Written through /proc (per network namespace) so procps need not be installed.
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            netns,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/conf/all/arp_ignore && \
+             echo 1 > /proc/sys/net/ipv4/conf/default/arp_ignore",
+        ],
+    )
+    .await?;
     let procs = ovs.start(&label).await?;
 
     // Underlay veth: eth0 in the Node, u-<node> on the cluster's bridge.
