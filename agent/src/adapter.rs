@@ -21,6 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 use traceflow_proto::v1::{self as pb, agent_command, agent_message};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::desired::Store;
 use crate::runtime::NodeRuntime;
 
 /// How to reach the adapter.
@@ -67,14 +68,26 @@ fn msg(kind: agent_message::Kind) -> pb::AgentMessage {
 }
 
 /// Runs the adapter session until `shutdown`, reconnecting whenever the stream ends.
-pub async fn run(cfg: AdapterConfig, mut rt: NodeRuntime, shutdown: CancellationToken) {
+/// NodeState commands go to a store nobody reads; the agent uses [`run_with`].
+pub async fn run(cfg: AdapterConfig, rt: NodeRuntime, shutdown: CancellationToken) {
+    run_with(cfg, rt, Store::default(), shutdown).await
+}
+
+/// [`run`], applying every `AgentCommand::NodeState` to `desired` (the store the runtime's
+/// pipeline follows).
+pub async fn run_with(
+    cfg: AdapterConfig,
+    mut rt: NodeRuntime,
+    desired: Store,
+    shutdown: CancellationToken,
+) {
     let node = rt.tracer.node().to_string();
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
         let span = info_span!("adapter", node = %node, adapter = %cfg.endpoint);
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&cfg, &mut rt, &shutdown).instrument(span) => r,
+            r = session(&cfg, &mut rt, &desired, &shutdown).instrument(span) => r,
         };
         match result {
             Ok(()) => {
@@ -97,6 +110,7 @@ pub async fn run(cfg: AdapterConfig, mut rt: NodeRuntime, shutdown: Cancellation
 async fn session(
     cfg: &AdapterConfig,
     rt: &mut NodeRuntime,
+    desired: &Store,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let channel = connect(cfg).await?;
@@ -147,10 +161,11 @@ async fn session(
                     }.instrument(span));
                 }
                 Some(pb::AgentCommand { kind: None }) => debug!("empty command"),
-                // Desired state (peers, Services, policies) is not applied yet; the pipeline
-                // is derived from OVSDB until it is.
-                Some(pb::AgentCommand { kind: Some(agent_command::Kind::NodeState(_)) }) => {
-                    debug!("node state received; not applied yet")
+                // Desired state (peers, Services, policies): the pipeline follows the store.
+                Some(pb::AgentCommand { kind: Some(agent_command::Kind::NodeState(state)) }) => {
+                    let replace = state.replace;
+                    let changed = desired.apply(state);
+                    debug!(replace, changed, "node state applied");
                 }
             },
         }

@@ -21,6 +21,7 @@
 //! (the session with the adapter).
 
 pub mod adapter;
+pub mod desired;
 pub mod ovs;
 pub mod pipeline;
 pub mod ports;
@@ -35,16 +36,17 @@ pub struct AgentConfig {
     pub node: String,
     pub adapter: adapter::AdapterConfig,
     pub ovs: runtime::OvsPaths,
-    /// Other Nodes reachable through the tunnel (until the adapter sends them).
+    /// Other Nodes reachable through the tunnel (`--peer`): a fallback used until the
+    /// adapter's first NodeState replaces them.
     pub peers: Vec<pipeline::Peer>,
 }
 
 /// Runs the agent until `shutdown` is cancelled: the Node runtime plus the adapter session.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) {
-    // The sender is kept alive for the agent's lifetime: peers are static until the adapter
-    // protocol carries them.
-    let (_peers_tx, peers) = tokio::sync::watch::channel(cfg.peers.clone());
-    let rt = runtime::NodeRuntime::start(&cfg.node, &cfg.ovs, peers, shutdown.clone());
-    adapter::run(cfg.adapter, rt, shutdown.clone()).await;
+    // The desired state starts with the static peers; the adapter's NodeState replaces it.
+    let store = desired::Store::with_static_peers(&cfg.peers);
+    let rt =
+        runtime::NodeRuntime::start_with(&cfg.node, &cfg.ovs, store.subscribe(), shutdown.clone());
+    adapter::run_with(cfg.adapter, rt, store, shutdown.clone()).await;
     shutdown.cancel();
 }

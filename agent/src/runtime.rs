@@ -3,11 +3,13 @@
 //! directly against a real OVS.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::desired::{DesiredState, Store};
 use crate::pipeline::{self, DatapathHandle, Peer};
 use crate::ports::{self, NodePorts};
 use crate::trace::{Observed, Tracer};
@@ -56,13 +58,50 @@ impl NodeRuntime {
     pub fn start(
         node: &str,
         paths: &OvsPaths,
-        peers: watch::Receiver<Vec<Peer>>,
+        mut peers: watch::Receiver<Vec<Peer>>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        // Static peers are a desired state holding nothing else.
+        let store = Store::with_static_peers(&peers.borrow_and_update());
+        let desired = store.subscribe();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    c = peers.changed() => {
+                        if c.is_err() {
+                            break;
+                        }
+                        let next = Store::with_static_peers(&peers.borrow_and_update()).current();
+                        store.replace((*next).clone());
+                    }
+                }
+            }
+            // Keep the store alive (and the pipeline following it) until shutdown.
+            stop.cancelled().await;
+            drop(store);
+        });
+        Self::start_with(node, paths, desired, shutdown)
+    }
+
+    /// [`NodeRuntime::start`] driven by a desired-state store ([`crate::desired::Store`]):
+    /// the pipeline is reprogrammed whenever `desired` or the OVSDB ports change.
+    pub fn start_with(
+        node: &str,
+        paths: &OvsPaths,
+        desired: watch::Receiver<Arc<DesiredState>>,
         shutdown: CancellationToken,
     ) -> Self {
         let ports = ports::spawn_watcher(paths.db(), shutdown.clone());
         let (pin_tx, mut pin_rx) = mpsc::channel(8192);
-        let datapath =
-            pipeline::spawn(paths.mgmt(), ports.clone(), peers, pin_tx, shutdown.clone());
+        let datapath = pipeline::spawn(
+            paths.mgmt(),
+            ports.clone(),
+            desired,
+            pin_tx,
+            shutdown.clone(),
+        );
         let tracer = Tracer::new(node, ports.clone(), datapath.switch.clone());
         let (obs_tx, obs_rx) = mpsc::channel(8192);
         let t = tracer.clone();

@@ -11,6 +11,7 @@ pub mod regs;
 pub mod tables;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::desired::DesiredState;
 use crate::ovs::openflow::message::{ErrorType, TABLE_ALL};
 use crate::ovs::openflow::{FlowMod, Message, OfError, PacketIn, Switch};
 use crate::ports::NodePorts;
@@ -110,7 +112,12 @@ static BUNDLE_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Programs the pipeline for `ports` on a connected switch: one atomic bundle of
 /// "delete our cookie" + every desired flow.
-pub async fn reconcile(sw: &Switch, ports: &NodePorts, peers: &[Peer]) -> Result<usize, OfError> {
+/// The flows come from the OVSDB ports and the desired state (peers, Services, policies).
+pub async fn reconcile(
+    sw: &Switch,
+    ports: &NodePorts,
+    desired: &DesiredState,
+) -> Result<usize, OfError> {
     let meter = match ensure_packet_in_meter(sw).await {
         Ok(()) => Some(PACKET_IN_METER),
         Err(error) => {
@@ -118,7 +125,7 @@ pub async fn reconcile(sw: &Switch, ports: &NodePorts, peers: &[Peer]) -> Result
             None
         }
     };
-    let desired = flows::desired_flows_with(ports, peers, meter);
+    let desired = state_flows(ports, desired, meter);
     let n = desired.len();
     let mut msgs = Vec::with_capacity(n + 1);
     msgs.push(Message::FlowMod(FlowMod::delete_by_cookie(
@@ -136,6 +143,16 @@ pub async fn reconcile(sw: &Switch, ports: &NodePorts, peers: &[Peer]) -> Result
         other => other?,
     }
     Ok(n)
+}
+
+/// Every desired flow for `ports` and `desired`: the base pipeline with the peers' routes
+/// ([`flows`]), then Services ([`services`]) and policies ([`policy`]).
+pub fn state_flows(
+    ports: &NodePorts,
+    desired: &DesiredState,
+    packet_in_meter: Option<u32>,
+) -> Vec<FlowMod> {
+    flows::desired_flows_with(ports, &desired.tunnel_peers(), packet_in_meter)
 }
 
 /// Whether an error says "no bundles here" rather than "this flow is wrong".
@@ -160,11 +177,11 @@ pub struct DatapathHandle {
 
 /// Keeps br-int programmed: waits (up to 5 s) for the first OVSDB snapshot, connects to `mgmt` (reconnecting with backoff 100 ms → 1 s when
 /// ovs-vswitchd goes away), reconciles on connect and whenever `ports` changes, and forwards
-/// every packet-in to `packet_ins`. Reconciles when `ports` or `peers` change. Stops when `shutdown` is cancelled.
+/// every packet-in to `packet_ins`. Reconciles when `ports` or `desired` change. Stops when `shutdown` is cancelled.
 pub fn spawn(
     mgmt: PathBuf,
     mut ports: watch::Receiver<NodePorts>,
-    mut peers: watch::Receiver<Vec<Peer>>,
+    mut desired: watch::Receiver<Arc<DesiredState>>,
     packet_ins: mpsc::Sender<PacketIn>,
     shutdown: CancellationToken,
 ) -> DatapathHandle {
@@ -200,8 +217,8 @@ pub fn spawn(
                 logged_down = false;
                 info!(dpid = format!("{:016x}", sw.features().datapath_id), "connected to br-int");
                 let current = ports.borrow_and_update().clone();
-                let current_peers = peers.borrow_and_update().clone();
-                match reconcile(&sw, &current, &current_peers).await {
+                let current_desired = desired.borrow_and_update().clone();
+                match reconcile(&sw, &current, &current_desired).await {
                     Ok(n) => {
                         info!(flows = n, pods = current.pods.len(), "pipeline programmed");
                         prog_tx.send_modify(|g| *g += 1);
@@ -230,7 +247,7 @@ pub fn spawn(
                         changed = async {
                             tokio::select! {
                                 c = ports.changed() => c,
-                                c = peers.changed() => c,
+                                c = desired.changed() => c,
                             }
                         } => {
                             if changed.is_err() {
@@ -239,10 +256,10 @@ pub fn spawn(
                                 break;
                             }
                             let current = ports.borrow_and_update().clone();
-                            let current_peers = peers.borrow_and_update().clone();
-                            match reconcile(&sw, &current, &current_peers).await {
+                            let current_desired = desired.borrow_and_update().clone();
+                            match reconcile(&sw, &current, &current_desired).await {
                                 Ok(n) => {
-                                    info!(flows = n, pods = current.pods.len(), peers = current_peers.len(), "pipeline reprogrammed");
+                                    info!(flows = n, pods = current.pods.len(), peers = current_desired.peers.len(), services = current_desired.services.len(), rules = current_desired.rules.len(), "pipeline reprogrammed");
                                     prog_tx.send_modify(|g| *g += 1);
                                 }
                                 Err(error) => {
