@@ -7,7 +7,9 @@
 //! so a reconcile is idempotent and never leaves the bridge half-programmed.
 
 pub mod flows;
+pub mod nx;
 pub mod regs;
+pub mod services;
 pub mod tables;
 
 use std::path::PathBuf;
@@ -125,14 +127,18 @@ pub async fn reconcile(
             None
         }
     };
+    let svc = services::service_flows(ports, desired);
     let desired = state_flows(ports, desired, meter);
     let n = desired.len();
-    let mut msgs = Vec::with_capacity(n + 1);
+    let mut msgs = Vec::with_capacity(n + svc.groups.len() + 2);
     msgs.push(Message::FlowMod(FlowMod::delete_by_cookie(
         TABLE_ALL,
         COOKIE,
         COOKIE_MASK,
     )));
+    // The agent owns every group on br-int (Service select groups): replaced wholesale,
+    // in the same bundle, before the flows that reference them.
+    msgs.extend(svc.group_messages().into_iter().map(Message::GroupMod));
     msgs.extend(desired.into_iter().map(Message::FlowMod));
     let id = BUNDLE_ID.fetch_add(1, Ordering::Relaxed);
     match sw.bundle(id, &msgs).await {
@@ -152,7 +158,9 @@ pub fn state_flows(
     desired: &DesiredState,
     packet_in_meter: Option<u32>,
 ) -> Vec<FlowMod> {
-    flows::desired_flows_with(ports, &desired.tunnel_peers(), packet_in_meter)
+    let mut f = flows::desired_flows_with(ports, &desired.tunnel_peers(), packet_in_meter);
+    f.extend(services::service_flows(ports, desired).flows);
+    f
 }
 
 /// Whether an error says "no bundles here" rather than "this flow is wrong".

@@ -1,0 +1,376 @@
+//! ClusterIP Services (reference §4 ServiceLB / EndpointDNAT / SNAT, Antrea's AntreaProxy
+//! flows), computed purely from the ports and the desired state. IPv4 Services only so far.
+//!
+//! ```text
+//! ServiceLB         nw_dst=ClusterIP, proto, tp_dst=port → RewriteMAC, group:G
+//!                   (no endpoints: drop)
+//! group G (select)  bucket per endpoint: reg3 = ep IP, reg4 = EpSelected | ep port,
+//!                   resubmit(,EndpointDNAT)
+//! EndpointDNAT      reg3 + reg4 + proto → ct(commit, zone 65520, nat(dst=ep:port),
+//!                   exec(ct_mark |= ServiceCTMark), table=AntreaPolicyEgressRule)
+//! ConntrackZone     -trk, nw_dst=gateway IP → ct(zone 65521, nat, table=ConntrackZone)
+//!                   (un-SNAT hairpin replies before the DNAT zone un-DNATs them)
+//! L3Forwarding      from a Pod to the gateway MAC, nw_dst = a local Pod → MACs gw → Pod
+//!                   (hairpin replies; routed, so L3DecTTL decrements)
+//! SNAT              +new+trk, nw_src = nw_dst = local endpoint (hairpin) →
+//!                   ct(commit, zone 65521, nat(src=gateway IP), exec(ct_mark |= Service),
+//!                   table=L2ForwardingCalc); -new+trk, same match → ct(zone 65521, nat)
+//! ConntrackCommit   +new+trk with ServiceCTMark → Output (already committed with NAT)
+//! ```
+//!
+//! Endpoints on other Nodes need nothing more: after DNAT the packet's destination is in a
+//! peer's Pod CIDR and L3Forwarding sends it into the tunnel; the reply comes back through
+//! the tunnel and `ct(nat)` in ConntrackZone restores the ClusterIP. Replies of local
+//! endpoints are un-DNATed the same way.
+//!
+//! Group ids are 1.. in (Service key, cluster IP, port) order; reconciliation deletes every
+//! group and re-adds them in the same bundle as the flows, so ids may shift freely.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::desired::DesiredState;
+use crate::ovs::openflow::message::{Bucket, GROUP_ALL, group_cmd, group_type};
+use crate::ovs::openflow::oxm::{CLASS_BASIC, CLASS_NXM1, basic, ct_state, nxm};
+use crate::ovs::openflow::{Action, FlowMod, GroupMod, Instruction, Match, Oxm};
+use crate::ports::NodePorts;
+
+use super::COOKIE;
+use super::flows::{CT_ZONE, prio};
+use super::nx::{self, Nat};
+use super::regs;
+use super::tables::Table;
+
+const ETH_IPV4: u16 = 0x0800;
+/// Antrea's `SNATCtZone`.
+pub const SNAT_CT_ZONE: u16 = 65521;
+/// ct_mark bit 4, Antrea's `ServiceCTMark`: the connection was DNATed by a Service.
+pub const SERVICE_CT_MARK: u32 = 1 << 4;
+/// reg3 `EndpointIPField` (shared with `APConjIDField`, as in Antrea).
+pub const ENDPOINT_IP_REG: u8 = 3;
+/// reg4[0..15] `EndpointPortField`, reg4[16..18] `ServiceEPStateField` (0b010 = selected).
+pub const ENDPOINT_PORT_REG: u8 = 4;
+pub const EP_SELECTED: u32 = 0b010 << 16;
+pub const EP_MASK: u32 = 0x7_ffff;
+/// Priority of the un-SNAT and Service-commit-bypass flows (above the normal ones).
+const PRIO_HIGH: u16 = 210;
+
+/// The groups and flows for every Service in `desired`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ServiceFlows {
+    pub groups: Vec<GroupMod>,
+    pub flows: Vec<FlowMod>,
+}
+
+impl ServiceFlows {
+    /// "Delete every group" then the groups: the prefix of a reconcile bundle.
+    pub fn group_messages(&self) -> Vec<GroupMod> {
+        let mut v = vec![GroupMod {
+            command: group_cmd::DELETE,
+            group_type: group_type::ALL,
+            group_id: GROUP_ALL,
+            command_bucket_id: 0xffff_ffff,
+            buckets: Vec::new(),
+        }];
+        v.extend(self.groups.iter().cloned());
+        v
+    }
+}
+
+fn flow(t: Table, priority: u16, m: Match, ins: Vec<Instruction>) -> FlowMod {
+    FlowMod::add(t.id(), priority, COOKIE, m, ins)
+}
+
+fn dst_port(proto: u8, port: u16) -> Oxm {
+    let field = match proto {
+        6 => basic::TCP_DST,
+        17 => basic::UDP_DST,
+        _ => basic::SCTP_DST,
+    };
+    Oxm::exact(CLASS_BASIC, field, &port.to_be_bytes())
+}
+
+fn ct_mark(value: u32, mask: u32) -> Oxm {
+    Oxm::masked(
+        CLASS_NXM1,
+        nxm::CT_MARK,
+        &value.to_be_bytes(),
+        &mask.to_be_bytes(),
+    )
+}
+
+fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(v) => Some(v),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// Every Service group and flow (module doc).
+pub fn service_flows(ports: &NodePorts, desired: &DesiredState) -> ServiceFlows {
+    let mut out = ServiceFlows::default();
+    let mut next_group = 1u32;
+    let mut dnat_done = std::collections::BTreeSet::new();
+    let mut local_endpoints = std::collections::BTreeSet::new();
+    let local_ips: std::collections::BTreeSet<IpAddr> = ports
+        .pods
+        .iter()
+        .flat_map(|p| p.port.ips.iter().copied())
+        .collect();
+
+    for svc in desired.services.values() {
+        for cip in svc.cluster_ips.iter().copied().filter_map(v4) {
+            for sp in &svc.ports {
+                let m = Match::new()
+                    .with(Oxm::eth_type(ETH_IPV4))
+                    .with(Oxm::ipv4_dst(cip))
+                    .with(Oxm::ip_proto(sp.protocol))
+                    .with(dst_port(sp.protocol, sp.port));
+                let eps: Vec<_> = sp
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| Some((v4(e.ip)?, e.port)))
+                    .collect();
+                if eps.is_empty() {
+                    // No endpoint: drop (Antrea rejects through the controller; not yet).
+                    out.flows
+                        .push(flow(Table::ServiceLB, prio::NORMAL, m, Vec::new()));
+                    continue;
+                }
+                let gid = next_group;
+                next_group += 1;
+                let buckets = eps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (ip, port))| Bucket {
+                        bucket_id: i as u32,
+                        actions: vec![
+                            Action::set_reg(ENDPOINT_IP_REG, u32::from(*ip), u32::MAX),
+                            Action::set_reg(
+                                ENDPOINT_PORT_REG,
+                                EP_SELECTED | u32::from(*port),
+                                EP_MASK,
+                            ),
+                            nx::resubmit(Table::EndpointDNAT.id()),
+                        ],
+                        weight: Some(100),
+                    })
+                    .collect();
+                out.groups.push(GroupMod {
+                    command: group_cmd::ADD,
+                    group_type: group_type::SELECT,
+                    group_id: gid,
+                    command_bucket_id: 0xffff_ffff,
+                    buckets,
+                });
+                out.flows.push(flow(
+                    Table::ServiceLB,
+                    prio::NORMAL,
+                    m,
+                    vec![Instruction::ApplyActions(vec![
+                        Action::set_reg(0, regs::REWRITE_MAC_MARK, regs::REWRITE_MAC_MARK),
+                        Action::Group(gid),
+                    ])],
+                ));
+                for (ip, port) in eps {
+                    if local_ips.contains(&IpAddr::V4(ip)) {
+                        local_endpoints.insert(ip);
+                    }
+                    if !dnat_done.insert((ip, port, sp.protocol)) {
+                        continue;
+                    }
+                    out.flows.push(flow(
+                        Table::EndpointDNAT,
+                        prio::NORMAL,
+                        Match::new()
+                            .with(Oxm::eth_type(ETH_IPV4))
+                            .with(Oxm::ip_proto(sp.protocol))
+                            .with(Oxm::reg(ENDPOINT_IP_REG, u32::from(ip)))
+                            .with(Oxm::reg_masked(
+                                ENDPOINT_PORT_REG,
+                                EP_SELECTED | u32::from(port),
+                                EP_MASK,
+                            )),
+                        vec![Instruction::ApplyActions(vec![nx::ct(
+                            true,
+                            CT_ZONE,
+                            Some(Table::AntreaPolicyEgressRule.id()),
+                            Some(Nat::Dst(IpAddr::V4(ip), Some(port))),
+                            &[Action::SetField(ct_mark(SERVICE_CT_MARK, SERVICE_CT_MARK))],
+                        )])],
+                    ));
+                }
+            }
+        }
+    }
+    if out.flows.is_empty() {
+        return out;
+    }
+
+    // Connections committed with NAT by EndpointDNAT / SNAT are not committed again.
+    out.flows.push(flow(
+        Table::ConntrackCommit,
+        PRIO_HIGH,
+        Match::new()
+            .with(Oxm::eth_type(ETH_IPV4))
+            .with(Oxm::ct_state(
+                ct_state::NEW | ct_state::TRK,
+                ct_state::NEW | ct_state::TRK,
+            ))
+            .with(ct_mark(SERVICE_CT_MARK, SERVICE_CT_MARK)),
+        vec![Instruction::GotoTable(Table::Output.id())],
+    ));
+
+    // Hairpin: SNAT to the gateway IP, un-SNAT replies, route replies back to the Pod.
+    let Some(gw) = &ports.gateway else {
+        return out;
+    };
+    let Some(gw_ip) = gw.ips.iter().copied().find_map(v4) else {
+        return out;
+    };
+    for ep in &local_endpoints {
+        // Later packets of the hairpin connection get the same SNAT.
+        out.flows.push(flow(
+            Table::SNAT,
+            prio::NORMAL,
+            Match::new()
+                .with(Oxm::eth_type(ETH_IPV4))
+                .with(Oxm::ct_state(ct_state::TRK, ct_state::NEW | ct_state::TRK))
+                .with(Oxm::ipv4_src(*ep))
+                .with(Oxm::ipv4_dst(*ep)),
+            vec![Instruction::ApplyActions(vec![Action::Ct {
+                commit: false,
+                zone: SNAT_CT_ZONE,
+                table: Some(Table::L2ForwardingCalc.id()),
+                nat: true,
+            }])],
+        ));
+        out.flows.push(flow(
+            Table::SNAT,
+            prio::NORMAL,
+            Match::new()
+                .with(Oxm::eth_type(ETH_IPV4))
+                .with(Oxm::ct_state(
+                    ct_state::NEW | ct_state::TRK,
+                    ct_state::NEW | ct_state::TRK,
+                ))
+                .with(Oxm::ipv4_src(*ep))
+                .with(Oxm::ipv4_dst(*ep)),
+            vec![Instruction::ApplyActions(vec![nx::ct(
+                true,
+                SNAT_CT_ZONE,
+                Some(Table::L2ForwardingCalc.id()),
+                Some(Nat::Src(IpAddr::V4(gw_ip))),
+                &[Action::SetField(ct_mark(SERVICE_CT_MARK, SERVICE_CT_MARK))],
+            )])],
+        ));
+    }
+    if !local_endpoints.is_empty() {
+        out.flows.push(flow(
+            Table::ConntrackZone,
+            PRIO_HIGH,
+            Match::new()
+                .with(Oxm::eth_type(ETH_IPV4))
+                .with(Oxm::ct_state(0, ct_state::TRK))
+                .with(Oxm::ipv4_dst(gw_ip)),
+            // Bare `nat`: apply the SNAT binding of a hairpin reply.
+            vec![Instruction::ApplyActions(vec![Action::Ct {
+                commit: false,
+                zone: SNAT_CT_ZONE,
+                table: Some(Table::ConntrackZone.id()),
+                nat: true,
+            }])],
+        ));
+        for pod in &ports.pods {
+            for ip in pod.port.ips.iter().copied().filter_map(v4) {
+                out.flows.push(flow(
+                    Table::L3Forwarding,
+                    prio::LOW,
+                    Match::new()
+                        .with(Oxm::reg_masked(0, regs::FROM_POD, regs::PKT_SOURCE_MASK))
+                        .with(Oxm::eth_dst(gw.mac.0))
+                        .with(Oxm::eth_type(ETH_IPV4))
+                        .with(Oxm::ipv4_dst(ip)),
+                    vec![
+                        Instruction::ApplyActions(vec![
+                            Action::SetField(Oxm::eth_src(gw.mac.0)),
+                            Action::SetField(Oxm::eth_dst(pod.port.mac.0)),
+                            Action::set_reg(0, regs::REWRITE_MAC_MARK, regs::REWRITE_MAC_MARK),
+                        ]),
+                        Instruction::GotoTable(Table::L3DecTTL.id()),
+                    ],
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::fixtures::mk_node;
+    use traceflow_proto::v1 as pb;
+
+    fn state(eps: &[&str]) -> DesiredState {
+        let mut s = DesiredState::default();
+        s.apply(pb::NodeState {
+            replace: true,
+            services_upsert: vec![pb::ServiceState {
+                namespace: "default".into(),
+                name: "web".into(),
+                cluster_ips: vec!["10.96.0.10".into()],
+                ports: vec![pb::ServicePortState {
+                    name: "http".into(),
+                    protocol: "TCP".into(),
+                    port: 80,
+                    endpoints: eps
+                        .iter()
+                        .map(|ip| pb::ServiceEndpoint {
+                            ip: (*ip).into(),
+                            port: 8080,
+                            ..Default::default()
+                        })
+                        .collect(),
+                }],
+            }],
+            ..Default::default()
+        });
+        s
+    }
+
+    fn in_table(f: &ServiceFlows, t: Table) -> Vec<&FlowMod> {
+        f.flows.iter().filter(|x| x.table_id == t.id()).collect()
+    }
+
+    #[test]
+    fn select_group_with_a_bucket_per_endpoint() {
+        let f = service_flows(&mk_node(), &state(&["10.1.0.3", "10.2.0.2"]));
+        assert_eq!(f.groups.len(), 1);
+        assert_eq!(f.groups[0].group_type, group_type::SELECT);
+        assert_eq!(f.groups[0].buckets.len(), 2);
+        let lb = in_table(&f, Table::ServiceLB);
+        assert_eq!(lb.len(), 1);
+        assert_eq!(
+            lb[0].instructions,
+            vec![Instruction::ApplyActions(vec![
+                Action::set_reg(0, regs::REWRITE_MAC_MARK, regs::REWRITE_MAC_MARK),
+                Action::Group(1),
+            ])]
+        );
+        assert_eq!(in_table(&f, Table::EndpointDNAT).len(), 2);
+        // 10.1.0.3 is p1 on this Node: hairpin SNAT for new and later packets.
+        assert_eq!(in_table(&f, Table::SNAT).len(), 2);
+        assert_eq!(f.group_messages()[0].command, group_cmd::DELETE);
+    }
+
+    #[test]
+    fn no_endpoints_drop_and_no_services_add_nothing() {
+        let f = service_flows(&mk_node(), &state(&[]));
+        assert!(f.groups.is_empty());
+        let lb = in_table(&f, Table::ServiceLB);
+        assert_eq!(lb.len(), 1);
+        assert!(lb[0].instructions.is_empty(), "drop");
+        let none = service_flows(&mk_node(), &DesiredState::default());
+        assert_eq!(none, ServiceFlows::default());
+    }
+}
