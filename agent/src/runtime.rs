@@ -98,11 +98,12 @@ impl NodeRuntime {
         let datapath = pipeline::spawn(
             paths.mgmt(),
             ports.clone(),
-            desired,
+            desired.clone(),
             pin_tx,
             shutdown.clone(),
         );
-        let tracer = Tracer::new(node, ports.clone(), datapath.switch.clone());
+        let tracer =
+            Tracer::new(node, ports.clone(), datapath.switch.clone()).with_desired(desired);
         let (obs_tx, obs_rx) = mpsc::channel(8192);
         let t = tracer.clone();
         tokio::spawn(

@@ -8,6 +8,7 @@
 
 pub mod flows;
 pub mod nx;
+pub mod policy;
 pub mod regs;
 pub mod services;
 pub mod tables;
@@ -160,6 +161,7 @@ pub fn state_flows(
 ) -> Vec<FlowMod> {
     let mut f = flows::desired_flows_with(ports, &desired.tunnel_peers(), packet_in_meter);
     f.extend(services::service_flows(ports, desired).flows);
+    f.extend(policy::policy_flows(desired, packet_in_meter));
     f
 }
 

@@ -25,6 +25,8 @@ pub struct Tracer {
     node: String,
     ports: watch::Receiver<NodePorts>,
     switch: watch::Receiver<Option<Switch>>,
+    /// Resolves conjunction ids to policy rules (none: names stay empty).
+    desired: Option<watch::Receiver<std::sync::Arc<crate::desired::DesiredState>>>,
 }
 
 impl Tracer {
@@ -37,7 +39,17 @@ impl Tracer {
             node: node.into(),
             ports,
             switch,
+            desired: None,
         }
+    }
+
+    /// Names policies in observations from the desired state's rules (conj id → rule).
+    pub fn with_desired(
+        mut self,
+        desired: watch::Receiver<std::sync::Arc<crate::desired::DesiredState>>,
+    ) -> Self {
+        self.desired = Some(desired);
+        self
     }
 
     /// The Node name reported in every `NodeResult`.
@@ -71,6 +83,12 @@ impl Tracer {
     /// The observations for a packet-in, or `None` if it is not a trace packet.
     pub fn observe(&self, pin: &PacketIn) -> Option<Observed> {
         let ports = self.ports.borrow();
-        observe::observe(pin, &ports, &self.node, SystemTime::now(), &NoPolicies)
+        match &self.desired {
+            Some(d) => {
+                let d = d.borrow().clone();
+                observe::observe(pin, &ports, &self.node, SystemTime::now(), &*d)
+            }
+            None => observe::observe(pin, &ports, &self.node, SystemTime::now(), &NoPolicies),
+        }
     }
 }
