@@ -25,6 +25,7 @@ pub mod desired;
 pub mod ovs;
 pub mod pipeline;
 pub mod ports;
+pub mod reject;
 pub mod runtime;
 pub mod trace;
 

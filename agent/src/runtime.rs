@@ -106,6 +106,7 @@ impl NodeRuntime {
             Tracer::new(node, ports.clone(), datapath.switch.clone()).with_desired(desired);
         let (obs_tx, obs_rx) = mpsc::channel(8192);
         let t = tracer.clone();
+        let switch = datapath.switch.clone();
         tokio::spawn(
             async move {
                 while let Some(pin) = pin_rx.recv().await {
@@ -122,7 +123,21 @@ impl NodeRuntime {
                             }
                             Err(mpsc::error::TrySendError::Closed(_)) => break,
                         },
-                        None => debug!(table = pin.table_id, "packet-in is not a trace packet"),
+                        None => match crate::reject::reply_for(&pin) {
+                            // A Reject rule's packet: answer it (RST / ICMP) without waiting.
+                            Some(out) => {
+                                let sw = switch.borrow().clone();
+                                if let Some(sw) = sw {
+                                    tokio::spawn(async move {
+                                        let msg = crate::ovs::openflow::Message::PacketOut(out);
+                                        if let Err(error) = sw.transact(&[msg]).await {
+                                            warn!(%error, "sending a reject answer failed");
+                                        }
+                                    });
+                                }
+                            }
+                            None => debug!(table = pin.table_id, "packet-in is not a trace packet"),
+                        },
                     }
                 }
             }

@@ -539,7 +539,8 @@ fn np_rule(
 
 /// NetworkPolicy on node-a (p0 → p1): K8s default deny drops ping and the trace reports
 /// IngressDefaultRule Dropped; an allow rule lets ping through and the trace names it; an
-/// Antrea-native Drop / Reject rule is reported Dropped / Rejected with policy and rule names.
+/// Antrea-native Drop rule times the client out, a Reject rule answers it with a RST, and the
+/// traces report Dropped / Rejected with policy and rule names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_policies_drop_allow_and_name_rules() {
     let mut p = pair().await;
@@ -674,8 +675,13 @@ async fn network_policies_drop_allow_and_name_rules() {
                 )],
                 ..Default::default()
             }));
-            // Same flows (Reject is enforced as a drop): wait for the reprogramming.
-            std::thread::sleep(Duration::from_millis(500));
+            // The metric flow now sends the packet to the agent, which answers with a RST.
+            std::thread::sleep(Duration::from_millis(1000));
+            assert_eq!(
+                connect(&p.a, 0, &p1, 8080),
+                "ERR ConnectionRefusedError",
+                "a rejected connect sees a TCP RST"
+            );
         }
         p.ra.tracer
             .inject(&trace(id, 6, 8080))

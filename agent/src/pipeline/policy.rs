@@ -10,11 +10,13 @@
 //!                            Pass:  reg5/reg6 = id, goto the K8s table (EgressRule/IngressRule)
 //!                            Drop/Reject: reg3 = id, reg0 APDeny, goto *Metric
 //! *DefaultRule  isolated Pod IP → drop; trace class copy at 202 → controller
-//! *Metric       APDeny + reg3 = id → drop; trace class copy at 202 → controller
+//! *Metric       APDeny + reg3 = id → drop (Reject: controller); trace class copy at 202 →
+//!               controller
 //! ```
 //!
-//! Reject is enforced as a drop for now (no TCP RST / ICMP unreachable is sent yet); the
-//! trace still reports `Rejected`, from the rule's action.
+//! Reject sends the denied packet to the agent (packet-in, metered), which answers with a TCP
+//! RST or an ICMP / ICMPv6 "administratively prohibited" ([`crate::reject`]); the trace
+//! reports `Rejected`, from the rule's action.
 //!
 //! Flows are a function of each rule alone (plus merging of identical clause matches), so a
 //! rule update changes only the flows carrying its conjunction id.
@@ -228,7 +230,12 @@ fn clauses(r: &PolicyRule) -> Option<Vec<Vec<Match>>> {
 
 /// The flows of one rule: clause flows (with their conjunction actions) and its conj_id
 /// flows, before merging clause flows shared with other rules.
-pub fn rule_flows(r: &PolicyRule) -> Vec<FlowMod> {
+pub fn rule_flows(r: &PolicyRule, packet_in_meter: Option<u32>) -> Vec<FlowMod> {
+    let to_controller = || {
+        let mut a: Vec<Action> = packet_in_meter.map(Action::Meter).into_iter().collect();
+        a.push(Action::to_controller());
+        vec![Instruction::ApplyActions(a)]
+    };
     let table = rule_table(r);
     let priority = u16::try_from(r.priority)
         .ok()
@@ -275,12 +282,14 @@ pub fn rule_flows(r: &PolicyRule) -> Vec<FlowMod> {
                 .with(Oxm::reg_masked(0, regs::AP_DENY_MARK, regs::AP_DENY_MARK))
                 .with(Oxm::reg(regs::AP_CONJ_ID_REG, r.conj_id))
         };
-        f.push(flow(
-            metric(r.direction),
-            prio::NORMAL,
-            denied(),
-            Vec::new(),
-        ));
+        // Reject: the agent answers the packet-in with a TCP RST / ICMP unreachable
+        // (crate::reject); the packet itself goes no further.
+        let deny = if r.action == RuleAction::Reject {
+            to_controller()
+        } else {
+            Vec::new()
+        };
+        f.push(flow(metric(r.direction), prio::NORMAL, denied(), deny));
         for et in [ETH_IPV4, ETH_IPV6] {
             f.push(flow(
                 metric(r.direction),
@@ -288,7 +297,7 @@ pub fn rule_flows(r: &PolicyRule) -> Vec<FlowMod> {
                 denied()
                     .with(Oxm::eth_type(et))
                     .with(Oxm::ip_dscp(TRACE_DSCP)),
-                Vec::new(), // filled with the controller actions by policy_flows
+                to_controller(),
             ));
         }
     }
@@ -329,10 +338,7 @@ pub fn policy_flows(desired: &DesiredState, packet_in_meter: Option<u32>) -> Vec
         }
     }
     for r in desired.rules.values() {
-        for mut f in rule_flows(r) {
-            if f.priority == prio::TRACE && f.instructions.is_empty() {
-                f.instructions = to_controller();
-            }
+        for f in rule_flows(r, packet_in_meter) {
             // Identical clause matches of several rules become one flow with every
             // rule's conjunction action.
             if let Some(prev) = out.iter_mut().find(|p| {
