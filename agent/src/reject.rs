@@ -1,5 +1,5 @@
-//! Answers for Antrea-native Reject rules (reference §4, IngressMetric / EgressMetric): the
-//! pipeline sends the denied packet to the agent, which packs a TCP RST (TCP) or an ICMP
+//! Answers for Antrea-native Reject rules (reference §4, IngressMetric / EgressMetric) and
+//! for Service ports without endpoints (ServiceLB): the pipeline sends the packet to the agent, which packs a TCP RST (TCP) or an ICMP
 //! "administratively prohibited" (type 3 code 10; ICMPv6 type 1 code 1) for everything else
 //! and sends it back out of the port the packet came in on (over the tunnel: to its source
 //! Node). Pure packet building here; [`reply_for`] decides from a packet-in.
@@ -19,14 +19,14 @@ const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
 /// The packet-out answering a Reject packet-in, or `None` when the packet-in is not a Reject
-/// (wrong table, no APDeny mark) or must not be answered (a RST, an ICMP error, unparseable).
+/// (not ServiceLB, or a metric table without the APDeny mark) or must not be answered (a RST, an ICMP error, unparseable).
 pub fn reply_for(pin: &PacketIn) -> Option<PacketOut> {
-    let table = Table::from_id(pin.table_id)?;
-    if !matches!(table, Table::IngressMetric | Table::EgressMetric) {
-        return None;
-    }
-    if pin.fields.reg(0).unwrap_or(0) & regs::AP_DENY_MARK == 0 {
-        return None;
+    let denied = pin.fields.reg(0).unwrap_or(0) & regs::AP_DENY_MARK != 0;
+    match Table::from_id(pin.table_id)? {
+        Table::IngressMetric | Table::EgressMetric if denied => {}
+        // A Service port without endpoints.
+        Table::ServiceLB => {}
+        _ => return None,
     }
     let in_port = pin.fields.in_port()?;
     let frame = reject_frame(&pin.data)?;

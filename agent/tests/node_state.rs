@@ -343,7 +343,7 @@ fn service(name: &str, cluster_ip: &str, eps: &[(&str, &str, &str)]) -> pb::Serv
 }
 
 /// ClusterIP Services: TCP to a ClusterIP reaches endpoints on both Nodes, a Pod reaches
-/// itself through its Service (SNAT to the gateway IP), a Service without endpoints drops,
+/// itself through its Service (SNAT to the gateway IP), a Service without endpoints rejects,
 /// and traces to a Service report the LB observation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_ip_services_balance_hairpin_and_trace() {
@@ -411,8 +411,11 @@ async fn cluster_ip_services_balance_hairpin_and_trace() {
         &format!("hairpin answered {r:?}"),
     );
 
-    // No endpoints: dropped (the client times out).
-    assert_eq!(connect(&p.a, 0, "10.96.0.12", 80), "ERR TimeoutError");
+    // No endpoints: rejected (the client gets a RST from the ClusterIP).
+    assert_eq!(
+        connect(&p.a, 0, "10.96.0.12", 80),
+        "ERR ConnectionRefusedError"
+    );
 
     // Traces: LB with the chosen endpoint; hairpin also with the SNAT source.
     let trace = |id: u32, dst: &str| pb::InjectPacket {

@@ -160,7 +160,7 @@ pub fn state_flows(
     packet_in_meter: Option<u32>,
 ) -> Vec<FlowMod> {
     let mut f = flows::desired_flows_with(ports, &desired.tunnel_peers(), packet_in_meter);
-    f.extend(services::service_flows(ports, desired).flows);
+    f.extend(services::service_flows_with(ports, desired, packet_in_meter).flows);
     f.extend(policy::policy_flows(desired, packet_in_meter));
     f
 }

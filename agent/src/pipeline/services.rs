@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! ServiceLB         nw_dst=ClusterIP, proto, tp_dst=port → RewriteMAC, group:G
-//!                   (no endpoints: drop)
+//!                   (no endpoints: packet-in, the agent rejects)
 //! group G (select)  bucket per endpoint: reg3 = ep IP, reg4 = EpSelected | ep port,
 //!                   resubmit(,EndpointDNAT)
 //! EndpointDNAT      reg3 + reg4 + proto → ct(commit, zone 65520, nat(dst=ep:port),
@@ -107,6 +107,15 @@ fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
 
 /// Every Service group and flow (module doc).
 pub fn service_flows(ports: &NodePorts, desired: &DesiredState) -> ServiceFlows {
+    service_flows_with(ports, desired, None)
+}
+
+/// [`service_flows`], with the no-endpoint packet-ins passing `packet_in_meter`.
+pub fn service_flows_with(
+    ports: &NodePorts,
+    desired: &DesiredState,
+    packet_in_meter: Option<u32>,
+) -> ServiceFlows {
     let mut out = ServiceFlows::default();
     let mut next_group = 1u32;
     let mut dnat_done = std::collections::BTreeSet::new();
@@ -131,9 +140,17 @@ pub fn service_flows(ports: &NodePorts, desired: &DesiredState) -> ServiceFlows 
                     .filter_map(|e| Some((v4(e.ip)?, e.port)))
                     .collect();
                 if eps.is_empty() {
-                    // No endpoint: drop (Antrea rejects through the controller; not yet).
-                    out.flows
-                        .push(flow(Table::ServiceLB, prio::NORMAL, m, Vec::new()));
+                    // No endpoint: the agent rejects it (TCP RST / ICMP unreachable from the
+                    // ClusterIP, crate::reject), as Antrea's EndpointDNAT does.
+                    let mut a: Vec<Action> =
+                        packet_in_meter.map(Action::Meter).into_iter().collect();
+                    a.push(Action::to_controller());
+                    out.flows.push(flow(
+                        Table::ServiceLB,
+                        prio::NORMAL,
+                        m,
+                        vec![Instruction::ApplyActions(a)],
+                    ));
                     continue;
                 }
                 let gid = next_group;
@@ -364,12 +381,16 @@ mod tests {
     }
 
     #[test]
-    fn no_endpoints_drop_and_no_services_add_nothing() {
+    fn no_endpoints_go_to_the_agent_and_no_services_add_nothing() {
         let f = service_flows(&mk_node(), &state(&[]));
         assert!(f.groups.is_empty());
         let lb = in_table(&f, Table::ServiceLB);
         assert_eq!(lb.len(), 1);
-        assert!(lb[0].instructions.is_empty(), "drop");
+        assert_eq!(
+            lb[0].instructions,
+            vec![Instruction::ApplyActions(vec![Action::to_controller()])],
+            "rejected by the agent"
+        );
         let none = service_flows(&mk_node(), &DesiredState::default());
         assert_eq!(none, ServiceFlows::default());
     }
