@@ -194,8 +194,8 @@ fn two_dual_stack_clusters_underlay_and_geneve_between_nodes() {
     require_lab_prerequisites();
     let mut lab = Lab::new("dp2");
     lab.up(&topology("two-clusters.yaml"), &["--no-control-plane"]);
-    // 2 underlays + 4 Nodes + 6 Pod namespaces (the hostNetwork Pod has none).
-    assert_eq!(lab.netns().len(), 12, "{:?}", lab.netns());
+    // 2 underlays + 4 Nodes + 9 Pod namespaces (the hostNetwork Pod has none).
+    assert_eq!(lab.netns().len(), 15, "{:?}", lab.netns());
 
     // Underlay: e1 reaches e2 through br-phy (the segment the Geneve tunnel rides on).
     let ping = lab.exec("east/e1", &["ping", "-c", "1", "-W", "3", "192.168.77.3"]);

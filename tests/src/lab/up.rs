@@ -190,8 +190,37 @@ async fn build_cluster(shared: &Shared, prefix: &str, cluster: &Cluster) -> Resu
             .map(|n| build_one_node(shared, prefix, cluster, n, &underlay)),
     )
     .await?;
+    warm_underlay(prefix, cluster).await;
     info!(cluster = %cluster.name, "data plane ready");
     Ok(())
+}
+
+/// Every Node pings every other Node's underlay addresses once, so each `ovs-vswitchd` has
+/// snooped its peers' MACs into its tunnel neighbour cache (`ovs-appctl tnl/neigh/show`).
+/// Without this the userspace datapath drops the first Geneve packet to a peer while it
+/// resolves the peer's MAC: the first inter-Node trace of a fresh lab lost its receiver.
+async fn warm_underlay(prefix: &str, cluster: &Cluster) {
+    let pings = cluster.nodes.iter().flat_map(|from| {
+        let netns = names::node_netns(prefix, &cluster.name, &from.name);
+        cluster
+            .nodes
+            .iter()
+            .filter(move |to| to.name != from.name)
+            .flat_map(|to| to.internal_ips.iter().map(|ip| ip.addr()))
+            .map(move |ip| (netns.clone(), ip))
+    });
+    let pings: Vec<_> = pings.collect();
+    futures::future::join_all(pings.iter().map(|(netns, ip)| async move {
+        let family = if ip.is_ipv6() { "-6" } else { "-4" };
+        let ip = ip.to_string();
+        let args = [
+            "netns", "exec", netns, "ping", family, "-c", "1", "-W", "2", &ip,
+        ];
+        if let Err(error) = node::run("ip", &args).await {
+            tracing::warn!(%error, netns = %netns, %ip, "underlay ping failed");
+        }
+    }))
+    .await;
 }
 
 async fn build_one_node(
