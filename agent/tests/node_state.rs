@@ -710,3 +710,85 @@ async fn network_policies_drop_allow_and_name_rules() {
         assert_eq!(o.result.observations[1].network_policy_rule, "drop-8080");
     }
 }
+
+/// Across Nodes: node-b isolates its p1, so a trace from p0 on node-a is forwarded into the
+/// tunnel by the sender and dropped by node-b's IngressDefaultRule. Then node-a's
+/// ovs-vswitchd is restarted: the Service (group + flows) from the store is back within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_isolation_and_desired_state_after_vswitchd_restart() {
+    let mut p = pair().await;
+    let b_p1 = p.b.pods[1].ip.clone();
+    assert!(p.sb.apply(pb::NodeState {
+        isolation: Some(pb::Isolation {
+            ingress_ips: vec![b_p1.clone()],
+            egress_ips: vec![],
+        }),
+        ..Default::default()
+    }));
+    wait_flows(&p.b, &format!("nw_dst={b_p1} actions=drop"), true);
+    // Warm the tunnel path (the underlay neighbour) with a ping that is allowed.
+    let _ = ping_retry(&p.a, 0, &p.b.pods[0].ip);
+    assert!(!p.a.ping(0, &b_p1), "ping crossed node-b's default deny");
+    let req = pb::InjectPacket {
+        trace_uid: "uid-x".into(),
+        trace_id: 1201,
+        src_pod_namespace: "default".into(),
+        src_pod_name: "p0".into(),
+        dst_ip: b_p1.clone(),
+        protocol: 1,
+        ..Default::default()
+    };
+    p.ra.tracer
+        .inject(&req)
+        .await
+        .unwrap_or_else(|e| panic!("inject: {e}"));
+    let s = next_obs(&mut p.ra).await;
+    assert_eq!(s.result.observations[1].tunnel_dst_ip, p.tun_b);
+    let r = next_obs(&mut p.rb).await;
+    assert_eq!(
+        summary(&r),
+        vec![
+            (
+                pb::Component::Forwarding,
+                String::new(),
+                pb::Action::Received
+            ),
+            (
+                pb::Component::NetworkPolicy,
+                "IngressDefaultRule".into(),
+                pb::Action::Dropped
+            ),
+        ]
+    );
+
+    // A local Service on node-a, then an ovs-vswitchd restart.
+    let a_p1 = p.a.pods[1].ip.clone();
+    let _server = serve(&p.a, 1, "a-p1");
+    assert!(p.sa.apply(pb::NodeState {
+        services_upsert: vec![service("web", "10.96.0.20", &[(&a_p1, "node-a", "p1")])],
+        ..Default::default()
+    }));
+    wait_flows(&p.a, "nw_dst=10.96.0.20", true);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(connect(&p.a, 0, "10.96.0.20", 80).starts_with("a-p1"));
+    p.a.kill_vswitchd();
+    p.a.start_vswitchd();
+    let restarted = Instant::now();
+    loop {
+        let r = connect(&p.a, 0, "10.96.0.20", 80);
+        if r.starts_with("a-p1") {
+            break;
+        }
+        dump_on_failure(
+            restarted.elapsed() < Duration::from_secs(5),
+            &[&p.a],
+            &format!("Service not back 5 s after the restart: {r:?}"),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "Service back {:?} after ovs-vswitchd restart",
+        restarted.elapsed()
+    );
+    assert!(p.a.ofctl(&["dump-groups", "br-int"]).contains("bucket"));
+}
