@@ -1,0 +1,370 @@
+//! The single-cluster cases of issue 4 that the stack runs today, on one dual-stack Node
+//! (tests/topologies/one-node-dual.yaml), each through tfctl's JSON and the gRPC API with its
+//! full ordered observation list: intra-Node Pod→Pod with ICMP, TCP and UDP, to the Pod's name
+//! and to its IP, to the local gateway IP (Delivered), to an external documentation address
+//! (ForwardedOutOfNetwork), the IPv6 version of each; a destination Pod that does not exist
+//! (fails at once with Antrea's reason); Antrea's admission errors (reference §2.2).
+//!
+//! One lab for the whole file; the cases run in order and every failure is reported at the end.
+//! Needs root, Open vSwitch and `cargo build --workspace --bins`; fails loudly, never skips.
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::trace::{
+    Api, check_results, gateway_ip, output, phase, pod_ip, require_binaries, results_json, runtime,
+    sender, spec, spoofguard, tfctl, tfctl_trace, to_ip, to_json, to_pod, up_with_config,
+};
+use common::{Lab, require_lab_prerequisites, text, topology};
+use traceflow_proto::v1 as pb;
+
+/// One injected case: tfctl flags and the equivalent spec, and the terminal Output action.
+struct Case {
+    what: String,
+    /// `-D` value and `-f` value for tfctl.
+    dst_arg: String,
+    flow: &'static str,
+    dst: pb::Destination,
+    packet: Option<pb::Packet>,
+    terminal: &'static str,
+    ipv6: bool,
+}
+
+fn packet(ipv6: bool, l4: &str) -> Option<pb::Packet> {
+    let mut p = pb::Packet::default();
+    if ipv6 {
+        p.ipv6_header = Some(pb::IPv6Header::default());
+    } else {
+        p.ip_header = Some(pb::IpHeader::default());
+    }
+    let th = match l4 {
+        "tcp" => pb::TransportHeader {
+            tcp: Some(pb::TcpHeader {
+                dst_port: 80,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        "udp" => pb::TransportHeader {
+            udp: Some(pb::UdpHeader {
+                dst_port: 53,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        _ => return Some(p),
+    };
+    p.transport_header = Some(th);
+    Some(p)
+}
+
+async fn cases(api: &mut Api) -> Result<Vec<Case>, String> {
+    let pods = api.wait_pods("c1", 4).await?;
+    let nodes = api.nodes("c1").await?;
+    let n1 = nodes.first().ok_or("no Node in c1")?;
+    let mut out = Vec::new();
+    for ipv6 in [false, true] {
+        let p1 = pod_ip(&pods, "default/p1", ipv6)?;
+        let gw = gateway_ip(n1, ipv6)?;
+        let external = if ipv6 { "2001:db8::10" } else { "192.0.2.10" };
+        let v = if ipv6 { "IPv6" } else { "IPv4" };
+        for (l4, flow) in [
+            ("icmp", if ipv6 { "ipv6" } else { "" }),
+            (
+                "tcp",
+                if ipv6 {
+                    "ipv6,tcp,tcp_dst=80"
+                } else {
+                    "tcp,tcp_dst=80"
+                },
+            ),
+            (
+                "udp",
+                if ipv6 {
+                    "ipv6,udp,udp_dst=53"
+                } else {
+                    "udp,udp_dst=53"
+                },
+            ),
+        ] {
+            out.push(Case {
+                what: format!("{v} {l4} p0 -> Pod p1"),
+                dst_arg: "default/p1".into(),
+                flow,
+                dst: to_pod("default/p1"),
+                packet: packet(ipv6, l4),
+                terminal: "Delivered",
+                ipv6,
+            });
+            out.push(Case {
+                what: format!("{v} {l4} p0 -> p1's IP {p1}"),
+                dst_arg: p1.clone(),
+                flow,
+                dst: to_ip(&p1),
+                packet: packet(ipv6, l4),
+                terminal: "Delivered",
+                ipv6,
+            });
+        }
+        out.push(Case {
+            what: format!("{v} p0 -> local gateway {gw}"),
+            dst_arg: gw.clone(),
+            flow: if ipv6 { "ipv6" } else { "" },
+            dst: to_ip(&gw),
+            packet: packet(ipv6, "icmp"),
+            terminal: "Delivered",
+            ipv6,
+        });
+        out.push(Case {
+            what: format!("{v} tcp p0 -> external {external}"),
+            dst_arg: external.into(),
+            flow: if ipv6 {
+                "ipv6,tcp,tcp_dst=80"
+            } else {
+                "tcp,tcp_dst=80"
+            },
+            dst: to_ip(external),
+            packet: packet(ipv6, "tcp"),
+            terminal: "ForwardedOutOfNetwork",
+            ipv6,
+        });
+    }
+    Ok(out)
+}
+
+async fn injected(cfg: &Path, api: &mut Api, failures: &mut Vec<String>) -> Result<(), String> {
+    let pods = api.wait_pods("c1", 4).await?;
+    for case in cases(api).await? {
+        let src = pod_ip(&pods, "default/p0", case.ipv6)?;
+        let want = [sender("n1", vec![spoofguard(&src), output(case.terminal)])];
+        // gRPC.
+        match api
+            .run(
+                "c1",
+                spec("default/p0", case.dst.clone(), case.packet.clone()),
+            )
+            .await
+        {
+            Ok(t) if phase(&t) == "Succeeded" => {
+                if let Err(e) = check_results(&results_json(&t), &want) {
+                    failures.push(format!("{} via gRPC: {e}", case.what));
+                }
+            }
+            Ok(t) => failures.push(format!("{} via gRPC: {:#}", case.what, to_json(&t))),
+            Err(e) => failures.push(format!("{} via gRPC: {e}", case.what)),
+        }
+        // tfctl.
+        let mut args = vec!["-S", "default/p0", "-D", case.dst_arg.as_str()];
+        if !case.flow.is_empty() {
+            args.extend(["-f", case.flow]);
+        }
+        match tfctl_trace(cfg, "c1", &args) {
+            Ok((out, v)) if out.status.success() && v["phase"] == "Succeeded" => {
+                if let Err(e) = check_results(&v["results"], &want) {
+                    failures.push(format!("{} via tfctl: {e}", case.what));
+                }
+            }
+            Ok((out, v)) => {
+                failures.push(format!("{} via tfctl: {v:#}\n{}", case.what, text(&out)))
+            }
+            Err(e) => failures.push(format!("{} via tfctl: {e}", case.what)),
+        }
+    }
+    Ok(())
+}
+
+/// A destination Pod that does not exist: Failed at once with Antrea's agent reason.
+async fn missing_destination(cfg: &Path, api: &mut Api, failures: &mut Vec<String>) {
+    let reason = "Node: n1, error: failed to get the destination Pod: pods \"ghost\" not found";
+    match api
+        .run("c1", spec("default/p0", to_pod("default/ghost"), None))
+        .await
+    {
+        Ok(t) => {
+            let s = t.status.clone().unwrap_or_default();
+            let took = Duration::from_micros(
+                u64::try_from(s.end_time_micros - t.creation_time_micros).unwrap_or(u64::MAX),
+            );
+            if phase(&t) != "Failed"
+                || s.reason != reason
+                || !s.results.is_empty()
+                || took > Duration::from_secs(2)
+            {
+                failures.push(format!(
+                    "ghost destination via gRPC (want Failed {reason:?}, no results, within \
+                     2s; took {took:?}): {:#}",
+                    to_json(&t)
+                ));
+            }
+        }
+        Err(e) => failures.push(format!("ghost destination via gRPC: {e}")),
+    }
+    match tfctl_trace(cfg, "c1", &["-S", "default/p0", "-D", "default/ghost"]) {
+        Ok((out, v)) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success()
+                || v["phase"] != "Failed"
+                || v["reason"] != reason
+                || !stderr.contains(&format!("failed: {reason}"))
+            {
+                failures.push(format!(
+                    "ghost destination via tfctl: {v:#}\n{}",
+                    text(&out)
+                ));
+            }
+        }
+        Err(e) => failures.push(format!("ghost destination via tfctl: {e}")),
+    }
+}
+
+/// Antrea's admission rules (reference §2.2). The manager answers them (INVALID_ARGUMENT naming
+/// the field, Antrea's message) once its inventory of the cluster is synced, which
+/// `wait_pods` ensured; tfctl refuses rule 1 itself with antctl's messages.
+async fn admission(cfg: &Path, api: &mut Api, failures: &mut Vec<String>) {
+    let live_ip_to_service = pb::TraceflowSpec {
+        source: Some(pb::Source {
+            ip: "10.10.0.2".into(),
+            ..Default::default()
+        }),
+        destination: Some(pb::Destination {
+            namespace: "default".into(),
+            service: "web".into(),
+            ..Default::default()
+        }),
+        live_traffic: true,
+        ..Default::default()
+    };
+    let grpc: [(&str, pb::TraceflowSpec, &str, String); 4] = [
+        (
+            "rule 1: no source Pod",
+            pb::TraceflowSpec {
+                destination: Some(to_pod("default/p1")),
+                ..Default::default()
+            },
+            "adm-1",
+            "spec.source.pod: source Pod must be specified in non-live-traffic Traceflow".into(),
+        ),
+        (
+            "rule 2: source Pod not found",
+            spec("default/nope", to_pod("default/p1"), None),
+            "adm-2",
+            "spec.source.pod: requested source Pod default/nope not found".into(),
+        ),
+        (
+            "rule 3: hostNetwork source",
+            spec("kube-system/host-agent", to_pod("default/p1"), None),
+            "adm-3",
+            "spec.source.pod: using hostNetwork Pod as source in non-live-traffic Traceflow \
+             is not supported"
+                .into(),
+        ),
+        (
+            "rule 4: neither source nor destination Pod",
+            live_ip_to_service,
+            "adm-4",
+            "spec.source.pod: Traceflow adm-4 has neither source nor destination Pod specified"
+                .into(),
+        ),
+    ];
+    for (what, s, name, want) in grpc {
+        let req = pb::CreateTraceflowRequest {
+            cluster: "c1".into(),
+            spec: Some(s),
+            name: name.into(),
+        };
+        match api.traces.create_traceflow(req).await {
+            Err(st) if st.code() == tonic::Code::InvalidArgument && st.message() == want => {}
+            Err(st) => failures.push(format!(
+                "{what} via gRPC: {:?} {:?}, want InvalidArgument {want:?}",
+                st.code(),
+                st.message()
+            )),
+            Ok(t) => failures.push(format!(
+                "{what} via gRPC: created {:#}",
+                to_json(t.get_ref())
+            )),
+        }
+    }
+
+    // tfctl: exit 1, nothing on stdout, `Error: <message>` on stderr.
+    let tf: [(&str, Vec<&str>, String); 5] = [
+        (
+            "rule 1: no -S",
+            vec!["-D", "default/p1"],
+            "Error: Please provide source".into(),
+        ),
+        (
+            "rule 1: an IP as source without -L",
+            vec!["-S", "10.10.0.2", "-D", "default/p1"],
+            "Error: source must be a Pod if not a live-traffic Traceflow".into(),
+        ),
+        (
+            "rule 2: source Pod not found",
+            vec!["-S", "default/nope", "-D", "default/p1"],
+            "spec.source.pod: requested source Pod default/nope not found (InvalidArgument)".into(),
+        ),
+        (
+            "rule 3: hostNetwork source",
+            vec!["-S", "kube-system/host-agent", "-D", "default/p1"],
+            "spec.source.pod: using hostNetwork Pod as source in non-live-traffic Traceflow \
+             is not supported (InvalidArgument)"
+                .into(),
+        ),
+        (
+            "rule 4: neither source nor destination Pod",
+            vec![
+                "-L",
+                "-S",
+                "10.10.0.2",
+                "-D",
+                "default/web",
+                "--dst-service",
+            ],
+            "has neither source nor destination Pod specified (InvalidArgument)".into(),
+        ),
+    ];
+    for (what, args, want) in tf {
+        let mut all = vec!["traceflow", "--cluster", "c1", "-o", "json"];
+        all.extend(args);
+        let out = tfctl(cfg, &all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !out.stdout.is_empty() || !stderr.contains(&want) {
+            failures.push(format!(
+                "{what} via tfctl: want exit 1, no stdout, stderr containing {want:?}: {}",
+                text(&out)
+            ));
+        }
+    }
+}
+
+#[test]
+fn single_cluster_trace_cases_with_full_observations() {
+    require_lab_prerequisites();
+    require_binaries();
+    let mut lab = Lab::new("tr");
+    let cfg = up_with_config(&mut lab, &topology("one-node-dual.yaml"));
+    let rt = runtime();
+    let result: Result<Vec<String>, String> = rt.block_on(async {
+        let mut api = Api::connect(&cfg).await?;
+        let mut failures = Vec::new();
+        injected(&cfg, &mut api, &mut failures).await?;
+        missing_destination(&cfg, &mut api, &mut failures).await;
+        admission(&cfg, &mut api, &mut failures).await;
+        Ok(failures)
+    });
+    drop(rt);
+    match result {
+        Ok(f) if f.is_empty() => {}
+        Ok(f) => panic!(
+            "{} case(s) failed:\n{}\n{}",
+            f.len(),
+            f.join("\n----\n"),
+            lab.dump()
+        ),
+        Err(e) => panic!("{e}\n{}", lab.dump()),
+    }
+    let down = lab.down();
+    assert!(down.contains("is down"), "{down}");
+    lab.assert_gone();
+}
