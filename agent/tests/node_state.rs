@@ -792,3 +792,163 @@ async fn receiver_isolation_and_desired_state_after_vswitchd_restart() {
     );
     assert!(p.a.ofctl(&["dump-groups", "br-int"]).contains("bucket"));
 }
+
+/// Egress and Pass on node-a: K8s egress isolation of p0 drops its ping (EgressDefaultRule),
+/// an Antrea-native egress Allow lets it through and is named as EgressRule; an ingress Pass
+/// at a higher priority than a Drop skips the Drop (to the K8s tables), and removing the Pass
+/// lets the Drop win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_rules_and_pass_over_a_lower_priority_drop() {
+    let mut p = pair().await;
+    let (p0, p1) = (p.a.pods[0].ip.clone(), p.a.pods[1].ip.clone());
+    let ok = ping_retry(&p.a, 0, &p1);
+    dump_on_failure(ok, &[&p.a], "p0 cannot ping p1 before any policy");
+    let mut next_id = 1300;
+    let mut trace = async |p: &mut Pair| {
+        next_id += 1;
+        let req = pb::InjectPacket {
+            trace_uid: format!("uid-{next_id}"),
+            trace_id: next_id,
+            src_pod_namespace: "default".into(),
+            src_pod_name: "p0".into(),
+            dst_ip: p.a.pods[1].ip.clone(),
+            protocol: 1,
+            ..Default::default()
+        };
+        p.ra.tracer
+            .inject(&req)
+            .await
+            .unwrap_or_else(|e| panic!("inject: {e}"));
+        next_obs(&mut p.ra).await
+    };
+
+    assert!(p.sa.apply(pb::NodeState {
+        isolation: Some(pb::Isolation {
+            ingress_ips: vec![],
+            egress_ips: vec![p0.clone()],
+        }),
+        ..Default::default()
+    }));
+    wait_flows(&p.a, &format!("nw_src={p0} actions=drop"), true);
+    assert!(!p.a.ping(0, &p1), "ping passed an egress default deny");
+    let o = trace(&mut p).await;
+    assert_eq!(
+        summary(&o)[1..],
+        [(
+            pb::Component::NetworkPolicy,
+            "EgressDefaultRule".into(),
+            pb::Action::Dropped
+        )]
+    );
+
+    let mut allow = np_rule(
+        31,
+        "Allow",
+        "AntreaNetworkPolicy",
+        "allow-out",
+        "out",
+        &p0,
+        Some(&format!("{p1}/32")),
+        None,
+    );
+    allow.direction = "Egress".into();
+    allow.table = "AntreaPolicyEgressRule".into();
+    assert!(p.sa.apply(pb::NodeState {
+        rules_upsert: vec![allow],
+        ..Default::default()
+    }));
+    wait_flows(&p.a, "conj_id=31", true);
+    let ok = ping_retry(&p.a, 0, &p1);
+    dump_on_failure(ok, &[&p.a], "egress allow did not let ping through");
+    let o = trace(&mut p).await;
+    assert_eq!(
+        summary(&o)[1..],
+        [
+            (
+                pb::Component::NetworkPolicy,
+                "EgressRule".into(),
+                pb::Action::Forwarded
+            ),
+            (
+                pb::Component::Forwarding,
+                "Output".into(),
+                pb::Action::Delivered
+            ),
+        ]
+    );
+    assert_eq!(
+        o.result.observations[1].network_policy,
+        "AntreaNetworkPolicy:default/allow-out"
+    );
+    assert_eq!(o.result.observations[1].network_policy_rule, "out");
+
+    // Pass (priority 1000) above Drop (priority 900) for p1's ingress.
+    let mut drop = np_rule(
+        41,
+        "Drop",
+        "AntreaNetworkPolicy",
+        "deny-all",
+        "drop",
+        &p1,
+        None,
+        None,
+    );
+    drop.priority = 900;
+    let pass = np_rule(
+        42,
+        "Pass",
+        "AntreaNetworkPolicy",
+        "pass-p0",
+        "pass",
+        &p1,
+        Some(&format!("{p0}/32")),
+        None,
+    );
+    assert!(p.sa.apply(pb::NodeState {
+        replace: true,
+        node: Some(node_info("node-a", 1, &p.tun_a)),
+        peers_upsert: vec![node_info("node-b", 2, &p.tun_b)],
+        rules_upsert: vec![drop, pass],
+        ..Default::default()
+    }));
+    wait_flows(&p.a, "conj_id=42", true);
+    wait_flows(&p.a, "conj_id=31", false);
+    let ok = ping_retry(&p.a, 0, &p1);
+    dump_on_failure(ok, &[&p.a], "Pass did not skip the lower-priority Drop");
+    let o = trace(&mut p).await;
+    assert_eq!(
+        summary(&o)[1..],
+        [
+            (
+                pb::Component::NetworkPolicy,
+                "IngressRule".into(),
+                pb::Action::Forwarded
+            ),
+            (
+                pb::Component::Forwarding,
+                "Output".into(),
+                pb::Action::Delivered
+            ),
+        ]
+    );
+    assert_eq!(
+        o.result.observations[1].network_policy,
+        "AntreaNetworkPolicy:default/pass-p0"
+    );
+    assert!(p.sa.apply(pb::NodeState {
+        rules_delete: vec![42],
+        ..Default::default()
+    }));
+    wait_flows(&p.a, "conj_id=42", false);
+    assert!(!p.a.ping(0, &p1), "the Drop did not apply without the Pass");
+    let o = trace(&mut p).await;
+    assert_eq!(
+        summary(&o)[1..],
+        [(
+            pb::Component::NetworkPolicy,
+            "IngressMetric".into(),
+            pb::Action::Dropped
+        )]
+    );
+    assert_eq!(o.result.observations[1].network_policy_rule, "drop");
+}
