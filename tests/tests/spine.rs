@@ -29,18 +29,7 @@ fn observations(result: &Value) -> Vec<(String, String, String)> {
 #[test]
 fn spine_trace_p0_to_p1_on_one_node() {
     require_lab_prerequisites();
-    for bin in [
-        "traceflow-manager",
-        "traceflow-adapter",
-        "traceflow-agent",
-        "tfctl",
-    ] {
-        assert!(
-            bin_dir().join(bin).is_file(),
-            "{bin} is not in {}: run `cargo build --workspace --bins` first",
-            bin_dir().display()
-        );
-    }
+    common::trace::require_binaries();
     let mut lab = Lab::new("sp");
     let out = lab.up(&topology("one-node.yaml"), &["--ready-timeout", "60s"]);
     let last = out.lines().last().unwrap_or_default().to_string();
