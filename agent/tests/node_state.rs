@@ -952,3 +952,150 @@ async fn egress_rules_and_pass_over_a_lower_priority_drop() {
     );
     assert_eq!(o.result.observations[1].network_policy_rule, "drop");
 }
+
+const SERVER6: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.bind(("::", 8080)); s.listen(64)
+while True:
+    c, a = s.accept()
+    c.sendall((sys.argv[1] + " " + a[0] + "\n").encode()); c.close()
+"#;
+
+/// IPv6 ClusterIP: endpoints on both Nodes answer through fd00:96::10 (the test Pods have no
+/// IPv6 default route: the client reaches the ClusterIP, and node-b's endpoint the client,
+/// on-link through static neighbours; the pipeline routes whatever the next-hop MAC).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_cluster_ip_reaches_endpoints_on_both_nodes() {
+    let mut p = pair().await;
+    let (a_p1, b_p1, a_p0) = (
+        p.a.pods[1].ip6.clone(),
+        p.b.pods[1].ip6.clone(),
+        p.a.pods[0].ip6.clone(),
+    );
+    let spawn6 = |node: &OvsNode, pod: usize, name: &str| {
+        Server(
+            std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &node.pods[pod].netns,
+                    "/usr/bin/python3",
+                    "-c",
+                    SERVER6,
+                    name,
+                ])
+                .spawn()
+                .unwrap_or_else(|e| panic!("server: {e}")),
+        )
+    };
+    let _servers = [spawn6(&p.a, 1, "a-p1"), spawn6(&p.b, 1, "b-p1")];
+    let client_ns = p.a.pods[0].netns.clone();
+    // node-b's endpoint answers the client over the tunnel (any next-hop MAC is routed).
+    for args in [
+        vec!["-6", "route", "add", "fd00:1::/64", "dev", "eth0"],
+        vec![
+            "-6",
+            "neigh",
+            "replace",
+            &a_p0,
+            "lladdr",
+            "aa:bb:cc:dd:ee:02",
+            "dev",
+            "eth0",
+        ],
+    ] {
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "exec", &p.b.pods[1].netns, "ip"])
+            .args(&args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip {args:?}");
+    }
+    for args in [
+        vec!["-6", "route", "add", "fd00:96::/64", "dev", "eth0"],
+        vec![
+            "-6",
+            "neigh",
+            "replace",
+            "fd00:96::10",
+            "lladdr",
+            "aa:bb:cc:dd:ee:01",
+            "dev",
+            "eth0",
+        ],
+    ] {
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "exec", &client_ns, "ip"])
+            .args(&args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip {args:?}");
+    }
+    let state = pb::NodeState {
+        services_upsert: vec![service(
+            "web6",
+            "fd00:96::10",
+            &[(&a_p1, "node-a", "p1"), (&b_p1, "node-b", "p1")],
+        )],
+        ..Default::default()
+    };
+    assert!(p.sa.apply(state.clone()));
+    assert!(p.sb.apply(state));
+    wait_flows(&p.a, "ipv6_dst=fd00:96::10", true);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..16 {
+        let r = connect(&p.a, 0, "fd00:96::10", 80);
+        eprintln!("connect6: {r}");
+        if let Some(who) = r
+            .split_whitespace()
+            .next()
+            .filter(|w| !w.starts_with("ERR"))
+        {
+            assert!(
+                r.ends_with(&a_p0),
+                "endpoint saw {r:?}, not the client's IP"
+            );
+            seen.insert(who.to_string());
+        }
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    dump_on_failure(
+        seen.len() == 2,
+        &[&p.a, &p.b],
+        &format!("IPv6 ClusterIP reached only {seen:?}"),
+    );
+    // The trace reports the translation too.
+    let req = pb::InjectPacket {
+        trace_uid: "uid-v6".into(),
+        trace_id: 1401,
+        src_pod_namespace: "default".into(),
+        src_pod_name: "p0".into(),
+        src_ip: a_p0.clone(),
+        dst_ip: "fd00:96::10".into(),
+        ipv6: true,
+        protocol: 6,
+        dst_port: 80,
+        tcp_flags: 2,
+        ..Default::default()
+    };
+    p.ra.tracer
+        .inject(&req)
+        .await
+        .unwrap_or_else(|e| panic!("inject: {e}"));
+    let o = next_obs(&mut p.ra).await;
+    let lb = &o.result.observations[1];
+    assert_eq!(
+        pb::Component::try_from(lb.component),
+        Ok(pb::Component::Lb),
+        "{o:?}"
+    );
+    assert!(
+        lb.translated_dst_ip == a_p1 || lb.translated_dst_ip == b_p1,
+        "{o:?}"
+    );
+}

@@ -1,5 +1,6 @@
 //! ClusterIP Services (reference §4 ServiceLB / EndpointDNAT / SNAT, Antrea's AntreaProxy
-//! flows), computed purely from the ports and the desired state. IPv4 Services only so far.
+//! flows), computed purely from the ports and the desired state, for IPv4 and IPv6 ClusterIPs
+//! (IPv6 endpoints travel in reg12..reg15, Antrea's xxreg3; zones 65510 / 65511).
 //!
 //! ```text
 //! ServiceLB         nw_dst=ClusterIP, proto, tp_dst=port → RewriteMAC, group:G
@@ -15,6 +16,7 @@
 //! SNAT              +new+trk, nw_src = nw_dst = local endpoint (hairpin) →
 //!                   ct(commit, zone 65521, nat(src=gateway IP), exec(ct_mark |= Service),
 //!                   table=L2ForwardingCalc); -new+trk, same match → ct(zone 65521, nat)
+//! ConntrackState    -new+trk with ServiceCTMark → RewriteMAC (later packets are routed too)
 //! ConntrackCommit   +new+trk with ServiceCTMark → Output (already committed with NAT)
 //! ```
 //!
@@ -26,7 +28,7 @@
 //! Group ids are 1.. in (Service key, cluster IP, port) order; reconciliation deletes every
 //! group and re-adds them in the same bundle as the flows, so ids may shift freely.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use crate::desired::DesiredState;
 use crate::ovs::openflow::message::{Bucket, GROUP_ALL, group_cmd, group_type};
@@ -35,7 +37,7 @@ use crate::ovs::openflow::{Action, FlowMod, GroupMod, Instruction, Match, Oxm};
 use crate::ports::NodePorts;
 
 use super::COOKIE;
-use super::flows::{CT_ZONE, prio};
+use super::flows::{CT_ZONE, CT_ZONE_V6, prio};
 use super::nx::{self, Nat};
 use super::regs;
 use super::tables::Table;
@@ -98,10 +100,47 @@ fn ct_mark(value: u32, mask: u32) -> Oxm {
     )
 }
 
-fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
+const ETH_IPV6: u16 = 0x86dd;
+/// Antrea's `SNATCtZoneV6`.
+pub const SNAT_CT_ZONE_V6: u16 = 65511;
+/// IPv6 endpoints: reg12..reg15 hold the address (Antrea's `EndpointIP6Field`, xxreg3).
+pub const ENDPOINT_IP6_REGS: [u8; 4] = [12, 13, 14, 15];
+
+fn eth(ip: &IpAddr) -> u16 {
+    if ip.is_ipv6() { ETH_IPV6 } else { ETH_IPV4 }
+}
+
+fn dst_ip(ip: IpAddr) -> Oxm {
     match ip {
-        IpAddr::V4(v) => Some(v),
-        IpAddr::V6(_) => None,
+        IpAddr::V4(v) => Oxm::ipv4_dst(v),
+        IpAddr::V6(v) => Oxm::ipv6_dst(v),
+    }
+}
+
+fn src_ip(ip: IpAddr) -> Oxm {
+    match ip {
+        IpAddr::V4(v) => Oxm::ipv4_src(v),
+        IpAddr::V6(v) => Oxm::ipv6_src(v),
+    }
+}
+
+/// The register writes selecting endpoint `ip` and the matching register matches.
+fn endpoint_regs(ip: IpAddr) -> Vec<(u8, u32)> {
+    match ip {
+        IpAddr::V4(v) => vec![(ENDPOINT_IP_REG, u32::from(v))],
+        IpAddr::V6(v) => {
+            let o = v.octets();
+            ENDPOINT_IP6_REGS
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    (
+                        *r,
+                        u32::from_be_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]),
+                    )
+                })
+                .collect()
+        }
     }
 }
 
@@ -127,17 +166,20 @@ pub fn service_flows_with(
         .collect();
 
     for svc in desired.services.values() {
-        for cip in svc.cluster_ips.iter().copied().filter_map(v4) {
+        for cip in svc.cluster_ips.iter().copied() {
+            let zone = if cip.is_ipv6() { CT_ZONE_V6 } else { CT_ZONE };
             for sp in &svc.ports {
                 let m = Match::new()
-                    .with(Oxm::eth_type(ETH_IPV4))
-                    .with(Oxm::ipv4_dst(cip))
+                    .with(Oxm::eth_type(eth(&cip)))
+                    .with(dst_ip(cip))
                     .with(Oxm::ip_proto(sp.protocol))
                     .with(dst_port(sp.protocol, sp.port));
-                let eps: Vec<_> = sp
+                // Endpoints of the ClusterIP's family only.
+                let eps: Vec<(IpAddr, u16)> = sp
                     .endpoints
                     .iter()
-                    .filter_map(|e| Some((v4(e.ip)?, e.port)))
+                    .filter(|e| e.ip.is_ipv6() == cip.is_ipv6())
+                    .map(|e| (e.ip, e.port))
                     .collect();
                 if eps.is_empty() {
                     // No endpoint: the agent rejects it (TCP RST / ICMP unreachable from the
@@ -158,18 +200,22 @@ pub fn service_flows_with(
                 let buckets = eps
                     .iter()
                     .enumerate()
-                    .map(|(i, (ip, port))| Bucket {
-                        bucket_id: i as u32,
-                        actions: vec![
-                            Action::set_reg(ENDPOINT_IP_REG, u32::from(*ip), u32::MAX),
-                            Action::set_reg(
-                                ENDPOINT_PORT_REG,
-                                EP_SELECTED | u32::from(*port),
-                                EP_MASK,
-                            ),
-                            nx::resubmit(Table::EndpointDNAT.id()),
-                        ],
-                        weight: Some(100),
+                    .map(|(i, (ip, port))| {
+                        let mut actions: Vec<Action> = endpoint_regs(*ip)
+                            .into_iter()
+                            .map(|(r, v)| Action::set_reg(r, v, u32::MAX))
+                            .collect();
+                        actions.push(Action::set_reg(
+                            ENDPOINT_PORT_REG,
+                            EP_SELECTED | u32::from(*port),
+                            EP_MASK,
+                        ));
+                        actions.push(nx::resubmit(Table::EndpointDNAT.id()));
+                        Bucket {
+                            bucket_id: u32::try_from(i).unwrap_or(u32::MAX),
+                            actions,
+                            weight: Some(100),
+                        }
                     })
                     .collect();
                 out.groups.push(GroupMod {
@@ -189,29 +235,31 @@ pub fn service_flows_with(
                     ])],
                 ));
                 for (ip, port) in eps {
-                    if local_ips.contains(&IpAddr::V4(ip)) {
+                    if local_ips.contains(&ip) {
                         local_endpoints.insert(ip);
                     }
                     if !dnat_done.insert((ip, port, sp.protocol)) {
                         continue;
                     }
+                    let mut dm = Match::new()
+                        .with(Oxm::eth_type(eth(&ip)))
+                        .with(Oxm::ip_proto(sp.protocol));
+                    for (r, v) in endpoint_regs(ip) {
+                        dm = dm.with(Oxm::reg(r, v));
+                    }
                     out.flows.push(flow(
                         Table::EndpointDNAT,
                         prio::NORMAL,
-                        Match::new()
-                            .with(Oxm::eth_type(ETH_IPV4))
-                            .with(Oxm::ip_proto(sp.protocol))
-                            .with(Oxm::reg(ENDPOINT_IP_REG, u32::from(ip)))
-                            .with(Oxm::reg_masked(
-                                ENDPOINT_PORT_REG,
-                                EP_SELECTED | u32::from(port),
-                                EP_MASK,
-                            )),
+                        dm.with(Oxm::reg_masked(
+                            ENDPOINT_PORT_REG,
+                            EP_SELECTED | u32::from(port),
+                            EP_MASK,
+                        )),
                         vec![Instruction::ApplyActions(vec![nx::ct(
                             true,
-                            CT_ZONE,
+                            zone,
                             Some(Table::AntreaPolicyEgressRule.id()),
-                            Some(Nat::Dst(IpAddr::V4(ip), Some(port))),
+                            Some(Nat::Dst(ip, Some(port))),
                             &[Action::SetField(ct_mark(SERVICE_CT_MARK, SERVICE_CT_MARK))],
                         )])],
                     ));
@@ -223,40 +271,70 @@ pub fn service_flows_with(
         return out;
     }
 
-    // Connections committed with NAT by EndpointDNAT / SNAT are not committed again.
-    out.flows.push(flow(
-        Table::ConntrackCommit,
-        PRIO_HIGH,
-        Match::new()
-            .with(Oxm::eth_type(ETH_IPV4))
-            .with(Oxm::ct_state(
-                ct_state::NEW | ct_state::TRK,
-                ct_state::NEW | ct_state::TRK,
-            ))
-            .with(ct_mark(SERVICE_CT_MARK, SERVICE_CT_MARK)),
-        vec![Instruction::GotoTable(Table::Output.id())],
-    ));
+    // Connections committed with NAT by EndpointDNAT / SNAT are not committed again; their
+    // later packets (both directions) are routed like the first (Antrea's ConntrackState
+    // `-new+trk, ServiceCTMark → RewriteMAC`).
+    for et in [ETH_IPV4, ETH_IPV6] {
+        out.flows.push(flow(
+            Table::ConntrackState,
+            prio::NORMAL,
+            Match::new()
+                .with(Oxm::eth_type(et))
+                .with(Oxm::ct_state(ct_state::TRK, ct_state::NEW | ct_state::TRK))
+                .with(ct_mark(SERVICE_CT_MARK, SERVICE_CT_MARK)),
+            vec![
+                Instruction::ApplyActions(vec![Action::set_reg(
+                    0,
+                    regs::REWRITE_MAC_MARK,
+                    regs::REWRITE_MAC_MARK,
+                )]),
+                Instruction::GotoTable(Table::PreRoutingClassifier.id()),
+            ],
+        ));
+        out.flows.push(flow(
+            Table::ConntrackCommit,
+            PRIO_HIGH,
+            Match::new()
+                .with(Oxm::eth_type(et))
+                .with(Oxm::ct_state(
+                    ct_state::NEW | ct_state::TRK,
+                    ct_state::NEW | ct_state::TRK,
+                ))
+                .with(ct_mark(SERVICE_CT_MARK, SERVICE_CT_MARK)),
+            vec![Instruction::GotoTable(Table::Output.id())],
+        ));
+    }
 
-    // Hairpin: SNAT to the gateway IP, un-SNAT replies, route replies back to the Pod.
+    // Hairpin: SNAT to the gateway IP of the family, un-SNAT replies, route replies back.
     let Some(gw) = &ports.gateway else {
         return out;
     };
-    let Some(gw_ip) = gw.ips.iter().copied().find_map(v4) else {
-        return out;
-    };
+    let mut hairpin_families = std::collections::BTreeSet::new();
     for ep in &local_endpoints {
+        let Some(gw_ip) = gw.ips.iter().copied().find(|g| g.is_ipv6() == ep.is_ipv6()) else {
+            continue;
+        };
+        let snat_zone = if ep.is_ipv6() {
+            SNAT_CT_ZONE_V6
+        } else {
+            SNAT_CT_ZONE
+        };
+        hairpin_families.insert((gw_ip, snat_zone));
+        let same = |st: u32| {
+            Match::new()
+                .with(Oxm::eth_type(eth(ep)))
+                .with(Oxm::ct_state(st, ct_state::NEW | ct_state::TRK))
+                .with(src_ip(*ep))
+                .with(dst_ip(*ep))
+        };
         // Later packets of the hairpin connection get the same SNAT.
         out.flows.push(flow(
             Table::SNAT,
             prio::NORMAL,
-            Match::new()
-                .with(Oxm::eth_type(ETH_IPV4))
-                .with(Oxm::ct_state(ct_state::TRK, ct_state::NEW | ct_state::TRK))
-                .with(Oxm::ipv4_src(*ep))
-                .with(Oxm::ipv4_dst(*ep)),
+            same(ct_state::TRK),
             vec![Instruction::ApplyActions(vec![Action::Ct {
                 commit: false,
-                zone: SNAT_CT_ZONE,
+                zone: snat_zone,
                 table: Some(Table::L2ForwardingCalc.id()),
                 nat: true,
             }])],
@@ -264,49 +342,47 @@ pub fn service_flows_with(
         out.flows.push(flow(
             Table::SNAT,
             prio::NORMAL,
-            Match::new()
-                .with(Oxm::eth_type(ETH_IPV4))
-                .with(Oxm::ct_state(
-                    ct_state::NEW | ct_state::TRK,
-                    ct_state::NEW | ct_state::TRK,
-                ))
-                .with(Oxm::ipv4_src(*ep))
-                .with(Oxm::ipv4_dst(*ep)),
+            same(ct_state::NEW | ct_state::TRK),
             vec![Instruction::ApplyActions(vec![nx::ct(
                 true,
-                SNAT_CT_ZONE,
+                snat_zone,
                 Some(Table::L2ForwardingCalc.id()),
-                Some(Nat::Src(IpAddr::V4(gw_ip))),
+                Some(Nat::Src(gw_ip)),
                 &[Action::SetField(ct_mark(SERVICE_CT_MARK, SERVICE_CT_MARK))],
             )])],
         ));
     }
-    if !local_endpoints.is_empty() {
+    for (gw_ip, snat_zone) in &hairpin_families {
         out.flows.push(flow(
             Table::ConntrackZone,
             PRIO_HIGH,
             Match::new()
-                .with(Oxm::eth_type(ETH_IPV4))
+                .with(Oxm::eth_type(eth(gw_ip)))
                 .with(Oxm::ct_state(0, ct_state::TRK))
-                .with(Oxm::ipv4_dst(gw_ip)),
+                .with(dst_ip(*gw_ip)),
             // Bare `nat`: apply the SNAT binding of a hairpin reply.
             vec![Instruction::ApplyActions(vec![Action::Ct {
                 commit: false,
-                zone: SNAT_CT_ZONE,
+                zone: *snat_zone,
                 table: Some(Table::ConntrackZone.id()),
                 nat: true,
             }])],
         ));
         for pod in &ports.pods {
-            for ip in pod.port.ips.iter().copied().filter_map(v4) {
+            for ip in pod
+                .port
+                .ips
+                .iter()
+                .filter(|i| i.is_ipv6() == gw_ip.is_ipv6())
+            {
                 out.flows.push(flow(
                     Table::L3Forwarding,
                     prio::LOW,
                     Match::new()
                         .with(Oxm::reg_masked(0, regs::FROM_POD, regs::PKT_SOURCE_MASK))
                         .with(Oxm::eth_dst(gw.mac.0))
-                        .with(Oxm::eth_type(ETH_IPV4))
-                        .with(Oxm::ipv4_dst(ip)),
+                        .with(Oxm::eth_type(eth(ip)))
+                        .with(dst_ip(*ip)),
                     vec![
                         Instruction::ApplyActions(vec![
                             Action::SetField(Oxm::eth_src(gw.mac.0)),
