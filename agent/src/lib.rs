@@ -13,10 +13,13 @@
 //!                                            │                                  ▼
 //!   adapter (AgentService.Attach, mTLS) ◀── adapter::run: hello/ports, TraceReport, TraceFailure
 //!                                       ──▶ AgentCommand::Inject
+//!                                       ──▶ AgentCommand::NodeState ──▶ desired::Store
+//!                                              (peers, Services, rules, isolation) ──▶ pipeline
 //! ```
 //!
-//! Modules by domain: [`ovs`] (OpenFlow 1.5 client, OVSDB), [`pipeline`] (tables, registers,
-//! flows, reconciliation), [`trace`] (packets, injection, observations), [`ports`] (what is
+//! Modules by domain: [`ovs`] (OpenFlow 1.5 client, OVSDB), [`desired`] (the adapter's
+//! desired state), [`pipeline`] (tables, registers, flows, Services, policies,
+//! reconciliation), [`reject`] (RST / ICMP answers for Reject rules), [`trace`] (packets, injection, observations), [`ports`] (what is
 //! plugged into br-int), [`runtime`] (the Node's data plane wired together), [`adapter`]
 //! (the session with the adapter).
 
