@@ -105,6 +105,17 @@ impl Ovs {
             "init".to_string(),
         ];
         run_env("ovs-vsctl", &args, &env).await?;
+        let started = self.start_vswitchd(label).await;
+        // Record the database server even if vswitchd failed, so `down` stops it.
+        let mut recs = vec![db_rec];
+        recs.push(started?);
+        info!(node = %label, rundir = %self.rundir.display(), "ovs started");
+        Ok(recs)
+    }
+
+    /// Starts `ovs-vswitchd` (detached, pidfile in the run directory) against the running
+    /// `ovsdb-server`: at `up`, and again after it died (e.g. a restart test killed it).
+    pub async fn start_vswitchd(&self, label: &str) -> Result<ProcRecord, NodeError> {
         let args: Vec<String> = [
             "netns",
             "exec",
@@ -119,18 +130,13 @@ impl Ovs {
         .iter()
         .map(ToString::to_string)
         .collect();
-        let started = run_env("ip", &args, &env).await;
-        // Record the database server even if vswitchd failed, so `down` stops it.
-        let mut recs = vec![db_rec];
-        if let Err(e) = started {
+        if let Err(e) = run_env("ip", &args, &self.env()).await {
             return Err(NodeError::Invalid(format!(
                 "{e}; see {}",
                 self.path("ovs-vswitchd.log")
             )));
         }
-        recs.push(self.record("ovs-vswitchd", label)?);
-        info!(node = %label, rundir = %self.rundir.display(), "ovs started");
-        Ok(recs)
+        self.record("ovs-vswitchd", label)
     }
 
     /// The record of a daemon from its pidfile.
