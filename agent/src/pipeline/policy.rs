@@ -126,9 +126,24 @@ fn conj_id(id: u32) -> Oxm {
     Oxm::exact(CLASS_NXM1, NXM_CONJ_ID, &id.to_be_bytes())
 }
 
-/// The Antrea table a rule lives in (the adapter's choice, else derived).
+/// The Antrea table a rule lives in: the adapter's choice when it is one of the direction's
+/// rule tables (AntreaPolicy*Rule, *Rule, *DefaultRule), else derived from the policy type, so
+/// that every goto of the rule's flows points forward (OVS refuses the whole bundle
+/// otherwise).
 pub fn rule_table(r: &PolicyRule) -> Table {
-    if let Some(t) = Table::ALL.iter().copied().find(|t| t.name() == r.table) {
+    let allowed: [Table; 3] = match r.direction {
+        RuleDirection::Ingress => [
+            Table::AntreaPolicyIngressRule,
+            Table::IngressRule,
+            Table::IngressDefaultRule,
+        ],
+        RuleDirection::Egress => [
+            Table::AntreaPolicyEgressRule,
+            Table::EgressRule,
+            Table::EgressDefaultRule,
+        ],
+    };
+    if let Some(t) = allowed.iter().copied().find(|t| t.name() == r.table) {
         return t;
     }
     match (r.direction, r.policy_type == "K8sNetworkPolicy") {
@@ -157,16 +172,24 @@ fn rule_instructions(r: &PolicyRule) -> Vec<Instruction> {
             Instruction::ApplyActions(vec![Action::set_reg(tf_reg, r.conj_id, u32::MAX)]),
             Instruction::GotoTable(metric(r.direction).id()),
         ],
-        RuleAction::Pass => vec![
-            Instruction::ApplyActions(vec![Action::set_reg(tf_reg, r.conj_id, u32::MAX)]),
-            Instruction::GotoTable(
-                match r.direction {
-                    RuleDirection::Ingress => Table::IngressRule,
-                    RuleDirection::Egress => Table::EgressRule,
-                }
-                .id(),
-            ),
-        ],
+        RuleAction::Pass => {
+            // Pass continues with the K8s tables; from a K8s or baseline table (where Antrea
+            // does not allow Pass) it continues with the next table.
+            let k8s = match r.direction {
+                RuleDirection::Ingress => Table::IngressRule,
+                RuleDirection::Egress => Table::EgressRule,
+            };
+            let table = rule_table(r);
+            let next = if table < k8s {
+                k8s
+            } else {
+                table.next().unwrap_or(metric(r.direction))
+            };
+            vec![
+                Instruction::ApplyActions(vec![Action::set_reg(tf_reg, r.conj_id, u32::MAX)]),
+                Instruction::GotoTable(next.id()),
+            ]
+        }
         RuleAction::Drop | RuleAction::Reject => vec![
             Instruction::ApplyActions(vec![
                 Action::set_reg(regs::AP_CONJ_ID_REG, r.conj_id, u32::MAX),
@@ -557,6 +580,33 @@ mod tests {
         assert_eq!(port_range_masks(8000, 8003), vec![(8000, 0xfffc)]);
         assert_eq!(port_range_masks(1, 3), vec![(1, 0xffff), (2, 0xfffe)]);
         assert_eq!(port_range_masks(0, 65535), vec![(0, 0)]);
+    }
+
+    #[test]
+    fn every_goto_points_forward_whatever_table_the_adapter_names() {
+        let mut rules = Vec::new();
+        for (i, (dir, table, action)) in [
+            ("Egress", "IngressRule", "Allow"),
+            ("Ingress", "Output", "Drop"),
+            ("Ingress", "IngressDefaultRule", "Pass"),
+            ("Egress", "EgressRule", "Pass"),
+            ("Egress", "", "Reject"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut r = rule(100 + i as u32, action, "10.1.0.2/32", 0);
+            r.direction = dir.into();
+            r.table = table.into();
+            rules.push(r);
+        }
+        for f in policy_flows(&state(rules, &["10.1.0.3"]), None) {
+            for i in &f.instructions {
+                if let Instruction::GotoTable(t) = i {
+                    assert!(*t > f.table_id, "table {} goes back to {t}", f.table_id);
+                }
+            }
+        }
     }
 
     #[test]
