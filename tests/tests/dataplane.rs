@@ -183,23 +183,43 @@ enum Tcp {
     Other(String),
 }
 
-/// `nc -v -z -w2 IP PORT` from `from`: the outcome and how long it took.
-fn tcp(lab: &Lab, from: &str, ip: &str, port: u16) -> (Tcp, Duration) {
-    let t = Instant::now();
-    let out = lab.exec(
-        &format!("c1/default/{from}"),
-        &["nc", "-v", "-z", "-w2", ip, &port.to_string()],
+/// Runs the shell command `cmd` in Pod `from`, timing it inside the Pod's namespace (so the
+/// figure is the client's own, not `traceflow-lab exec`'s start-up): (exit code, output
+/// without the timing line, duration).
+fn timed(lab: &Lab, from: &str, cmd: &str) -> (i32, String, Duration) {
+    let script = format!(
+        "s=$(date +%s%N); {cmd}; r=$?; e=$(date +%s%N); echo \"@@timing $r $(( (e - s) / 1000 ))\""
     );
-    let took = t.elapsed();
+    let out = lab.exec(&format!("c1/default/{from}"), &["sh", "-c", &script]);
     let all = text(&out);
-    let outcome = if out.status.success() {
+    let mut rest = Vec::new();
+    let mut timing = None;
+    for line in all.lines() {
+        match line.strip_prefix("@@timing ") {
+            Some(t) => {
+                let mut it = t.split_whitespace().map(str::parse::<u64>);
+                if let (Some(Ok(rc)), Some(Ok(us))) = (it.next(), it.next()) {
+                    timing = Some((i32::try_from(rc).unwrap_or(-1), Duration::from_micros(us)));
+                }
+            }
+            None => rest.push(line),
+        }
+    }
+    let (rc, took) = timing.unwrap_or((-1, Duration::ZERO));
+    (rc, rest.join("\n"), took)
+}
+
+/// `nc -v -z -w2 IP PORT` from `from`: the outcome and how long `nc` took.
+fn tcp(lab: &Lab, from: &str, ip: &str, port: u16) -> (Tcp, Duration) {
+    let (rc, all, took) = timed(lab, from, &format!("nc -v -z -w2 {ip} {port} 2>&1"));
+    let outcome = if rc == 0 {
         Tcp::Connected
     } else if all.contains("refused") {
         Tcp::Refused
     } else if all.contains("timed out") {
         Tcp::TimedOut
     } else {
-        Tcp::Other(all.trim().to_string())
+        Tcp::Other(format!("exit {rc}: {}", all.trim()))
     };
     (outcome, took)
 }
@@ -216,12 +236,8 @@ fn fetch(lab: &Lab, from: &str, ip: &str, port: u16) -> String {
 /// One datagram from `from` to IP:PORT (`nc -u -w1`): the reply (empty when none) and how
 /// long `nc` ran (an ICMP unreachable ends it at once; silence lasts the 1 s of `-w1`).
 fn udp(lab: &Lab, from: &str, ip: &str, port: u16) -> (String, Duration) {
-    let t = Instant::now();
-    let out = lab.exec(
-        &format!("c1/default/{from}"),
-        &["sh", "-c", &format!("echo hello | nc -u -w1 {ip} {port}")],
-    );
-    (stdout(&out).trim().to_string(), t.elapsed())
+    let (_, reply, took) = timed(lab, from, &format!("echo hello | nc -u -w1 {ip} {port}"));
+    (reply.trim().to_string(), took)
 }
 
 /// `ping -c1 -W2` from `from` answered.
