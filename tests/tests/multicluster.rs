@@ -1,6 +1,9 @@
 //! Two clusters of two Nodes under one manager (tests/topologies/two-clusters.yaml): traces
 //! in both clusters at once, through tfctl's JSON and the gRPC API, each with its full ordered
-//! observation list; the manager's history per cluster; and an inter-Node trace over Geneve.
+//! observation list; the manager's history per cluster; an inter-Node trace over Geneve; and
+//! the topology's policies: K8s default deny and allow on the same and another Node, an
+//! Antrea-native drop and a named Antrea-native allow (policy and rule names), a trace to
+//! another Node's IP (ForwardedOutOfNetwork) and an IPv6 inter-Node trace.
 //!
 //! Needs root, Open vSwitch and `cargo build --workspace --bins`; fails loudly, never skips.
 
@@ -9,8 +12,9 @@ mod common;
 use std::path::Path;
 
 use common::trace::{
-    Api, check_results, output, output_tunnel, pod_ip, received, receiver, require_binaries,
-    results_json, runtime, sender, spec, spoofguard, tfctl_trace, to_pod, up_with_config,
+    Api, NodeWant, check_results, output, output_tunnel, pod_ip, received, receiver,
+    require_binaries, results_json, runtime, sender, spec, spoofguard, tfctl_trace, to_pod,
+    up_with_config,
 };
 use common::{Lab, require_lab_prerequisites, topology};
 use traceflow_proto::v1 as pb;
@@ -200,4 +204,259 @@ fn traces_in_two_clusters_at_once_each_listed_under_its_cluster() {
 #[test]
 fn inter_node_trace_reports_sender_tunnel_and_receiver_delivery() {
     with_lab("mci", async |cfg, api| inter_node(cfg, api).await);
+}
+
+/// `NetworkPolicy <table> <action>` with the policy and rule names when given.
+fn np(table: &str, action: &str, policy: &str, rule: &str) -> serde_json::Value {
+    let mut o = serde_json::json!({"component": "NetworkPolicy", "componentInfo": table,
+                                   "action": action});
+    if !policy.is_empty() {
+        o["networkPolicy"] = policy.into();
+    }
+    if !rule.is_empty() {
+        o["networkPolicyRule"] = rule.into();
+    }
+    o
+}
+
+/// The topology's policies, on the same Node and across Nodes, and a trace to another Node's
+/// IP and an IPv6 inter-Node trace; each through gRPC and tfctl with its full lists.
+async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
+    let mut a = api.clone();
+    let east = a.wait_pods("east", 6).await?;
+    let west = a.wait_pods("west", 3).await?;
+    let e_client = pod_ip(&east, "default/client", false)?;
+    let e_client6 = pod_ip(&east, "default/client", true)?;
+    let w_client = pod_ip(&west, "default/client", false)?;
+    let ip_of = |nodes: &[pb::InventoryNode], name: &str| {
+        nodes
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.internal_ips.iter().find(|ip| !ip.contains(':')))
+            .map(|ip| ip.split('/').next().unwrap_or(ip).to_string())
+            .ok_or(format!("no IPv4 InternalIP for {name}"))
+    };
+    let e2 = ip_of(&a.nodes("east").await?, "e2")?;
+    let w2 = ip_of(&a.nodes("west").await?, "w2")?;
+    let allow_api = "K8sNetworkPolicy:web/allow-api";
+    let tcp = |port: i32| {
+        Some(pb::Packet {
+            ip_header: Some(pb::IpHeader::default()),
+            transport_header: Some(pb::TransportHeader {
+                tcp: Some(pb::TcpHeader {
+                    dst_port: port,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    };
+    let v6 = Some(pb::Packet {
+        ipv6_header: Some(pb::IPv6Header::default()),
+        ..Default::default()
+    });
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(
+        &str,
+        &str,
+        &str,
+        &str,
+        &str,
+        Option<pb::Packet>,
+        Vec<NodeWant>,
+    )> = vec![
+        (
+            "K8s default deny on the same Node",
+            "east",
+            "web/api-0",
+            "",
+            "",
+            None,
+            vec![sender(
+                "e1",
+                vec![
+                    spoofguard(&e_client),
+                    np("IngressDefaultRule", "Dropped", "", ""),
+                ],
+            )],
+        ),
+        (
+            "K8s allow on the same Node",
+            "east",
+            "web/api-0",
+            "",
+            "tcp,tcp_dst=8080",
+            tcp(8080),
+            vec![sender(
+                "e1",
+                vec![
+                    spoofguard(&e_client),
+                    np("IngressRule", "Forwarded", allow_api, ""),
+                    output("Delivered"),
+                ],
+            )],
+        ),
+        (
+            "K8s default deny on another Node",
+            "east",
+            "web/api-1",
+            "",
+            "",
+            None,
+            vec![
+                sender("e1", vec![spoofguard(&e_client), output_tunnel(&e2)]),
+                receiver(
+                    "e2",
+                    vec![received(), np("IngressDefaultRule", "Dropped", "", "")],
+                ),
+            ],
+        ),
+        (
+            "K8s allow on another Node",
+            "east",
+            "web/api-1",
+            "",
+            "tcp,tcp_dst=8080",
+            tcp(8080),
+            vec![
+                sender("e1", vec![spoofguard(&e_client), output_tunnel(&e2)]),
+                receiver(
+                    "e2",
+                    vec![
+                        received(),
+                        np("IngressRule", "Forwarded", allow_api, ""),
+                        output("Delivered"),
+                    ],
+                ),
+            ],
+        ),
+        (
+            "Antrea-native drop with policy and rule",
+            "east",
+            "web/db-0",
+            "",
+            "tcp,tcp_dst=3306",
+            tcp(3306),
+            vec![
+                sender("e1", vec![spoofguard(&e_client), output_tunnel(&e2)]),
+                receiver(
+                    "e2",
+                    vec![
+                        received(),
+                        np(
+                            "IngressMetric",
+                            "Dropped",
+                            "AntreaClusterNetworkPolicy:deny-db",
+                            "drop-3306",
+                        ),
+                    ],
+                ),
+            ],
+        ),
+        (
+            "allowed by a named Antrea-native rule",
+            "west",
+            "default/server",
+            "",
+            "",
+            None,
+            vec![
+                sender("w1", vec![spoofguard(&w_client), output_tunnel(&w2)]),
+                receiver(
+                    "w2",
+                    vec![
+                        received(),
+                        np(
+                            "IngressRule",
+                            "Forwarded",
+                            "AntreaNetworkPolicy:default/server-allow-client",
+                            "allow-client",
+                        ),
+                        output("Delivered"),
+                    ],
+                ),
+            ],
+        ),
+        (
+            "to another Node's IP",
+            "east",
+            "",
+            &e2,
+            "",
+            None,
+            vec![sender(
+                "e1",
+                vec![spoofguard(&e_client), output("ForwardedOutOfNetwork")],
+            )],
+        ),
+        (
+            "IPv6 inter-Node",
+            "east",
+            "default/backend",
+            "",
+            "ipv6",
+            v6,
+            vec![
+                sender("e1", vec![spoofguard(&e_client6), output_tunnel(&e2)]),
+                receiver("e2", vec![received(), output("Delivered")]),
+            ],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, cluster, dst_pod, dst_ip, flow, packet, want) in cases {
+        let dst = if dst_ip.is_empty() {
+            to_pod(dst_pod)
+        } else {
+            common::trace::to_ip(dst_ip)
+        };
+        match a.run(cluster, spec("default/client", dst, packet)).await {
+            Ok(t) if common::trace::phase(&t) == "Succeeded" => {
+                if let Err(e) = check_results(&results_json(&t), &want) {
+                    failures.push(format!("{what} via gRPC: {e}"));
+                }
+            }
+            Ok(t) => failures.push(format!("{what} via gRPC: {:#}", common::trace::to_json(&t))),
+            Err(e) => failures.push(format!("{what} via gRPC: {e}")),
+        }
+        let d = if dst_ip.is_empty() { dst_pod } else { dst_ip };
+        let mut args = vec!["-S", "default/client", "-D", d];
+        if !flow.is_empty() {
+            args.extend(["-f", flow]);
+        }
+        let cfg = cfg.to_path_buf();
+        let cluster = cluster.to_string();
+        let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+        let r = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            tfctl_trace(&cfg, &cluster, &args)
+        })
+        .await
+        .map_err(|e| format!("join: {e}"))?;
+        match r {
+            Ok((out, v)) if out.status.success() && v["phase"] == "Succeeded" => {
+                if let Err(e) = check_results(&v["results"], &want) {
+                    failures.push(format!("{what} via tfctl: {e}"));
+                }
+            }
+            Ok((out, v)) => {
+                failures.push(format!("{what} via tfctl: {v:#}\n{}", common::text(&out)))
+            }
+            Err(e) => failures.push(format!("{what} via tfctl: {e}")),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} case(s) failed:\n{}",
+            failures.len(),
+            failures.join("\n----\n")
+        ))
+    }
+}
+
+#[test]
+fn policy_drops_allows_other_node_ip_and_ipv6_across_nodes() {
+    with_lab("mcp", async |cfg, api| policies_and_more(cfg, api).await);
 }
