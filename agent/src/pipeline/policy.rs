@@ -360,13 +360,15 @@ pub fn policy_flows(desired: &DesiredState, packet_in_meter: Option<u32>) -> Vec
             ));
         }
     }
+    // (table, priority, match) → index in `out`: identical matches must be one flow.
+    let mut seen: std::collections::HashMap<(u8, u16, Match), usize> =
+        std::collections::HashMap::new();
     for r in desired.rules.values() {
         for f in rule_flows(r, packet_in_meter) {
             // Identical clause matches of several rules become one flow with every
             // rule's conjunction action.
-            if let Some(prev) = out.iter_mut().find(|p| {
-                p.table_id == f.table_id && p.priority == f.priority && p.fields == f.fields
-            }) {
+            let key = (f.table_id, f.priority, f.fields.clone());
+            if let Some(prev) = seen.get(&key).and_then(|i| out.get_mut(*i)) {
                 if let (Some(Instruction::ApplyActions(a)), Some(Instruction::ApplyActions(b))) =
                     (prev.instructions.first_mut(), f.instructions.first())
                     && is_conj(a)
@@ -376,6 +378,7 @@ pub fn policy_flows(desired: &DesiredState, packet_in_meter: Option<u32>) -> Vec
                 }
                 continue;
             }
+            seen.insert(key, out.len());
             out.push(f);
         }
     }
