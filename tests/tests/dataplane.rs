@@ -304,6 +304,25 @@ fn expect_ping(lab: &Lab, from: &str, ip: &str, want: bool) -> Result<String, St
     }
 }
 
+/// A ping that must fail: with an ICMP error back in < 1 s (`unreachable`), or silently
+/// after its 2 s.
+fn expect_ping_error(lab: &Lab, from: &str, ip: &str, unreachable: bool) -> Result<String, String> {
+    let (rc, out, took) = timed(lab, from, &format!("ping -c1 -W2 {ip} 2>&1"));
+    let ms = took.as_millis();
+    let error_line = out
+        .lines()
+        .find(|l| l.starts_with("From "))
+        .map(str::to_string);
+    match (unreachable, rc, &error_line) {
+        (_, 0, _) => Err(format!("answered in {ms} ms:\n{out}")),
+        (true, _, Some(l)) if took < Duration::from_secs(1) => Ok(format!("{l:?} in {ms} ms")),
+        (false, _, None) if took >= Duration::from_millis(1900) => {
+            Ok(format!("no answer, ping ran {ms} ms"))
+        }
+        _ => Err(format!("ping ran {ms} ms, exit {rc}:\n{out}")),
+    }
+}
+
 /// The Pod-to-Pod and policy cases of one family (run concurrently: most of the time is
 /// waiting for denied connections to time out).
 fn policy_checks<'a>(lab: &'a Lab, v6: bool) -> Vec<Check<'a>> {
@@ -459,6 +478,24 @@ fn policy_checks<'a>(lab: &'a Lab, v6: bool) -> Vec<Check<'a>> {
             );
         }
     }
+    // Drop vs Reject for ICMP: rules without ports from other (Drop) and guest (Reject).
+    {
+        let s = secure.clone();
+        add(
+            "Allow: ping client -> secure answered",
+            Box::new(move || expect_ping(lab, "client", &s, true)),
+        );
+        let s = secure.clone();
+        add(
+            "Drop: ping other -> secure gets no answer within 2 s",
+            Box::new(move || expect_ping_error(lab, "other", &s, false)),
+        );
+        let s = secure.clone();
+        add(
+            "Reject: ping guest -> secure gets an ICMP unreachable < 1 s",
+            Box::new(move || expect_ping_error(lab, "guest", &s, true)),
+        );
+    }
     // Tier and priority order (ordered, on client's Node).
     for (port, want, what) in [
         (
@@ -568,21 +605,38 @@ fn service_checks(lab: &Lab, v6: bool) -> Vec<Check<'_>> {
 
 /// Runs the checks concurrently; returns the failures (label: reason) and prints every result.
 fn run_checks(round: &str, checks: Vec<Check<'_>>) -> Vec<String> {
-    let results: Vec<(String, Result<String, String>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = checks
-            .iter()
-            .map(|(label, f)| (label.clone(), s.spawn(f)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|(label, h)| {
-                let r = h
-                    .join()
-                    .unwrap_or_else(|_| Err("the check panicked".into()));
-                (label, r)
-            })
-            .collect()
+    // A bounded pool: most checks wait on timeouts, but 60 clients at once on 2 cores would
+    // slow the fast ones (Reject must answer in < 1 s) for reasons that are not the pipeline's.
+    const WORKERS: usize = 12;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Result<String, String>>>> =
+        checks.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..WORKERS {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some((_, f)) = checks.get(i) else { break };
+                    let r = f();
+                    if let Ok(mut slot) = slots[i].lock() {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
     });
+    let results: Vec<(String, Result<String, String>)> = checks
+        .iter()
+        .zip(slots)
+        .map(|((label, _), slot)| {
+            let r = slot
+                .into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err("the check panicked".into()));
+            (label.clone(), r)
+        })
+        .collect();
     let mut failures = Vec::new();
     for (label, r) in results {
         match r {
