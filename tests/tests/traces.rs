@@ -2,7 +2,8 @@
 //! (tests/topologies/one-node-dual.yaml), each through tfctl's JSON and the gRPC API with its
 //! full ordered observation list: intra-Node Pod→Pod with ICMP, TCP and UDP, to the Pod's name
 //! and to its IP, to the local gateway IP (Delivered), to an external documentation address
-//! (ForwardedOutOfNetwork), the IPv6 version of each; a destination Pod that does not exist
+//! (ForwardedOutOfNetwork), to a Service and hairpin to a Service (LB), the IPv6 version of
+//! each; a destination Pod that does not exist
 //! (fails at once with Antrea's reason); Antrea's admission errors (reference §2.2).
 //!
 //! One lab for the whole file; the cases run in order and every failure is reported at the end.
@@ -169,6 +170,68 @@ async fn injected(cfg: &Path, api: &mut Api, failures: &mut Vec<String>) -> Resu
                 failures.push(format!("{} via tfctl: {v:#}\n{}", case.what, text(&out)))
             }
             Err(e) => failures.push(format!("{} via tfctl: {e}", case.what)),
+        }
+    }
+    Ok(())
+}
+
+/// Pod → Service `solo` (one endpoint, p2) from p0, and hairpin from p2 itself, both families:
+/// `LB Forwarded` with the endpoint's IP and Pod, plus the gateway as `translatedSrcIP` on
+/// hairpin.
+async fn services(cfg: &Path, api: &mut Api, failures: &mut Vec<String>) -> Result<(), String> {
+    let pods = api.wait_pods("c1", 4).await?;
+    let nodes = api.nodes("c1").await?;
+    let n1 = nodes.first().ok_or("no Node in c1")?;
+    for ipv6 in [false, true] {
+        let v = if ipv6 { "IPv6" } else { "IPv4" };
+        let p2 = pod_ip(&pods, "default/p2", ipv6)?;
+        let gw = gateway_ip(n1, ipv6)?;
+        for (src, hairpin) in [("default/p0", false), ("default/p2", true)] {
+            let what = format!(
+                "{v} {src} -> Service solo{}",
+                if hairpin { " (hairpin)" } else { "" }
+            );
+            let mut lb = serde_json::json!({"component": "LB", "action": "Forwarded",
+                                            "pod": "default/p2", "translatedDstIP": p2});
+            if hairpin {
+                lb["translatedSrcIP"] = gw.clone().into();
+            }
+            let src_ip = pod_ip(&pods, src, ipv6)?;
+            let want = [sender(
+                "n1",
+                vec![spoofguard(&src_ip), lb, output("Delivered")],
+            )];
+            let dst = pb::Destination {
+                namespace: "default".into(),
+                service: "solo".into(),
+                ..Default::default()
+            };
+            let packet = ipv6.then(|| pb::Packet {
+                ipv6_header: Some(pb::IPv6Header::default()),
+                ..Default::default()
+            });
+            match api.run("c1", spec(src, dst, packet)).await {
+                Ok(t) if phase(&t) == "Succeeded" => {
+                    if let Err(e) = check_results(&results_json(&t), &want) {
+                        failures.push(format!("{what} via gRPC: {e}"));
+                    }
+                }
+                Ok(t) => failures.push(format!("{what} via gRPC: {:#}", to_json(&t))),
+                Err(e) => failures.push(format!("{what} via gRPC: {e}")),
+            }
+            let mut args = vec!["-S", src, "-D", "default/solo"];
+            if ipv6 {
+                args.extend(["-f", "ipv6"]);
+            }
+            match tfctl_trace(cfg, "c1", &args) {
+                Ok((out, v)) if out.status.success() && v["phase"] == "Succeeded" => {
+                    if let Err(e) = check_results(&v["results"], &want) {
+                        failures.push(format!("{what} via tfctl: {e}"));
+                    }
+                }
+                Ok((out, v)) => failures.push(format!("{what} via tfctl: {v:#}\n{}", text(&out))),
+                Err(e) => failures.push(format!("{what} via tfctl: {e}")),
+            }
         }
     }
     Ok(())
@@ -349,6 +412,7 @@ fn single_cluster_trace_cases_with_full_observations() {
         let mut api = Api::connect(&cfg).await?;
         let mut failures = Vec::new();
         injected(&cfg, &mut api, &mut failures).await?;
+        services(&cfg, &mut api, &mut failures).await?;
         missing_destination(&cfg, &mut api, &mut failures).await;
         admission(&cfg, &mut api, &mut failures).await;
         Ok(failures)
