@@ -3,7 +3,8 @@
 //! observation list; the manager's history per cluster; an inter-Node trace over Geneve; and
 //! the topology's policies: K8s default deny and allow on the same and another Node, an
 //! Antrea-native drop and a named Antrea-native allow (policy and rule names), a trace to
-//! another Node's IP (ForwardedOutOfNetwork) and an IPv6 inter-Node trace.
+//! another Node's IP (ForwardedOutOfNetwork) and an IPv6 inter-Node trace; a Service whose
+//! endpoints are on the same and on another Node.
 //!
 //! Needs root, Open vSwitch and `cargo build --workspace --bins`; fails loudly, never skips.
 
@@ -454,6 +455,111 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
             failures.join("\n----\n")
         ))
     }
+}
+
+/// client (e1) → Service web/api (endpoints api-0 on e1, api-1 on e2; port 80 → 8080, which
+/// allow-api admits): the LB picks an endpoint per trace, so each trace's full list is the one
+/// for the endpoint it reports; 16 traces (10 gRPC, 6 tfctl) must reach both endpoints.
+async fn service_on_same_and_other_node(cfg: &Path, api: &Api) -> Result<(), String> {
+    let mut a = api.clone();
+    let east = a.wait_pods("east", 6).await?;
+    let client = pod_ip(&east, "default/client", false)?;
+    let api0 = pod_ip(&east, "web/api-0", false)?;
+    let api1 = pod_ip(&east, "web/api-1", false)?;
+    let e2 = a
+        .nodes("east")
+        .await?
+        .iter()
+        .find(|n| n.name == "e2")
+        .and_then(|n| n.internal_ips.iter().find(|ip| !ip.contains(':')).cloned())
+        .map(|ip| ip.split('/').next().unwrap_or(&ip).to_string())
+        .ok_or("no IPv4 InternalIP for e2")?;
+    let allow = np(
+        "IngressRule",
+        "Forwarded",
+        "K8sNetworkPolicy:web/allow-api",
+        "",
+    );
+    let lb = |ip: &str, pod: &str| {
+        serde_json::json!({"component": "LB", "action": "Forwarded", "pod": pod,
+                           "translatedDstIP": ip})
+    };
+    let same = vec![sender(
+        "e1",
+        vec![
+            spoofguard(&client),
+            lb(&api0, "web/api-0"),
+            allow.clone(),
+            output("Delivered"),
+        ],
+    )];
+    let other = vec![
+        sender(
+            "e1",
+            vec![
+                spoofguard(&client),
+                lb(&api1, "web/api-1"),
+                output_tunnel(&e2),
+            ],
+        ),
+        receiver("e2", vec![received(), allow.clone(), output("Delivered")]),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for n in 0..16 {
+        let (how, results) = if n < 10 {
+            let dst = pb::Destination {
+                namespace: "web".into(),
+                service: "api".into(),
+                ..Default::default()
+            };
+            let t = a.run("east", spec("default/client", dst, None)).await?;
+            if common::trace::phase(&t) != "Succeeded" {
+                return Err(format!(
+                    "Service via gRPC: {:#}",
+                    common::trace::to_json(&t)
+                ));
+            }
+            ("gRPC", results_json(&t))
+        } else {
+            let cfg = cfg.to_path_buf();
+            let (out, v) = tokio::task::spawn_blocking(move || {
+                tfctl_trace(&cfg, "east", &["-S", "default/client", "-D", "web/api"])
+            })
+            .await
+            .map_err(|e| format!("join: {e}"))??;
+            if !out.status.success() || v["phase"] != "Succeeded" {
+                return Err(format!("Service via tfctl: {v:#}\n{}", common::text(&out)));
+            }
+            ("tfctl", v["results"].clone())
+        };
+        let chosen = results
+            .pointer("/0/observations/1/translatedDstIP")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let want = if chosen == api0 {
+            &same
+        } else if chosen == api1 {
+            &other
+        } else {
+            return Err(format!(
+                "Service via {how}: LB endpoint {chosen:?} is neither api-0 nor api-1: {results:#}"
+            ));
+        };
+        check_results(&results, want).map_err(|e| format!("Service via {how}: {e}"))?;
+        seen.insert(chosen);
+    }
+    if seen.len() != 2 {
+        return Err(format!("16 Service traces reached only {seen:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn service_endpoint_on_the_same_and_another_node() {
+    with_lab("mcs", async |cfg, api| {
+        service_on_same_and_other_node(cfg, api).await
+    });
 }
 
 #[test]
