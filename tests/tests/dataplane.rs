@@ -3,9 +3,9 @@
 //! Pod namespaces via `traceflow-lab exec`, every case with its allowed and its denied outcome:
 //! Pod-to-Pod on one Node and across Nodes, Service ClusterIP load-balancing to endpoints on
 //! both Nodes, no-endpoint reject, hairpin, K8s default deny and allow (named and numeric
-//! ports), Antrea Drop vs Reject, Pass to a lower tier, tier and priority order, IPv6; then
-//! ovs-vswitchd of a Node is killed and started again, and the same behaviour must come back
-//! within 5 s with no help.
+//! ports), Antrea Drop vs Reject (TCP, UDP, ICMP), Pass to a lower tier, tier and priority
+//! order, IPv6 for all of them. Then ovs-vswitchd of each Node in turn is killed and started
+//! again, and the same behaviour must come back within 5 s with no help.
 //!
 //! Needs root, Open vSwitch and the workspace's binaries (`cargo build --workspace --bins`);
 //! fails loudly without them, never skips.
