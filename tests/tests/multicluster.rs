@@ -2,9 +2,9 @@
 //! in both clusters at once, through tfctl's JSON and the gRPC API, each with its full ordered
 //! observation list; the manager's history per cluster; an inter-Node trace over Geneve; and
 //! the topology's policies: K8s default deny and allow on the same and another Node, an
-//! Antrea-native drop and a named Antrea-native allow (policy and rule names), a trace to
-//! another Node's IP (ForwardedOutOfNetwork) and an IPv6 inter-Node trace; a Service whose
-//! endpoints are on the same and on another Node.
+//! Antrea-native drop (same and another Node) and reject, a named Antrea-native allow (policy
+//! and rule names), a trace to another Node's IP (ForwardedOutOfNetwork) and an IPv6
+//! inter-Node trace; a Service whose endpoints are on the same and on another Node.
 //!
 //! Needs root, Open vSwitch and `cargo build --workspace --bins`; fails loudly, never skips.
 
@@ -228,6 +228,7 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
     let west = a.wait_pods("west", 3).await?;
     let e_client = pod_ip(&east, "default/client", false)?;
     let e_client6 = pod_ip(&east, "default/client", true)?;
+    let e_api1 = pod_ip(&east, "web/api-1", false)?;
     let w_client = pod_ip(&west, "default/client", false)?;
     let ip_of = |nodes: &[pb::InventoryNode], name: &str| {
         nodes
@@ -264,12 +265,14 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
         &str,
         &str,
         &str,
+        &str,
         Option<pb::Packet>,
         Vec<NodeWant>,
     )> = vec![
         (
             "K8s default deny on the same Node",
             "east",
+            "default/client",
             "web/api-0",
             "",
             "",
@@ -285,6 +288,7 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
         (
             "K8s allow on the same Node",
             "east",
+            "default/client",
             "web/api-0",
             "",
             "tcp,tcp_dst=8080",
@@ -301,6 +305,7 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
         (
             "K8s default deny on another Node",
             "east",
+            "default/client",
             "web/api-1",
             "",
             "",
@@ -316,6 +321,7 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
         (
             "K8s allow on another Node",
             "east",
+            "default/client",
             "web/api-1",
             "",
             "tcp,tcp_dst=8080",
@@ -335,6 +341,7 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
         (
             "Antrea-native drop with policy and rule",
             "east",
+            "default/client",
             "web/db-0",
             "",
             "tcp,tcp_dst=3306",
@@ -356,8 +363,54 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
             ],
         ),
         (
+            "Antrea-native reject with policy and rule",
+            "east",
+            "default/client",
+            "web/db-0",
+            "",
+            "tcp,tcp_dst=5432",
+            tcp(5432),
+            vec![
+                sender("e1", vec![spoofguard(&e_client), output_tunnel(&e2)]),
+                receiver(
+                    "e2",
+                    vec![
+                        received(),
+                        np(
+                            "IngressMetric",
+                            "Rejected",
+                            "AntreaClusterNetworkPolicy:reject-db",
+                            "reject-5432",
+                        ),
+                    ],
+                ),
+            ],
+        ),
+        (
+            "Antrea-native drop on the same Node",
+            "east",
+            "web/api-1",
+            "web/db-0",
+            "",
+            "tcp,tcp_dst=3306",
+            tcp(3306),
+            vec![sender(
+                "e2",
+                vec![
+                    spoofguard(&e_api1),
+                    np(
+                        "IngressMetric",
+                        "Dropped",
+                        "AntreaClusterNetworkPolicy:deny-db",
+                        "drop-3306",
+                    ),
+                ],
+            )],
+        ),
+        (
             "allowed by a named Antrea-native rule",
             "west",
+            "default/client",
             "default/server",
             "",
             "",
@@ -382,6 +435,7 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
         (
             "to another Node's IP",
             "east",
+            "default/client",
             "",
             &e2,
             "",
@@ -394,6 +448,7 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
         (
             "IPv6 inter-Node",
             "east",
+            "default/client",
             "default/backend",
             "",
             "ipv6",
@@ -405,13 +460,13 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
         ),
     ];
     let mut failures = Vec::new();
-    for (what, cluster, dst_pod, dst_ip, flow, packet, want) in cases {
+    for (what, cluster, src, dst_pod, dst_ip, flow, packet, want) in cases {
         let dst = if dst_ip.is_empty() {
             to_pod(dst_pod)
         } else {
             common::trace::to_ip(dst_ip)
         };
-        match a.run(cluster, spec("default/client", dst, packet)).await {
+        match a.run(cluster, spec(src, dst, packet)).await {
             Ok(t) if common::trace::phase(&t) == "Succeeded" => {
                 if let Err(e) = check_results(&results_json(&t), &want) {
                     failures.push(format!("{what} via gRPC: {e}"));
@@ -421,7 +476,7 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
             Err(e) => failures.push(format!("{what} via gRPC: {e}")),
         }
         let d = if dst_ip.is_empty() { dst_pod } else { dst_ip };
-        let mut args = vec!["-S", "default/client", "-D", d];
+        let mut args = vec!["-S", src, "-D", d];
         if !flow.is_empty() {
             args.extend(["-f", flow]);
         }
@@ -563,6 +618,6 @@ fn service_endpoint_on_the_same_and_another_node() {
 }
 
 #[test]
-fn policy_drops_allows_other_node_ip_and_ipv6_across_nodes() {
+fn policy_drops_rejects_allows_other_node_ip_and_ipv6_across_nodes() {
     with_lab("mcp", async |cfg, api| policies_and_more(cfg, api).await);
 }
