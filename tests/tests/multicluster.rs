@@ -221,15 +221,16 @@ fn np(table: &str, action: &str, policy: &str, rule: &str) -> serde_json::Value 
 }
 
 /// The topology's policies, on the same Node and across Nodes, and a trace to another Node's
-/// IP and an IPv6 inter-Node trace; each through gRPC and tfctl with its full lists.
-async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
+/// IP and an IPv6 inter-Node trace; each through gRPC and tfctl with its full lists, in the
+/// packet family `ipv6` (the underlay, hence `tunnelDstIP`, stays IPv4).
+async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), String> {
     let mut a = api.clone();
     let east = a.wait_pods("east", 6).await?;
     let west = a.wait_pods("west", 3).await?;
-    let e_client = pod_ip(&east, "default/client", false)?;
+    let e_client = pod_ip(&east, "default/client", ipv6)?;
     let e_client6 = pod_ip(&east, "default/client", true)?;
-    let e_api1 = pod_ip(&east, "web/api-1", false)?;
-    let w_client = pod_ip(&west, "default/client", false)?;
+    let e_api1 = pod_ip(&east, "web/api-1", ipv6)?;
+    let w_client = pod_ip(&west, "default/client", ipv6)?;
     let ip_of = |nodes: &[pb::InventoryNode], name: &str| {
         nodes
             .iter()
@@ -238,12 +239,21 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
             .map(|ip| ip.split('/').next().unwrap_or(ip).to_string())
             .ok_or(format!("no IPv4 InternalIP for {name}"))
     };
-    let e2 = ip_of(&a.nodes("east").await?, "e2")?;
+    let east_nodes = a.nodes("east").await?;
+    let e2 = ip_of(&east_nodes, "e2")?;
+    // The destination of "to another Node's IP", in the packet family.
+    let e2_ip = east_nodes
+        .iter()
+        .find(|n| n.name == "e2")
+        .and_then(|n| n.internal_ips.iter().find(|ip| ip.contains(':') == ipv6))
+        .map(|ip| ip.split('/').next().unwrap_or(ip).to_string())
+        .ok_or("no InternalIP of the family for e2")?;
     let w2 = ip_of(&a.nodes("west").await?, "w2")?;
     let allow_api = "K8sNetworkPolicy:web/allow-api";
     let tcp = |port: i32| {
         Some(pb::Packet {
-            ip_header: Some(pb::IpHeader::default()),
+            ip_header: (!ipv6).then(pb::IpHeader::default),
+            ipv6_header: ipv6.then(pb::IPv6Header::default),
             transport_header: Some(pb::TransportHeader {
                 tcp: Some(pb::TcpHeader {
                     dst_port: port,
@@ -258,6 +268,8 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
         ipv6_header: Some(pb::IPv6Header::default()),
         ..Default::default()
     });
+    // ICMP (no transport header) in the packet family.
+    let icmp = if ipv6 { v6.clone() } else { None };
     #[allow(clippy::type_complexity)]
     let cases: Vec<(
         &str,
@@ -276,7 +288,7 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
             "web/api-0",
             "",
             "",
-            None,
+            icmp.clone(),
             vec![sender(
                 "e1",
                 vec![
@@ -309,7 +321,7 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
             "web/api-1",
             "",
             "",
-            None,
+            icmp.clone(),
             vec![
                 sender("e1", vec![spoofguard(&e_client), output_tunnel(&e2)]),
                 receiver(
@@ -414,7 +426,7 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
             "default/server",
             "",
             "",
-            None,
+            icmp.clone(),
             vec![
                 sender("w1", vec![spoofguard(&w_client), output_tunnel(&w2)]),
                 receiver(
@@ -437,9 +449,9 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
             "east",
             "default/client",
             "",
-            &e2,
+            &e2_ip,
             "",
-            None,
+            icmp.clone(),
             vec![sender(
                 "e1",
                 vec![spoofguard(&e_client), output("ForwardedOutOfNetwork")],
@@ -476,9 +488,15 @@ async fn policies_and_more(cfg: &Path, api: &Api) -> Result<(), String> {
             Err(e) => failures.push(format!("{what} via gRPC: {e}")),
         }
         let d = if dst_ip.is_empty() { dst_pod } else { dst_ip };
+        let flow = match (ipv6, flow) {
+            (true, "") => "ipv6".to_string(),
+            (true, f) if !f.starts_with("ipv6") => format!("ipv6,{f}"),
+            (_, f) => f.to_string(),
+        };
+        let what = format!("{} {what}", if ipv6 { "IPv6" } else { "IPv4" });
         let mut args = vec!["-S", src, "-D", d];
         if !flow.is_empty() {
-            args.extend(["-f", flow]);
+            args.extend(["-f", flow.as_str()]);
         }
         let cfg = cfg.to_path_buf();
         let cluster = cluster.to_string();
@@ -619,5 +637,8 @@ fn service_endpoint_on_the_same_and_another_node() {
 
 #[test]
 fn policy_drops_rejects_allows_other_node_ip_and_ipv6_across_nodes() {
-    with_lab("mcp", async |cfg, api| policies_and_more(cfg, api).await);
+    with_lab("mcp", async |cfg, api| {
+        policies_and_more(cfg, api, false).await?;
+        policies_and_more(cfg, api, true).await
+    });
 }
