@@ -329,6 +329,7 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
             ipv6: false,
             result: Some(r),
             captured_packet: None,
+            dataplane_tag: 0,
         })),
     };
     n1.tx.send(report(sender)).await.expect("report n1");
@@ -519,6 +520,7 @@ async fn traceflow_resource_runs_and_its_status_is_written() {
                 ipv6: false,
                 result: Some(result),
                 captured_packet: None,
+                dataplane_tag: 0,
             })),
         })
         .await

@@ -161,6 +161,22 @@ async fn session(
                     }.instrument(span));
                 }
                 Some(pb::AgentCommand { kind: None }) => debug!("empty command"),
+                // Live-traffic traces (reference §3.6) need per-trace tagging flows this
+                // agent does not program yet: say so rather than stay silent.
+                Some(pb::AgentCommand { kind: Some(agent_command::Kind::LiveTrace(req)) }) => {
+                    warn!(trace_uid = %req.trace_uid, dscp_tag = req.dscp_tag, "live-traffic trace refused");
+                    let failure = pb::TraceFailure {
+                        trace_uid: req.trace_uid,
+                        trace_id: 0,
+                        reason: "live-traffic Traceflow is not supported by this agent yet".into(),
+                    };
+                    if tx.send(msg(agent_message::Kind::Failure(failure))).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(pb::AgentCommand { kind: Some(agent_command::Kind::StopLiveTrace(req)) }) => {
+                    debug!(trace_uid = %req.trace_uid, "stop live-traffic trace: nothing installed");
+                }
                 // Desired state (peers, Services, policies): the pipeline follows the store.
                 Some(pb::AgentCommand { kind: Some(agent_command::Kind::NodeState(state)) }) => {
                     let replace = state.replace;

@@ -180,6 +180,7 @@ mod tests {
                 ..Default::default()
             }),
             captured_packet: None,
+            dataplane_tag: 0,
         }
     }
 

@@ -102,6 +102,7 @@ fn report(id: u32, observations: Vec<pb::Observation>) -> pb::TraceReport {
             ..Default::default()
         }),
         captured_packet: None,
+        dataplane_tag: 0,
     }
 }
 

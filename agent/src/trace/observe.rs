@@ -54,6 +54,7 @@ impl Observed {
             ipv6: self.ipv6,
             result: Some(self.result),
             captured_packet: None,
+            dataplane_tag: 0,
         }
     }
 }
