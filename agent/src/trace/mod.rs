@@ -3,6 +3,7 @@
 
 pub mod inject;
 pub mod observe;
+pub mod pace;
 pub mod packet;
 
 use std::time::{Duration, SystemTime};
@@ -15,6 +16,7 @@ use crate::ports::NodePorts;
 
 pub use inject::InjectError;
 pub use observe::{NoPolicies, Observed, PolicyResolver};
+pub use pace::Pacer;
 
 /// How long an injection waits for a (re)connected br-int before failing.
 const SWITCH_WAIT: Duration = Duration::from_secs(3);
@@ -27,6 +29,8 @@ pub struct Tracer {
     switch: watch::Receiver<Option<Switch>>,
     /// Resolves conjunction ids to policy rules (none: names stay empty).
     desired: Option<watch::Receiver<std::sync::Arc<crate::desired::DesiredState>>>,
+    /// Keeps the trace packets in flight under OVS's packet-in queue ([`pace`]).
+    pacer: Pacer,
 }
 
 impl Tracer {
@@ -40,6 +44,7 @@ impl Tracer {
             ports,
             switch,
             desired: None,
+            pacer: Pacer::default(),
         }
     }
 
@@ -67,6 +72,15 @@ impl Tracer {
             inject::resolve(req, &ports, rand::random::<u16>)?
         };
         let msg = injection.packet_out()?;
+        let ticket = self.pacer.admit(req.trace_id).await;
+        let result = self.send(msg).await;
+        if result.is_err() {
+            self.pacer.failed(req.trace_id, ticket);
+        }
+        result
+    }
+
+    async fn send(&self, msg: crate::ovs::openflow::Message) -> Result<(), InjectError> {
         let mut sw_rx = self.switch.clone();
         let sw = tokio::time::timeout(SWITCH_WAIT, sw_rx.wait_for(Option::is_some))
             .await
@@ -82,6 +96,14 @@ impl Tracer {
 
     /// The observations for a packet-in, or `None` if it is not a trace packet.
     pub fn observe(&self, pin: &PacketIn) -> Option<Observed> {
+        let o = self.observe_only(pin);
+        if let Some(o) = &o {
+            self.pacer.seen(o.trace_id);
+        }
+        o
+    }
+
+    fn observe_only(&self, pin: &PacketIn) -> Option<Observed> {
         let ports = self.ports.borrow();
         match &self.desired {
             Some(d) => {
