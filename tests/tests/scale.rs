@@ -3,7 +3,7 @@
 //! at a time) before any is watched (WatchTraceflow); every one must end Succeeded with
 //! exactly its own observations (its source Pod's IP in SpoofGuard, its terminal action).
 //! A trace takes ~1 ms, so back-to-back creation overlaps only a hundred or so; to have all
-//! 1000 in flight at once for real, the second (ignored, see its reason) test pauses the
+//! 1000 in flight at once for real, the second test pauses the
 //! Node's agent (SIGSTOP) until the manager lists all 1000 Running, then resumes it.
 //! Prints timing figures: create → all done, per-trace latency p50/p99 (manager's creation
 //! time → the adapter's terminal transition), and how many traces overlapped in flight.
@@ -346,10 +346,6 @@ fn thousand_concurrent_injected_traces_each_with_its_own_observations() {
 
 /// All 1000 Running at once for real: the agent is paused while they are created.
 #[test]
-#[ignore = "agent: 1000 queued injections sent at once overflow OVS's packet-in queue \
-            (ovs-vswitchd: `connmgr|INFO|br-int<->unix#0: dropping packet-in due to queue \
-            overflow`, more than 100 unread); in 2 of 4 runs 12-36 of 1000 traces ended `Traceflow timeout` \
-            with no results"]
 fn thousand_traces_all_in_flight_at_once_with_the_agent_paused() {
     run("scp", true);
 }
