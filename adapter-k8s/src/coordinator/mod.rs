@@ -13,6 +13,7 @@
 //! timer fires (`Failed`, "Traceflow timeout"). The id is freed at the end. No state is polled.
 
 pub mod ids;
+pub mod live;
 pub mod live_tags;
 pub mod record;
 pub mod resolve;

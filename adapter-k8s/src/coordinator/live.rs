@@ -1,0 +1,268 @@
+//! Live-traffic spec → the per-Node `LiveTrace` commands (reference §3.3, §3.6).
+//!
+//! Pure: reads an [`Index`] and returns a [`LivePlan`]. Which Node tags the traffic:
+//!
+//! * source Pod given → its Node, role `SENDER` (ConntrackState, in_port = the Pod's port);
+//! * only the destination Pod → its Node, role `RECEIVER_ONLY` (L2ForwardingCalc);
+//!
+//! Every other Node of the cluster gets role `ANY`: it installs no tagging flow but recognises
+//! the tag (Output and the policy drop copies) so it reports the packet when it sees it. That
+//! is what `droppedOnly` needs (any Node may drop) and what a cross-Node path needs.
+//!
+//! The coordinator fills `trace_uid`, `dscp_tag` and `timeout_seconds`.
+
+use std::net::IpAddr;
+
+use traceflow_proto::v1 as pb;
+
+use super::resolve::ResolveError;
+use crate::inventory::Index;
+
+/// The commands of one live trace, one per Node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LivePlan {
+    pub ipv6: bool,
+    /// The Node that tags the traffic (sender or receiver-only).
+    pub tagging_node: String,
+    /// `(node, command)`, the tagging Node first, then the rest by name.
+    pub commands: Vec<(String, pb::LiveTrace)>,
+}
+
+fn admission(msg: impl Into<String>) -> ResolveError {
+    ResolveError::Admission(msg.into())
+}
+
+fn first_of_family(ips: &[String], ipv6: bool) -> Option<IpAddr> {
+    ips.iter()
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .find(|ip| ip.is_ipv6() == ipv6)
+}
+
+/// Plans `spec` (which has `live_traffic` set) against the inventory. `name` is the trace's
+/// name for Antrea's "neither source nor destination" message.
+pub fn plan(spec: &pb::TraceflowSpec, name: &str, index: &Index) -> Result<LivePlan, ResolveError> {
+    let src = spec.source.clone().unwrap_or_default();
+    let dst = spec.destination.clone().unwrap_or_default();
+    if src.pod.is_empty() && dst.pod.is_empty() {
+        return Err(admission(format!(
+            "Traceflow {name} has neither source nor destination Pod specified"
+        )));
+    }
+    let packet = spec.packet.clone().unwrap_or_default();
+    let ipv6 = packet.ipv6_header.is_some();
+    let protocol = match (&packet.ipv6_header, &packet.ip_header) {
+        (Some(h), _) => h.next_header.unwrap_or(0),
+        (None, Some(h)) => h.protocol,
+        (None, None) => 0,
+    };
+    let (src_port, dst_port) = match packet.transport_header.as_ref() {
+        Some(pb::TransportHeader { tcp: Some(t), .. }) => (t.src_port, t.dst_port),
+        Some(pb::TransportHeader { udp: Some(u), .. }) => (u.src_port, u.dst_port),
+        _ => (0, 0),
+    };
+
+    let mut cmd = pb::LiveTrace {
+        protocol,
+        src_port,
+        dst_port,
+        ipv6,
+        dropped_only: spec.dropped_only,
+        ..Default::default()
+    };
+
+    // Source: a Pod (tagged on its Node) or just an IP to match.
+    let mut sender = None;
+    if !src.pod.is_empty() {
+        let Some(pod) = index.pod(&src.namespace, &src.pod) else {
+            return Err(admission(format!(
+                "requested source Pod {}/{} not found",
+                src.namespace, src.pod
+            )));
+        };
+        if pod.node.is_empty() {
+            return Err(admission(format!(
+                "source Pod {}/{} is not scheduled to a Node",
+                src.namespace, src.pod
+            )));
+        }
+        if let Some(ip) = first_of_family(&pod.ips, ipv6) {
+            cmd.src_ip = ip.to_string();
+        }
+        cmd.in_pod_namespace = src.namespace.clone();
+        cmd.in_pod_name = src.pod.clone();
+        sender = Some(pod.node.clone());
+    } else if !src.ip.is_empty() {
+        cmd.src_ip = src.ip.clone();
+    }
+
+    // Destination: ip > pod > service (§1.2).
+    let mut receiver = None;
+    if !dst.ip.is_empty() {
+        cmd.dst_ip = dst.ip.clone();
+    } else if !dst.pod.is_empty() {
+        let Some(pod) = index.pod(&dst.namespace, &dst.pod) else {
+            return Err(admission(format!(
+                "requested destination Pod {}/{} not found",
+                dst.namespace, dst.pod
+            )));
+        };
+        if let Some(ip) = first_of_family(&pod.ips, ipv6) {
+            cmd.dst_ip = ip.to_string();
+            cmd.dst_pod_ip = ip.to_string();
+        }
+        receiver = Some(pod.node.clone()).filter(|n| !n.is_empty());
+    } else if !dst.service.is_empty() {
+        let Some(svc) = index.service(&dst.namespace, &dst.service) else {
+            return Err(admission(format!(
+                "requested destination Service {}/{} not found",
+                dst.namespace, dst.service
+            )));
+        };
+        if let Some(ip) = first_of_family(&svc.cluster_ips, ipv6) {
+            cmd.dst_ip = ip.to_string();
+        }
+    }
+
+    let (tagging_node, role) = match (sender, receiver) {
+        (Some(n), _) => (n, pb::LiveTraceRole::Sender),
+        (None, Some(n)) => (n, pb::LiveTraceRole::ReceiverOnly),
+        (None, None) => {
+            return Err(admission(format!(
+                "destination Pod {}/{} is not scheduled to a Node",
+                dst.namespace, dst.pod
+            )));
+        }
+    };
+    if role == pb::LiveTraceRole::ReceiverOnly && cmd.dst_pod_ip.is_empty() {
+        return Err(ResolveError::Node {
+            node: tagging_node,
+            error: "destination Pod does not have an address of the traced family".to_string(),
+        });
+    }
+
+    let mut commands = vec![(
+        tagging_node.clone(),
+        pb::LiveTrace {
+            role: role as i32,
+            ..cmd.clone()
+        },
+    )];
+    let mut others: Vec<String> = index
+        .nodes()
+        .map(|n| n.name.clone())
+        .filter(|n| *n != tagging_node)
+        .collect();
+    others.sort();
+    commands.extend(others.into_iter().map(|n| {
+        (
+            n,
+            pb::LiveTrace {
+                role: pb::LiveTraceRole::Any as i32,
+                ..cmd.clone()
+            },
+        )
+    }));
+    Ok(LivePlan {
+        ipv6,
+        tagging_node,
+        commands,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::convert::fixtures::*;
+    use crate::inventory::{Object, convert};
+
+    fn index() -> Index {
+        let mut idx = Index::new();
+        for n in [
+            mk_node("n1", &["10.10.1.0/24"], &["192.168.77.1"]),
+            mk_node("n2", &["10.10.2.0/24"], &["192.168.77.2"]),
+        ] {
+            if let Ok(n) = convert::node(&n) {
+                idx.apply(Object::Node(n));
+            }
+        }
+        for p in [
+            mk_pod("default", "p0", "n1", &["10.10.1.2", "fd00::2"]),
+            mk_pod("web", "api", "n2", &["10.10.2.2"]),
+        ] {
+            if let Ok(p) = convert::pod(&p) {
+                idx.apply(Object::Pod(p));
+            }
+        }
+        idx
+    }
+
+    fn spec(src: (&str, &str), dst: (&str, &str)) -> pb::TraceflowSpec {
+        pb::TraceflowSpec {
+            source: Some(pb::Source {
+                namespace: src.0.into(),
+                pod: src.1.into(),
+                ip: String::new(),
+            }),
+            destination: Some(pb::Destination {
+                namespace: dst.0.into(),
+                pod: dst.1.into(),
+                ..Default::default()
+            }),
+            live_traffic: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn source_pod_node_tags_and_every_other_node_listens() {
+        let plan = plan(&spec(("default", "p0"), ("web", "api")), "t", &index());
+        let Ok(plan) = plan else {
+            panic!("plan failed: {plan:?}");
+        };
+        assert_eq!(plan.tagging_node, "n1");
+        assert_eq!(plan.commands.len(), 2);
+        let (n, c) = &plan.commands[0];
+        assert_eq!(n, "n1");
+        assert_eq!(c.role, pb::LiveTraceRole::Sender as i32);
+        assert_eq!(
+            (c.in_pod_namespace.as_str(), c.in_pod_name.as_str()),
+            ("default", "p0")
+        );
+        assert_eq!(
+            (c.src_ip.as_str(), c.dst_ip.as_str()),
+            ("10.10.1.2", "10.10.2.2")
+        );
+        assert_eq!(c.protocol, 0, "protocol unset = any");
+        let (n, c) = &plan.commands[1];
+        assert_eq!(n, "n2");
+        assert_eq!(c.role, pb::LiveTraceRole::Any as i32);
+    }
+
+    #[test]
+    fn destination_only_is_receiver_only_on_its_node() {
+        let mut s = spec(("", ""), ("web", "api"));
+        s.dropped_only = true;
+        let plan = plan(&s, "t", &index());
+        let Ok(plan) = plan else {
+            panic!("plan failed: {plan:?}");
+        };
+        let (n, c) = &plan.commands[0];
+        assert_eq!(n, "n2");
+        assert_eq!(c.role, pb::LiveTraceRole::ReceiverOnly as i32);
+        assert_eq!(c.dst_pod_ip, "10.10.2.2");
+        assert!(c.src_ip.is_empty() && c.dropped_only);
+    }
+
+    #[test]
+    fn admission_failures() {
+        let reason = |s: pb::TraceflowSpec| plan(&s, "t1", &index()).err().map(|e| e.to_string());
+        assert_eq!(
+            reason(spec(("", ""), ("", ""))).as_deref(),
+            Some("Traceflow t1 has neither source nor destination Pod specified")
+        );
+        assert_eq!(
+            reason(spec(("default", "nope"), ("", ""))).as_deref(),
+            Some("requested source Pod default/nope not found")
+        );
+    }
+}
