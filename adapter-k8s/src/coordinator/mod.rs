@@ -11,6 +11,11 @@
 //! every `TraceReport` carrying that id (from any Node) into the record ([`record`]) and report
 //! each snapshot, until Antrea's success rule holds (`Succeeded`), an agent fails it, or its
 //! timer fires (`Failed`, "Traceflow timeout"). The id is freed at the end. No state is polled.
+//!
+//! A live-traffic trace instead gets a per-cluster DSCP tag ([`live_tags`]; full → Failed
+//! "number of on-going live-traffic Traceflows reached the limit of 14"), `LiveTrace` goes to
+//! every Node of its [`live::plan`] (the tagging Node first), reports are mapped by
+//! `dataplane_tag`, and at the end every such Node gets `StopLiveTrace` and the tag is freed.
 
 pub mod ids;
 pub mod live;
@@ -32,6 +37,7 @@ use crate::{
     inventory::{Inventory, index},
 };
 use ids::TraceIds;
+use live_tags::LiveTags;
 use record::TraceRecord;
 
 /// Antrea's default trace timeout (reference §1.2), used when `spec.timeout` is 0.
@@ -117,6 +123,8 @@ impl CoordinatorHandle {
 struct Running {
     record: TraceRecord,
     timer: AbortHandle,
+    /// Live-traffic traces: the Nodes holding its flows (told to stop at the end).
+    live_nodes: Vec<String>,
 }
 
 /// The coordinator task's state. Build with [`Coordinator::new`], drive with [`Coordinator::run`].
@@ -130,6 +138,9 @@ pub struct Coordinator {
     traces: HashMap<String, Running>,
     by_id: HashMap<(bool, u32), String>,
     ids: TraceIds,
+    /// Live-traffic traces by DSCP tag.
+    by_tag: HashMap<u32, String>,
+    live_tags: LiveTags,
 }
 
 impl Coordinator {
@@ -151,6 +162,8 @@ impl Coordinator {
             traces: HashMap::new(),
             by_id: HashMap::new(),
             ids: TraceIds::new(),
+            by_tag: HashMap::new(),
+            live_tags: LiveTags::new(),
         };
         (this, CoordinatorHandle { tx })
     }
@@ -215,6 +228,10 @@ impl Coordinator {
             return;
         }
         let spec = trace.spec.unwrap_or_default();
+        if spec.live_traffic {
+            self.start_live(uid, spec, &trace.name);
+            return;
+        }
         let resolved = resolve::resolve(&spec, &trace.name, &self.inventory.read());
         let resolved = match resolved {
             Ok(r) => r,
@@ -241,20 +258,19 @@ impl Coordinator {
             start_micros: now_micros(),
             results: Vec::new(),
             captured_packet: None,
+            dataplane_tag: 0,
         };
         self.emit(&uid, record.status(TraceflowPhase::Running, "", 0));
-        let timeout = timeout_of(&spec);
-        let timer = {
-            let tx = self.timeouts_tx.clone();
-            let uid = uid.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                let _ = tx.send((uid, trace_id));
-            })
-            .abort_handle()
-        };
+        let timer = self.arm_timer(&uid, timeout_of(&spec), trace_id);
         self.by_id.insert((resolved.ipv6, trace_id), uid.clone());
-        self.traces.insert(uid.clone(), Running { record, timer });
+        self.traces.insert(
+            uid.clone(),
+            Running {
+                record,
+                timer,
+                live_nodes: Vec::new(),
+            },
+        );
 
         let mut packet = resolved.packet;
         packet.trace_uid = uid.clone();
@@ -277,9 +293,93 @@ impl Coordinator {
         }
     }
 
+    fn arm_timer(&self, uid: &str, timeout: Duration, trace_id: u32) -> AbortHandle {
+        let tx = self.timeouts_tx.clone();
+        let uid = uid.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let _ = tx.send((uid, trace_id));
+        })
+        .abort_handle()
+    }
+
+    /// A live-traffic trace (reference §3.6): plan the per-Node commands, take a DSCP tag,
+    /// send `LiveTrace` to every Node of the plan. The trace then waits for tagged packets.
+    fn start_live(&mut self, uid: String, spec: pb::TraceflowSpec, name: &str) {
+        let plan = live::plan(&spec, name, &self.inventory.read());
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) => {
+                info!(uid = %uid, reason = %e, "live trace failed before start");
+                self.fail_unstarted(&uid, &e.to_string());
+                return;
+            }
+        };
+        let tag = match self.live_tags.allocate() {
+            Ok(t) => t,
+            Err(e) => {
+                info!(uid = %uid, reason = %e, "no free live-traffic tag");
+                self.fail_unstarted(&uid, &e.to_string());
+                return;
+            }
+        };
+        let timeout = timeout_of(&spec);
+        let has_source = spec.source.as_ref().is_some_and(|s| !s.pod.is_empty());
+        let record = TraceRecord {
+            uid: uid.clone(),
+            spec: spec.clone(),
+            sender_node: if has_source {
+                plan.tagging_node.clone()
+            } else {
+                String::new()
+            },
+            ipv6: plan.ipv6,
+            trace_id: 0,
+            start_micros: now_micros(),
+            results: Vec::new(),
+            captured_packet: None,
+            dataplane_tag: tag,
+        };
+        self.emit(&uid, record.status(TraceflowPhase::Running, "", 0));
+        let timer = self.arm_timer(&uid, timeout, 0);
+        self.by_tag.insert(tag, uid.clone());
+        let live_nodes = plan.commands.iter().map(|(n, _)| n.clone()).collect();
+        self.traces.insert(
+            uid.clone(),
+            Running {
+                record,
+                timer,
+                live_nodes,
+            },
+        );
+        info!(uid = %uid, tag, node = %plan.tagging_node, nodes = plan.commands.len(), "starting live trace");
+        for (node, mut cmd) in plan.commands {
+            cmd.trace_uid = uid.clone();
+            cmd.dscp_tag = tag;
+            cmd.timeout_seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
+            let cmd = pb::AgentCommand {
+                kind: Some(pb::agent_command::Kind::LiveTrace(cmd)),
+            };
+            if let Err(e) = self.agents.send(&node, cmd) {
+                if node == plan.tagging_node {
+                    let reason = format!("Node: {node}, error: {e}");
+                    self.finish(&uid, TraceflowPhase::Failed, &reason);
+                    return;
+                }
+                // A Node without an agent cannot report; the path may not cross it.
+                warn!(uid = %uid, node = %node, error = %e, "live trace not started on Node");
+            }
+        }
+    }
+
     fn on_report(&mut self, node: &str, report: pb::TraceReport) {
-        let Some(uid) = self.by_id.get(&(report.ipv6, report.trace_id)).cloned() else {
-            debug!(node = %node, trace_id = report.trace_id, ipv6 = report.ipv6, "report for no running trace");
+        let uid = if report.dataplane_tag != 0 {
+            self.by_tag.get(&report.dataplane_tag).cloned()
+        } else {
+            self.by_id.get(&(report.ipv6, report.trace_id)).cloned()
+        };
+        let Some(uid) = uid else {
+            debug!(node = %node, trace_id = report.trace_id, tag = report.dataplane_tag, ipv6 = report.ipv6, "report for no running trace");
             return;
         };
         let Some(running) = self.traces.get_mut(&uid) else {
@@ -337,8 +437,24 @@ impl Coordinator {
         };
         running.timer.abort();
         let rec = &running.record;
-        self.by_id.remove(&(rec.ipv6, rec.trace_id));
-        self.ids.release(rec.ipv6, rec.trace_id);
+        if rec.dataplane_tag != 0 {
+            self.by_tag.remove(&rec.dataplane_tag);
+            self.live_tags.release(rec.dataplane_tag);
+            for node in &running.live_nodes {
+                let cmd = pb::AgentCommand {
+                    kind: Some(pb::agent_command::Kind::StopLiveTrace(pb::StopLiveTrace {
+                        trace_uid: uid.to_string(),
+                    })),
+                };
+                if let Err(e) = self.agents.send(node, cmd) {
+                    // Its flows still expire by hard_timeout.
+                    debug!(uid = %uid, node = %node, error = %e, "stop live trace not sent");
+                }
+            }
+        } else {
+            self.by_id.remove(&(rec.ipv6, rec.trace_id));
+            self.ids.release(rec.ipv6, rec.trace_id);
+        }
         info!(uid = %uid, phase = phase.as_str_name(), reason, results = rec.results.len(), "trace finished");
         self.emit(uid, rec.status(phase, reason, now_micros()));
     }

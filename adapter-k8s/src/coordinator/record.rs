@@ -18,6 +18,8 @@ pub struct TraceRecord {
     /// In hop order, observations numbered from 1 (see [`order_and_sequence`]).
     pub results: Vec<pb::NodeResult>,
     pub captured_packet: Option<pb::Packet>,
+    /// Live-traffic traces: the DSCP tag the packets carry (0 for injected traces).
+    pub dataplane_tag: u32,
 }
 
 impl TraceRecord {
@@ -76,7 +78,7 @@ impl TraceRecord {
             phase: phase as i32,
             reason: reason.to_string(),
             start_time_micros: self.start_micros,
-            dataplane_tag: 0,
+            dataplane_tag: i32::try_from(self.dataplane_tag).unwrap_or(0),
             results: self.results.clone(),
             captured_packet: self.captured_packet.clone(),
             trace_id: self.trace_id,
@@ -168,6 +170,7 @@ mod tests {
             start_micros: 1,
             results: vec![],
             captured_packet: None,
+            dataplane_tag: 0,
         }
     }
 

@@ -304,3 +304,152 @@ async fn thousand_concurrent_traces_get_their_own_observations() {
         }
     }
 }
+
+fn live(uid: &str, dropped_only: bool) -> pb::Traceflow {
+    let mut t = trace(uid, "p1", 0);
+    if let Some(s) = t.spec.as_mut() {
+        s.live_traffic = true;
+        s.dropped_only = dropped_only;
+    }
+    t
+}
+
+fn live_report(tag: u32, observations: Vec<pb::Observation>) -> pb::TraceReport {
+    pb::TraceReport {
+        dataplane_tag: tag,
+        ..report(0, observations)
+    }
+}
+
+async fn command(rx: &mut mpsc::Receiver<pb::AgentCommand>) -> pb::agent_command::Kind {
+    match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+        Ok(Some(pb::AgentCommand { kind: Some(k) })) => k,
+        other => panic!("no command: {other:?}"),
+    }
+}
+
+async fn live_cmd(rx: &mut mpsc::Receiver<pb::AgentCommand>) -> pb::LiveTrace {
+    match command(rx).await {
+        pb::agent_command::Kind::LiveTrace(c) => c,
+        other => panic!("not a LiveTrace: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn live_trace_tags_on_the_sender_and_succeeds_with_captured_packet() {
+    let mut h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    let (_c2, mut n2) = h.agents.register("n2");
+    h.handle.start(live("u1", false));
+    let running = next(&mut h).await;
+    assert_eq!(phase(&running), TraceflowPhase::Running as i32);
+    let tag = running.status.as_ref().map_or(0, |s| s.dataplane_tag);
+    assert_eq!(tag, 7, "Antrea's first tag");
+
+    let c1 = live_cmd(&mut n1).await;
+    assert_eq!(c1.role, pb::LiveTraceRole::Sender as i32);
+    assert_eq!((c1.trace_uid.as_str(), c1.dscp_tag), ("u1", 7));
+    assert_eq!(
+        (c1.in_pod_namespace.as_str(), c1.in_pod_name.as_str()),
+        ("default", "p0")
+    );
+    assert_eq!(
+        (c1.src_ip.as_str(), c1.dst_ip.as_str()),
+        ("10.10.1.2", "10.10.2.3")
+    );
+    assert_eq!(c1.timeout_seconds, 20);
+    let c2 = live_cmd(&mut n2).await;
+    assert_eq!(c2.role, pb::LiveTraceRole::Any as i32);
+
+    let mut sent = live_report(
+        7,
+        vec![
+            obs(Component::SpoofGuard, Action::Forwarded),
+            obs(Component::Forwarding, Action::Forwarded),
+        ],
+    );
+    sent.captured_packet = Some(pb::Packet {
+        src_ip: "10.10.1.2".into(),
+        dst_ip: "10.10.2.3".into(),
+        length: 84,
+        ..Default::default()
+    });
+    h.handle.report("n1", sent);
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    h.handle.report(
+        "n2",
+        live_report(
+            7,
+            vec![
+                obs(Component::Forwarding, Action::Received),
+                obs(Component::Forwarding, Action::Delivered),
+            ],
+        ),
+    );
+    let done = next(&mut h).await;
+    assert_eq!(phase(&done), TraceflowPhase::Succeeded as i32);
+    let status = done.status.unwrap_or_default();
+    assert_eq!(status.dataplane_tag, 7);
+    assert_eq!(status.captured_packet.as_ref().map(|p| p.length), Some(84));
+    let roles: Vec<_> = status
+        .results
+        .iter()
+        .map(|r| (r.node.as_str(), r.role.as_str()))
+        .collect();
+    assert_eq!(roles, vec![("n1", "sender"), ("n2", "receiver")]);
+    for rx in [&mut n1, &mut n2] {
+        assert!(matches!(
+            command(rx).await,
+            pb::agent_command::Kind::StopLiveTrace(pb::StopLiveTrace { trace_uid }) if trace_uid == "u1"
+        ));
+    }
+    // The tag is free again: a report carrying it now belongs to no trace.
+    h.handle.report("n2", live_report(7, vec![]));
+    h.handle.start(live("u2", false));
+    let u2 = next(&mut h).await;
+    assert_eq!(u2.uid, "u2");
+    assert_eq!(
+        u2.status.map_or(0, |s| s.dataplane_tag),
+        11,
+        "cursor moves on"
+    );
+}
+
+#[tokio::test]
+async fn live_dropped_only_succeeds_on_any_report() {
+    let mut h = harness();
+    let (_c1, _n1) = h.agents.register("n1");
+    let (_c2, _n2) = h.agents.register("n2");
+    h.handle.start(live("u1", true));
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    h.handle.report(
+        "n2",
+        live_report(7, vec![obs(Component::NetworkPolicy, Action::Dropped)]),
+    );
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Succeeded as i32);
+}
+
+#[tokio::test]
+async fn live_tag_space_full_fails_clearly() {
+    let mut h = harness();
+    let (_c1, _n1) = h.agents.register("n1");
+    let (_c2, _n2) = h.agents.register("n2");
+    for i in 0..14 {
+        h.handle.start(live(&format!("u{i}"), false));
+        assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    }
+    h.handle.start(live("u14", false));
+    let failed = next(&mut h).await;
+    assert_eq!(phase(&failed), TraceflowPhase::Failed as i32);
+    assert_eq!(
+        reason(&failed),
+        "number of on-going live-traffic Traceflows reached the limit of 14"
+    );
+    // Ending one frees its tag.
+    h.handle.cancel("u3".into());
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Failed as i32);
+    h.handle.start(live("u15", false));
+    let u = next(&mut h).await;
+    assert_eq!(phase(&u), TraceflowPhase::Running as i32);
+    assert_eq!(u.status.map_or(0, |s| s.dataplane_tag), 19);
+}
