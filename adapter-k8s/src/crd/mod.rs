@@ -17,7 +17,7 @@
 pub mod status;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -44,15 +44,48 @@ pub fn resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, KIND), PLURAL)
 }
 
-/// uid → object name of the CR traces in flight; shared by the watcher and the router.
+/// How many finished CR trace uids are remembered, so that a late watch event carrying an
+/// earlier status of a finished trace is recognised as stale.
+const FINISHED_MEMORY: usize = 16_384;
+
+/// uid → object name of the CR traces in flight, plus the uids recently finished here; shared
+/// by the watcher and the router.
 #[derive(Clone, Default)]
 pub struct Local {
     names: Arc<Mutex<HashMap<String, String>>>,
+    finished: Arc<Mutex<Finished>>,
+}
+
+/// The last [`FINISHED_MEMORY`] uids that ended (or were deleted) while this adapter ran.
+#[derive(Default)]
+struct Finished {
+    order: VecDeque<String>,
+    set: HashSet<String>,
 }
 
 impl Local {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, String>> {
         self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn finish(&self, uid: &str) {
+        let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        if f.set.insert(uid.to_string()) {
+            f.order.push_back(uid.to_string());
+            while f.order.len() > FINISHED_MEMORY {
+                if let Some(old) = f.order.pop_front() {
+                    f.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn finished(&self, uid: &str) -> bool {
+        self.finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set
+            .contains(uid)
     }
 }
 
@@ -70,7 +103,11 @@ pub async fn route(
         let name = {
             let mut names = local.lock();
             if terminal {
-                names.remove(&update.uid)
+                let name = names.remove(&update.uid);
+                if name.is_some() {
+                    local.finish(&update.uid);
+                }
+                name
             } else {
                 names.get(&update.uid).cloned()
             }
@@ -149,7 +186,9 @@ pub async fn watch(
             }
             watcher::Event::Delete(obj) => {
                 let uid = obj.metadata.uid.clone().unwrap_or_default();
-                if local.lock().remove(&uid).is_some() {
+                let removed = local.lock().remove(&uid).is_some();
+                if removed {
+                    local.finish(&uid);
                     info!(name = ?obj.metadata.name, "Traceflow deleted; cancelling");
                     coordinator.cancel(uid);
                 }
@@ -171,6 +210,11 @@ fn on_object(
     };
     let uid = obj.metadata.uid.clone().unwrap_or_else(|| name.clone());
     let phase = phase_of(&obj);
+    if local.finished(&uid) {
+        // A late event for a trace that already ended here (e.g. still saying Running).
+        debug!(name = %name, uid = %uid, phase = %phase, "stale event for a finished Traceflow");
+        return;
+    }
     let known = local.lock().contains_key(&uid);
     match phase.as_str() {
         "" if !known => {}
@@ -210,4 +254,100 @@ fn on_object(
         created_by: "kubernetes".into(),
         ..Default::default()
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agents::Agents;
+    use crate::coordinator::Coordinator;
+    use crate::inventory::Inventory;
+
+    fn object(uid: &str, phase: Option<&str>) -> DynamicObject {
+        let mut data = serde_json::json!({ "spec": {
+            "source": { "namespace": "default", "pod": "p0" },
+            "destination": { "namespace": "default", "pod": "p1" },
+        }});
+        if let Some(p) = phase {
+            data["status"] = serde_json::json!({ "phase": p });
+        }
+        let mut obj = DynamicObject::new(&format!("tf-{uid}"), &resource()).data(data);
+        obj.metadata.uid = Some(uid.to_string());
+        obj
+    }
+
+    // `..Default::default()` keeps this compiling when the proto grows fields.
+    #[allow(clippy::needless_update)]
+    fn terminal(uid: &str) -> pb::TraceUpdate {
+        pb::TraceUpdate {
+            uid: uid.into(),
+            status: Some(pb::TraceflowStatus {
+                phase: TraceflowPhase::Succeeded as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_running_event_does_not_fail_a_finished_trace() {
+        let (updates_tx, _updates_rx) = mpsc::unbounded_channel();
+        let (_coordinator, handle) = Coordinator::new(Inventory::new(), Agents::new(), updates_tx);
+        let local = Local::default();
+        let (status_tx, mut status_rx) = mpsc::unbounded_channel();
+
+        // Created: the trace starts.
+        on_object(object("u1", None), "c1", &handle, &local, &status_tx);
+        assert!(local.lock().contains_key("u1"));
+
+        // It ends: the router writes Succeeded and forgets it.
+        let (from_tx, from_rx) = mpsc::unbounded_channel();
+        let (to_manager, mut manager_rx) = mpsc::unbounded_channel();
+        from_tx.send(terminal("u1")).expect("router input");
+        drop(from_tx);
+        route(from_rx, local.clone(), to_manager, status_tx.clone()).await;
+        let (name, st) = status_rx.try_recv().expect("terminal status written");
+        assert_eq!(name, "tf-u1");
+        assert_eq!(st.phase, TraceflowPhase::Succeeded as i32);
+        assert!(manager_rx.try_recv().is_err());
+
+        // The watch then delivers the earlier Running write: stale, ignored.
+        on_object(
+            object("u1", Some("Running")),
+            "c1",
+            &handle,
+            &local,
+            &status_tx,
+        );
+        assert!(
+            status_rx.try_recv().is_err(),
+            "a finished trace was overwritten"
+        );
+
+        // A Running object this adapter never saw is still an orphan.
+        on_object(
+            object("u2", Some("Running")),
+            "c1",
+            &handle,
+            &local,
+            &status_tx,
+        );
+        let (name, st) = status_rx.try_recv().expect("orphan failed");
+        assert_eq!(name, "tf-u2");
+        assert_eq!(st.phase, TraceflowPhase::Failed as i32);
+        assert!(st.reason.contains("restarted"), "{}", st.reason);
+    }
+
+    #[test]
+    fn finished_uids_are_bounded() {
+        let local = Local::default();
+        for i in 0..FINISHED_MEMORY + 10 {
+            local.finish(&format!("u{i}"));
+        }
+        assert!(!local.finished("u0"));
+        assert!(local.finished(&format!("u{}", FINISHED_MEMORY + 9)));
+        let f = local.finished.lock().expect("lock");
+        assert_eq!(f.order.len(), FINISHED_MEMORY);
+        assert_eq!(f.set.len(), FINISHED_MEMORY);
+    }
 }
