@@ -7,6 +7,7 @@
 //! so a reconcile is idempotent and never leaves the bridge half-programmed.
 
 pub mod flows;
+pub mod live;
 pub mod nx;
 pub mod policy;
 pub mod regs;

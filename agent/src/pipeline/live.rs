@@ -1,0 +1,329 @@
+//! Per-trace flows of a live-traffic trace (reference §3.3, §3.6), computed purely from a
+//! `LiveTrace` command and the Node's ports (no I/O; unit-tested). Not yet installed by the
+//! runtime: the agent still refuses `LiveTrace` (see `adapter.rs`).
+//!
+//! ```text
+//! ConntrackState     (sender) in_port = source Pod, +new+trk, addresses/protocol/ports
+//!                    → set DSCP = tag, goto next (the connection continues as normal)
+//! L2ForwardingCalc   (receiver-only) dl_dst = destination Pod MAC, +new+trk, match
+//!                    → set DSCP = tag, reg1 = Pod port + output marks, goto policy tables
+//! Output             (every role) DSCP = tag → controller (unless droppedOnly);
+//!                    to the tunnel: output as is (the next Node recognises the tag);
+//!                    elsewhere: DSCP cleared, then output:reg1 (the packet is delivered)
+//! ```
+//!
+//! Every flow carries the trace's own cookie ([`cookie`]), outside the pipeline's
+//! [`COOKIE`](super::COOKIE), so the reconciler leaves them alone and one cookie delete removes
+//! them; all have `hard_timeout` = the trace's timeout, so a lost stop cannot leak them.
+
+use std::net::IpAddr;
+
+use traceflow_proto::v1 as pb;
+
+use crate::ovs::openflow::oxm::ct_state;
+use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
+use crate::ports::NodePorts;
+
+use super::flows::prio;
+use super::regs;
+use super::tables::Table;
+
+const ETH_IPV4: u16 = 0x0800;
+const ETH_IPV6: u16 = 0x86dd;
+const PROTO_TCP: i32 = 6;
+const PROTO_UDP: i32 = 17;
+/// The cookie space of live-trace flows: the tag in the low byte.
+pub const LIVE_COOKIE_BASE: u64 = 0x7f1c_0001_0000_0000;
+
+/// The cookie of the flows of the live trace tagged `tag`.
+pub fn cookie(tag: u8) -> u64 {
+    LIVE_COOKIE_BASE | u64::from(tag)
+}
+
+/// Why a `LiveTrace` command cannot be turned into flows (the reason goes back to the adapter).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LiveError {
+    #[error("invalid live-traffic DSCP tag {0}")]
+    BadTag(u32),
+    #[error("source Pod {0} not found on this Node")]
+    NoSourcePod(String),
+    #[error("destination Pod {0} not found on this Node")]
+    NoDestinationPod(String),
+    #[error("invalid IP address {0:?}")]
+    BadIp(String),
+    #[error("invalid port {0}")]
+    BadPort(i32),
+}
+
+fn ip(s: &str, ipv6: bool) -> Result<Option<Oxm>, LiveError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) if !ipv6 => Ok(Some(Oxm::ipv4_src(a))),
+        Ok(IpAddr::V6(a)) if ipv6 => Ok(Some(Oxm::ipv6_src(a))),
+        _ => Err(LiveError::BadIp(s.to_string())),
+    }
+}
+
+fn dst_ip(s: &str, ipv6: bool) -> Result<Option<Oxm>, LiveError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) if !ipv6 => Ok(Some(Oxm::ipv4_dst(a))),
+        Ok(IpAddr::V6(a)) if ipv6 => Ok(Some(Oxm::ipv6_dst(a))),
+        _ => Err(LiveError::BadIp(s.to_string())),
+    }
+}
+
+fn port(p: i32) -> Result<Option<u16>, LiveError> {
+    match p {
+        0 => Ok(None),
+        p => u16::try_from(p)
+            .map(Some)
+            .map_err(|_| LiveError::BadPort(p)),
+    }
+}
+
+/// The traffic match of `t`: family, addresses, protocol and ports, new tracked connections.
+fn traffic(t: &pb::LiveTrace) -> Result<Match, LiveError> {
+    let mut m = Match::new().with(Oxm::eth_type(if t.ipv6 { ETH_IPV6 } else { ETH_IPV4 }));
+    let tracked = ct_state::NEW | ct_state::TRK;
+    m = m.with(Oxm::ct_state(tracked, tracked));
+    if let Some(o) = ip(&t.src_ip, t.ipv6)? {
+        m = m.with(o);
+    }
+    if let Some(o) = dst_ip(&t.dst_ip, t.ipv6)? {
+        m = m.with(o);
+    }
+    if let Ok(proto) = u8::try_from(t.protocol)
+        && proto != 0
+    {
+        m = m.with(Oxm::ip_proto(proto));
+        let (sp, dp) = (port(t.src_port)?, port(t.dst_port)?);
+        match t.protocol {
+            PROTO_TCP => {
+                m = sp.map_or(m.clone(), |p| m.clone().with(Oxm::tcp_src(p)));
+                m = dp.map_or(m.clone(), |p| m.clone().with(Oxm::tcp_dst(p)));
+            }
+            PROTO_UDP => {
+                m = sp.map_or(m.clone(), |p| m.clone().with(Oxm::udp_src(p)));
+                m = dp.map_or(m.clone(), |p| m.clone().with(Oxm::udp_dst(p)));
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+/// The tag of `t` if it is one of the 6-bit values a live trace may use (not 0, not the
+/// injected-trace class).
+fn tag_of(t: &pb::LiveTrace) -> Result<u8, LiveError> {
+    match u8::try_from(t.dscp_tag) {
+        Ok(tag) if tag != 0 && tag < 64 && tag != super::TRACE_DSCP => Ok(tag),
+        _ => Err(LiveError::BadTag(t.dscp_tag)),
+    }
+}
+
+/// Every flow live trace `t` needs on this Node, or why it cannot run here.
+pub fn live_flows(
+    t: &pb::LiveTrace,
+    ports: &NodePorts,
+    packet_in_meter: Option<u32>,
+) -> Result<Vec<FlowMod>, LiveError> {
+    let tag = tag_of(t)?;
+    let hard_timeout = u16::try_from(t.timeout_seconds).unwrap_or(u16::MAX);
+    let flow = |table: Table, priority: u16, m: Match, ins: Vec<Instruction>| {
+        let mut f = FlowMod::add(table.id(), priority, cookie(tag), m, ins);
+        f.hard_timeout = hard_timeout;
+        f
+    };
+    let mut f = Vec::new();
+    let role = pb::LiveTraceRole::try_from(t.role).unwrap_or(pb::LiveTraceRole::Any);
+    match role {
+        pb::LiveTraceRole::Sender => {
+            let key = format!("{}/{}", t.in_pod_namespace, t.in_pod_name);
+            let pod = ports
+                .pod(&t.in_pod_namespace, &t.in_pod_name)
+                .ok_or(LiveError::NoSourcePod(key))?;
+            f.push(flow(
+                Table::ConntrackState,
+                prio::TRACE,
+                traffic(t)?.with(Oxm::in_port(pod.port.ofport)),
+                vec![
+                    Instruction::ApplyActions(vec![Action::SetField(Oxm::ip_dscp(tag))]),
+                    Instruction::GotoTable(
+                        Table::ConntrackState
+                            .next()
+                            .map_or(Table::ConntrackState.id(), Table::id),
+                    ),
+                ],
+            ));
+        }
+        pb::LiveTraceRole::ReceiverOnly => {
+            let wanted: Option<IpAddr> = t.dst_pod_ip.parse().ok();
+            let pod = ports
+                .pods
+                .iter()
+                .find(|p| wanted.is_some_and(|w| p.port.ips.contains(&w)))
+                .ok_or_else(|| LiveError::NoDestinationPod(t.dst_pod_ip.clone()))?;
+            f.push(flow(
+                Table::L2ForwardingCalc,
+                prio::TRACE,
+                traffic(t)?.with(Oxm::eth_dst(pod.port.mac.0)),
+                vec![
+                    Instruction::ApplyActions(vec![
+                        Action::SetField(Oxm::ip_dscp(tag)),
+                        Action::set_reg(regs::TARGET_OFPORT_REG, pod.port.ofport, u32::MAX),
+                        Action::set_reg(0, regs::OUTPUT_TO_OFPORT_MARKS, regs::OUTPUT_MARKS_MASK),
+                    ]),
+                    Instruction::GotoTable(Table::AntreaPolicyIngressRule.id()),
+                ],
+            ));
+        }
+        pb::LiveTraceRole::Any | pb::LiveTraceRole::Unspecified => {}
+    }
+
+    // Output: report (unless droppedOnly) and deliver, clearing the tag except to the tunnel.
+    let to_controller: Vec<Action> = if t.dropped_only {
+        Vec::new()
+    } else {
+        packet_in_meter
+            .map(Action::Meter)
+            .into_iter()
+            .chain([Action::to_controller()])
+            .collect()
+    };
+    let et = if t.ipv6 { ETH_IPV6 } else { ETH_IPV4 };
+    let marked = || {
+        Match::new()
+            .with(Oxm::reg_masked(
+                0,
+                regs::OUTPUT_TO_OFPORT_MARK,
+                regs::OUTPUT_MODE_MASK,
+            ))
+            .with(Oxm::eth_type(et))
+            .with(Oxm::ip_dscp(tag))
+    };
+    if let Some(tun) = ports.tunnel_ofport {
+        f.push(flow(
+            Table::Output,
+            prio::TRACE_TUNNEL,
+            marked().with(Oxm::reg(regs::TARGET_OFPORT_REG, tun)),
+            vec![Instruction::ApplyActions(
+                [to_controller.clone(), vec![Action::output(tun)]].concat(),
+            )],
+        ));
+    }
+    f.push(flow(
+        Table::Output,
+        prio::TRACE,
+        marked(),
+        vec![Instruction::ApplyActions(
+            [
+                to_controller,
+                vec![
+                    Action::SetField(Oxm::ip_dscp(0)),
+                    Action::OutputReg {
+                        reg: regs::TARGET_OFPORT_REG,
+                        max_len: 0,
+                    },
+                ],
+            ]
+            .concat(),
+        )],
+    ));
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::fixtures::mk_node;
+
+    fn sender() -> pb::LiveTrace {
+        pb::LiveTrace {
+            trace_uid: "u1".into(),
+            dscp_tag: 7,
+            role: pb::LiveTraceRole::Sender as i32,
+            in_pod_namespace: "default".into(),
+            in_pod_name: "p0".into(),
+            src_ip: "10.10.1.2".into(),
+            dst_ip: "10.10.1.3".into(),
+            protocol: 6,
+            dst_port: 80,
+            timeout_seconds: 20,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sender_tags_new_connections_from_the_pod_port_and_output_clears_the_tag() {
+        let ports = mk_node();
+        let flows = live_flows(&sender(), &ports, None);
+        let Ok(flows) = flows else {
+            panic!("no flows: {flows:?}");
+        };
+        assert!(
+            flows
+                .iter()
+                .all(|f| f.cookie == cookie(7) && f.hard_timeout == 20)
+        );
+        let cs: Vec<_> = flows
+            .iter()
+            .filter(|f| f.table_id == Table::ConntrackState.id())
+            .collect();
+        assert_eq!(cs.len(), 1);
+        let m = &cs[0].fields.fields;
+        assert!(m.contains(&Oxm::tcp_dst(80)) && m.contains(&Oxm::ip_proto(6)));
+        assert!(m.contains(&Oxm::in_port(3)), "p0's port");
+        let out: Vec<_> = flows
+            .iter()
+            .filter(|f| f.table_id == Table::Output.id() && f.priority == prio::TRACE)
+            .collect();
+        assert_eq!(out.len(), 1);
+        let Instruction::ApplyActions(actions) = &out[0].instructions[0] else {
+            panic!("not apply-actions");
+        };
+        assert!(actions.contains(&Action::to_controller()));
+        assert!(actions.contains(&Action::SetField(Oxm::ip_dscp(0))));
+    }
+
+    #[test]
+    fn dropped_only_reports_nothing_from_output() {
+        let t = pb::LiveTrace {
+            dropped_only: true,
+            ..sender()
+        };
+        let flows = live_flows(&t, &mk_node(), None).unwrap_or_default();
+        assert!(!flows.is_empty());
+        assert!(flows.iter().all(|f| {
+            f.instructions.iter().all(|i| match i {
+                Instruction::ApplyActions(a) => !a.contains(&Action::to_controller()),
+                _ => true,
+            })
+        }));
+    }
+
+    #[test]
+    fn bad_commands_are_refused() {
+        let ports = mk_node();
+        let bad_tag = pb::LiveTrace {
+            dscp_tag: 63,
+            ..sender()
+        };
+        assert_eq!(
+            live_flows(&bad_tag, &ports, None),
+            Err(LiveError::BadTag(63))
+        );
+        let ghost = pb::LiveTrace {
+            in_pod_name: "ghost".into(),
+            ..sender()
+        };
+        assert_eq!(
+            live_flows(&ghost, &ports, None),
+            Err(LiveError::NoSourcePod("default/ghost".into()))
+        );
+    }
+}
