@@ -278,6 +278,69 @@ pub struct ParsedPacket {
     pub icmp_echo: Option<(u16, u16)>,
 }
 
+impl ParsedPacket {
+    /// The packet as a live-traffic trace's `status.capturedPacket` (reference §3.6): addresses,
+    /// IP length, the IP header of its family and the transport header it has.
+    pub fn to_captured(&self) -> traceflow_proto::v1::Packet {
+        use traceflow_proto::v1 as pb;
+        let (ip_header, ipv6_header) = if self.src.is_ipv6() {
+            let h = pb::IPv6Header {
+                next_header: Some(i32::from(self.protocol)),
+                hop_limit: i32::from(self.ttl),
+            };
+            (None, Some(h))
+        } else {
+            let h = pb::IpHeader {
+                protocol: i32::from(self.protocol),
+                ttl: i32::from(self.ttl),
+                flags: i32::from(self.ip_flags),
+            };
+            (Some(h), None)
+        };
+        let ports = || {
+            (
+                i32::from(self.src_port.unwrap_or(0)),
+                i32::from(self.dst_port.unwrap_or(0)),
+            )
+        };
+        let transport = match self.protocol {
+            6 => {
+                let (src_port, dst_port) = ports();
+                Some(pb::TransportHeader {
+                    tcp: Some(pb::TcpHeader {
+                        src_port,
+                        dst_port,
+                        flags: self.tcp_flags.map(i32::from),
+                    }),
+                    ..Default::default()
+                })
+            }
+            17 => {
+                let (src_port, dst_port) = ports();
+                Some(pb::TransportHeader {
+                    udp: Some(pb::UdpHeader { src_port, dst_port }),
+                    ..Default::default()
+                })
+            }
+            _ => self.icmp_echo.map(|(id, seq)| pb::TransportHeader {
+                icmp: Some(pb::IcmpEchoRequestHeader {
+                    id: i32::from(id),
+                    sequence: i32::from(seq),
+                }),
+                ..Default::default()
+            }),
+        };
+        pb::Packet {
+            src_ip: self.src.to_string(),
+            dst_ip: self.dst.to_string(),
+            length: i32::from(self.length),
+            ip_header,
+            ipv6_header,
+            transport_header: transport,
+        }
+    }
+}
+
 /// Why packet bytes are not an IP packet we can read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a parseable IP packet: {0}")]
@@ -540,6 +603,46 @@ mod tests {
         assert_eq!(b.len(), 34);
         assert_eq!(b[14 + 9], 47);
         assert_eq!(parse(&b).map(|p| p.protocol), Ok(47));
+    }
+
+    #[test]
+    fn captured_packet_of_a_parsed_echo_and_tcp() {
+        let b = v4(Transport::Echo { id: 7, seq: 9 })
+            .build()
+            .unwrap_or_default();
+        let Ok(p) = parse(&b) else {
+            panic!("unparseable");
+        };
+        let c = p.to_captured();
+        assert_eq!(
+            (c.src_ip.as_str(), c.dst_ip.as_str(), c.length),
+            ("10.1.0.2", "10.1.0.3", 28)
+        );
+        assert_eq!(
+            c.ip_header.as_ref().map(|h| (h.protocol, h.ttl)),
+            Some((1, 64))
+        );
+        assert!(c.ipv6_header.is_none());
+        let icmp = c.transport_header.and_then(|t| t.icmp);
+        assert_eq!(icmp.map(|i| (i.id, i.sequence)), Some((7, 9)));
+
+        let b = v6(Transport::Tcp {
+            src_port: 40000,
+            dst_port: 80,
+            flags: 2,
+        })
+        .build()
+        .unwrap_or_default();
+        let Ok(p) = parse(&b) else {
+            panic!("unparseable");
+        };
+        let c = p.to_captured();
+        assert_eq!(c.ipv6_header.as_ref().and_then(|h| h.next_header), Some(6));
+        let tcp = c.transport_header.and_then(|t| t.tcp);
+        assert_eq!(
+            tcp.map(|t| (t.src_port, t.dst_port, t.flags)),
+            Some((40000, 80, Some(2)))
+        );
     }
 
     #[test]
