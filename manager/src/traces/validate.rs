@@ -109,7 +109,12 @@ pub fn validate_spec(
     if source.pod.is_empty() && dest.pod.is_empty() {
         return Err(invalid(
             "spec.source.pod",
-            format!("Traceflow {name} has neither source nor destination Pod specified"),
+            if name.is_empty() {
+                // Not yet named (the manager generates one later): no double space.
+                "Traceflow has neither source nor destination Pod specified".to_string()
+            } else {
+                format!("Traceflow {name} has neither source nor destination Pod specified")
+            },
         ));
     }
 
@@ -448,8 +453,13 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            err(s).message,
+            err(s.clone()).message,
             "Traceflow t has neither source nor destination Pod specified"
+        );
+        let e = validate_spec("", Some(s)).expect_err("no Pod at all");
+        assert_eq!(
+            e.message,
+            "Traceflow has neither source nor destination Pod specified"
         );
         let pod = pb::InventoryPod {
             host_network: true,
