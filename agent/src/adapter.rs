@@ -5,6 +5,8 @@
 //!  NodeRuntime.ports ──AgentHello (first) / ports (on change)──▶ adapter
 //!  NodeRuntime.observations ──TraceReport (one per packet-in)───▶ adapter
 //!  Tracer.inject ◀──AgentCommand::Inject── adapter; failure ──TraceFailure──▶ adapter
+//!  Tracer.start_live / stop_live ◀──LiveTrace / StopLiveTrace── adapter
+//!  desired Store ◀──NodeState── adapter
 //! ```
 //!
 //! Contract: the first message on every stream is `hello` with the current ports; `ports`
@@ -161,21 +163,38 @@ async fn session(
                     }.instrument(span));
                 }
                 Some(pb::AgentCommand { kind: None }) => debug!("empty command"),
-                // Live-traffic traces (reference §3.6) need per-trace tagging flows this
-                // agent does not program yet: say so rather than stay silent.
+                // Live-traffic traces (reference §3.6): started in the background (it waits
+                // for br-int); a Node that cannot run its part fails the trace with the reason.
                 Some(pb::AgentCommand { kind: Some(agent_command::Kind::LiveTrace(req)) }) => {
-                    warn!(trace_uid = %req.trace_uid, dscp_tag = req.dscp_tag, "live-traffic trace refused");
-                    let failure = pb::TraceFailure {
-                        trace_uid: req.trace_uid,
-                        trace_id: 0,
-                        reason: "live-traffic Traceflow is not supported by this agent yet".into(),
-                    };
-                    if tx.send(msg(agent_message::Kind::Failure(failure))).await.is_err() {
-                        return Ok(());
-                    }
+                    let tracer = rt.tracer.clone();
+                    let desired = desired.clone();
+                    let programmed = rt.datapath.programmed_state.clone();
+                    let tx = tx.clone();
+                    let span = info_span!("live_trace", trace_uid = %req.trace_uid, dscp_tag = req.dscp_tag);
+                    tokio::spawn(async move {
+                        if let Err(error) = tracer.start_live(&req, &desired, &programmed).await {
+                            warn!(%error, "live trace not started");
+                            let failure = pb::TraceFailure {
+                                trace_uid: req.trace_uid.clone(),
+                                trace_id: 0,
+                                reason: error.to_string(),
+                            };
+                            let _ = tx.send(msg(agent_message::Kind::Failure(failure))).await;
+                            return;
+                        }
+                        info!(role = req.role, "live trace armed");
+                        // A lost StopLiveTrace must not hold the tag forever: the flows
+                        // expire by hard_timeout, the registration here.
+                        let lifetime = crate::pipeline::live::lifetime(&req) + Duration::from_secs(2);
+                        tokio::time::sleep(lifetime).await;
+                        tracer.stop_live(&req.trace_uid, &desired).await;
+                    }.instrument(span));
                 }
                 Some(pb::AgentCommand { kind: Some(agent_command::Kind::StopLiveTrace(req)) }) => {
-                    debug!(trace_uid = %req.trace_uid, "stop live-traffic trace: nothing installed");
+                    debug!(trace_uid = %req.trace_uid, "stop live-traffic trace");
+                    let tracer = rt.tracer.clone();
+                    let desired = desired.clone();
+                    tokio::spawn(async move { tracer.stop_live(&req.trace_uid, &desired).await });
                 }
                 // Desired state (peers, Services, policies): the pipeline follows the store.
                 Some(pb::AgentCommand { kind: Some(agent_command::Kind::NodeState(state)) }) => {

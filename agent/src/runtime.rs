@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::desired::{DesiredState, Store};
+use crate::ovs::openflow::{Message, PacketIn, Switch};
 use crate::pipeline::{self, DatapathHandle, Peer};
 use crate::ports::{self, NodePorts};
 use crate::trace::{Observed, Tracer};
@@ -110,34 +111,33 @@ impl NodeRuntime {
         tokio::spawn(
             async move {
                 while let Some(pin) = pin_rx.recv().await {
-                    match t.observe(&pin) {
-                        // Never block here: a slow consumer must not stall the datapath task
-                        // (and with it reconciliation); dropping a report is logged.
-                        Some(o) => match obs_tx.try_send(o) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(o)) => {
-                                warn!(
-                                    trace_id = o.trace_id,
-                                    "observation queue full; report dropped"
-                                );
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => break,
-                        },
-                        None => match crate::reject::reply_for(&pin) {
-                            // A Reject rule's packet: answer it (RST / ICMP) without waiting.
-                            Some(out) => {
-                                let sw = switch.borrow().clone();
-                                if let Some(sw) = sw {
-                                    tokio::spawn(async move {
-                                        let msg = crate::ovs::openflow::Message::PacketOut(out);
-                                        if let Err(error) = sw.transact(&[msg]).await {
-                                            warn!(%error, "sending a reject answer failed");
-                                        }
-                                    });
-                                }
-                            }
-                            None => debug!(table = pin.table_id, "packet-in is not a trace packet"),
-                        },
+                    let observed = t.observe(&pin);
+                    let live_tag = observed.as_ref().map_or(0, |o| o.dataplane_tag);
+                    if live_tag != 0 {
+                        // Reported once per Node: this Node stops tagging / reporting now.
+                        let t = t.clone();
+                        tokio::spawn(async move { t.remove_live_flows(live_tag).await });
+                    }
+                    // A trace packet is never answered, but live traffic is real traffic: a
+                    // Reject rule still answers it.
+                    if observed.is_none() || live_tag != 0 {
+                        answer_reject(&pin, &switch);
+                    }
+                    let Some(o) = observed else {
+                        continue;
+                    };
+                    // Never block here: a slow consumer must not stall the datapath task
+                    // (and with it reconciliation); dropping a report is logged.
+                    match obs_tx.try_send(o) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(o)) => {
+                            warn!(
+                                trace_id = o.trace_id,
+                                tag = o.dataplane_tag,
+                                "observation queue full; report dropped"
+                            );
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
                     }
                 }
             }
@@ -150,4 +150,24 @@ impl NodeRuntime {
             observations: obs_rx,
         }
     }
+}
+
+/// Answers a Reject rule's packet-in (RST / ICMP) without waiting; other packet-ins are
+/// logged and left alone.
+fn answer_reject(pin: &PacketIn, switch: &watch::Receiver<Option<Switch>>) {
+    let Some(out) = crate::reject::reply_for(pin) else {
+        debug!(
+            table = pin.table_id,
+            "packet-in is neither a trace nor a Reject"
+        );
+        return;
+    };
+    let Some(sw) = switch.borrow().clone() else {
+        return;
+    };
+    tokio::spawn(async move {
+        if let Err(error) = sw.transact(&[Message::PacketOut(out)]).await {
+            warn!(%error, "sending a reject answer failed");
+        }
+    });
 }

@@ -67,6 +67,7 @@ async fn session_hello_ports_reports_failures_and_reconnect() {
         datapath: DatapathHandle {
             switch: sw_rx,
             programmed: prog_rx,
+            programmed_state: watch::channel(Default::default()).1,
         },
         observations: obs_rx,
     };
@@ -103,6 +104,8 @@ async fn session_hello_ports_reports_failures_and_reconnect() {
         .send(Observed {
             trace_id: 77,
             ipv6: false,
+            dataplane_tag: 0,
+            captured_packet: None,
             result: pb::NodeResult {
                 node: "node-a".into(),
                 role: "sender".into(),

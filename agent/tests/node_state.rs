@@ -1099,3 +1099,199 @@ async fn ipv6_cluster_ip_reaches_endpoints_on_both_nodes() {
         "{o:?}"
     );
 }
+
+/// A live trace as the adapter plans it: `role` on this Node, ICMP p0(node-a) → `dst`.
+fn live_cmd(uid: &str, tag: u32, role: pb::LiveTraceRole, dst: &str) -> pb::LiveTrace {
+    pb::LiveTrace {
+        trace_uid: uid.into(),
+        dscp_tag: tag,
+        role: role as i32,
+        in_pod_namespace: "default".into(),
+        in_pod_name: "p0".into(),
+        src_ip: "10.1.0.2".into(),
+        dst_ip: dst.into(),
+        protocol: 1,
+        timeout_seconds: 30,
+        ..Default::default()
+    }
+}
+
+/// Nothing more reported by `rt` within `wait`.
+async fn quiet(rt: &mut NodeRuntime, wait: Duration) -> Result<(), Observed> {
+    match tokio::time::timeout(wait, rt.observations.recv()).await {
+        Ok(Some(o)) => Err(o),
+        _ => Ok(()),
+    }
+}
+
+/// Live traffic (reference §3.6) on two real Nodes: node-a tags the first new ICMP connection
+/// from p0 to node-b's p1 and reports it with the captured packet, node-b reports it received
+/// and delivered; the ping itself succeeds (the tag is cleared before delivery); each Node
+/// reports once and then removes its live flows, so a second ping is not reported. Then
+/// droppedOnly against a K8s default deny on node-b: node-a reports nothing, node-b reports
+/// the drop. Stopping removes every flow and tag; a bad command is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
+    let mut p = pair().await;
+    let dst = p.b.pods[1].ip.clone();
+    assert_eq!(p.a.pods[0].ip, "10.1.0.2");
+    let ok = ping_retry(&p.a, 0, &dst);
+    dump_on_failure(ok, &[&p.a, &p.b], "p0(node-a) cannot ping p1(node-b)");
+
+    let start = |rt: &NodeRuntime, store: &Store, cmd: pb::LiveTrace| {
+        let tracer = rt.tracer.clone();
+        let programmed = rt.datapath.programmed_state.clone();
+        let store = store.clone();
+        async move { tracer.start_live(&cmd, &store, &programmed).await }
+    };
+    start(
+        &p.rb,
+        &p.sb,
+        live_cmd("live-1", 7, pb::LiveTraceRole::Any, &dst),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("node-b: {e}"));
+    start(
+        &p.ra,
+        &p.sa,
+        live_cmd("live-1", 7, pb::LiveTraceRole::Sender, &dst),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("node-a: {e}"));
+    wait_flows(&p.a, "cookie=0x7f1c000100000007", true);
+    assert!(p.sa.current().live_tags.contains(&7));
+
+    let ok = p.a.ping(0, &dst);
+    dump_on_failure(ok, &[&p.a, &p.b], "the traced ping did not get its answer");
+    let sender = next_obs(&mut p.ra).await;
+    assert_eq!(
+        (
+            sender.dataplane_tag,
+            sender.trace_id,
+            sender.result.role.as_str()
+        ),
+        (7, 0, "sender")
+    );
+    assert_eq!(
+        summary(&sender),
+        vec![
+            (
+                pb::Component::SpoofGuard,
+                String::new(),
+                pb::Action::Forwarded
+            ),
+            (
+                pb::Component::Forwarding,
+                "Output".into(),
+                pb::Action::Forwarded
+            ),
+        ]
+    );
+    assert_eq!(sender.result.observations[1].tunnel_dst_ip, p.tun_b);
+    let captured = sender
+        .captured_packet
+        .clone()
+        .unwrap_or_else(|| panic!("the tagging Node captured nothing"));
+    assert_eq!(
+        (captured.src_ip.as_str(), captured.dst_ip.as_str()),
+        ("10.1.0.2", dst.as_str())
+    );
+    assert_eq!(captured.ip_header.map(|h| h.protocol), Some(1));
+    let receiver = next_obs(&mut p.rb).await;
+    assert_eq!(
+        (receiver.dataplane_tag, receiver.result.role.as_str()),
+        (7, "receiver")
+    );
+    assert!(receiver.captured_packet.is_none());
+    assert_eq!(
+        summary(&receiver),
+        vec![
+            (
+                pb::Component::Forwarding,
+                String::new(),
+                pb::Action::Received
+            ),
+            (
+                pb::Component::Forwarding,
+                "Output".into(),
+                pb::Action::Delivered
+            ),
+        ]
+    );
+    // Reported once: the live flows are gone and the next connection is not traced.
+    wait_flows(&p.a, "cookie=0x7f1c000100000007", false);
+    wait_flows(&p.b, "cookie=0x7f1c000100000007", false);
+    assert!(p.a.ping(0, &dst), "ping after the trace");
+    if let Err(o) = quiet(&mut p.ra, Duration::from_millis(500)).await {
+        panic!("node-a reported a second time: {o:?}");
+    }
+    if let Err(o) = quiet(&mut p.rb, Duration::from_millis(500)).await {
+        panic!("node-b reported a second time: {o:?}");
+    }
+    p.ra.tracer.stop_live("live-1", &p.sa).await;
+    p.rb.tracer.stop_live("live-1", &p.sb).await;
+    assert!(p.sa.current().live_tags.is_empty() && p.sb.current().live_tags.is_empty());
+
+    // droppedOnly: node-b isolates p1; only the drop is reported, by node-b.
+    assert!(p.sb.apply(pb::NodeState {
+        isolation: Some(pb::Isolation {
+            ingress_ips: vec![dst.clone()],
+            egress_ips: vec![],
+        }),
+        ..Default::default()
+    }));
+    wait_flows(&p.b, &format!("nw_dst={dst} actions=drop"), true);
+    let dropped_only = |role| pb::LiveTrace {
+        dropped_only: true,
+        ..live_cmd("live-2", 11, role, &dst)
+    };
+    start(&p.rb, &p.sb, dropped_only(pb::LiveTraceRole::Any))
+        .await
+        .unwrap_or_else(|e| panic!("node-b: {e}"));
+    start(&p.ra, &p.sa, dropped_only(pb::LiveTraceRole::Sender))
+        .await
+        .unwrap_or_else(|e| panic!("node-a: {e}"));
+    // The tag's drop copy is in node-b's IngressDefaultRule.
+    wait_flows(&p.b, "nw_tos=44", true);
+    assert!(!p.a.ping(0, &dst), "ping passed a default deny");
+    let dropped = next_obs(&mut p.rb).await;
+    assert_eq!(dropped.dataplane_tag, 11);
+    assert_eq!(
+        summary(&dropped),
+        vec![
+            (
+                pb::Component::Forwarding,
+                String::new(),
+                pb::Action::Received
+            ),
+            (
+                pb::Component::NetworkPolicy,
+                "IngressDefaultRule".into(),
+                pb::Action::Dropped
+            ),
+        ]
+    );
+    if let Err(o) = quiet(&mut p.ra, Duration::from_millis(300)).await {
+        panic!("node-a reported a droppedOnly trace it forwarded: {o:?}");
+    }
+    for (rt, store, node) in [(&p.ra, &p.sa, &p.a), (&p.rb, &p.sb, &p.b)] {
+        rt.tracer.stop_live("live-2", store).await;
+        wait_flows(node, "cookie=0x7f1c00010000000b", false);
+        wait_flows(node, "nw_tos=44", false);
+    }
+
+    // Refused with a reason, leaving nothing behind.
+    let ghost = pb::LiveTrace {
+        in_pod_name: "ghost".into(),
+        ..live_cmd("live-3", 15, pb::LiveTraceRole::Sender, &dst)
+    };
+    let err = start(&p.ra, &p.sa, ghost)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        err.as_deref(),
+        Some("source Pod default/ghost not found on this Node")
+    );
+    assert!(p.sa.current().live_tags.is_empty());
+}

@@ -45,6 +45,7 @@ async fn node_state_commands_reach_the_store() {
         datapath: DatapathHandle {
             switch: sw_rx,
             programmed: prog_rx,
+            programmed_state: watch::channel(Default::default()).1,
         },
         observations: obs_rx,
     };

@@ -39,9 +39,6 @@ pub enum ResolveError {
     /// An agent-side failure in Antrea (§2.8), attributed to the sender Node.
     #[error("Node: {node}, error: {error}")]
     Node { node: String, error: String },
-    /// Something this adapter does not do (yet).
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 fn node_err(node: &str, error: impl Into<String>) -> ResolveError {
@@ -71,15 +68,11 @@ pub fn resolve(
 ) -> Result<Resolved, ResolveError> {
     let src = spec.source.clone().unwrap_or_default();
     let dst = spec.destination.clone().unwrap_or_default();
+    // Live traffic is planned by `live::plan`; nothing is injected for it.
     if spec.live_traffic {
-        if src.pod.is_empty() && dst.pod.is_empty() {
-            return Err(ResolveError::Admission(format!(
-                "Traceflow {name} has neither source nor destination Pod specified"
-            )));
-        }
-        return Err(ResolveError::Unsupported(
-            "live-traffic Traceflow is not supported by this adapter yet".to_string(),
-        ));
+        return Err(ResolveError::Admission(format!(
+            "Traceflow {name} is a live-traffic Traceflow; it has no packet to inject"
+        )));
     }
     // §2.2 admission, in Antrea's order.
     if src.namespace.is_empty() || src.pod.is_empty() {
@@ -513,7 +506,7 @@ mod tests {
         };
         assert_eq!(
             reason(resolve(&live, "t1", &idx)),
-            "Traceflow t1 has neither source nor destination Pod specified"
+            "Traceflow t1 is a live-traffic Traceflow; it has no packet to inject"
         );
     }
 

@@ -91,6 +91,23 @@ impl Store {
         });
     }
 
+    /// Adds (`on`) or removes the live-traffic tag `tag`; returns whether the state changed.
+    pub fn set_live_tag(&self, tag: u8, on: bool) -> bool {
+        self.tx.send_if_modified(|cur| {
+            if cur.live_tags.contains(&tag) == on {
+                return false;
+            }
+            let mut next = (**cur).clone();
+            if on {
+                next.live_tags.insert(tag);
+            } else {
+                next.live_tags.remove(&tag);
+            }
+            *cur = Arc::new(next);
+            true
+        })
+    }
+
     /// Applies one NodeState message (see the module contract). Returns whether the state
     /// changed; invalid objects are logged with their key and skipped.
     pub fn apply(&self, msg: pb::NodeState) -> bool {

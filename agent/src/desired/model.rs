@@ -357,6 +357,10 @@ pub struct DesiredState {
     /// Local Pod IPs isolated by K8s NetworkPolicies for ingress / egress.
     pub isolated_ingress: BTreeSet<IpAddr>,
     pub isolated_egress: BTreeSet<IpAddr>,
+    /// DSCP tags of the live-traffic traces running on this Node (`LiveTrace` /
+    /// `StopLiveTrace`, not `NodeState`): the policy drop tables report packets carrying them.
+    /// A replace keeps them; they end with their trace.
+    pub live_tags: BTreeSet<u8>,
 }
 
 impl DesiredState {
@@ -375,7 +379,10 @@ impl DesiredState {
         } = msg;
         let mut errors = Vec::new();
         if replace {
-            *self = Self::default();
+            *self = Self {
+                live_tags: std::mem::take(&mut self.live_tags),
+                ..Self::default()
+            };
         }
         if let Some(n) = node {
             match PeerNode::try_from(n) {

@@ -173,3 +173,27 @@ fn static_peers_are_replaced_by_the_adapter() {
         std::net::IpAddr::from([192, 168, 77, 3])
     );
 }
+
+#[test]
+fn live_tags_survive_a_replace_and_only_real_changes_wake_the_pipeline() {
+    let store = Store::default();
+    let mut rx = store.subscribe();
+    assert!(store.set_live_tag(7, true));
+    assert!(!store.set_live_tag(7, true), "already on");
+    rx.borrow_and_update();
+    assert!(store.apply(replace()));
+    assert_eq!(
+        store
+            .current()
+            .live_tags
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![7]
+    );
+    rx.borrow_and_update();
+    assert!(store.set_live_tag(7, false));
+    assert!(rx.has_changed().unwrap_or(false));
+    assert!(!store.set_live_tag(7, false), "already off");
+    assert!(store.current().live_tags.is_empty());
+}

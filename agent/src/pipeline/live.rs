@@ -1,6 +1,7 @@
 //! Per-trace flows of a live-traffic trace (reference §3.3, §3.6), computed purely from a
-//! `LiveTrace` command and the Node's ports (no I/O; unit-tested). Not yet installed by the
-//! runtime: the agent still refuses `LiveTrace` (see `adapter.rs`).
+//! `LiveTrace` command and the Node's ports (no I/O; unit-tested). Installed and removed by
+//! `Tracer::start_live` / `stop_live` (crate::trace); the policy drop tables report live tags
+//! through the desired state's `live_tags` (see [`super::policy`]).
 //!
 //! ```text
 //! ConntrackState     (sender) in_port = source Pod, +new+trk, addresses/protocol/ports
@@ -34,6 +35,21 @@ const PROTO_TCP: i32 = 6;
 const PROTO_UDP: i32 = 17;
 /// The cookie space of live-trace flows: the tag in the low byte.
 pub const LIVE_COOKIE_BASE: u64 = 0x7f1c_0001_0000_0000;
+
+/// How long a live trace's flows live when the command names no timeout (Antrea's default).
+const DEFAULT_TIMEOUT_SECONDS: u16 = 20;
+
+/// How long the flows of `t` live (`hard_timeout`): its timeout, never unbounded.
+pub fn lifetime(t: &pb::LiveTrace) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(hard_timeout(t)))
+}
+
+fn hard_timeout(t: &pb::LiveTrace) -> u16 {
+    match t.timeout_seconds {
+        0 => DEFAULT_TIMEOUT_SECONDS,
+        s => u16::try_from(s).unwrap_or(u16::MAX),
+    }
+}
 
 /// The cookie of the flows of the live trace tagged `tag`.
 pub fn cookie(tag: u8) -> u64 {
@@ -133,7 +149,7 @@ pub fn live_flows(
     packet_in_meter: Option<u32>,
 ) -> Result<Vec<FlowMod>, LiveError> {
     let tag = tag_of(t)?;
-    let hard_timeout = u16::try_from(t.timeout_seconds).unwrap_or(u16::MAX);
+    let hard_timeout = hard_timeout(t);
     let flow = |table: Table, priority: u16, m: Match, ins: Vec<Instruction>| {
         let mut f = FlowMod::add(table.id(), priority, cookie(tag), m, ins);
         f.hard_timeout = hard_timeout;

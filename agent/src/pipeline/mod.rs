@@ -184,6 +184,9 @@ pub struct DatapathHandle {
     pub switch: watch::Receiver<Option<Switch>>,
     /// Counts successful reconciles; a test can wait for it to move after a restart.
     pub programmed: watch::Receiver<u64>,
+    /// The desired state br-int was last programmed with (a live trace waits here until its
+    /// tag's drop copies are in place before it tags traffic).
+    pub programmed_state: watch::Receiver<Arc<DesiredState>>,
 }
 
 /// Keeps br-int programmed: waits (up to 5 s) for the first OVSDB snapshot, connects to `mgmt` (reconnecting with backoff 100 ms → 1 s when
@@ -198,6 +201,7 @@ pub fn spawn(
 ) -> DatapathHandle {
     let (sw_tx, sw_rx) = watch::channel(None);
     let (prog_tx, prog_rx) = watch::channel(0u64);
+    let (state_tx, state_rx) = watch::channel(Arc::new(DesiredState::default()));
     let span = info_span!("datapath", mgmt = %mgmt.display());
     tokio::spawn(
         async move {
@@ -233,6 +237,7 @@ pub fn spawn(
                     Ok(n) => {
                         info!(flows = n, pods = current.pods.len(), "pipeline programmed");
                         prog_tx.send_modify(|g| *g += 1);
+                        state_tx.send_replace(current_desired);
                     }
                     Err(error) => {
                         // Back off: a flow OVS rejects would fail again at once.
@@ -272,6 +277,7 @@ pub fn spawn(
                                 Ok(n) => {
                                     info!(flows = n, pods = current.pods.len(), peers = current_desired.peers.len(), services = current_desired.services.len(), rules = current_desired.rules.len(), "pipeline reprogrammed");
                                     prog_tx.send_modify(|g| *g += 1);
+                                    state_tx.send_replace(current_desired);
                                 }
                                 Err(error) => {
                                     warn!(%error, "reprogramming failed; reconnecting");
@@ -300,5 +306,6 @@ pub fn spawn(
     DatapathHandle {
         switch: sw_rx,
         programmed: prog_rx,
+        programmed_state: state_rx,
     }
 }

@@ -382,7 +382,28 @@ pub fn policy_flows(desired: &DesiredState, packet_in_meter: Option<u32>) -> Vec
             out.push(f);
         }
     }
-    // K8s isolation: drops in *DefaultRule, with trace copies.
+    // Live-traffic tags: any denied packet carrying one is reported (the injected class has
+    // per-rule copies above; a tag needs no rule to tell the trace apart).
+    for tag in &desired.live_tags {
+        for (t, et) in [Table::EgressMetric, Table::IngressMetric]
+            .into_iter()
+            .flat_map(|t| [(t, ETH_IPV4), (t, ETH_IPV6)])
+        {
+            out.push(flow(
+                t,
+                prio::TRACE,
+                Match::new()
+                    .with(Oxm::reg_masked(0, regs::AP_DENY_MARK, regs::AP_DENY_MARK))
+                    .with(Oxm::eth_type(et))
+                    .with(Oxm::ip_dscp(*tag)),
+                to_controller(),
+            ));
+        }
+    }
+    // K8s isolation: drops in *DefaultRule, with a copy per trace class and live tag.
+    let classes: Vec<u8> = std::iter::once(TRACE_DSCP)
+        .chain(desired.live_tags.iter().copied())
+        .collect();
     for (t, ips, src) in [
         (Table::IngressDefaultRule, &desired.isolated_ingress, false),
         (Table::EgressDefaultRule, &desired.isolated_egress, true),
@@ -390,12 +411,14 @@ pub fn policy_flows(desired: &DesiredState, packet_in_meter: Option<u32>) -> Vec
         for ip in ips {
             let m = host_match(src, *ip);
             out.push(flow(t, prio::NORMAL, m.clone(), Vec::new()));
-            out.push(flow(
-                t,
-                prio::TRACE,
-                m.with(Oxm::ip_dscp(TRACE_DSCP)),
-                to_controller(),
-            ));
+            for class in &classes {
+                out.push(flow(
+                    t,
+                    prio::TRACE,
+                    m.clone().with(Oxm::ip_dscp(*class)),
+                    to_controller(),
+                ));
+            }
         }
     }
     out
@@ -610,6 +633,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn live_tags_get_drop_copies_in_metric_and_default_rule_tables() {
+        let mut s = state(vec![rule(5, "Drop", "10.1.0.2/32", 0)], &["10.1.0.3"]);
+        let before = policy_flows(&s, None);
+        s.live_tags.insert(7);
+        let after = policy_flows(&s, None);
+        let tagged: Vec<_> = after
+            .iter()
+            .filter(|f| f.fields.fields.contains(&Oxm::ip_dscp(7)))
+            .collect();
+        // 2 metric tables x 2 families, and one isolated Pod in IngressDefaultRule.
+        assert_eq!(tagged.len(), 5, "{tagged:#?}");
+        assert_eq!(after.len(), before.len() + 5);
+        for f in &tagged {
+            assert_eq!(f.priority, prio::TRACE);
+            assert!(matches!(
+                f.instructions.first(),
+                Some(Instruction::ApplyActions(a)) if a.contains(&Action::to_controller())
+            ));
+        }
+        let default_rule = tagged
+            .iter()
+            .filter(|f| f.table_id == Table::IngressDefaultRule.id())
+            .count();
+        assert_eq!(default_rule, 1);
     }
 
     #[test]

@@ -2,21 +2,44 @@
 //! trace packet-ins into observations ([`observe`]).
 
 pub mod inject;
+pub mod live;
 pub mod observe;
 pub mod pace;
 pub mod packet;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use traceflow_proto::v1 as pb;
+use tracing::{debug, info};
 
-use crate::ovs::openflow::{OfError, PacketIn, Switch};
+use crate::desired::{DesiredState, Store};
+use crate::ovs::openflow::message::TABLE_ALL;
+use crate::ovs::openflow::{FlowMod, Message, OfError, PacketIn, Switch};
+use crate::pipeline::{PACKET_IN_METER, TRACE_DSCP, live as live_flows};
 use crate::ports::NodePorts;
 
 pub use inject::InjectError;
+pub use live::LiveTraces;
 pub use observe::{NoPolicies, Observed, PolicyResolver};
 pub use pace::Pacer;
+
+/// How long starting a live trace waits for br-int to be reprogrammed with its tag.
+const LIVE_PROGRAM_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a live-traffic trace could not start on this Node (sent back as the failure reason).
+#[derive(Debug, thiserror::Error)]
+pub enum LiveStartError {
+    #[error(transparent)]
+    Flows(#[from] live_flows::LiveError),
+    #[error(
+        "br-int was not reprogrammed to report the trace's drops within {0:?}; check the agent's OpenFlow connection"
+    )]
+    NotProgrammed(Duration),
+    #[error("failed to install the live-traffic flows: {0}")]
+    OpenFlow(String),
+}
 
 /// How long an injection waits for a (re)connected br-int before failing.
 const SWITCH_WAIT: Duration = Duration::from_secs(3);
@@ -31,6 +54,8 @@ pub struct Tracer {
     desired: Option<watch::Receiver<std::sync::Arc<crate::desired::DesiredState>>>,
     /// Keeps the trace packets in flight under OVS's packet-in queue ([`pace`]).
     pacer: Pacer,
+    /// Live-traffic traces running here ([`live`]).
+    live: LiveTraces,
 }
 
 impl Tracer {
@@ -45,6 +70,7 @@ impl Tracer {
             switch,
             desired: None,
             pacer: Pacer::default(),
+            live: LiveTraces::default(),
         }
     }
 
@@ -80,12 +106,10 @@ impl Tracer {
         result
     }
 
-    async fn send(&self, msg: crate::ovs::openflow::Message) -> Result<(), InjectError> {
-        let mut sw_rx = self.switch.clone();
-        let sw = tokio::time::timeout(SWITCH_WAIT, sw_rx.wait_for(Option::is_some))
+    async fn send(&self, msg: Message) -> Result<(), InjectError> {
+        let sw = self
+            .connected()
             .await
-            .ok()
-            .and_then(|r| r.ok().and_then(|s| s.clone()))
             .ok_or_else(|| InjectError::OpenFlow("OpenFlow connection to br-int is down".into()))?;
         sw.transact(std::slice::from_ref(&msg))
             .await
@@ -94,23 +118,131 @@ impl Tracer {
             })
     }
 
+    /// The br-int connection, waiting up to [`SWITCH_WAIT`] for a (re)connect.
+    async fn connected(&self) -> Option<Switch> {
+        let mut sw_rx = self.switch.clone();
+        tokio::time::timeout(SWITCH_WAIT, sw_rx.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(|r| r.ok().and_then(|s| s.clone()))
+    }
+
+    /// Starts live trace `cmd` on this Node (module [`live`]): registers its tag, waits until
+    /// br-int reports the tag's policy drops (`programmed` is the state br-int was last
+    /// programmed with), then installs the trace's own tagging and Output flows. On any
+    /// error nothing of the trace is left behind.
+    pub async fn start_live(
+        &self,
+        cmd: &pb::LiveTrace,
+        desired: &Store,
+        programmed: &watch::Receiver<Arc<DesiredState>>,
+    ) -> Result<(), LiveStartError> {
+        let flows = {
+            let ports = self.ports.borrow();
+            live_flows::live_flows(cmd, &ports, Some(PACKET_IN_METER))?
+        };
+        // live_flows accepted the tag, so it is a 6-bit value.
+        let tag = u8::try_from(cmd.dscp_tag).unwrap_or_default();
+        let role = pb::LiveTraceRole::try_from(cmd.role).unwrap_or(pb::LiveTraceRole::Any);
+        let tagging = matches!(
+            role,
+            pb::LiveTraceRole::Sender | pb::LiveTraceRole::ReceiverOnly
+        );
+        if let Some(old) = self.live.insert(tag, &cmd.trace_uid, tagging) {
+            info!(tag, old = %old, "live tag reused; the previous trace's flows are removed");
+            self.remove_live_flows(tag).await;
+        }
+        let result = self.program_live(tag, flows, desired, programmed).await;
+        if result.is_err() {
+            self.stop_live(&cmd.trace_uid, desired).await;
+        }
+        result
+    }
+
+    async fn program_live(
+        &self,
+        tag: u8,
+        flows: Vec<FlowMod>,
+        desired: &Store,
+        programmed: &watch::Receiver<Arc<DesiredState>>,
+    ) -> Result<(), LiveStartError> {
+        desired.set_live_tag(tag, true);
+        let mut programmed = programmed.clone();
+        let ready = matches!(
+            tokio::time::timeout(
+                LIVE_PROGRAM_WAIT,
+                programmed.wait_for(|s| s.live_tags.contains(&tag)),
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        if !ready {
+            return Err(LiveStartError::NotProgrammed(LIVE_PROGRAM_WAIT));
+        }
+        let sw = self.connected().await.ok_or_else(|| {
+            LiveStartError::OpenFlow("OpenFlow connection to br-int is down".into())
+        })?;
+        let msgs: Vec<Message> = flows.into_iter().map(Message::FlowMod).collect();
+        sw.transact(&msgs)
+            .await
+            .map_err(|e| LiveStartError::OpenFlow(e.to_string()))
+    }
+
+    /// Ends live trace `uid` here: its flows and tag go. Unknown uids are ignored.
+    pub async fn stop_live(&self, uid: &str, desired: &Store) {
+        let Some(tag) = self.live.remove(uid) else {
+            return;
+        };
+        self.remove_live_flows(tag).await;
+        desired.set_live_tag(tag, false);
+        debug!(uid, tag, "live trace stopped");
+    }
+
+    /// Removes the tagging and Output flows of the live trace tagged `tag` (its policy drop
+    /// copies stay until the trace ends: nothing carries the tag once tagging stopped).
+    pub async fn remove_live_flows(&self, tag: u8) {
+        let Some(sw) = self.switch.borrow().clone() else {
+            // Reconnecting: a new connection starts from the pipeline alone, and the flows
+            // would expire by hard_timeout anyway.
+            return;
+        };
+        let delete = FlowMod::delete_by_cookie(TABLE_ALL, live_flows::cookie(tag), u64::MAX);
+        if let Err(error) = sw.transact(&[Message::FlowMod(delete)]).await {
+            tracing::warn!(%error, tag, "removing live-traffic flows failed; they expire by hard_timeout");
+        }
+    }
+
     /// The observations for a packet-in, or `None` if it is not a trace packet.
     pub fn observe(&self, pin: &PacketIn) -> Option<Observed> {
         let o = self.observe_only(pin);
-        if let Some(o) = &o {
+        if let Some(o) = o.as_ref().filter(|o| o.dataplane_tag == 0) {
             self.pacer.seen(o.trace_id);
         }
         o
     }
 
     fn observe_only(&self, pin: &PacketIn) -> Option<Observed> {
+        let desired = self.desired.as_ref().map(|d| d.borrow().clone());
+        let policies: &dyn PolicyResolver = match &desired {
+            Some(d) => &**d,
+            None => &NoPolicies,
+        };
         let ports = self.ports.borrow();
-        match &self.desired {
-            Some(d) => {
-                let d = d.borrow().clone();
-                observe::observe(pin, &ports, &self.node, SystemTime::now(), &*d)
-            }
-            None => observe::observe(pin, &ports, &self.node, SystemTime::now(), &NoPolicies),
+        let now = SystemTime::now();
+        let pkt = packet::parse(&pin.data).ok()?;
+        if pkt.dscp == TRACE_DSCP {
+            return observe::observe(pin, &ports, &self.node, now, policies);
         }
+        let claim = self.live.claim(pkt.dscp)?;
+        debug!(uid = %claim.uid, tag = pkt.dscp, table = pin.table_id, "live-traffic packet");
+        Some(observe::observe_live(
+            pin,
+            &pkt,
+            claim.tagging,
+            &ports,
+            &self.node,
+            now,
+            policies,
+        ))
     }
 }

@@ -42,8 +42,13 @@ impl PolicyResolver for NoPolicies {
 /// One trace packet-in turned into a report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observed {
+    /// Injected traces: the id the packet carries (0 for live traffic).
     pub trace_id: u32,
     pub ipv6: bool,
+    /// Live traffic: the DSCP tag the packet carries (0 for injected traces).
+    pub dataplane_tag: u8,
+    /// Live traffic, on the Node that tagged it: the packet as captured.
+    pub captured_packet: Option<pb::Packet>,
     pub result: pb::NodeResult,
 }
 
@@ -53,8 +58,8 @@ impl Observed {
             trace_id: self.trace_id,
             ipv6: self.ipv6,
             result: Some(self.result),
-            captured_packet: None,
-            dataplane_tag: 0,
+            captured_packet: self.captured_packet,
+            dataplane_tag: u32::from(self.dataplane_tag),
         }
     }
 }
@@ -89,6 +94,44 @@ pub fn observe(
     if pkt.dscp != TRACE_DSCP {
         return None;
     }
+    Some(Observed {
+        trace_id: pkt.trace_id,
+        ipv6: pkt.src.is_ipv6(),
+        dataplane_tag: 0,
+        captured_packet: None,
+        result: node_result(pin, &pkt, ports, node, now, policies),
+    })
+}
+
+/// A live-traffic packet-in (`pkt` carries a live tag) turned into observations; the packet
+/// itself is captured when `capture` (the Node that tagged the traffic).
+pub fn observe_live(
+    pin: &PacketIn,
+    pkt: &ParsedPacket,
+    capture: bool,
+    ports: &NodePorts,
+    node: &str,
+    now: SystemTime,
+    policies: &dyn PolicyResolver,
+) -> Observed {
+    Observed {
+        trace_id: 0,
+        ipv6: pkt.src.is_ipv6(),
+        dataplane_tag: pkt.dscp,
+        captured_packet: capture.then(|| pkt.to_captured()),
+        result: node_result(pin, pkt, ports, node, now, policies),
+    }
+}
+
+/// This Node's result for one trace packet-in, as the module doc orders it.
+fn node_result(
+    pin: &PacketIn,
+    pkt: &ParsedPacket,
+    ports: &NodePorts,
+    node: &str,
+    now: SystemTime,
+    policies: &dyn PolicyResolver,
+) -> pb::NodeResult {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let micros = i64::try_from(since.as_micros()).unwrap_or(i64::MAX);
     let f = &pin.fields;
@@ -173,19 +216,15 @@ pub fn observe(
                 micros,
             ));
         }
-        Some(Table::Output) => out.push(output_obs(&pkt, pin, ports, micros)),
+        Some(Table::Output) => out.push(output_obs(pkt, pin, ports, micros)),
         _ => {}
     }
-    Some(Observed {
-        trace_id: pkt.trace_id,
-        ipv6: pkt.src.is_ipv6(),
-        result: pb::NodeResult {
-            node: node.to_string(),
-            role: if sender { "sender" } else { "receiver" }.to_string(),
-            timestamp: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-            observations: out,
-        },
-    })
+    pb::NodeResult {
+        node: node.to_string(),
+        role: if sender { "sender" } else { "receiver" }.to_string(),
+        timestamp: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        observations: out,
+    }
 }
 
 fn policy_obs(
