@@ -431,3 +431,33 @@ pub fn gateway_ip(node: &pb::InventoryNode, ipv6: bool) -> Result<String, String
         })
         .ok_or_else(|| format!("Node {} has no Pod CIDR of that family", node.name))
 }
+
+/// `NetworkPolicy <table> <action>`, with `networkPolicy` and `networkPolicyRule` when not
+/// empty (e.g. `("IngressMetric", "Dropped", "AntreaClusterNetworkPolicy:deny-db",
+/// "drop-3306")`, or `("EgressDefaultRule", "Dropped", "", "")`).
+pub fn network_policy(table: &str, action: &str, policy: &str, rule: &str) -> Value {
+    let mut o = json!({"component": "NetworkPolicy", "componentInfo": table, "action": action});
+    if !policy.is_empty() {
+        o["networkPolicy"] = policy.into();
+    }
+    if !rule.is_empty() {
+        o["networkPolicyRule"] = rule.into();
+    }
+    o
+}
+
+/// The first InternalIP of Node `name` in the wanted family (IPv4: the underlay address a
+/// tunnel to that Node goes to, i.e. its `tunnelDstIP`).
+pub fn node_ip(nodes: &[pb::InventoryNode], name: &str, ipv6: bool) -> Result<String, String> {
+    nodes
+        .iter()
+        .find(|n| n.name == name)
+        .and_then(|n| n.internal_ips.iter().find(|ip| ip.contains(':') == ipv6))
+        .map(|ip| ip.split('/').next().unwrap_or(ip).to_string())
+        .ok_or_else(|| {
+            format!(
+                "no {} InternalIP for Node {name}",
+                if ipv6 { "IPv6" } else { "IPv4" }
+            )
+        })
+}
