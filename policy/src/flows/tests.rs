@@ -387,7 +387,7 @@ fn base_flows_and_numeric_tables() {
         vec![Action::Goto(Table::ConntrackCommit)],
     );
     assert_eq!(
-        f.to_ofctl(&|t| t.default_id()),
-        "table=21, priority=200,reg3=0x7 actions=goto_table:22"
+        f.to_ofctl(&|t| t.id()),
+        "table=24, priority=200,reg3=0x7 actions=goto_table:25"
     );
 }
