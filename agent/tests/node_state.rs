@@ -1257,6 +1257,11 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
     let dropped = next_obs(&mut p.rb).await;
     assert_eq!(dropped.dataplane_tag, 11);
     assert_eq!(
+        dropped.captured_packet.as_ref().map(|c| c.dst_ip.as_str()),
+        Some(dst.as_str()),
+        "a droppedOnly report carries the packet, whichever Node drops it"
+    );
+    assert_eq!(
         summary(&dropped),
         vec![
             (

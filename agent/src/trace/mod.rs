@@ -144,11 +144,12 @@ impl Tracer {
         // live_flows accepted the tag, so it is a 6-bit value.
         let tag = u8::try_from(cmd.dscp_tag).unwrap_or_default();
         let role = pb::LiveTraceRole::try_from(cmd.role).unwrap_or(pb::LiveTraceRole::Any);
-        let tagging = matches!(
-            role,
-            pb::LiveTraceRole::Sender | pb::LiveTraceRole::ReceiverOnly
-        );
-        if let Some(old) = self.live.insert(tag, &cmd.trace_uid, tagging) {
+        let capture = cmd.dropped_only
+            || matches!(
+                role,
+                pb::LiveTraceRole::Sender | pb::LiveTraceRole::ReceiverOnly
+            );
+        if let Some(old) = self.live.insert(tag, &cmd.trace_uid, capture) {
             info!(tag, old = %old, "live tag reused; the previous trace's flows are removed");
             self.remove_live_flows(tag).await;
         }
@@ -238,7 +239,7 @@ impl Tracer {
         Some(observe::observe_live(
             pin,
             &pkt,
-            claim.tagging,
+            claim.capture,
             &ports,
             &self.node,
             now,
