@@ -1,0 +1,434 @@
+//! Live-traffic traces (reference §3.6) on one dual-stack cluster of two Nodes with policies
+//! (tests/topologies/policies.yaml), each through the gRPC API and through `tfctl -L -o json`:
+//! the trace is started, then real traffic runs from a Pod's namespace (`traceflow-lab exec`,
+//! a new connection every few hundred milliseconds, since the trace arms asynchronously), and
+//! the trace must end Succeeded with its full ordered observation list per Node and the
+//! `capturedPacket` of the traced connection:
+//!
+//! * ping client(n1) → peer(n2), IPv4 and IPv6: n1 tags and tunnels, n2 receives and delivers;
+//! * destination Pod only (and a source IP): n2 tags the traffic it receives;
+//! * droppedOnly, other(n1) → secure(n2): only n2's IngressMetric drop is reported, with the
+//!   Antrea-native policy and rule;
+//! * TCP guest(n1) → secure:9002 under a Reject rule: reported as Rejected, and every
+//!   connection attempt, the traced one included, is refused at once (the agent still answers
+//!   live traffic it reports).
+//!
+//! Needs root, Open vSwitch and `cargo build --workspace --bins`; fails loudly, never skips.
+
+mod common;
+
+use std::{
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use common::trace::{
+    Api, NodeWant, check_results, network_policy, node_ip, output, output_tunnel, phase, pod_ip,
+    received, receiver, require_binaries, runtime, sender, spoofguard, tfctl_trace, to_json,
+};
+use common::{Lab, require_lab_prerequisites, stdout, text, topology};
+use serde_json::Value;
+use traceflow_proto::v1 as pb;
+
+/// Traffic one attempt at a time from a Pod: the command and what each attempt must show.
+struct Traffic {
+    from: &'static str,
+    cmd: Vec<String>,
+    /// Checks one attempt's (exit status, output, duration).
+    expect: fn(bool, &str, Duration) -> Result<(), String>,
+}
+
+fn answered(ok: bool, out: &str, _: Duration) -> Result<(), String> {
+    ok.then_some(())
+        .ok_or_else(|| format!("not answered: {out}"))
+}
+
+fn dropped(ok: bool, out: &str, _: Duration) -> Result<(), String> {
+    (!ok)
+        .then_some(())
+        .ok_or_else(|| format!("answered through a Drop rule: {out}"))
+}
+
+/// `nc -z` refused, quickly (a Reject answers; a drop would time out after 2 s).
+fn refused(_: bool, out: &str, took: Duration) -> Result<(), String> {
+    if out.contains("refused") && took < Duration::from_millis(1500) {
+        Ok(())
+    } else {
+        Err(format!("not refused at once ({took:?}): {out}"))
+    }
+}
+
+fn ping(from: &'static str, ip: &str) -> Traffic {
+    Traffic {
+        from,
+        cmd: ["ping", "-c1", "-W1", ip].map(String::from).to_vec(),
+        expect: answered,
+    }
+}
+
+/// Runs `traffic` over and over until `body` returns; every attempt must pass its check.
+fn with_traffic<T>(lab: &Lab, traffic: &Traffic, body: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let mut problems = Vec::new();
+            let target = format!("c1/default/{}", traffic.from);
+            let cmd: Vec<&str> = traffic.cmd.iter().map(String::as_str).collect();
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let out = lab.exec(&target, &cmd);
+                let took = start.elapsed();
+                if let Err(e) = (traffic.expect)(out.status.success(), &text(&out), took) {
+                    problems.push(format!("{} {:?}: {e}", traffic.from, traffic.cmd));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            problems
+        });
+        let result = body();
+        stop.store(true, Ordering::Relaxed);
+        let problems = worker
+            .join()
+            .unwrap_or_else(|_| vec!["traffic thread panicked".into()]);
+        (result, problems)
+    })
+}
+
+/// One live case: spec and tfctl flags, the traffic, and what the trace must say.
+struct Case {
+    what: String,
+    spec: pb::TraceflowSpec,
+    tfctl: Vec<String>,
+    traffic: Traffic,
+    want: Vec<NodeWant>,
+    /// `capturedPacket` fields that must match (`srcIP`, `dstIP`, ...).
+    captured: Value,
+}
+
+fn live_spec(
+    src: Option<&str>,
+    src_ip: Option<&str>,
+    dst: &str,
+    packet: pb::Packet,
+    dropped_only: bool,
+) -> pb::TraceflowSpec {
+    let pod = |s: &str| {
+        let (ns, name) = s.split_once('/').unwrap_or(("default", s));
+        (ns.to_string(), name.to_string())
+    };
+    let source = match (src, src_ip) {
+        (Some(p), _) => {
+            let (namespace, pod) = pod(p);
+            Some(pb::Source {
+                namespace,
+                pod,
+                ..Default::default()
+            })
+        }
+        (None, Some(ip)) => Some(pb::Source {
+            ip: ip.into(),
+            ..Default::default()
+        }),
+        (None, None) => None,
+    };
+    let (namespace, dst_pod) = pod(dst);
+    pb::TraceflowSpec {
+        source,
+        destination: Some(pb::Destination {
+            namespace,
+            pod: dst_pod,
+            ..Default::default()
+        }),
+        packet: Some(packet),
+        live_traffic: true,
+        dropped_only,
+        timeout: 30,
+    }
+}
+
+fn icmp(ipv6: bool) -> pb::Packet {
+    pb::Packet {
+        ip_header: (!ipv6).then(|| pb::IpHeader {
+            protocol: 1,
+            ..Default::default()
+        }),
+        ipv6_header: ipv6.then(|| pb::IPv6Header {
+            next_header: Some(58),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn tcp(dst_port: i32) -> pb::Packet {
+    pb::Packet {
+        ip_header: Some(pb::IpHeader {
+            protocol: 6,
+            ..Default::default()
+        }),
+        transport_header: Some(pb::TransportHeader {
+            tcp: Some(pb::TcpHeader {
+                dst_port,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+async fn cases(api: &mut Api) -> Result<Vec<Case>, String> {
+    let pods = api.wait_pods("c1", 10).await?;
+    let nodes = api.nodes("c1").await?;
+    let tunnel_n2 = node_ip(&nodes, "n2", false)?;
+    let ip = |p: &str, v6: bool| pod_ip(&pods, p, v6);
+    let mut out = Vec::new();
+    for ipv6 in [false, true] {
+        let (client, peer) = (ip("default/client", ipv6)?, ip("default/peer", ipv6)?);
+        let v = if ipv6 { "IPv6" } else { "IPv4" };
+        let flow = if ipv6 { "icmpv6" } else { "icmp" };
+        out.push(Case {
+            what: format!("{v} ping client(n1) -> peer(n2)"),
+            spec: live_spec(Some("default/client"), None, "default/peer", icmp(ipv6), false),
+            tfctl: args(&["-S", "default/client", "-D", "default/peer", "-f", flow]),
+            traffic: ping("client", &peer),
+            want: vec![
+                sender("n1", vec![spoofguard(&client), output_tunnel(&tunnel_n2)]),
+                receiver("n2", vec![received(), output("Delivered")]),
+            ],
+            captured: if ipv6 {
+                serde_json::json!({"srcIP": client, "dstIP": peer, "ipv6Header": {"nextHeader": 58}})
+            } else {
+                serde_json::json!({"srcIP": client, "dstIP": peer, "ipHeader": {"protocol": 1}})
+            },
+        });
+    }
+    let (client, peer) = (ip("default/client", false)?, ip("default/peer", false)?);
+    out.push(Case {
+        what: "destination Pod only: peer(n2) tags what it receives".into(),
+        spec: live_spec(None, None, "default/peer", icmp(false), false),
+        tfctl: args(&["-D", "default/peer", "-f", "icmp"]),
+        traffic: ping("client", &peer),
+        want: vec![receiver("n2", vec![received(), output("Delivered")])],
+        captured: serde_json::json!({"srcIP": client, "dstIP": peer}),
+    });
+    out.push(Case {
+        what: "source IP and destination Pod".into(),
+        spec: live_spec(None, Some(&client), "default/peer", icmp(false), false),
+        tfctl: args(&["-S", &client, "-D", "default/peer", "-f", "icmp"]),
+        traffic: ping("client", &peer),
+        want: vec![receiver("n2", vec![received(), output("Delivered")])],
+        captured: serde_json::json!({"srcIP": client, "dstIP": peer}),
+    });
+    let (other, secure) = (ip("default/other", false)?, ip("default/secure", false)?);
+    out.push(Case {
+        what: "droppedOnly other(n1) -> secure(n2), Antrea-native Drop".into(),
+        spec: live_spec(
+            Some("default/other"),
+            None,
+            "default/secure",
+            icmp(false),
+            true,
+        ),
+        tfctl: args(&[
+            "-S",
+            "default/other",
+            "-D",
+            "default/secure",
+            "-f",
+            "icmp",
+            "--dropped-only",
+        ]),
+        traffic: Traffic {
+            expect: dropped,
+            ..ping("other", &secure)
+        },
+        want: vec![receiver(
+            "n2",
+            vec![
+                received(),
+                network_policy(
+                    "IngressMetric",
+                    "Dropped",
+                    "AntreaClusterNetworkPolicy:secure-ports",
+                    "drop-other",
+                ),
+            ],
+        )],
+        captured: serde_json::json!({"srcIP": other, "dstIP": secure, "ipHeader": {"protocol": 1}}),
+    });
+    let guest = ip("default/guest", false)?;
+    out.push(Case {
+        what: "TCP guest(n1) -> secure:9002, Antrea-native Reject".into(),
+        spec: live_spec(
+            Some("default/guest"),
+            None,
+            "default/secure",
+            tcp(9002),
+            false,
+        ),
+        tfctl: args(&[
+            "-S",
+            "default/guest",
+            "-D",
+            "default/secure",
+            "-f",
+            "tcp,tcp_dst=9002",
+        ]),
+        traffic: Traffic {
+            from: "guest",
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("nc -v -z -w2 {secure} 9002 2>&1"),
+            ],
+            expect: refused,
+        },
+        want: vec![
+            sender("n1", vec![spoofguard(&guest), output_tunnel(&tunnel_n2)]),
+            receiver(
+                "n2",
+                vec![
+                    received(),
+                    network_policy(
+                        "IngressMetric",
+                        "Rejected",
+                        "AntreaClusterNetworkPolicy:secure-ports",
+                        "reject-9002",
+                    ),
+                ],
+            ),
+        ],
+        captured: serde_json::json!({
+            "srcIP": guest, "dstIP": secure, "ipHeader": {"protocol": 6},
+            "transportHeader": {"tcp": {"dstPort": 9002, "flags": 2}}
+        }),
+    });
+    Ok(out)
+}
+
+/// Every field of `want` (recursively) is in `got` with the same value.
+fn contains(got: &Value, want: &Value) -> bool {
+    match (got, want) {
+        (Value::Object(g), Value::Object(w)) => w
+            .iter()
+            .all(|(k, v)| g.get(k).is_some_and(|gv| contains(gv, v))),
+        _ => got == want,
+    }
+}
+
+/// The trace's phase, results and capturedPacket against the case.
+fn check(
+    case: &Case,
+    how: &str,
+    phase: &str,
+    results: &Value,
+    captured: &Value,
+) -> Result<(), String> {
+    let what = format!("{} via {how}", case.what);
+    if phase != "Succeeded" {
+        return Err(format!(
+            "{what}: phase {phase}, want Succeeded: {results:#}"
+        ));
+    }
+    check_results(results, &case.want).map_err(|e| format!("{what}: {e}"))?;
+    if !contains(captured, &case.captured) {
+        return Err(format!(
+            "{what}: capturedPacket {captured:#}\nwant at least {:#}",
+            case.captured
+        ));
+    }
+    Ok(())
+}
+
+fn run_cases(
+    rt: &tokio::runtime::Runtime,
+    cfg: &Path,
+    lab: &Lab,
+    api: &Api,
+) -> Result<Vec<String>, String> {
+    let mut failures = Vec::new();
+    for case in rt.block_on(cases(&mut api.clone()))? {
+        // Through the gRPC API.
+        let mut a = api.clone();
+        let spec = case.spec.clone();
+        let (traced, problems) = with_traffic(lab, &case.traffic, || {
+            rt.block_on(async {
+                let t = a
+                    .create("c1", spec)
+                    .await
+                    .map_err(|s| format!("CreateTraceflow: {s:?}"))?;
+                a.watch_done(&t.uid, Duration::from_secs(45)).await
+            })
+        });
+        failures.extend(problems);
+        match traced {
+            Ok(t) => {
+                let status = t.status.clone().unwrap_or_default();
+                if status.dataplane_tag == 0 {
+                    failures.push(format!("{} via gRPC: no dataplaneTag", case.what));
+                }
+                let results = to_json(&status.results);
+                let captured = to_json(&status.captured_packet);
+                if let Err(e) = check(&case, "gRPC", phase(&t), &results, &captured) {
+                    failures.push(format!("{e}\n{:#}", to_json(&t)));
+                }
+            }
+            Err(e) => failures.push(format!("{} via gRPC: {e}", case.what)),
+        }
+
+        // Through tfctl.
+        let mut flags = vec!["-L", "-t", "30s"];
+        flags.extend(case.tfctl.iter().map(String::as_str));
+        let (traced, problems) =
+            with_traffic(lab, &case.traffic, || tfctl_trace(cfg, "c1", &flags));
+        failures.extend(problems);
+        match traced {
+            Ok((out, v)) => {
+                let phase = v["phase"].as_str().unwrap_or("");
+                if !out.status.success() {
+                    failures.push(format!("{} via tfctl: {}", case.what, text(&out)));
+                } else if let Err(e) =
+                    check(&case, "tfctl", phase, &v["results"], &v["capturedPacket"])
+                {
+                    failures.push(format!("{e}\n{}", stdout(&out)));
+                }
+            }
+            Err(e) => failures.push(format!("{} via tfctl: {e}", case.what)),
+        }
+    }
+    Ok(failures)
+}
+
+#[test]
+fn live_traffic_traces_report_the_first_new_connection_with_its_packet() {
+    require_lab_prerequisites();
+    require_binaries();
+    let mut lab = Lab::new("live");
+    let cfg = common::trace::up_with_config(&mut lab, &topology("policies.yaml"));
+    let rt = runtime();
+    let result = rt
+        .block_on(Api::connect(&cfg))
+        .and_then(|api| run_cases(&rt, &cfg, &lab, &api));
+    drop(rt);
+    let failures = match result {
+        Ok(f) => f,
+        Err(e) => vec![e],
+    };
+    if !failures.is_empty() {
+        panic!(
+            "{} failure(s):\n{}\n{}",
+            failures.len(),
+            failures.join("\n---\n"),
+            lab.dump()
+        );
+    }
+    let down = lab.down();
+    assert!(down.contains("is down"), "{down}");
+    lab.assert_gone();
+}
