@@ -1,10 +1,13 @@
 //! Two clusters of two Nodes under one manager (tests/topologies/two-clusters.yaml): traces
 //! in both clusters at once, through tfctl's JSON and the gRPC API, each with its full ordered
-//! observation list; the manager's history per cluster; an inter-Node trace over Geneve; and
-//! the topology's policies: K8s default deny and allow on the same and another Node, an
-//! Antrea-native drop (same and another Node) and reject, a named Antrea-native allow (policy
-//! and rule names), a trace to another Node's IP (ForwardedOutOfNetwork) and an IPv6
-//! inter-Node trace; a Service whose endpoints are on the same and on another Node.
+//! observation list; the manager's history per cluster; inter-Node traces over Geneve (ICMP,
+//! TCP, UDP, to the Pod and to its IP, both families); and the topology's policies: K8s
+//! default deny and allow on the same and another Node, an Antrea-native drop and reject (same
+//! and another Node), a named Antrea-native allow (policy and rule names), a trace to
+//! another Node's IP (ForwardedOutOfNetwork) and an IPv6 inter-Node trace; egress-direction
+//! policies (K8s EgressRule / EgressDefaultRule, Antrea-native named EgressRule allow and
+//! EgressMetric drop / reject) on the same and another Node; a Service whose endpoints are on
+//! the same and on another Node, in both families.
 //!
 //! Needs root, Open vSwitch and `cargo build --workspace --bins`; fails loudly, never skips.
 
@@ -178,6 +181,387 @@ async fn inter_node(cfg: &Path, api: &Api) -> Result<(), String> {
     check_results(&v["results"], &want).map_err(|e| format!("inter-Node via tfctl: {e}"))
 }
 
+/// A packet of `l4` (`icmp`, `tcp` or `udp`) to `port` in the family `ipv6`, and the same as a
+/// tfctl `-f` flow.
+fn packet_and_flow(ipv6: bool, l4: &str, port: i32) -> (Option<pb::Packet>, String) {
+    let th = match l4 {
+        "tcp" => Some(pb::TransportHeader {
+            tcp: Some(pb::TcpHeader {
+                dst_port: port,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        "udp" => Some(pb::TransportHeader {
+            udp: Some(pb::UdpHeader {
+                dst_port: port,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        _ => None,
+    };
+    let packet = pb::Packet {
+        ip_header: (!ipv6).then(pb::IpHeader::default),
+        ipv6_header: ipv6.then(pb::IPv6Header::default),
+        transport_header: th,
+        ..Default::default()
+    };
+    let mut flow: Vec<String> = Vec::new();
+    if ipv6 {
+        flow.push("ipv6".into());
+    }
+    if l4 == "tcp" || l4 == "udp" {
+        flow.push(l4.into());
+        flow.push(format!("{l4}_dst={port}"));
+    }
+    (Some(packet), flow.join(","))
+}
+
+/// One trace case run through the gRPC API and through `tfctl -o json`, each held to the full
+/// ordered observation list per Node.
+struct Case {
+    what: String,
+    cluster: &'static str,
+    /// Source Pod `ns/name`.
+    src: String,
+    /// Destination: a Pod `ns/name` or an IP (also tfctl's `-D`).
+    dst: String,
+    packet: Option<pb::Packet>,
+    /// tfctl's `-f` (empty: none).
+    flow: String,
+    want: Vec<NodeWant>,
+}
+
+impl Case {
+    fn destination(&self) -> pb::Destination {
+        if self.dst.parse::<std::net::IpAddr>().is_ok() {
+            common::trace::to_ip(&self.dst)
+        } else {
+            to_pod(&self.dst)
+        }
+    }
+}
+
+/// Runs every case through gRPC and tfctl; the failures, or `Ok` when there are none.
+async fn run_cases(cfg: &Path, api: &Api, cases: Vec<Case>) -> Result<(), String> {
+    let mut a = api.clone();
+    let mut failures = Vec::new();
+    for case in cases {
+        let what = &case.what;
+        let spec = spec(&case.src, case.destination(), case.packet.clone());
+        match a.run(case.cluster, spec).await {
+            Ok(t) if common::trace::phase(&t) == "Succeeded" && t.cluster == case.cluster => {
+                if let Err(e) = check_results(&results_json(&t), &case.want) {
+                    failures.push(format!("{what} via gRPC: {e}"));
+                }
+            }
+            Ok(t) => failures.push(format!("{what} via gRPC: {:#}", common::trace::to_json(&t))),
+            Err(e) => failures.push(format!("{what} via gRPC: {e}")),
+        }
+        let mut args = vec![
+            "-S".to_string(),
+            case.src.clone(),
+            "-D".into(),
+            case.dst.clone(),
+        ];
+        if !case.flow.is_empty() {
+            args.extend(["-f".into(), case.flow.clone()]);
+        }
+        let (cfg, cluster) = (cfg.to_path_buf(), case.cluster);
+        let r = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            tfctl_trace(&cfg, cluster, &args)
+        })
+        .await
+        .map_err(|e| format!("join: {e}"))?;
+        match r {
+            Ok((out, v))
+                if out.status.success() && v["phase"] == "Succeeded" && v["cluster"] == cluster =>
+            {
+                if let Err(e) = check_results(&v["results"], &case.want) {
+                    failures.push(format!("{what} via tfctl: {e}"));
+                }
+            }
+            Ok((out, v)) => {
+                failures.push(format!("{what} via tfctl: {v:#}\n{}", common::text(&out)))
+            }
+            Err(e) => failures.push(format!("{what} via tfctl: {e}")),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} case(s) failed:\n{}",
+            failures.len(),
+            failures.join("\n----\n")
+        ))
+    }
+}
+
+/// The first InternalIP of Node `name` in the family `ipv6`.
+fn node_ip(nodes: &[pb::InventoryNode], name: &str, ipv6: bool) -> Result<String, String> {
+    nodes
+        .iter()
+        .find(|n| n.name == name)
+        .and_then(|n| n.internal_ips.iter().find(|ip| ip.contains(':') == ipv6))
+        .map(|ip| ip.split('/').next().unwrap_or(ip).to_string())
+        .ok_or(format!(
+            "no {} InternalIP for Node {name}",
+            if ipv6 { "IPv6" } else { "IPv4" }
+        ))
+}
+
+/// Inter-Node client (e1) → backend (e2, no policy) with ICMP, TCP and UDP, to the Pod and to
+/// its IP, in both families: e1 tunnels to e2's IPv4 underlay address, e2 receives and
+/// delivers.
+async fn inter_node_protocols_and_pod_ip(cfg: &Path, api: &Api) -> Result<(), String> {
+    let mut a = api.clone();
+    let pods = a.wait_pods("east", 6).await?;
+    let e2 = node_ip(&a.nodes("east").await?, "e2", false)?;
+    let mut cases = Vec::new();
+    for ipv6 in [false, true] {
+        let v = if ipv6 { "IPv6" } else { "IPv4" };
+        let src = pod_ip(&pods, "default/client", ipv6)?;
+        let backend = pod_ip(&pods, "default/backend", ipv6)?;
+        for (l4, port) in [("icmp", 0), ("tcp", 80), ("udp", 53)] {
+            for dst in ["default/backend".to_string(), backend.clone()] {
+                let (packet, flow) = packet_and_flow(ipv6, l4, port);
+                cases.push(Case {
+                    what: format!("{v} {l4} inter-Node client -> {dst}"),
+                    cluster: "east",
+                    src: "default/client".into(),
+                    dst,
+                    packet,
+                    flow,
+                    want: vec![
+                        sender("e1", vec![spoofguard(&src), output_tunnel(&e2)]),
+                        receiver("e2", vec![received(), output("Delivered")]),
+                    ],
+                });
+            }
+        }
+    }
+    run_cases(cfg, api, cases).await
+}
+
+/// Egress-direction policies (east), in the family `ipv6`:
+/// - K8s `default/egress-8080` isolates client-2 (e1) for egress and admits only TCP 8080 to
+///   `app: client` / `app: peer` Pods and to `web/app: api` Pods: `EgressRule Forwarded` with
+///   the policy's name to client (same Node), backend (another Node) and api-0 / api-1 (where
+///   `allow-api` adds `IngressRule Forwarded`); anything else `EgressDefaultRule Dropped` on
+///   e1, also when the destination is on another Node (the packet never leaves e1).
+/// - Antrea-native `egress-guard` on backend (e2): a named Allow (`EgressRule Forwarded`,
+///   policy and rule), a Drop and a Reject (`EgressMetric Dropped` / `Rejected`, policy and
+///   rule), on the same and another Node; traffic no rule matches is not isolated
+///   (Antrea-native policies have no default deny): delivered with no NetworkPolicy
+///   observation.
+async fn egress_policies(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), String> {
+    let mut a = api.clone();
+    let pods = a.wait_pods("east", 6).await?;
+    let nodes = a.nodes("east").await?;
+    let (e1_ip, e2_ip) = (node_ip(&nodes, "e1", false)?, node_ip(&nodes, "e2", false)?);
+    let v = if ipv6 { "IPv6" } else { "IPv4" };
+    let k8s = pod_ip(&pods, "default/client-2", ipv6)?;
+    let anp = pod_ip(&pods, "default/backend", ipv6)?;
+    let k8s_allow = np(
+        "EgressRule",
+        "Forwarded",
+        "K8sNetworkPolicy:default/egress-8080",
+        "",
+    );
+    let k8s_deny = np("EgressDefaultRule", "Dropped", "", "");
+    let allow_api = np(
+        "IngressRule",
+        "Forwarded",
+        "K8sNetworkPolicy:web/allow-api",
+        "",
+    );
+    let guard = "AntreaClusterNetworkPolicy:egress-guard";
+    let anp_allow = np("EgressRule", "Forwarded", guard, "allow-8080");
+    let anp_drop = np("EgressMetric", "Dropped", guard, "drop-udp-53");
+    let anp_reject = np("EgressMetric", "Rejected", guard, "reject-tcp-9000");
+    type Obs = serde_json::Value;
+    // Delivered on the sender's own Node after `mid`.
+    let same = |node: &str, src: &str, mid: &[&Obs]| {
+        let mut obs = vec![spoofguard(src)];
+        obs.extend(mid.iter().map(|o| (*o).clone()));
+        obs.push(output("Delivered"));
+        vec![sender(node, obs)]
+    };
+    // Tunnelled from `from` to `to` (underlay `tunnel`) and delivered there.
+    let other = |from: &str, to: &str, tunnel: &str, src: &str, eg: &[&Obs], ing: &[&Obs]| {
+        let mut s = vec![spoofguard(src)];
+        s.extend(eg.iter().map(|o| (*o).clone()));
+        s.push(output_tunnel(tunnel));
+        let mut r = vec![received()];
+        r.extend(ing.iter().map(|o| (*o).clone()));
+        r.push(output("Delivered"));
+        vec![sender(from, s), receiver(to, r)]
+    };
+    // Dropped on the sender's Node.
+    let dropped =
+        |node: &str, src: &str, drop: &Obs| vec![sender(node, vec![spoofguard(src), drop.clone()])];
+    let (c2, be) = ("default/client-2", "default/backend");
+    // (what, source, destination, l4, port, want)
+    type Row<'a> = (&'a str, &'a str, &'a str, &'a str, i32, Vec<NodeWant>);
+    let table: Vec<Row> = vec![
+        (
+            "K8s egress allow on the same Node",
+            c2,
+            "default/client",
+            "tcp",
+            8080,
+            same("e1", &k8s, &[&k8s_allow]),
+        ),
+        (
+            "K8s egress allow to another Node",
+            c2,
+            be,
+            "tcp",
+            8080,
+            other("e1", "e2", &e2_ip, &k8s, &[&k8s_allow], &[]),
+        ),
+        (
+            "K8s egress allow + K8s ingress allow on the same Node",
+            c2,
+            "web/api-0",
+            "tcp",
+            8080,
+            same("e1", &k8s, &[&k8s_allow, &allow_api]),
+        ),
+        (
+            "K8s egress allow + K8s ingress allow on another Node",
+            c2,
+            "web/api-1",
+            "tcp",
+            8080,
+            other("e1", "e2", &e2_ip, &k8s, &[&k8s_allow], &[&allow_api]),
+        ),
+        (
+            "K8s egress default deny (ICMP) on the same Node",
+            c2,
+            "default/client",
+            "icmp",
+            0,
+            dropped("e1", &k8s, &k8s_deny),
+        ),
+        (
+            "K8s egress default deny (ICMP) to another Node",
+            c2,
+            be,
+            "icmp",
+            0,
+            dropped("e1", &k8s, &k8s_deny),
+        ),
+        (
+            "K8s egress default deny (other port) to another Node",
+            c2,
+            be,
+            "tcp",
+            80,
+            dropped("e1", &k8s, &k8s_deny),
+        ),
+        (
+            "K8s egress default deny (UDP) to another Node",
+            c2,
+            be,
+            "udp",
+            8080,
+            dropped("e1", &k8s, &k8s_deny),
+        ),
+        (
+            "K8s egress default deny (peer not selected) to another Node",
+            c2,
+            "web/db-0",
+            "tcp",
+            8080,
+            dropped("e1", &k8s, &k8s_deny),
+        ),
+        (
+            "Antrea-native egress allow (named rule) + K8s ingress allow on the same Node",
+            be,
+            "web/api-1",
+            "tcp",
+            8080,
+            same("e2", &anp, &[&anp_allow, &allow_api]),
+        ),
+        (
+            "Antrea-native egress allow (named rule) to another Node",
+            be,
+            "default/client",
+            "tcp",
+            8080,
+            other("e2", "e1", &e1_ip, &anp, &[&anp_allow], &[]),
+        ),
+        (
+            "Antrea-native egress drop on the same Node",
+            be,
+            "web/db-0",
+            "udp",
+            53,
+            dropped("e2", &anp, &anp_drop),
+        ),
+        (
+            "Antrea-native egress drop to another Node",
+            be,
+            "default/client",
+            "udp",
+            53,
+            dropped("e2", &anp, &anp_drop),
+        ),
+        (
+            "Antrea-native egress reject on the same Node",
+            be,
+            "web/db-0",
+            "tcp",
+            9000,
+            dropped("e2", &anp, &anp_reject),
+        ),
+        (
+            "Antrea-native egress reject to another Node",
+            be,
+            "default/client",
+            "tcp",
+            9000,
+            dropped("e2", &anp, &anp_reject),
+        ),
+        (
+            "Antrea-native egress: no rule matches, no isolation (same Node)",
+            be,
+            "web/db-0",
+            "icmp",
+            0,
+            same("e2", &anp, &[]),
+        ),
+        (
+            "Antrea-native egress: no rule matches, no isolation (another Node)",
+            be,
+            "default/client",
+            "icmp",
+            0,
+            other("e2", "e1", &e1_ip, &anp, &[], &[]),
+        ),
+    ];
+    let cases = table
+        .into_iter()
+        .map(|(what, src, dst, l4, port, want)| {
+            let (packet, flow) = packet_and_flow(ipv6, l4, port);
+            Case {
+                what: format!("{v} {what}: {src} -> {dst} {l4} {port}"),
+                cluster: "east",
+                src: src.into(),
+                dst: dst.into(),
+                packet,
+                flow,
+                want,
+            }
+        })
+        .collect();
+    run_cases(cfg, api, cases).await
+}
+
 fn with_lab(tag: &str, body: impl AsyncFnOnce(&Path, &Api) -> Result<(), String>) {
     require_lab_prerequisites();
     require_binaries();
@@ -204,7 +588,18 @@ fn traces_in_two_clusters_at_once_each_listed_under_its_cluster() {
 
 #[test]
 fn inter_node_trace_reports_sender_tunnel_and_receiver_delivery() {
-    with_lab("mci", async |cfg, api| inter_node(cfg, api).await);
+    with_lab("mci", async |cfg, api| {
+        inter_node(cfg, api).await?;
+        inter_node_protocols_and_pod_ip(cfg, api).await
+    });
+}
+
+#[test]
+fn egress_policies_allow_drop_and_reject_on_the_same_and_another_node() {
+    with_lab("mce", async |cfg, api| {
+        egress_policies(cfg, api, false).await?;
+        egress_policies(cfg, api, true).await
+    });
 }
 
 /// `NetworkPolicy <table> <action>` with the policy and rule names when given.
@@ -420,6 +815,27 @@ async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), Stri
             )],
         ),
         (
+            "Antrea-native reject on the same Node",
+            "east",
+            "web/api-1",
+            "web/db-0",
+            "",
+            "tcp,tcp_dst=5432",
+            tcp(5432),
+            vec![sender(
+                "e2",
+                vec![
+                    spoofguard(&e_api1),
+                    np(
+                        "IngressMetric",
+                        "Rejected",
+                        "AntreaClusterNetworkPolicy:reject-db",
+                        "reject-5432",
+                    ),
+                ],
+            )],
+        ),
+        (
             "allowed by a named Antrea-native rule",
             "west",
             "default/client",
@@ -531,14 +947,16 @@ async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), Stri
 }
 
 /// client (e1) → Service web/api (endpoints api-0 on e1, api-1 on e2; port 80 → 8080, which
-/// allow-api admits): the LB picks an endpoint per trace, so each trace's full list is the one
-/// for the endpoint it reports; 16 traces (10 gRPC, 6 tfctl) must reach both endpoints.
-async fn service_on_same_and_other_node(cfg: &Path, api: &Api) -> Result<(), String> {
+/// allow-api admits), in the family `ipv6` (its ClusterIP of that family; the underlay, hence
+/// `tunnelDstIP`, stays IPv4): the LB picks an endpoint per trace, so each trace's full list is
+/// the one for the endpoint it reports; 16 traces (10 gRPC, 6 tfctl) must reach both endpoints.
+async fn service_on_same_and_other_node(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), String> {
     let mut a = api.clone();
     let east = a.wait_pods("east", 6).await?;
-    let client = pod_ip(&east, "default/client", false)?;
-    let api0 = pod_ip(&east, "web/api-0", false)?;
-    let api1 = pod_ip(&east, "web/api-1", false)?;
+    let fam = if ipv6 { "IPv6" } else { "IPv4" };
+    let client = pod_ip(&east, "default/client", ipv6)?;
+    let api0 = pod_ip(&east, "web/api-0", ipv6)?;
+    let api1 = pod_ip(&east, "web/api-1", ipv6)?;
     let e2 = a
         .nodes("east")
         .await?
@@ -585,10 +1003,14 @@ async fn service_on_same_and_other_node(cfg: &Path, api: &Api) -> Result<(), Str
                 service: "api".into(),
                 ..Default::default()
             };
-            let t = a.run("east", spec("default/client", dst, None)).await?;
+            let packet = ipv6.then(|| pb::Packet {
+                ipv6_header: Some(pb::IPv6Header::default()),
+                ..Default::default()
+            });
+            let t = a.run("east", spec("default/client", dst, packet)).await?;
             if common::trace::phase(&t) != "Succeeded" {
                 return Err(format!(
-                    "Service via gRPC: {:#}",
+                    "{fam} Service via gRPC: {:#}",
                     common::trace::to_json(&t)
                 ));
             }
@@ -596,12 +1018,19 @@ async fn service_on_same_and_other_node(cfg: &Path, api: &Api) -> Result<(), Str
         } else {
             let cfg = cfg.to_path_buf();
             let (out, v) = tokio::task::spawn_blocking(move || {
-                tfctl_trace(&cfg, "east", &["-S", "default/client", "-D", "web/api"])
+                let mut args = vec!["-S", "default/client", "-D", "web/api"];
+                if ipv6 {
+                    args.extend(["-f", "ipv6"]);
+                }
+                tfctl_trace(&cfg, "east", &args)
             })
             .await
             .map_err(|e| format!("join: {e}"))??;
             if !out.status.success() || v["phase"] != "Succeeded" {
-                return Err(format!("Service via tfctl: {v:#}\n{}", common::text(&out)));
+                return Err(format!(
+                    "{fam} Service via tfctl: {v:#}\n{}",
+                    common::text(&out)
+                ));
             }
             ("tfctl", v["results"].clone())
         };
@@ -616,14 +1045,15 @@ async fn service_on_same_and_other_node(cfg: &Path, api: &Api) -> Result<(), Str
             &other
         } else {
             return Err(format!(
-                "Service via {how}: LB endpoint {chosen:?} is neither api-0 nor api-1: {results:#}"
+                "{fam} Service via {how}: LB endpoint {chosen:?} is neither api-0 nor api-1: \
+                 {results:#}"
             ));
         };
-        check_results(&results, want).map_err(|e| format!("Service via {how}: {e}"))?;
+        check_results(&results, want).map_err(|e| format!("{fam} Service via {how}: {e}"))?;
         seen.insert(chosen);
     }
     if seen.len() != 2 {
-        return Err(format!("16 Service traces reached only {seen:?}"));
+        return Err(format!("16 {fam} Service traces reached only {seen:?}"));
     }
     Ok(())
 }
@@ -631,7 +1061,8 @@ async fn service_on_same_and_other_node(cfg: &Path, api: &Api) -> Result<(), Str
 #[test]
 fn service_endpoint_on_the_same_and_another_node() {
     with_lab("mcs", async |cfg, api| {
-        service_on_same_and_other_node(cfg, api).await
+        service_on_same_and_other_node(cfg, api, false).await?;
+        service_on_same_and_other_node(cfg, api, true).await
     });
 }
 

@@ -3,8 +3,10 @@
 //! full ordered observation list: intra-Node Pod→Pod with ICMP, TCP and UDP, to the Pod's name
 //! and to its IP, to the local gateway IP (Delivered), to an external documentation address
 //! (ForwardedOutOfNetwork), to a Service and hairpin to a Service (LB), the IPv6 version of
-//! each; a destination Pod that does not exist
-//! (fails at once with Antrea's reason); Antrea's admission errors (reference §2.2).
+//! each; a destination Pod that does not exist, both families
+//! (fails at once with Antrea's reason); Antrea's admission errors (reference §2.2); and the
+//! Traceflow-resource path (a CR created through the lab's Kubernetes API, its `.status` held
+//! to the same full lists and reasons).
 //!
 //! One lab for the whole file; the cases run in order and every failure is reported at the end.
 //! Needs root, Open vSwitch and `cargo build --workspace --bins`; fails loudly, never skips.
@@ -14,10 +16,12 @@ mod common;
 use std::{path::Path, time::Duration};
 
 use common::trace::{
-    Api, check_results, gateway_ip, output, phase, pod_ip, require_binaries, results_json, runtime,
-    sender, spec, spoofguard, tfctl, tfctl_trace, to_ip, to_json, to_pod, up_with_config,
+    Api, NodeWant, check_results, gateway_ip, output, phase, pod_ip, require_binaries,
+    results_json, runtime, sender, spec, spoofguard, tfctl, tfctl_trace, to_ip, to_json, to_pod,
+    up_with_config,
 };
 use common::{Lab, require_lab_prerequisites, text, topology};
+use serde_json::{Value, json};
 use traceflow_proto::v1 as pb;
 
 /// One injected case: tfctl flags and the equivalent spec, and the terminal Output action.
@@ -237,11 +241,23 @@ async fn services(cfg: &Path, api: &mut Api, failures: &mut Vec<String>) -> Resu
     Ok(())
 }
 
-/// A destination Pod that does not exist: Failed at once with Antrea's agent reason.
+/// A destination Pod that does not exist, IPv4 and IPv6: Failed at once with Antrea's agent
+/// reason.
 async fn missing_destination(cfg: &Path, api: &mut Api, failures: &mut Vec<String>) {
+    for ipv6 in [false, true] {
+        missing_destination_in(cfg, api, ipv6, failures).await;
+    }
+}
+
+async fn missing_destination_in(cfg: &Path, api: &mut Api, ipv6: bool, failures: &mut Vec<String>) {
+    let v = if ipv6 { "IPv6" } else { "IPv4" };
     let reason = "Node: n1, error: failed to get the destination Pod: pods \"ghost\" not found";
+    let packet = ipv6.then(|| pb::Packet {
+        ipv6_header: Some(pb::IPv6Header::default()),
+        ..Default::default()
+    });
     match api
-        .run("c1", spec("default/p0", to_pod("default/ghost"), None))
+        .run("c1", spec("default/p0", to_pod("default/ghost"), packet))
         .await
     {
         Ok(t) => {
@@ -255,30 +271,229 @@ async fn missing_destination(cfg: &Path, api: &mut Api, failures: &mut Vec<Strin
                 || took > Duration::from_secs(2)
             {
                 failures.push(format!(
-                    "ghost destination via gRPC (want Failed {reason:?}, no results, within \
-                     2s; took {took:?}): {:#}",
+                    "{v} ghost destination via gRPC (want Failed {reason:?}, no results, \
+                     within 2s; took {took:?}): {:#}",
                     to_json(&t)
                 ));
             }
         }
-        Err(e) => failures.push(format!("ghost destination via gRPC: {e}")),
+        Err(e) => failures.push(format!("{v} ghost destination via gRPC: {e}")),
     }
-    match tfctl_trace(cfg, "c1", &["-S", "default/p0", "-D", "default/ghost"]) {
-        Ok((out, v)) => {
+    let mut args = vec!["-S", "default/p0", "-D", "default/ghost"];
+    if ipv6 {
+        args.extend(["-f", "ipv6"]);
+    }
+    match tfctl_trace(cfg, "c1", &args) {
+        Ok((out, j)) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
             if out.status.success()
-                || v["phase"] != "Failed"
-                || v["reason"] != reason
+                || j["phase"] != "Failed"
+                || j["reason"] != reason
+                || j["results"].as_array().is_some_and(|r| !r.is_empty())
                 || !stderr.contains(&format!("failed: {reason}"))
             {
                 failures.push(format!(
-                    "ghost destination via tfctl: {v:#}\n{}",
+                    "{v} ghost destination via tfctl: {j:#}\n{}",
                     text(&out)
                 ));
             }
         }
-        Err(e) => failures.push(format!("ghost destination via tfctl: {e}")),
+        Err(e) => failures.push(format!("{v} ghost destination via tfctl: {e}")),
     }
+}
+
+/// Creates the Traceflow resource `name` with `spec` through the lab's Kubernetes API and
+/// polls it until its `.status.phase` is terminal: the status.
+async fn run_resource(
+    api: &kube::Api<kube::api::DynamicObject>,
+    ar: &kube::api::ApiResource,
+    name: &str,
+    spec: Value,
+) -> Result<Value, String> {
+    let tf = kube::api::DynamicObject::new(name, ar).data(json!({ "spec": spec }));
+    api.create(&kube::api::PostParams::default(), &tf)
+        .await
+        .map_err(|e| format!("create Traceflow {name}: {e}"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = api
+            .get(name)
+            .await
+            .map_err(|e| format!("get Traceflow {name}: {e}"))?;
+        let status = got.data.get("status").cloned().unwrap_or(Value::Null);
+        if matches!(status["phase"].as_str(), Some("Succeeded" | "Failed")) {
+            return Ok(status);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "Traceflow {name}: not terminal after 30s: {status:#}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The Traceflow-resource path (reference §1, the adapter's second entry point): Traceflows
+/// created through the lab's Kubernetes API, as `kubectl create -f tf.yaml` would, written in
+/// Antrea's CRD JSON (`ipHeader`, `ipv6Header`, `transportHeader`, ...). The adapter runs each
+/// and writes `.status`, whose `results` must be the full ordered list per Node, as through
+/// the manager: Pod, Pod IP, Service with LB (the `pod` filled), hairpin, the gateway, an
+/// external address, both families; a missing destination Pod and Antrea's admission rules end
+/// in `Failed` with Antrea's reason (there is no webhook to refuse the object).
+async fn traceflow_resources(
+    kubeconfig: &Path,
+    api: &mut Api,
+    failures: &mut Vec<String>,
+) -> Result<(), String> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let pods = api.wait_pods("c1", 4).await?;
+    let nodes = api.nodes("c1").await?;
+    let n1 = nodes.first().ok_or("no Node in c1")?;
+    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("kubeconfig: {e}"))?;
+    let kcfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| format!("kubeconfig: {e}"))?;
+    let client = kube::Client::try_from(kcfg).map_err(|e| format!("kube client: {e}"))?;
+    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "crd.traceflow.io",
+        "v1beta1",
+        "Traceflow",
+    ));
+    let tfs: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client, &ar);
+
+    let p0 = |ipv6| pod_ip(&pods, "default/p0", ipv6);
+    let p2 = |ipv6| pod_ip(&pods, "default/p2", ipv6);
+    let src = |ns: &str, pod: &str| json!({"namespace": ns, "pod": pod});
+    let lb = |ipv6: bool, hairpin: bool| -> Result<Value, String> {
+        let mut o = json!({"component": "LB", "action": "Forwarded", "pod": "default/p2",
+                           "translatedDstIP": p2(ipv6)?});
+        if hairpin {
+            o["translatedSrcIP"] = gateway_ip(n1, ipv6)?.into();
+        }
+        Ok(o)
+    };
+    let solo = json!({"namespace": "default", "service": "solo"});
+    let ok: Vec<(&str, Value, Vec<NodeWant>)> = vec![
+        (
+            "cr-icmp-pod",
+            json!({"source": src("default", "p0"),
+                   "destination": {"namespace": "default", "pod": "p1"},
+                   "packet": {"ipHeader": {"protocol": 1}}}),
+            vec![sender(
+                "n1",
+                vec![spoofguard(&p0(false)?), output("Delivered")],
+            )],
+        ),
+        (
+            "cr-v6-tcp-pod-ip",
+            json!({"source": src("default", "p0"),
+                   "destination": {"ip": pod_ip(&pods, "default/p1", true)?},
+                   "packet": {"ipv6Header": {},
+                              "transportHeader": {"tcp": {"dstPort": 80, "flags": 2}}}}),
+            vec![sender(
+                "n1",
+                vec![spoofguard(&p0(true)?), output("Delivered")],
+            )],
+        ),
+        (
+            "cr-udp-external",
+            json!({"source": src("default", "p0"),
+                   "destination": {"ip": "192.0.2.10"},
+                   "packet": {"ipHeader": {"protocol": 17},
+                              "transportHeader": {"udp": {"dstPort": 53}}}}),
+            vec![sender(
+                "n1",
+                vec![spoofguard(&p0(false)?), output("ForwardedOutOfNetwork")],
+            )],
+        ),
+        (
+            "cr-v6-gateway",
+            json!({"source": src("default", "p0"),
+                   "destination": {"ip": gateway_ip(n1, true)?},
+                   "packet": {"ipv6Header": {"nextHeader": 58}}}),
+            vec![sender(
+                "n1",
+                vec![spoofguard(&p0(true)?), output("Delivered")],
+            )],
+        ),
+        (
+            "cr-service",
+            json!({"source": src("default", "p0"), "destination": solo.clone()}),
+            vec![sender(
+                "n1",
+                vec![
+                    spoofguard(&p0(false)?),
+                    lb(false, false)?,
+                    output("Delivered"),
+                ],
+            )],
+        ),
+        (
+            "cr-v6-hairpin",
+            json!({"source": src("default", "p2"), "destination": solo.clone(),
+                   "packet": {"ipv6Header": {}}}),
+            vec![sender(
+                "n1",
+                vec![spoofguard(&p2(true)?), lb(true, true)?, output("Delivered")],
+            )],
+        ),
+    ];
+    for (name, spec, want) in ok {
+        match run_resource(&tfs, &ar, name, spec).await {
+            Ok(st) if st["phase"] == "Succeeded" => {
+                if let Err(e) = check_results(&st["results"], &want) {
+                    failures.push(format!("Traceflow resource {name}: {e}"));
+                }
+            }
+            Ok(st) => failures.push(format!("Traceflow resource {name}: {st:#}")),
+            Err(e) => failures.push(e),
+        }
+    }
+
+    let failed: Vec<(&str, Value, String)> = vec![
+        (
+            "cr-ghost",
+            json!({"source": src("default", "p0"),
+                   "destination": {"namespace": "default", "pod": "ghost"}}),
+            "Node: n1, error: failed to get the destination Pod: pods \"ghost\" not found".into(),
+        ),
+        (
+            "cr-adm-1",
+            json!({"destination": {"namespace": "default", "pod": "p1"}}),
+            "source Pod must be specified in non-live-traffic Traceflow".into(),
+        ),
+        (
+            "cr-adm-2",
+            json!({"source": src("default", "nope"),
+                   "destination": {"namespace": "default", "pod": "p1"}}),
+            "requested source Pod default/nope not found".into(),
+        ),
+        (
+            "cr-adm-3",
+            json!({"source": src("kube-system", "host-agent"),
+                   "destination": {"namespace": "default", "pod": "p1"}}),
+            "using hostNetwork Pod as source in non-live-traffic Traceflow is not supported".into(),
+        ),
+        (
+            "cr-adm-4",
+            json!({"source": {"ip": "10.10.0.2"}, "liveTraffic": true,
+                   "destination": {"namespace": "default", "service": "web"}}),
+            "Traceflow cr-adm-4 has neither source nor destination Pod specified".into(),
+        ),
+    ];
+    for (name, spec, reason) in failed {
+        match run_resource(&tfs, &ar, name, spec).await {
+            Ok(st)
+                if st["phase"] == "Failed"
+                    && st["reason"] == reason.as_str()
+                    && st["results"].as_array().is_none_or(Vec::is_empty) => {}
+            Ok(st) => failures.push(format!(
+                "Traceflow resource {name}: want Failed {reason:?}, no results: {st:#}"
+            )),
+            Err(e) => failures.push(e),
+        }
+    }
+    Ok(())
 }
 
 /// Antrea's admission rules (reference §2.2). The manager answers them (INVALID_ARGUMENT naming
@@ -407,6 +622,7 @@ fn single_cluster_trace_cases_with_full_observations() {
     require_binaries();
     let mut lab = Lab::new("tr");
     let cfg = up_with_config(&mut lab, &topology("one-node-dual.yaml"));
+    let kubeconfig = lab.dir.join("clusters/c1/kubeconfig");
     let rt = runtime();
     let result: Result<Vec<String>, String> = rt.block_on(async {
         let mut api = Api::connect(&cfg).await?;
@@ -415,6 +631,7 @@ fn single_cluster_trace_cases_with_full_observations() {
         services(&cfg, &mut api, &mut failures).await?;
         missing_destination(&cfg, &mut api, &mut failures).await;
         admission(&cfg, &mut api, &mut failures).await;
+        traceflow_resources(&kubeconfig, &mut api, &mut failures).await?;
         Ok(failures)
     });
     drop(rt);
