@@ -5,7 +5,7 @@
 //!  NodeRuntime.ports ──AgentHello (first) / ports (on change)──▶ adapter
 //!  NodeRuntime.observations ──TraceReport (one per packet-in)───▶ adapter
 //!  Tracer.inject ◀──AgentCommand::Inject── adapter; failure ──TraceFailure──▶ adapter
-//!  Tracer.start_live / stop_live ◀──LiveTrace / StopLiveTrace── adapter
+//!  Tracer.start_live / stop_live ◀──LiveTrace / StopLiveTrace── adapter; armed ──LiveTraceArmed──▶
 //!  desired Store ◀──NodeState── adapter
 //! ```
 //!
@@ -183,6 +183,8 @@ async fn session(
                             return;
                         }
                         info!(role = req.role, "live trace armed");
+                        let armed = pb::LiveTraceArmed { trace_uid: req.trace_uid.clone() };
+                        let _ = tx.send(msg(agent_message::Kind::LiveArmed(armed))).await;
                         // A lost StopLiveTrace must not hold the tag forever: the flows
                         // expire by hard_timeout, the registration here.
                         let lifetime = crate::pipeline::live::lifetime(&req) + Duration::from_secs(2);

@@ -11,7 +11,9 @@
 //!   Antrea-native policy and rule;
 //! * TCP guest(n1) → secure:9002 under a Reject rule: reported as Rejected, and every
 //!   connection attempt, the traced one included, is refused at once (the agent still answers
-//!   live traffic it reports).
+//!   live traffic it reports);
+//! * the tag space: 14 live traces wait at once, each with its own tag; the 15th fails at once
+//!   with Antrea's limit message; deleting one frees its tag for the next.
 //!
 //! Needs root, Open vSwitch and `cargo build --workspace --bins`; fails loudly, never skips.
 
@@ -405,6 +407,95 @@ fn run_cases(
     Ok(failures)
 }
 
+/// Waits (10 s) until trace `uid` is Running with a live tag; its tag.
+async fn running_tag(a: &mut Api, uid: &str) -> Result<i32, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = a
+            .traces
+            .get_traceflow(pb::GetTraceflowRequest {
+                uid: uid.to_string(),
+                name: String::new(),
+            })
+            .await
+            .map_err(|s| format!("GetTraceflow {uid}: {s:?}"))?
+            .into_inner();
+        let tag = t.status.as_ref().map_or(0, |s| s.dataplane_tag);
+        if phase(&t) == "Running" && tag != 0 {
+            return Ok(tag);
+        }
+        if !matches!(phase(&t), "Pending" | "Running") || Instant::now() > deadline {
+            return Err(format!(
+                "live trace not Running with a tag: {:#}",
+                to_json(&t)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn delete(a: &mut Api, uid: &str) -> Result<(), String> {
+    a.traces
+        .delete_traceflow(pb::DeleteTraceflowRequest {
+            uid: uid.to_string(),
+            name: String::new(),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("DeleteTraceflow {uid}: {s:?}"))
+}
+
+/// 14 live traces (Antrea's tag space) in flight, each with its own tag; the 15th refused
+/// with the reason; a deleted trace's tag reused.
+async fn tag_space(api: &Api) -> Result<(), String> {
+    let mut a = api.clone();
+    let spec = || {
+        live_spec(
+            Some("default/client"),
+            None,
+            "default/peer",
+            icmp(false),
+            true,
+        )
+    };
+    let mut running = Vec::new();
+    let mut tags = std::collections::BTreeSet::new();
+    for i in 0..14 {
+        let t = a
+            .create("c1", spec())
+            .await
+            .map_err(|s| format!("live trace #{i}: {s:?}"))?;
+        tags.insert(running_tag(&mut a, &t.uid).await?);
+        running.push(t.uid);
+    }
+    if tags.len() != 14 {
+        return Err(format!("14 live traces share tags: {tags:?}"));
+    }
+    let full = a
+        .create("c1", spec())
+        .await
+        .map_err(|s| format!("15th live trace: {s:?}"))?;
+    let full = a.watch_done(&full.uid, Duration::from_secs(10)).await?;
+    let reason = full.status.clone().unwrap_or_default().reason;
+    if phase(&full) != "Failed"
+        || reason != "number of on-going live-traffic Traceflows reached the limit of 14"
+    {
+        return Err(format!("15th live trace: {:#}", to_json(&full)));
+    }
+    let freed = running.remove(0);
+    delete(&mut a, &freed).await?;
+    let next = a
+        .create("c1", spec())
+        .await
+        .map_err(|s| format!("live trace after a delete: {s:?}"))?;
+    running_tag(&mut a, &next.uid).await?;
+    running.push(next.uid);
+    for uid in running {
+        delete(&mut a, &uid).await?;
+    }
+    Ok(())
+}
+
 #[test]
 fn live_traffic_traces_report_the_first_new_connection_with_its_packet() {
     require_lab_prerequisites();
@@ -412,9 +503,13 @@ fn live_traffic_traces_report_the_first_new_connection_with_its_packet() {
     let mut lab = Lab::new("live");
     let cfg = common::trace::up_with_config(&mut lab, &topology("policies.yaml"));
     let rt = runtime();
-    let result = rt
-        .block_on(Api::connect(&cfg))
-        .and_then(|api| run_cases(&rt, &cfg, &lab, &api));
+    let result = rt.block_on(Api::connect(&cfg)).and_then(|api| {
+        let mut failures = run_cases(&rt, &cfg, &lab, &api)?;
+        if let Err(e) = rt.block_on(tag_space(&api)) {
+            failures.push(format!("tag space: {e}"));
+        }
+        Ok(failures)
+    });
     drop(rt);
     let failures = match result {
         Ok(f) => f,

@@ -155,6 +155,7 @@ impl AgentServer {
             }
             Msg::Report(report) => self.coordinator.report(node, report),
             Msg::Failure(failure) => self.coordinator.agent_failure(node, failure),
+            Msg::LiveArmed(armed) => self.coordinator.live_armed(node, armed.trace_uid),
         }
     }
 }

@@ -14,7 +14,8 @@
 //!
 //! A live-traffic trace instead gets a per-cluster DSCP tag ([`live_tags`]; full → Failed
 //! "number of on-going live-traffic Traceflows reached the limit of 14"), `LiveTrace` goes to
-//! every Node of its [`live::plan`] (the tagging Node first), reports are mapped by
+//! every Node of its [`live::plan`] (the tagging Node last, once every other Node answered
+//! `LiveTraceArmed`, so no Node on the path misses the tagged packet), reports are mapped by
 //! `dataplane_tag`, and at the end every such Node gets `StopLiveTrace` and the tag is freed.
 
 pub mod ids;
@@ -78,6 +79,10 @@ enum Command {
         node: String,
         failure: pb::TraceFailure,
     },
+    LiveArmed {
+        node: String,
+        uid: String,
+    },
 }
 
 /// The cloneable way in; every method is fire-and-forget.
@@ -111,6 +116,14 @@ impl CoordinatorHandle {
         });
     }
 
+    /// A Node's part of live trace `uid` is in place (`LiveTraceArmed`).
+    pub fn live_armed(&self, node: &str, uid: String) {
+        self.send(Command::LiveArmed {
+            node: node.to_string(),
+            uid,
+        });
+    }
+
     /// A Node could not run its part of a trace.
     pub fn agent_failure(&self, node: &str, failure: pb::TraceFailure) {
         self.send(Command::Failure {
@@ -125,6 +138,15 @@ struct Running {
     timer: AbortHandle,
     /// Live-traffic traces: the Nodes holding its flows (told to stop at the end).
     live_nodes: Vec<String>,
+    /// Live-traffic traces still arming: the tagging Node's command waits until every other
+    /// Node said `LiveTraceArmed`, so none of them can miss the first tagged packet.
+    arming: Option<Arming>,
+}
+
+struct Arming {
+    waiting: std::collections::HashSet<String>,
+    tagging_node: String,
+    tagging: pb::AgentCommand,
 }
 
 /// The coordinator task's state. Build with [`Coordinator::new`], drive with [`Coordinator::run`].
@@ -195,6 +217,7 @@ impl Coordinator {
             }
             Command::Report { node, report } => self.on_report(&node, report),
             Command::Failure { node, failure } => self.on_failure(&node, failure),
+            Command::LiveArmed { node, uid } => self.on_live_armed(&node, &uid),
         }
     }
 
@@ -269,6 +292,7 @@ impl Coordinator {
                 record,
                 timer,
                 live_nodes: Vec::new(),
+                arming: None,
             },
         );
 
@@ -350,25 +374,77 @@ impl Coordinator {
                 record,
                 timer,
                 live_nodes,
+                arming: None,
             },
         );
         info!(uid = %uid, tag, node = %plan.tagging_node, nodes = plan.commands.len(), "starting live trace");
-        for (node, mut cmd) in plan.commands {
+        let mut commands = plan.commands.into_iter().map(|(node, mut cmd)| {
             cmd.trace_uid = uid.clone();
             cmd.dscp_tag = tag;
             cmd.timeout_seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
             let cmd = pb::AgentCommand {
                 kind: Some(pb::agent_command::Kind::LiveTrace(cmd)),
             };
-            if let Err(e) = self.agents.send(&node, cmd) {
-                if node == plan.tagging_node {
-                    let reason = format!("Node: {node}, error: {e}");
-                    self.finish(&uid, TraceflowPhase::Failed, &reason);
-                    return;
+            (node, cmd)
+        });
+        // The plan puts the tagging Node first; it is armed last.
+        let Some((tagging_node, tagging)) = commands.next() else {
+            return;
+        };
+        let mut waiting = std::collections::HashSet::new();
+        for (node, cmd) in commands {
+            match self.agents.send(&node, cmd) {
+                Ok(()) => {
+                    waiting.insert(node);
                 }
                 // A Node without an agent cannot report; the path may not cross it.
-                warn!(uid = %uid, node = %node, error = %e, "live trace not started on Node");
+                Err(e) => {
+                    warn!(uid = %uid, node = %node, error = %e, "live trace not started on Node")
+                }
             }
+        }
+        if let Some(running) = self.traces.get_mut(&uid) {
+            running.arming = Some(Arming {
+                waiting,
+                tagging_node,
+                tagging,
+            });
+        }
+        self.arm_tagging_if_ready(&uid);
+    }
+
+    /// A Node armed its part of live trace `uid`.
+    fn on_live_armed(&mut self, node: &str, uid: &str) {
+        if let Some(arming) = self.traces.get_mut(uid).and_then(|r| r.arming.as_mut()) {
+            arming.waiting.remove(node);
+        }
+        self.arm_tagging_if_ready(uid);
+    }
+
+    /// Sends the tagging Node its command once no other Node is still arming.
+    fn arm_tagging_if_ready(&mut self, uid: &str) {
+        let Some(running) = self.traces.get_mut(uid) else {
+            return;
+        };
+        if running
+            .arming
+            .as_ref()
+            .is_none_or(|a| !a.waiting.is_empty())
+        {
+            return;
+        }
+        let Some(Arming {
+            tagging_node,
+            tagging,
+            ..
+        }) = running.arming.take()
+        else {
+            return;
+        };
+        debug!(uid = %uid, node = %tagging_node, "other Nodes armed; arming the tagging Node");
+        if let Err(e) = self.agents.send(&tagging_node, tagging) {
+            let reason = format!("Node: {tagging_node}, error: {e}");
+            self.finish(uid, TraceflowPhase::Failed, &reason);
         }
     }
 

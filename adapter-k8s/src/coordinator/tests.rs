@@ -346,6 +346,12 @@ async fn live_trace_tags_on_the_sender_and_succeeds_with_captured_packet() {
     let tag = running.status.as_ref().map_or(0, |s| s.dataplane_tag);
     assert_eq!(tag, 7, "Antrea's first tag");
 
+    // n2 first: the tagging Node (n1) waits until every other Node is armed.
+    let c2 = live_cmd(&mut n2).await;
+    assert_eq!(c2.role, pb::LiveTraceRole::Any as i32);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(n1.try_recv().is_err(), "n1 tagged before n2 was armed");
+    h.handle.live_armed("n2", "u1".into());
     let c1 = live_cmd(&mut n1).await;
     assert_eq!(c1.role, pb::LiveTraceRole::Sender as i32);
     assert_eq!((c1.trace_uid.as_str(), c1.dscp_tag), ("u1", 7));
@@ -358,8 +364,6 @@ async fn live_trace_tags_on_the_sender_and_succeeds_with_captured_packet() {
         ("10.10.1.2", "10.10.2.3")
     );
     assert_eq!(c1.timeout_seconds, 20);
-    let c2 = live_cmd(&mut n2).await;
-    assert_eq!(c2.role, pb::LiveTraceRole::Any as i32);
 
     let mut sent = live_report(
         7,
@@ -412,6 +416,35 @@ async fn live_trace_tags_on_the_sender_and_succeeds_with_captured_packet() {
         u2.status.map_or(0, |s| s.dataplane_tag),
         11,
         "cursor moves on"
+    );
+}
+
+#[tokio::test]
+async fn a_single_node_live_trace_tags_at_once_and_a_lost_tagging_agent_fails_it() {
+    let mut h = harness();
+    let (c1, mut n1) = h.agents.register("n1");
+    // Only n1 has an agent: nothing to wait for.
+    h.handle.start(live("u1", false));
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    assert_eq!(
+        live_cmd(&mut n1).await.role,
+        pb::LiveTraceRole::Sender as i32
+    );
+
+    // The tagging Node's agent goes away while the others arm: the trace fails with the reason.
+    let (_c2, mut n2) = h.agents.register("n2");
+    h.agents.unregister("n1", c1);
+    drop(n1);
+    h.handle.start(live("u2", false));
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    assert_eq!(live_cmd(&mut n2).await.role, pb::LiveTraceRole::Any as i32);
+    h.handle.live_armed("n2", "u2".into());
+    let failed = next(&mut h).await;
+    assert_eq!(phase(&failed), TraceflowPhase::Failed as i32);
+    assert!(
+        reason(&failed).starts_with("Node: n1, error: "),
+        "{}",
+        reason(&failed)
     );
 }
 
