@@ -40,6 +40,18 @@ if [ "$TOPOLOGY" = tests/topologies/one-node.yaml ]; then
   trace traceflow --cluster c1 -S default/p0 -D default/p1 -o yaml
   trace traceflow --cluster c1 -S default/p0 -D default/p2 -f tcp,tcp_dst=80 -o yaml
   trace traceflow --cluster c1 -S default/p1 -D 10.10.0.2 -o json
+  # Live traffic: the trace waits for the first new ICMP connection p0 -> p1, which the
+  # pings (one new connection each) provide once the trace is armed.
+  echo
+  echo "==> tfctl traceflow --cluster c1 -S default/p0 -D default/p1 -L -f icmp -t 30s -o yaml  (with pings from p0)"
+  "$BIN/tfctl" traceflow --cluster c1 -S default/p0 -D default/p1 -L -f icmp -t 30s -o yaml &
+  LIVE=$!
+  for _ in $(seq 1 20); do
+    kill -0 "$LIVE" 2>/dev/null || break
+    "$BIN/traceflow-lab" exec c1/default/p0 -- ping -c 1 -W 1 10.10.0.3 >/dev/null 2>&1 || true
+    sleep 0.3
+  done
+  wait "$LIVE" || echo "(tfctl exited with $?)"
 else
   "$BIN/traceflow-lab" status
 fi

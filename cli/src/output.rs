@@ -1,6 +1,6 @@
 //! What tfctl prints: antctl's traceflow output object (reference §5) — `name`, `phase`,
 //! `reason`, `source`, `destination`, `results`, `capturedPacket` — plus ours: `cluster`, `uid`,
-//! `traceId`, `startTimeMicros`, `endTimeMicros`. Results and packets are proto3 JSON (pbjson):
+//! `traceId` (injected) or `dataplaneTag` (live traffic), `startTimeMicros`, `endTimeMicros`. Results and packets are proto3 JSON (pbjson):
 //! Antrea's field names, enums as names, 64-bit integers as strings.
 
 use serde::Serialize;
@@ -29,6 +29,8 @@ pub struct TraceOutput<'a> {
     pub captured_packet: Option<&'a pb::Packet>,
     #[serde(skip_serializing_if = "is_zero")]
     pub trace_id: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dataplane_tag: u32,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub start_time_micros: String,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -89,6 +91,7 @@ pub fn trace_output(t: &pb::Traceflow) -> TraceOutput<'_> {
         results: status.map_or(&[], |s| s.results.as_slice()),
         captured_packet: status.and_then(|s| s.captured_packet.as_ref()),
         trace_id: status.map_or(0, |s| s.trace_id),
+        dataplane_tag: status.map_or(0, |s| u32::try_from(s.dataplane_tag).unwrap_or(0)),
         start_time_micros: micros(status.map_or(0, |s| s.start_time_micros)),
         end_time_micros: micros(status.map_or(0, |s| s.end_time_micros)),
     }

@@ -395,6 +395,8 @@ fn run_cases(
                 let phase = v["phase"].as_str().unwrap_or("");
                 if !out.status.success() {
                     failures.push(format!("{} via tfctl: {}", case.what, text(&out)));
+                } else if v["dataplaneTag"].as_u64().is_none_or(|t| t == 0) {
+                    failures.push(format!("{} via tfctl: no dataplaneTag", case.what));
                 } else if let Err(e) =
                     check(&case, "tfctl", phase, &v["results"], &v["capturedPacket"])
                 {
