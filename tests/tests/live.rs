@@ -6,7 +6,9 @@
 //! `capturedPacket` of the traced connection:
 //!
 //! * ping client(n1) → peer(n2), IPv4 and IPv6: n1 tags and tunnels, n2 receives and delivers;
-//! * destination Pod only (and a source IP): n2 tags the traffic it receives;
+//! * source Pod and destination IP: as above;
+//! * destination Pod only (and a source IP): n2 tags the traffic it receives; for traffic from
+//!   a Pod on the destination's own Node too, with no sending-path observations;
 //! * droppedOnly, other(n1) → secure(n2): only n2's IngressMetric drop is reported, with the
 //!   Antrea-native policy and rule;
 //! * TCP guest(n1) → secure:9002 under a Reject rule: reported as Rejected, and every
@@ -134,14 +136,22 @@ fn live_spec(
         }),
         (None, None) => None,
     };
-    let (namespace, dst_pod) = pod(dst);
+    let destination = if dst.parse::<std::net::IpAddr>().is_ok() {
+        pb::Destination {
+            ip: dst.into(),
+            ..Default::default()
+        }
+    } else {
+        let (namespace, pod) = pod(dst);
+        pb::Destination {
+            namespace,
+            pod,
+            ..Default::default()
+        }
+    };
     pb::TraceflowSpec {
         source,
-        destination: Some(pb::Destination {
-            namespace,
-            pod: dst_pod,
-            ..Default::default()
-        }),
+        destination: Some(destination),
         packet: Some(packet),
         live_traffic: true,
         dropped_only,
@@ -218,6 +228,27 @@ async fn cases(api: &mut Api) -> Result<Vec<Case>, String> {
         traffic: ping("client", &peer),
         want: vec![receiver("n2", vec![received(), output("Delivered")])],
         captured: serde_json::json!({"srcIP": client, "dstIP": peer}),
+    });
+    out.push(Case {
+        what: "source Pod and destination IP".into(),
+        spec: live_spec(Some("default/client"), None, &peer, icmp(false), false),
+        tfctl: args(&["-S", "default/client", "-D", &peer, "-f", "icmp"]),
+        traffic: ping("client", &peer),
+        want: vec![
+            sender("n1", vec![spoofguard(&client), output_tunnel(&tunnel_n2)]),
+            receiver("n2", vec![received(), output("Delivered")]),
+        ],
+        captured: serde_json::json!({"srcIP": client, "dstIP": peer}),
+    });
+    // Receiver-only on the source's own Node: still no sending-path observations (§3.6).
+    let web_a = ip("default/web-a", false)?;
+    out.push(Case {
+        what: "destination Pod only, traffic from the same Node".into(),
+        spec: live_spec(None, None, "default/web-a", icmp(false), false),
+        tfctl: args(&["-D", "default/web-a", "-f", "icmp"]),
+        traffic: ping("client", &web_a),
+        want: vec![receiver("n1", vec![received(), output("Delivered")])],
+        captured: serde_json::json!({"srcIP": client, "dstIP": web_a}),
     });
     out.push(Case {
         what: "source IP and destination Pod".into(),

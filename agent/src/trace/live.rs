@@ -25,12 +25,15 @@ pub struct Claim {
     /// or the trace is droppedOnly, whose one report may come from any Node (where Antrea
     /// would then show no packet at all).
     pub capture: bool,
+    /// This Node is the trace's sender (role `SENDER`): it reports the sending path.
+    pub sender: bool,
 }
 
 #[derive(Debug)]
 struct Entry {
     uid: String,
     capture: bool,
+    sender: bool,
     reported: bool,
 }
 
@@ -47,14 +50,15 @@ impl LiveTraces {
         self.by_tag.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers trace `uid` under `tag` (`capture`: see [`Claim`]); returns the uid it
-    /// replaced, if another held it.
-    pub fn insert(&self, tag: u8, uid: &str, capture: bool) -> Option<String> {
+    /// Registers trace `uid` under `tag` (`capture`, `sender`: see [`Claim`]); returns the
+    /// uid it replaced, if another held it.
+    pub fn insert(&self, tag: u8, uid: &str, capture: bool, sender: bool) -> Option<String> {
         let previous = self.lock().insert(
             tag,
             Entry {
                 uid: uid.to_string(),
                 capture,
+                sender,
                 reported: false,
             },
         );
@@ -80,6 +84,7 @@ impl LiveTraces {
         Some(Claim {
             uid: e.uid.clone(),
             capture: e.capture,
+            sender: e.sender,
         })
     }
 
@@ -104,13 +109,14 @@ mod tests {
     #[test]
     fn a_tag_is_claimed_once_and_forgotten_by_uid() {
         let live = LiveTraces::default();
-        assert_eq!(live.insert(7, "u1", true), None);
+        assert_eq!(live.insert(7, "u1", true, true), None);
         assert!(live.holds(7));
         assert_eq!(
             live.claim(7),
             Some(Claim {
                 uid: "u1".into(),
-                capture: true
+                capture: true,
+                sender: true,
             })
         );
         assert_eq!(live.claim(7), None, "reported once");
@@ -123,8 +129,8 @@ mod tests {
     #[test]
     fn a_reused_tag_belongs_to_the_new_trace() {
         let live = LiveTraces::default();
-        live.insert(7, "old", false);
-        assert_eq!(live.insert(7, "new", true), Some("old".into()));
+        live.insert(7, "old", false, false);
+        assert_eq!(live.insert(7, "new", true, false), Some("old".into()));
         assert_eq!(live.tag_of("new"), Some(7));
         assert_eq!(live.tag_of("old"), None);
         assert_eq!(live.claim(7).map(|c| c.uid), Some("new".into()));

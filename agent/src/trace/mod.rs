@@ -149,7 +149,8 @@ impl Tracer {
                 role,
                 pb::LiveTraceRole::Sender | pb::LiveTraceRole::ReceiverOnly
             );
-        if let Some(old) = self.live.insert(tag, &cmd.trace_uid, capture) {
+        let sender = role == pb::LiveTraceRole::Sender;
+        if let Some(old) = self.live.insert(tag, &cmd.trace_uid, capture, sender) {
             info!(tag, old = %old, "live tag reused; the previous trace's flows are removed");
             self.remove_live_flows(tag).await;
         }
@@ -237,13 +238,7 @@ impl Tracer {
         let claim = self.live.claim(pkt.dscp)?;
         debug!(uid = %claim.uid, tag = pkt.dscp, table = pin.table_id, "live-traffic packet");
         Some(observe::observe_live(
-            pin,
-            &pkt,
-            claim.capture,
-            &ports,
-            &self.node,
-            now,
-            policies,
+            pin, &pkt, &claim, &ports, &self.node, now, policies,
         ))
     }
 }

@@ -14,6 +14,7 @@ use crate::ovs::openflow::PacketIn;
 use crate::pipeline::{TRACE_DSCP, Table, regs};
 use crate::ports::{NodePorts, PortKind};
 
+use super::live::Claim;
 use super::packet::{ParsedPacket, parse};
 
 /// A NetworkPolicy rule, as the agent's policy cache knows it.
@@ -99,16 +100,18 @@ pub fn observe(
         ipv6: pkt.src.is_ipv6(),
         dataplane_tag: 0,
         captured_packet: None,
-        result: node_result(pin, &pkt, ports, node, now, policies),
+        result: node_result(pin, &pkt, None, ports, node, now, policies),
     })
 }
 
-/// A live-traffic packet-in (`pkt` carries a live tag) turned into observations; the packet
-/// itself is captured when `capture` (the Node that tagged the traffic).
+/// A live-traffic packet-in (`pkt` carries a live tag) turned into observations, per `claim`:
+/// only the Node with the sender role reports the sending path (a receiver-only Node never
+/// does, even for traffic from one of its own Pods: reference §3.6), and the packet itself is
+/// captured when the claim says so.
 pub fn observe_live(
     pin: &PacketIn,
     pkt: &ParsedPacket,
-    capture: bool,
+    claim: &Claim,
     ports: &NodePorts,
     node: &str,
     now: SystemTime,
@@ -118,15 +121,17 @@ pub fn observe_live(
         trace_id: 0,
         ipv6: pkt.src.is_ipv6(),
         dataplane_tag: pkt.dscp,
-        captured_packet: capture.then(|| pkt.to_captured()),
-        result: node_result(pin, pkt, ports, node, now, policies),
+        captured_packet: claim.capture.then(|| pkt.to_captured()),
+        result: node_result(pin, pkt, Some(claim.sender), ports, node, now, policies),
     }
 }
 
-/// This Node's result for one trace packet-in, as the module doc orders it.
+/// This Node's result for one trace packet-in, as the module doc orders it. `sender` overrides
+/// the in-port rule (a Pod port means this Node sent it) when the caller knows better.
 fn node_result(
     pin: &PacketIn,
     pkt: &ParsedPacket,
+    sender: Option<bool>,
     ports: &NodePorts,
     node: &str,
     now: SystemTime,
@@ -147,10 +152,12 @@ fn node_result(
 
     let mut out = Vec::new();
     // 1. First observation: the sender is the Node whose Pod port the packet entered on.
-    let sender = matches!(
-        f.in_port().and_then(|p| ports.by_ofport(p)),
-        Some(PortKind::Pod(_))
-    );
+    let sender = sender.unwrap_or_else(|| {
+        matches!(
+            f.in_port().and_then(|p| ports.by_ofport(p)),
+            Some(PortKind::Pod(_))
+        )
+    });
     if sender {
         let mut o = obs(pb::Component::SpoofGuard, pb::Action::Forwarded, micros);
         o.src_pod_ip = ct_src.unwrap_or(pkt.src).to_string();
@@ -494,6 +501,41 @@ mod tests {
             .push(Oxm::exact(CLASS_NXM1, nxm::CT_NW_DST, &[10, 1, 0, 3]));
         let o = observe(&p, &n, "n1", T, &NoPolicies).unwrap_or_else(|| panic!("not observed"));
         assert_eq!(o.result.observations.len(), 2);
+    }
+
+    #[test]
+    fn a_live_packet_follows_its_claim_not_the_in_port() {
+        let n = mk_node();
+        let mut data = pkt("10.1.0.3", 0);
+        data[15] = 7 << 2; // DSCP 7, a live tag
+        let Ok(parsed) = parse(&data) else {
+            panic!("unparseable");
+        };
+        let p = pin(Table::Output, 3, 4, data);
+        // Receiver-only on the source's own Node: entered on a Pod port, yet no sending path.
+        let claim = Claim {
+            uid: "u".into(),
+            capture: true,
+            sender: false,
+        };
+        let o = observe_live(&p, &parsed, &claim, &n, "n1", T, &NoPolicies);
+        assert_eq!((o.dataplane_tag, o.trace_id), (7, 0));
+        assert_eq!(o.result.role, "receiver");
+        assert_eq!(o.result.observations[0].action, pb::Action::Received as i32);
+        assert_eq!(
+            o.captured_packet.map(|c| (c.src_ip, c.dst_ip)),
+            Some(("10.1.0.2".into(), "10.1.0.3".into()))
+        );
+        let claim = Claim {
+            sender: true,
+            capture: false,
+            ..claim
+        };
+        let o = observe_live(&p, &parsed, &claim, &n, "n1", T, &NoPolicies);
+        assert_eq!(o.result.role, "sender");
+        assert!(o.captured_packet.is_none());
+        // The injected-trace path ignores live tags.
+        assert!(observe(&p, &n, "n1", T, &NoPolicies).is_none());
     }
 
     #[test]
