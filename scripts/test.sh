@@ -15,8 +15,9 @@ echo "==> cargo build --workspace --bins"
 # The end-to-end tests start the real binaries from target/debug.
 cargo build --workspace --bins
 
-# Labs a killed earlier run left behind (the lab tests use /tmp/tfl-<tag><n>).
-for d in /tmp/tfl-*/; do
+# Labs a killed earlier run left behind (the lab tests use $TMPDIR/tfl-<tag><n>, /tmp by
+# default; another TMPDIR keeps this run's hands off labs of a run elsewhere on the machine).
+for d in "${TMPDIR:-/tmp}"/tfl-*/; do
   if [ -f "$d/state.json" ]; then
     echo "==> taking down a stale lab in $d"
     target/debug/traceflow-lab --dir "$d" down || true
