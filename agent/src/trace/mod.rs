@@ -157,8 +157,20 @@ impl Tracer {
         let result = self.program_live(tag, flows, desired, programmed).await;
         if result.is_err() {
             self.stop_live(&cmd.trace_uid, desired).await;
+        } else if self.live.tag_of(&cmd.trace_uid) != Some(tag) {
+            // Stopped (or its tag handed on) while arming: undo what arming installed.
+            debug!(uid = %cmd.trace_uid, tag, "live trace stopped while arming");
+            self.release_tag(tag, desired).await;
         }
         result
+    }
+
+    /// Removes tag `tag`'s flows and drop copies unless a live trace holds it again.
+    async fn release_tag(&self, tag: u8, desired: &Store) {
+        if !self.live.holds(tag) {
+            self.remove_live_flows(tag).await;
+            desired.set_live_tag(tag, false);
+        }
     }
 
     async fn program_live(
@@ -195,8 +207,7 @@ impl Tracer {
         let Some(tag) = self.live.remove(uid) else {
             return;
         };
-        self.remove_live_flows(tag).await;
-        desired.set_live_tag(tag, false);
+        self.release_tag(tag, desired).await;
         debug!(uid, tag, "live trace stopped");
     }
 
