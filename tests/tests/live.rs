@@ -15,7 +15,9 @@
 //!   connection attempt, the traced one included, is refused at once (the agent still answers
 //!   live traffic it reports);
 //! * the tag space: 14 live traces wait at once, each with its own tag; the 15th fails at once
-//!   with Antrea's limit message; deleting one frees its tag for the next.
+//!   with Antrea's limit message; deleting one frees its tag for the next;
+//! * the Traceflow-resource path: a `liveTraffic` Traceflow created through the lab's
+//!   Kubernetes API gets the same results, `capturedPacket` and `dataplaneTag` in `.status`.
 //!
 //! Needs root, Open vSwitch and `cargo build --workspace --bins`; fails loudly, never skips.
 
@@ -529,6 +531,79 @@ async fn tag_space(api: &Api) -> Result<(), String> {
     Ok(())
 }
 
+/// A live Traceflow resource (Antrea's CRD JSON) through the lab's Kubernetes API, with ping
+/// traffic client → peer: its `.status` once terminal.
+async fn live_resource(kubeconfig: &Path, api: &mut Api) -> Result<(), String> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let pods = api.wait_pods("c1", 10).await?;
+    let nodes = api.nodes("c1").await?;
+    let (client, peer) = (
+        pod_ip(&pods, "default/client", false)?,
+        pod_ip(&pods, "default/peer", false)?,
+    );
+    let want = [
+        sender(
+            "n1",
+            vec![
+                spoofguard(&client),
+                output_tunnel(&node_ip(&nodes, "n2", false)?),
+            ],
+        ),
+        receiver("n2", vec![received(), output("Delivered")]),
+    ];
+    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("kubeconfig: {e}"))?;
+    let kcfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| format!("kubeconfig: {e}"))?;
+    let kclient = kube::Client::try_from(kcfg).map_err(|e| format!("kube client: {e}"))?;
+    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "crd.traceflow.io",
+        "v1beta1",
+        "Traceflow",
+    ));
+    let tfs: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(kclient, &ar);
+    let tf = kube::api::DynamicObject::new("live-cr", &ar).data(serde_json::json!({"spec": {
+        "source": {"namespace": "default", "pod": "client"},
+        "destination": {"namespace": "default", "pod": "peer"},
+        "packet": {"ipHeader": {"protocol": 1}},
+        "liveTraffic": true,
+        "timeout": 30,
+    }}));
+    tfs.create(&kube::api::PostParams::default(), &tf)
+        .await
+        .map_err(|e| format!("create Traceflow live-cr: {e}"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        let got = tfs
+            .get("live-cr")
+            .await
+            .map_err(|e| format!("get Traceflow live-cr: {e}"))?;
+        let status = got.data.get("status").cloned().unwrap_or(Value::Null);
+        if matches!(status["phase"].as_str(), Some("Succeeded" | "Failed")) {
+            break status;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("live-cr not terminal after 40s: {status:#}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let fail = |why: String| Err(format!("live Traceflow resource: {why}\n{status:#}"));
+    if status["phase"] != "Succeeded" {
+        return fail("not Succeeded".into());
+    }
+    if status["dataplaneTag"].as_u64().is_none_or(|t| t == 0) {
+        return fail("no dataplaneTag".into());
+    }
+    if let Err(e) = check_results(&status["results"], &want) {
+        return fail(e);
+    }
+    let captured = serde_json::json!({"srcIP": client, "dstIP": peer, "ipHeader": {"protocol": 1}});
+    if !contains(&status["capturedPacket"], &captured) {
+        return fail(format!("capturedPacket, want at least {captured}"));
+    }
+    Ok(())
+}
+
 #[test]
 fn live_traffic_traces_report_the_first_new_connection_with_its_packet() {
     require_lab_prerequisites();
@@ -538,6 +613,17 @@ fn live_traffic_traces_report_the_first_new_connection_with_its_packet() {
     let rt = runtime();
     let result = rt.block_on(Api::connect(&cfg)).and_then(|api| {
         let mut failures = run_cases(&rt, &cfg, &lab, &api)?;
+        let kubeconfig = lab.dir.join("clusters/c1/kubeconfig");
+        let peer = rt
+            .block_on(api.clone().wait_pods("c1", 10))
+            .and_then(|pods| pod_ip(&pods, "default/peer", false))?;
+        let (resource, problems) = with_traffic(&lab, &ping("client", &peer), || {
+            rt.block_on(live_resource(&kubeconfig, &mut api.clone()))
+        });
+        failures.extend(problems);
+        if let Err(e) = resource {
+            failures.push(e);
+        }
         if let Err(e) = rt.block_on(tag_space(&api)) {
             failures.push(format!("tag space: {e}"));
         }
