@@ -105,6 +105,27 @@ impl NodeRuntime {
         );
         let tracer =
             Tracer::new(node, ports.clone(), datapath.switch.clone()).with_desired(desired);
+        // After a reconnect (the pipeline is programmed before the switch is published), the
+        // live traces waiting for their packet get their flows back.
+        let t = tracer.clone();
+        let mut switch = datapath.switch.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    changed = switch.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let sw = switch.borrow_and_update().clone();
+                        if let Some(sw) = sw {
+                            t.reinstall_live(&sw).await;
+                        }
+                    }
+                }
+            }
+        });
         let (obs_tx, obs_rx) = mpsc::channel(8192);
         let t = tracer.clone();
         let switch = datapath.switch.clone();

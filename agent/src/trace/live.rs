@@ -8,6 +8,8 @@
 //!              tagging Node, or any Node for droppedOnly), this Node's live flows removed;
 //!              later ones ignored
 //!  StopLiveTrace / timeout ─▶ Tracer::stop_live: flows removed, tag forgotten
+//!  br-int reconnected (ovs-vswitchd restart) ─▶ flows of unreported traces installed again
+//!              with what is left of their hard_timeout
 //! ```
 //!
 //! Contract: a Node reports a live trace at most once; a tag maps to one trace at a time (a
@@ -16,6 +18,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::ovs::openflow::FlowMod;
 
 /// The first report of a tag on this Node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,11 +34,22 @@ pub struct Claim {
     pub sender: bool,
 }
 
+/// One live trace on this Node.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub uid: String,
+    /// See [`Claim`].
+    pub capture: bool,
+    pub sender: bool,
+    /// Its own flows (tagging and Output), to install again after a reconnect.
+    pub flows: Vec<FlowMod>,
+    /// When its flows' hard_timeout runs out.
+    pub expires: Instant,
+}
+
 #[derive(Debug)]
 struct Entry {
-    uid: String,
-    capture: bool,
-    sender: bool,
+    reg: Registration,
     reported: bool,
 }
 
@@ -50,25 +66,45 @@ impl LiveTraces {
         self.by_tag.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers trace `uid` under `tag` (`capture`, `sender`: see [`Claim`]); returns the
-    /// uid it replaced, if another held it.
-    pub fn insert(&self, tag: u8, uid: &str, capture: bool, sender: bool) -> Option<String> {
+    /// Registers `reg` under `tag`; returns the uid it replaced, if another held it.
+    pub fn insert(&self, tag: u8, reg: Registration) -> Option<String> {
+        let uid = reg.uid.clone();
         let previous = self.lock().insert(
             tag,
             Entry {
-                uid: uid.to_string(),
-                capture,
-                sender,
+                reg,
                 reported: false,
             },
         );
-        previous.map(|e| e.uid).filter(|p| p != uid)
+        previous.map(|e| e.reg.uid).filter(|p| *p != uid)
+    }
+
+    /// The flows of every trace not yet reported here and not expired at `now`, their
+    /// hard_timeout cut to what is left (rounded up), e.g. to install again after br-int lost
+    /// them.
+    pub fn pending_flows(&self, now: Instant) -> Vec<FlowMod> {
+        let map = self.lock();
+        map.values()
+            .filter(|e| !e.reported && e.reg.expires > now)
+            .flat_map(|e| {
+                let left = e.reg.expires.duration_since(now);
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                let hard_timeout = u16::try_from(secs).unwrap_or(u16::MAX);
+                e.reg.flows.iter().cloned().map(move |mut f| {
+                    f.hard_timeout = hard_timeout;
+                    f
+                })
+            })
+            .collect()
     }
 
     /// Forgets trace `uid`; returns its tag if it was registered.
     pub fn remove(&self, uid: &str) -> Option<u8> {
         let mut map = self.lock();
-        let tag = map.iter().find(|(_, e)| e.uid == uid).map(|(t, _)| *t)?;
+        let tag = map
+            .iter()
+            .find(|(_, e)| e.reg.uid == uid)
+            .map(|(t, _)| *t)?;
         map.remove(&tag);
         Some(tag)
     }
@@ -82,9 +118,9 @@ impl LiveTraces {
         }
         e.reported = true;
         Some(Claim {
-            uid: e.uid.clone(),
-            capture: e.capture,
-            sender: e.sender,
+            uid: e.reg.uid.clone(),
+            capture: e.reg.capture,
+            sender: e.reg.sender,
         })
     }
 
@@ -97,7 +133,7 @@ impl LiveTraces {
     pub fn tag_of(&self, uid: &str) -> Option<u8> {
         self.lock()
             .iter()
-            .find(|(_, e)| e.uid == uid)
+            .find(|(_, e)| e.reg.uid == uid)
             .map(|(t, _)| *t)
     }
 }
@@ -105,11 +141,23 @@ impl LiveTraces {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ovs::openflow::Match;
+    use std::time::Duration;
+
+    fn reg(uid: &str, capture: bool, sender: bool) -> Registration {
+        Registration {
+            uid: uid.into(),
+            capture,
+            sender,
+            flows: vec![FlowMod::add(0, 202, 1, Match::new(), vec![])],
+            expires: Instant::now() + Duration::from_secs(20),
+        }
+    }
 
     #[test]
     fn a_tag_is_claimed_once_and_forgotten_by_uid() {
         let live = LiveTraces::default();
-        assert_eq!(live.insert(7, "u1", true, true), None);
+        assert_eq!(live.insert(7, reg("u1", true, true)), None);
         assert!(live.holds(7));
         assert_eq!(
             live.claim(7),
@@ -129,10 +177,34 @@ mod tests {
     #[test]
     fn a_reused_tag_belongs_to_the_new_trace() {
         let live = LiveTraces::default();
-        live.insert(7, "old", false, false);
-        assert_eq!(live.insert(7, "new", true, false), Some("old".into()));
+        live.insert(7, reg("old", false, false));
+        assert_eq!(live.insert(7, reg("new", true, false)), Some("old".into()));
         assert_eq!(live.tag_of("new"), Some(7));
         assert_eq!(live.tag_of("old"), None);
         assert_eq!(live.claim(7).map(|c| c.uid), Some("new".into()));
+    }
+
+    #[test]
+    fn only_unreported_unexpired_traces_are_reinstalled_with_the_time_left() {
+        let live = LiveTraces::default();
+        live.insert(
+            15,
+            Registration {
+                expires: Instant::now(),
+                ..reg("expired", true, true)
+            },
+        );
+        live.insert(7, reg("waiting", true, true));
+        live.insert(11, reg("reported", true, true));
+        live.claim(11);
+        // Just after registering: under 20 s left, rounded up to 20.
+        let now = Instant::now();
+        let flows = live.pending_flows(now);
+        assert_eq!(flows.len(), 1, "{flows:?}");
+        assert_eq!(flows[0].hard_timeout, 20);
+        assert_eq!(
+            live.pending_flows(now + Duration::from_millis(19_500))[0].hard_timeout,
+            1
+        );
     }
 }

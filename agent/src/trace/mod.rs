@@ -149,8 +149,14 @@ impl Tracer {
                 role,
                 pb::LiveTraceRole::Sender | pb::LiveTraceRole::ReceiverOnly
             );
-        let sender = role == pb::LiveTraceRole::Sender;
-        if let Some(old) = self.live.insert(tag, &cmd.trace_uid, capture, sender) {
+        let registration = live::Registration {
+            uid: cmd.trace_uid.clone(),
+            capture,
+            sender: role == pb::LiveTraceRole::Sender,
+            flows: flows.clone(),
+            expires: std::time::Instant::now() + live_flows::lifetime(cmd),
+        };
+        if let Some(old) = self.live.insert(tag, registration) {
             info!(tag, old = %old, "live tag reused; the previous trace's flows are removed");
             self.remove_live_flows(tag).await;
         }
@@ -163,6 +169,24 @@ impl Tracer {
             self.release_tag(tag, desired).await;
         }
         result
+    }
+
+    /// Installs again the flows of the live traces not yet reported here (br-int lost them:
+    /// ovs-vswitchd restarted); called once the pipeline is back on a new connection.
+    pub async fn reinstall_live(&self, sw: &Switch) {
+        let flows = self.live.pending_flows(std::time::Instant::now());
+        if flows.is_empty() {
+            return;
+        }
+        let n = flows.len();
+        let msgs: Vec<Message> = flows.into_iter().map(Message::FlowMod).collect();
+        match sw.transact(&msgs).await {
+            Ok(()) => info!(
+                flows = n,
+                "live-traffic flows installed again after a reconnect"
+            ),
+            Err(error) => tracing::warn!(%error, "live-traffic flows not installed again"),
+        }
     }
 
     /// Removes tag `tag`'s flows and drop copies unless a live trace holds it again.
