@@ -1,8 +1,8 @@
 //! Command line, environment (`TRACEFLOW_MANAGER_*`) and config file, in that precedence.
 //!
 //! The config file (`--config FILE`, YAML) may set `dataDir`, `listen`, `heartbeatInterval`,
-//! `retentionMaxAge`, `retentionMaxCount`, `retentionInterval` and `log`; durations are
-//! humantime strings ("5s", "30d").
+//! `retentionMaxAge`, `retentionMaxCount`, `retentionInterval`, `consoleDir` and `log`;
+//! durations are humantime strings ("5s", "30d").
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// How often retention runs. Default 60s.
     #[arg(long, env = "TRACEFLOW_MANAGER_RETENTION_INTERVAL", value_parser = humantime::parse_duration)]
     pub retention_interval: Option<Duration>,
+    /// Built web console (index.html + assets/) served at `/`. Default: `console/` next to the
+    /// executable when it exists, else no console.
+    #[arg(long, env = "TRACEFLOW_MANAGER_CONSOLE_DIR")]
+    pub console_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +133,7 @@ struct FileConfig {
     retention_max_age: Option<String>,
     retention_max_count: Option<usize>,
     retention_interval: Option<String>,
+    console_dir: Option<PathBuf>,
     log: Option<String>,
 }
 
@@ -187,6 +192,10 @@ pub fn resolve_serve(
                 .or(dur("retentionInterval", &file.retention_interval)?)
                 .unwrap_or(defaults.interval),
         },
+        console_dir: args
+            .console_dir
+            .or(file.console_dir)
+            .or_else(crate::console::default_dir),
     };
     if cfg.heartbeat_interval < Duration::from_secs(1) {
         return Err(ConfigError::TooShort("--heartbeat-interval"));
@@ -214,6 +223,7 @@ mod tests {
             retention_max_age: None,
             retention_max_count: None,
             retention_interval: None,
+            console_dir: None,
         }
     }
 

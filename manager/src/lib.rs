@@ -7,11 +7,14 @@
 //!                                      └──▶ traces::TraceHub ──▶ store (sled, flushed) ──▶ watchers
 //! ```
 //!
+//! The web console's static files share the port: [`console`] answers `GET /` and `/assets/`.
+//!
 //! `main.rs` only parses configuration ([`config`]) and calls [`server::run`] or [`ops`].
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod fleet;
 pub mod ops;
 pub mod server;

@@ -3,6 +3,7 @@
 //! ```text
 //!   D/store (sled) ─▶ Store ─▶ CA (created on first start), local admin credential
 //!   TcpListener ─▶ tonic (TLS, client cert optional, HTTP/1 + gRPC-Web)
+//!        ├─ GET / and /assets/…: the web console's files        (console::ConsoleLayer)
 //!        ├─ TraceflowService, ClusterService, UserService   (auth: role per RPC)
 //!        ├─ RegistrationService                              (token + CSR)
 //!        ├─ AdapterService                                   (cluster certificates)
@@ -63,6 +64,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
@@ -109,6 +112,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub heartbeat_interval: Duration,
     pub retention: Retention,
+    /// The built web console to serve at `/`; `None` serves none.
+    pub console_dir: Option<PathBuf>,
 }
 
 /// The opened data directory.
@@ -213,6 +218,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let DataDir { store, ca } = data;
+    let console = cfg
+        .console_dir
+        .as_deref()
+        .map(crate::console::Console::open)
+        .transpose()?;
+    match &console {
+        Some(c) => tracing::info!(dir = %c.root().display(), "serving the web console at /"),
+        None => tracing::info!("no web console (see --console-dir)"),
+    }
     let hub = TraceHub::new(store.clone());
     let recovered = hub.recover()?;
     if recovered > 0 {
@@ -302,6 +316,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
+        .layer(crate::console::ConsoleLayer::new(console))
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(pb::traceflow_service_server::TraceflowServiceServer::new(
             TraceflowSvc { ctx: ctx.clone() },

@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod console;
 mod fleet;
 mod grpcurl;
 mod registration;

@@ -51,6 +51,8 @@ pub struct Lab {
     pub dir: PathBuf,
     pub prefix: String,
     pub down_done: bool,
+    /// Extra environment for every `traceflow-lab` run (the daemons `up` starts inherit it).
+    pub env: Vec<(String, String)>,
 }
 
 impl Lab {
@@ -63,6 +65,7 @@ impl Lab {
             dir,
             prefix,
             down_done: false,
+            env: Vec::new(),
         }
     }
 
@@ -74,6 +77,7 @@ impl Lab {
             .args(args)
             .env("TRACEFLOW_BIN_DIR", bin_dir())
             .env("RUST_LIB_BACKTRACE", "0")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output();
         match out {
             Ok(o) => o,

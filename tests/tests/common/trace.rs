@@ -15,7 +15,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use traceflow_proto::v1::{
     self as pb, cluster_service_client::ClusterServiceClient,
-    traceflow_service_client::TraceflowServiceClient,
+    traceflow_service_client::TraceflowServiceClient, user_service_client::UserServiceClient,
 };
 
 use super::{Lab, bin_dir};
@@ -85,6 +85,7 @@ pub fn tfctl_trace(cfg: &Path, cluster: &str, args: &[&str]) -> Result<(Output, 
 pub struct Api {
     pub traces: TraceflowServiceClient<Channel>,
     pub clusters: ClusterServiceClient<Channel>,
+    pub users: UserServiceClient<Channel>,
 }
 
 fn yaml_str(v: &serde_yaml::Value, k: &str) -> Option<String> {
@@ -115,7 +116,8 @@ impl Api {
             .map_err(|e| format!("connect {server}: {e:?}"))?;
         Ok(Self {
             traces: TraceflowServiceClient::new(channel.clone()),
-            clusters: ClusterServiceClient::new(channel),
+            clusters: ClusterServiceClient::new(channel.clone()),
+            users: UserServiceClient::new(channel),
         })
     }
 
