@@ -13,6 +13,12 @@ export function micros(us: bigint): string {
   return `${d.toISOString().slice(0, 19).replace("T", " ")}.${frac} UTC`;
 }
 
+/** Whole Unix seconds (a NodeResult's Antrea-style timestamp). */
+export function seconds(s: bigint): string {
+  if (s === 0n) return "";
+  return `${new Date(Number(s) * 1000).toISOString().slice(0, 19).replace("T", " ")} UTC`;
+}
+
 export function phaseName(p: TraceflowPhase): string {
   return p === TraceflowPhase.PHASE_UNSPECIFIED ? "Unknown" : TraceflowPhase[p];
 }

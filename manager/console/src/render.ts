@@ -115,7 +115,7 @@ export function renderTrace(t: Traceflow): void {
     const div = el("div", undefined, "node");
     div.dataset.node = r.node;
     div.append(el("h3", `Node ${r.node}${r.role ? ` (${r.role})` : ""}`));
-    if (r.timestamp !== 0n) div.append(el("p", `reported at ${fmt.micros(r.timestamp * 1_000_000n)}`, "help"));
+    if (r.timestamp !== 0n) div.append(el("p", `reported at ${fmt.seconds(r.timestamp)}`, "help"));
     const ol = el("ol", undefined, "hops");
     ol.setAttribute("aria-label", `Observations on Node ${r.node}`);
     for (const o of [...r.observations].sort((a, b) => a.sequence - b.sequence)) ol.append(hop(o));

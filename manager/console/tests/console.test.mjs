@@ -181,6 +181,26 @@ test("an edit user traces p0 to p1 from the dropdowns and sees it succeed live",
   await err.waitFor({ state: "visible" });
   assert.match(await err.textContent(), /Invalid request: .*ipHeader\.protocol/);
 
+  // TCP SYN to the Service web:80: the LB hop names the endpoint and the translated address.
+  await p.getByLabel("Type").selectOption("service");
+  await p.locator('#dst-service option[value="web"]').waitFor({ state: "attached" });
+  await p.getByLabel("Service", { exact: true }).selectOption("web");
+  await p.getByLabel("Protocol").selectOption("TCP");
+  await p.getByLabel("Destination port").fill("80");
+  assert.equal(await p.getByLabel("SYN").isChecked(), true, "SYN is the default flag");
+  await p.getByRole("button", { name: "Start trace" }).click();
+  await p.locator("#trace-destination", { hasText: "Service default/web" }).waitFor();
+  await p.locator("#trace-phase", { hasText: /Succeeded|Failed/ }).waitFor({ timeout: 30_000 });
+  assert.equal(await p.locator("#trace-phase").textContent(), "Succeeded",
+    `reason: ${await p.locator("#trace-reason").textContent()}`);
+  assert.match(await p.locator("#trace-packet").textContent(), /TCP, ports any → 80, flags 2/);
+  const svcHops = await p.locator("#trace-results ol.hops > li").evaluateAll((lis) =>
+    lis.map((li) => [li.dataset.component, li.dataset.action, li.textContent]));
+  assert.deepEqual(svcHops.map(([c, a]) => [c, a]),
+    [["SpoofGuard", "Forwarded"], ["LB", "Forwarded"], ["Forwarding", "Delivered"]], JSON.stringify(svcHops));
+  assert.match(svcHops[1][2], /endpoint pod: default\/p[12]/);
+  assert.match(svcHops[1][2], /translatedDstIP: 10\.10\.0\.[34]/);
+
   await p.getByRole("button", { name: "Sign out" }).click();
   await p.locator("#signin").waitFor({ state: "visible" });
   assert.equal(await p.evaluate(() => sessionStorage.length), 0, "sign out forgets the token");
