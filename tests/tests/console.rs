@@ -129,6 +129,23 @@ fn console_in_chromium_against_the_one_node_lab() {
         };
         let edit = token("console-edit", pb::Role::Edit).await?;
         let view = token("console-view", pb::Role::View).await?;
+        // History to page through: 20 traces p0 → p2 (the console shows 20 per page), each
+        // finished before the browser starts.
+        for _ in 0..20 {
+            let t = api
+                .create(
+                    "c1",
+                    trace::spec("default/p0", trace::to_pod("default/p2"), None),
+                )
+                .await
+                .map_err(|s| format!("CreateTraceflow: {s}"))?;
+            let done = api
+                .watch_done(&t.uid, std::time::Duration::from_secs(30))
+                .await?;
+            if trace::phase(&done) != "Succeeded" {
+                return Err(format!("history trace: {:#}", trace::to_json(&done)));
+            }
+        }
         Ok((edit, view))
     });
     let (edit, view) = match tokens {

@@ -219,7 +219,20 @@ test("a view-only user sees clusters and history but gets a clear permission err
   assert.match(text, /^Permission denied: /);
   assert.match(text, /requires role edit/);
   assert.equal(await p.locator("#trace").isVisible(), false, "no trace was shown");
-  if (traceName) await p.locator(`#history-table tr[data-name="${traceName}"]`).waitFor();
+  // History pages: the 20 traces the driver made plus the edit user's are more than a page.
+  await p.locator(`#history-table tr[data-name="${traceName}"]`).waitFor();
+  const names = () => p.locator("#history-table tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.name));
+  const first = await names();
+  assert.equal(first.length, 20, "20 traces per page");
+  assert.equal(await p.getByRole("button", { name: "First page" }).isDisabled(), true);
+  await p.getByRole("button", { name: "Next page" }).click();
+  await p.getByRole("button", { name: "First page" }).and(p.locator(":enabled")).waitFor();
+  const second = await names();
+  assert.ok(second.length >= 2, `second page: ${JSON.stringify(second)}`);
+  assert.ok(second.every((n) => n && !first.includes(n)), "pages do not overlap");
+  assert.ok(second.some((n) => n.startsWith("p0-to-p2")), "older driver traces are on page 2");
+  await p.getByRole("button", { name: "First page" }).click();
+  await p.locator(`#history-table tr[data-name="${traceName}"]`).waitFor();
   await p.context().close();
 });
 
