@@ -333,17 +333,14 @@ mod tests {
 
     const T: SystemTime = UNIX_EPOCH;
 
+    /// What Node `n1` ([`mk_node`]) observes of `p`; panics when it is not a trace packet.
+    fn observed(p: &PacketIn, policies: &dyn PolicyResolver) -> Observed {
+        observe(p, &mk_node(), "n1", T, policies).unwrap_or_else(|| panic!("not observed"))
+    }
+
     #[test]
     fn intra_node_pod_to_pod() {
-        let n = mk_node();
-        let o = observe(
-            &pin(Table::Output, 3, 4, pkt("10.1.0.3", 77)),
-            &n,
-            "n1",
-            T,
-            &NoPolicies,
-        )
-        .unwrap_or_else(|| panic!("not observed"));
+        let o = observed(&pin(Table::Output, 3, 4, pkt("10.1.0.3", 77)), &NoPolicies);
         assert_eq!(o.trace_id, 77);
         assert_eq!(o.result.role, "sender");
         assert_eq!(
@@ -366,12 +363,11 @@ mod tests {
 
     #[test]
     fn via_tunnel_is_forwarded_with_tunnel_dst() {
-        let n = mk_node();
         let mut p = pin(Table::Output, 3, 1, pkt("10.2.0.5", 1));
         p.fields
             .fields
             .push(Oxm::tun_ipv4_dst([192, 168, 77, 2].into()));
-        let o = observe(&p, &n, "n1", T, &NoPolicies).unwrap_or_else(|| panic!("not observed"));
+        let o = observed(&p, &NoPolicies);
         let last = &o.result.observations[1];
         assert_eq!(last.action, pb::Action::Forwarded as i32);
         assert_eq!(last.tunnel_dst_ip, "192.168.77.2");
@@ -379,27 +375,12 @@ mod tests {
 
     #[test]
     fn gateway_delivered_or_out_of_network() {
-        let n = mk_node();
-        let o = observe(
-            &pin(Table::Output, 3, 2, pkt("10.1.0.1", 1)),
-            &n,
-            "n1",
-            T,
-            &NoPolicies,
-        )
-        .unwrap_or_else(|| panic!("not observed"));
+        let o = observed(&pin(Table::Output, 3, 2, pkt("10.1.0.1", 1)), &NoPolicies);
         assert_eq!(
             o.result.observations[1].action,
             pb::Action::Delivered as i32
         );
-        let o = observe(
-            &pin(Table::Output, 3, 2, pkt("192.0.2.10", 1)),
-            &n,
-            "n1",
-            T,
-            &NoPolicies,
-        )
-        .unwrap_or_else(|| panic!("not observed"));
+        let o = observed(&pin(Table::Output, 3, 2, pkt("192.0.2.10", 1)), &NoPolicies);
         assert_eq!(
             o.result.observations[1].action,
             pb::Action::ForwardedOutOfNetwork as i32
@@ -408,15 +389,7 @@ mod tests {
 
     #[test]
     fn received_over_tunnel_is_receiver() {
-        let n = mk_node();
-        let o = observe(
-            &pin(Table::Output, 1, 4, pkt("10.1.0.3", 5)),
-            &n,
-            "n2",
-            T,
-            &NoPolicies,
-        )
-        .unwrap_or_else(|| panic!("not observed"));
+        let o = observed(&pin(Table::Output, 1, 4, pkt("10.1.0.3", 5)), &NoPolicies);
         assert_eq!(o.result.role, "receiver");
         assert_eq!(o.result.observations[0].action, pb::Action::Received as i32);
         assert_eq!(
@@ -437,12 +410,11 @@ mod tests {
                 })
             }
         }
-        let n = mk_node();
         let mut p = pin(Table::IngressMetric, 3, 4, pkt("10.1.0.3", 5));
         p.fields.fields.push(Oxm::reg(0, regs::AP_DENY_MARK));
         p.fields.fields.push(Oxm::reg(3, 9));
         p.fields.fields.push(Oxm::reg(5, 4));
-        let o = observe(&p, &n, "n1", T, &One).unwrap_or_else(|| panic!("not observed"));
+        let o = observed(&p, &One);
         let k = kinds(&o);
         assert_eq!(
             k[1],
@@ -461,14 +433,10 @@ mod tests {
             )
         );
         assert_eq!(o.result.observations[2].network_policy_rule, "drop-3306");
-        let o = observe(
+        let o = observed(
             &pin(Table::IngressDefaultRule, 3, 4, pkt("10.1.0.3", 5)),
-            &n,
-            "n1",
-            T,
             &One,
-        )
-        .unwrap_or_else(|| panic!("not observed"));
+        );
         assert_eq!(o.result.observations[1].action, pb::Action::Dropped as i32);
         assert!(o.result.observations[1].network_policy.is_empty());
     }
@@ -476,30 +444,26 @@ mod tests {
     #[test]
     fn conntrack_translation_is_an_lb_observation() {
         use crate::ovs::openflow::oxm::{CLASS_NXM1, nxm};
-        let n = mk_node();
+        // p0 → p1 as delivered, tracked with conntrack's original destination `ct_dst`.
+        let tracked = |ct_dst: [u8; 4]| {
+            let mut p = pin(Table::Output, 3, 4, pkt("10.1.0.3", 5));
+            p.fields
+                .fields
+                .push(Oxm::exact(CLASS_NXM1, nxm::CT_NW_SRC, &[10, 1, 0, 2]));
+            p.fields
+                .fields
+                .push(Oxm::exact(CLASS_NXM1, nxm::CT_NW_DST, &ct_dst));
+            p
+        };
         // The packet was DNATed from a ClusterIP to p1; ct keeps the original tuple.
-        let mut p = pin(Table::Output, 3, 4, pkt("10.1.0.3", 5));
-        p.fields
-            .fields
-            .push(Oxm::exact(CLASS_NXM1, nxm::CT_NW_SRC, &[10, 1, 0, 2]));
-        p.fields
-            .fields
-            .push(Oxm::exact(CLASS_NXM1, nxm::CT_NW_DST, &[10, 96, 0, 10]));
-        let o = observe(&p, &n, "n1", T, &NoPolicies).unwrap_or_else(|| panic!("not observed"));
+        let o = observed(&tracked([10, 96, 0, 10]), &NoPolicies);
         let lb = &o.result.observations[1];
         assert_eq!(lb.component, pb::Component::Lb as i32);
         assert_eq!(lb.translated_dst_ip, "10.1.0.3");
         assert!(lb.translated_src_ip.is_empty());
         assert_eq!(o.result.observations[0].src_pod_ip, "10.1.0.2");
         // Untranslated tracked traffic has no LB observation.
-        let mut p = pin(Table::Output, 3, 4, pkt("10.1.0.3", 5));
-        p.fields
-            .fields
-            .push(Oxm::exact(CLASS_NXM1, nxm::CT_NW_SRC, &[10, 1, 0, 2]));
-        p.fields
-            .fields
-            .push(Oxm::exact(CLASS_NXM1, nxm::CT_NW_DST, &[10, 1, 0, 3]));
-        let o = observe(&p, &n, "n1", T, &NoPolicies).unwrap_or_else(|| panic!("not observed"));
+        let o = observed(&tracked([10, 1, 0, 3]), &NoPolicies);
         assert_eq!(o.result.observations.len(), 2);
     }
 
