@@ -4,24 +4,19 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use support::OvsNode;
+use support::runtime::{
+    assert_received_and_delivered, assert_sent_into_tunnel, icmp_trace, init_tracing, next_obs,
+    output, policy, received, spoofguard, summary, trace, wait_programmed,
+};
+use support::{OvsNode, dump_on_failure};
 use tokio_util::sync::CancellationToken;
 use traceflow_agent::desired::Store;
 use traceflow_agent::runtime::{NodeRuntime, OvsPaths};
 use traceflow_agent::trace::Observed;
 use traceflow_proto::v1 as pb;
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
-}
 
 fn node_info(name: &str, subnet: u8, tunnel_ip: &str) -> pb::NodeInfo {
     pb::NodeInfo {
@@ -52,18 +47,19 @@ async fn pair() -> Pair {
     let (tun_a, tun_b) = OvsNode::connect_underlay(&a, &b);
     // The userspace datapath does not complete checksums left to offload, and conntrack
     // marks such TCP segments invalid: Pods compute their own (as the lab's Pods do).
-    for pod in a.pods.iter().chain(&b.pods) {
-        let ok = std::process::Command::new("ip")
-            .args([
-                "netns", "exec", &pod.netns, "ethtool", "-K", "eth0", "tx", "off",
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            ok,
-            "ethtool -K eth0 tx off failed in {} (install ethtool)",
-            pod.netns
-        );
+    for node in [&a, &b] {
+        for (i, pod) in node.pods.iter().enumerate() {
+            let ok = node
+                .in_pod(i, "ethtool")
+                .args(["-K", "eth0", "tx", "off"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            assert!(
+                ok,
+                "ethtool -K eth0 tx off failed in {} (install ethtool)",
+                pod.netns
+            );
+        }
     }
     let shutdown = CancellationToken::new();
     let mut out = Vec::new();
@@ -94,14 +90,7 @@ async fn pair() -> Pair {
             store.subscribe(),
             shutdown.clone(),
         );
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            rt.ports
-                .wait_for(|p| p.pods.len() == 2 && p.gateway.is_some()),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("{name}: ports not discovered"))
-        .unwrap_or_else(|_| panic!("port watcher stopped"));
+        wait_programmed(&mut rt, node, name).await;
         out.push((rt, store));
     }
     let mut it = out.into_iter();
@@ -119,61 +108,9 @@ async fn pair() -> Pair {
         _stop: shutdown.drop_guard(),
     };
     // Programmed with the peers: the route to the other Node's Pod CIDR is on br-int.
-    wait_flows(&p.a, "nw_dst=10.2.0.0/24", true);
-    wait_flows(&p.b, "nw_dst=10.1.0.0/24", true);
+    p.a.wait_flows("nw_dst=10.2.0.0/24", true);
+    p.b.wait_flows("nw_dst=10.1.0.0/24", true);
     p
-}
-
-/// Waits (10 s) until `needle` is (or is no longer) in the Node's flows.
-fn wait_flows(node: &OvsNode, needle: &str, present: bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let flows = node.dump_flows();
-        if flows.contains(needle) == present {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {needle:?} present={} expected={present}:\n{flows}",
-            node.netns,
-            !present
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn ping_retry(node: &OvsNode, from: usize, ip: &str) -> bool {
-    (0..5).any(|_| node.ping(from, ip))
-}
-
-async fn next_obs(rt: &mut NodeRuntime) -> Observed {
-    tokio::time::timeout(Duration::from_secs(5), rt.observations.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no packet-in within 5 s"))
-        .unwrap_or_else(|| panic!("observation stream ended"))
-}
-
-fn summary(o: &Observed) -> Vec<(pb::Component, String, pb::Action)> {
-    o.result
-        .observations
-        .iter()
-        .map(|x| {
-            (
-                pb::Component::try_from(x.component).unwrap_or(pb::Component::Unspecified),
-                x.component_info.clone(),
-                pb::Action::try_from(x.action).unwrap_or(pb::Action::Unspecified),
-            )
-        })
-        .collect()
-}
-
-fn dump_on_failure(ok: bool, nodes: &[&OvsNode], what: &str) {
-    if !ok {
-        for n in nodes {
-            eprintln!("==== {} ====\n{}", n.netns, n.dump_flows());
-        }
-    }
-    assert!(ok, "{what}");
 }
 
 /// Peers come from the store: cross-Node ping works, a trace p0(a) → p1(b) is reported by
@@ -182,78 +119,30 @@ fn dump_on_failure(ok: bool, nodes: &[&OvsNode], what: &str) {
 async fn peers_from_node_state_route_through_the_tunnel() {
     let mut p = pair().await;
     let dst = p.b.pods[1].ip.clone();
-    let ok = ping_retry(&p.a, 0, &dst);
+    let ok = p.a.ping_retry(0, &dst);
     dump_on_failure(ok, &[&p.a, &p.b], "p0(node-a) cannot ping p1(node-b)");
 
-    let req = pb::InjectPacket {
-        trace_uid: "uid-ns".into(),
-        trace_id: 811,
-        src_pod_namespace: "default".into(),
-        src_pod_name: "p0".into(),
-        dst_ip: dst.clone(),
-        protocol: 1,
-        ..Default::default()
-    };
-    p.ra.tracer
-        .inject(&req)
-        .await
-        .unwrap_or_else(|e| panic!("inject: {e}"));
-    let sender = next_obs(&mut p.ra).await;
-    assert_eq!(
-        (sender.trace_id, sender.result.role.as_str()),
-        (811, "sender")
-    );
-    assert_eq!(
-        summary(&sender),
-        vec![
-            (
-                pb::Component::SpoofGuard,
-                String::new(),
-                pb::Action::Forwarded
-            ),
-            (
-                pb::Component::Forwarding,
-                "Output".into(),
-                pb::Action::Forwarded
-            ),
-        ]
-    );
-    assert_eq!(sender.result.observations[1].tunnel_dst_ip, p.tun_b);
+    let sender = trace(&mut p.ra, &icmp_trace(811, "p0", &dst)).await;
+    assert_eq!(sender.trace_id, 811);
+    assert_sent_into_tunnel(&sender, &p.tun_b);
     let receiver = next_obs(&mut p.rb).await;
-    assert_eq!(
-        (receiver.trace_id, receiver.result.role.as_str()),
-        (811, "receiver")
-    );
-    assert_eq!(
-        summary(&receiver),
-        vec![
-            (
-                pb::Component::Forwarding,
-                String::new(),
-                pb::Action::Received
-            ),
-            (
-                pb::Component::Forwarding,
-                "Output".into(),
-                pb::Action::Delivered
-            ),
-        ]
-    );
+    assert_eq!(receiver.trace_id, 811);
+    assert_received_and_delivered(&receiver);
 
     // A delta deleting the peer removes its route (and only then does ping fail) ...
     assert!(p.sa.apply(pb::NodeState {
         peers_delete: vec!["node-b".into()],
         ..Default::default()
     }));
-    wait_flows(&p.a, "nw_dst=10.2.0.0/24", false);
+    p.a.wait_flows("nw_dst=10.2.0.0/24", false);
     assert!(!p.a.ping(0, &dst), "ping crossed without a route");
     // ... and an upsert restores it.
     assert!(p.sa.apply(pb::NodeState {
         peers_upsert: vec![node_info("node-b", 2, &p.tun_b)],
         ..Default::default()
     }));
-    wait_flows(&p.a, &format!("{}->tun_dst", p.tun_b), true);
-    let ok = ping_retry(&p.a, 0, &dst);
+    p.a.wait_flows(&format!("{}->tun_dst", p.tun_b), true);
+    let ok = p.a.ping_retry(0, &dst);
     dump_on_failure(ok, &[&p.a, &p.b], "ping after the peer came back");
     let _ = (&p.sb, &p.tun_a);
 }
@@ -285,38 +174,50 @@ impl Drop for Server {
     }
 }
 
-fn serve(node: &OvsNode, pod: usize, name: &str) -> Server {
+/// Runs `script` ([`SERVER`] or [`SERVER6`]) in Pod `pod` as the endpoint `name`.
+fn serve(node: &OvsNode, pod: usize, name: &str, script: &str) -> Server {
     Server(
-        std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &node.pods[pod].netns,
-                "/usr/bin/python3",
-                "-c",
-                SERVER,
-                name,
-            ])
+        node.in_pod(pod, "/usr/bin/python3")
+            .args(["-c", script, name])
             .spawn()
             .unwrap_or_else(|e| panic!("server: {e}")),
     )
 }
 
 fn connect(node: &OvsNode, pod: usize, ip: &str, port: u16) -> String {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &node.pods[pod].netns,
-            "/usr/bin/python3",
-            "-c",
-            CLIENT,
-            ip,
-        ])
+    let out = node
+        .in_pod(pod, "/usr/bin/python3")
+        .args(["-c", CLIENT, ip])
         .arg(port.to_string())
         .output()
         .unwrap_or_else(|e| panic!("client: {e}"));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Connects up to 16 times from `node`'s p0 (`client_ip`) to `vip` port 80 until two
+/// endpoints answered; asserts every answer saw the client's own address and returns the
+/// endpoint names that answered.
+fn endpoints_reached(node: &OvsNode, vip: &str, client_ip: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..16 {
+        let r = connect(node, 0, vip, 80);
+        eprintln!("connect {vip}: {r}");
+        if let Some(who) = r
+            .split_whitespace()
+            .next()
+            .filter(|w| !w.starts_with("ERR"))
+        {
+            assert!(
+                r.ends_with(client_ip),
+                "endpoint saw {r:?}, not the client's IP"
+            );
+            seen.insert(who.to_string());
+        }
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    seen
 }
 
 fn service(name: &str, cluster_ip: &str, eps: &[(&str, &str, &str)]) -> pb::ServiceState {
@@ -354,9 +255,9 @@ async fn cluster_ip_services_balance_hairpin_and_trace() {
         p.a.pods[0].ip.clone(),
     );
     let _servers = [
-        serve(&p.a, 1, "a-p1"),
-        serve(&p.b, 1, "b-p1"),
-        serve(&p.a, 0, "a-p0"),
+        serve(&p.a, 1, "a-p1", SERVER),
+        serve(&p.b, 1, "b-p1", SERVER),
+        serve(&p.a, 0, "a-p0", SERVER),
     ];
     let state = pb::NodeState {
         services_upsert: vec![
@@ -372,31 +273,13 @@ async fn cluster_ip_services_balance_hairpin_and_trace() {
     };
     assert!(p.sa.apply(state.clone()));
     assert!(p.sb.apply(state));
-    wait_flows(&p.a, "nw_dst=10.96.0.10", true);
-    wait_flows(&p.b, "nw_dst=10.96.0.10", true);
+    p.a.wait_flows("nw_dst=10.96.0.10", true);
+    p.b.wait_flows("nw_dst=10.96.0.10", true);
     // Let the servers bind.
     std::thread::sleep(Duration::from_millis(500));
 
     // Both endpoints answer through the ClusterIP, with the client's own address.
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..16 {
-        let r = connect(&p.a, 0, "10.96.0.10", 80);
-        eprintln!("connect: {r}");
-        if let Some(who) = r
-            .split_whitespace()
-            .next()
-            .filter(|w| !w.starts_with("ERR"))
-        {
-            assert!(
-                r.ends_with(&a_p0),
-                "endpoint saw {r:?}, not the client's IP"
-            );
-            seen.insert(who.to_string());
-        }
-        if seen.len() == 2 {
-            break;
-        }
-    }
+    let seen = endpoints_reached(&p.a, "10.96.0.10", &a_p0);
     dump_on_failure(
         seen.len() == 2,
         &[&p.a, &p.b],
@@ -418,22 +301,13 @@ async fn cluster_ip_services_balance_hairpin_and_trace() {
     );
 
     // Traces: LB with the chosen endpoint; hairpin also with the SNAT source.
-    let trace = |id: u32, dst: &str| pb::InjectPacket {
-        trace_uid: format!("uid-{id}"),
-        trace_id: id,
-        src_pod_namespace: "default".into(),
-        src_pod_name: "p0".into(),
-        dst_ip: dst.into(),
+    let syn = |id: u32, dst: &str| pb::InjectPacket {
         protocol: 6,
         dst_port: 80,
         tcp_flags: 2,
-        ..Default::default()
+        ..icmp_trace(id, "p0", dst)
     };
-    p.ra.tracer
-        .inject(&trace(901, "10.96.0.10"))
-        .await
-        .unwrap_or_else(|e| panic!("inject: {e}"));
-    let o = next_obs(&mut p.ra).await;
+    let o = trace(&mut p.ra, &syn(901, "10.96.0.10")).await;
     let kinds = summary(&o);
     assert_eq!(kinds[0].0, pb::Component::SpoofGuard);
     assert_eq!(
@@ -457,11 +331,7 @@ async fn cluster_ip_services_balance_hairpin_and_trace() {
         assert_eq!(out.action, pb::Action::Delivered as i32);
     }
 
-    p.ra.tracer
-        .inject(&trace(902, "10.96.0.11"))
-        .await
-        .unwrap_or_else(|e| panic!("inject: {e}"));
-    let o = next_obs(&mut p.ra).await;
+    let o = trace(&mut p.ra, &syn(902, "10.96.0.11")).await;
     assert_eq!(o.trace_id, 902);
     let lb = &o.result.observations[1];
     assert_eq!(
@@ -471,14 +341,7 @@ async fn cluster_ip_services_balance_hairpin_and_trace() {
     );
     assert_eq!(lb.translated_dst_ip, a_p0);
     assert_eq!(lb.translated_src_ip, p.a.gateway_ip);
-    assert_eq!(
-        summary(&o)[2],
-        (
-            pb::Component::Forwarding,
-            "Output".into(),
-            pb::Action::Delivered
-        )
-    );
+    assert_eq!(summary(&o)[2], output(pb::Action::Delivered));
 
     // Deleting the Service removes its flows and groups.
     assert!(p.sa.apply(pb::NodeState {
@@ -489,7 +352,7 @@ async fn cluster_ip_services_balance_hairpin_and_trace() {
         ],
         ..Default::default()
     }));
-    wait_flows(&p.a, "nw_dst=10.96.0.10", false);
+    p.a.wait_flows("nw_dst=10.96.0.10", false);
     assert!(!p.a.ofctl(&["dump-groups", "br-int"]).contains("bucket"));
 }
 
@@ -540,6 +403,49 @@ fn np_rule(
     }
 }
 
+/// A delta with just K8s isolation: `ingress` / `egress` Pod IPs are default-denied that way.
+fn isolation(ingress: &[&str], egress: &[&str]) -> pb::NodeState {
+    let ips = |ips: &[&str]| ips.iter().map(|ip| (*ip).to_string()).collect();
+    pb::NodeState {
+        isolation: Some(pb::Isolation {
+            ingress_ips: ips(ingress),
+            egress_ips: ips(egress),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A delta upserting `rules`.
+fn upsert_rules(rules: Vec<pb::PolicyRule>) -> pb::NodeState {
+    pb::NodeState {
+        rules_upsert: rules,
+        ..Default::default()
+    }
+}
+
+/// Asserts a sender's report of a packet `table` let through as `policy_ref`, then delivered.
+fn assert_allowed(o: &Observed, table: &str, policy_ref: &str) {
+    assert_eq!(
+        summary(o),
+        vec![
+            spoofguard(),
+            policy(table, pb::Action::Forwarded),
+            output(pb::Action::Delivered),
+        ],
+        "{o:?}"
+    );
+    assert_eq!(o.result.observations[1].network_policy, policy_ref);
+}
+
+/// Asserts a sender's report of a packet `table` stopped with `action` (Dropped / Rejected).
+fn assert_stopped(o: &Observed, table: &str, action: pb::Action) {
+    assert_eq!(
+        summary(o),
+        vec![spoofguard(), policy(table, action)],
+        "{o:?}"
+    );
+}
+
 /// NetworkPolicy on node-a (p0 → p1): K8s default deny drops ping and the trace reports
 /// IngressDefaultRule Dropped; an allow rule lets ping through and the trace names it; an
 /// Antrea-native Drop rule times the client out, a Reject rule answers it with a RST, and the
@@ -548,136 +454,65 @@ fn np_rule(
 async fn network_policies_drop_allow_and_name_rules() {
     let mut p = pair().await;
     let (p0, p1) = (p.a.pods[0].ip.clone(), p.a.pods[1].ip.clone());
-    let ok = ping_retry(&p.a, 0, &p1);
+    let ok = p.a.ping_retry(0, &p1);
     dump_on_failure(ok, &[&p.a], "p0 cannot ping p1 before any policy");
-    let trace = |id: u32, proto: i32, port: i32| pb::InjectPacket {
-        trace_uid: format!("uid-{id}"),
-        trace_id: id,
-        src_pod_namespace: "default".into(),
-        src_pod_name: "p0".into(),
-        dst_ip: p1.clone(),
+    let to_p1 = |id: u32, proto: i32, port: i32| pb::InjectPacket {
         protocol: proto,
         dst_port: port,
         tcp_flags: if proto == 6 { 2 } else { 0 },
-        ..Default::default()
+        ..icmp_trace(id, "p0", &p1)
     };
 
     // K8s default deny (ingress isolation of p1).
-    assert!(p.sa.apply(pb::NodeState {
-        isolation: Some(pb::Isolation {
-            ingress_ips: vec![p1.clone()],
-            egress_ips: vec![],
-        }),
-        ..Default::default()
-    }));
-    wait_flows(&p.a, "table=23", true);
-    wait_flows(&p.a, &format!("nw_dst={p1} actions=drop"), true);
+    assert!(p.sa.apply(isolation(&[&p1], &[])));
+    p.a.wait_flows("table=23", true);
+    p.a.wait_flows(&format!("nw_dst={p1} actions=drop"), true);
     assert!(!p.a.ping(0, &p1), "ping passed a default deny");
-    p.ra.tracer
-        .inject(&trace(1001, 1, 0))
-        .await
-        .unwrap_or_else(|e| panic!("inject: {e}"));
-    let o = next_obs(&mut p.ra).await;
-    assert_eq!(
-        summary(&o),
-        vec![
-            (
-                pb::Component::SpoofGuard,
-                String::new(),
-                pb::Action::Forwarded
-            ),
-            (
-                pb::Component::NetworkPolicy,
-                "IngressDefaultRule".into(),
-                pb::Action::Dropped
-            ),
-        ]
-    );
+    let o = trace(&mut p.ra, &to_p1(1001, 1, 0)).await;
+    assert_stopped(&o, "IngressDefaultRule", pb::Action::Dropped);
 
     // A K8s allow rule for p0 → p1.
-    assert!(p.sa.apply(pb::NodeState {
-        rules_upsert: vec![np_rule(
-            11,
-            "Allow",
-            "K8sNetworkPolicy",
-            "allow-p0",
-            "",
-            &p1,
-            Some(&format!("{p0}/32")),
-            None,
-        )],
-        ..Default::default()
-    }));
-    wait_flows(&p.a, "conj_id=11", true);
-    let ok = ping_retry(&p.a, 0, &p1);
+    assert!(p.sa.apply(upsert_rules(vec![np_rule(
+        11,
+        "Allow",
+        "K8sNetworkPolicy",
+        "allow-p0",
+        "",
+        &p1,
+        Some(&format!("{p0}/32")),
+        None,
+    )])));
+    p.a.wait_flows("conj_id=11", true);
+    let ok = p.a.ping_retry(0, &p1);
     dump_on_failure(ok, &[&p.a], "allowed ping blocked");
-    p.ra.tracer
-        .inject(&trace(1002, 1, 0))
-        .await
-        .unwrap_or_else(|e| panic!("inject: {e}"));
-    let o = next_obs(&mut p.ra).await;
-    assert_eq!(
-        summary(&o),
-        vec![
-            (
-                pb::Component::SpoofGuard,
-                String::new(),
-                pb::Action::Forwarded
-            ),
-            (
-                pb::Component::NetworkPolicy,
-                "IngressRule".into(),
-                pb::Action::Forwarded
-            ),
-            (
-                pb::Component::Forwarding,
-                "Output".into(),
-                pb::Action::Delivered
-            ),
-        ]
-    );
-    assert_eq!(
-        o.result.observations[1].network_policy,
-        "K8sNetworkPolicy:default/allow-p0"
-    );
+    let o = trace(&mut p.ra, &to_p1(1002, 1, 0)).await;
+    assert_allowed(&o, "IngressRule", "K8sNetworkPolicy:default/allow-p0");
 
     // Antrea-native Drop on TCP 8080 towards p1 (above the K8s allow); ping still passes.
-    assert!(p.sa.apply(pb::NodeState {
-        rules_upsert: vec![np_rule(
+    let deny_web = |action: &str| {
+        upsert_rules(vec![np_rule(
             21,
-            "Drop",
+            action,
             "AntreaClusterNetworkPolicy",
             "deny-web",
             "drop-8080",
             &p1,
             None,
             Some(8080),
-        )],
-        ..Default::default()
-    }));
-    wait_flows(&p.a, "conj_id=21", true);
-    let _server = serve(&p.a, 1, "a-p1");
+        )])
+    };
+    assert!(p.sa.apply(deny_web("Drop")));
+    p.a.wait_flows("conj_id=21", true);
+    let _server = serve(&p.a, 1, "a-p1", SERVER);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(connect(&p.a, 0, &p1, 8080), "ERR TimeoutError");
-    assert!(ping_retry(&p.a, 0, &p1), "the drop rule is TCP 8080 only");
+    assert!(p.a.ping_retry(0, &p1), "the drop rule is TCP 8080 only");
     for (id, action, want) in [
         (1003, "Drop", pb::Action::Dropped),
         (1004, "Reject", pb::Action::Rejected),
     ] {
         if action == "Reject" {
-            assert!(p.sa.apply(pb::NodeState {
-                rules_upsert: vec![np_rule(
-                    21,
-                    "Reject",
-                    "AntreaClusterNetworkPolicy",
-                    "deny-web",
-                    "drop-8080",
-                    &p1,
-                    None,
-                    Some(8080),
-                )],
-                ..Default::default()
-            }));
+            assert!(p.sa.apply(deny_web("Reject")));
             // The metric flow now sends the packet to the agent, which answers with a RST.
             std::thread::sleep(Duration::from_millis(1000));
             assert_eq!(
@@ -686,23 +521,8 @@ async fn network_policies_drop_allow_and_name_rules() {
                 "a rejected connect sees a TCP RST"
             );
         }
-        p.ra.tracer
-            .inject(&trace(id, 6, 8080))
-            .await
-            .unwrap_or_else(|e| panic!("inject: {e}"));
-        let o = next_obs(&mut p.ra).await;
-        assert_eq!(
-            summary(&o),
-            vec![
-                (
-                    pb::Component::SpoofGuard,
-                    String::new(),
-                    pb::Action::Forwarded
-                ),
-                (pb::Component::NetworkPolicy, "IngressMetric".into(), want),
-            ],
-            "{action}"
-        );
+        let o = trace(&mut p.ra, &to_p1(id, 6, 8080)).await;
+        assert_stopped(&o, "IngressMetric", want);
         assert_eq!(
             o.result.observations[1].network_policy,
             "AntreaClusterNetworkPolicy:deny-web"
@@ -718,57 +538,30 @@ async fn network_policies_drop_allow_and_name_rules() {
 async fn receiver_isolation_and_desired_state_after_vswitchd_restart() {
     let mut p = pair().await;
     let b_p1 = p.b.pods[1].ip.clone();
-    assert!(p.sb.apply(pb::NodeState {
-        isolation: Some(pb::Isolation {
-            ingress_ips: vec![b_p1.clone()],
-            egress_ips: vec![],
-        }),
-        ..Default::default()
-    }));
-    wait_flows(&p.b, &format!("nw_dst={b_p1} actions=drop"), true);
+    assert!(p.sb.apply(isolation(&[&b_p1], &[])));
+    p.b.wait_flows(&format!("nw_dst={b_p1} actions=drop"), true);
     // Warm the tunnel path (the underlay neighbour) with a ping that is allowed.
-    let _ = ping_retry(&p.a, 0, &p.b.pods[0].ip);
+    let _ = p.a.ping_retry(0, &p.b.pods[0].ip);
     assert!(!p.a.ping(0, &b_p1), "ping crossed node-b's default deny");
-    let req = pb::InjectPacket {
-        trace_uid: "uid-x".into(),
-        trace_id: 1201,
-        src_pod_namespace: "default".into(),
-        src_pod_name: "p0".into(),
-        dst_ip: b_p1.clone(),
-        protocol: 1,
-        ..Default::default()
-    };
-    p.ra.tracer
-        .inject(&req)
-        .await
-        .unwrap_or_else(|e| panic!("inject: {e}"));
-    let s = next_obs(&mut p.ra).await;
+    let s = trace(&mut p.ra, &icmp_trace(1201, "p0", &b_p1)).await;
     assert_eq!(s.result.observations[1].tunnel_dst_ip, p.tun_b);
     let r = next_obs(&mut p.rb).await;
     assert_eq!(
         summary(&r),
         vec![
-            (
-                pb::Component::Forwarding,
-                String::new(),
-                pb::Action::Received
-            ),
-            (
-                pb::Component::NetworkPolicy,
-                "IngressDefaultRule".into(),
-                pb::Action::Dropped
-            ),
+            received(),
+            policy("IngressDefaultRule", pb::Action::Dropped),
         ]
     );
 
     // A local Service on node-a, then an ovs-vswitchd restart.
     let a_p1 = p.a.pods[1].ip.clone();
-    let _server = serve(&p.a, 1, "a-p1");
+    let _server = serve(&p.a, 1, "a-p1", SERVER);
     assert!(p.sa.apply(pb::NodeState {
         services_upsert: vec![service("web", "10.96.0.20", &[(&a_p1, "node-a", "p1")])],
         ..Default::default()
     }));
-    wait_flows(&p.a, "nw_dst=10.96.0.20", true);
+    p.a.wait_flows("nw_dst=10.96.0.20", true);
     std::thread::sleep(Duration::from_millis(300));
     assert!(connect(&p.a, 0, "10.96.0.20", 80).starts_with("a-p1"));
     p.a.kill_vswitchd();
@@ -801,45 +594,20 @@ async fn receiver_isolation_and_desired_state_after_vswitchd_restart() {
 async fn egress_rules_and_pass_over_a_lower_priority_drop() {
     let mut p = pair().await;
     let (p0, p1) = (p.a.pods[0].ip.clone(), p.a.pods[1].ip.clone());
-    let ok = ping_retry(&p.a, 0, &p1);
+    let ok = p.a.ping_retry(0, &p1);
     dump_on_failure(ok, &[&p.a], "p0 cannot ping p1 before any policy");
     let mut next_id = 1300;
-    let mut trace = async |p: &mut Pair| {
+    let mut trace_p1 = async |p: &mut Pair| {
         next_id += 1;
-        let req = pb::InjectPacket {
-            trace_uid: format!("uid-{next_id}"),
-            trace_id: next_id,
-            src_pod_namespace: "default".into(),
-            src_pod_name: "p0".into(),
-            dst_ip: p.a.pods[1].ip.clone(),
-            protocol: 1,
-            ..Default::default()
-        };
-        p.ra.tracer
-            .inject(&req)
-            .await
-            .unwrap_or_else(|e| panic!("inject: {e}"));
-        next_obs(&mut p.ra).await
+        let req = icmp_trace(next_id, "p0", &p.a.pods[1].ip);
+        trace(&mut p.ra, &req).await
     };
 
-    assert!(p.sa.apply(pb::NodeState {
-        isolation: Some(pb::Isolation {
-            ingress_ips: vec![],
-            egress_ips: vec![p0.clone()],
-        }),
-        ..Default::default()
-    }));
-    wait_flows(&p.a, &format!("nw_src={p0} actions=drop"), true);
+    assert!(p.sa.apply(isolation(&[], &[&p0])));
+    p.a.wait_flows(&format!("nw_src={p0} actions=drop"), true);
     assert!(!p.a.ping(0, &p1), "ping passed an egress default deny");
-    let o = trace(&mut p).await;
-    assert_eq!(
-        summary(&o)[1..],
-        [(
-            pb::Component::NetworkPolicy,
-            "EgressDefaultRule".into(),
-            pb::Action::Dropped
-        )]
-    );
+    let o = trace_p1(&mut p).await;
+    assert_stopped(&o, "EgressDefaultRule", pb::Action::Dropped);
 
     let mut allow = np_rule(
         31,
@@ -853,33 +621,12 @@ async fn egress_rules_and_pass_over_a_lower_priority_drop() {
     );
     allow.direction = "Egress".into();
     allow.table = "AntreaPolicyEgressRule".into();
-    assert!(p.sa.apply(pb::NodeState {
-        rules_upsert: vec![allow],
-        ..Default::default()
-    }));
-    wait_flows(&p.a, "conj_id=31", true);
-    let ok = ping_retry(&p.a, 0, &p1);
+    assert!(p.sa.apply(upsert_rules(vec![allow])));
+    p.a.wait_flows("conj_id=31", true);
+    let ok = p.a.ping_retry(0, &p1);
     dump_on_failure(ok, &[&p.a], "egress allow did not let ping through");
-    let o = trace(&mut p).await;
-    assert_eq!(
-        summary(&o)[1..],
-        [
-            (
-                pb::Component::NetworkPolicy,
-                "EgressRule".into(),
-                pb::Action::Forwarded
-            ),
-            (
-                pb::Component::Forwarding,
-                "Output".into(),
-                pb::Action::Delivered
-            ),
-        ]
-    );
-    assert_eq!(
-        o.result.observations[1].network_policy,
-        "AntreaNetworkPolicy:default/allow-out"
-    );
+    let o = trace_p1(&mut p).await;
+    assert_allowed(&o, "EgressRule", "AntreaNetworkPolicy:default/allow-out");
     assert_eq!(o.result.observations[1].network_policy_rule, "out");
 
     // Pass (priority 1000) above Drop (priority 900) for p1's ingress.
@@ -911,45 +658,20 @@ async fn egress_rules_and_pass_over_a_lower_priority_drop() {
         rules_upsert: vec![drop, pass],
         ..Default::default()
     }));
-    wait_flows(&p.a, "conj_id=42", true);
-    wait_flows(&p.a, "conj_id=31", false);
-    let ok = ping_retry(&p.a, 0, &p1);
+    p.a.wait_flows("conj_id=42", true);
+    p.a.wait_flows("conj_id=31", false);
+    let ok = p.a.ping_retry(0, &p1);
     dump_on_failure(ok, &[&p.a], "Pass did not skip the lower-priority Drop");
-    let o = trace(&mut p).await;
-    assert_eq!(
-        summary(&o)[1..],
-        [
-            (
-                pb::Component::NetworkPolicy,
-                "IngressRule".into(),
-                pb::Action::Forwarded
-            ),
-            (
-                pb::Component::Forwarding,
-                "Output".into(),
-                pb::Action::Delivered
-            ),
-        ]
-    );
-    assert_eq!(
-        o.result.observations[1].network_policy,
-        "AntreaNetworkPolicy:default/pass-p0"
-    );
+    let o = trace_p1(&mut p).await;
+    assert_allowed(&o, "IngressRule", "AntreaNetworkPolicy:default/pass-p0");
     assert!(p.sa.apply(pb::NodeState {
         rules_delete: vec![42],
         ..Default::default()
     }));
-    wait_flows(&p.a, "conj_id=42", false);
+    p.a.wait_flows("conj_id=42", false);
     assert!(!p.a.ping(0, &p1), "the Drop did not apply without the Pass");
-    let o = trace(&mut p).await;
-    assert_eq!(
-        summary(&o)[1..],
-        [(
-            pb::Component::NetworkPolicy,
-            "IngressMetric".into(),
-            pb::Action::Dropped
-        )]
-    );
+    let o = trace_p1(&mut p).await;
+    assert_stopped(&o, "IngressMetric", pb::Action::Dropped);
     assert_eq!(o.result.observations[1].network_policy_rule, "drop");
 }
 
@@ -974,24 +696,18 @@ async fn ipv6_cluster_ip_reaches_endpoints_on_both_nodes() {
         p.b.pods[1].ip6.clone(),
         p.a.pods[0].ip6.clone(),
     );
-    let spawn6 = |node: &OvsNode, pod: usize, name: &str| {
-        Server(
-            std::process::Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &node.pods[pod].netns,
-                    "/usr/bin/python3",
-                    "-c",
-                    SERVER6,
-                    name,
-                ])
-                .spawn()
-                .unwrap_or_else(|e| panic!("server: {e}")),
-        )
+    let _servers = [
+        serve(&p.a, 1, "a-p1", SERVER6),
+        serve(&p.b, 1, "b-p1", SERVER6),
+    ];
+    let ip_in_pod = |node: &OvsNode, pod: usize, args: &[&str]| {
+        let ok = node
+            .in_pod(pod, "ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip {args:?} in {}", node.pods[pod].netns);
     };
-    let _servers = [spawn6(&p.a, 1, "a-p1"), spawn6(&p.b, 1, "b-p1")];
-    let client_ns = p.a.pods[0].netns.clone();
     // node-b's endpoint answers the client over the tunnel (any next-hop MAC is routed).
     for args in [
         vec!["-6", "route", "add", "fd00:1::/64", "dev", "eth0"],
@@ -1006,12 +722,7 @@ async fn ipv6_cluster_ip_reaches_endpoints_on_both_nodes() {
             "eth0",
         ],
     ] {
-        let ok = std::process::Command::new("ip")
-            .args(["netns", "exec", &p.b.pods[1].netns, "ip"])
-            .args(&args)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip {args:?}");
+        ip_in_pod(&p.b, 1, &args);
     }
     for args in [
         vec!["-6", "route", "add", "fd00:96::/64", "dev", "eth0"],
@@ -1026,12 +737,7 @@ async fn ipv6_cluster_ip_reaches_endpoints_on_both_nodes() {
             "eth0",
         ],
     ] {
-        let ok = std::process::Command::new("ip")
-            .args(["netns", "exec", &client_ns, "ip"])
-            .args(&args)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip {args:?}");
+        ip_in_pod(&p.a, 0, &args);
     }
     let state = pb::NodeState {
         services_upsert: vec![service(
@@ -1043,27 +749,9 @@ async fn ipv6_cluster_ip_reaches_endpoints_on_both_nodes() {
     };
     assert!(p.sa.apply(state.clone()));
     assert!(p.sb.apply(state));
-    wait_flows(&p.a, "ipv6_dst=fd00:96::10", true);
+    p.a.wait_flows("ipv6_dst=fd00:96::10", true);
     std::thread::sleep(Duration::from_millis(500));
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..16 {
-        let r = connect(&p.a, 0, "fd00:96::10", 80);
-        eprintln!("connect6: {r}");
-        if let Some(who) = r
-            .split_whitespace()
-            .next()
-            .filter(|w| !w.starts_with("ERR"))
-        {
-            assert!(
-                r.ends_with(&a_p0),
-                "endpoint saw {r:?}, not the client's IP"
-            );
-            seen.insert(who.to_string());
-        }
-        if seen.len() == 2 {
-            break;
-        }
-    }
+    let seen = endpoints_reached(&p.a, "fd00:96::10", &a_p0);
     dump_on_failure(
         seen.len() == 2,
         &[&p.a, &p.b],
@@ -1071,23 +759,14 @@ async fn ipv6_cluster_ip_reaches_endpoints_on_both_nodes() {
     );
     // The trace reports the translation too.
     let req = pb::InjectPacket {
-        trace_uid: "uid-v6".into(),
-        trace_id: 1401,
-        src_pod_namespace: "default".into(),
-        src_pod_name: "p0".into(),
         src_ip: a_p0.clone(),
-        dst_ip: "fd00:96::10".into(),
         ipv6: true,
         protocol: 6,
         dst_port: 80,
         tcp_flags: 2,
-        ..Default::default()
+        ..icmp_trace(1401, "p0", "fd00:96::10")
     };
-    p.ra.tracer
-        .inject(&req)
-        .await
-        .unwrap_or_else(|e| panic!("inject: {e}"));
-    let o = next_obs(&mut p.ra).await;
+    let o = trace(&mut p.ra, &req).await;
     let lb = &o.result.observations[1];
     assert_eq!(
         pb::Component::try_from(lb.component),
@@ -1135,7 +814,7 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
     let mut p = pair().await;
     let dst = p.b.pods[1].ip.clone();
     assert_eq!(p.a.pods[0].ip, "10.1.0.2");
-    let ok = ping_retry(&p.a, 0, &dst);
+    let ok = p.a.ping_retry(0, &dst);
     dump_on_failure(ok, &[&p.a, &p.b], "p0(node-a) cannot ping p1(node-b)");
 
     let start = |rt: &NodeRuntime, store: &Store, cmd: pb::LiveTrace| {
@@ -1158,7 +837,7 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
     )
     .await
     .unwrap_or_else(|e| panic!("node-a: {e}"));
-    wait_flows(&p.a, "cookie=0x7f1c000100000007", true);
+    p.a.wait_flows("cookie=0x7f1c000100000007", true);
     assert!(p.sa.current().live_tags.contains(&7));
 
     let ok = p.a.ping(0, &dst);
@@ -1172,22 +851,7 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
         ),
         (7, 0, "sender")
     );
-    assert_eq!(
-        summary(&sender),
-        vec![
-            (
-                pb::Component::SpoofGuard,
-                String::new(),
-                pb::Action::Forwarded
-            ),
-            (
-                pb::Component::Forwarding,
-                "Output".into(),
-                pb::Action::Forwarded
-            ),
-        ]
-    );
-    assert_eq!(sender.result.observations[1].tunnel_dst_ip, p.tun_b);
+    assert_sent_into_tunnel(&sender, &p.tun_b);
     let captured = sender
         .captured_packet
         .clone()
@@ -1203,24 +867,10 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
         (7, "receiver")
     );
     assert!(receiver.captured_packet.is_none());
-    assert_eq!(
-        summary(&receiver),
-        vec![
-            (
-                pb::Component::Forwarding,
-                String::new(),
-                pb::Action::Received
-            ),
-            (
-                pb::Component::Forwarding,
-                "Output".into(),
-                pb::Action::Delivered
-            ),
-        ]
-    );
+    assert_received_and_delivered(&receiver);
     // Reported once: the live flows are gone and the next connection is not traced.
-    wait_flows(&p.a, "cookie=0x7f1c000100000007", false);
-    wait_flows(&p.b, "cookie=0x7f1c000100000007", false);
+    p.a.wait_flows("cookie=0x7f1c000100000007", false);
+    p.b.wait_flows("cookie=0x7f1c000100000007", false);
     assert!(p.a.ping(0, &dst), "ping after the trace");
     if let Err(o) = quiet(&mut p.ra, Duration::from_millis(500)).await {
         panic!("node-a reported a second time: {o:?}");
@@ -1233,14 +883,8 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
     assert!(p.sa.current().live_tags.is_empty() && p.sb.current().live_tags.is_empty());
 
     // droppedOnly: node-b isolates p1; only the drop is reported, by node-b.
-    assert!(p.sb.apply(pb::NodeState {
-        isolation: Some(pb::Isolation {
-            ingress_ips: vec![dst.clone()],
-            egress_ips: vec![],
-        }),
-        ..Default::default()
-    }));
-    wait_flows(&p.b, &format!("nw_dst={dst} actions=drop"), true);
+    assert!(p.sb.apply(isolation(&[&dst], &[])));
+    p.b.wait_flows(&format!("nw_dst={dst} actions=drop"), true);
     let dropped_only = |role| pb::LiveTrace {
         dropped_only: true,
         ..live_cmd("live-2", 11, role, &dst)
@@ -1252,7 +896,7 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
         .await
         .unwrap_or_else(|e| panic!("node-a: {e}"));
     // The tag's drop copy is in node-b's IngressDefaultRule.
-    wait_flows(&p.b, "nw_tos=44", true);
+    p.b.wait_flows("nw_tos=44", true);
     assert!(!p.a.ping(0, &dst), "ping passed a default deny");
     let dropped = next_obs(&mut p.rb).await;
     assert_eq!(dropped.dataplane_tag, 11);
@@ -1264,16 +908,8 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
     assert_eq!(
         summary(&dropped),
         vec![
-            (
-                pb::Component::Forwarding,
-                String::new(),
-                pb::Action::Received
-            ),
-            (
-                pb::Component::NetworkPolicy,
-                "IngressDefaultRule".into(),
-                pb::Action::Dropped
-            ),
+            received(),
+            policy("IngressDefaultRule", pb::Action::Dropped),
         ]
     );
     if let Err(o) = quiet(&mut p.ra, Duration::from_millis(300)).await {
@@ -1281,8 +917,8 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
     }
     for (rt, store, node) in [(&p.ra, &p.sa, &p.a), (&p.rb, &p.sb, &p.b)] {
         rt.tracer.stop_live("live-2", store).await;
-        wait_flows(node, "cookie=0x7f1c00010000000b", false);
-        wait_flows(node, "nw_tos=44", false);
+        node.wait_flows("cookie=0x7f1c00010000000b", false);
+        node.wait_flows("nw_tos=44", false);
     }
 
     // Refused with a reason, leaving nothing behind.

@@ -7,10 +7,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use support::OvsNode;
+use support::runtime::{
+    assert_received_and_delivered, assert_sent_into_tunnel, icmp_trace, init_tracing, next_obs,
+    output, spoofguard, summary, trace, wait_programmed,
+};
 use tokio_util::sync::CancellationToken;
 use traceflow_agent::pipeline::{COOKIE, Peer};
 use traceflow_agent::runtime::{NodeRuntime, OvsPaths};
-use traceflow_agent::trace::Observed;
 use traceflow_proto::v1 as pb;
 
 /// Stops the runtime's tasks when the test ends, however it ends (and keeps the peers
@@ -26,13 +29,7 @@ impl Drop for Stop {
 }
 
 async fn start(node: &OvsNode) -> (NodeRuntime, Stop) {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+    init_tracing();
     let shutdown = CancellationToken::new();
     // One peer Node behind the tunnel, as the adapter (or --peer) would describe it.
     let peer: Peer = "10.2.0.0/24,fd00:2::/64=192.168.77.2"
@@ -46,66 +43,12 @@ async fn start(node: &OvsNode) -> (NodeRuntime, Stop) {
         shutdown.clone(),
     );
     // Ready: every Pod discovered and the pipeline programmed with them.
-    let want = node.pods.len();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        rt.ports
-            .wait_for(|p| p.pods.len() == want && p.gateway.is_some()),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("OVSDB ports not discovered in 10 s"))
-    .unwrap_or_else(|_| panic!("port watcher stopped"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let flows = node.dump_flows();
-        let ready = node
-            .pods
-            .iter()
-            .all(|p| flows.contains(&format!("dl_dst={}", p.mac)));
-        if ready {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pipeline not programmed for all Pods:\n{flows}"
-        );
-        let _ = tokio::time::timeout(Duration::from_millis(200), rt.datapath.programmed.changed())
-            .await;
-    }
+    wait_programmed(&mut rt, node, "node-a").await;
     (rt, Stop(shutdown, peers_tx))
 }
 
 fn inject_req(node: &OvsNode, from: usize, to: usize, id: u32) -> pb::InjectPacket {
-    pb::InjectPacket {
-        trace_uid: format!("uid-{id}"),
-        trace_id: id,
-        src_pod_namespace: "default".into(),
-        src_pod_name: node.pods[from].name.clone(),
-        dst_ip: node.pods[to].ip.clone(),
-        protocol: 1,
-        ..Default::default()
-    }
-}
-
-async fn next_obs(rt: &mut NodeRuntime) -> Observed {
-    tokio::time::timeout(Duration::from_secs(5), rt.observations.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no packet-in within 5 s"))
-        .unwrap_or_else(|| panic!("observation stream ended"))
-}
-
-fn summary(o: &Observed) -> Vec<(pb::Component, String, pb::Action)> {
-    o.result
-        .observations
-        .iter()
-        .map(|x| {
-            (
-                pb::Component::try_from(x.component).unwrap_or(pb::Component::Unspecified),
-                x.component_info.clone(),
-                pb::Action::try_from(x.action).unwrap_or(pb::Action::Unspecified),
-            )
-        })
-        .collect()
+    icmp_trace(id, &node.pods[from].name, &node.pods[to].ip)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,11 +56,7 @@ async fn inject_pod_to_pod_reports_spoofguard_then_delivered() {
     let node = OvsNode::start(2);
     let (mut rt, _stop) = start(&node).await;
 
-    rt.tracer
-        .inject(&inject_req(&node, 0, 1, 4242))
-        .await
-        .unwrap_or_else(|e| panic!("inject: {e}"));
-    let o = next_obs(&mut rt).await;
+    let o = trace(&mut rt, &inject_req(&node, 0, 1, 4242)).await;
     assert_eq!(o.trace_id, 4242);
     assert!(!o.ipv6);
     assert_eq!(o.result.node, "node-a");
@@ -125,18 +64,7 @@ async fn inject_pod_to_pod_reports_spoofguard_then_delivered() {
     assert!(o.result.timestamp > 0);
     assert_eq!(
         summary(&o),
-        vec![
-            (
-                pb::Component::SpoofGuard,
-                String::new(),
-                pb::Action::Forwarded
-            ),
-            (
-                pb::Component::Forwarding,
-                "Output".into(),
-                pb::Action::Delivered
-            ),
-        ]
+        vec![spoofguard(), output(pb::Action::Delivered)]
     );
     assert_eq!(o.result.observations[0].src_pod_ip, node.pods[0].ip);
     assert!(o.result.observations.iter().all(|x| x.timestamp_micros > 0));
@@ -153,11 +81,7 @@ async fn inject_pod_to_pod_reports_spoofguard_then_delivered() {
     let mut v6 = inject_req(&node, 1, 0, 0xabcde);
     v6.ipv6 = true;
     v6.dst_ip = node.pods[0].ip6.clone();
-    rt.tracer
-        .inject(&v6)
-        .await
-        .unwrap_or_else(|e| panic!("inject v6: {e}"));
-    let o = next_obs(&mut rt).await;
+    let o = trace(&mut rt, &v6).await;
     assert_eq!((o.trace_id, o.ipv6), (0xabcde, true));
     assert_eq!(summary(&o).last().map(|s| s.2), Some(pb::Action::Delivered));
 
@@ -168,11 +92,7 @@ async fn inject_pod_to_pod_reports_spoofguard_then_delivered() {
     ext.dst_port = 443;
     // SYN, as the adapter defaults it (a flagless TCP packet is conntrack-invalid: dropped).
     ext.tcp_flags = 2;
-    rt.tracer
-        .inject(&ext)
-        .await
-        .unwrap_or_else(|e| panic!("inject ext: {e}"));
-    let o = next_obs(&mut rt).await;
+    let o = trace(&mut rt, &ext).await;
     assert_eq!(o.trace_id, 7);
     assert_eq!(
         summary(&o).last().map(|s| s.2),
@@ -196,11 +116,7 @@ async fn inject_pod_to_pod_reports_spoofguard_then_delivered() {
             if ipv6 {
                 r.dst_ip = node.pods[1].ip6.clone();
             }
-            rt.tracer
-                .inject(&r)
-                .await
-                .unwrap_or_else(|e| panic!("inject proto {proto}: {e}"));
-            let o = next_obs(&mut rt).await;
+            let o = trace(&mut rt, &r).await;
             assert_eq!((o.trace_id, o.ipv6), (id, ipv6), "protocol {proto}");
             assert_eq!(
                 summary(&o).last().map(|s| s.2),
@@ -356,11 +272,7 @@ async fn agent_reprograms_after_vswitchd_restart() {
     );
 
     // And tracing works on the new connection.
-    rt.tracer
-        .inject(&inject_req(&node, 0, 1, 99))
-        .await
-        .unwrap_or_else(|e| panic!("inject: {e}"));
-    let o = next_obs(&mut rt).await;
+    let o = trace(&mut rt, &inject_req(&node, 0, 1, 99)).await;
     assert_eq!(o.trace_id, 99);
     assert!(node.ping(0, &node.pods[1].ip.clone()), "ping after restart");
 }
@@ -403,22 +315,7 @@ async fn trace_from_tunnel_is_received_routed_and_delivered() {
 
     let o = next_obs(&mut rt).await;
     assert_eq!(o.trace_id, 555);
-    assert_eq!(o.result.role, "receiver");
-    assert_eq!(
-        summary(&o),
-        vec![
-            (
-                pb::Component::Forwarding,
-                String::new(),
-                pb::Action::Received
-            ),
-            (
-                pb::Component::Forwarding,
-                "Output".into(),
-                pb::Action::Delivered
-            ),
-        ]
-    );
+    assert_received_and_delivered(&o);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,28 +326,9 @@ async fn trace_to_a_peer_node_is_forwarded_into_the_tunnel() {
         let mut req = inject_req(&node, 0, 1, id);
         req.ipv6 = ipv6;
         req.dst_ip = dst.into();
-        rt.tracer
-            .inject(&req)
-            .await
-            .unwrap_or_else(|e| panic!("inject: {e}"));
-        let o = next_obs(&mut rt).await;
+        let o = trace(&mut rt, &req).await;
         assert_eq!((o.trace_id, o.ipv6), (id, ipv6));
-        assert_eq!(
-            summary(&o),
-            vec![
-                (
-                    pb::Component::SpoofGuard,
-                    String::new(),
-                    pb::Action::Forwarded
-                ),
-                (
-                    pb::Component::Forwarding,
-                    "Output".into(),
-                    pb::Action::Forwarded
-                ),
-            ]
-        );
-        assert_eq!(o.result.observations[1].tunnel_dst_ip, "192.168.77.2");
+        assert_sent_into_tunnel(&o, "192.168.77.2");
     }
 }
 
@@ -478,21 +356,7 @@ async fn two_nodes_over_geneve() {
             peers,
             shutdown.clone(),
         );
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            rt.ports.wait_for(|p| p.pods.len() == 1),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("{name}: ports not discovered"))
-        .unwrap_or_else(|_| panic!("port watcher stopped"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !node
-            .dump_flows()
-            .contains(&format!("dl_dst={}", node.pods[0].mac))
-        {
-            assert!(Instant::now() < deadline, "{name}: pipeline not programmed");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_programmed(&mut rt, node, name).await;
         runtimes.push(rt);
     }
     let (mut ra, mut rb) = {
@@ -505,13 +369,7 @@ async fn two_nodes_over_geneve() {
 
     // Real traffic first (it also settles any neighbour resolution on the way).
     let dst = b.pods[0].ip.clone();
-    let mut ok = false;
-    for _ in 0..5 {
-        if a.ping(0, &dst) {
-            ok = true;
-            break;
-        }
-    }
+    let ok = a.ping_retry(0, &dst);
     if !ok {
         for n in [&a, &b] {
             eprintln!("==== {} ====\n{}", n.netns, n.dump_flows());
@@ -526,61 +384,19 @@ async fn two_nodes_over_geneve() {
     );
 
     let req = pb::InjectPacket {
-        trace_uid: "uid-x".into(),
-        trace_id: 4711,
-        src_pod_namespace: "default".into(),
-        src_pod_name: "p0".into(),
-        dst_ip: dst.clone(),
         protocol: 6,
         dst_port: 80,
         tcp_flags: 2,
-        ..Default::default()
+        ..icmp_trace(4711, "p0", &dst)
     };
-    ra.tracer
-        .inject(&req)
-        .await
-        .unwrap_or_else(|e| panic!("inject: {e}"));
-    let sender = next_obs(&mut ra).await;
-    assert_eq!(
-        (sender.trace_id, sender.result.role.as_str()),
-        (4711, "sender")
-    );
-    assert_eq!(
-        summary(&sender),
-        vec![
-            (
-                pb::Component::SpoofGuard,
-                String::new(),
-                pb::Action::Forwarded
-            ),
-            (
-                pb::Component::Forwarding,
-                "Output".into(),
-                pb::Action::Forwarded
-            ),
-        ]
-    );
-    assert_eq!(sender.result.observations[1].tunnel_dst_ip, tun_b);
+    let sender = trace(&mut ra, &req).await;
+    assert_eq!(sender.trace_id, 4711);
+    assert_sent_into_tunnel(&sender, &tun_b);
     let receiver = next_obs(&mut rb).await;
     assert_eq!(
         (receiver.trace_id, receiver.result.node.as_str()),
         (4711, "node-b")
     );
-    assert_eq!(receiver.result.role, "receiver");
-    assert_eq!(
-        summary(&receiver),
-        vec![
-            (
-                pb::Component::Forwarding,
-                String::new(),
-                pb::Action::Received
-            ),
-            (
-                pb::Component::Forwarding,
-                "Output".into(),
-                pb::Action::Delivered
-            ),
-        ]
-    );
+    assert_received_and_delivered(&receiver);
     drop(peer_senders);
 }

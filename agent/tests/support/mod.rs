@@ -7,10 +7,14 @@
 //! copy or reuse it. Requires root and `openvswitch-switch`; [`OvsNode::start`] panics with a
 //! clear message otherwise; tests never skip. Everything is torn down on drop, also when the
 //! test fails, and a failing test gets the flows and the ovs-vswitchd log printed first.
+//!
+//! Beside it: [`fake_adapter`] (an in-process adapter with real mTLS) and [`runtime`] (the
+//! agent's runtime on such a Node: readiness, injecting, reading observations).
 
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod fake_adapter;
+pub mod runtime;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -278,6 +282,24 @@ impl OvsNode {
             .is_ok_and(|o| o.status.success())
     }
 
+    /// Waits (10 s) until `needle` is (or, with `present` false, is no longer) in the flows.
+    pub fn wait_flows(&self, needle: &str, present: bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let flows = self.dump_flows();
+            if flows.contains(needle) == present {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {needle:?} present={} expected={present}:\n{flows}",
+                self.netns,
+                !present
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn wait_for(&self, mut f: impl FnMut() -> bool, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !f() {
@@ -397,20 +419,24 @@ impl OvsNode {
         ips
     }
 
+    /// `program` to run inside Pod `pod`'s network namespace.
+    pub fn in_pod(&self, pod: usize, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.pods[pod].netns, program]);
+        c
+    }
+
     /// Runs `ping -c1 -W2 <ip>` inside a Pod; true when it got an answer.
     pub fn ping(&self, from: usize, ip: &str) -> bool {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.pods[from].netns,
-                "ping",
-                "-c1",
-                "-W2",
-                ip,
-            ])
+        self.in_pod(from, "ping")
+            .args(["-c1", "-W2", ip])
             .output()
             .is_ok_and(|o| o.status.success())
+    }
+
+    /// [`OvsNode::ping`] up to five times; true on the first answer.
+    pub fn ping_retry(&self, from: usize, ip: &str) -> bool {
+        (0..5).any(|_| self.ping(from, ip))
     }
 
     /// `ovs-appctl` against this Node's ovs-vswitchd.
@@ -449,6 +475,16 @@ impl OvsNode {
             }
         }
     }
+}
+
+/// Asserts `ok` with `what`, printing the flows of `nodes` first when it does not hold.
+pub fn dump_on_failure(ok: bool, nodes: &[&OvsNode], what: &str) {
+    if !ok {
+        for n in nodes {
+            eprintln!("==== {} ====\n{}", n.netns, n.dump_flows());
+        }
+    }
+    assert!(ok, "{what}");
 }
 
 impl Drop for OvsNode {
