@@ -9,15 +9,13 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::fake_adapter::{Attached, pki, serve};
+use support::fake_adapter::{hand_runtime, pki, serve};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use traceflow_agent::adapter::{self, AdapterConfig};
-use traceflow_agent::pipeline::DatapathHandle;
+use traceflow_agent::adapter;
 use traceflow_agent::ports::{Mac, NodePorts, PodPort, Port};
-use traceflow_agent::runtime::NodeRuntime;
-use traceflow_agent::trace::{Observed, Tracer};
+use traceflow_agent::trace::Observed;
 use traceflow_proto::v1::{self as pb, agent_message::Kind as Msg};
 
 fn ports(pods: &[&str]) -> NodePorts {
@@ -41,13 +39,6 @@ fn ports(pods: &[&str]) -> NodePorts {
     }
 }
 
-async fn next(a: &mut Attached) -> Msg {
-    tokio::time::timeout(Duration::from_secs(10), a.inbound.recv())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_hello_ports_reports_failures_and_reconnect() {
     let pki = pki();
@@ -57,27 +48,8 @@ async fn session_hello_ports_reports_failures_and_reconnect() {
     let server_stop = CancellationToken::new();
     serve(listener, &pki, att_tx.clone(), server_stop.clone()).await;
 
-    let (ports_tx, ports_rx) = watch::channel(ports(&["p0"]));
-    let (_sw_tx, sw_rx) = watch::channel(None);
-    let (_prog_tx, prog_rx) = watch::channel(0);
-    let (obs_tx, obs_rx) = mpsc::channel(16);
-    let rt = NodeRuntime {
-        tracer: Tracer::new("node-a", ports_rx.clone(), sw_rx.clone()),
-        ports: ports_rx,
-        datapath: DatapathHandle {
-            switch: sw_rx,
-            programmed: prog_rx,
-            programmed_state: watch::channel(Default::default()).1,
-        },
-        observations: obs_rx,
-    };
-    let cfg = AdapterConfig {
-        endpoint: format!("https://{addr}"),
-        ca_pem: pki.ca.clone(),
-        cert_pem: pki.agent.0.clone(),
-        key_pem: pki.agent.1.clone(),
-        server_name: "localhost".into(),
-    };
+    let (rt, ends) = hand_runtime(ports(&["p0"]));
+    let cfg = pki.agent_config(addr);
     let agent_stop = CancellationToken::new();
     let session = tokio::spawn(adapter::run(cfg, rt, agent_stop.clone()));
 
@@ -86,7 +58,7 @@ async fn session_hello_ports_reports_failures_and_reconnect() {
         .unwrap()
         .unwrap();
     assert_eq!(a.cn, "node-a", "the agent presents its Node certificate");
-    let Msg::Hello(h) = next(&mut a).await else {
+    let Msg::Hello(h) = a.next().await else {
         panic!("first message is not hello")
     };
     assert_eq!(h.node, "node-a");
@@ -94,13 +66,13 @@ async fn session_hello_ports_reports_failures_and_reconnect() {
     assert_eq!(h.pods[0].ofport, 3);
     assert_eq!(h.tunnel_ofport, 1);
 
-    ports_tx.send(ports(&["p0", "p1"])).unwrap();
-    let Msg::Ports(p) = next(&mut a).await else {
+    ends.ports.send(ports(&["p0", "p1"])).unwrap();
+    let Msg::Ports(p) = a.next().await else {
         panic!("expected ports")
     };
     assert_eq!(p.pods.len(), 2);
 
-    obs_tx
+    ends.observations
         .send(Observed {
             trace_id: 77,
             ipv6: false,
@@ -115,7 +87,7 @@ async fn session_hello_ports_reports_failures_and_reconnect() {
         })
         .await
         .unwrap();
-    let Msg::Report(r) = next(&mut a).await else {
+    let Msg::Report(r) = a.next().await else {
         panic!("expected report")
     };
     assert_eq!(r.trace_id, 77);
@@ -130,13 +102,8 @@ async fn session_hello_ports_reports_failures_and_reconnect() {
         ipv6: true,
         ..Default::default()
     };
-    a.commands
-        .send(pb::AgentCommand {
-            kind: Some(pb::agent_command::Kind::Inject(inject)),
-        })
-        .await
-        .unwrap();
-    let Msg::Failure(f) = next(&mut a).await else {
+    a.send(pb::agent_command::Kind::Inject(inject)).await;
+    let Msg::Failure(f) = a.next().await else {
         panic!("expected failure")
     };
     assert_eq!((f.trace_uid.as_str(), f.trace_id), ("uid-1", 5));
@@ -158,7 +125,7 @@ async fn session_hello_ports_reports_failures_and_reconnect() {
         .await
         .unwrap()
         .unwrap();
-    let Msg::Hello(h) = next(&mut a).await else {
+    let Msg::Hello(h) = a.next().await else {
         panic!("first message after reconnect is not hello")
     };
     assert_eq!(h.pods.len(), 2);

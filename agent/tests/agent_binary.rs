@@ -9,18 +9,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::OvsNode;
-use support::fake_adapter::{Attached, pki, serve};
+use support::fake_adapter::{pki, serve};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use traceflow_proto::v1::{self as pb, agent_message::Kind as Msg};
-
-async fn next(a: &mut Attached) -> Msg {
-    tokio::time::timeout(Duration::from_secs(10), a.inbound.recv())
-        .await
-        .unwrap_or_else(|_| panic!("agent sent nothing for 10 s"))
-        .unwrap_or_else(|| panic!("agent stream ended"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_attaches_reports_ports_and_traces() {
@@ -66,7 +59,7 @@ async fn binary_attaches_reports_ports_and_traces() {
     // Hello first; ports follow if OVSDB had not been read yet.
     let mut first = true;
     loop {
-        let hello = match next(&mut a).await {
+        let hello = match a.next().await {
             Msg::Hello(h) => h,
             Msg::Ports(h) if !first => h,
             other => panic!("unexpected first messages: {other:?}"),
@@ -104,14 +97,9 @@ async fn binary_attaches_reports_ports_and_traces() {
         dst_port: 53,
         ..Default::default()
     };
-    a.commands
-        .send(pb::AgentCommand {
-            kind: Some(pb::agent_command::Kind::Inject(inject)),
-        })
-        .await
-        .unwrap();
+    a.send(pb::agent_command::Kind::Inject(inject)).await;
     let report = loop {
-        match next(&mut a).await {
+        match a.next().await {
             Msg::Report(r) => break r,
             Msg::Ports(_) => {}
             other => panic!("expected a report, got {other:?}"),

@@ -1,25 +1,51 @@
 //! An in-process fake adapter: `AgentService` with real mTLS, recording what agents send and
-//! letting a test send commands.
+//! letting a test send commands; and a `NodeRuntime` built by hand for agents without OVS.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures::Stream;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+use traceflow_agent::adapter::AdapterConfig;
+use traceflow_agent::ovs::openflow::Switch;
+use traceflow_agent::pipeline::DatapathHandle;
+use traceflow_agent::ports::NodePorts;
+use traceflow_agent::runtime::NodeRuntime;
+use traceflow_agent::trace::{Observed, Tracer};
 use traceflow_pki::{CertificateAuthority, IdentityKind};
-use traceflow_proto::v1::{self as pb, agent_message::Kind as Msg};
+use traceflow_proto::v1::{self as pb, agent_command::Kind as Cmd, agent_message::Kind as Msg};
 
 /// What the fake adapter saw: the peer's CN and each message; and a way to send commands.
 pub struct Attached {
     pub cn: String,
     pub inbound: mpsc::Receiver<Msg>,
     pub commands: mpsc::Sender<pb::AgentCommand>,
+}
+
+impl Attached {
+    /// The agent's next message (10 s).
+    pub async fn next(&mut self) -> Msg {
+        tokio::time::timeout(Duration::from_secs(10), self.inbound.recv())
+            .await
+            .unwrap_or_else(|_| panic!("agent sent nothing for 10 s"))
+            .unwrap_or_else(|| panic!("agent stream ended"))
+    }
+
+    /// Sends the agent one command.
+    pub async fn send(&self, kind: Cmd) {
+        self.commands
+            .send(pb::AgentCommand { kind: Some(kind) })
+            .await
+            .unwrap();
+    }
 }
 
 #[derive(Clone)]
@@ -67,6 +93,19 @@ pub struct Pki {
     pub agent: (String, String),
 }
 
+impl Pki {
+    /// How the agent `node-a` reaches the fake adapter listening on `addr`.
+    pub fn agent_config(&self, addr: SocketAddr) -> AdapterConfig {
+        AdapterConfig {
+            endpoint: format!("https://{addr}"),
+            ca_pem: self.ca.clone(),
+            cert_pem: self.agent.0.clone(),
+            key_pem: self.agent.1.clone(),
+            server_name: "localhost".into(),
+        }
+    }
+}
+
 pub fn pki() -> Pki {
     let ca = CertificateAuthority::generate("agent-ca").unwrap();
     let server = ca
@@ -100,4 +139,38 @@ pub async fn serve(
             .await
             .unwrap();
     });
+}
+
+/// The test's ends of a [`hand_runtime`]: its ports and observations; the switch never
+/// connects and nothing is ever programmed (both senders live as long as this).
+pub struct HandRuntime {
+    pub ports: watch::Sender<NodePorts>,
+    pub observations: mpsc::Sender<Observed>,
+    _switch: watch::Sender<Option<Switch>>,
+    _programmed: watch::Sender<u64>,
+}
+
+/// A `NodeRuntime` of `node-a` built by hand (no OVS) with `ports`.
+pub fn hand_runtime(ports: NodePorts) -> (NodeRuntime, HandRuntime) {
+    let (ports_tx, ports_rx) = watch::channel(ports);
+    let (sw_tx, sw_rx) = watch::channel(None);
+    let (prog_tx, prog_rx) = watch::channel(0);
+    let (obs_tx, obs_rx) = mpsc::channel(16);
+    let rt = NodeRuntime {
+        tracer: Tracer::new("node-a", ports_rx.clone(), sw_rx.clone()),
+        ports: ports_rx,
+        datapath: DatapathHandle {
+            switch: sw_rx,
+            programmed: prog_rx,
+            programmed_state: watch::channel(Default::default()).1,
+        },
+        observations: obs_rx,
+    };
+    let ends = HandRuntime {
+        ports: ports_tx,
+        observations: obs_tx,
+        _switch: sw_tx,
+        _programmed: prog_tx,
+    };
+    (rt, ends)
 }
