@@ -58,23 +58,20 @@ impl TryFrom<pb::NodeInfo> for PeerNode {
             pod_cidrs,
             tunnel_ips,
         } = n;
-        let bad = |field, value: &str| InvalidObject::Peer {
+        let bad = |field, value: String| InvalidObject::Peer {
             peer: name.clone(),
             field,
-            value: value.to_string(),
+            value,
         };
         let pod_cidrs = pod_cidrs
             .iter()
             .map(|c| {
                 c.parse::<IpNet>()
                     .map(|n| n.trunc())
-                    .map_err(|_| bad("pod CIDR", c))
+                    .map_err(|_| bad("pod CIDR", c.clone()))
             })
             .collect::<Result<_, _>>()?;
-        let tunnel_ips = tunnel_ips
-            .iter()
-            .map(|ip| ip.parse().map_err(|_| bad("tunnel IP", ip)))
-            .collect::<Result<_, _>>()?;
+        let tunnel_ips = parse_each(&tunnel_ips, "tunnel IP", bad)?;
         Ok(Self {
             name,
             pod_cidrs,
@@ -132,6 +129,23 @@ fn port_u16(p: i32) -> Option<u16> {
     u16::try_from(p).ok()
 }
 
+/// A Service or endpoint port: 1 to 65535.
+fn nonzero_port(p: i32) -> Option<u16> {
+    port_u16(p).filter(|p| *p != 0)
+}
+
+/// Parses each of `values`; the first that does not parse is `bad(field, value)`.
+fn parse_each<T: std::str::FromStr, C: FromIterator<T>>(
+    values: &[String],
+    field: &'static str,
+    bad: impl Fn(&'static str, String) -> InvalidObject,
+) -> Result<C, InvalidObject> {
+    values
+        .iter()
+        .map(|v| v.parse().map_err(|_| bad(field, v.clone())))
+        .collect()
+}
+
 impl TryFrom<pb::ServiceState> for Service {
     type Error = InvalidObject;
 
@@ -148,10 +162,7 @@ impl TryFrom<pb::ServiceState> for Service {
             field,
             value,
         };
-        let cluster_ips = cluster_ips
-            .iter()
-            .map(|ip| ip.parse().map_err(|_| bad("cluster IP", ip.clone())))
-            .collect::<Result<_, _>>()?;
+        let cluster_ips = parse_each(&cluster_ips, "cluster IP", bad)?;
         let mut out = Vec::with_capacity(ports.len());
         for p in ports {
             let pb::ServicePortState {
@@ -161,9 +172,7 @@ impl TryFrom<pb::ServiceState> for Service {
                 endpoints,
             } = p;
             let proto = protocol_number(&protocol).ok_or_else(|| bad("protocol", protocol))?;
-            let port = port_u16(port)
-                .filter(|p| *p != 0)
-                .ok_or_else(|| bad("port", port.to_string()))?;
+            let port = nonzero_port(port).ok_or_else(|| bad("port", port.to_string()))?;
             let mut eps = Vec::with_capacity(endpoints.len());
             for e in endpoints {
                 let pb::ServiceEndpoint {
@@ -175,8 +184,7 @@ impl TryFrom<pb::ServiceState> for Service {
                 } = e;
                 eps.push(Endpoint {
                     ip: ip.parse().map_err(|_| bad("endpoint IP", ip.clone()))?,
-                    port: port_u16(port)
-                        .filter(|p| *p != 0)
+                    port: nonzero_port(port)
                         .ok_or_else(|| bad("endpoint port", port.to_string()))?,
                     node,
                     pod_namespace,
@@ -300,10 +308,7 @@ impl TryFrom<pb::PolicyRule> for PolicyRule {
             "Pass" => RuleAction::Pass,
             _ => return Err(bad("action", action)),
         };
-        let applied_to = applied_to_ips
-            .iter()
-            .map(|ip| ip.parse().map_err(|_| bad("applied-to IP", ip.clone())))
-            .collect::<Result<_, _>>()?;
+        let applied_to = parse_each(&applied_to_ips, "applied-to IP", bad)?;
         let peers = peer_cidrs
             .iter()
             .map(|c| {
@@ -340,6 +345,33 @@ impl TryFrom<pb::PolicyRule> for PolicyRule {
             peers,
             services,
         })
+    }
+}
+
+/// Applies one kind of object of a delta to `map`: removes the `delete` keys, then inserts
+/// each `upsert` converted under `key(&raw)`. One that does not convert is not kept in its
+/// stale form either: its key is removed and the error collected.
+fn apply_delta<K: Ord, P, T: TryFrom<P, Error = InvalidObject>>(
+    map: &mut BTreeMap<K, T>,
+    delete: Vec<K>,
+    upsert: Vec<P>,
+    errors: &mut Vec<InvalidObject>,
+    key: impl Fn(&P) -> K,
+) {
+    for k in delete {
+        map.remove(&k);
+    }
+    for raw in upsert {
+        let k = key(&raw);
+        match T::try_from(raw) {
+            Ok(v) => {
+                map.insert(k, v);
+            }
+            Err(e) => {
+                map.remove(&k);
+                errors.push(e);
+            }
+        }
     }
 }
 
@@ -390,52 +422,28 @@ impl DesiredState {
                 Err(e) => errors.push(e),
             }
         }
-        for name in peers_delete {
-            self.peers.remove(&name);
-        }
-        for p in peers_upsert {
-            let name = p.name.clone();
-            match PeerNode::try_from(p) {
-                Ok(p) => {
-                    self.peers.insert(name, p);
-                }
-                Err(e) => {
-                    // A peer we cannot route to must not keep stale routes either.
-                    self.peers.remove(&name);
-                    errors.push(e);
-                }
-            }
-        }
-        for key in services_delete {
-            self.services.remove(&key);
-        }
-        for s in services_upsert {
-            let key = format!("{}/{}", s.namespace, s.name);
-            match Service::try_from(s) {
-                Ok(s) => {
-                    self.services.insert(key, s);
-                }
-                Err(e) => {
-                    self.services.remove(&key);
-                    errors.push(e);
-                }
-            }
-        }
-        for id in rules_delete {
-            self.rules.remove(&id);
-        }
-        for r in rules_upsert {
-            let id = r.conjunction_id;
-            match PolicyRule::try_from(r) {
-                Ok(r) => {
-                    self.rules.insert(id, r);
-                }
-                Err(e) => {
-                    self.rules.remove(&id);
-                    errors.push(e);
-                }
-            }
-        }
+        // A peer we cannot route to must not keep stale routes either.
+        apply_delta(
+            &mut self.peers,
+            peers_delete,
+            peers_upsert,
+            &mut errors,
+            |p| p.name.clone(),
+        );
+        apply_delta(
+            &mut self.services,
+            services_delete,
+            services_upsert,
+            &mut errors,
+            |s| format!("{}/{}", s.namespace, s.name),
+        );
+        apply_delta(
+            &mut self.rules,
+            rules_delete,
+            rules_upsert,
+            &mut errors,
+            |r| r.conjunction_id,
+        );
         if let Some(iso) = isolation {
             let parse = |ips: Vec<String>, errors: &mut Vec<InvalidObject>| {
                 ips.into_iter()
