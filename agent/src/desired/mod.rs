@@ -131,5 +131,36 @@ impl Store {
     }
 }
 
+/// Test fixtures shared by unit tests across modules.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use traceflow_proto::v1 as pb;
+
+    /// Service `default/<name>` at 10.96.0.10, TCP 80 → 8080 on each of `eps` (Pods
+    /// `web-<ip>` on Node `n1`).
+    pub(crate) fn svc(name: &str, eps: &[&str]) -> pb::ServiceState {
+        pb::ServiceState {
+            namespace: "default".into(),
+            name: name.into(),
+            cluster_ips: vec!["10.96.0.10".into()],
+            ports: vec![pb::ServicePortState {
+                name: "http".into(),
+                protocol: "TCP".into(),
+                port: 80,
+                endpoints: eps
+                    .iter()
+                    .map(|ip| pb::ServiceEndpoint {
+                        ip: (*ip).into(),
+                        port: 8080,
+                        node: "n1".into(),
+                        pod_namespace: "default".into(),
+                        pod_name: format!("web-{ip}"),
+                    })
+                    .collect(),
+            }],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,33 +1,11 @@
 use super::*;
+use crate::desired::fixtures::svc;
 
 fn node(name: &str, cidr: &str, tun: &str) -> pb::NodeInfo {
     pb::NodeInfo {
         name: name.into(),
         pod_cidrs: vec![cidr.into()],
         tunnel_ips: vec![tun.into()],
-    }
-}
-
-fn svc(name: &str, eps: &[&str]) -> pb::ServiceState {
-    pb::ServiceState {
-        namespace: "default".into(),
-        name: name.into(),
-        cluster_ips: vec!["10.96.0.10".into()],
-        ports: vec![pb::ServicePortState {
-            name: "http".into(),
-            protocol: "TCP".into(),
-            port: 80,
-            endpoints: eps
-                .iter()
-                .map(|ip| pb::ServiceEndpoint {
-                    ip: (*ip).into(),
-                    port: 8080,
-                    node: "n1".into(),
-                    pod_namespace: "default".into(),
-                    pod_name: format!("web-{ip}"),
-                })
-                .collect(),
-        }],
     }
 }
 

@@ -401,6 +401,7 @@ pub fn service_flows_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::fixtures::svc;
     use crate::ports::fixtures::mk_node;
     use traceflow_proto::v1 as pb;
 
@@ -408,24 +409,7 @@ mod tests {
         let mut s = DesiredState::default();
         s.apply(pb::NodeState {
             replace: true,
-            services_upsert: vec![pb::ServiceState {
-                namespace: "default".into(),
-                name: "web".into(),
-                cluster_ips: vec!["10.96.0.10".into()],
-                ports: vec![pb::ServicePortState {
-                    name: "http".into(),
-                    protocol: "TCP".into(),
-                    port: 80,
-                    endpoints: eps
-                        .iter()
-                        .map(|ip| pb::ServiceEndpoint {
-                            ip: (*ip).into(),
-                            port: 8080,
-                            ..Default::default()
-                        })
-                        .collect(),
-                }],
-            }],
+            services_upsert: vec![svc("web", eps)],
             ..Default::default()
         });
         s
