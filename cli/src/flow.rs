@@ -7,8 +7,9 @@
 //! when none is given). `tcp_src`/`tcp_dst`/`tcp_flags` create a TCP header, `udp_src`/`udp_dst`
 //! a UDP header; `nw_ttl` sets the TTL / hop limit.
 //!
-//! Ours on top: `sctp` (protocol 132), `icmpv6` (= `ipv6` + ICMPv6), `icmp_id`/`icmp_seq` (an
-//! ICMP echo header), `tp_src`/`tp_dst` (ports of the tcp/udp protocol given), `ip_flags`
+//! Ours on top: `sctp` (protocol 132) with `sctp_src`/`sctp_dst` (an SCTP header), `icmpv6`
+//! (= `ipv6` + ICMPv6), `icmp_id`/`icmp_seq` (an ICMP echo header), `tp_src`/`tp_dst` (ports
+//! of the tcp/udp/sctp protocol given), `ip_flags`
 //! (IPv4 flags, 0-7), hexadecimal values (`tcp_flags=0x12`), and range checks. When several
 //! protocol keys are given, tcp > udp > sctp > icmp (antctl picks one at random).
 
@@ -28,7 +29,7 @@ pub enum FlowError {
         min: i64,
         max: i64,
     },
-    #[error("{key} needs a transport protocol in the flow: add tcp or udp")]
+    #[error("{key} needs a transport protocol in the flow: add tcp, udp or sctp")]
     NeedsTransport { key: String },
     #[error("{key} given twice in flow")]
     Duplicate { key: String },
@@ -134,8 +135,7 @@ pub fn parse_flow(flow: &str) -> Result<Flow, FlowError> {
     );
     let tp_proto = if tp_src.is_some() || tp_dst.is_some() {
         match protocol {
-            Some(6) => Some(6),
-            Some(17) => Some(17),
+            Some(p @ (6 | 17 | 132)) => Some(p),
             _ => {
                 let key = if tp_src.is_some() { "tp_src" } else { "tp_dst" };
                 return Err(FlowError::NeedsTransport {
@@ -158,6 +158,13 @@ pub fn parse_flow(flow: &str) -> Result<Flow, FlowError> {
         transport.udp = Some(pb::UdpHeader {
             src_port: udp_src.or(tp_src).unwrap_or(0),
             dst_port: udp_dst.or(tp_dst).unwrap_or(0),
+        });
+    }
+    let (sctp_src, sctp_dst) = (port("sctp_src")?, port("sctp_dst")?);
+    if sctp_src.is_some() || sctp_dst.is_some() || tp_proto == Some(132) {
+        transport.sctp = Some(pb::SctpHeader {
+            src_port: sctp_src.or(tp_src).unwrap_or(0),
+            dst_port: sctp_dst.or(tp_dst).unwrap_or(0),
         });
     }
     let (icmp_id, icmp_seq) = (port("icmp_id")?, port("icmp_seq")?);
@@ -187,6 +194,8 @@ pub fn parse_flow(flow: &str) -> Result<Flow, FlowError> {
         "tcp_flags",
         "udp_src",
         "udp_dst",
+        "sctp_src",
+        "sctp_dst",
         "icmp_id",
         "icmp_seq",
     ];
@@ -293,6 +302,16 @@ mod tests {
     #[test]
     fn sctp_icmp_fields_and_tp_ports() {
         assert_eq!(packet("sctp").ip_header.map(|h| h.protocol), Some(132));
+        for flow in ["sctp,tp_dst=9000", "sctp_dst=9000"] {
+            assert_eq!(
+                packet(flow).transport_header.and_then(|t| t.sctp),
+                Some(pb::SctpHeader {
+                    src_port: 0,
+                    dst_port: 9000
+                }),
+                "{flow}"
+            );
+        }
         let icmp = packet("icmp,icmp_id=7,icmp_seq=2")
             .transport_header
             .and_then(|t| t.icmp);

@@ -1,6 +1,6 @@
 //! The single-cluster cases of issue 4 that the stack runs today, on one dual-stack Node
 //! (tests/topologies/one-node-dual.yaml), each through tfctl's JSON and the gRPC API with its
-//! full ordered observation list: intra-Node Pod→Pod with ICMP, TCP and UDP, to the Pod's name
+//! full ordered observation list: intra-Node Pod→Pod with ICMP, TCP, UDP and SCTP, to the Pod's name
 //! and to its IP, to the local gateway IP (Delivered), to an external documentation address
 //! (ForwardedOutOfNetwork), to a Service and hairpin to a Service (LB), the IPv6 version of
 //! each; a destination Pod that does not exist, both families
@@ -58,6 +58,13 @@ fn packet(ipv6: bool, l4: &str) -> Option<pb::Packet> {
             }),
             ..Default::default()
         },
+        "sctp" => pb::TransportHeader {
+            sctp: Some(pb::SctpHeader {
+                dst_port: 9000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
         _ => return Some(p),
     };
     p.transport_header = Some(th);
@@ -90,6 +97,15 @@ async fn cases(api: &mut Api) -> Result<Vec<Case>, String> {
                     "ipv6,udp,udp_dst=53"
                 } else {
                     "udp,udp_dst=53"
+                },
+            ),
+            // Ours: Antrea has no SCTP traces.
+            (
+                "sctp",
+                if ipv6 {
+                    "ipv6,sctp,tp_dst=9000"
+                } else {
+                    "sctp,sctp_dst=9000"
                 },
             ),
         ] {

@@ -50,15 +50,19 @@ pub fn plan(spec: &pb::TraceflowSpec, name: &str, index: &Index) -> Result<LiveP
     }
     let packet = spec.packet.clone().unwrap_or_default();
     let ipv6 = packet.ipv6_header.is_some();
-    let protocol = match (&packet.ipv6_header, &packet.ip_header) {
+    let header_protocol = match (&packet.ipv6_header, &packet.ip_header) {
         (Some(h), _) => h.next_header.unwrap_or(0),
         (None, Some(h)) => h.protocol,
         (None, None) => 0,
     };
-    let (src_port, dst_port) = match packet.transport_header.as_ref() {
-        Some(pb::TransportHeader { tcp: Some(t), .. }) => (t.src_port, t.dst_port),
-        Some(pb::TransportHeader { udp: Some(u), .. }) => (u.src_port, u.dst_port),
-        _ => (0, 0),
+    // A transport header names its protocol (same precedence as injected traces); without
+    // one, the IP header's protocol, and 0 matches any (live traces are not defaulted to ICMP).
+    let (protocol, src_port, dst_port) = match packet.transport_header.as_ref() {
+        Some(pb::TransportHeader { tcp: Some(t), .. }) => (6, t.src_port, t.dst_port),
+        Some(pb::TransportHeader { udp: Some(u), .. }) => (17, u.src_port, u.dst_port),
+        Some(pb::TransportHeader { sctp: Some(s), .. }) => (132, s.src_port, s.dst_port),
+        Some(pb::TransportHeader { icmp: Some(_), .. }) => (if ipv6 { 58 } else { 1 }, 0, 0),
+        _ => (header_protocol, 0, 0),
     };
 
     let mut cmd = pb::LiveTrace {
@@ -236,6 +240,44 @@ mod tests {
         let (n, c) = &plan.commands[1];
         assert_eq!(n, "n2");
         assert_eq!(c.role, pb::LiveTraceRole::Any as i32);
+    }
+
+    #[test]
+    fn a_transport_header_names_the_protocol_and_ports() {
+        for (th, want) in [
+            (
+                pb::TransportHeader {
+                    sctp: Some(pb::SctpHeader {
+                        src_port: 0,
+                        dst_port: 9000,
+                    }),
+                    ..Default::default()
+                },
+                (132, 9000),
+            ),
+            (
+                pb::TransportHeader {
+                    tcp: Some(pb::TcpHeader {
+                        src_port: 0,
+                        dst_port: 443,
+                        flags: None,
+                    }),
+                    ..Default::default()
+                },
+                (6, 443),
+            ),
+        ] {
+            let mut s = spec(("default", "p0"), ("web", "api"));
+            s.packet = Some(pb::Packet {
+                transport_header: Some(th),
+                ..Default::default()
+            });
+            let Ok(plan) = plan(&s, "t", &index()) else {
+                panic!("plan failed");
+            };
+            let c = &plan.commands[0].1;
+            assert_eq!((c.protocol, c.dst_port), want);
+        }
     }
 
     #[test]

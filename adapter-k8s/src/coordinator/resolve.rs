@@ -193,7 +193,8 @@ pub fn resolve(
         ipv6,
         ..Default::default()
     };
-    // §3.2 protocol precedence: tcp > udp > icmp > ipHeader.protocol / ipv6Header.nextHeader.
+    // §3.2 protocol precedence: tcp > udp > (ours) sctp > icmp > ipHeader.protocol /
+    // ipv6Header.nextHeader.
     let transport = packet_spec.transport_header.unwrap_or_default();
     if let Some(tcp) = transport.tcp {
         packet.protocol = PROTO_TCP;
@@ -204,6 +205,10 @@ pub fn resolve(
         packet.protocol = PROTO_UDP;
         packet.src_port = udp.src_port;
         packet.dst_port = udp.dst_port;
+    } else if let Some(sctp) = transport.sctp {
+        packet.protocol = PROTO_SCTP;
+        packet.src_port = sctp.src_port;
+        packet.dst_port = sctp.dst_port;
     } else if let Some(icmp) = transport.icmp {
         packet.protocol = PROTO_ICMP;
         packet.icmp_id = icmp.id;
@@ -372,6 +377,10 @@ mod tests {
                     dst_port: 53,
                 }),
                 icmp: None,
+                sctp: Some(pb::SctpHeader {
+                    src_port: 2,
+                    dst_port: 9000,
+                }),
             }),
             ..Default::default()
         };
@@ -403,6 +412,36 @@ mod tests {
             &index(),
         )?;
         assert_eq!(r.packet.protocol, PROTO_SCTP);
+        Ok(())
+    }
+
+    #[test]
+    fn sctp_header_gives_protocol_and_ports() -> Result<(), ResolveError> {
+        let packet = pb::Packet {
+            ipv6_header: Some(pb::IPv6Header::default()),
+            transport_header: Some(pb::TransportHeader {
+                sctp: Some(pb::SctpHeader {
+                    src_port: 5000,
+                    dst_port: 9000,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let dst = pb::Destination {
+            ip: "fd00::9".into(),
+            ..Default::default()
+        };
+        let r = resolve(&spec(("default", "p0"), dst, Some(packet)), "t", &index())?;
+        assert_eq!(
+            (
+                r.ipv6,
+                r.packet.protocol,
+                r.packet.src_port,
+                r.packet.dst_port
+            ),
+            (true, PROTO_SCTP, 5000, 9000)
+        );
         Ok(())
     }
 

@@ -33,6 +33,7 @@ const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
 const PROTO_TCP: i32 = 6;
 const PROTO_UDP: i32 = 17;
+const PROTO_SCTP: i32 = 132;
 /// The cookie space of live-trace flows: the tag in the low byte.
 pub const LIVE_COOKIE_BASE: u64 = 0x7f1c_0001_0000_0000;
 
@@ -126,6 +127,10 @@ fn traffic(t: &pb::LiveTrace) -> Result<Match, LiveError> {
             PROTO_UDP => {
                 m = sp.map_or(m.clone(), |p| m.clone().with(Oxm::udp_src(p)));
                 m = dp.map_or(m.clone(), |p| m.clone().with(Oxm::udp_dst(p)));
+            }
+            PROTO_SCTP => {
+                m = sp.map_or(m.clone(), |p| m.clone().with(Oxm::sctp_src(p)));
+                m = dp.map_or(m.clone(), |p| m.clone().with(Oxm::sctp_dst(p)));
             }
             _ => {}
         }

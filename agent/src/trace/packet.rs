@@ -322,6 +322,13 @@ impl ParsedPacket {
                     ..Default::default()
                 })
             }
+            PROTO_SCTP => {
+                let (src_port, dst_port) = ports();
+                Some(pb::TransportHeader {
+                    sctp: Some(pb::SctpHeader { src_port, dst_port }),
+                    ..Default::default()
+                })
+            }
             _ => self.icmp_echo.map(|(id, seq)| pb::TransportHeader {
                 icmp: Some(pb::IcmpEchoRequestHeader {
                     id: i32::from(id),

@@ -59,10 +59,11 @@ export function packet(p: Packet | undefined): string {
   let proto = v6 ? p.ipv6Header?.nextHeader : p.ipHeader?.protocol;
   if (!proto && t?.tcp) proto = 6;
   if (!proto && t?.udp) proto = 17;
+  if (!proto && t?.sctp) proto = 132;
   parts.push(proto ? (PROTOCOLS[proto] ?? `protocol ${proto}`) : v6 ? "ICMPv6" : "ICMP");
   if (p.srcIp) parts.push(`src ${p.srcIp}`);
   if (p.dstIp) parts.push(`dst ${p.dstIp}`);
-  const ports = t?.tcp ?? t?.udp;
+  const ports = t?.tcp ?? t?.udp ?? t?.sctp;
   if (ports) parts.push(`ports ${ports.srcPort || "any"} → ${ports.dstPort}`);
   if (t?.tcp?.flags !== undefined) parts.push(`flags ${t.tcp.flags}`);
   if (p.length) parts.push(`length ${p.length}`);

@@ -235,6 +235,8 @@ function buildRequest(): MessageInitShape<typeof CreateTraceflowRequestSchema> {
     transportHeader = { tcp: { srcPort, dstPort, flags } };
   } else if (proto === "UDP") {
     transportHeader = { udp: { srcPort, dstPort } };
+  } else if (proto === "SCTP") {
+    transportHeader = { sctp: { srcPort, dstPort } };
   }
   const packet = v6
     ? { ipv6Header: { nextHeader: number }, transportHeader }

@@ -172,14 +172,23 @@ test("an edit user traces p0 to p1 from the dropdowns and sees it succeed live",
   assert.equal(await p.locator('#trace-results ol.hops > li[data-component="SpoofGuard"][data-action="Forwarded"]').count(), 1);
   assert.equal(await p.locator('#trace-results ol.hops > li[data-component="Forwarding"][data-action="Delivered"]').count(), 1);
 
-  // A protocol the manager refuses is reported with the field it names.
+  // A field the manager refuses is reported with the field it names.
   await chooseEndpoints(p);
-  await p.getByLabel("Protocol").selectOption("SCTP");
-  await p.getByLabel("Destination port").fill("80");
+  await p.getByLabel("Protocol").selectOption("UDP");
+  await p.getByLabel("Destination port").fill("70000");
   await p.getByRole("button", { name: "Start trace" }).click();
   const err = p.locator("#trace-error");
   await err.waitFor({ state: "visible" });
-  assert.match(await err.textContent(), /Invalid request: .*ipHeader\.protocol/);
+  assert.match(await err.textContent(), /Invalid request: .*udp\.dstPort/);
+
+  // SCTP (ours; Antrea has none): an INIT to p1 is delivered.
+  await p.getByLabel("Protocol").selectOption("SCTP");
+  await p.getByLabel("Destination port").fill("9000");
+  await p.getByRole("button", { name: "Start trace" }).click();
+  await p.locator("#trace-phase", { hasText: /Succeeded|Failed/ }).waitFor({ timeout: 30_000 });
+  assert.equal(await p.locator("#trace-phase").textContent(), "Succeeded",
+    `reason: ${await p.locator("#trace-reason").textContent()}`);
+  assert.match(await p.locator("#trace-packet").textContent(), /SCTP/);
 
   // TCP SYN to the Service web:80: the LB hop names the endpoint and the translated address.
   await p.getByLabel("Type").selectOption("service");

@@ -212,11 +212,11 @@ pub fn validate_spec(
         check_range("spec.packet.ipv6Header.hopLimit", h6.hop_limit, 0, 255)?;
         match h6.next_header {
             None => None,
-            Some(n @ (6 | 17 | 58)) => Some(n),
+            Some(n @ (6 | 17 | 58 | 132)) => Some(n),
             Some(n) => {
                 return Err(invalid(
                     "spec.packet.ipv6Header.nextHeader",
-                    format!("must be 6 (TCP), 17 (UDP) or 58 (ICMPv6), got {n}"),
+                    format!("must be 6 (TCP), 17 (UDP), 58 (ICMPv6) or 132 (SCTP), got {n}"),
                 ));
             }
         }
@@ -225,11 +225,11 @@ pub fn validate_spec(
         check_range("spec.packet.ipHeader.flags", h.flags, 0, 7)?;
         match h.protocol {
             0 => None,
-            n @ (1 | 6 | 17) => Some(n),
+            n @ (1 | 6 | 17 | 132) => Some(n),
             n => {
                 return Err(invalid(
                     "spec.packet.ipHeader.protocol",
-                    format!("must be 1 (ICMP), 6 (TCP) or 17 (UDP), got {n}"),
+                    format!("must be 1 (ICMP), 6 (TCP), 17 (UDP) or 132 (SCTP), got {n}"),
                 ));
             }
         }
@@ -244,15 +244,41 @@ pub fn validate_spec(
     let icmp = if ipv6 { 58 } else { 1 };
 
     if let Some(th) = &packet.transport_header {
-        let n = [th.icmp.is_some(), th.udp.is_some(), th.tcp.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let n = [
+            th.icmp.is_some(),
+            th.udp.is_some(),
+            th.tcp.is_some(),
+            th.sctp.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if n > 1 {
             return Err(invalid(
                 "spec.packet.transportHeader",
-                "icmp, udp and tcp are mutually exclusive; set only one",
+                "icmp, udp, tcp and sctp are mutually exclusive; set only one",
             ));
+        }
+        if let Some(sc) = &th.sctp {
+            check_port(
+                "spec.packet.transportHeader.sctp.srcPort",
+                sc.src_port,
+                true,
+            )?;
+            check_port(
+                "spec.packet.transportHeader.sctp.dstPort",
+                sc.dst_port,
+                false,
+            )?;
+            if protocol.is_some_and(|p| p != 132) {
+                return Err(invalid(
+                    proto_field,
+                    format!(
+                        "protocol {} does not match the sctp transport header",
+                        protocol.unwrap_or_default()
+                    ),
+                ));
+            }
         }
         if let Some(i) = &th.icmp {
             check_range("spec.packet.transportHeader.icmp.id", i.id, 0, 65535)?;
@@ -499,6 +525,47 @@ mod tests {
             ..Default::default()
         });
         assert!(err(s).message.contains("not a valid IP"));
+    }
+
+    #[test]
+    fn sctp_is_ours_with_ports_checked_and_matched() {
+        let mut s = mk_spec();
+        let sctp = |dst_port| pb::Packet {
+            transport_header: Some(pb::TransportHeader {
+                sctp: Some(pb::SctpHeader {
+                    src_port: 0,
+                    dst_port,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        s.packet = Some(sctp(9000));
+        assert!(validate_spec("t", Some(s.clone())).is_ok());
+        s.packet = Some(sctp(0));
+        assert_eq!(
+            err(s.clone()).field,
+            "spec.packet.transportHeader.sctp.dstPort"
+        );
+        let mut p = sctp(9000);
+        p.ip_header = Some(pb::IpHeader {
+            protocol: 6,
+            ..Default::default()
+        });
+        s.packet = Some(p);
+        assert!(err(s.clone()).message.contains("sctp transport header"));
+        s.packet = Some(pb::Packet {
+            ipv6_header: Some(pb::IPv6Header {
+                next_header: Some(132),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        s.destination = Some(pb::Destination {
+            ip: "fd00::1".into(),
+            ..Default::default()
+        });
+        assert!(validate_spec("t", Some(s)).is_ok());
     }
 
     #[test]

@@ -161,6 +161,12 @@ impl Oxm {
     pub fn udp_dst(p: u16) -> Self {
         Self::exact(CLASS_BASIC, basic::UDP_DST, &p.to_be_bytes())
     }
+    pub fn sctp_src(p: u16) -> Self {
+        Self::exact(CLASS_BASIC, basic::SCTP_SRC, &p.to_be_bytes())
+    }
+    pub fn sctp_dst(p: u16) -> Self {
+        Self::exact(CLASS_BASIC, basic::SCTP_DST, &p.to_be_bytes())
+    }
     pub fn arp_op(op: u16) -> Self {
         Self::exact(CLASS_BASIC, basic::ARP_OP, &op.to_be_bytes())
     }
