@@ -501,6 +501,23 @@ mod tests {
         flows.iter().filter(|f| f.table_id == t.id()).collect()
     }
 
+    /// The first of `flows` that `pred` accepts; panics naming `what` when none does.
+    fn find<'a>(flows: &[&'a FlowMod], what: &str, pred: impl Fn(&FlowMod) -> bool) -> &'a FlowMod {
+        flows
+            .iter()
+            .copied()
+            .find(|f| pred(f))
+            .unwrap_or_else(|| panic!("no flow {what}"))
+    }
+
+    /// The actions of `f`'s first instruction, which must apply them.
+    fn first_actions(f: &FlowMod) -> &[Action] {
+        let Instruction::ApplyActions(a) = &f.instructions[0] else {
+            panic!("no actions")
+        };
+        a
+    }
+
     #[test]
     fn every_table_has_a_default_flow_and_our_cookie() {
         let flows = desired_flows(&mk_node(), &[]);
@@ -520,14 +537,10 @@ mod tests {
     fn l2_forwarding_targets_local_pods_and_gateway() {
         let flows = desired_flows(&mk_node(), &[]);
         let l2 = in_table(&flows, Table::L2ForwardingCalc);
-        let p1 = l2
-            .iter()
-            .find(|f| f.fields.fields.contains(&Oxm::eth_dst([2, 0, 0, 0, 0, 2])))
-            .unwrap_or_else(|| panic!("no flow for p1"));
-        let Instruction::ApplyActions(a) = &p1.instructions[0] else {
-            panic!("no actions")
-        };
-        assert!(a.contains(&Action::set_reg(1, 4, u32::MAX)));
+        let p1 = find(&l2, "for p1", |f| {
+            f.fields.fields.contains(&Oxm::eth_dst([2, 0, 0, 0, 0, 2]))
+        });
+        assert!(first_actions(p1).contains(&Action::set_reg(1, 4, u32::MAX)));
         assert_eq!(
             l2.len(),
             1 + 2 + 1 + 1,
@@ -565,14 +578,11 @@ mod tests {
     fn routed_packets_to_local_pods_get_their_macs_rewritten() {
         let flows = desired_flows(&mk_node(), &[]);
         let l3 = in_table(&flows, Table::L3Forwarding);
-        let p1 = l3
-            .iter()
-            .find(|f| {
-                f.fields
-                    .fields
-                    .contains(&Oxm::ipv4_dst([10, 1, 0, 3].into()))
-            })
-            .unwrap_or_else(|| panic!("no L3Forwarding flow for p1"));
+        let p1 = find(&l3, "in L3Forwarding for p1", |f| {
+            f.fields
+                .fields
+                .contains(&Oxm::ipv4_dst([10, 1, 0, 3].into()))
+        });
         assert_eq!(
             p1.instructions[0],
             Instruction::ApplyActions(vec![
@@ -602,20 +612,15 @@ mod tests {
             })
             .collect();
         assert_eq!(l3.len(), 2, "one flow per Pod CIDR");
-        let v4 = l3
-            .iter()
-            .find(|f| {
-                f.fields.fields.contains(&Oxm::masked(
-                    CLASS_BASIC,
-                    basic::IPV4_DST,
-                    &[10, 2, 0, 0],
-                    &[255, 255, 255, 0],
-                ))
-            })
-            .unwrap_or_else(|| panic!("no v4 route"));
-        let Instruction::ApplyActions(a) = &v4.instructions[0] else {
-            panic!("no actions")
-        };
+        let v4 = find(&l3, "routing 10.2.0.0/24", |f| {
+            f.fields.fields.contains(&Oxm::masked(
+                CLASS_BASIC,
+                basic::IPV4_DST,
+                &[10, 2, 0, 0],
+                &[255, 255, 255, 0],
+            ))
+        });
+        let a = first_actions(v4);
         assert!(a.contains(&Action::SetField(Oxm::tun_ipv4_dst(
             [192, 168, 77, 2].into()
         ))));
@@ -634,10 +639,9 @@ mod tests {
     fn trace_packet_ins_pass_the_meter_when_there_is_one() {
         let flows = desired_flows_with(&mk_node(), &[], Some(257));
         let out = in_table(&flows, Table::Output);
-        let tunnel = out
-            .iter()
-            .find(|f| f.priority == prio::TRACE_TUNNEL)
-            .unwrap_or_else(|| panic!("none"));
+        let tunnel = find(&out, "copying to the tunnel", |f| {
+            f.priority == prio::TRACE_TUNNEL
+        });
         assert_eq!(
             tunnel.instructions,
             vec![Instruction::ApplyActions(vec![
@@ -647,10 +651,9 @@ mod tests {
             ])],
             "the tunnel copy is never metered, only the packet-in"
         );
-        let local = out
-            .iter()
-            .find(|f| f.priority == prio::TRACE)
-            .unwrap_or_else(|| panic!("none"));
+        let local = find(&out, "sending trace packets in", |f| {
+            f.priority == prio::TRACE
+        });
         assert_eq!(
             local.instructions,
             vec![Instruction::ApplyActions(vec![
