@@ -36,6 +36,8 @@ enum Command {
         kubeconfig: PathBuf,
         #[arg(long, default_value = "127.0.0.1:9443")]
         agent_listen: String,
+        #[command(flatten)]
+        otlp: traceflow_telemetry::OtlpArgs,
     },
     /// Issue an agent certificate for a Node: DIR/N.pem, DIR/N-key.pem, DIR/agent-ca.pem.
     AgentCert {
@@ -77,7 +79,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn real_main() -> anyhow::Result<()> {
+fn init_logs() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -85,6 +87,9 @@ async fn real_main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+async fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run {
             cluster,
@@ -94,7 +99,13 @@ async fn real_main() -> anyhow::Result<()> {
             token,
             kubeconfig,
             agent_listen,
+            otlp,
         } => {
+            let service = traceflow_telemetry::Service {
+                name: "traceflow-adapter",
+                attributes: vec![("traceflow.cluster", cluster.clone())],
+            };
+            let telemetry = traceflow_telemetry::init(&service, &otlp.config(), None)?;
             let listener = tokio::net::TcpListener::bind(&agent_listen)
                 .await
                 .with_context(|| format!("binding --agent-listen {agent_listen}"))?;
@@ -118,13 +129,16 @@ async fn real_main() -> anyhow::Result<()> {
                     _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
                 }
             };
-            traceflow_adapter::run(config, listener, shutdown).await?;
+            let result = traceflow_adapter::run(config, listener, shutdown).await;
+            tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+            result?;
         }
         Command::AgentCert {
             data_dir,
             node,
             out,
         } => {
+            init_logs();
             traceflow_adapter::agents::pki::issue_agent_cert(&data_dir, &node, &out)
                 .with_context(|| format!("issuing the agent certificate for Node {node}"))?;
         }

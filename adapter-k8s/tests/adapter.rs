@@ -288,6 +288,7 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
     // The trace: Running, Inject on n1, reports from n1 and n2 (n2 reported through its own agent).
     mgr.send(Down::StartTrace(pb::StartTrace {
         trace: Some(trace("u1", "p1")),
+        trace_context: Default::default(),
     }))
     .await;
     let running = mgr
@@ -370,6 +371,7 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     mgr.send(Down::StartTrace(pb::StartTrace {
         trace: Some(trace("u2", "p1")),
+        trace_context: Default::default(),
     }))
     .await;
     let failed = mgr

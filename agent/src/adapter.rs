@@ -14,7 +14,10 @@
 //! (200 ms doubling to 5 s, reset after a successful attach); reports produced meanwhile wait
 //! in the runtime's bounded queue and are sent after reconnecting.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,7 +26,49 @@ use tonic::transport::{Channel, Endpoint};
 use traceflow_proto::v1::{self as pb, agent_command, agent_message};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use traceflow_telemetry::{ContextMap, context_map, set_parent_from_map};
+
 use crate::desired::Store;
+use crate::metrics;
+
+/// How often changed counters are sent to the adapter.
+pub const COUNTERS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a trace's span context is kept for the packet-ins it causes.
+const CONTEXT_TTL: Duration = Duration::from_secs(600);
+
+/// Span contexts of this Node's traces, so each observation's span joins its trace:
+/// injected traces by trace id, live traces by DSCP tag. Empty when nothing is exported.
+#[derive(Default)]
+struct Contexts {
+    by_id: HashMap<u32, (ContextMap, Instant)>,
+    by_tag: HashMap<u32, (ContextMap, Instant)>,
+}
+
+impl Contexts {
+    fn insert(map: &mut HashMap<u32, (ContextMap, Instant)>, key: u32, cx: ContextMap) {
+        if cx.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        map.retain(|_, (_, at)| now.duration_since(*at) < CONTEXT_TTL);
+        map.insert(key, (cx, now));
+    }
+
+    /// The span of one observation, a child of its trace's span here when known.
+    fn observation(&self, node: &str, trace_id: u32, tag: u32) {
+        let cx = if tag != 0 {
+            self.by_tag.get(&tag)
+        } else {
+            self.by_id.get(&trace_id)
+        };
+        if let Some((cx, _)) = cx {
+            let span = info_span!(parent: None, "observation", node = %node, trace_id, dataplane_tag = tag);
+            set_parent_from_map(&span, cx);
+            let _in = span.enter();
+        }
+    }
+}
 use crate::runtime::NodeRuntime;
 
 /// How to reach the adapter.
@@ -124,8 +169,21 @@ async fn session(
     let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
     let mut inbound = client.attach(ReceiverStream::new(rx)).await?.into_inner();
     info!("attached to adapter");
+    let mut contexts = Contexts::default();
+    let mut counters_tick = tokio::time::interval(COUNTERS_INTERVAL);
+    let mut counters_sent = HashMap::new();
     loop {
         tokio::select! {
+            _ = counters_tick.tick() => {
+                let now = metrics::snapshot();
+                if now != counters_sent {
+                    let c = pb::AgentCounters { counters: now.clone() };
+                    if tx.send(msg(agent_message::Kind::Counters(c))).await.is_err() {
+                        return Ok(());
+                    }
+                    counters_sent = now;
+                }
+            }
             _ = shutdown.cancelled() => return Ok(()),
             changed = rt.ports.changed() => {
                 if changed.is_err() {
@@ -140,6 +198,7 @@ async fn session(
             obs = rt.observations.recv() => {
                 let Some(obs) = obs else { return Ok(()) };
                 debug!(trace_id = obs.trace_id, "sending report");
+                contexts.observation(&node, obs.trace_id, u32::from(obs.dataplane_tag));
                 if tx.send(msg(agent_message::Kind::Report(obs.into_report()))).await.is_err() {
                     return Ok(());
                 }
@@ -149,9 +208,13 @@ async fn session(
                 Some(pb::AgentCommand { kind: Some(agent_command::Kind::Inject(req)) }) => {
                     let tracer = rt.tracer.clone();
                     let tx = tx.clone();
-                    let span = info_span!("inject", trace_id = req.trace_id, trace_uid = %req.trace_uid);
+                    metrics::inc(&metrics::INJECTS);
+                    let span = info_span!(parent: None, "inject", node = %node, trace_id = req.trace_id, trace_uid = %req.trace_uid);
+                    set_parent_from_map(&span, &req.trace_context);
+                    Contexts::insert(&mut contexts.by_id, req.trace_id, context_map(&span));
                     tokio::spawn(async move {
                         if let Err(error) = tracer.inject(&req).await {
+                            metrics::inc(&metrics::INJECT_FAILURES);
                             warn!(%error, "inject failed");
                             let failure = pb::TraceFailure {
                                 trace_uid: req.trace_uid.clone(),
@@ -170,7 +233,10 @@ async fn session(
                     let desired = desired.clone();
                     let programmed = rt.datapath.programmed_state.clone();
                     let tx = tx.clone();
-                    let span = info_span!("live_trace", trace_uid = %req.trace_uid, dscp_tag = req.dscp_tag);
+                    metrics::inc(&metrics::LIVE_TRACES);
+                    let span = info_span!(parent: None, "live_trace", node = %node, trace_uid = %req.trace_uid, dscp_tag = req.dscp_tag);
+                    set_parent_from_map(&span, &req.trace_context);
+                    Contexts::insert(&mut contexts.by_tag, req.dscp_tag, context_map(&span));
                     tokio::spawn(async move {
                         if let Err(error) = tracer.start_live(&req, &desired, &programmed).await {
                             warn!(%error, "live trace not started");

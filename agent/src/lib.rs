@@ -25,6 +25,7 @@
 
 pub mod adapter;
 pub mod desired;
+pub mod metrics;
 pub mod ovs;
 pub mod pipeline;
 pub mod ports;

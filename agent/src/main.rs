@@ -43,6 +43,8 @@ struct Args {
         default_value = "localhost"
     )]
     adapter_server_name: String,
+    #[command(flatten)]
+    otlp: traceflow_telemetry::OtlpArgs,
 }
 
 fn read(p: &PathBuf) -> anyhow::Result<String> {
@@ -51,13 +53,12 @@ fn read(p: &PathBuf) -> anyhow::Result<String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let a = Args::parse();
+    let service = traceflow_telemetry::Service {
+        name: "traceflow-agent",
+        attributes: vec![("traceflow.node", a.node.clone())],
+    };
+    let telemetry = traceflow_telemetry::init(&service, &a.otlp.config(), None)?;
     let cfg = AgentConfig {
         node: a.node,
         adapter: AdapterConfig {
@@ -82,5 +83,6 @@ async fn main() -> anyhow::Result<()> {
         stop.cancel();
     });
     traceflow_agent::run(cfg, shutdown).await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())
 }

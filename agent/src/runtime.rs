@@ -132,6 +132,7 @@ impl NodeRuntime {
         tokio::spawn(
             async move {
                 while let Some(pin) = pin_rx.recv().await {
+                    crate::metrics::inc(&crate::metrics::PACKET_INS);
                     let observed = t.observe(&pin);
                     let live_tag = observed.as_ref().map_or(0, |o| o.dataplane_tag);
                     if live_tag != 0 {
@@ -147,6 +148,7 @@ impl NodeRuntime {
                     let Some(o) = observed else {
                         continue;
                     };
+                    crate::metrics::inc(&crate::metrics::OBSERVATIONS);
                     // Never block here: a slow consumer must not stall the datapath task
                     // (and with it reconciliation); dropping a report is logged.
                     match obs_tx.try_send(o) {

@@ -68,6 +68,8 @@ pub struct ServeArgs {
     /// executable when it exists, else no console.
     #[arg(long, env = "TRACEFLOW_MANAGER_CONSOLE_DIR")]
     pub console_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub otlp: traceflow_telemetry::OtlpArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +226,7 @@ mod tests {
             retention_max_count: None,
             retention_interval: None,
             console_dir: None,
+            otlp: Default::default(),
         }
     }
 

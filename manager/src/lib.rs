@@ -7,6 +7,8 @@
 //!                                      └──▶ traces::TraceHub ──▶ store (sled, flushed) ──▶ watchers
 //! ```
 //!
+//! `GET /metrics` (Prometheus text format, view role) is answered by [`telemetry`].
+//!
 //! The web console's static files share the port: [`console`] answers `GET /` and `/assets/`.
 //!
 //! `main.rs` only parses configuration ([`config`]) and calls [`server::run`] or [`ops`].
@@ -19,5 +21,6 @@ pub mod fleet;
 pub mod ops;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod traces;

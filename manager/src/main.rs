@@ -22,8 +22,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
+            let otlp = args.otlp.config();
             let (cfg, listen, log) = config::resolve_serve(args, cli.log)?;
-            init_logs(log.as_deref());
+            let service = traceflow_telemetry::Service {
+                name: "traceflow-manager",
+                attributes: Vec::new(),
+            };
+            let telemetry = traceflow_telemetry::init(&service, &otlp, log.as_deref())?;
             // A stale address from a previous run must not be mistaken for this one.
             let _ = std::fs::remove_file(cfg.data_dir.join("listen.addr"));
             let data = server::open_data_dir(&cfg.data_dir)
@@ -38,8 +43,10 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             let addr_file = cfg.data_dir.join("listen.addr");
-            server::run(cfg, data, listener, shutdown).await?;
+            let result = server::run(cfg, data, listener, shutdown).await;
             let _ = std::fs::remove_file(addr_file);
+            tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+            result?;
         }
         Command::Token {
             command:

@@ -3,6 +3,7 @@
 //! ```text
 //!   D/store (sled) ─▶ Store ─▶ CA (created on first start), local admin credential
 //!   TcpListener ─▶ tonic (TLS, client cert optional, HTTP/1 + gRPC-Web)
+//!        ├─ GET /metrics: Prometheus text, view role         (telemetry::MetricsLayer)
 //!        ├─ GET / and /assets/…: the web console's files        (console::ConsoleLayer)
 //!        ├─ TraceflowService, ClusterService, UserService   (auth: role per RPC)
 //!        ├─ RegistrationService                              (token + CSR)
@@ -316,6 +317,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
+        .layer(crate::telemetry::MetricsLayer::new(auth.clone()))
         .layer(crate::console::ConsoleLayer::new(console))
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(pb::traceflow_service_server::TraceflowServiceServer::new(

@@ -57,6 +57,28 @@ pub struct OtlpConfig {
     pub batch_delay: Option<Duration>,
 }
 
+/// The flags every binary takes (docs/contracts.md "Observability").
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OtlpArgs {
+    /// OpenTelemetry collector (OTLP/gRPC), e.g. http://127.0.0.1:4317; https:// uses TLS.
+    /// Unset: no spans are exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// CA certificate (PEM) that signed the collector's certificate (https endpoints).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_CERTIFICATE")]
+    pub otlp_ca: Option<PathBuf>,
+}
+
+impl OtlpArgs {
+    pub fn config(&self) -> OtlpConfig {
+        OtlpConfig {
+            endpoint: self.otlp_endpoint.clone(),
+            ca: self.otlp_ca.clone(),
+            batch_delay: None,
+        }
+    }
+}
+
 /// Who is exporting: `service.name` and resource attributes (cluster, node).
 #[derive(Debug, Clone)]
 pub struct Service {

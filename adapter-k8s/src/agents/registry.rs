@@ -24,7 +24,12 @@ struct Entry {
     conn: u64,
     tx: mpsc::Sender<pb::AgentCommand>,
     hello: Option<pb::AgentHello>,
+    /// The agent's latest counters (forwarded to the manager with heartbeats).
+    counters: HashMap<String, u64>,
 }
+
+/// Counter names kept per agent; more are ignored (peer input stays bounded).
+pub const MAX_COUNTERS: usize = 32;
 
 #[derive(Default)]
 struct Inner {
@@ -62,6 +67,7 @@ impl Agents {
                 conn,
                 tx,
                 hello: None,
+                counters: HashMap::new(),
             },
         );
         (conn, rx)
@@ -80,6 +86,29 @@ impl Agents {
         if let Some(e) = self.lock().agents.get_mut(node).filter(|e| e.conn == conn) {
             e.hello = Some(hello);
         }
+    }
+
+    /// Records the agent's latest counters (at most [`MAX_COUNTERS`] names).
+    pub fn set_counters(&self, node: &str, conn: u64, counters: HashMap<String, u64>) {
+        if let Some(e) = self.lock().agents.get_mut(node).filter(|e| e.conn == conn) {
+            e.counters = counters.into_iter().take(MAX_COUNTERS).collect();
+        }
+    }
+
+    /// The latest counters of every connected agent that sent some, by Node name.
+    pub fn counters(&self) -> Vec<pb::NodeCounters> {
+        let mut out: Vec<pb::NodeCounters> = self
+            .lock()
+            .agents
+            .iter()
+            .filter(|(_, e)| !e.counters.is_empty())
+            .map(|(node, e)| pb::NodeCounters {
+                node: node.clone(),
+                counters: e.counters.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        out
     }
 
     /// The latest hello of `node`'s agent.

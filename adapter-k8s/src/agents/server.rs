@@ -156,6 +156,7 @@ impl AgentServer {
             Msg::Report(report) => self.coordinator.report(node, report),
             Msg::Failure(failure) => self.coordinator.agent_failure(node, failure),
             Msg::LiveArmed(armed) => self.coordinator.live_armed(node, armed.trace_uid),
+            Msg::Counters(c) => self.agents.set_counters(node, conn, c.counters),
         }
     }
 }

@@ -31,7 +31,8 @@ use std::{
 
 use tokio::{sync::mpsc, task::AbortHandle};
 use traceflow_proto::v1::{self as pb, TraceflowPhase};
-use tracing::{debug, info, warn};
+use traceflow_telemetry::{ContextMap, context_map, set_parent_from_map};
+use tracing::{Span, debug, info, info_span, warn};
 
 use crate::{
     agents::Agents,
@@ -69,7 +70,7 @@ pub fn timeout_of(spec: &pb::TraceflowSpec) -> Duration {
 
 #[derive(Debug)]
 enum Command {
-    Start(Box<pb::Traceflow>),
+    Start(Box<pb::Traceflow>, ContextMap),
     Cancel(String),
     Report {
         node: String,
@@ -100,7 +101,13 @@ impl CoordinatorHandle {
 
     /// Starts a trace (`StartTrace`); a uid already running only re-reports its snapshot.
     pub fn start(&self, trace: pb::Traceflow) {
-        self.send(Command::Start(Box::new(trace)));
+        self.start_traced(trace, ContextMap::new());
+    }
+
+    /// As [`start`](Self::start), with the manager's W3C trace context (`StartTrace`): the
+    /// trace's spans here become children of the manager's.
+    pub fn start_traced(&self, trace: pb::Traceflow, context: ContextMap) {
+        self.send(Command::Start(Box::new(trace), context));
     }
 
     /// Ends a trace (`CancelTrace`) as Failed "Traceflow cancelled".
@@ -141,6 +148,8 @@ struct Running {
     /// Live-traffic traces still arming: the tagging Node's command waits until every other
     /// Node said `LiveTraceArmed`, so none of them can miss the first tagged packet.
     arming: Option<Arming>,
+    /// The trace's span here (`trace`): open until the trace ends; reports are its children.
+    span: Span,
 }
 
 struct Arming {
@@ -208,7 +217,21 @@ impl Coordinator {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Start(trace) => self.start(*trace),
+            Command::Start(trace, context) => {
+                // A root here unless the manager sent its context.
+                let span = info_span!(
+                    parent: None,
+                    "trace",
+                    uid = %trace.uid,
+                    live = trace.spec.as_ref().is_some_and(|s| s.live_traffic),
+                    trace_id = tracing::field::Empty,
+                    phase = tracing::field::Empty,
+                    reason = tracing::field::Empty,
+                );
+                set_parent_from_map(&span, &context);
+                let _in = span.enter();
+                self.start(*trace);
+            }
             Command::Cancel(uid) => {
                 if self.traces.contains_key(&uid) {
                     info!(uid = %uid, "trace cancelled");
@@ -255,11 +278,13 @@ impl Coordinator {
             self.start_live(uid, spec, &trace.name);
             return;
         }
-        let resolved = resolve::resolve(&spec, &trace.name, &self.inventory.read());
+        let resolved = info_span!("resolve")
+            .in_scope(|| resolve::resolve(&spec, &trace.name, &self.inventory.read()));
         let resolved = match resolved {
             Ok(r) => r,
             Err(e) => {
                 info!(uid = %uid, reason = %e, "trace failed before injection");
+                Span::current().record("phase", "Failed");
                 self.fail_unstarted(&uid, &e.to_string());
                 return;
             }
@@ -272,6 +297,7 @@ impl Coordinator {
             self.fail_unstarted(&uid, &reason);
             return;
         };
+        Span::current().record("trace_id", trace_id);
         let record = TraceRecord {
             uid: uid.clone(),
             spec: spec.clone(),
@@ -293,6 +319,7 @@ impl Coordinator {
                 timer,
                 live_nodes: Vec::new(),
                 arming: None,
+                span: Span::current(),
             },
         );
 
@@ -307,6 +334,9 @@ impl Coordinator {
         {
             packet.src_port = rand::random_range(10000..=60999);
         }
+        let inject = info_span!("inject", node = %resolved.sender_node);
+        packet.trace_context = context_map(&inject);
+        let _in = inject.enter();
         info!(uid = %uid, trace_id, node = %resolved.sender_node, dst = %packet.dst_ip, proto = packet.protocol, "injecting");
         let cmd = pb::AgentCommand {
             kind: Some(pb::agent_command::Kind::Inject(packet)),
@@ -330,7 +360,8 @@ impl Coordinator {
     /// A live-traffic trace (reference §3.6): plan the per-Node commands, take a DSCP tag,
     /// send `LiveTrace` to every Node of the plan. The trace then waits for tagged packets.
     fn start_live(&mut self, uid: String, spec: pb::TraceflowSpec, name: &str) {
-        let plan = live::plan(&spec, name, &self.inventory.read());
+        let plan =
+            info_span!("live_plan").in_scope(|| live::plan(&spec, name, &self.inventory.read()));
         let plan = match plan {
             Ok(p) => p,
             Err(e) => {
@@ -375,11 +406,13 @@ impl Coordinator {
                 timer,
                 live_nodes,
                 arming: None,
+                span: Span::current(),
             },
         );
         info!(uid = %uid, tag, node = %plan.tagging_node, nodes = plan.commands.len(), "starting live trace");
         let mut commands = plan.commands.into_iter().map(|(node, mut cmd)| {
             cmd.trace_uid = uid.clone();
+            cmd.trace_context = context_map(&Span::current());
             cmd.dscp_tag = tag;
             cmd.timeout_seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
             let cmd = pb::AgentCommand {
@@ -461,6 +494,7 @@ impl Coordinator {
         let Some(running) = self.traces.get_mut(&uid) else {
             return;
         };
+        let _in = info_span!(parent: &running.span, "report", node = %node, uid = %uid).entered();
         {
             let index = self.inventory.read();
             running.record.add_report(node, report, now_micros(), |ip| {
@@ -512,6 +546,10 @@ impl Coordinator {
             return;
         };
         running.timer.abort();
+        running.span.record("phase", phase.as_str_name());
+        if !reason.is_empty() {
+            running.span.record("reason", reason);
+        }
         let rec = &running.record;
         if rec.dataplane_tag != 0 {
             self.by_tag.remove(&rec.dataplane_tag);

@@ -124,6 +124,7 @@ impl Link {
         msg(Out::Heartbeat(pb::AdapterHeartbeat {
             connected_agents: i32::try_from(self.agents.connected()).unwrap_or(i32::MAX),
             expected_agents: i32::try_from(expected).unwrap_or(i32::MAX),
+            agent_counters: self.agents.counters(),
         }))
     }
 
@@ -222,7 +223,7 @@ impl Link {
             }
             In::StartTrace(s) => {
                 match s.trace {
-                    Some(trace) => self.coordinator.start(trace),
+                    Some(trace) => self.coordinator.start_traced(trace, s.trace_context),
                     None => warn!("start_trace without a trace"),
                 }
                 None

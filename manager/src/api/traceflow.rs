@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use traceflow_proto::v1 as pb;
+use tracing::Instrument;
 
 use super::{
     Ctx,
@@ -132,9 +133,14 @@ impl TraceflowSvc {
             }
         };
         let t = self.ctx.hub.save(t).await?;
+        let span = tracing::Span::current();
+        span.record("uid", t.uid.as_str());
+        span.record("cluster", t.cluster.as_str());
         let msg = pb::ManagerMessage {
             kind: Some(pb::manager_message::Kind::StartTrace(pb::StartTrace {
                 trace: Some(t.clone()),
+                // The adapter's spans for this trace become children of this call's span.
+                trace_context: traceflow_telemetry::context_map(&span),
             })),
         };
         let sent = tokio::time::timeout(Duration::from_secs(5), tx.send(Ok(msg))).await;
@@ -271,23 +277,46 @@ impl TraceflowSvc {
     }
 }
 
+/// The root span of a trace in this manager: a child of the caller's W3C `traceparent`
+/// metadata when it sent one; `uid` and `cluster` are recorded once the trace exists.
+fn call_span(name: &'static str, md: &tonic::metadata::MetadataMap) -> tracing::Span {
+    let span = match name {
+        "retrace" => tracing::info_span!(
+            "retrace",
+            uid = tracing::field::Empty,
+            cluster = tracing::field::Empty
+        ),
+        _ => tracing::info_span!(
+            "create_traceflow",
+            uid = tracing::field::Empty,
+            cluster = tracing::field::Empty
+        ),
+    };
+    traceflow_telemetry::set_parent_from_metadata(&span, md);
+    span
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Traceflow, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::traceflow_service_server::TraceflowService for TraceflowSvc {
     type WatchTraceflowStream = WatchStream;
 
-    #[tracing::instrument(skip_all, name = "create_traceflow")]
     async fn create_traceflow(
         &self,
         request: Request<pb::CreateTraceflowRequest>,
     ) -> Result<Response<pb::Traceflow>, Status> {
-        let who = self
-            .ctx
-            .auth
-            .require(&request, Role::Edit, "TraceflowService.CreateTraceflow")
-            .map_err(ApiError::from)?;
-        Ok(Response::new(self.create(who, request.into_inner()).await?))
+        let span = call_span("create_traceflow", request.metadata());
+        async move {
+            let who = self
+                .ctx
+                .auth
+                .require(&request, Role::Edit, "TraceflowService.CreateTraceflow")
+                .map_err(ApiError::from)?;
+            Ok(Response::new(self.create(who, request.into_inner()).await?))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn get_traceflow(
@@ -342,13 +371,18 @@ impl pb::traceflow_service_server::TraceflowService for TraceflowSvc {
         &self,
         request: Request<pb::RetraceRequest>,
     ) -> Result<Response<pb::Traceflow>, Status> {
-        let who = self
-            .ctx
-            .auth
-            .require(&request, Role::Edit, "TraceflowService.Retrace")
-            .map_err(ApiError::from)?;
-        Ok(Response::new(
-            self.retrace(who, request.into_inner()).await?,
-        ))
+        let span = call_span("retrace", request.metadata());
+        async move {
+            let who = self
+                .ctx
+                .auth
+                .require(&request, Role::Edit, "TraceflowService.Retrace")
+                .map_err(ApiError::from)?;
+            Ok(Response::new(
+                self.retrace(who, request.into_inner()).await?,
+            ))
+        }
+        .instrument(span)
+        .await
     }
 }

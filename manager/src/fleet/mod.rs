@@ -139,7 +139,9 @@ impl Fleet {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        f(&mut guard)
+        let r = f(&mut guard);
+        crate::telemetry::global().set_connected_clusters(guard.conns.len());
+        r
     }
 
     /// Registers a new stream for `cluster`, closing any previous one. Returns the connection
@@ -220,6 +222,7 @@ impl Fleet {
             if let Some(c) = s.conns.get_mut(cluster).filter(|c| c.id == id) {
                 c.last_heard = Instant::now();
                 if let Some(b) = beat {
+                    crate::telemetry::global().heartbeat(cluster, b);
                     let e = s.beats.entry(cluster.to_string()).or_default();
                     e.micros = now_micros();
                     e.connected_agents = b.connected_agents;

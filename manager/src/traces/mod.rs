@@ -75,8 +75,8 @@ pub fn fail(t: &mut pb::Traceflow, reason: &str, now: i64) {
 pub struct TraceHub {
     store: Store,
     events: broadcast::Sender<TraceEvent>,
-    /// In-flight traces: uid → cluster.
-    inflight: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    /// In-flight traces: uid → (cluster, phase).
+    inflight: Arc<std::sync::Mutex<HashMap<String, (String, pb::TraceflowPhase)>>>,
 }
 
 impl TraceHub {
@@ -98,19 +98,33 @@ impl TraceHub {
     }
 
     fn track(&self, t: &pb::Traceflow) {
+        let now = phase(t);
+        let metrics = crate::telemetry::global();
         if let Ok(mut m) = self.inflight.lock() {
-            if is_terminal(phase(t)) {
-                m.remove(&t.uid);
+            let before = if is_terminal(now) {
+                m.remove(&t.uid).map(|(_, p)| p)
             } else {
-                m.insert(t.uid.clone(), t.cluster.clone());
+                m.insert(t.uid.clone(), (t.cluster.clone(), now))
+                    .map(|(_, p)| p)
+            };
+            if before != Some(now) {
+                metrics.trace_phase(now);
+                if is_terminal(now) {
+                    let end = t.status.as_ref().map_or(0, |s| s.end_time_micros);
+                    let end = if end == 0 { now_micros() } else { end };
+                    metrics.trace_finished((end - t.creation_time_micros) as f64 / 1e6);
+                }
             }
+            metrics.set_in_flight(m.len());
         }
     }
 
     /// Stores `t`, waits until it is durable, then tells watchers.
     pub async fn save(&self, t: pb::Traceflow) -> Result<pb::Traceflow, StoreError> {
         self.store.put_trace(&t)?;
+        let flush = std::time::Instant::now();
         self.store.durable().await?;
+        crate::telemetry::global().store_flushed(flush.elapsed().as_secs_f64());
         self.track(&t);
         let _ = self.events.send(TraceEvent::Updated(Box::new(t.clone())));
         Ok(t)
@@ -122,6 +136,7 @@ impl TraceHub {
         self.store.durable().await?;
         if let Ok(mut m) = self.inflight.lock() {
             m.remove(uid);
+            crate::telemetry::global().set_in_flight(m.len());
         }
         let _ = self.events.send(TraceEvent::Deleted(uid.to_string()));
         Ok(existed)
@@ -167,7 +182,7 @@ impl TraceHub {
         let uids: Vec<String> = match self.inflight.lock() {
             Ok(m) => m
                 .iter()
-                .filter(|(_, c)| c.as_str() == cluster)
+                .filter(|(_, (c, _))| c.as_str() == cluster)
                 .map(|(u, _)| u.clone())
                 .collect(),
             Err(_) => return,

@@ -317,6 +317,7 @@ impl FakeAdapter {
                     kind: Some(pb::adapter_message::Kind::Heartbeat(pb::AdapterHeartbeat {
                         connected_agents: 1,
                         expected_agents: 1,
+                        agent_counters: Vec::new(),
                     })),
                 };
                 if tx.send(beat).await.is_err() {
@@ -381,6 +382,7 @@ impl FakeAdapter {
         self.send(pb::adapter_message::Kind::Heartbeat(pb::AdapterHeartbeat {
             connected_agents: connected,
             expected_agents: expected,
+            agent_counters: Vec::new(),
         }))
         .await
     }
