@@ -232,6 +232,51 @@ impl pb::cluster_service_server::ClusterService for Fake {
     }
 }
 
+/// A fake manager and a tfctl config for user `admin` (in a temporary directory).
+struct Manager {
+    dir: tempfile::TempDir,
+    fake: Fake,
+}
+
+impl Manager {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let fake = start(dir.path()).await;
+        Self { dir, fake }
+    }
+
+    /// Runs tfctl with `args` against this manager.
+    async fn tfctl(&self, args: &[&str]) -> Output {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tfctl"));
+        cmd.args(args)
+            .env("TFCTL_CONFIG", self.dir.path().join("admin.tfctl.yaml"));
+        tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+            .await
+            .expect("tfctl finished")
+            .expect("tfctl ran")
+    }
+
+    /// `tfctl traceflow --cluster c1 <args>`.
+    async fn traceflow(&self, args: &[&str]) -> Output {
+        self.tfctl(&[&["traceflow", "--cluster", "c1"], args].concat())
+            .await
+    }
+
+    /// The n-th CreateTraceflow request the manager received.
+    fn created(&self, n: usize) -> pb::CreateTraceflowRequest {
+        self.fake.created.lock().expect("lock")[n].clone()
+    }
+}
+
+/// Asserts tfctl exited 0, showing its stderr otherwise.
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Starts the fake manager and writes a tfctl config for user `admin` into `dir`.
 async fn start(dir: &Path) -> Fake {
     let ca = CertificateAuthority::generate("manager ca").expect("ca");
@@ -272,26 +317,11 @@ async fn start(dir: &Path) -> Fake {
     fake
 }
 
-async fn tfctl(dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tfctl"));
-    cmd.args(args)
-        .env("TFCTL_CONFIG", dir.join("admin.tfctl.yaml"));
-    tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
-        .await
-        .expect("tfctl finished")
-        .expect("tfctl ran")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traceflow_prints_antctl_json_and_sends_the_antrea_spec() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let fake = start(dir.path()).await;
-    let out = tfctl(
-        dir.path(),
-        &[
-            "traceflow",
-            "--cluster",
-            "c1",
+    let m = Manager::start().await;
+    let out = m
+        .traceflow(&[
             "-S",
             "p0",
             "-D",
@@ -302,14 +332,9 @@ async fn traceflow_prints_antctl_json_and_sends_the_antrea_spec() {
             "15s",
             "-o",
             "json",
-        ],
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        ])
+        .await;
+    assert_ok(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["phase"], "Succeeded");
     assert_eq!(v["source"], "default/p0");
@@ -319,7 +344,7 @@ async fn traceflow_prints_antctl_json_and_sends_the_antrea_spec() {
         "Output"
     );
     assert_eq!(v["results"][0]["observations"][1]["action"], "Delivered");
-    let req = fake.created.lock().expect("lock")[0].clone();
+    let req = m.created(0);
     assert_eq!(req.cluster, "c1");
     assert!(req.name.starts_with("p0-to-p1-"), "{}", req.name);
     let spec = req.spec.unwrap_or_default();
@@ -330,38 +355,18 @@ async fn traceflow_prints_antctl_json_and_sends_the_antrea_spec() {
         .and_then(|p| p.transport_header)
         .and_then(|t| t.tcp);
     assert_eq!(tcp.map(|t| t.dst_port), Some(80));
-    assert_eq!(fake.users.lock().expect("lock")[0], "admin");
+    assert_eq!(m.fake.users.lock().expect("lock")[0], "admin");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_destination_that_is_a_service_becomes_a_service() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let fake = start(dir.path()).await;
-    let out = tfctl(
-        dir.path(),
-        &[
-            "traceflow",
-            "--cluster",
-            "c1",
-            "-S",
-            "default/p0",
-            "-D",
-            "web/api",
-        ],
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let m = Manager::start().await;
+    let out = m.traceflow(&["-S", "default/p0", "-D", "web/api"]).await;
+    assert_ok(&out);
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(yaml.starts_with("name: default-p0-to-web-api-"), "{yaml}");
     assert!(yaml.contains("phase: Succeeded"));
-    let spec = fake.created.lock().expect("lock")[0]
-        .spec
-        .clone()
-        .unwrap_or_default();
+    let spec = m.created(0).spec.unwrap_or_default();
     assert_eq!(
         spec.destination.map(|d| (d.namespace, d.service, d.pod)),
         Some(("web".into(), "api".into(), String::new()))
@@ -370,23 +375,10 @@ async fn named_destination_that_is_a_service_becomes_a_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_trace_prints_and_exits_non_zero_with_the_reason() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let _fake = start(dir.path()).await;
-    let out = tfctl(
-        dir.path(),
-        &[
-            "traceflow",
-            "--cluster",
-            "c1",
-            "-S",
-            "p0",
-            "-D",
-            "ghost",
-            "-o",
-            "json",
-        ],
-    )
-    .await;
+    let m = Manager::start().await;
+    let out = m
+        .traceflow(&["-S", "p0", "-D", "ghost", "-o", "json"])
+        .await;
     assert!(!out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["phase"], "Failed");
@@ -401,16 +393,15 @@ async fn failed_trace_prints_and_exits_non_zero_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clusters_and_get_errors() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let _fake = start(dir.path()).await;
-    let out = tfctl(dir.path(), &["clusters"]).await;
-    assert!(out.status.success());
+    let m = Manager::start().await;
+    let out = m.tfctl(&["clusters"]).await;
+    assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("c1") && text.contains("Up") && text.contains("2/2"),
         "{text}"
     );
-    let out = tfctl(dir.path(), &["get", "nope"]).await;
+    let out = m.tfctl(&["get", "nope"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such trace"));
 }
