@@ -936,3 +936,79 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
     );
     assert!(p.sa.current().live_tags.is_empty());
 }
+
+/// A live trace waiting for its packet keeps working across an ovs-vswitchd restart on the
+/// tagging Node (its flows are installed again with what is left of their timeout); a live
+/// trace stopped while it is still arming leaves no flows and no tag behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_trace_survives_a_vswitchd_restart_and_a_stop_while_arming() {
+    let mut p = pair().await;
+    let dst = p.b.pods[1].ip.clone();
+    let ok = p.a.ping_retry(0, &dst);
+    dump_on_failure(ok, &[&p.a, &p.b], "p0(node-a) cannot ping p1(node-b)");
+    let start = |rt: &NodeRuntime, store: &Store, cmd: pb::LiveTrace| {
+        let tracer = rt.tracer.clone();
+        let programmed = rt.datapath.programmed_state.clone();
+        let store = store.clone();
+        async move { tracer.start_live(&cmd, &store, &programmed).await }
+    };
+    start(
+        &p.rb,
+        &p.sb,
+        live_cmd("live-4", 19, pb::LiveTraceRole::Any, &dst),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("node-b: {e}"));
+    start(
+        &p.ra,
+        &p.sa,
+        live_cmd("live-4", 19, pb::LiveTraceRole::Sender, &dst),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("node-a: {e}"));
+    let cookie = "cookie=0x7f1c000100000013";
+    p.a.wait_flows(cookie, true);
+
+    p.a.kill_vswitchd();
+    p.a.start_vswitchd();
+    let restarted = Instant::now();
+    p.a.wait_flows(cookie, true);
+    eprintln!(
+        "live flows back {:?} after the restart",
+        restarted.elapsed()
+    );
+    // Warm the tunnel path with traffic the trace does not match, then the traced ping.
+    let _ = p.a.ping_retry(0, &p.b.pods[0].ip);
+    let ok = p.a.ping_retry(0, &dst);
+    dump_on_failure(ok, &[&p.a, &p.b], "traced ping after the restart");
+    let sender = next_obs(&mut p.ra).await;
+    assert_eq!(sender.dataplane_tag, 19);
+    assert_eq!(
+        summary(&sender),
+        vec![spoofguard(), output(pb::Action::Forwarded)]
+    );
+    let receiver = next_obs(&mut p.rb).await;
+    assert_eq!(receiver.dataplane_tag, 19);
+    assert_eq!(
+        summary(&receiver),
+        vec![received(), output(pb::Action::Delivered)]
+    );
+    for (rt, store) in [(&p.ra, &p.sa), (&p.rb, &p.sb)] {
+        rt.tracer.stop_live("live-4", store).await;
+    }
+
+    // Stopped while arming (the start waits for br-int to be reprogrammed with the tag).
+    let cmd = live_cmd("live-5", 23, pb::LiveTraceRole::Sender, &dst);
+    let (started, ()) = tokio::join!(start(&p.ra, &p.sa, cmd), async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        p.ra.tracer.stop_live("live-5", &p.sa).await;
+    });
+    eprintln!("start of a trace stopped while arming: {started:?}");
+    p.a.wait_flows("cookie=0x7f1c000100000017", false);
+    p.a.wait_flows("nw_tos=92", false);
+    assert!(
+        p.sa.current().live_tags.is_empty(),
+        "{:?}",
+        p.sa.current().live_tags
+    );
+}
