@@ -225,7 +225,7 @@ async fn validation_messages_name_the_field() -> TestResult {
                 }
             }),
             "spec.packet.ipHeader.protocol",
-            "must be 1 (ICMP), 6 (TCP) or 17 (UDP), got 47",
+            "must be 1 (ICMP), 6 (TCP), 17 (UDP) or 132 (SCTP), got 47",
         ),
         (
             "next header 0",
