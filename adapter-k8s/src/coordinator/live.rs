@@ -177,25 +177,15 @@ pub fn plan(spec: &pb::TraceflowSpec, name: &str, index: &Index) -> Result<LiveP
 mod tests {
     use super::*;
     use crate::inventory::convert::fixtures::*;
-    use crate::inventory::{Object, convert};
 
     fn index() -> Index {
         let mut idx = Index::new();
-        for n in [
-            mk_node("n1", &["10.10.1.0/24"], &["192.168.77.1"]),
-            mk_node("n2", &["10.10.2.0/24"], &["192.168.77.2"]),
-        ] {
-            if let Ok(n) = convert::node(&n) {
-                idx.apply(Object::Node(n));
-            }
-        }
-        for p in [
+        let pods = [
             mk_pod("default", "p0", "n1", &["10.10.1.2", "fd00::2"]),
             mk_pod("web", "api", "n2", &["10.10.2.2"]),
-        ] {
-            if let Ok(p) = convert::pod(&p) {
-                idx.apply(Object::Pod(p));
-            }
+        ];
+        for o in objects(&two_nodes(), &pods, &[]) {
+            idx.apply(o);
         }
         idx
     }

@@ -267,43 +267,27 @@ pub fn resolve(
 mod tests {
     use super::*;
     use crate::inventory::convert::fixtures::*;
-    use crate::inventory::{Object, convert};
 
     fn index() -> Index {
-        let mut idx = Index::new();
-        for n in [
-            mk_node("n1", &["10.10.1.0/24"], &["192.168.77.1"]),
-            mk_node("n2", &["10.10.2.0/24"], &["192.168.77.2"]),
-        ] {
-            if let Ok(n) = convert::node(&n) {
-                idx.apply(Object::Node(n));
-            }
-        }
-        for p in [
-            mk_pod("default", "p0", "n1", &["10.10.1.2", "fd00::2"]),
-            mk_pod("default", "p1", "n1", &["10.10.1.3"]),
-            mk_pod("web", "api", "n2", &["10.10.2.2"]),
-        ] {
-            if let Ok(p) = convert::pod(&p) {
-                idx.apply(Object::Pod(p));
-            }
-        }
         let mut hn = mk_pod("kube-system", "hn", "n1", &["192.168.77.1"]);
         if let Some(s) = hn.spec.as_mut() {
             s.host_network = Some(true);
         }
-        if let Ok(p) = convert::pod(&hn) {
-            idx.apply(Object::Pod(p));
-        }
-        for s in [
+        let pods = [
+            mk_pod("default", "p0", "n1", &["10.10.1.2", "fd00::2"]),
+            mk_pod("default", "p1", "n1", &["10.10.1.3"]),
+            mk_pod("web", "api", "n2", &["10.10.2.2"]),
+            hn,
+        ];
+        let services = [
             mk_service("web", "api", &["10.96.0.10"], &[("TCP", 80), ("UDP", 53)]),
             mk_service("web", "dns", &["10.96.0.11"], &[("UDP", 53)]),
             mk_service("web", "headless", &["None"], &[("TCP", 80)]),
             mk_service("web", "noports", &["10.96.0.12"], &[]),
-        ] {
-            if let Ok(s) = convert::service(&s) {
-                idx.apply(Object::Service(s));
-            }
+        ];
+        let mut idx = Index::new();
+        for o in objects(&two_nodes(), &pods, &services) {
+            idx.apply(o);
         }
         idx
     }

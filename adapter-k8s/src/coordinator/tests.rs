@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use traceflow_proto::v1::{self as pb, Action, Component, TraceflowPhase};
 
 use super::*;
-use crate::inventory::{Object, convert, convert::fixtures::*};
+use crate::inventory::convert::fixtures::*;
 
 struct Harness {
     handle: CoordinatorHandle,
@@ -16,22 +16,13 @@ struct Harness {
 
 fn inventory() -> Inventory {
     let inv = Inventory::new();
-    for n in [
-        mk_node("n1", &["10.10.1.0/24"], &["192.168.77.1"]),
-        mk_node("n2", &["10.10.2.0/24"], &["192.168.77.2"]),
-    ] {
-        if let Ok(n) = convert::node(&n) {
-            inv.apply(Object::Node(n));
-        }
-    }
-    for p in [
+    let pods = [
         mk_pod("default", "p0", "n1", &["10.10.1.2"]),
         mk_pod("default", "p1", "n2", &["10.10.2.3"]),
         mk_pod("default", "p2", "n2", &["10.10.2.4"]),
-    ] {
-        if let Ok(p) = convert::pod(&p) {
-            inv.apply(Object::Pod(p));
-        }
+    ];
+    for o in objects(&two_nodes(), &pods, &[]) {
+        inv.apply(o);
     }
     inv
 }

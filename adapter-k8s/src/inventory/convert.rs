@@ -366,6 +366,30 @@ pub(crate) mod fixtures {
         }
     }
 
+    /// `n1` (10.10.1.0/24, 192.168.77.1) and `n2` (10.10.2.0/24, 192.168.77.2).
+    pub fn two_nodes() -> [Node; 2] {
+        [
+            mk_node("n1", &["10.10.1.0/24"], &["192.168.77.1"]),
+            mk_node("n2", &["10.10.2.0/24"], &["192.168.77.2"]),
+        ]
+    }
+
+    /// `nodes`, `pods` and `services` converted as the watches deliver them, in that order;
+    /// one that does not convert is left out.
+    pub fn objects(
+        nodes: &[Node],
+        pods: &[Pod],
+        services: &[Service],
+    ) -> Vec<crate::inventory::Object> {
+        use crate::inventory::Object;
+        let nodes = nodes.iter().filter_map(|n| node(n).ok().map(Object::Node));
+        let pods = pods.iter().filter_map(|p| pod(p).ok().map(Object::Pod));
+        let services = services
+            .iter()
+            .filter_map(|s| service(s).ok().map(Object::Service));
+        nodes.chain(pods).chain(services).collect()
+    }
+
     pub fn mk_service(ns: &str, name: &str, ips: &[&str], ports: &[(&str, i32)]) -> Service {
         Service {
             metadata: meta(Some(ns), name),
