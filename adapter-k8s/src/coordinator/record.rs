@@ -140,6 +140,21 @@ pub fn is_succeeded(spec: &pb::TraceflowSpec, results: &[pb::NodeResult]) -> boo
     receiver && (sender || no_source_pod)
 }
 
+/// Test helper: the `(node, role)` of each result and the sequence numbers of all their
+/// observations, in report order.
+#[cfg(test)]
+pub(crate) fn order(results: &[pb::NodeResult]) -> (Vec<(&str, &str)>, Vec<u32>) {
+    let nodes = results
+        .iter()
+        .map(|n| (n.node.as_str(), n.role.as_str()))
+        .collect();
+    let seqs = results
+        .iter()
+        .flat_map(|n| n.observations.iter().map(|o| o.sequence))
+        .collect();
+    (nodes, seqs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,18 +283,10 @@ mod tests {
             0,
             |_| None,
         );
-        let nodes: Vec<_> = r
-            .results
-            .iter()
-            .map(|n| (n.node.as_str(), n.role.as_str()))
-            .collect();
-        assert_eq!(nodes, vec![("n1", "sender"), ("n2", "receiver")]);
-        let seqs: Vec<u32> = r
-            .results
-            .iter()
-            .flat_map(|n| n.observations.iter().map(|o| o.sequence))
-            .collect();
-        assert_eq!(seqs, vec![1, 2, 3, 4]);
+        assert_eq!(
+            order(&r.results),
+            (vec![("n1", "sender"), ("n2", "receiver")], vec![1, 2, 3, 4])
+        );
         assert!(r.succeeded());
     }
 

@@ -154,18 +154,10 @@ async fn inter_node_trace_runs_to_succeeded_with_roles_and_sequence() {
     let done = next(&mut h).await;
     assert_eq!(phase(&done), TraceflowPhase::Succeeded as i32);
     let status = done.status.unwrap_or_default();
-    let roles: Vec<_> = status
-        .results
-        .iter()
-        .map(|r| (r.node.as_str(), r.role.as_str()))
-        .collect();
-    assert_eq!(roles, vec![("n1", "sender"), ("n2", "receiver")]);
-    let seq: Vec<u32> = status
-        .results
-        .iter()
-        .flat_map(|r| r.observations.iter().map(|o| o.sequence))
-        .collect();
-    assert_eq!(seq, vec![1, 2, 3, 4]);
+    assert_eq!(
+        record::order(&status.results),
+        (vec![("n1", "sender"), ("n2", "receiver")], vec![1, 2, 3, 4])
+    );
     assert!(status.end_time_micros >= status.start_time_micros);
 }
 
