@@ -156,6 +156,14 @@ async fn wait_for_adapter_cert(dir: &Path) {
     panic!("adapter did not create its agent CA");
 }
 
+/// A temporary directory and a fake API server serving the standard cluster.
+async fn standard_setup() -> (tempfile::TempDir, FakeApi) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = FakeApi::start().await;
+    standard_cluster(&api);
+    (dir, api)
+}
+
 fn trace(uid: &str, dst: &str) -> pb::Traceflow {
     pb::Traceflow {
         uid: uid.into(),
@@ -189,15 +197,12 @@ fn observation(c: pb::Component, a: pb::Action) -> pb::Observation {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = FakeApi::start().await;
-    standard_cluster(&api);
+    let (dir, api) = standard_setup().await;
     let mut mgr = FakeManager::start("good-token").await;
     let adapter = start_adapter(dir.path(), &api, &mgr, Some("good-token")).await;
 
     // Hello first, then the full inventory (the bad Pod skipped).
-    mgr.next_matching(|k| matches!(k, Up::Hello(_)).then_some(()))
-        .await;
+    mgr.hello().await;
     assert!(
         dir.path().join("ad/cluster.pem").exists()
             && dir.path().join("ad/cluster-key.pem").exists()
@@ -392,8 +397,7 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
     // The stream breaks: the adapter reconnects, says hello, resyncs, and resends the latest
     // snapshots of recent traces (what was in flight may have been lost).
     mgr.break_stream().await;
-    mgr.next_matching(|k| matches!(k, Up::Hello(_)).then_some(()))
-        .await;
+    mgr.hello().await;
     mgr.next_matching(|k| matches!(k, Up::InventorySync(_)).then_some(()))
         .await;
     let resent = mgr
@@ -409,9 +413,7 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_token_fails_run_quoting_the_manager() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = FakeApi::start().await;
-    standard_cluster(&api);
+    let (dir, api) = standard_setup().await;
     let mgr = FakeManager::start("good-token").await;
     let adapter = start_adapter(dir.path(), &api, &mgr, Some("used-token")).await;
     let result = tokio::time::timeout(Duration::from_secs(20), adapter.task)
@@ -430,13 +432,10 @@ async fn refused_token_fails_run_quoting_the_manager() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_with_a_certificate_from_another_ca_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = FakeApi::start().await;
-    standard_cluster(&api);
+    let (dir, api) = standard_setup().await;
     let mut mgr = FakeManager::start("t").await;
     let adapter = start_adapter(dir.path(), &api, &mgr, Some("t")).await;
-    mgr.next_matching(|k| matches!(k, Up::Hello(_)).then_some(()))
-        .await;
+    mgr.hello().await;
     wait_for_adapter_cert(dir.path()).await;
     // Certificates from a foreign CA, but trusting the adapter's server.
     let foreign = dir.path().join("foreign");
@@ -475,22 +474,18 @@ async fn agent_with_a_certificate_from_another_ca_is_refused() {
     adapter.stop().await;
     let mut mgr2 = mgr;
     let again = start_adapter(dir.path(), &api, &mgr2, None).await;
-    mgr2.next_matching(|k| matches!(k, Up::Hello(_)).then_some(()))
-        .await;
+    mgr2.hello().await;
     again.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traceflow_resource_runs_and_its_status_is_written() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = FakeApi::start().await;
-    standard_cluster(&api);
+    let (dir, api) = standard_setup().await;
     let mut mgr = FakeManager::start("t").await;
     // The resource appears after the agent attached (through the watch).
     api.set("/apis/crd.traceflow.io/v1beta1/traceflows", vec![]);
     let adapter = start_adapter(dir.path(), &api, &mgr, Some("t")).await;
-    mgr.next_matching(|k| matches!(k, Up::Hello(_)).then_some(()))
-        .await;
+    mgr.hello().await;
     wait_for_adapter_cert(dir.path()).await;
     let mut n1 = attach_agent(&adapter, &dir.path().join("certs"), "n1")
         .await
@@ -555,9 +550,7 @@ async fn traceflow_resource_runs_and_its_status_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_gets_its_node_state_then_a_delta_when_a_policy_appears() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = FakeApi::start().await;
-    standard_cluster(&api);
+    let (dir, api) = standard_setup().await;
     let running = |ns: &str, name: &str, node: &str, ip: &str| {
         let mut p = pod(ns, name, node, ip);
         p["status"]["phase"] = "Running".into();
@@ -581,8 +574,7 @@ async fn agent_gets_its_node_state_then_a_delta_when_a_policy_appears() {
     }
     let mut mgr = FakeManager::start("t").await;
     let adapter = start_adapter(dir.path(), &api, &mgr, Some("t")).await;
-    mgr.next_matching(|k| matches!(k, Up::Hello(_)).then_some(()))
-        .await;
+    mgr.hello().await;
     wait_for_adapter_cert(dir.path()).await;
     let mut n1 = attach_agent(&adapter, &dir.path().join("certs"), "n1")
         .await

@@ -378,4 +378,9 @@ impl FakeManager {
             }
         }
     }
+    /// Waits (20 s) for the adapter's next hello.
+    pub async fn hello(&mut self) {
+        self.next_matching(|k| matches!(k, pb::adapter_message::Kind::Hello(_)).then_some(()))
+            .await;
+    }
 }
