@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 
-use super::resolve::{PeerMembers, PortSpec, parse_port, select_pods};
+use super::resolve::{PeerMembers, PeerView, PortSpec, parse_port, peer_members, select_pods};
 use super::{Draft, PolicyOutput, fnv64};
-use crate::cidr::ip_block;
 use crate::compiled::{Direction, K8S_RULE_PRIORITY, PolicyKind, PolicyRef, RuleAction};
 use crate::error::{Ctx, PolicyError};
 use crate::model::ClusterState;
@@ -158,44 +157,17 @@ fn peers(
     list: Option<&[NetworkPolicyPeer]>,
     ctx: &Ctx<'_>,
 ) -> Result<PeerMembers, PolicyError> {
-    let list = list.unwrap_or_default();
-    if list.is_empty() {
-        return Ok(PeerMembers::any());
-    }
-    let mut members = PeerMembers::default();
-    for (i, peer) in list.iter().enumerate() {
-        let ctx = ctx.at(format!("[{i}]"));
-        let has_sel = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
-        match (&peer.ip_block, has_sel) {
-            (Some(_), true) => {
-                return Err(ctx.invalid(
-                    "ipBlock",
-                    "ipBlock cannot be combined with podSelector or namespaceSelector",
-                ));
-            }
-            (Some(block), false) => {
-                let except = block.except.as_deref().unwrap_or_default();
-                members
-                    .cidrs
-                    .extend(ip_block(&block.cidr, except, &ctx.at(".ipBlock"))?);
-            }
-            (None, true) => {
-                let ns_sel = Selector::parse_opt(
-                    peer.namespace_selector.as_ref(),
-                    &ctx.at(".namespaceSelector"),
-                )?;
-                let pod_sel =
-                    Selector::parse_opt(peer.pod_selector.as_ref(), &ctx.at(".podSelector"))?;
-                let pods = select_pods(state, Some(namespace), ns_sel.as_ref(), pod_sel.as_ref());
-                members.pods.extend(pods);
-            }
-            (None, false) => {
-                return Err(ctx.invalid(
-                    "{}",
-                    "a peer needs podSelector, namespaceSelector or ipBlock",
-                ));
-            }
-        }
-    }
-    Ok(members)
+    let list: Vec<_> = list
+        .unwrap_or_default()
+        .iter()
+        .map(|p| PeerView {
+            pod_selector: p.pod_selector.as_ref(),
+            namespace_selector: p.namespace_selector.as_ref(),
+            ip_block: p.ip_block.as_ref().map(|b| {
+                let except: &[String] = b.except.as_deref().unwrap_or_default();
+                (b.cidr.as_str(), except)
+            }),
+        })
+        .collect();
+    peer_members(state, Some(namespace), &list, ctx)
 }

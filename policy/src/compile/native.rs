@@ -7,13 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::resolve::{PeerMembers, PortSpec, parse_port, select_pods};
+use super::resolve::{PeerMembers, PeerView, PortSpec, parse_port, peer_members, select_pods};
 use super::{Draft, PolicyOutput, fnv64};
 use crate::antrea::{
     AntreaPeer, AntreaPolicySpec, AntreaRule, AppliedTo, BASELINE_TIER_PRIORITY, DEFAULT_TIER,
     default_tier_priority,
 };
-use crate::cidr::ip_block;
 use crate::compiled::{Direction, NativeOrder, PolicyKind, PolicyRef, RuleAction};
 use crate::error::{Ctx, PolicyError};
 use crate::model::{ClusterState, PodRef};
@@ -238,48 +237,18 @@ fn peers(
     list: &[AntreaPeer],
     ctx: &Ctx<'_>,
 ) -> Result<PeerMembers, PolicyError> {
-    if list.is_empty() {
-        return Ok(PeerMembers::any());
-    }
-    let mut members = PeerMembers::default();
-    for (i, peer) in list.iter().enumerate() {
-        let ctx = ctx.at(format!("[{i}]"));
-        let has_sel = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
-        match (&peer.ip_block, has_sel) {
-            (Some(_), true) => {
-                return Err(ctx.invalid(
-                    "ipBlock",
-                    "ipBlock cannot be combined with podSelector or namespaceSelector",
-                ));
-            }
-            (Some(block), false) => {
-                members
-                    .cidrs
-                    .extend(ip_block(&block.cidr, &block.except, &ctx.at(".ipBlock"))?);
-            }
-            (None, true) => {
-                let ns_sel = Selector::parse_opt(
-                    peer.namespace_selector.as_ref(),
-                    &ctx.at(".namespaceSelector"),
-                )?;
-                let pod_sel =
-                    Selector::parse_opt(peer.pod_selector.as_ref(), &ctx.at(".podSelector"))?;
-                members.pods.extend(select_pods(
-                    state,
-                    namespace,
-                    ns_sel.as_ref(),
-                    pod_sel.as_ref(),
-                ));
-            }
-            (None, false) => {
-                return Err(ctx.invalid(
-                    "{}",
-                    "a peer needs podSelector, namespaceSelector or ipBlock",
-                ));
-            }
-        }
-    }
-    Ok(members)
+    let list: Vec<_> = list
+        .iter()
+        .map(|p| PeerView {
+            pod_selector: p.pod_selector.as_ref(),
+            namespace_selector: p.namespace_selector.as_ref(),
+            ip_block: p
+                .ip_block
+                .as_ref()
+                .map(|b| (b.cidr.as_str(), b.except.as_slice())),
+        })
+        .collect();
+    peer_members(state, namespace, &list, ctx)
 }
 
 /// Initial OpenFlow priority heuristic of Antrea's agent (`initialOFPriority`): the top of the

@@ -3,9 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::cidr::host_net;
+use crate::cidr::{host_net, ip_block};
 use crate::compiled::{AppliedPod, Direction, Peers, PortRange, Service};
 use crate::error::{Ctx, PolicyError};
 use crate::model::{ClusterState, Pod, PodRef, Protocol};
@@ -120,6 +121,64 @@ impl PeerMembers {
             ..Default::default()
         }
     }
+}
+
+/// One peer of a rule as K8s and Antrea-native policies both describe it.
+pub(crate) struct PeerView<'a> {
+    pub pod_selector: Option<&'a LabelSelector>,
+    pub namespace_selector: Option<&'a LabelSelector>,
+    /// `ipBlock`: `cidr` and `except`.
+    pub ip_block: Option<(&'a str, &'a [String])>,
+}
+
+/// The members of a rule's peer list; an empty list is every peer. A peer has selectors
+/// (a podSelector without namespaceSelector selects in `namespace`, as [`select_pods`]) or
+/// an ipBlock, never both and never neither; errors name the peer's index under `ctx`.
+pub(crate) fn peer_members(
+    state: &ClusterState,
+    namespace: Option<&str>,
+    list: &[PeerView<'_>],
+    ctx: &Ctx<'_>,
+) -> Result<PeerMembers, PolicyError> {
+    if list.is_empty() {
+        return Ok(PeerMembers::any());
+    }
+    let mut members = PeerMembers::default();
+    for (i, peer) in list.iter().enumerate() {
+        let ctx = ctx.at(format!("[{i}]"));
+        let has_sel = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
+        match (peer.ip_block, has_sel) {
+            (Some(_), true) => {
+                return Err(ctx.invalid(
+                    "ipBlock",
+                    "ipBlock cannot be combined with podSelector or namespaceSelector",
+                ));
+            }
+            (Some((cidr, except)), false) => {
+                members
+                    .cidrs
+                    .extend(ip_block(cidr, except, &ctx.at(".ipBlock"))?);
+            }
+            (None, true) => {
+                let ns_sel =
+                    Selector::parse_opt(peer.namespace_selector, &ctx.at(".namespaceSelector"))?;
+                let pod_sel = Selector::parse_opt(peer.pod_selector, &ctx.at(".podSelector"))?;
+                members.pods.extend(select_pods(
+                    state,
+                    namespace,
+                    ns_sel.as_ref(),
+                    pod_sel.as_ref(),
+                ));
+            }
+            (None, false) => {
+                return Err(ctx.invalid(
+                    "{}",
+                    "a peer needs podSelector, namespaceSelector or ipBlock",
+                ));
+            }
+        }
+    }
+    Ok(members)
 }
 
 /// Pods selected by an optional namespace selector and an optional pod selector.
