@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 
-use super::resolve::{PeerMembers, PeerView, PortSpec, parse_port, peer_members, select_pods};
+use super::resolve::{PeerMembers, PeerView, PortSpec, parse_ports, peer_members, select_pods};
 use super::{Draft, PolicyOutput, fnv64};
 use crate::compiled::{Direction, K8S_RULE_PRIORITY, PolicyKind, PolicyRef, RuleAction};
 use crate::error::{Ctx, PolicyError};
@@ -137,18 +137,11 @@ pub(crate) fn compile(
 }
 
 fn ports(list: Option<&[NetworkPolicyPort]>, ctx: &Ctx<'_>) -> Result<Vec<PortSpec>, PolicyError> {
-    list.unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            parse_port(
-                p.protocol.as_deref(),
-                p.port.as_ref(),
-                p.end_port,
-                &ctx.at(format!("[{i}]")),
-            )
-        })
-        .collect()
+    let list = list.unwrap_or_default().iter();
+    parse_ports(
+        list.map(|p| (p.protocol.as_deref(), p.port.as_ref(), p.end_port)),
+        ctx,
+    )
 }
 
 fn peers(

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::resolve::{PeerMembers, PeerView, PortSpec, parse_port, peer_members, select_pods};
+use super::resolve::{PeerMembers, PeerView, parse_ports, peer_members, select_pods};
 use super::{Draft, PolicyOutput, fnv64};
 use crate::antrea::{
     AntreaPeer, AntreaPolicySpec, AntreaRule, AppliedTo, BASELINE_TIER_PRIORITY, DEFAULT_TIER,
@@ -147,19 +147,12 @@ fn rule_draft(
         Direction::Egress => (&rule.to, ".to"),
     };
     let peers = peers(state, namespace, peer_list, &ctx.at(peer_field))?;
-    let ports = rule
-        .ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            parse_port(
-                p.protocol.as_deref(),
-                p.port.as_ref(),
-                p.end_port,
-                &ctx.at(format!(".ports[{i}]")),
-            )
-        })
-        .collect::<Result<Vec<PortSpec>, PolicyError>>()?;
+    let ports = parse_ports(
+        rule.ports
+            .iter()
+            .map(|p| (p.protocol.as_deref(), p.port.as_ref(), p.end_port)),
+        &ctx.at(".ports"),
+    )?;
     let name = match rule.name.as_deref() {
         Some(n) if !n.is_empty() => n.to_string(),
         _ => {

@@ -28,6 +28,20 @@ pub(crate) struct PortSpec {
     pub sel: PortSel,
 }
 
+/// Validates a rule's `ports`, each given as `(protocol, port, endPort)` ([`parse_port`]);
+/// errors name the entry's index under `ctx`.
+pub(crate) fn parse_ports<'a>(
+    list: impl IntoIterator<Item = (Option<&'a str>, Option<&'a IntOrString>, Option<i32>)>,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<PortSpec>, PolicyError> {
+    list.into_iter()
+        .enumerate()
+        .map(|(i, (protocol, port, end_port))| {
+            parse_port(protocol, port, end_port, &ctx.at(format!("[{i}]")))
+        })
+        .collect()
+}
+
 /// Validates one `ports[]` entry (K8s NetworkPolicyPort semantics, shared by Antrea-native).
 ///
 /// Defaults: protocol TCP. Errors: unknown protocol, port outside 1..=65535, `endPort` without a

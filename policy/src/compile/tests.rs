@@ -34,6 +34,22 @@ fn only_rule(c: &CompiledPolicies) -> &CompiledRule {
     c.rules.values().next().expect("one rule")
 }
 
+/// Each rule's peers and services, in rule order.
+fn peers_and_services(c: &CompiledPolicies) -> Vec<(Peers, Vec<Service>)> {
+    c.rules
+        .values()
+        .map(|r| (r.peers.clone(), r.services.clone()))
+        .collect()
+}
+
+/// Each rule's id and conjunction id, in rule order.
+fn rule_ids(c: &CompiledPolicies) -> Vec<(String, u32)> {
+    c.rules
+        .values()
+        .map(|r| (r.id.0.clone(), r.conj_id))
+        .collect()
+}
+
 fn tcp(port: u16) -> Service {
     Service {
         protocol: Protocol::Tcp,
@@ -307,11 +323,7 @@ fn k8s_named_port_egress_resolves_against_peers() {
     })));
     let c = compile(&s);
     assert_eq!(c.errors, vec![]);
-    let got: Vec<(Peers, Vec<Service>)> = c
-        .rules
-        .values()
-        .map(|r| (r.peers.clone(), r.services.clone()))
-        .collect();
+    let got = peers_and_services(&c);
     // The ipBlock cannot resolve a named port, so it drops out.
     assert_eq!(got.len(), 2, "{got:#?}");
     assert!(got.contains(&(nets(&["10.0.1.3/32", "fd00:1::3/128"]), vec![tcp(8080)])));
@@ -333,11 +345,7 @@ fn k8s_named_port_egress_to_any_resolves_against_all_pods() {
         }
     })));
     let c = compile(&s);
-    let got: Vec<(Peers, Vec<Service>)> = c
-        .rules
-        .values()
-        .map(|r| (r.peers.clone(), r.services.clone()))
-        .collect();
+    let got = peers_and_services(&c);
     let udp53 = Service {
         protocol: Protocol::Udp,
         ports: Some(PortRange { start: 53, end: 53 }),
@@ -842,11 +850,7 @@ fn conj_ids_stable_across_recompiles() {
     )));
     let mut compiler = PolicyCompiler::new();
     let before = compiler.compile(&s);
-    let ids_before: Vec<(String, u32)> = before
-        .rules
-        .values()
-        .map(|r| (r.id.0.clone(), r.conj_id))
-        .collect();
+    let ids_before = rule_ids(&before);
     assert!(ids_before.iter().all(|(_, id)| *id != 0));
 
     // Membership change: a new client Pod. Ids unchanged.
@@ -858,11 +862,7 @@ fn conj_ids_stable_across_recompiles() {
         &[("app", "client")],
     ));
     let after = compiler.compile(&s);
-    let ids_after: Vec<(String, u32)> = after
-        .rules
-        .values()
-        .map(|r| (r.id.0.clone(), r.conj_id))
-        .collect();
+    let ids_after = rule_ids(&after);
     assert_eq!(ids_before, ids_after);
 
     // A new rule in another policy: existing ids unchanged, new id distinct.
