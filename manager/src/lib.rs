@@ -10,6 +10,7 @@
 //! `GET /metrics` (Prometheus text format, view role) is answered by [`telemetry`].
 //!
 //! The web console's static files share the port: [`console`] answers `GET /` and `/assets/`.
+//! Both are [`http_route`] routes in front of tonic.
 //!
 //! `main.rs` only parses configuration ([`config`]) and calls [`server::run`] or [`ops`].
 
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod console;
 pub mod fleet;
+pub mod http_route;
 pub mod ops;
 pub mod server;
 pub mod store;

@@ -20,11 +20,8 @@
 mod files;
 
 use std::{
-    future::Future,
     path::{Path, PathBuf},
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
 };
 
 use bytes::Bytes;
@@ -32,6 +29,8 @@ use http_body_util::Full;
 use tonic::codegen::http::{self, HeaderValue, Method, Request, Response, StatusCode, header};
 
 pub use files::{NotServed, resolve};
+
+use crate::http_route::{BoxFuture, HttpResponse, Route, RouteLayer, is_plain_get};
 
 /// The console's Content-Security-Policy: everything from this origin only, no inline code.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -121,16 +120,8 @@ impl Console {
 /// Whether `req` is for the console rather than the API: a GET or HEAD, not gRPC, for `/`,
 /// `/index.html` or something under `/assets/`.
 pub fn is_console_request<B>(req: &Request<B>) -> bool {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return false;
-    }
-    let grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
     let path = req.uri().path();
-    !grpc && (path == "/" || path == "/index.html" || path.starts_with("/assets/"))
+    is_plain_get(req) && (path == "/" || path == "/index.html" || path.starts_with("/assets/"))
 }
 
 fn security_headers(h: &mut http::HeaderMap) {
@@ -179,73 +170,36 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-/// The routing hook: console requests are answered here, everything else goes to `S` (tonic's
-/// routes, gRPC-Web included) untouched.
-#[derive(Debug, Clone, Default)]
-pub struct ConsoleLayer {
-    console: Option<Arc<Console>>,
-}
+/// The routing hook: console requests are answered here, everything else goes to tonic's
+/// routes (gRPC-Web included) untouched.
+pub type ConsoleLayer = RouteLayer<ConsoleRoute>;
 
 impl ConsoleLayer {
     /// `None`: no console installed; its paths answer 404 saying how to enable it.
     pub fn new(console: Option<Console>) -> Self {
-        ConsoleLayer {
-            console: console.map(Arc::new),
-        }
+        RouteLayer::with(ConsoleRoute(console.map(Arc::new)))
     }
 }
 
-impl<S> tower::Layer<S> for ConsoleLayer {
-    type Service = ConsoleService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ConsoleService {
-            inner,
-            console: self.console.clone(),
-        }
-    }
-}
-
-/// See [`ConsoleLayer`].
+/// The console's [`Route`]: [`is_console_request`]s, answered from the console directory.
 #[derive(Debug, Clone)]
-pub struct ConsoleService<S> {
-    inner: S,
-    console: Option<Arc<Console>>,
-}
+pub struct ConsoleRoute(Option<Arc<Console>>);
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
-impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for ConsoleService<S>
-where
-    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: tonic::codegen::Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<tonic::codegen::StdError>,
-{
-    type Response = Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+impl Route for ConsoleRoute {
+    fn matches<B>(&self, req: &Request<B>) -> bool {
+        is_console_request(req)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if is_console_request(&req) {
-            let console = self.console.clone();
-            let method = req.method().clone();
-            let path = req.uri().path().to_string();
-            return Box::pin(async move {
-                Ok(match console {
-                    Some(c) => c.respond(&method, &path).await,
-                    None => not_found(
-                        "the web console is not installed on this manager: start it with --console-dir DIR (a built manager/console/dist)\n",
-                    ),
-                })
-            });
-        }
-        let fut = self.inner.call(req);
-        Box::pin(async move { fut.await.map(|r| r.map(tonic::body::Body::new)) })
+    fn respond(&self, head: http::request::Parts) -> BoxFuture<HttpResponse> {
+        let console = self.0.clone();
+        Box::pin(async move {
+            match console {
+                Some(c) => c.respond(&head.method, head.uri.path()).await,
+                None => not_found(
+                    "the web console is not installed on this manager: start it with --console-dir DIR (a built manager/console/dist)\n",
+                ),
+            }
+        })
     }
 }
 

@@ -5,17 +5,12 @@
 //! certificate or `authorization: Bearer <token>` (the same check as every RPC). No credentials
 //! or a bad token: 401 with `WWW-Authenticate: Bearer`; a cluster certificate: 403.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
-
 use bytes::Bytes;
 use http_body_util::Full;
-use tonic::codegen::http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use tonic::codegen::http::{HeaderValue, Method, Request, Response, StatusCode, header, request};
 
 use crate::auth::{Authenticator, Role};
+use crate::http_route::{BoxFuture, HttpResponse, Route, RouteLayer, is_plain_get};
 
 /// The path served.
 pub const PATH: &str = "/metrics";
@@ -25,13 +20,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Whether `req` is a scrape rather than an API call.
 pub fn is_metrics_request<B>(req: &Request<B>) -> bool {
-    (req.method() == Method::GET || req.method() == Method::HEAD)
-        && req.uri().path() == PATH
-        && !req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/grpc"))
+    is_plain_get(req) && req.uri().path() == PATH
 }
 
 /// The answer to a scrape with these request headers and extensions (the TLS peer certificate
@@ -84,62 +73,30 @@ fn text(code: StatusCode, body: String, content_type: &'static str) -> Response<
     resp
 }
 
-/// The routing hook: scrapes are answered here, everything else goes to `S` untouched.
-#[derive(Debug, Clone)]
-pub struct MetricsLayer {
-    auth: Authenticator,
-}
+/// The routing hook: scrapes are answered here, everything else goes to tonic untouched.
+pub type MetricsLayer = RouteLayer<MetricsRoute>;
 
 impl MetricsLayer {
     pub fn new(auth: Authenticator) -> Self {
-        MetricsLayer { auth }
+        RouteLayer::with(MetricsRoute { auth })
     }
 }
 
-impl<S> tower::Layer<S> for MetricsLayer {
-    type Service = MetricsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        MetricsService {
-            inner,
-            auth: self.auth.clone(),
-        }
-    }
-}
-
-/// See [`MetricsLayer`].
+/// The scrape [`Route`]: [`is_metrics_request`]s, answered by [`respond`].
 #[derive(Debug, Clone)]
-pub struct MetricsService<S> {
-    inner: S,
+pub struct MetricsRoute {
     auth: Authenticator,
 }
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
-impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for MetricsService<S>
-where
-    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: tonic::codegen::Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<tonic::codegen::StdError>,
-{
-    type Response = Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+impl Route for MetricsRoute {
+    fn matches<B>(&self, req: &Request<B>) -> bool {
+        is_metrics_request(req)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if is_metrics_request(&req) {
-            let (parts, _body) = req.into_parts();
-            let auth = self.auth.clone();
-            // The store lookups of the credential check are quick, local sled reads.
-            return Box::pin(async move { Ok(respond(&auth, parts)) });
-        }
-        let fut = self.inner.call(req);
-        Box::pin(async move { fut.await.map(|r| r.map(tonic::body::Body::new)) })
+    fn respond(&self, head: request::Parts) -> BoxFuture<HttpResponse> {
+        let auth = self.auth.clone();
+        // The store lookups of the credential check are quick, local sled reads.
+        Box::pin(async move { respond(&auth, head) })
     }
 }
 
