@@ -210,9 +210,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
         self.ctx
-            .auth
-            .require(&request, Role::View, "ClusterService.ListClusters")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::View, "ClusterService.ListClusters")?;
         let clusters = self
             .ctx
             .store
@@ -229,9 +227,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         request: Request<pb::GetClusterRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
         self.ctx
-            .auth
-            .require(&request, Role::View, "ClusterService.GetCluster")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::View, "ClusterService.GetCluster")?;
         let name = request.into_inner().name;
         let rec = self
             .ctx
@@ -247,9 +243,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         request: Request<pb::ListInventoryRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         self.ctx
-            .auth
-            .require(&request, Role::View, "ClusterService.ListNodes")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::View, "ClusterService.ListNodes")?;
         let (items, next_page_token) = self.page(Kind::Nodes, request.get_ref())?;
         let nodes = items
             .into_iter()
@@ -269,9 +263,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         request: Request<pb::ListInventoryRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
         self.ctx
-            .auth
-            .require(&request, Role::View, "ClusterService.ListNamespaces")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::View, "ClusterService.ListNamespaces")?;
         let (items, next_page_token) = self.page(Kind::Namespaces, request.get_ref())?;
         let namespaces = items
             .into_iter()
@@ -291,9 +283,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         request: Request<pb::ListInventoryRequest>,
     ) -> Result<Response<pb::ListPodsResponse>, Status> {
         self.ctx
-            .auth
-            .require(&request, Role::View, "ClusterService.ListPods")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::View, "ClusterService.ListPods")?;
         let (items, next_page_token) = self.page(Kind::Pods, request.get_ref())?;
         let pods = items
             .into_iter()
@@ -313,9 +303,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         request: Request<pb::ListInventoryRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
         self.ctx
-            .auth
-            .require(&request, Role::View, "ClusterService.ListServices")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::View, "ClusterService.ListServices")?;
         let (items, next_page_token) = self.page(Kind::Services, request.get_ref())?;
         let services = items
             .into_iter()
@@ -336,9 +324,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
     ) -> Result<Response<pb::CreateBootstrapTokenResponse>, Status> {
         let who = self
             .ctx
-            .auth
-            .require(&request, Role::Admin, "ClusterService.CreateBootstrapToken")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::Admin, "ClusterService.CreateBootstrapToken")?;
         Ok(Response::new(
             self.create_token(who.name(), request.into_inner()).await?,
         ))
@@ -350,9 +336,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
     ) -> Result<Response<pb::DeregisterClusterResponse>, Status> {
         let who = self
             .ctx
-            .auth
-            .require(&request, Role::Admin, "ClusterService.DeregisterCluster")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::Admin, "ClusterService.DeregisterCluster")?;
         self.deregister(who.name(), &request.into_inner().name)
             .await?;
         Ok(Response::new(pb::DeregisterClusterResponse {}))

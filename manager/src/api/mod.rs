@@ -19,7 +19,10 @@ use std::sync::Arc;
 
 use traceflow_pki::CertificateAuthority;
 
-use crate::{auth::Authenticator, fleet::Fleet, store::Store, traces::TraceHub};
+use crate::auth::{Authenticator, Principal, Role};
+use crate::{fleet::Fleet, store::Store, traces::TraceHub};
+
+use error::ApiError;
 
 /// What every service needs. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -29,6 +32,19 @@ pub struct Ctx {
     pub fleet: Fleet,
     pub hub: TraceHub,
     pub ca: Arc<CertificateAuthority>,
+}
+
+impl Ctx {
+    /// The caller of an RPC, which needs `role` for `what` (`"<Service>.<Method>"`); the error
+    /// says why not.
+    pub fn require<T>(
+        &self,
+        req: &tonic::Request<T>,
+        role: Role,
+        what: &str,
+    ) -> Result<Principal, ApiError> {
+        self.auth.require(req, role, what).map_err(ApiError::from)
+    }
 }
 
 /// Page size from a request: 0 means 100, at most 1000.

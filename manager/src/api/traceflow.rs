@@ -310,9 +310,7 @@ impl pb::traceflow_service_server::TraceflowService for TraceflowSvc {
         async move {
             let who = self
                 .ctx
-                .auth
-                .require(&request, Role::Edit, "TraceflowService.CreateTraceflow")
-                .map_err(ApiError::from)?;
+                .require(&request, Role::Edit, "TraceflowService.CreateTraceflow")?;
             Ok(Response::new(self.create(who, request.into_inner()).await?))
         }
         .instrument(span)
@@ -324,9 +322,7 @@ impl pb::traceflow_service_server::TraceflowService for TraceflowSvc {
         request: Request<pb::GetTraceflowRequest>,
     ) -> Result<Response<pb::Traceflow>, Status> {
         self.ctx
-            .auth
-            .require(&request, Role::View, "TraceflowService.GetTraceflow")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::View, "TraceflowService.GetTraceflow")?;
         let r = request.into_inner();
         Ok(Response::new(self.load(&r.uid, &r.name)?))
     }
@@ -336,9 +332,7 @@ impl pb::traceflow_service_server::TraceflowService for TraceflowSvc {
         request: Request<pb::ListTraceflowsRequest>,
     ) -> Result<Response<pb::ListTraceflowsResponse>, Status> {
         self.ctx
-            .auth
-            .require(&request, Role::View, "TraceflowService.ListTraceflows")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::View, "TraceflowService.ListTraceflows")?;
         Ok(Response::new(self.list(request.into_inner())?))
     }
 
@@ -347,9 +341,7 @@ impl pb::traceflow_service_server::TraceflowService for TraceflowSvc {
         request: Request<pb::WatchTraceflowRequest>,
     ) -> Result<Response<Self::WatchTraceflowStream>, Status> {
         self.ctx
-            .auth
-            .require(&request, Role::View, "TraceflowService.WatchTraceflow")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::View, "TraceflowService.WatchTraceflow")?;
         let r = request.into_inner();
         let uid = self.resolve(&r.uid, &r.name)?;
         Ok(Response::new(Box::pin(self.watch(uid)?)))
@@ -360,9 +352,7 @@ impl pb::traceflow_service_server::TraceflowService for TraceflowSvc {
         request: Request<pb::DeleteTraceflowRequest>,
     ) -> Result<Response<pb::DeleteTraceflowResponse>, Status> {
         self.ctx
-            .auth
-            .require(&request, Role::Edit, "TraceflowService.DeleteTraceflow")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::Edit, "TraceflowService.DeleteTraceflow")?;
         self.delete(request.into_inner()).await?;
         Ok(Response::new(pb::DeleteTraceflowResponse {}))
     }
@@ -375,9 +365,7 @@ impl pb::traceflow_service_server::TraceflowService for TraceflowSvc {
         async move {
             let who = self
                 .ctx
-                .auth
-                .require(&request, Role::Edit, "TraceflowService.Retrace")
-                .map_err(ApiError::from)?;
+                .require(&request, Role::Edit, "TraceflowService.Retrace")?;
             Ok(Response::new(
                 self.retrace(who, request.into_inner()).await?,
             ))

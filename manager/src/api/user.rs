@@ -159,9 +159,7 @@ impl pb::user_service_server::UserService for UserSvc {
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
         let who = self
             .ctx
-            .auth
-            .require(&request, Role::Admin, "UserService.CreateUser")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::Admin, "UserService.CreateUser")?;
         Ok(Response::new(
             self.create(who.name(), request.into_inner()).await?,
         ))
@@ -172,9 +170,7 @@ impl pb::user_service_server::UserService for UserSvc {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         self.ctx
-            .auth
-            .require(&request, Role::Admin, "UserService.ListUsers")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::Admin, "UserService.ListUsers")?;
         let users = self
             .ctx
             .store
@@ -192,9 +188,7 @@ impl pb::user_service_server::UserService for UserSvc {
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let who = self
             .ctx
-            .auth
-            .require(&request, Role::Admin, "UserService.DeleteUser")
-            .map_err(ApiError::from)?;
+            .require(&request, Role::Admin, "UserService.DeleteUser")?;
         self.delete(who.name(), &request.into_inner().name).await?;
         Ok(Response::new(pb::DeleteUserResponse {}))
     }

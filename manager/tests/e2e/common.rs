@@ -494,6 +494,28 @@ where
     Err(format!("timed out waiting for {what}").into())
 }
 
+/// Polls (10 s) until trace `uid` reads back in `phase`; `what` names the wait on timeout.
+pub async fn eventually_phase(
+    t: &pb::traceflow_service_client::TraceflowServiceClient<Channel>,
+    uid: &str,
+    phase: pb::TraceflowPhase,
+    what: &str,
+) -> TestResult {
+    eventually(what, || {
+        let mut t = t.clone();
+        let get = pb::GetTraceflowRequest {
+            uid: uid.to_string(),
+            name: String::new(),
+        };
+        async move {
+            t.get_traceflow(get)
+                .await
+                .is_ok_and(|r| phase_of(r.get_ref()) == phase)
+        }
+    })
+    .await
+}
+
 pub fn path_str(p: &Path) -> String {
     p.to_string_lossy().to_string()
 }

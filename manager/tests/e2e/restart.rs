@@ -43,19 +43,12 @@ async fn sigkill_then_restart_keeps_ca_cluster_and_traces() -> TestResult {
             break;
         }
     }
-    let uid = done.uid.clone();
-    eventually("succeeded stored", || {
-        let mut t = t.clone();
-        let uid = uid.clone();
-        async move {
-            t.get_traceflow(pb::GetTraceflowRequest {
-                uid,
-                name: String::new(),
-            })
-            .await
-            .is_ok_and(|r| phase_of(r.get_ref()) == pb::TraceflowPhase::Succeeded)
-        }
-    })
+    eventually_phase(
+        &t,
+        &done.uid,
+        pb::TraceflowPhase::Succeeded,
+        "succeeded stored",
+    )
     .await?;
 
     adapter

@@ -632,21 +632,7 @@ async fn disconnected_cluster_fails_at_once_and_clusters_stay_in_their_lane() ->
     b.update(&tr.uid, pb::TraceflowPhase::Succeeded).await?;
     // alpha's own update after beta's attempt is applied; beta's never was.
     a.update(&tr.uid, pb::TraceflowPhase::Running).await?;
-    let tt = t.clone();
-    let uid = tr.uid.clone();
-    eventually("alpha's update", move || {
-        let mut tt = tt.clone();
-        let uid = uid.clone();
-        async move {
-            tt.get_traceflow(pb::GetTraceflowRequest {
-                uid,
-                name: String::new(),
-            })
-            .await
-            .is_ok_and(|r| phase_of(r.get_ref()) == pb::TraceflowPhase::Running)
-        }
-    })
-    .await?;
+    eventually_phase(&t, &tr.uid, pb::TraceflowPhase::Running, "alpha's update").await?;
 
     // beta's inventory stays beta's.
     b.sync_pods(&[("default", "bpod", "bn")]).await?;
@@ -681,19 +667,12 @@ async fn disconnected_cluster_fails_at_once_and_clusters_stay_in_their_lane() ->
 
     // When alpha's stream drops, its in-flight trace fails instead of hanging.
     drop(a);
-    let uid = tr.uid.clone();
-    eventually("in-flight trace failed on disconnect", || {
-        let mut t = t.clone();
-        let uid = uid.clone();
-        async move {
-            t.get_traceflow(pb::GetTraceflowRequest {
-                uid,
-                name: String::new(),
-            })
-            .await
-            .is_ok_and(|r| phase_of(r.get_ref()) == pb::TraceflowPhase::Failed)
-        }
-    })
+    eventually_phase(
+        &t,
+        &tr.uid,
+        pb::TraceflowPhase::Failed,
+        "in-flight trace failed on disconnect",
+    )
     .await?;
     let _ = c.list_clusters(pb::ListClustersRequest {}).await?;
     Ok(())
@@ -712,31 +691,19 @@ async fn a_quick_reconnect_keeps_in_flight_traces() -> TestResult {
         uid: tr.uid.clone(),
         name: String::new(),
     };
-    eventually("running", || {
-        let mut t = t.clone();
-        let get = get.clone();
-        async move {
-            t.get_traceflow(get)
-                .await
-                .is_ok_and(|r| phase_of(r.get_ref()) == pb::TraceflowPhase::Running)
-        }
-    })
-    .await?;
+    eventually_phase(&t, &tr.uid, pb::TraceflowPhase::Running, "running").await?;
     drop(a);
     let a = FakeAdapter::attach(&m, &cert, &key).await?;
     tokio::time::sleep(std::time::Duration::from_millis(4000)).await;
     let now = t.get_traceflow(get.clone()).await?.into_inner();
     assert_eq!(phase_of(&now), pb::TraceflowPhase::Running, "{now:?}");
     a.update(&tr.uid, pb::TraceflowPhase::Succeeded).await?;
-    eventually("succeeded after reconnect", || {
-        let mut t = t.clone();
-        let get = get.clone();
-        async move {
-            t.get_traceflow(get)
-                .await
-                .is_ok_and(|r| phase_of(r.get_ref()) == pb::TraceflowPhase::Succeeded)
-        }
-    })
+    eventually_phase(
+        &t,
+        &tr.uid,
+        pb::TraceflowPhase::Succeeded,
+        "succeeded after reconnect",
+    )
     .await?;
     Ok(())
 }
