@@ -38,6 +38,33 @@ impl Drop for Manager {
 }
 
 impl Manager {
+    /// Sends `request` (a whole raw HTTP/1.1 request) over one TLS connection negotiated as
+    /// http/1.1, trusting the manager's CA and sending no client certificate; returns whatever
+    /// came back within 10 s, as text.
+    pub async fn http1(&self, request: &[u8]) -> Result<String, Error> {
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
+            roots.add(c?)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost")?;
+        let mut tls = connector.connect(name, tcp).await?;
+        tls.write_all(request).await?;
+        let mut resp = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut resp)).await;
+        Ok(String::from_utf8_lossy(&resp).into_owned())
+    }
+
     /// Starts a manager on a fresh data directory (heartbeat interval 1s).
     pub async fn start() -> Result<Manager, Error> {
         Self::start_with(&[]).await

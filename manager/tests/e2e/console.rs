@@ -1,9 +1,7 @@
 //! The web console's static files on the manager's TLS port: index, assets, 404, path
 //! traversal, security headers; gRPC-Web and gRPC still answered on the same port.
 
-use std::{path::Path, sync::Arc};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::path::Path;
 
 use super::common::*;
 
@@ -25,30 +23,9 @@ fn console_tree(dir: &Path) -> Result<String, Error> {
 /// One raw HTTP/1.1 request over TLS (ALPN http/1.1), the path sent exactly as given (no
 /// client-side normalisation); returns the whole response as text.
 async fn raw(m: &Manager, method: &str, path: &str, extra: &str) -> Result<String, Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut m.ca_pem.as_bytes()) {
-        roots.add(c?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = tokio::net::TcpStream::connect(&m.addr).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost")?;
-    let mut tls = connector.connect(name, tcp).await?;
     let head =
         format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\n{extra}connection: close\r\n\r\n");
-    tls.write_all(head.as_bytes()).await?;
-    let mut resp = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tls.read_to_end(&mut resp),
-    )
-    .await;
-    Ok(String::from_utf8_lossy(&resp).into_owned())
+    m.http1(head.as_bytes()).await
 }
 
 fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {

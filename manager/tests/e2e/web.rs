@@ -53,39 +53,13 @@ async fn grpc_web_is_served_on_the_same_port() -> TestResult {
 /// gRPC-Web over HTTP/1.1 (ALPN `http/1.1`, as a browser fetch may negotiate), by hand.
 #[tokio::test]
 async fn grpc_web_over_http1() -> TestResult {
-    use std::sync::Arc;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let m = Manager::start().await?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut m.ca_pem.as_bytes()) {
-        roots.add(c?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = tokio::net::TcpStream::connect(&m.addr).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost")?;
-    let mut tls = connector.connect(name, tcp).await?;
     let body = [0u8, 0, 0, 0, 0]; // one empty HealthCheckRequest frame
     let head = format!(
         "POST /grpc.health.v1.Health/Check HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
-    tls.write_all(head.as_bytes()).await?;
-    tls.write_all(&body).await?;
-    let mut resp = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tls.read_to_end(&mut resp),
-    )
-    .await;
-    let text = String::from_utf8_lossy(&resp);
+    let text = m.http1(&[head.as_bytes(), &body].concat()).await?;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("application/grpc-web"), "{text}");
     assert!(text.contains("grpc-status:0"), "{text}");
