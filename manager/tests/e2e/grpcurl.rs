@@ -38,7 +38,14 @@ struct Grpcurl {
 }
 
 impl Grpcurl {
-    fn run(&self, with_cert: bool, args: &[&str]) -> Result<(bool, String), Error> {
+    /// `grpcurl -cacert .. [-cert .. -key ..] -max-time 20 <flags> ADDRESS <rest>`, with the
+    /// local admin's certificate when `with_cert`; returns success and stdout + stderr.
+    fn exec(
+        &self,
+        with_cert: bool,
+        flags: &[&str],
+        rest: &[&str],
+    ) -> Result<(bool, String), Error> {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("-cacert").arg(self.dir.join("ca.pem"));
         if with_cert {
@@ -47,9 +54,8 @@ impl Grpcurl {
                 .arg("-key")
                 .arg(self.dir.join("local-admin-key.pem"));
         }
-        cmd.args(["-max-time", "20"]);
-        // grpcurl [flags] ADDRESS list|describe [SYMBOL]
-        let out = cmd.arg(&self.addr).args(args).output()?;
+        cmd.args(["-max-time", "20"]).args(flags);
+        let out = cmd.arg(&self.addr).args(rest).output()?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -58,24 +64,14 @@ impl Grpcurl {
         Ok((out.status.success(), text))
     }
 
+    /// `grpcurl [flags] ADDRESS list|describe [SYMBOL]`.
+    fn run(&self, with_cert: bool, args: &[&str]) -> Result<(bool, String), Error> {
+        self.exec(with_cert, &[], args)
+    }
+
+    /// Calls `method` with the JSON request `data`, as the local admin.
     fn call(&self, data: &str, method: &str) -> Result<(bool, String), Error> {
-        let out = Command::new(&self.bin)
-            .arg("-cacert")
-            .arg(self.dir.join("ca.pem"))
-            .arg("-cert")
-            .arg(self.dir.join("local-admin.pem"))
-            .arg("-key")
-            .arg(self.dir.join("local-admin-key.pem"))
-            .args(["-max-time", "20", "-d", data, &self.addr, method])
-            .output()?;
-        Ok((
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        ))
+        self.exec(true, &["-d", data], &[method])
     }
 }
 
@@ -101,33 +97,14 @@ async fn real_grpcurl_lists_describes_creates_and_gets() -> TestResult {
     ] {
         assert!(out.contains(svc), "list lacks {svc}: {out}");
     }
-    let mut cmd_out = Command::new(&g.bin)
-        .arg("-cacert")
-        .arg(g.dir.join("ca.pem"))
-        .arg("-cert")
-        .arg(g.dir.join("local-admin.pem"))
-        .arg("-key")
-        .arg(g.dir.join("local-admin-key.pem"))
-        .args([&g.addr, "describe", "traceflow.v1.TraceflowSpec"])
-        .output()?;
-    let text = String::from_utf8_lossy(&cmd_out.stdout).to_string();
+    let (ok, text) = g.run(true, &["describe", "traceflow.v1.TraceflowSpec"])?;
     assert!(
-        cmd_out.status.success() && text.contains("message TraceflowSpec"),
-        "describe: {text}{}",
-        String::from_utf8_lossy(&cmd_out.stderr)
+        ok && text.contains("message TraceflowSpec"),
+        "describe: {text}"
     );
-    cmd_out = Command::new(&g.bin)
-        .arg("-cacert")
-        .arg(g.dir.join("ca.pem"))
-        .arg("-cert")
-        .arg(g.dir.join("local-admin.pem"))
-        .arg("-key")
-        .arg(g.dir.join("local-admin-key.pem"))
-        .args([&g.addr, "describe", "traceflow.v1.TraceflowService"])
-        .output()?;
-    let text = String::from_utf8_lossy(&cmd_out.stdout).to_string();
+    let (ok, text) = g.run(true, &["describe", "traceflow.v1.TraceflowService"])?;
     assert!(
-        text.contains("rpc CreateTraceflow"),
+        ok && text.contains("rpc CreateTraceflow"),
         "describe service: {text}"
     );
 
