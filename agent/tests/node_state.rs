@@ -15,7 +15,7 @@ use support::{OvsNode, dump_on_failure};
 use tokio_util::sync::CancellationToken;
 use traceflow_agent::desired::Store;
 use traceflow_agent::runtime::{NodeRuntime, OvsPaths};
-use traceflow_agent::trace::Observed;
+use traceflow_agent::trace::{LiveStartError, Observed};
 use traceflow_proto::v1 as pb;
 
 fn node_info(name: &str, subnet: u8, tunnel_ip: &str) -> pb::NodeInfo {
@@ -795,6 +795,29 @@ fn live_cmd(uid: &str, tag: u32, role: pb::LiveTraceRole, dst: &str) -> pb::Live
     }
 }
 
+/// Starts live trace `cmd` on the Node of `rt` and `store`, as its adapter session would.
+async fn start_live(
+    rt: &NodeRuntime,
+    store: &Store,
+    cmd: pb::LiveTrace,
+) -> Result<(), LiveStartError> {
+    let programmed = rt.datapath.programmed_state.clone();
+    rt.tracer.start_live(&cmd, store, &programmed).await
+}
+
+impl Pair {
+    /// Starts a live trace from node-a's p0 as the adapter plans one: `cmd(Any)` on node-b,
+    /// then `cmd(Sender)` on node-a; panics naming the Node that refused.
+    async fn start_live(&self, cmd: impl Fn(pb::LiveTraceRole) -> pb::LiveTrace) {
+        start_live(&self.rb, &self.sb, cmd(pb::LiveTraceRole::Any))
+            .await
+            .unwrap_or_else(|e| panic!("node-b: {e}"));
+        start_live(&self.ra, &self.sa, cmd(pb::LiveTraceRole::Sender))
+            .await
+            .unwrap_or_else(|e| panic!("node-a: {e}"));
+    }
+}
+
 /// Nothing more reported by `rt` within `wait`.
 async fn quiet(rt: &mut NodeRuntime, wait: Duration) -> Result<(), Observed> {
     match tokio::time::timeout(wait, rt.observations.recv()).await {
@@ -817,26 +840,7 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
     let ok = p.a.ping_retry(0, &dst);
     dump_on_failure(ok, &[&p.a, &p.b], "p0(node-a) cannot ping p1(node-b)");
 
-    let start = |rt: &NodeRuntime, store: &Store, cmd: pb::LiveTrace| {
-        let tracer = rt.tracer.clone();
-        let programmed = rt.datapath.programmed_state.clone();
-        let store = store.clone();
-        async move { tracer.start_live(&cmd, &store, &programmed).await }
-    };
-    start(
-        &p.rb,
-        &p.sb,
-        live_cmd("live-1", 7, pb::LiveTraceRole::Any, &dst),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("node-b: {e}"));
-    start(
-        &p.ra,
-        &p.sa,
-        live_cmd("live-1", 7, pb::LiveTraceRole::Sender, &dst),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("node-a: {e}"));
+    p.start_live(|role| live_cmd("live-1", 7, role, &dst)).await;
     p.a.wait_flows("cookie=0x7f1c000100000007", true);
     assert!(p.sa.current().live_tags.contains(&7));
 
@@ -889,12 +893,7 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
         dropped_only: true,
         ..live_cmd("live-2", 11, role, &dst)
     };
-    start(&p.rb, &p.sb, dropped_only(pb::LiveTraceRole::Any))
-        .await
-        .unwrap_or_else(|e| panic!("node-b: {e}"));
-    start(&p.ra, &p.sa, dropped_only(pb::LiveTraceRole::Sender))
-        .await
-        .unwrap_or_else(|e| panic!("node-a: {e}"));
+    p.start_live(dropped_only).await;
     // The tag's drop copy is in node-b's IngressDefaultRule.
     p.b.wait_flows("nw_tos=44", true);
     assert!(!p.a.ping(0, &dst), "ping passed a default deny");
@@ -926,7 +925,7 @@ async fn live_traffic_is_tagged_reported_once_per_node_and_delivered() {
         in_pod_name: "ghost".into(),
         ..live_cmd("live-3", 15, pb::LiveTraceRole::Sender, &dst)
     };
-    let err = start(&p.ra, &p.sa, ghost)
+    let err = start_live(&p.ra, &p.sa, ghost)
         .await
         .err()
         .map(|e| e.to_string());
@@ -946,26 +945,8 @@ async fn live_trace_survives_a_vswitchd_restart_and_a_stop_while_arming() {
     let dst = p.b.pods[1].ip.clone();
     let ok = p.a.ping_retry(0, &dst);
     dump_on_failure(ok, &[&p.a, &p.b], "p0(node-a) cannot ping p1(node-b)");
-    let start = |rt: &NodeRuntime, store: &Store, cmd: pb::LiveTrace| {
-        let tracer = rt.tracer.clone();
-        let programmed = rt.datapath.programmed_state.clone();
-        let store = store.clone();
-        async move { tracer.start_live(&cmd, &store, &programmed).await }
-    };
-    start(
-        &p.rb,
-        &p.sb,
-        live_cmd("live-4", 19, pb::LiveTraceRole::Any, &dst),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("node-b: {e}"));
-    start(
-        &p.ra,
-        &p.sa,
-        live_cmd("live-4", 19, pb::LiveTraceRole::Sender, &dst),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("node-a: {e}"));
+    p.start_live(|role| live_cmd("live-4", 19, role, &dst))
+        .await;
     let cookie = "cookie=0x7f1c000100000013";
     p.a.wait_flows(cookie, true);
 
@@ -999,7 +980,7 @@ async fn live_trace_survives_a_vswitchd_restart_and_a_stop_while_arming() {
 
     // Stopped while arming (the start waits for br-int to be reprogrammed with the tag).
     let cmd = live_cmd("live-5", 23, pb::LiveTraceRole::Sender, &dst);
-    let (started, ()) = tokio::join!(start(&p.ra, &p.sa, cmd), async {
+    let (started, ()) = tokio::join!(start_live(&p.ra, &p.sa, cmd), async {
         tokio::time::sleep(Duration::from_millis(5)).await;
         p.ra.tracer.stop_live("live-5", &p.sa).await;
     });
