@@ -31,12 +31,19 @@ pub struct Attached {
 }
 
 impl Attached {
-    /// The agent's next message (10 s).
+    /// The agent's next message within 10 s, passing over its counters (sent whenever they
+    /// changed, every `COUNTERS_INTERVAL`, so no session test can expect them in order).
     pub async fn next(&mut self) -> Msg {
-        tokio::time::timeout(Duration::from_secs(10), self.inbound.recv())
-            .await
-            .unwrap_or_else(|_| panic!("agent sent nothing for 10 s"))
-            .unwrap_or_else(|| panic!("agent stream ended"))
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.inbound.recv())
+                .await
+                .unwrap_or_else(|_| panic!("agent sent nothing but counters for 10 s"))
+                .unwrap_or_else(|| panic!("agent stream ended"));
+            if !matches!(m, Msg::Counters(_)) {
+                return m;
+            }
+        }
     }
 
     /// Sends the agent one command.
