@@ -16,9 +16,9 @@ mod common;
 use std::path::Path;
 
 use common::trace::{
-    Api, NodeWant, check_results, output, output_tunnel, pod_ip, received, receiver,
-    require_binaries, results_json, runtime, sender, spec, spoofguard, tfctl_trace, to_pod,
-    up_with_config,
+    Api, NodeWant, check_results, network_policy, output, output_tunnel, pod_ip, received,
+    receiver, require_binaries, results_json, runtime, sender, spec, spoofguard, tfctl_trace,
+    to_pod, up_with_config,
 };
 use common::{Lab, require_lab_prerequisites, topology};
 use traceflow_proto::v1 as pb;
@@ -289,15 +289,7 @@ async fn run_cases(cfg: &Path, api: &Api, cases: Vec<Case>) -> Result<(), String
             Err(e) => failures.push(format!("{what} via tfctl: {e}")),
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} case(s) failed:\n{}",
-            failures.len(),
-            failures.join("\n----\n")
-        ))
-    }
+    common::trace::all_passed(failures)
 }
 
 /// The first InternalIP of Node `name` in the family `ipv6`.
@@ -365,23 +357,23 @@ async fn egress_policies(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), String
     let v = if ipv6 { "IPv6" } else { "IPv4" };
     let k8s = pod_ip(&pods, "default/client-2", ipv6)?;
     let anp = pod_ip(&pods, "default/backend", ipv6)?;
-    let k8s_allow = np(
+    let k8s_allow = network_policy(
         "EgressRule",
         "Forwarded",
         "K8sNetworkPolicy:default/egress-8080",
         "",
     );
-    let k8s_deny = np("EgressDefaultRule", "Dropped", "", "");
-    let allow_api = np(
+    let k8s_deny = network_policy("EgressDefaultRule", "Dropped", "", "");
+    let allow_api = network_policy(
         "IngressRule",
         "Forwarded",
         "K8sNetworkPolicy:web/allow-api",
         "",
     );
     let guard = "AntreaClusterNetworkPolicy:egress-guard";
-    let anp_allow = np("EgressRule", "Forwarded", guard, "allow-8080");
-    let anp_drop = np("EgressMetric", "Dropped", guard, "drop-udp-53");
-    let anp_reject = np("EgressMetric", "Rejected", guard, "reject-tcp-9000");
+    let anp_allow = network_policy("EgressRule", "Forwarded", guard, "allow-8080");
+    let anp_drop = network_policy("EgressMetric", "Dropped", guard, "drop-udp-53");
+    let anp_reject = network_policy("EgressMetric", "Rejected", guard, "reject-tcp-9000");
     type Obs = serde_json::Value;
     // Delivered on the sender's own Node after `mid`.
     let same = |node: &str, src: &str, mid: &[&Obs]| {
@@ -602,19 +594,6 @@ fn egress_policies_allow_drop_and_reject_on_the_same_and_another_node() {
     });
 }
 
-/// `NetworkPolicy <table> <action>` with the policy and rule names when given.
-fn np(table: &str, action: &str, policy: &str, rule: &str) -> serde_json::Value {
-    let mut o = serde_json::json!({"component": "NetworkPolicy", "componentInfo": table,
-                                   "action": action});
-    if !policy.is_empty() {
-        o["networkPolicy"] = policy.into();
-    }
-    if !rule.is_empty() {
-        o["networkPolicyRule"] = rule.into();
-    }
-    o
-}
-
 /// The topology's policies, on the same Node and across Nodes, and a trace to another Node's
 /// IP and an IPv6 inter-Node trace; each through gRPC and tfctl with its full lists, in the
 /// packet family `ipv6` (the underlay, hence `tunnelDstIP`, stays IPv4).
@@ -688,7 +667,7 @@ async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), Stri
                 "e1",
                 vec![
                     spoofguard(&e_client),
-                    np("IngressDefaultRule", "Dropped", "", ""),
+                    network_policy("IngressDefaultRule", "Dropped", "", ""),
                 ],
             )],
         ),
@@ -704,7 +683,7 @@ async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), Stri
                 "e1",
                 vec![
                     spoofguard(&e_client),
-                    np("IngressRule", "Forwarded", allow_api, ""),
+                    network_policy("IngressRule", "Forwarded", allow_api, ""),
                     output("Delivered"),
                 ],
             )],
@@ -721,7 +700,10 @@ async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), Stri
                 sender("e1", vec![spoofguard(&e_client), output_tunnel(&e2)]),
                 receiver(
                     "e2",
-                    vec![received(), np("IngressDefaultRule", "Dropped", "", "")],
+                    vec![
+                        received(),
+                        network_policy("IngressDefaultRule", "Dropped", "", ""),
+                    ],
                 ),
             ],
         ),
@@ -739,7 +721,7 @@ async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), Stri
                     "e2",
                     vec![
                         received(),
-                        np("IngressRule", "Forwarded", allow_api, ""),
+                        network_policy("IngressRule", "Forwarded", allow_api, ""),
                         output("Delivered"),
                     ],
                 ),
@@ -759,7 +741,7 @@ async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), Stri
                     "e2",
                     vec![
                         received(),
-                        np(
+                        network_policy(
                             "IngressMetric",
                             "Dropped",
                             "AntreaClusterNetworkPolicy:deny-db",
@@ -783,7 +765,7 @@ async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), Stri
                     "e2",
                     vec![
                         received(),
-                        np(
+                        network_policy(
                             "IngressMetric",
                             "Rejected",
                             "AntreaClusterNetworkPolicy:reject-db",
@@ -805,7 +787,7 @@ async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), Stri
                 "e2",
                 vec![
                     spoofguard(&e_api1),
-                    np(
+                    network_policy(
                         "IngressMetric",
                         "Dropped",
                         "AntreaClusterNetworkPolicy:deny-db",
@@ -826,7 +808,7 @@ async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), Stri
                 "e2",
                 vec![
                     spoofguard(&e_api1),
-                    np(
+                    network_policy(
                         "IngressMetric",
                         "Rejected",
                         "AntreaClusterNetworkPolicy:reject-db",
@@ -849,7 +831,7 @@ async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), Stri
                     "w2",
                     vec![
                         received(),
-                        np(
+                        network_policy(
                             "IngressRule",
                             "Forwarded",
                             "AntreaNetworkPolicy:default/server-allow-client",
@@ -935,15 +917,7 @@ async fn policies_and_more(cfg: &Path, api: &Api, ipv6: bool) -> Result<(), Stri
             Err(e) => failures.push(format!("{what} via tfctl: {e}")),
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} case(s) failed:\n{}",
-            failures.len(),
-            failures.join("\n----\n")
-        ))
-    }
+    common::trace::all_passed(failures)
 }
 
 /// client (e1) → Service web/api (endpoints api-0 on e1, api-1 on e2; port 80 → 8080, which
@@ -965,7 +939,7 @@ async fn service_on_same_and_other_node(cfg: &Path, api: &Api, ipv6: bool) -> Re
         .and_then(|n| n.internal_ips.iter().find(|ip| !ip.contains(':')).cloned())
         .map(|ip| ip.split('/').next().unwrap_or(&ip).to_string())
         .ok_or("no IPv4 InternalIP for e2")?;
-    let allow = np(
+    let allow = network_policy(
         "IngressRule",
         "Forwarded",
         "K8sNetworkPolicy:web/allow-api",

@@ -226,8 +226,9 @@ fn spans_link_manager_adapter_agent_and_metrics_move() {
 
     // One real trace.
     let started = Instant::now();
-    let trace = Command::new(bin_dir().join("tfctl"))
-        .args([
+    let trace = common::trace::tfctl(
+        std::path::Path::new(&cfg),
+        &[
             "traceflow",
             "--cluster",
             "c1",
@@ -237,13 +238,8 @@ fn spans_link_manager_adapter_agent_and_metrics_move() {
             "default/p1",
             "-o",
             "json",
-        ])
-        .env("TFCTL_CONFIG", cfg)
-        .output();
-    let trace = match trace {
-        Ok(t) => t,
-        Err(e) => panic!("cannot run tfctl: {e}"),
-    };
+        ],
+    );
     assert!(
         trace.status.success(),
         "tfctl failed: {}\n{}",

@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{Lab, bin_dir, require_lab_prerequisites, text, topology};
+use common::{Lab, require_lab_prerequisites, text, topology};
 use serde_json::Value;
 
 /// `(component, componentInfo, action)` of each observation of a NodeResult.
@@ -40,8 +38,9 @@ fn spine_trace_p0_to_p1_on_one_node() {
         });
     assert!(std::path::Path::new(cfg).is_file(), "{cfg} missing");
 
-    let trace = Command::new(bin_dir().join("tfctl"))
-        .args([
+    let trace = common::trace::tfctl(
+        std::path::Path::new(&cfg),
+        &[
             "traceflow",
             "--cluster",
             "c1",
@@ -51,13 +50,8 @@ fn spine_trace_p0_to_p1_on_one_node() {
             "default/p1",
             "-o",
             "json",
-        ])
-        .env("TFCTL_CONFIG", cfg)
-        .output();
-    let trace = match trace {
-        Ok(t) => t,
-        Err(e) => panic!("cannot run tfctl: {e}"),
-    };
+        ],
+    );
     let dump = || lab.dump();
     assert!(
         trace.status.success(),

@@ -463,3 +463,16 @@ pub fn node_ip(nodes: &[pb::InventoryNode], name: &str, ipv6: bool) -> Result<St
             )
         })
 }
+
+/// `Ok` when no case failed, else every failure, numbered.
+pub fn all_passed(failures: Vec<String>) -> Result<(), String> {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} case(s) failed:\n{}",
+            failures.len(),
+            failures.join("\n----\n")
+        ))
+    }
+}
