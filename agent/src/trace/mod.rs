@@ -1,5 +1,6 @@
-//! Traces on this Node: build and inject trace packets ([`inject`], [`packet`]) and turn
-//! trace packet-ins into observations ([`observe`]).
+//! Traces on this Node: build and inject trace packets ([`inject`], [`packet`]), run
+//! live-traffic traces ([`live`]: per-trace flows, one report per Node) and turn trace
+//! packet-ins into observations ([`observe`]).
 
 pub mod inject;
 pub mod live;
