@@ -109,9 +109,9 @@ fn console_in_chromium_against_the_one_node_lab() {
 
     // Bearer tokens for an edit and a view user, through the real UserService (as the admin).
     let rt = trace::runtime();
-    let tokens: Result<(String, String), String> = rt.block_on(async {
+    let tokens: Result<(String, String, String), String> = rt.block_on(async {
         let mut api = trace::Api::connect(&cfg).await?;
-        api.wait_pods("c1", 3).await?;
+        let p1_ip = trace::pod_ip(&api.wait_pods("c1", 3).await?, "default/p1", false)?;
         let token = |name: &'static str, role: pb::Role| {
             let mut users = api.users.clone();
             async move {
@@ -146,9 +146,9 @@ fn console_in_chromium_against_the_one_node_lab() {
                 return Err(format!("history trace: {:#}", trace::to_json(&done)));
             }
         }
-        Ok((edit, view))
+        Ok((edit, view, p1_ip))
     });
-    let (edit, view) = match tokens {
+    let (edit, view, p1_ip) = match tokens {
         Ok(t) => t,
         Err(e) => panic!("{e}\n{}", lab.dump()),
     };
@@ -167,6 +167,9 @@ fn console_in_chromium_against_the_one_node_lab() {
         .env("TRACEFLOW_EDIT_TOKEN", &edit)
         .env("TRACEFLOW_VIEW_TOKEN", &view)
         .env("TRACEFLOW_CLUSTER", "c1")
+        .env("TRACEFLOW_LAB_BIN", env!("CARGO_BIN_EXE_traceflow-lab"))
+        .env("TRACEFLOW_LAB_DIR", &lab.dir)
+        .env("TRACEFLOW_P1_IP", &p1_ip)
         .output();
     let out = match out {
         Ok(o) => o,
@@ -182,10 +185,10 @@ fn console_in_chromium_against_the_one_node_lab() {
             lab.dump()
         );
     }
-    // node:test prints its counts; all four tests ran and none failed.
+    // node:test prints its counts; all five tests ran and none failed.
     assert!(
-        output.contains("# pass 4"),
-        "expected 4 passing browser tests:\n{output}"
+        output.contains("# pass 5"),
+        "expected 5 passing browser tests:\n{output}"
     );
     assert!(output.contains("# fail 0"), "{output}");
 

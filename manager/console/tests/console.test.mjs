@@ -6,8 +6,12 @@
 //   TRACEFLOW_EDIT_TOKEN     bearer token of a user with role edit
 //   TRACEFLOW_VIEW_TOKEN     bearer token of a user with role view
 //   TRACEFLOW_CLUSTER        the lab's cluster (c1); Pods default/p0 and default/p1 on one Node
+//   TRACEFLOW_LAB_BIN, TRACEFLOW_LAB_DIR, TRACEFLOW_P1_IP
+//                            `traceflow-lab`, the lab's directory and p1's address: the live
+//                            trace test pings p1 from p0's namespace (`traceflow-lab exec`)
 // Fails (never skips) when Chromium or a variable is missing.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import tls from "node:tls";
@@ -25,6 +29,9 @@ const CA = fs.readFileSync(env("TRACEFLOW_CONSOLE_CA"), "utf8");
 const EDIT = env("TRACEFLOW_EDIT_TOKEN");
 const VIEW = env("TRACEFLOW_VIEW_TOKEN");
 const CLUSTER = env("TRACEFLOW_CLUSTER");
+const LAB_BIN = env("TRACEFLOW_LAB_BIN");
+const LAB_DIR = env("TRACEFLOW_LAB_DIR");
+const P1_IP = env("TRACEFLOW_P1_IP");
 if (!fs.existsSync(CHROMIUM)) {
   throw new Error(`${CHROMIUM} not found: apt-get install chromium (scripts/lib.sh install_deps does)`);
 }
@@ -243,6 +250,37 @@ test("a view-only user sees clusters and history but gets a clear permission err
   await p.getByRole("button", { name: "First page" }).click();
   await p.locator(`#history-table tr[data-name="${traceName}"]`).waitFor();
   await p.context().close();
+});
+
+test("a live trace started in the console captures a real ping from p0 to p1", async () => {
+  const p = await page();
+  await signIn(p, EDIT);
+  await p.locator("#app").waitFor({ state: "visible" });
+  await chooseEndpoints(p);
+  await p.getByLabel("Protocol").selectOption("ICMP");
+  await p.locator("#live-traffic").check();
+  await p.getByRole("button", { name: "Start trace" }).click();
+  await p.locator("#trace").waitFor({ state: "visible" });
+  // The trace arms asynchronously: a new ping (a new connection) until it ends.
+  const deadline = Date.now() + 30_000;
+  let phase = "";
+  while (Date.now() < deadline) {
+    phase = (await p.locator("#trace-phase").textContent()) ?? "";
+    if (/Succeeded|Failed/.test(phase)) break;
+    const ping = spawnSync(LAB_BIN, ["--dir", LAB_DIR, "exec", `${CLUSTER}/default/p0`, "--",
+      "ping", "-c1", "-W1", P1_IP], { encoding: "utf8", timeout: 10_000 });
+    assert.equal(ping.status, 0, `ping p0 -> p1 failed: ${ping.stdout}${ping.stderr}`);
+    await p.waitForTimeout(200);
+  }
+  assert.equal(phase, "Succeeded", `reason: ${await p.locator("#trace-reason").textContent()}`);
+  const hops = await p.locator('#trace-results .node[data-node="n1"] ol.hops > li').evaluateAll(
+    (lis) => lis.map((li) => [li.dataset.component, li.dataset.action]));
+  assert.deepEqual(hops, [["SpoofGuard", "Forwarded"], ["Forwarding", "Delivered"]]);
+  assert.equal(await p.locator("#captured").isVisible(), true, "the captured packet is shown");
+  const captured = (await p.locator("#captured-packet").textContent()) ?? "";
+  assert.match(captured, /10\.10\.0\.2/);
+  assert.ok(captured.includes(P1_IP), captured);
+  assert.match(captured, /ICMP/);
 });
 
 test("no page errors or CSP violations", () => {
