@@ -148,6 +148,7 @@ impl AgentServer {
                 info!(pods = hello.pods.len(), version = %hello.version, "agent hello");
                 self.agents.set_hello(node, conn, hello);
                 self.nodestate.hello(node, conn);
+                self.coordinator.agent_attached(node);
             }
             Msg::Ports(hello) => {
                 info!(pods = hello.pods.len(), "agent ports");

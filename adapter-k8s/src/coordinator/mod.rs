@@ -84,6 +84,7 @@ enum Command {
         node: String,
         uid: String,
     },
+    AgentAttached(String),
 }
 
 /// The cloneable way in; every method is fire-and-forget.
@@ -123,6 +124,12 @@ impl CoordinatorHandle {
         });
     }
 
+    /// Node `node`'s agent (re)attached: live traces it has not reported yet send it its part
+    /// again (an agent that restarted lost it; one that was away never got it).
+    pub fn agent_attached(&self, node: &str) {
+        self.send(Command::AgentAttached(node.to_string()));
+    }
+
     /// A Node's part of live trace `uid` is in place (`LiveTraceArmed`).
     pub fn live_armed(&self, node: &str, uid: String) {
         self.send(Command::LiveArmed {
@@ -145,6 +152,8 @@ struct Running {
     timer: AbortHandle,
     /// Live-traffic traces: the Nodes holding its flows (told to stop at the end).
     live_nodes: Vec<String>,
+    /// Live-traffic traces: each Node's `LiveTrace`, sent again when its agent re-attaches.
+    live_commands: HashMap<String, pb::AgentCommand>,
     /// Live-traffic traces still arming: the tagging Node's command waits until every other
     /// Node said `LiveTraceArmed`, so none of them can miss the first tagged packet.
     arming: Option<Arming>,
@@ -241,6 +250,7 @@ impl Coordinator {
             Command::Report { node, report } => self.on_report(&node, report),
             Command::Failure { node, failure } => self.on_failure(&node, failure),
             Command::LiveArmed { node, uid } => self.on_live_armed(&node, &uid),
+            Command::AgentAttached(node) => self.on_agent_attached(&node),
         }
     }
 
@@ -318,6 +328,7 @@ impl Coordinator {
                 record,
                 timer,
                 live_nodes: Vec::new(),
+                live_commands: HashMap::new(),
                 arming: None,
                 span: Span::current(),
             },
@@ -405,12 +416,13 @@ impl Coordinator {
                 record,
                 timer,
                 live_nodes,
+                live_commands: HashMap::new(),
                 arming: None,
                 span: Span::current(),
             },
         );
         info!(uid = %uid, tag, node = %plan.tagging_node, nodes = plan.commands.len(), "starting live trace");
-        let mut commands = plan.commands.into_iter().map(|(node, mut cmd)| {
+        let commands = plan.commands.into_iter().map(|(node, mut cmd)| {
             cmd.trace_uid = uid.clone();
             cmd.trace_context = context_map(&Span::current());
             cmd.dscp_tag = tag;
@@ -420,6 +432,11 @@ impl Coordinator {
             };
             (node, cmd)
         });
+        let commands: Vec<(String, pb::AgentCommand)> = commands.collect();
+        if let Some(running) = self.traces.get_mut(&uid) {
+            running.live_commands = commands.iter().cloned().collect();
+        }
+        let mut commands = commands.into_iter();
         // The plan puts the tagging Node first; it is armed last.
         let Some((tagging_node, tagging)) = commands.next() else {
             return;
@@ -444,6 +461,34 @@ impl Coordinator {
             });
         }
         self.arm_tagging_if_ready(&uid);
+    }
+
+    /// `node`'s agent (re)attached: see [`CoordinatorHandle::agent_attached`]. A Node that
+    /// already reported is done (sending again could report a second connection); a tagging
+    /// Node still waiting for the others gets its command when they are armed.
+    fn on_agent_attached(&mut self, node: &str) {
+        for (uid, running) in &mut self.traces {
+            let Some(cmd) = running.live_commands.get(node) else {
+                continue;
+            };
+            if running.record.results.iter().any(|r| r.node == node)
+                || running
+                    .arming
+                    .as_ref()
+                    .is_some_and(|a| a.tagging_node == node)
+            {
+                continue;
+            }
+            match self.agents.send(node, cmd.clone()) {
+                Ok(()) => {
+                    info!(uid = %uid, node = %node, "live trace sent again to a re-attached agent");
+                    if let Some(a) = running.arming.as_mut() {
+                        a.waiting.insert(node.to_string());
+                    }
+                }
+                Err(e) => warn!(uid = %uid, node = %node, error = %e, "live trace not sent again"),
+            }
+        }
     }
 
     /// A Node armed its part of live trace `uid`.

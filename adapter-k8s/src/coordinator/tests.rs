@@ -432,6 +432,48 @@ async fn a_single_node_live_trace_tags_at_once_and_a_lost_tagging_agent_fails_it
 }
 
 #[tokio::test]
+async fn a_live_trace_reaches_agents_that_attach_late_but_not_nodes_that_reported() {
+    let mut h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    // n2's agent is away when the trace starts: nothing to wait for, n1 tags at once.
+    h.handle.start(live("u1", false));
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    assert_eq!(
+        live_cmd(&mut n1).await.role,
+        pb::LiveTraceRole::Sender as i32
+    );
+    // n2 attaches: it gets its part.
+    let (_c2, mut n2) = h.agents.register("n2");
+    h.handle.agent_attached("n2");
+    let c2 = live_cmd(&mut n2).await;
+    assert_eq!(
+        (c2.role, c2.trace_uid.as_str()),
+        (pb::LiveTraceRole::Any as i32, "u1")
+    );
+    // n1 reports, then its agent re-attaches: its part is done, nothing is sent again.
+    h.handle.report(
+        "n1",
+        live_report(
+            7,
+            vec![
+                obs(Component::SpoofGuard, Action::Forwarded),
+                obs(Component::Forwarding, Action::Forwarded),
+            ],
+        ),
+    );
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    h.handle.agent_attached("n1");
+    // n2 re-attaching (e.g. its agent restarted) before reporting gets its part again.
+    h.handle.agent_attached("n2");
+    assert_eq!(live_cmd(&mut n2).await.trace_uid, "u1");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        n1.try_recv().is_err(),
+        "n1 got its live trace again after reporting"
+    );
+}
+
+#[tokio::test]
 async fn live_dropped_only_succeeds_on_any_report() {
     let mut h = harness();
     let (_c1, _n1) = h.agents.register("n1");
