@@ -582,7 +582,24 @@ impl Coordinator {
             .is_some_and(|r| r.record.trace_id == trace_id)
         {
             info!(uid = %uid, "trace timed out");
-            self.finish(uid, TraceflowPhase::Failed, REASON_TIMEOUT);
+            // A live trace whose Nodes never all armed never tagged anything: say which.
+            let unarmed = self
+                .traces
+                .get(uid)
+                .and_then(|r| r.arming.as_ref())
+                .map(|a| {
+                    let mut nodes: Vec<&str> = a.waiting.iter().map(String::as_str).collect();
+                    nodes.sort_unstable();
+                    nodes.join(", ")
+                });
+            let reason = match unarmed {
+                Some(nodes) => format!(
+                    "{REASON_TIMEOUT}: the live-traffic flows were never armed on Node(s) {nodes}, \
+                     so no traffic was tagged; check those Nodes' agents"
+                ),
+                None => REASON_TIMEOUT.to_string(),
+            };
+            self.finish(uid, TraceflowPhase::Failed, &reason);
         }
     }
 

@@ -473,6 +473,24 @@ async fn a_live_trace_reaches_agents_that_attach_late_but_not_nodes_that_reporte
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_live_trace_that_never_armed_times_out_naming_the_nodes() {
+    let mut h = harness();
+    let (_c1, _n1) = h.agents.register("n1");
+    let (_c2, mut n2) = h.agents.register("n2");
+    h.handle.start(live("u1", false));
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    assert_eq!(live_cmd(&mut n2).await.role, pb::LiveTraceRole::Any as i32);
+    // n2 never answers LiveTraceArmed; the 20 s timer fires.
+    let failed = next(&mut h).await;
+    assert_eq!(phase(&failed), TraceflowPhase::Failed as i32);
+    assert_eq!(
+        reason(&failed),
+        "Traceflow timeout: the live-traffic flows were never armed on Node(s) n2, so no \
+         traffic was tagged; check those Nodes' agents"
+    );
+}
+
 #[tokio::test]
 async fn live_dropped_only_succeeds_on_any_report() {
     let mut h = harness();
