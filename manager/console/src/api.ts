@@ -2,7 +2,7 @@
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { TraceflowService } from "./gen/traceflow/v1/traceflow_pb.js";
-import { ClusterService } from "./gen/traceflow/v1/fleet_pb.js";
+import { ClusterService, UserService } from "./gen/traceflow/v1/fleet_pb.js";
 
 const TOKEN_KEY = "traceflow.console.token";
 
@@ -22,6 +22,7 @@ export const session = {
 export interface Api {
   traces: Client<typeof TraceflowService>;
   clusters: Client<typeof ClusterService>;
+  users: Client<typeof UserService>;
 }
 
 /** Clients that send `authorization: Bearer <token>` on every call. */
@@ -37,6 +38,7 @@ export function connect(token: string): Api {
   return {
     traces: createClient(TraceflowService, transport),
     clusters: createClient(ClusterService, transport),
+    users: createClient(UserService, transport),
   };
 }
 

@@ -1,7 +1,8 @@
 // The console: sign in with a bearer token, clusters with health, a trace form fed by the
 // inventory, a live view of a running trace (WatchTraceflow), and the trace history.
 //
-//   sign in ─▶ ListClusters (proves the token) ─▶ clusters table, cluster selects
+//   sign in ─▶ ListClusters (proves the token), WhoAmI (the header's name and role)
+//           ─▶ clusters table, cluster selects
 //   cluster ─▶ ListNamespaces / ListPods / ListServices ─▶ source and destination dropdowns
 //   Start ─▶ CreateTraceflow ─▶ WatchTraceflow (snapshots until terminal) ─▶ renderTrace
 //   History ─▶ ListTraceflows (cluster filter, pages) ─▶ Open ─▶ GetTraceflow (+ watch)
@@ -10,7 +11,7 @@ import { type Api, connect, describe, isAbort, isUnauthenticated, session } from
 import {
   type CreateTraceflowRequestSchema, type Traceflow, TraceflowPhase,
 } from "./gen/traceflow/v1/traceflow_pb.js";
-import type { InventoryPod, InventoryService } from "./gen/traceflow/v1/fleet_pb.js";
+import { type InventoryPod, type InventoryService, Role } from "./gen/traceflow/v1/fleet_pb.js";
 import * as fmt from "./format.js";
 import { $, el, renderTrace, showError } from "./render.js";
 
@@ -48,6 +49,8 @@ async function signIn(token: string, fromStorage: boolean): Promise<void> {
   button.disabled = true;
   try {
     const list = await candidate.clusters.listClusters({});
+    const me = await candidate.users.whoAmI({});
+    $("session-label").textContent = `Signed in as ${me.name} (${Role[me.role] ?? "unknown role"})`;
     session.set(token);
     api = candidate;
     input("token").value = "";

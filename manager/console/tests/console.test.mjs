@@ -130,6 +130,7 @@ test("an edit user traces p0 to p1 from the dropdowns and sees it succeed live",
   await p.locator("#app").waitFor({ state: "visible" });
   assert.ok(!p.url().includes(EDIT), "the token never appears in the URL");
   assert.equal(await p.evaluate(() => sessionStorage.getItem("traceflow.console.token")), EDIT);
+  assert.equal(await p.locator("#session-label").textContent(), "Signed in as console-edit (edit)");
   const row = p.locator(`#clusters tr[data-cluster="${CLUSTER}"]`);
   await row.waitFor();
   assert.match(await row.textContent(), /Up/);
@@ -227,6 +228,7 @@ test("a view-only user sees clusters and history but gets a clear permission err
   const p = await page();
   await signIn(p, VIEW);
   await p.locator("#app").waitFor({ state: "visible" });
+  assert.equal(await p.locator("#session-label").textContent(), "Signed in as console-view (view)");
   await chooseEndpoints(p);
   await p.getByRole("button", { name: "Start trace" }).click();
   const err = p.locator("#trace-error");

@@ -16,7 +16,7 @@ use super::{
     new_secret,
 };
 use crate::{
-    auth::Role,
+    auth::{Principal, Role},
     store::{AuditEvent, Store, TokenKind, TokenRecord, UserRecord, hash_secret, now_micros},
     traces::validate::{Invalid, check_name},
 };
@@ -180,6 +180,33 @@ impl pb::user_service_server::UserService for UserSvc {
             .map(user_pb)
             .collect();
         Ok(Response::new(pb::ListUsersResponse { users }))
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let who = self
+            .ctx
+            .require(&request, Role::View, "UserService.WhoAmI")?;
+        let Principal::User { name, role } = who else {
+            return Err(Status::permission_denied(
+                "UserService.WhoAmI is for users; a cluster's identity is its certificate",
+            ));
+        };
+        let created_micros = self
+            .ctx
+            .store
+            .users()
+            .map_err(ApiError::from)?
+            .iter()
+            .find(|u| u.name == name)
+            .map_or(0, |u| u.created_micros);
+        Ok(Response::new(pb::User {
+            name,
+            role: role.to_pb() as i32,
+            created_micros,
+        }))
     }
 
     async fn delete_user(

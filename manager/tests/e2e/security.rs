@@ -245,6 +245,10 @@ async fn call_all(
                 .await,
         ),
     ));
+    out.push((
+        "WhoAmI",
+        code(u.who_am_i(req(pb::WhoAmIRequest {}, bearer)).await),
+    ));
     Ok(out)
 }
 
@@ -293,6 +297,16 @@ async fn role_matrix_for_every_rpc() -> TestResult {
         .err()
         .ok_or("viewer created a trace")?;
     assert!(s.message().contains("requires role edit"), "{s:?}");
+    // WhoAmI: the caller as the manager knows it, for any role.
+    let me = pb::user_service_client::UserServiceClient::new(m.channel(Some((&c, &k))).await?)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(
+        (me.name.as_str(), me.role),
+        ("viewer", pb::Role::View as i32)
+    );
+    assert!(me.created_micros > 0);
     // No credentials at all: UNAUTHENTICATED on every RPC.
     for (rpc, code) in call_all(m.channel(None).await?, None).await? {
         assert_eq!(code, Code::Unauthenticated, "anonymous {rpc}");
