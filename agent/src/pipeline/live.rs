@@ -72,24 +72,16 @@ pub enum LiveError {
     BadPort(i32),
 }
 
-fn ip(s: &str, ipv6: bool) -> Result<Option<Oxm>, LiveError> {
+/// The match on address `s` of family `ipv6` (source when `src`); `None` when empty.
+fn addr(s: &str, ipv6: bool, src: bool) -> Result<Option<Oxm>, LiveError> {
     if s.is_empty() {
         return Ok(None);
     }
-    match s.parse::<IpAddr>() {
-        Ok(IpAddr::V4(a)) if !ipv6 => Ok(Some(Oxm::ipv4_src(a))),
-        Ok(IpAddr::V6(a)) if ipv6 => Ok(Some(Oxm::ipv6_src(a))),
-        _ => Err(LiveError::BadIp(s.to_string())),
-    }
-}
-
-fn dst_ip(s: &str, ipv6: bool) -> Result<Option<Oxm>, LiveError> {
-    if s.is_empty() {
-        return Ok(None);
-    }
-    match s.parse::<IpAddr>() {
-        Ok(IpAddr::V4(a)) if !ipv6 => Ok(Some(Oxm::ipv4_dst(a))),
-        Ok(IpAddr::V6(a)) if ipv6 => Ok(Some(Oxm::ipv6_dst(a))),
+    match (s.parse::<IpAddr>(), src) {
+        (Ok(IpAddr::V4(a)), true) if !ipv6 => Ok(Some(Oxm::ipv4_src(a))),
+        (Ok(IpAddr::V4(a)), false) if !ipv6 => Ok(Some(Oxm::ipv4_dst(a))),
+        (Ok(IpAddr::V6(a)), true) if ipv6 => Ok(Some(Oxm::ipv6_src(a))),
+        (Ok(IpAddr::V6(a)), false) if ipv6 => Ok(Some(Oxm::ipv6_dst(a))),
         _ => Err(LiveError::BadIp(s.to_string())),
     }
 }
@@ -103,36 +95,35 @@ fn port(p: i32) -> Result<Option<u16>, LiveError> {
     }
 }
 
+/// The (source, destination) port fields of `protocol`, if it has ports.
+type PortFields = (fn(u16) -> Oxm, fn(u16) -> Oxm);
+
+fn port_fields(protocol: i32) -> Option<PortFields> {
+    match protocol {
+        PROTO_TCP => Some((Oxm::tcp_src, Oxm::tcp_dst)),
+        PROTO_UDP => Some((Oxm::udp_src, Oxm::udp_dst)),
+        PROTO_SCTP => Some((Oxm::sctp_src, Oxm::sctp_dst)),
+        _ => None,
+    }
+}
+
 /// The traffic match of `t`: family, addresses, protocol and ports, new tracked connections.
 fn traffic(t: &pb::LiveTrace) -> Result<Match, LiveError> {
     let mut m = Match::new().with(Oxm::eth_type(if t.ipv6 { ETH_IPV6 } else { ETH_IPV4 }));
     let tracked = ct_state::NEW | ct_state::TRK;
     m = m.with(Oxm::ct_state(tracked, tracked));
-    if let Some(o) = ip(&t.src_ip, t.ipv6)? {
-        m = m.with(o);
-    }
-    if let Some(o) = dst_ip(&t.dst_ip, t.ipv6)? {
-        m = m.with(o);
-    }
+    let addrs = [
+        addr(&t.src_ip, t.ipv6, true)?,
+        addr(&t.dst_ip, t.ipv6, false)?,
+    ];
+    m.fields.extend(addrs.into_iter().flatten());
     if let Ok(proto) = u8::try_from(t.protocol)
         && proto != 0
     {
         m = m.with(Oxm::ip_proto(proto));
-        let (sp, dp) = (port(t.src_port)?, port(t.dst_port)?);
-        match t.protocol {
-            PROTO_TCP => {
-                m = sp.map_or(m.clone(), |p| m.clone().with(Oxm::tcp_src(p)));
-                m = dp.map_or(m.clone(), |p| m.clone().with(Oxm::tcp_dst(p)));
-            }
-            PROTO_UDP => {
-                m = sp.map_or(m.clone(), |p| m.clone().with(Oxm::udp_src(p)));
-                m = dp.map_or(m.clone(), |p| m.clone().with(Oxm::udp_dst(p)));
-            }
-            PROTO_SCTP => {
-                m = sp.map_or(m.clone(), |p| m.clone().with(Oxm::sctp_src(p)));
-                m = dp.map_or(m.clone(), |p| m.clone().with(Oxm::sctp_dst(p)));
-            }
-            _ => {}
+        if let Some((src, dst)) = port_fields(t.protocol) {
+            let (sp, dp) = (port(t.src_port)?, port(t.dst_port)?);
+            m.fields.extend(sp.map(src).into_iter().chain(dp.map(dst)));
         }
     }
     Ok(m)
@@ -309,6 +300,38 @@ mod tests {
         };
         assert!(actions.contains(&Action::to_controller()));
         assert!(actions.contains(&Action::SetField(Oxm::ip_dscp(0))));
+    }
+
+    #[test]
+    fn addresses_and_ports_match_their_own_fields() {
+        let t = pb::LiveTrace {
+            ipv6: true,
+            src_ip: "fd00::2".into(),
+            dst_ip: "fd00::3".into(),
+            protocol: 132,
+            src_port: 5000,
+            dst_port: 9000,
+            ..sender()
+        };
+        let Ok(m) = traffic(&t) else {
+            panic!("no match for {t:?}");
+        };
+        for want in [
+            Oxm::ipv6_src("fd00::2".parse().unwrap_or(std::net::Ipv6Addr::UNSPECIFIED)),
+            Oxm::ipv6_dst("fd00::3".parse().unwrap_or(std::net::Ipv6Addr::UNSPECIFIED)),
+            Oxm::sctp_src(5000),
+            Oxm::sctp_dst(9000),
+        ] {
+            assert!(m.fields.contains(&want), "{want:?} missing from {m:?}");
+        }
+        let wrong_family = pb::LiveTrace {
+            ipv6: false,
+            ..t.clone()
+        };
+        assert_eq!(
+            traffic(&wrong_family).err(),
+            Some(LiveError::BadIp("fd00::2".into()))
+        );
     }
 
     #[test]

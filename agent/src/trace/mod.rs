@@ -269,7 +269,7 @@ impl Tracer {
         let now = SystemTime::now();
         let pkt = packet::parse(&pin.data).ok()?;
         if pkt.dscp == TRACE_DSCP {
-            return observe::observe(pin, &ports, &self.node, now, policies);
+            return observe::observe_injected(pin, &pkt, &ports, &self.node, now, policies);
         }
         let claim = self.live.claim(pkt.dscp)?;
         debug!(uid = %claim.uid, tag = pkt.dscp, table = pin.table_id, "live-traffic packet");

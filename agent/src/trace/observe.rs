@@ -92,6 +92,18 @@ pub fn observe(
     policies: &dyn PolicyResolver,
 ) -> Option<Observed> {
     let pkt = parse(&pin.data).ok()?;
+    observe_injected(pin, &pkt, ports, node, now, policies)
+}
+
+/// [`observe`] for a packet-in whose bytes are already parsed (`pkt`).
+pub fn observe_injected(
+    pin: &PacketIn,
+    pkt: &ParsedPacket,
+    ports: &NodePorts,
+    node: &str,
+    now: SystemTime,
+    policies: &dyn PolicyResolver,
+) -> Option<Observed> {
     if pkt.dscp != TRACE_DSCP {
         return None;
     }
@@ -100,7 +112,7 @@ pub fn observe(
         ipv6: pkt.src.is_ipv6(),
         dataplane_tag: 0,
         captured_packet: None,
-        result: node_result(pin, &pkt, None, ports, node, now, policies),
+        result: node_result(pin, pkt, None, ports, node, now, policies),
     })
 }
 
