@@ -150,9 +150,8 @@ impl CoordinatorHandle {
 struct Running {
     record: TraceRecord,
     timer: AbortHandle,
-    /// Live-traffic traces: the Nodes holding its flows (told to stop at the end).
-    live_nodes: Vec<String>,
-    /// Live-traffic traces: each Node's `LiveTrace`, sent again when its agent re-attaches.
+    /// Live-traffic traces: each Node's `LiveTrace` (sent again when its agent re-attaches;
+    /// every such Node is told to stop at the end).
     live_commands: HashMap<String, pb::AgentCommand>,
     /// Live-traffic traces still arming: the tagging Node's command waits until every other
     /// Node said `LiveTraceArmed`, so none of them can miss the first tagged packet.
@@ -163,8 +162,8 @@ struct Running {
 
 struct Arming {
     waiting: std::collections::HashSet<String>,
+    /// Its command is in `live_commands`.
     tagging_node: String,
-    tagging: pb::AgentCommand,
 }
 
 /// The coordinator task's state. Build with [`Coordinator::new`], drive with [`Coordinator::run`].
@@ -327,7 +326,6 @@ impl Coordinator {
             Running {
                 record,
                 timer,
-                live_nodes: Vec::new(),
                 live_commands: HashMap::new(),
                 arming: None,
                 span: Span::current(),
@@ -409,43 +407,30 @@ impl Coordinator {
         self.emit(&uid, record.status(TraceflowPhase::Running, "", 0));
         let timer = self.arm_timer(&uid, timeout, 0);
         self.by_tag.insert(tag, uid.clone());
-        let live_nodes = plan.commands.iter().map(|(n, _)| n.clone()).collect();
-        self.traces.insert(
-            uid.clone(),
-            Running {
-                record,
-                timer,
-                live_nodes,
-                live_commands: HashMap::new(),
-                arming: None,
-                span: Span::current(),
-            },
-        );
         info!(uid = %uid, tag, node = %plan.tagging_node, nodes = plan.commands.len(), "starting live trace");
-        let commands = plan.commands.into_iter().map(|(node, mut cmd)| {
-            cmd.trace_uid = uid.clone();
-            cmd.trace_context = context_map(&Span::current());
-            cmd.dscp_tag = tag;
-            cmd.timeout_seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
-            let cmd = pb::AgentCommand {
-                kind: Some(pb::agent_command::Kind::LiveTrace(cmd)),
-            };
-            (node, cmd)
-        });
-        let commands: Vec<(String, pb::AgentCommand)> = commands.collect();
-        if let Some(running) = self.traces.get_mut(&uid) {
-            running.live_commands = commands.iter().cloned().collect();
-        }
-        let mut commands = commands.into_iter();
-        // The plan puts the tagging Node first; it is armed last.
-        let Some((tagging_node, tagging)) = commands.next() else {
-            return;
-        };
+        let live_commands: HashMap<String, pb::AgentCommand> = plan
+            .commands
+            .into_iter()
+            .map(|(node, mut cmd)| {
+                cmd.trace_uid = uid.clone();
+                cmd.trace_context = context_map(&Span::current());
+                cmd.dscp_tag = tag;
+                cmd.timeout_seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
+                let cmd = pb::AgentCommand {
+                    kind: Some(pb::agent_command::Kind::LiveTrace(cmd)),
+                };
+                (node, cmd)
+            })
+            .collect();
+        // Every Node but the tagging one now; the tagging one once they are armed.
         let mut waiting = std::collections::HashSet::new();
-        for (node, cmd) in commands {
-            match self.agents.send(&node, cmd) {
+        for (node, cmd) in live_commands
+            .iter()
+            .filter(|(n, _)| **n != plan.tagging_node)
+        {
+            match self.agents.send(node, cmd.clone()) {
                 Ok(()) => {
-                    waiting.insert(node);
+                    waiting.insert(node.clone());
                 }
                 // A Node without an agent cannot report; the path may not cross it.
                 Err(e) => {
@@ -453,13 +438,19 @@ impl Coordinator {
                 }
             }
         }
-        if let Some(running) = self.traces.get_mut(&uid) {
-            running.arming = Some(Arming {
-                waiting,
-                tagging_node,
-                tagging,
-            });
-        }
+        self.traces.insert(
+            uid.clone(),
+            Running {
+                record,
+                timer,
+                live_commands,
+                arming: Some(Arming {
+                    waiting,
+                    tagging_node: plan.tagging_node,
+                }),
+                span: Span::current(),
+            },
+        );
         self.arm_tagging_if_ready(&uid);
     }
 
@@ -511,12 +502,10 @@ impl Coordinator {
         {
             return;
         }
-        let Some(Arming {
-            tagging_node,
-            tagging,
-            ..
-        }) = running.arming.take()
-        else {
+        let Some(Arming { tagging_node, .. }) = running.arming.take() else {
+            return;
+        };
+        let Some(tagging) = running.live_commands.get(&tagging_node).cloned() else {
             return;
         };
         debug!(uid = %uid, node = %tagging_node, "other Nodes armed; arming the tagging Node");
@@ -616,7 +605,7 @@ impl Coordinator {
         if rec.dataplane_tag != 0 {
             self.by_tag.remove(&rec.dataplane_tag);
             self.live_tags.release(rec.dataplane_tag);
-            for node in &running.live_nodes {
+            for node in running.live_commands.keys() {
                 let cmd = pb::AgentCommand {
                     kind: Some(pb::agent_command::Kind::StopLiveTrace(pb::StopLiveTrace {
                         trace_uid: uid.to_string(),
