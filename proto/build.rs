@@ -15,7 +15,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
     }
+    // Services only with the `grpc` feature: without it no generated line names tonic.
+    let grpc = env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
+        .build_server(grpc)
+        .build_client(grpc)
         .file_descriptor_set_path(&descriptors)
         .compile_protos(PROTOS, &["."])?;
     let set = std::fs::read(&descriptors)?;

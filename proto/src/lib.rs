@@ -1,11 +1,12 @@
-//! Generated code for gRPC package `traceflow.v1`, plus its proto3-JSON serde impls.
+//! Generated code for gRPC package `traceflow.v1`, plus its proto3-JSON serde impls. The
+//! services (tonic clients and servers) come with the default `grpc` feature.
 //!
 //! Nothing else lives here: conversion into domain types happens in each crate's edge.
 
 /// Messages and services of `traceflow.v1`.
 #[allow(clippy::all, clippy::pedantic, clippy::unwrap_used, missing_docs)]
 pub mod v1 {
-    tonic::include_proto!("traceflow.v1");
+    include!(concat!(env!("OUT_DIR"), "/traceflow.v1.rs"));
     include!(concat!(env!("OUT_DIR"), "/traceflow.v1.serde.rs"));
 }
 

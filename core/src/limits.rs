@@ -1,0 +1,34 @@
+//! Antrea's defaults and our bounds on every field a trace request carries. Each is defined
+//! here once; the manager, the adapter, tfctl and the agent read them from here.
+
+/// Antrea's `DefaultTraceflowTimeout` in seconds (reference §1.2), used when `timeout` is 0.
+pub const DEFAULT_TIMEOUT_SECS: u16 = 20;
+/// The largest `spec.timeout` in seconds (Antrea's CRD maximum).
+pub const MAX_TIMEOUT_SECS: u16 = 300;
+/// TTL / hop limit of an injected packet when the spec leaves it 0 (reference §3.2).
+pub const DEFAULT_TTL: u8 = 64;
+/// TCP flags of an injected TCP packet when the spec leaves them unset: SYN.
+pub const DEFAULT_TCP_FLAGS: u8 = TCP_SYN;
+
+/// A Kubernetes namespace or Service name: a DNS-1123 label.
+pub const MAX_LABEL_LEN: usize = 63;
+/// A Pod or trace name: a DNS-1123 subdomain.
+pub const MAX_SUBDOMAIN_LEN: usize = 253;
+/// The longest textual IP address (IPv6 with an embedded IPv4 tail).
+pub const MAX_IP_LEN: usize = 45;
+/// A failure reason kept with a trace (longer ones are cut, on a character boundary).
+pub const MAX_REASON_LEN: usize = 1024;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
+
+/// IP protocol numbers a trace can carry.
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+pub const PROTO_SCTP: u8 = 132;

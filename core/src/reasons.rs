@@ -1,0 +1,67 @@
+//! Failure reasons a trace ends with, in Antrea's words where Antrea has them (reference §2.3,
+//! §2.8). A status `reason` is built only through these.
+
+use std::fmt::Display;
+
+use crate::limits::MAX_REASON_LEN;
+
+/// A trace whose timer fired (Antrea's controller).
+pub const TIMEOUT: &str = "Traceflow timeout";
+/// A trace the manager or a user cancelled.
+pub const CANCELLED: &str = "Traceflow cancelled";
+/// A trace that was in flight when the manager stopped.
+pub const MANAGER_RESTARTED: &str = "manager restarted";
+
+/// Antrea's agent-side failure form: `Node: <node>, error: <error>`.
+pub fn node_error(node: &str, error: impl Display) -> String {
+    bounded(format!("Node: {node}, error: {error}"))
+}
+
+/// A cluster without a live adapter stream.
+pub fn cluster_not_connected(cluster: &str) -> String {
+    format!("cluster {cluster} is not connected")
+}
+
+/// Injected traces in flight reached the data-plane id space of a family.
+pub fn ids_exhausted(limit: usize) -> String {
+    format!("number of on-going Traceflow operations already reached the upper limit: {limit}")
+}
+
+/// Live-traffic traces in flight reached the DSCP tag space (Antrea's message).
+pub fn live_tags_exhausted(limit: usize) -> String {
+    format!("number of on-going live-traffic Traceflows reached the limit of {limit}")
+}
+
+/// `reason` cut to [`MAX_REASON_LEN`] bytes on a character boundary, so a peer's long error
+/// cannot grow a stored trace without bound.
+pub fn bounded(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_LEN {
+        let mut end = MAX_REASON_LEN;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn antrea_forms() {
+        assert_eq!(node_error("n1", "boom"), "Node: n1, error: boom");
+        assert_eq!(
+            live_tags_exhausted(14),
+            "number of on-going live-traffic Traceflows reached the limit of 14"
+        );
+    }
+
+    #[test]
+    fn long_reasons_are_cut_on_a_char_boundary() {
+        let r = bounded("é".repeat(MAX_REASON_LEN));
+        assert!(r.len() <= MAX_REASON_LEN);
+        assert!(r.chars().all(|c| c == 'é'));
+    }
+}

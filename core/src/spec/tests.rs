@@ -1,0 +1,414 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn mk_spec() -> pb::TraceflowSpec {
+    pb::TraceflowSpec {
+        source: Some(pb::Source {
+            namespace: "default".into(),
+            pod: "p0".into(),
+            ip: String::new(),
+        }),
+        destination: Some(pb::Destination {
+            namespace: "default".into(),
+            pod: "p1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn err(spec: pb::TraceflowSpec) -> Invalid {
+    match TraceSpec::named("t", spec) {
+        Err(e) => e,
+        Ok(_) => panic!("expected an error"),
+    }
+}
+
+fn ok(spec: pb::TraceflowSpec) -> TraceSpec {
+    match TraceSpec::try_from(spec) {
+        Ok(s) => s,
+        Err(e) => panic!("expected a valid spec: {e}"),
+    }
+}
+
+fn tcp(src: i32, dst: i32, flags: Option<i32>) -> pb::Packet {
+    pb::Packet {
+        transport_header: Some(pb::TransportHeader {
+            tcp: Some(pb::TcpHeader {
+                src_port: src,
+                dst_port: dst,
+                flags,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn defaults_timeout_to_20_and_keeps_it_in_the_wire_form() {
+    let s = ok(mk_spec());
+    assert_eq!(s.timeout_secs(), 20);
+    assert_eq!(s.proto().timeout, 20);
+    assert_eq!(s.family, Family::V4);
+    assert_eq!(s.transport, Transport::Protocol(0));
+    assert_eq!(
+        s.destination,
+        Destination::Pod(PodRef {
+            namespace: "default".into(),
+            name: "p1".into()
+        })
+    );
+}
+
+#[test]
+fn timeout_bounds() {
+    let mut s = mk_spec();
+    for bad in [301, -1, 9999, i32::MAX] {
+        s.timeout = bad;
+        assert_eq!(err(s.clone()).field, "spec.timeout");
+    }
+    s.timeout = 300;
+    assert_eq!(ok(s).timeout_secs(), 300);
+}
+
+#[test]
+fn antrea_admission_messages() {
+    let mut s = mk_spec();
+    s.source = None;
+    assert_eq!(
+        err(s).message,
+        "source Pod must be specified in non-live-traffic Traceflow"
+    );
+    let mut s = mk_spec();
+    s.live_traffic = true;
+    s.source = Some(pb::Source {
+        ip: "10.0.0.1".into(),
+        ..Default::default()
+    });
+    s.destination = Some(pb::Destination {
+        ip: "10.0.0.2".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        err(s.clone()).message,
+        "Traceflow t has neither source nor destination Pod specified"
+    );
+    let e = TraceSpec::try_from(s).expect_err("no Pod at all");
+    assert_eq!(
+        e.message,
+        "Traceflow has neither source nor destination Pod specified"
+    );
+    let spec = ok(mk_spec());
+    let e = spec.check_source_pod(Some(true));
+    assert!(e.is_err_and(|e| e.message
+        == "using hostNetwork Pod as source in non-live-traffic Traceflow is not supported"));
+    let e = spec.check_source_pod(None);
+    assert!(e.is_err_and(|e| e.message == "requested source Pod default/p0 not found"));
+    assert!(spec.check_source_pod(Some(false)).is_ok());
+}
+
+#[test]
+fn dropped_only_needs_live_traffic() {
+    let mut s = mk_spec();
+    s.dropped_only = true;
+    assert_eq!(err(s.clone()).field, "spec.droppedOnly");
+    s.live_traffic = true;
+    assert!(ok(s).dropped_only);
+}
+
+#[test]
+fn destination_is_exclusive_and_required() {
+    let mut s = mk_spec();
+    if let Some(d) = s.destination.as_mut() {
+        d.ip = "10.0.0.9".into();
+    }
+    assert_eq!(err(s).field, "spec.destination");
+    let mut s = mk_spec();
+    s.destination = None;
+    assert_eq!(err(s.clone()).field, "spec.destination");
+    // Live traffic from a Pod may leave it open.
+    s.live_traffic = true;
+    assert_eq!(ok(s).destination, Destination::Unspecified);
+    let mut s = mk_spec();
+    s.destination = Some(pb::Destination {
+        service: "web".into(),
+        ..Default::default()
+    });
+    assert_eq!(err(s).field, "spec.destination.namespace");
+}
+
+#[test]
+fn names_are_bounded_and_never_echoed() {
+    let mut s = mk_spec();
+    let long = "a".repeat(100_000);
+    if let Some(src) = s.source.as_mut() {
+        src.pod = long.clone();
+    }
+    let e = err(s);
+    assert_eq!(e.field, "spec.source.pod");
+    assert!(e.to_string().len() < 200, "{e}");
+    let mut s = mk_spec();
+    if let Some(d) = s.destination.as_mut() {
+        d.namespace = "Not_A_Namespace".into();
+    }
+    assert_eq!(err(s).field, "spec.destination.namespace");
+    let mut s = mk_spec();
+    s.destination = Some(pb::Destination {
+        ip: long,
+        ..Default::default()
+    });
+    let e = err(s);
+    assert_eq!(e.message, "not a valid IP address");
+}
+
+#[test]
+fn ip_family_must_match() {
+    let mut s = mk_spec();
+    s.destination = Some(pb::Destination {
+        ip: "fd00::1".into(),
+        ..Default::default()
+    });
+    assert_eq!(err(s.clone()).field, "spec.destination.ip");
+    s.packet = Some(pb::Packet {
+        ipv6_header: Some(pb::IPv6Header::default()),
+        ..Default::default()
+    });
+    let v6 = ok(s.clone());
+    assert_eq!(v6.family, Family::V6);
+    assert_eq!(v6.transport.protocol(v6.family), 0);
+    s.destination = Some(pb::Destination {
+        ip: "bogus".into(),
+        ..Default::default()
+    });
+    assert!(err(s).message.contains("not a valid IP"));
+}
+
+#[test]
+fn sctp_is_ours_with_ports_checked_and_matched() {
+    let mut s = mk_spec();
+    let sctp = |dst_port| pb::Packet {
+        transport_header: Some(pb::TransportHeader {
+            sctp: Some(pb::SctpHeader {
+                src_port: 0,
+                dst_port,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    s.packet = Some(sctp(9000));
+    assert_eq!(
+        ok(s.clone()).transport,
+        Transport::Sctp {
+            src_port: 0,
+            dst_port: 9000
+        }
+    );
+    s.packet = Some(sctp(0));
+    assert_eq!(
+        err(s.clone()).field,
+        "spec.packet.transportHeader.sctp.dstPort"
+    );
+    let mut p = sctp(9000);
+    p.ip_header = Some(pb::IpHeader {
+        protocol: 6,
+        ..Default::default()
+    });
+    s.packet = Some(p);
+    assert!(err(s.clone()).message.contains("sctp transport header"));
+    s.packet = Some(pb::Packet {
+        ipv6_header: Some(pb::IPv6Header {
+            next_header: Some(132),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    s.destination = Some(pb::Destination {
+        ip: "fd00::1".into(),
+        ..Default::default()
+    });
+    assert_eq!(ok(s).transport, Transport::Protocol(132));
+}
+
+#[test]
+fn ports_and_protocols() {
+    let mut s = mk_spec();
+    s.packet = Some(tcp(0, 0, None));
+    assert_eq!(
+        err(s.clone()).field,
+        "spec.packet.transportHeader.tcp.dstPort"
+    );
+    s.packet = Some(tcp(0, 70000, None));
+    assert_eq!(
+        err(s.clone()).field,
+        "spec.packet.transportHeader.tcp.dstPort"
+    );
+    s.packet = Some(tcp(70000, 80, None));
+    assert_eq!(
+        err(s.clone()).field,
+        "spec.packet.transportHeader.tcp.srcPort"
+    );
+    s.packet = Some(tcp(0, 80, None));
+    assert_eq!(
+        ok(s.clone()).transport,
+        Transport::Tcp {
+            src_port: 0,
+            dst_port: 80,
+            flags: None
+        }
+    );
+    let mut p = tcp(0, 80, None);
+    p.ip_header = Some(pb::IpHeader {
+        protocol: 17,
+        ..Default::default()
+    });
+    s.packet = Some(p);
+    assert_eq!(err(s.clone()).field, "spec.packet.ipHeader.protocol");
+    s.packet = Some(pb::Packet {
+        ip_header: Some(pb::IpHeader {
+            protocol: 47,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(err(s.clone()).field, "spec.packet.ipHeader.protocol");
+    s.packet = Some(pb::Packet {
+        ip_header: Some(pb::IpHeader {
+            ttl: 256,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(err(s).field, "spec.packet.ipHeader.ttl");
+}
+
+#[test]
+fn icmp_follows_the_family() {
+    assert_eq!(Transport::Protocol(1).protocol(Family::V6), PROTO_ICMPV6);
+    assert_eq!(Transport::Protocol(58).protocol(Family::V4), PROTO_ICMP);
+    let icmp = Transport::Icmp { id: 1, sequence: 2 };
+    assert_eq!(icmp.protocol(Family::V6), PROTO_ICMPV6);
+}
+
+#[test]
+fn tcp_flag_rules() {
+    assert!(check_tcp_flags(0x02).is_ok());
+    assert!(check_tcp_flags(0x12).is_ok()); // SYN+ACK
+    assert!(check_tcp_flags(0x10).is_ok()); // ACK
+    assert!(check_tcp_flags(0x04).is_ok()); // RST
+    assert!(check_tcp_flags(0x06).is_err()); // SYN+RST
+    assert!(check_tcp_flags(0x03).is_err()); // SYN+FIN
+    assert!(check_tcp_flags(0x08).is_err()); // PSH alone
+    assert!(check_tcp_flags(0x18).is_err()); // ACK+PSH
+    assert!(check_tcp_flags(0x11).is_err()); // ACK+FIN
+    assert!(check_tcp_flags(256).is_err());
+}
+
+#[test]
+fn crd_json_converts_through_the_same_rules() {
+    // The Traceflow-resource path: Antrea's JSON → wire form → TraceSpec.
+    let json = serde_json::json!({
+        "source": {"namespace": "default", "pod": "p0"},
+        "destination": {"namespace": "default", "pod": "p1", "ip": "10.0.0.1"},
+        "timeout": 9999
+    });
+    let spec: pb::TraceflowSpec = match serde_json::from_value(json) {
+        Ok(s) => s,
+        Err(e) => panic!("Antrea's JSON should parse: {e}"),
+    };
+    // Timeout is checked first, then the destination kinds.
+    assert_eq!(err(spec.clone()).field, "spec.timeout");
+    let mut spec = spec;
+    spec.timeout = 10;
+    assert_eq!(err(spec).field, "spec.destination");
+}
+
+fn transport_header(kind: u8, sp: i32, dp: i32, flags: Option<i32>) -> Option<pb::TransportHeader> {
+    let mut th = pb::TransportHeader::default();
+    match kind {
+        0 => return None,
+        1 => {
+            th.tcp = Some(pb::TcpHeader {
+                src_port: sp,
+                dst_port: dp,
+                flags,
+            })
+        }
+        2 => {
+            th.udp = Some(pb::UdpHeader {
+                src_port: sp,
+                dst_port: dp,
+            })
+        }
+        3 => {
+            th.icmp = Some(pb::IcmpEchoRequestHeader {
+                id: sp,
+                sequence: dp,
+            })
+        }
+        _ => {
+            th.sctp = Some(pb::SctpHeader {
+                src_port: sp,
+                dst_port: dp,
+            })
+        }
+    }
+    Some(th)
+}
+
+prop_compose! {
+    fn arb_spec()(
+        names in proptest::collection::vec(prop_oneof![Just(String::new()), "[a-z0-9.-]{1,8}", ".{0,300}"], 5),
+        ips in proptest::collection::vec(prop_oneof![Just(String::new()), Just("10.0.0.1".to_string()), Just("fd00::1".to_string()), ".{0,50}"], 2),
+        flags in (any::<bool>(), any::<bool>(), any::<bool>()),
+        timeout in prop_oneof![Just(0), 1..400i32, any::<i32>()],
+        header in (prop_oneof![0..300i32, any::<i32>()], prop_oneof![0..300i32, any::<i32>()]),
+        ports in (prop_oneof![Just(0), 1..65536i32, any::<i32>()], prop_oneof![Just(0), 1..65536i32, any::<i32>()]),
+        tcp_flags in proptest::option::of(0..300i32),
+        kind in 0u8..5,
+    ) -> pb::TraceflowSpec {
+        let (live, dropped, v6) = flags;
+        let (proto, ttl) = header;
+        pb::TraceflowSpec {
+            source: Some(pb::Source { namespace: names[0].clone(), pod: names[1].clone(), ip: ips[0].clone() }),
+            destination: Some(pb::Destination {
+                namespace: names[2].clone(),
+                pod: names[3].clone(),
+                service: names[4].clone(),
+                ip: ips[1].clone(),
+            }),
+            packet: Some(pb::Packet {
+                ip_header: (!v6).then_some(pb::IpHeader { protocol: proto, ttl, flags: 0 }),
+                ipv6_header: v6.then_some(pb::IPv6Header { next_header: Some(proto), hop_limit: ttl }),
+                transport_header: transport_header(kind, ports.0, ports.1, tcp_flags),
+                ..Default::default()
+            }),
+            timeout,
+            live_traffic: live,
+            dropped_only: dropped,
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Any wire spec converts or is refused with a short error naming a spec field; a spec
+    /// that converts converts again to the same value from its own wire form.
+    #[test]
+    fn conversion_is_total_bounded_and_idempotent(spec in arb_spec()) {
+        match TraceSpec::try_from(spec) {
+            Err(e) => {
+                prop_assert!(e.field.starts_with("spec"), "{}", e.field);
+                prop_assert!(e.message.len() < 200, "{}", e.message);
+            }
+            Ok(t) => {
+                prop_assert!((1..=MAX_TIMEOUT_SECS).contains(&t.timeout_secs()));
+                let again = TraceSpec::try_from(t.proto().clone());
+                prop_assert_eq!(again.as_ref().ok(), Some(&t));
+            }
+        }
+    }
+}
