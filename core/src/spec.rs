@@ -352,7 +352,7 @@ impl TraceSpec {
                 (ttl, 0, protocol, field)
             }
             (None, h) => {
-                let h = h.clone().unwrap_or_default();
+                let h = (*h).unwrap_or_default();
                 let ttl = byte("spec.packet.ipHeader.ttl", h.ttl, 255)?;
                 let flags = byte("spec.packet.ipHeader.flags", h.flags, 7)?;
                 let field = "spec.packet.ipHeader.protocol";

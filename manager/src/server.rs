@@ -5,7 +5,8 @@
 //!   TcpListener ─▶ tonic (TLS, client cert optional, HTTP/1 + gRPC-Web)
 //!        ├─ GET /metrics: Prometheus text, view role         (telemetry::MetricsLayer)
 //!        ├─ GET / and /assets/…: the web console's files        (console::ConsoleLayer)
-//!        ├─ TraceflowService, ClusterService, UserService   (auth: role per RPC)
+//!        ├─ api::access::AccessLayer: every gRPC call against one method → role table
+//!        ├─ TraceflowService, ClusterService, UserService   (users by role)
 //!        ├─ RegistrationService                              (token + CSR)
 //!        ├─ AdapterService                                   (cluster certificates)
 //!        ├─ reflection v1 + v1alpha                          (any known user)
@@ -24,6 +25,7 @@ use std::{
 };
 
 use tokio::net::TcpListener;
+use traceflow_core::phase::{is_terminal, of as phase};
 use traceflow_pki::{CertificateAuthority, IdentityKind};
 use traceflow_proto::v1 as pb;
 
@@ -33,9 +35,9 @@ use crate::{
         user::UserSvc,
     },
     auth::{Authenticator, Role},
-    fleet::{Fleet, attach::AdapterSvc},
+    fleet::{Fleet, attach::AdapterSvc, link::FleetLink},
     store::{AuditEvent, Store, StoreError, StoredCa, UserRecord, now_micros},
-    traces::{TraceHub, is_terminal, phase},
+    traces::{TraceHub, workflow::Traces},
 };
 
 /// How often changed inventories are written to the store.
@@ -251,6 +253,13 @@ pub async fn run(
         fleet: fleet.clone(),
         hub: hub.clone(),
         ca,
+        traces: Traces::new(
+            hub.clone(),
+            FleetLink {
+                store: store.clone(),
+                fleet: fleet.clone(),
+            },
+        ),
     };
 
     let reflection_v1 = reflection_builder("grpc.reflection.v1.ServerReflection")
@@ -320,6 +329,7 @@ pub async fn run(
         .layer(crate::telemetry::MetricsLayer::new(auth.clone()))
         .layer(crate::console::ConsoleLayer::new(console))
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(crate::api::access::AccessLayer::new(auth.clone()))
         .add_service(pb::traceflow_service_server::TraceflowServiceServer::new(
             TraceflowSvc { ctx: ctx.clone() },
         ))
@@ -342,14 +352,8 @@ pub async fn run(
                 store: store.clone(),
             },
         ))
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            reflection_v1,
-            auth.any_user_interceptor(),
-        ))
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            reflection_v1alpha,
-            auth.any_user_interceptor(),
-        ))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(health_svc)
         .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), async {
             let _ = stop_rx.await;

@@ -7,19 +7,19 @@
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
+use traceflow_core::Invalid;
 use traceflow_proto::v1 as pb;
 
 use super::{
     Ctx,
+    access::caller,
     error::{ApiError, ApiResult},
     page_size,
     registration::{DEFAULT_TOKEN_TTL, mint_bootstrap_token},
 };
 use crate::{
-    auth::Role,
     fleet::ClusterInventory,
     store::{AuditEvent, ClusterRecord, now_micros},
-    traces::validate::Invalid,
 };
 
 /// The ClusterService implementation.
@@ -209,8 +209,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         &self,
         request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
-        self.ctx
-            .require(&request, Role::View, "ClusterService.ListClusters")?;
+        caller(&request)?;
         let clusters = self
             .ctx
             .store
@@ -226,8 +225,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         &self,
         request: Request<pb::GetClusterRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
-        self.ctx
-            .require(&request, Role::View, "ClusterService.GetCluster")?;
+        caller(&request)?;
         let name = request.into_inner().name;
         let rec = self
             .ctx
@@ -242,8 +240,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         &self,
         request: Request<pb::ListInventoryRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        self.ctx
-            .require(&request, Role::View, "ClusterService.ListNodes")?;
+        caller(&request)?;
         let (items, next_page_token) = self.page(Kind::Nodes, request.get_ref())?;
         let nodes = items
             .into_iter()
@@ -262,8 +259,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         &self,
         request: Request<pb::ListInventoryRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
-        self.ctx
-            .require(&request, Role::View, "ClusterService.ListNamespaces")?;
+        caller(&request)?;
         let (items, next_page_token) = self.page(Kind::Namespaces, request.get_ref())?;
         let namespaces = items
             .into_iter()
@@ -282,8 +278,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         &self,
         request: Request<pb::ListInventoryRequest>,
     ) -> Result<Response<pb::ListPodsResponse>, Status> {
-        self.ctx
-            .require(&request, Role::View, "ClusterService.ListPods")?;
+        caller(&request)?;
         let (items, next_page_token) = self.page(Kind::Pods, request.get_ref())?;
         let pods = items
             .into_iter()
@@ -302,8 +297,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         &self,
         request: Request<pb::ListInventoryRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
-        self.ctx
-            .require(&request, Role::View, "ClusterService.ListServices")?;
+        caller(&request)?;
         let (items, next_page_token) = self.page(Kind::Services, request.get_ref())?;
         let services = items
             .into_iter()
@@ -322,9 +316,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         &self,
         request: Request<pb::CreateBootstrapTokenRequest>,
     ) -> Result<Response<pb::CreateBootstrapTokenResponse>, Status> {
-        let who = self
-            .ctx
-            .require(&request, Role::Admin, "ClusterService.CreateBootstrapToken")?;
+        let who = caller(&request)?;
         Ok(Response::new(
             self.create_token(who.name(), request.into_inner()).await?,
         ))
@@ -334,9 +326,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         &self,
         request: Request<pb::DeregisterClusterRequest>,
     ) -> Result<Response<pb::DeregisterClusterResponse>, Status> {
-        let who = self
-            .ctx
-            .require(&request, Role::Admin, "ClusterService.DeregisterCluster")?;
+        let who = caller(&request)?;
         self.deregister(who.name(), &request.into_inner().name)
             .await?;
         Ok(Response::new(pb::DeregisterClusterResponse {}))

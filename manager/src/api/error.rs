@@ -1,6 +1,8 @@
 //! The one place where failures of the API become gRPC statuses.
 
-use crate::{auth::AuthError, store::StoreError, traces::validate::Invalid};
+use traceflow_core::Invalid;
+
+use crate::{auth::AuthError, store::StoreError, traces::workflow::TraceError};
 
 /// Everything an API call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,18 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<TraceError> for ApiError {
+    fn from(e: TraceError) -> Self {
+        match e {
+            TraceError::Invalid(i) => ApiError::Invalid(i),
+            TraceError::NotFound(m) => ApiError::NotFound(m),
+            TraceError::AlreadyExists(m) => ApiError::AlreadyExists(m),
+            TraceError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
+            TraceError::Store(s) => ApiError::Store(s),
+        }
+    }
 }
 
 impl From<ApiError> for tonic::Status {

@@ -1,14 +1,17 @@
 //! The user-facing gRPC services and registration.
 //!
 //! ```text
-//!   TraceflowService ─┐
-//!   ClusterService ───┼─▶ Authenticator::require(role) ─▶ TraceHub / Fleet / Store
-//!   UserService ──────┘
-//!   RegistrationService (token + CSR, no client certificate needed)
+//!   every call ─▶ access::AccessLayer (METHODS: method → Anonymous | Cluster | User(role))
+//!     TraceflowService ─▶ traces::workflow::Traces ─▶ TraceHub / ClusterLink (fleet)
+//!     ClusterService ───▶ Fleet / Store
+//!     UserService ──────▶ Store
+//!     RegistrationService (token + CSR, no client certificate needed)
 //! ```
 //!
+//! The services only take the authenticated caller, convert the request and map errors.
 //! Every failure becomes a `tonic::Status` in one place: [`error::ApiError`].
 
+pub mod access;
 pub mod cluster;
 pub mod error;
 pub mod registration;
@@ -19,10 +22,12 @@ use std::sync::Arc;
 
 use traceflow_pki::CertificateAuthority;
 
-use crate::auth::{Authenticator, Principal, Role};
-use crate::{fleet::Fleet, store::Store, traces::TraceHub};
-
-use error::ApiError;
+use crate::auth::Authenticator;
+use crate::{
+    fleet::{Fleet, link::FleetLink},
+    store::Store,
+    traces::{TraceHub, workflow::Traces},
+};
 
 /// What every service needs. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -32,19 +37,7 @@ pub struct Ctx {
     pub fleet: Fleet,
     pub hub: TraceHub,
     pub ca: Arc<CertificateAuthority>,
-}
-
-impl Ctx {
-    /// The caller of an RPC, which needs `role` for `what` (`"<Service>.<Method>"`); the error
-    /// says why not.
-    pub fn require<T>(
-        &self,
-        req: &tonic::Request<T>,
-        role: Role,
-        what: &str,
-    ) -> Result<Principal, ApiError> {
-        self.auth.require(req, role, what).map_err(ApiError::from)
-    }
+    pub traces: Traces<FleetLink>,
 }
 
 /// Page size from a request: 0 means 100, at most 1000.

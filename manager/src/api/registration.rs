@@ -9,6 +9,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
+use traceflow_core::{Invalid, naming};
 use traceflow_pki::IdentityKind;
 use traceflow_proto::v1 as pb;
 
@@ -17,9 +18,8 @@ use super::{
     error::{ApiError, ApiResult},
     new_secret,
 };
-use crate::{
-    store::{AuditEvent, ClusterRecord, Store, TokenKind, TokenRecord, hash_secret, now_micros},
-    traces::validate::{Invalid, check_name},
+use crate::store::{
+    AuditEvent, ClusterRecord, Store, TokenKind, TokenRecord, hash_secret, now_micros,
 };
 
 /// Default lifetime of a bootstrap token.
@@ -39,7 +39,7 @@ pub fn mint_bootstrap_token(
     ttl: Duration,
     actor: &str,
 ) -> Result<(String, i64), ApiError> {
-    check_name("cluster", cluster)?;
+    naming::check_cluster("cluster", cluster)?;
     let token = new_secret("tfb");
     let now = now_micros();
     let expires = now + ttl.as_micros() as i64;
@@ -106,7 +106,7 @@ impl RegistrationSvc {
             token,
             csr_pem,
         } = req;
-        check_name("cluster", &cluster)?;
+        naming::check_cluster("cluster", &cluster)?;
         if token.is_empty() {
             return Err(invalid(
                 "token",

@@ -7,18 +7,19 @@
 //! the role lookup fails.
 
 use tonic::{Request, Response, Status};
+use traceflow_core::{Invalid, naming};
 use traceflow_pki::IdentityKind;
 use traceflow_proto::v1 as pb;
 
 use super::{
     Ctx,
+    access::caller,
     error::{ApiError, ApiResult},
     new_secret,
 };
 use crate::{
     auth::{Principal, Role},
     store::{AuditEvent, Store, TokenKind, TokenRecord, UserRecord, hash_secret, now_micros},
-    traces::validate::{Invalid, check_name},
 };
 
 /// The UserService implementation.
@@ -43,7 +44,7 @@ pub fn upsert_user(
     bearer: bool,
     actor: &str,
 ) -> Result<(UserRecord, String), ApiError> {
-    check_name("name", name)?;
+    naming::check_cluster("name", name)?;
     let now = now_micros();
     let created = store.user(name)?.map(|u| u.created_micros).unwrap_or(now);
     let user = UserRecord {
@@ -107,7 +108,7 @@ impl UserSvc {
         } = req;
         let role = Role::from_pb(role)
             .ok_or_else(|| invalid("role", "is required: view, edit or admin"))?;
-        check_name("name", &name)?;
+        naming::check_cluster("name", &name)?;
         let certificate_pem = if bearer_token {
             String::new()
         } else {
@@ -157,9 +158,7 @@ impl pb::user_service_server::UserService for UserSvc {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
-        let who = self
-            .ctx
-            .require(&request, Role::Admin, "UserService.CreateUser")?;
+        let who = caller(&request)?;
         Ok(Response::new(
             self.create(who.name(), request.into_inner()).await?,
         ))
@@ -169,8 +168,7 @@ impl pb::user_service_server::UserService for UserSvc {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        self.ctx
-            .require(&request, Role::Admin, "UserService.ListUsers")?;
+        caller(&request)?;
         let users = self
             .ctx
             .store
@@ -186,9 +184,7 @@ impl pb::user_service_server::UserService for UserSvc {
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let who = self
-            .ctx
-            .require(&request, Role::View, "UserService.WhoAmI")?;
+        let who = caller(&request)?;
         let Principal::User { name, role } = who else {
             return Err(Status::permission_denied(
                 "UserService.WhoAmI is for users; a cluster's identity is its certificate",
@@ -213,9 +209,7 @@ impl pb::user_service_server::UserService for UserSvc {
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        let who = self
-            .ctx
-            .require(&request, Role::Admin, "UserService.DeleteUser")?;
+        let who = caller(&request)?;
         self.delete(who.name(), &request.into_inner().name).await?;
         Ok(Response::new(pb::DeleteUserResponse {}))
     }

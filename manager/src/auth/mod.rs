@@ -233,19 +233,6 @@ impl Authenticator {
             Principal::User { .. } => Err(AuthError::NotACluster),
         }
     }
-
-    /// A tonic interceptor admitting any known user (for server reflection).
-    pub fn any_user_interceptor(
-        &self,
-    ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + use<>
-    {
-        let auth = self.clone();
-        move |req: tonic::Request<()>| {
-            auth.require(&req, Role::View, "server reflection")
-                .map_err(tonic::Status::from)?;
-            Ok(req)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -156,7 +156,7 @@ impl AdapterSvc {
                 let status = u.status.unwrap_or_default();
                 match self.hub.apply_update(cluster, &u.uid, status).await {
                     Ok(Some(t)) => {
-                        tracing::debug!(cluster, uid = %t.uid, phase = ?crate::traces::phase(&t), "trace updated");
+                        tracing::debug!(cluster, uid = %t.uid, phase = ?traceflow_core::phase::of(&t), "trace updated");
                     }
                     Ok(None) => {
                         tracing::debug!(cluster, uid = %u.uid, "update for an ended trace ignored");

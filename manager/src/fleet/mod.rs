@@ -13,6 +13,7 @@
 
 pub mod attach;
 pub mod inventory;
+pub mod link;
 
 use std::{
     collections::HashMap,
@@ -89,7 +90,7 @@ impl Unavailable {
     /// The trace failure reason for `cluster`.
     pub fn reason(&self, cluster: &str) -> String {
         match self {
-            Unavailable::NotConnected => format!("cluster {cluster} is not connected"),
+            Unavailable::NotConnected => traceflow_core::reasons::cluster_not_connected(cluster),
             Unavailable::Silent(d) => format!(
                 "cluster {cluster} is down: no heartbeat from its adapter for {}s",
                 d.as_secs()

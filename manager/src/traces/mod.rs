@@ -1,26 +1,28 @@
 //! The life of a trace inside the manager: persistence of every transition and fan-out to
-//! watchers.
+//! watchers. What the API asks of traces is [`workflow`].
 //!
 //! ```text
-//!   api (Create/Delete) ──┐                       ┌──▶ watchers (broadcast)
-//!   fleet (TraceUpdate) ──┼─▶ TraceHub::save ──▶ store.put_trace + durable
-//!   startup recovery ─────┘
+//!   workflow (create/delete) ─┐                       ┌──▶ watchers (broadcast)
+//!   fleet (TraceUpdate) ──────┼─▶ TraceHub::save ──▶ store.put_trace + durable
+//!   startup recovery ─────────┘
 //! ```
 //!
 //! Contract: a change is broadcast only after it is durable, so a watcher never sees a state
 //! that a crash could take back.
 
-pub mod validate;
+pub mod workflow;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::sync::broadcast;
 use traceflow_proto::v1 as pb;
 
-use crate::store::{Store, StoreError, now_micros};
+use traceflow_core::{
+    phase::{fail, is_terminal, of as phase},
+    reasons,
+};
 
-/// Reason written into traces that were in flight when the manager stopped.
-pub const RESTART_REASON: &str = "manager restarted";
+use crate::store::{Store, StoreError, now_micros};
 
 /// A change to a trace, as watchers receive it.
 #[derive(Debug, Clone)]
@@ -42,32 +44,6 @@ pub enum UpdateError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Phase of a trace (unspecified when it has no status).
-pub fn phase(t: &pb::Traceflow) -> pb::TraceflowPhase {
-    t.status
-        .as_ref()
-        .and_then(|s| pb::TraceflowPhase::try_from(s.phase).ok())
-        .unwrap_or(pb::TraceflowPhase::PhaseUnspecified)
-}
-
-/// Whether the phase is final (Succeeded or Failed).
-pub fn is_terminal(p: pb::TraceflowPhase) -> bool {
-    matches!(
-        p,
-        pb::TraceflowPhase::Succeeded | pb::TraceflowPhase::Failed
-    )
-}
-
-/// Marks `t` Failed with `reason` at `now`.
-pub fn fail(t: &mut pb::Traceflow, reason: &str, now: i64) {
-    let status = t.status.get_or_insert_with(Default::default);
-    status.phase = pb::TraceflowPhase::Failed as i32;
-    status.reason = reason.to_string();
-    if status.end_time_micros == 0 {
-        status.end_time_micros = now;
-    }
 }
 
 /// Persists traces and fans their changes out. Cheap to clone.
@@ -217,12 +193,12 @@ impl TraceHub {
         let wait = Duration::from_secs(timeout_secs.max(1) as u64) + grace;
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            hub.fail_if_inflight(&uid, "Traceflow timeout").await;
+            hub.fail_if_inflight(&uid, reasons::TIMEOUT).await;
         });
     }
 
     /// Startup recovery: every trace still Pending or Running is ended Failed with reason
-    /// [`RESTART_REASON`], durably. Returns how many were ended.
+    /// [`reasons::MANAGER_RESTARTED`], durably. Returns how many were ended.
     pub fn recover(&self) -> Result<usize, StoreError> {
         let now = now_micros();
         let mut doomed = Vec::new();
@@ -234,7 +210,7 @@ impl TraceHub {
         }
         let n = doomed.len();
         for mut t in doomed {
-            fail(&mut t, RESTART_REASON, now);
+            fail(&mut t, reasons::MANAGER_RESTARTED, now);
             self.store.put_trace(&t)?;
         }
         self.store.flush_blocking()?;
