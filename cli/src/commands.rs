@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tokio_stream::StreamExt;
+use traceflow_core::{TraceSpec, phase};
 use traceflow_proto::v1::{self as pb, TraceflowPhase};
 
 use crate::{
@@ -47,8 +48,7 @@ pub struct TraceOptions {
 }
 
 fn is_terminal(t: &pb::Traceflow) -> bool {
-    let phase = t.status.as_ref().map_or(0, |s| s.phase);
-    phase == TraceflowPhase::Succeeded as i32 || phase == TraceflowPhase::Failed as i32
+    phase::is_terminal(phase::of(t))
 }
 
 /// Whether `namespace/name` is a Pod (antctl: a Pod if one exists, else a Service).
@@ -122,15 +122,12 @@ pub async fn traceflow(clients: &mut Clients, opts: TraceOptions) -> Result<(), 
     };
     let spec = spec::build_spec(&opts.flags, &endpoints, kind, parsed.packet);
     let name = spec::trace_name(&endpoints, &spec::random_suffix());
-    let wait = Duration::from_secs(
-        u64::try_from(spec.timeout)
-            .ok()
-            .filter(|t| *t > 0)
-            .unwrap_or(20),
-    ) + Duration::from_secs(10);
+    // The manager's own rules, before anything is sent (the same conversion it runs).
+    let spec = TraceSpec::named(&name, spec).map_err(SpecError::Invalid)?;
+    let wait = spec.timeout + Duration::from_secs(10);
     let req = pb::CreateTraceflowRequest {
         cluster: opts.cluster.clone(),
-        spec: Some(spec),
+        spec: Some(spec.into_proto()),
         name,
     };
     let created = clients

@@ -6,7 +6,8 @@ use std::{net::IpAddr, time::Duration};
 use traceflow_proto::v1 as pb;
 
 /// Antrea's largest `spec.timeout` (CRD maximum, reference §1.2).
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+pub const MAX_TIMEOUT: Duration =
+    Duration::from_secs(traceflow_core::limits::MAX_TIMEOUT_SECS as u64);
 
 /// Errors in the trace flags; antctl's message where it has one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,8 +28,11 @@ pub enum SpecError {
         "destination should be in the format of Namespace/Pod, Pod, Namespace/Service or Service"
     )]
     BadDestination,
-    #[error("timeout must be between 1s and 300s (Antrea's limits), got {0:?}")]
+    #[error("timeout must be between 1s and {max}s (Antrea's limits), got {0:?}", max = traceflow_core::limits::MAX_TIMEOUT_SECS)]
     Timeout(Duration),
+    /// The spec breaks a rule the manager enforces (the same `TraceSpec` conversion).
+    #[error("invalid trace: {0}")]
+    Invalid(#[from] traceflow_core::Invalid),
 }
 
 /// A `-S` / `-D` value.

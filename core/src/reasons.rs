@@ -23,12 +23,12 @@ pub fn cluster_not_connected(cluster: &str) -> String {
 }
 
 /// Injected traces in flight reached the data-plane id space of a family.
-pub fn ids_exhausted(limit: usize) -> String {
+pub fn ids_exhausted(limit: impl Display) -> String {
     format!("number of on-going Traceflow operations already reached the upper limit: {limit}")
 }
 
 /// Live-traffic traces in flight reached the DSCP tag space (Antrea's message).
-pub fn live_tags_exhausted(limit: usize) -> String {
+pub fn live_tags_exhausted(limit: impl Display) -> String {
     format!("number of on-going live-traffic Traceflows reached the limit of {limit}")
 }
 

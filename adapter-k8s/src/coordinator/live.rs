@@ -9,13 +9,13 @@
 //! the tag (Output and the policy drop copies) so it reports the packet when it sees it. That
 //! is what `droppedOnly` needs (any Node may drop) and what a cross-Node path needs.
 //!
-//! The coordinator fills `trace_uid`, `dscp_tag` and `timeout_seconds`.
+//! The coordinator fills `trace_uid`, `dscp_tag` and `timeout_seconds`. The spec was
+//! validated at the edge (`TraceSpec::try_from`), so it has a source or a destination Pod.
 
-use std::net::IpAddr;
-
+use traceflow_core::{Destination, Source, TraceSpec, Transport};
 use traceflow_proto::v1 as pb;
 
-use super::resolve::ResolveError;
+use super::resolve::{ResolveError, first_of_family};
 use crate::inventory::Index;
 
 /// The commands of one live trace, one per Node.
@@ -32,41 +32,22 @@ fn admission(msg: impl Into<String>) -> ResolveError {
     ResolveError::Admission(msg.into())
 }
 
-fn first_of_family(ips: &[String], ipv6: bool) -> Option<IpAddr> {
-    ips.iter()
-        .filter_map(|ip| ip.parse::<IpAddr>().ok())
-        .find(|ip| ip.is_ipv6() == ipv6)
-}
-
-/// Plans `spec` (which has `live_traffic` set) against the inventory. `name` is the trace's
-/// name for Antrea's "neither source nor destination" message.
-pub fn plan(spec: &pb::TraceflowSpec, name: &str, index: &Index) -> Result<LivePlan, ResolveError> {
-    let src = spec.source.clone().unwrap_or_default();
-    let dst = spec.destination.clone().unwrap_or_default();
-    if src.pod.is_empty() && dst.pod.is_empty() {
-        return Err(admission(format!(
-            "Traceflow {name} has neither source nor destination Pod specified"
-        )));
-    }
-    let packet = spec.packet.clone().unwrap_or_default();
-    let ipv6 = packet.ipv6_header.is_some();
-    let header_protocol = match (&packet.ipv6_header, &packet.ip_header) {
-        (Some(h), _) => h.next_header.unwrap_or(0),
-        (None, Some(h)) => h.protocol,
-        (None, None) => 0,
+/// Plans a live-traffic `spec` against the inventory.
+pub fn plan(spec: &TraceSpec, index: &Index) -> Result<LivePlan, ResolveError> {
+    let family = spec.family;
+    let ipv6 = family.is_v6();
+    // The transport names its protocol and ports; without one, the IP header's protocol, and
+    // 0 matches any (live traces are not defaulted to ICMP).
+    let (src_port, dst_port) = match spec.transport {
+        Transport::Tcp {
+            src_port, dst_port, ..
+        }
+        | Transport::Udp { src_port, dst_port }
+        | Transport::Sctp { src_port, dst_port } => (i32::from(src_port), i32::from(dst_port)),
+        Transport::Icmp { .. } | Transport::Protocol(_) => (0, 0),
     };
-    // A transport header names its protocol (same precedence as injected traces); without
-    // one, the IP header's protocol, and 0 matches any (live traces are not defaulted to ICMP).
-    let (protocol, src_port, dst_port) = match packet.transport_header.as_ref() {
-        Some(pb::TransportHeader { tcp: Some(t), .. }) => (6, t.src_port, t.dst_port),
-        Some(pb::TransportHeader { udp: Some(u), .. }) => (17, u.src_port, u.dst_port),
-        Some(pb::TransportHeader { sctp: Some(s), .. }) => (132, s.src_port, s.dst_port),
-        Some(pb::TransportHeader { icmp: Some(_), .. }) => (if ipv6 { 58 } else { 1 }, 0, 0),
-        _ => (header_protocol, 0, 0),
-    };
-
     let mut cmd = pb::LiveTrace {
-        protocol,
+        protocol: i32::from(spec.transport.protocol(family)),
         src_port,
         dst_port,
         ipv6,
@@ -76,64 +57,66 @@ pub fn plan(spec: &pb::TraceflowSpec, name: &str, index: &Index) -> Result<LiveP
 
     // Source: a Pod (tagged on its Node) or just an IP to match.
     let mut sender = None;
-    if !src.pod.is_empty() {
-        let Some(pod) = index.pod(&src.namespace, &src.pod) else {
-            return Err(admission(format!(
-                "requested source Pod {}/{} not found",
-                src.namespace, src.pod
-            )));
-        };
-        if pod.node.is_empty() {
-            return Err(admission(format!(
-                "source Pod {}/{} is not scheduled to a Node",
-                src.namespace, src.pod
-            )));
+    match &spec.source {
+        Source::Pod(src) => {
+            let Some(pod) = index.pod(&src.namespace, &src.name) else {
+                return Err(admission(format!("requested source Pod {src} not found")));
+            };
+            if pod.node.is_empty() {
+                return Err(admission(format!(
+                    "source Pod {src} is not scheduled to a Node"
+                )));
+            }
+            if let Some(ip) = first_of_family(&pod.ips, family) {
+                cmd.src_ip = ip.to_string();
+            }
+            cmd.in_pod_namespace = src.namespace.clone();
+            cmd.in_pod_name = src.name.clone();
+            sender = Some(pod.node.clone());
         }
-        if let Some(ip) = first_of_family(&pod.ips, ipv6) {
-            cmd.src_ip = ip.to_string();
-        }
-        cmd.in_pod_namespace = src.namespace.clone();
-        cmd.in_pod_name = src.pod.clone();
-        sender = Some(pod.node.clone());
-    } else if !src.ip.is_empty() {
-        cmd.src_ip = src.ip.clone();
+        Source::Ip(ip) => cmd.src_ip = ip.to_string(),
+        Source::Unspecified => {}
     }
 
-    // Destination: ip > pod > service (§1.2).
+    // Destination: one kind (the spec enforces it).
     let mut receiver = None;
-    if !dst.ip.is_empty() {
-        cmd.dst_ip = dst.ip.clone();
-    } else if !dst.pod.is_empty() {
-        let Some(pod) = index.pod(&dst.namespace, &dst.pod) else {
-            return Err(admission(format!(
-                "requested destination Pod {}/{} not found",
-                dst.namespace, dst.pod
-            )));
-        };
-        if let Some(ip) = first_of_family(&pod.ips, ipv6) {
-            cmd.dst_ip = ip.to_string();
-            cmd.dst_pod_ip = ip.to_string();
+    let mut dst_pod = None;
+    match &spec.destination {
+        Destination::Ip(ip) => cmd.dst_ip = ip.to_string(),
+        Destination::Pod(dst) => {
+            let Some(pod) = index.pod(&dst.namespace, &dst.name) else {
+                return Err(admission(format!(
+                    "requested destination Pod {dst} not found"
+                )));
+            };
+            if let Some(ip) = first_of_family(&pod.ips, family) {
+                cmd.dst_ip = ip.to_string();
+                cmd.dst_pod_ip = ip.to_string();
+            }
+            receiver = Some(pod.node.clone()).filter(|n| !n.is_empty());
+            dst_pod = Some(dst);
         }
-        receiver = Some(pod.node.clone()).filter(|n| !n.is_empty());
-    } else if !dst.service.is_empty() {
-        let Some(svc) = index.service(&dst.namespace, &dst.service) else {
-            return Err(admission(format!(
-                "requested destination Service {}/{} not found",
-                dst.namespace, dst.service
-            )));
-        };
-        if let Some(ip) = first_of_family(&svc.cluster_ips, ipv6) {
-            cmd.dst_ip = ip.to_string();
+        Destination::Service(dst) => {
+            let Some(svc) = index.service(&dst.namespace, &dst.name) else {
+                return Err(admission(format!(
+                    "requested destination Service {dst} not found"
+                )));
+            };
+            if let Some(ip) = first_of_family(&svc.cluster_ips, family) {
+                cmd.dst_ip = ip.to_string();
+            }
         }
+        Destination::Unspecified => {}
     }
 
     let (tagging_node, role) = match (sender, receiver) {
         (Some(n), _) => (n, pb::LiveTraceRole::Sender),
         (None, Some(n)) => (n, pb::LiveTraceRole::ReceiverOnly),
         (None, None) => {
+            // The spec guarantees a source or a destination Pod; the source has a Node.
+            let dst = dst_pod.map(ToString::to_string).unwrap_or_default();
             return Err(admission(format!(
-                "destination Pod {}/{} is not scheduled to a Node",
-                dst.namespace, dst.pod
+                "destination Pod {dst} is not scheduled to a Node"
             )));
         }
     };
@@ -190,6 +173,12 @@ mod tests {
         idx
     }
 
+    /// Converts at the edge (as every caller does), then plans; the error is the reason.
+    fn run(s: &pb::TraceflowSpec, name: &str) -> Result<LivePlan, String> {
+        let s = TraceSpec::named(name, s.clone()).map_err(|e| e.message)?;
+        plan(&s, &index()).map_err(|e| e.to_string())
+    }
+
     fn spec(src: (&str, &str), dst: (&str, &str)) -> pb::TraceflowSpec {
         pb::TraceflowSpec {
             source: Some(pb::Source {
@@ -209,7 +198,7 @@ mod tests {
 
     #[test]
     fn source_pod_node_tags_and_every_other_node_listens() {
-        let plan = plan(&spec(("default", "p0"), ("web", "api")), "t", &index());
+        let plan = run(&spec(("default", "p0"), ("web", "api")), "t");
         let Ok(plan) = plan else {
             panic!("plan failed: {plan:?}");
         };
@@ -262,7 +251,7 @@ mod tests {
                 transport_header: Some(th),
                 ..Default::default()
             });
-            let Ok(plan) = plan(&s, "t", &index()) else {
+            let Ok(plan) = run(&s, "t") else {
                 panic!("plan failed");
             };
             let c = &plan.commands[0].1;
@@ -274,7 +263,7 @@ mod tests {
     fn destination_only_is_receiver_only_on_its_node() {
         let mut s = spec(("", ""), ("web", "api"));
         s.dropped_only = true;
-        let plan = plan(&s, "t", &index());
+        let plan = run(&s, "t");
         let Ok(plan) = plan else {
             panic!("plan failed: {plan:?}");
         };
@@ -287,7 +276,7 @@ mod tests {
 
     #[test]
     fn admission_failures() {
-        let reason = |s: pb::TraceflowSpec| plan(&s, "t1", &index()).err().map(|e| e.to_string());
+        let reason = |s: pb::TraceflowSpec| run(&s, "t1").err();
         assert_eq!(
             reason(spec(("", ""), ("", ""))).as_deref(),
             Some("Traceflow t1 has neither source nor destination Pod specified")

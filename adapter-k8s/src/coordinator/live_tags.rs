@@ -23,7 +23,7 @@ pub const LIMIT: usize = ((LAST_TAG - FIRST_TAG) / STEP + 1) as usize;
 
 /// No tag is free.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("number of on-going live-traffic Traceflows reached the limit of {limit}")]
+#[error("{}", traceflow_core::reasons::live_tags_exhausted(limit))]
 pub struct TagsExhausted {
     /// The size of the tag space.
     pub limit: usize,

@@ -30,6 +30,11 @@ use std::{
 };
 
 use tokio::{sync::mpsc, task::AbortHandle};
+use traceflow_core::{
+    Invalid, TraceSpec,
+    limits::{PROTO_SCTP, PROTO_TCP, PROTO_UDP},
+    reasons,
+};
 use traceflow_proto::v1::{self as pb, TraceflowPhase};
 use traceflow_telemetry::{ContextMap, context_map, set_parent_from_map};
 use tracing::{Span, debug, info, info_span, warn};
@@ -42,14 +47,29 @@ use ids::TraceIds;
 use live_tags::LiveTags;
 use record::TraceRecord;
 
-/// Antrea's default trace timeout (reference §1.2), used when `spec.timeout` is 0.
-pub const DEFAULT_TIMEOUT_SECS: i32 = 20;
-/// Antrea's maximum `spec.timeout`.
-pub const MAX_TIMEOUT_SECS: i32 = 300;
-/// The failure reason of a trace whose timer fired (Antrea's words).
-pub const REASON_TIMEOUT: &str = "Traceflow timeout";
-/// The failure reason sent when the manager cancels a trace.
-pub const REASON_CANCELLED: &str = "Traceflow cancelled";
+/// A trace to run: its identity and its validated spec. Built at the adapter's edges (a
+/// manager's `StartTrace`, a Traceflow resource) with [`NewTrace::try_from`].
+#[derive(Debug, Clone)]
+pub struct NewTrace {
+    pub uid: String,
+    pub name: String,
+    pub spec: TraceSpec,
+}
+
+impl TryFrom<pb::Traceflow> for NewTrace {
+    type Error = Invalid;
+
+    /// The spec converts through the one `TraceSpec` conversion; the error is the reason the
+    /// trace fails with (the message the manager's API gives for the same spec).
+    fn try_from(t: pb::Traceflow) -> Result<Self, Invalid> {
+        let spec = TraceSpec::named(&t.name, t.spec.unwrap_or_default())?;
+        Ok(NewTrace {
+            uid: t.uid,
+            name: t.name,
+            spec,
+        })
+    }
+}
 
 /// Microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
@@ -58,19 +78,13 @@ pub fn now_micros() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// The effective timeout of a spec: 0 → 20 s, clamped to 1..=300 s.
-pub fn timeout_of(spec: &pb::TraceflowSpec) -> Duration {
-    let secs = if spec.timeout <= 0 {
-        DEFAULT_TIMEOUT_SECS
-    } else {
-        spec.timeout.min(MAX_TIMEOUT_SECS)
-    };
-    Duration::from_secs(u64::try_from(secs).unwrap_or(20))
-}
-
 #[derive(Debug)]
 enum Command {
-    Start(Box<pb::Traceflow>, ContextMap),
+    Start(Box<NewTrace>, ContextMap),
+    Reject {
+        uid: String,
+        reason: String,
+    },
     Cancel(String),
     Report {
         node: String,
@@ -101,14 +115,19 @@ impl CoordinatorHandle {
     }
 
     /// Starts a trace (`StartTrace`); a uid already running only re-reports its snapshot.
-    pub fn start(&self, trace: pb::Traceflow) {
+    pub fn start(&self, trace: NewTrace) {
         self.start_traced(trace, ContextMap::new());
     }
 
     /// As [`start`](Self::start), with the manager's W3C trace context (`StartTrace`): the
     /// trace's spans here become children of the manager's.
-    pub fn start_traced(&self, trace: pb::Traceflow, context: ContextMap) {
+    pub fn start_traced(&self, trace: NewTrace, context: ContextMap) {
         self.send(Command::Start(Box::new(trace), context));
+    }
+
+    /// Ends a trace that could not start (its spec did not convert) as Failed with `reason`.
+    pub fn reject(&self, uid: String, reason: String) {
+        self.send(Command::Reject { uid, reason });
     }
 
     /// Ends a trace (`CancelTrace`) as Failed "Traceflow cancelled".
@@ -231,7 +250,7 @@ impl Coordinator {
                     parent: None,
                     "trace",
                     uid = %trace.uid,
-                    live = trace.spec.as_ref().is_some_and(|s| s.live_traffic),
+                    live = trace.spec.live_traffic,
                     trace_id = tracing::field::Empty,
                     phase = tracing::field::Empty,
                     reason = tracing::field::Empty,
@@ -240,10 +259,16 @@ impl Coordinator {
                 let _in = span.enter();
                 self.start(*trace);
             }
+            Command::Reject { uid, reason } => {
+                if !self.traces.contains_key(&uid) {
+                    info!(uid = %uid, %reason, "trace refused");
+                    self.fail_unstarted(&uid, &reason);
+                }
+            }
             Command::Cancel(uid) => {
                 if self.traces.contains_key(&uid) {
                     info!(uid = %uid, "trace cancelled");
-                    self.finish(&uid, TraceflowPhase::Failed, REASON_CANCELLED);
+                    self.finish(&uid, TraceflowPhase::Failed, reasons::CANCELLED);
                 }
             }
             Command::Report { node, report } => self.on_report(&node, report),
@@ -275,20 +300,19 @@ impl Coordinator {
         );
     }
 
-    fn start(&mut self, trace: pb::Traceflow) {
-        let uid = trace.uid.clone();
+    fn start(&mut self, trace: NewTrace) {
+        let NewTrace { uid, name: _, spec } = trace;
         if let Some(running) = self.traces.get(&uid) {
             debug!(uid = %uid, "start of a running trace; re-reporting");
             self.emit(&uid, running.record.status(TraceflowPhase::Running, "", 0));
             return;
         }
-        let spec = trace.spec.unwrap_or_default();
         if spec.live_traffic {
-            self.start_live(uid, spec, &trace.name);
+            self.start_live(uid, spec);
             return;
         }
-        let resolved = info_span!("resolve")
-            .in_scope(|| resolve::resolve(&spec, &trace.name, &self.inventory.read()));
+        let resolved =
+            info_span!("resolve").in_scope(|| resolve::resolve(&spec, &self.inventory.read()));
         let resolved = match resolved {
             Ok(r) => r,
             Err(e) => {
@@ -299,17 +323,15 @@ impl Coordinator {
             }
         };
         let Some(trace_id) = self.ids.allocate(resolved.ipv6) else {
-            let reason = format!(
-                "number of on-going Traceflow operations already reached the upper limit: {}",
-                self.ids.limit(resolved.ipv6)
-            );
+            let reason = reasons::ids_exhausted(self.ids.limit(resolved.ipv6));
             self.fail_unstarted(&uid, &reason);
             return;
         };
         Span::current().record("trace_id", trace_id);
+        let timeout = spec.timeout;
         let record = TraceRecord {
             uid: uid.clone(),
-            spec: spec.clone(),
+            spec,
             sender_node: resolved.sender_node.clone(),
             ipv6: resolved.ipv6,
             trace_id,
@@ -319,7 +341,7 @@ impl Coordinator {
             dataplane_tag: 0,
         };
         self.emit(&uid, record.status(TraceflowPhase::Running, "", 0));
-        let timer = self.arm_timer(&uid, timeout_of(&spec), trace_id);
+        let timer = self.arm_timer(&uid, timeout, trace_id);
         self.by_id.insert((resolved.ipv6, trace_id), uid.clone());
         self.traces.insert(
             uid.clone(),
@@ -336,10 +358,9 @@ impl Coordinator {
         packet.trace_uid = uid.clone();
         packet.trace_id = trace_id;
         if packet.src_port == 0
-            && matches!(
-                packet.protocol,
-                resolve::PROTO_TCP | resolve::PROTO_UDP | resolve::PROTO_SCTP
-            )
+            && [PROTO_TCP, PROTO_UDP, PROTO_SCTP]
+                .iter()
+                .any(|p| packet.protocol == i32::from(*p))
         {
             packet.src_port = rand::random_range(10000..=60999);
         }
@@ -351,7 +372,7 @@ impl Coordinator {
             kind: Some(pb::agent_command::Kind::Inject(packet)),
         };
         if let Err(e) = self.agents.send(&resolved.sender_node, cmd) {
-            let reason = format!("Node: {}, error: {e}", resolved.sender_node);
+            let reason = reasons::node_error(&resolved.sender_node, e);
             self.finish(&uid, TraceflowPhase::Failed, &reason);
         }
     }
@@ -368,9 +389,8 @@ impl Coordinator {
 
     /// A live-traffic trace (reference §3.6): plan the per-Node commands, take a DSCP tag,
     /// send `LiveTrace` to every Node of the plan. The trace then waits for tagged packets.
-    fn start_live(&mut self, uid: String, spec: pb::TraceflowSpec, name: &str) {
-        let plan =
-            info_span!("live_plan").in_scope(|| live::plan(&spec, name, &self.inventory.read()));
+    fn start_live(&mut self, uid: String, spec: TraceSpec) {
+        let plan = info_span!("live_plan").in_scope(|| live::plan(&spec, &self.inventory.read()));
         let plan = match plan {
             Ok(p) => p,
             Err(e) => {
@@ -387,11 +407,11 @@ impl Coordinator {
                 return;
             }
         };
-        let timeout = timeout_of(&spec);
-        let has_source = spec.source.as_ref().is_some_and(|s| !s.pod.is_empty());
+        let timeout = spec.timeout;
+        let has_source = spec.source_pod().is_some();
         let record = TraceRecord {
             uid: uid.clone(),
-            spec: spec.clone(),
+            spec,
             sender_node: if has_source {
                 plan.tagging_node.clone()
             } else {
@@ -510,7 +530,7 @@ impl Coordinator {
         };
         debug!(uid = %uid, node = %tagging_node, "other Nodes armed; arming the tagging Node");
         if let Err(e) = self.agents.send(&tagging_node, tagging) {
-            let reason = format!("Node: {tagging_node}, error: {e}");
+            let reason = reasons::node_error(&tagging_node, e);
             self.finish(uid, TraceflowPhase::Failed, &reason);
         }
     }
@@ -559,7 +579,7 @@ impl Coordinator {
             debug!(node = %node, uid = %failure.trace_uid, "failure for no running trace");
             return;
         };
-        let reason = format!("Node: {node}, error: {}", failure.reason);
+        let reason = reasons::node_error(node, &failure.reason);
         info!(uid = %uid, %reason, "agent failed trace");
         self.finish(&uid, TraceflowPhase::Failed, &reason);
     }
@@ -583,10 +603,11 @@ impl Coordinator {
                 });
             let reason = match unarmed {
                 Some(nodes) => format!(
-                    "{REASON_TIMEOUT}: the live-traffic flows were never armed on Node(s) {nodes}, \
-                     so no traffic was tagged; check those Nodes' agents"
+                    "{}: the live-traffic flows were never armed on Node(s) {nodes}, \
+                     so no traffic was tagged; check those Nodes' agents",
+                    reasons::TIMEOUT
                 ),
-                None => REASON_TIMEOUT.to_string(),
+                None => reasons::TIMEOUT.to_string(),
             };
             self.finish(uid, TraceflowPhase::Failed, &reason);
         }

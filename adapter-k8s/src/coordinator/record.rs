@@ -1,7 +1,9 @@
-//! One running trace's results: roles, hop order (`sequence`), the LB `pod`, and Antrea's
-//! success rule (reference §2.4). Pure; the coordinator owns the records.
+//! One running trace's results: roles, hop order (`sequence`) and the LB `pod`; whether it
+//! succeeded is Antrea's rule from `traceflow_core::outcome` (reference §2.4). Pure; the
+//! coordinator owns the records.
 
-use traceflow_proto::v1::{self as pb, Action, Component};
+use traceflow_core::{TraceSpec, outcome};
+use traceflow_proto::v1::{self as pb, Component};
 
 pub const ROLE_SENDER: &str = "sender";
 pub const ROLE_RECEIVER: &str = "receiver";
@@ -10,7 +12,7 @@ pub const ROLE_RECEIVER: &str = "receiver";
 #[derive(Debug, Clone)]
 pub struct TraceRecord {
     pub uid: String,
-    pub spec: pb::TraceflowSpec,
+    pub spec: TraceSpec,
     pub sender_node: String,
     pub ipv6: bool,
     pub trace_id: u32,
@@ -64,7 +66,7 @@ impl TraceRecord {
 
     /// Antrea's success rule over the results so far.
     pub fn succeeded(&self) -> bool {
-        is_succeeded(&self.spec, &self.results)
+        outcome::is_succeeded(&self.spec, &self.results)
     }
 
     /// A status snapshot in the given phase.
@@ -117,29 +119,6 @@ pub fn order_and_sequence(results: &mut [pb::NodeResult]) {
     }
 }
 
-/// Reference §2.4: live + droppedOnly succeeds on any result; otherwise it needs a terminal
-/// action (Delivered, Dropped, Rejected, ForwardedOutOfNetwork) and either sender evidence
-/// (a SpoofGuard observation) or no source Pod.
-pub fn is_succeeded(spec: &pb::TraceflowSpec, results: &[pb::NodeResult]) -> bool {
-    if spec.live_traffic && spec.dropped_only {
-        return !results.is_empty();
-    }
-    let observations = || results.iter().flat_map(|r| r.observations.iter());
-    let sender = observations().any(|o| o.component == Component::SpoofGuard as i32);
-    let receiver = observations().any(|o| {
-        [
-            Action::Delivered,
-            Action::Dropped,
-            Action::Rejected,
-            Action::ForwardedOutOfNetwork,
-        ]
-        .iter()
-        .any(|a| o.action == *a as i32)
-    });
-    let no_source_pod = spec.source.as_ref().is_none_or(|s| s.pod.is_empty());
-    receiver && (sender || no_source_pod)
-}
-
 /// Test helper: the `(node, role)` of each result and the sequence numbers of all their
 /// observations, in report order.
 #[cfg(test)]
@@ -158,6 +137,35 @@ pub(crate) fn order(results: &[pb::NodeResult]) -> (Vec<(&str, &str)>, Vec<u32>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use traceflow_core::outcome::is_succeeded;
+    use traceflow_proto::v1::Action;
+
+    /// A validated spec from its wire form.
+    fn spec(s: pb::TraceflowSpec) -> TraceSpec {
+        match TraceSpec::try_from(s) {
+            Ok(s) => s,
+            Err(e) => panic!("fixture spec is invalid: {e}"),
+        }
+    }
+
+    fn pod_spec(src: &str, dst: &str, live: bool, dropped_only: bool) -> TraceSpec {
+        let pod = |p: &str| (!p.is_empty()).then(|| (String::from("default"), p.to_string()));
+        spec(pb::TraceflowSpec {
+            source: pod(src).map(|(namespace, pod)| pb::Source {
+                namespace,
+                pod,
+                ip: String::new(),
+            }),
+            destination: pod(dst).map(|(namespace, pod)| pb::Destination {
+                namespace,
+                pod,
+                ..Default::default()
+            }),
+            live_traffic: live,
+            dropped_only,
+            ..Default::default()
+        })
+    }
 
     fn obs(c: Component, a: Action, ts: i64) -> pb::Observation {
         pb::Observation {
@@ -171,14 +179,7 @@ mod tests {
     fn record() -> TraceRecord {
         TraceRecord {
             uid: "u".into(),
-            spec: pb::TraceflowSpec {
-                source: Some(pb::Source {
-                    namespace: "default".into(),
-                    pod: "p0".into(),
-                    ip: String::new(),
-                }),
-                ..Default::default()
-            },
+            spec: pod_spec("p0", "p1", false, false),
             sender_node: "n1".into(),
             ipv6: false,
             trace_id: 1,
@@ -242,23 +243,10 @@ mod tests {
             ],
             ..Default::default()
         }];
-        assert!(is_succeeded(
-            &pb::TraceflowSpec {
-                live_traffic: true,
-                ..Default::default()
-            },
-            &results
-        ));
+        assert!(is_succeeded(&pod_spec("", "p1", true, false), &results));
         assert!(!is_succeeded(&record().spec, &results));
         let one = vec![pb::NodeResult::default()];
-        assert!(is_succeeded(
-            &pb::TraceflowSpec {
-                live_traffic: true,
-                dropped_only: true,
-                ..Default::default()
-            },
-            &one
-        ));
+        assert!(is_succeeded(&pod_spec("p0", "", true, true), &one));
     }
 
     #[test]

@@ -1,24 +1,21 @@
-//! Spec → the packet the sender Node injects: Antrea's admission checks (reference §2.2), its
-//! destination precedence and failure reasons (§2.8) and its packet defaults (§3.2).
+//! A validated [`TraceSpec`] → the packet the sender Node injects: Antrea's inventory-backed
+//! admission checks (reference §2.2), its failure reasons (§2.8) and packet defaults (§3.2).
+//! The spec's own rules (one destination kind, families, ports, timeouts) were applied by
+//! `TraceSpec::try_from` at the edge; this module only looks names up.
 //!
 //! Pure: reads an [`Index`] and returns either a [`Resolved`] trace or the failure reason the
-//! trace ends with.
+//! trace ends with. One function per destination kind: [`to_ip`], [`to_pod`], [`to_service`].
 
 use std::net::IpAddr;
 
+use traceflow_core::{
+    Destination, Family, PodRef, Source, TraceSpec, Transport,
+    limits::{DEFAULT_TCP_FLAGS, DEFAULT_TTL, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP},
+    reasons,
+};
 use traceflow_proto::v1 as pb;
 
 use crate::inventory::Index;
-
-pub const PROTO_ICMP: i32 = 1;
-pub const PROTO_TCP: i32 = 6;
-pub const PROTO_UDP: i32 = 17;
-pub const PROTO_ICMPV6: i32 = 58;
-pub const PROTO_SCTP: i32 = 132;
-/// TCP SYN, the default flags of an injected TCP packet.
-pub const TCP_SYN: i32 = 2;
-/// TTL / hop limit of an injected packet when the spec leaves it 0.
-pub const DEFAULT_TTL: i32 = 64;
 
 /// A trace ready to inject.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +34,7 @@ pub enum ResolveError {
     #[error("{0}")]
     Admission(String),
     /// An agent-side failure in Antrea (§2.8), attributed to the sender Node.
-    #[error("Node: {node}, error: {error}")]
+    #[error("{}", reasons::node_error(node, error))]
     Node { node: String, error: String },
 }
 
@@ -48,225 +45,213 @@ fn node_err(node: &str, error: impl Into<String>) -> ResolveError {
     }
 }
 
-fn article(ipv6: bool) -> &'static str {
-    if ipv6 { "an IPv6" } else { "an IPv4" }
+fn article(family: Family) -> &'static str {
+    if family.is_v6() { "an IPv6" } else { "an IPv4" }
 }
 
 /// The first address of `ips` in the wanted family.
-fn first_of_family(ips: &[String], ipv6: bool) -> Option<IpAddr> {
+pub fn first_of_family(ips: &[String], family: Family) -> Option<IpAddr> {
     ips.iter()
         .filter_map(|ip| ip.parse::<IpAddr>().ok())
-        .find(|ip| ip.is_ipv6() == ipv6)
+        .find(|ip| ip.is_ipv6() == family.is_v6())
 }
 
-/// Resolves `spec` against the inventory. `name` is the trace's name (for Antrea's
-/// "neither source nor destination" message).
-pub fn resolve(
-    spec: &pb::TraceflowSpec,
-    name: &str,
-    index: &Index,
-) -> Result<Resolved, ResolveError> {
-    let src = spec.source.clone().unwrap_or_default();
-    let dst = spec.destination.clone().unwrap_or_default();
+/// Where an injected packet goes: its address and, for a Service, the port it lends.
+struct Target<'a> {
+    ip: IpAddr,
+    service_port: Option<&'a pb::ServicePort>,
+}
+
+/// Resolves an injected (non-live) `spec` against the inventory.
+pub fn resolve(spec: &TraceSpec, index: &Index) -> Result<Resolved, ResolveError> {
     // Live traffic is planned by `live::plan`; nothing is injected for it.
-    if spec.live_traffic {
-        return Err(ResolveError::Admission(format!(
-            "Traceflow {name} is a live-traffic Traceflow; it has no packet to inject"
-        )));
-    }
-    // §2.2 admission, in Antrea's order.
-    if src.namespace.is_empty() || src.pod.is_empty() {
+    let Source::Pod(src) = &spec.source else {
         return Err(ResolveError::Admission(
             "source Pod must be specified in non-live-traffic Traceflow".to_string(),
         ));
-    }
-    let Some(src_pod) = index.pod(&src.namespace, &src.pod) else {
+    };
+    // §2.2 admission rules 2 and 3.
+    let host_network = index.pod(&src.namespace, &src.name).map(|p| p.host_network);
+    spec.check_source_pod(host_network)
+        .map_err(|e| ResolveError::Admission(e.message))?;
+    let Some(src_pod) = index.pod(&src.namespace, &src.name) else {
         return Err(ResolveError::Admission(format!(
-            "requested source Pod {}/{} not found",
-            src.namespace, src.pod
+            "requested source Pod {src} not found"
         )));
     };
-    if src_pod.host_network {
-        return Err(ResolveError::Admission(
-            "using hostNetwork Pod as source in non-live-traffic Traceflow is not supported"
-                .to_string(),
-        ));
-    }
     let node = src_pod.node.clone();
     if node.is_empty() {
         return Err(ResolveError::Admission(format!(
-            "source Pod {}/{} is not scheduled to a Node",
-            src.namespace, src.pod
+            "source Pod {src} is not scheduled to a Node"
         )));
     }
-
-    let packet_spec = spec.packet.clone().unwrap_or_default();
-    let ipv6 = packet_spec.ipv6_header.is_some();
-    let Some(src_ip) = first_of_family(&src_pod.ips, ipv6) else {
+    let family = spec.family;
+    let Some(src_ip) = first_of_family(&src_pod.ips, family) else {
         return Err(node_err(
             &node,
-            format!("source Pod does not have {} address", article(ipv6)),
+            format!("source Pod does not have {} address", article(family)),
         ));
     };
-
-    // Destination: ip > pod > service (§1.2).
-    let mut service_port: Option<&pb::ServicePort> = None;
-    let dst_ip: IpAddr = if !dst.ip.is_empty() {
-        let Ok(ip) = dst.ip.parse::<IpAddr>() else {
-            return Err(node_err(&node, "invalid destination IP address"));
-        };
-        if ip.is_ipv6() != ipv6 {
-            return Err(node_err(
-                &node,
-                "destination IP does not match the IP header family",
-            ));
-        }
-        ip
-    } else if !dst.pod.is_empty() {
-        let Some(pod) = index.pod(&dst.namespace, &dst.pod) else {
-            return Err(node_err(
-                &node,
-                format!(
-                    "failed to get the destination Pod: pods \"{}\" not found",
-                    dst.pod
-                ),
-            ));
-        };
-        first_of_family(&pod.ips, ipv6).ok_or_else(|| {
-            node_err(
-                &node,
-                format!("destination Pod does not have {} address", article(ipv6)),
-            )
-        })?
-    } else if !dst.service.is_empty() {
-        let Some(svc) = index.service(&dst.namespace, &dst.service) else {
-            return Err(node_err(
-                &node,
-                format!(
-                    "failed to get the destination Service: services \"{}\" not found",
-                    dst.service
-                ),
-            ));
-        };
-        if svc.cluster_ips.is_empty() {
-            return Err(node_err(
-                &node,
-                "destination Service does not have a ClusterIP",
-            ));
-        }
-        if svc
-            .cluster_ips
-            .iter()
-            .all(|ip| ip.parse::<IpAddr>().is_err())
-        {
-            return Err(node_err(
-                &node,
-                "destination Service does not have a valid ClusterIP",
-            ));
-        }
-        let ip = first_of_family(&svc.cluster_ips, ipv6).ok_or_else(|| {
-            node_err(
-                &node,
-                format!(
-                    "destination Service does not have {} ClusterIP",
-                    article(ipv6)
-                ),
-            )
-        })?;
-        service_port = svc.ports.first();
-        if service_port.is_none() {
-            return Err(node_err(
-                &node,
-                "destination Service does not have any ports",
-            ));
-        }
-        ip
-    } else {
-        return Err(node_err(&node, "destination is not specified"));
+    let target = match &spec.destination {
+        Destination::Ip(ip) => to_ip(*ip),
+        Destination::Pod(pod) => to_pod(pod, family, &node, index)?,
+        Destination::Service(svc) => to_service(svc, family, &node, index)?,
+        Destination::Unspecified => return Err(node_err(&node, "destination is not specified")),
     };
-
-    let mut packet = pb::InjectPacket {
+    let packet = pb::InjectPacket {
         src_pod_namespace: src.namespace.clone(),
-        src_pod_name: src.pod.clone(),
+        src_pod_name: src.name.clone(),
         src_ip: src_ip.to_string(),
-        dst_ip: dst_ip.to_string(),
-        ipv6,
-        ..Default::default()
+        dst_ip: target.ip.to_string(),
+        ipv6: family.is_v6(),
+        ..packet_fields(spec, target.service_port)
     };
-    // §3.2 protocol precedence: tcp > udp > (ours) sctp > icmp > ipHeader.protocol /
-    // ipv6Header.nextHeader.
-    let transport = packet_spec.transport_header.unwrap_or_default();
-    if let Some(tcp) = transport.tcp {
-        packet.protocol = PROTO_TCP;
-        packet.src_port = tcp.src_port;
-        packet.dst_port = tcp.dst_port;
-        packet.tcp_flags = tcp.flags.unwrap_or(TCP_SYN);
-    } else if let Some(udp) = transport.udp {
-        packet.protocol = PROTO_UDP;
-        packet.src_port = udp.src_port;
-        packet.dst_port = udp.dst_port;
-    } else if let Some(sctp) = transport.sctp {
-        packet.protocol = PROTO_SCTP;
-        packet.src_port = sctp.src_port;
-        packet.dst_port = sctp.dst_port;
-    } else if let Some(icmp) = transport.icmp {
-        packet.protocol = PROTO_ICMP;
-        packet.icmp_id = icmp.id;
-        packet.icmp_sequence = icmp.sequence;
-    } else if ipv6 {
-        packet.protocol = packet_spec
-            .ipv6_header
-            .and_then(|h| h.next_header)
-            .unwrap_or(0);
-    } else {
-        packet.protocol = packet_spec.ip_header.map_or(0, |h| h.protocol);
+    Ok(Resolved {
+        sender_node: node,
+        ipv6: family.is_v6(),
+        packet,
+    })
+}
+
+/// An IP destination: the spec already checked its family.
+fn to_ip<'a>(ip: IpAddr) -> Target<'a> {
+    Target {
+        ip,
+        service_port: None,
     }
-    // A Service destination lends its first port's protocol and port unless the spec set them.
+}
+
+/// A Pod destination: its address of the traced family.
+fn to_pod<'a>(
+    pod: &PodRef,
+    family: Family,
+    node: &str,
+    index: &'a Index,
+) -> Result<Target<'a>, ResolveError> {
+    let Some(p) = index.pod(&pod.namespace, &pod.name) else {
+        return Err(node_err(
+            node,
+            format!(
+                "failed to get the destination Pod: pods \"{}\" not found",
+                pod.name
+            ),
+        ));
+    };
+    let ip = first_of_family(&p.ips, family).ok_or_else(|| {
+        node_err(
+            node,
+            format!("destination Pod does not have {} address", article(family)),
+        )
+    })?;
+    Ok(Target {
+        ip,
+        service_port: None,
+    })
+}
+
+/// A Service destination: its ClusterIP of the traced family and its first port.
+fn to_service<'a>(
+    svc: &PodRef,
+    family: Family,
+    node: &str,
+    index: &'a Index,
+) -> Result<Target<'a>, ResolveError> {
+    let Some(s) = index.service(&svc.namespace, &svc.name) else {
+        return Err(node_err(
+            node,
+            format!(
+                "failed to get the destination Service: services \"{}\" not found",
+                svc.name
+            ),
+        ));
+    };
+    if s.cluster_ips.is_empty() {
+        return Err(node_err(
+            node,
+            "destination Service does not have a ClusterIP",
+        ));
+    }
+    if s.cluster_ips.iter().all(|ip| ip.parse::<IpAddr>().is_err()) {
+        return Err(node_err(
+            node,
+            "destination Service does not have a valid ClusterIP",
+        ));
+    }
+    let ip = first_of_family(&s.cluster_ips, family).ok_or_else(|| {
+        node_err(
+            node,
+            format!(
+                "destination Service does not have {} ClusterIP",
+                article(family)
+            ),
+        )
+    })?;
+    let Some(port) = s.ports.first() else {
+        return Err(node_err(
+            node,
+            "destination Service does not have any ports",
+        ));
+    };
+    Ok(Target {
+        ip,
+        service_port: Some(port),
+    })
+}
+
+/// Protocol, ports, flags and TTL of the injected packet (§3.2): the spec's transport; else a
+/// Service destination's first port lends its protocol and port; else ICMP of the family.
+fn packet_fields(spec: &TraceSpec, service_port: Option<&pb::ServicePort>) -> pb::InjectPacket {
+    let mut packet = pb::InjectPacket::default();
+    match spec.transport {
+        Transport::Tcp {
+            src_port,
+            dst_port,
+            flags,
+        } => {
+            packet.src_port = i32::from(src_port);
+            packet.dst_port = i32::from(dst_port);
+            packet.tcp_flags = i32::from(flags.unwrap_or(DEFAULT_TCP_FLAGS));
+        }
+        Transport::Udp { src_port, dst_port } | Transport::Sctp { src_port, dst_port } => {
+            packet.src_port = i32::from(src_port);
+            packet.dst_port = i32::from(dst_port);
+        }
+        Transport::Icmp { id, sequence } => {
+            packet.icmp_id = i32::from(id);
+            packet.icmp_sequence = i32::from(sequence);
+        }
+        Transport::Protocol(_) => {}
+    }
+    let mut protocol = spec.transport.protocol(spec.family);
     if let Some(port) = service_port {
-        if packet.protocol == 0 {
-            packet.protocol = match port.protocol.as_str() {
+        if protocol == 0 {
+            protocol = match port.protocol.as_str() {
                 "UDP" => PROTO_UDP,
                 "SCTP" => PROTO_SCTP,
                 _ => PROTO_TCP,
             };
-            if packet.protocol == PROTO_TCP {
-                packet.tcp_flags = TCP_SYN;
+            if protocol == PROTO_TCP {
+                packet.tcp_flags = i32::from(DEFAULT_TCP_FLAGS);
             }
         }
-        if packet.dst_port == 0 && matches!(packet.protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP) {
+        if packet.dst_port == 0 && matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP) {
             packet.dst_port = port.port;
         }
     }
-    if packet.protocol == 0 {
-        packet.protocol = PROTO_ICMP;
+    if protocol == 0 {
+        protocol = Transport::Protocol(PROTO_ICMP).protocol(spec.family);
     }
-    // ICMP follows the family.
-    if ipv6 && packet.protocol == PROTO_ICMP {
-        packet.protocol = PROTO_ICMPV6;
-    } else if !ipv6 && packet.protocol == PROTO_ICMPV6 {
-        packet.protocol = PROTO_ICMP;
-    }
-    if ipv6 {
-        packet.ttl = packet_spec.ipv6_header.map_or(0, |h| h.hop_limit);
-    } else {
-        let h = packet_spec.ip_header.unwrap_or_default();
-        packet.ttl = h.ttl;
-        packet.ip_flags = h.flags;
-    }
-    if packet.ttl == 0 {
-        packet.ttl = DEFAULT_TTL;
-    }
-    Ok(Resolved {
-        sender_node: node,
-        ipv6,
-        packet,
-    })
+    packet.protocol = i32::from(protocol);
+    packet.ttl = i32::from(if spec.ttl == 0 { DEFAULT_TTL } else { spec.ttl });
+    packet.ip_flags = i32::from(spec.ip_flags);
+    packet
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::inventory::convert::fixtures::*;
+    use traceflow_core::limits::PROTO_ICMPV6;
 
     fn index() -> Index {
         let mut hn = mk_pod("kube-system", "hn", "n1", &["192.168.77.1"]);
@@ -317,18 +302,21 @@ mod tests {
         }
     }
 
-    fn reason(r: Result<Resolved, ResolveError>) -> String {
-        match r {
-            Ok(_) => "ok".into(),
-            Err(e) => e.to_string(),
-        }
+    /// Converts at the edge as the coordinator's callers do, then resolves; the error is the
+    /// status reason either step gives.
+    fn run(spec: pb::TraceflowSpec, idx: &Index) -> Result<Resolved, String> {
+        let spec = TraceSpec::try_from(spec).map_err(|e| e.to_string())?;
+        resolve(&spec, idx).map_err(|e| e.to_string())
+    }
+
+    fn reason(r: Result<Resolved, String>) -> String {
+        r.err().unwrap_or_else(|| "ok".into())
     }
 
     #[test]
-    fn pod_to_pod_defaults_to_icmp_ttl_64() -> Result<(), ResolveError> {
-        let r = resolve(
-            &spec(("default", "p0"), to_pod("default", "p1"), None),
-            "t",
+    fn pod_to_pod_defaults_to_icmp_ttl_64() -> Result<(), String> {
+        let r = run(
+            spec(("default", "p0"), to_pod("default", "p1"), None),
             &index(),
         )?;
         assert_eq!(r.sender_node, "n1");
@@ -336,17 +324,17 @@ mod tests {
             (r.packet.src_ip.as_str(), r.packet.dst_ip.as_str()),
             ("10.10.1.2", "10.10.1.3")
         );
-        assert_eq!(r.packet.protocol, PROTO_ICMP);
+        assert_eq!(r.packet.protocol, i32::from(PROTO_ICMP));
         assert_eq!(r.packet.ttl, 64);
         assert!(!r.ipv6);
         Ok(())
     }
 
     #[test]
-    fn tcp_wins_over_udp_and_ip_protocol_and_defaults_to_syn() -> Result<(), ResolveError> {
-        let packet = pb::Packet {
+    fn tcp_defaults_to_syn_and_keeps_ttl_and_flags() -> Result<(), String> {
+        let th = |udp: Option<pb::UdpHeader>| pb::Packet {
             ip_header: Some(pb::IpHeader {
-                protocol: 17,
+                protocol: 0,
                 ttl: 5,
                 flags: 2,
             }),
@@ -356,33 +344,35 @@ mod tests {
                     dst_port: 80,
                     flags: None,
                 }),
-                udp: Some(pb::UdpHeader {
-                    src_port: 1,
-                    dst_port: 53,
-                }),
-                icmp: None,
-                sctp: Some(pb::SctpHeader {
-                    src_port: 2,
-                    dst_port: 9000,
-                }),
+                udp,
+                ..Default::default()
             }),
             ..Default::default()
         };
-        let r = resolve(
-            &spec(("default", "p0"), to_pod("web", "api"), Some(packet)),
-            "t",
+        let r = run(
+            spec(("default", "p0"), to_pod("web", "api"), Some(th(None))),
             &index(),
         )?;
         assert_eq!(
             (r.packet.protocol, r.packet.dst_port, r.packet.tcp_flags),
-            (PROTO_TCP, 80, TCP_SYN)
+            (i32::from(PROTO_TCP), 80, i32::from(DEFAULT_TCP_FLAGS))
         );
         assert_eq!((r.packet.ttl, r.packet.ip_flags), (5, 2));
+        // Two transport headers: refused at the edge, naming the field.
+        let udp = Some(pb::UdpHeader {
+            src_port: 1,
+            dst_port: 53,
+        });
+        let e = reason(run(
+            spec(("default", "p0"), to_pod("web", "api"), Some(th(udp))),
+            &index(),
+        ));
+        assert!(e.starts_with("spec.packet.transportHeader:"), "{e}");
         Ok(())
     }
 
     #[test]
-    fn ip_header_protocol_is_used_without_transport_header() -> Result<(), ResolveError> {
+    fn ip_header_protocol_is_used_without_transport_header() -> Result<(), String> {
         let packet = pb::Packet {
             ip_header: Some(pb::IpHeader {
                 protocol: 132,
@@ -390,17 +380,16 @@ mod tests {
             }),
             ..Default::default()
         };
-        let r = resolve(
-            &spec(("default", "p0"), to_pod("default", "p1"), Some(packet)),
-            "t",
+        let r = run(
+            spec(("default", "p0"), to_pod("default", "p1"), Some(packet)),
             &index(),
         )?;
-        assert_eq!(r.packet.protocol, PROTO_SCTP);
+        assert_eq!(r.packet.protocol, i32::from(PROTO_SCTP));
         Ok(())
     }
 
     #[test]
-    fn sctp_header_gives_protocol_and_ports() -> Result<(), ResolveError> {
+    fn sctp_header_gives_protocol_and_ports() -> Result<(), String> {
         let packet = pb::Packet {
             ipv6_header: Some(pb::IPv6Header::default()),
             transport_header: Some(pb::TransportHeader {
@@ -416,7 +405,7 @@ mod tests {
             ip: "fd00::9".into(),
             ..Default::default()
         };
-        let r = resolve(&spec(("default", "p0"), dst, Some(packet)), "t", &index())?;
+        let r = run(spec(("default", "p0"), dst, Some(packet)), &index())?;
         assert_eq!(
             (
                 r.ipv6,
@@ -424,13 +413,13 @@ mod tests {
                 r.packet.src_port,
                 r.packet.dst_port
             ),
-            (true, PROTO_SCTP, 5000, 9000)
+            (true, i32::from(PROTO_SCTP), 5000, 9000)
         );
         Ok(())
     }
 
     #[test]
-    fn ipv6_header_presence_selects_ipv6_and_icmpv6() -> Result<(), ResolveError> {
+    fn ipv6_header_presence_selects_ipv6_and_icmpv6() -> Result<(), String> {
         let packet = pb::Packet {
             ipv6_header: Some(pb::IPv6Header::default()),
             ..Default::default()
@@ -439,97 +428,81 @@ mod tests {
             ip: "fd00::9".into(),
             ..Default::default()
         };
-        let r = resolve(&spec(("default", "p0"), dst, Some(packet)), "t", &index())?;
+        let r = run(spec(("default", "p0"), dst, Some(packet)), &index())?;
         assert!(r.ipv6);
         assert_eq!(r.packet.src_ip, "fd00::2");
-        assert_eq!(r.packet.protocol, PROTO_ICMPV6);
+        assert_eq!(r.packet.protocol, i32::from(PROTO_ICMPV6));
         assert_eq!(r.packet.ttl, 64);
         Ok(())
     }
 
     #[test]
-    fn service_destination_takes_cluster_ip_and_first_port() -> Result<(), ResolveError> {
+    fn service_destination_takes_cluster_ip_and_first_port() -> Result<(), String> {
         let dst = pb::Destination {
             namespace: "web".into(),
             service: "api".into(),
             ..Default::default()
         };
-        let r = resolve(&spec(("default", "p0"), dst, None), "t", &index())?;
+        let r = run(spec(("default", "p0"), dst, None), &index())?;
         assert_eq!(r.packet.dst_ip, "10.96.0.10");
         assert_eq!(
             (r.packet.protocol, r.packet.dst_port, r.packet.tcp_flags),
-            (PROTO_TCP, 80, TCP_SYN)
+            (i32::from(PROTO_TCP), 80, i32::from(DEFAULT_TCP_FLAGS))
         );
         let dst = pb::Destination {
             namespace: "web".into(),
             service: "dns".into(),
             ..Default::default()
         };
-        let r = resolve(&spec(("default", "p0"), dst, None), "t", &index())?;
-        assert_eq!((r.packet.protocol, r.packet.dst_port), (PROTO_UDP, 53));
+        let r = run(spec(("default", "p0"), dst, None), &index())?;
+        assert_eq!(
+            (r.packet.protocol, r.packet.dst_port),
+            (i32::from(PROTO_UDP), 53)
+        );
         Ok(())
     }
 
     #[test]
-    fn destination_ip_beats_pod_beats_service() -> Result<(), ResolveError> {
+    fn several_destination_kinds_are_refused_at_the_edge() {
         let dst = pb::Destination {
             namespace: "web".into(),
             pod: "api".into(),
             service: "dns".into(),
             ip: "192.0.2.10".into(),
         };
-        let r = resolve(&spec(("default", "p0"), dst.clone(), None), "t", &index())?;
-        assert_eq!(r.packet.dst_ip, "192.0.2.10");
-        let r = resolve(
-            &spec(
-                ("default", "p0"),
-                pb::Destination {
-                    ip: String::new(),
-                    ..dst
-                },
-                None,
-            ),
-            "t",
-            &index(),
-        )?;
-        assert_eq!(r.packet.dst_ip, "10.10.2.2");
-        Ok(())
+        assert_eq!(
+            reason(run(spec(("default", "p0"), dst, None), &index())),
+            "spec.destination: pod, service and ip are mutually exclusive; set only one"
+        );
     }
 
     #[test]
     fn admission_reasons_are_antreas() {
         let idx = index();
         assert_eq!(
-            reason(resolve(
-                &spec(("", ""), to_pod("default", "p1"), None),
-                "t",
-                &idx
-            )),
-            "source Pod must be specified in non-live-traffic Traceflow"
+            reason(run(spec(("", ""), to_pod("default", "p1"), None), &idx)),
+            "spec.source.pod: source Pod must be specified in non-live-traffic Traceflow"
         );
         assert_eq!(
-            reason(resolve(
-                &spec(("default", "nope"), to_pod("default", "p1"), None),
-                "t",
+            reason(run(
+                spec(("default", "nope"), to_pod("default", "p1"), None),
                 &idx
             )),
             "requested source Pod default/nope not found"
         );
         assert_eq!(
-            reason(resolve(
-                &spec(("kube-system", "hn"), to_pod("default", "p1"), None),
-                "t",
+            reason(run(
+                spec(("kube-system", "hn"), to_pod("default", "p1"), None),
                 &idx
             )),
             "using hostNetwork Pod as source in non-live-traffic Traceflow is not supported"
         );
-        let live = pb::TraceflowSpec {
-            live_traffic: true,
-            ..Default::default()
-        };
+        // A live spec without a source Pod has nothing to inject.
+        let mut live = spec(("", ""), to_pod("default", "p1"), None);
+        live.live_traffic = true;
         assert_eq!(
-            reason(resolve(&live, "t1", &idx)),
-            "Traceflow t1 is a live-traffic Traceflow; it has no packet to inject"
+            reason(run(live, &idx)),
+            "source Pod must be specified in non-live-traffic Traceflow"
         );
     }
 
@@ -540,20 +513,6 @@ mod tests {
             (
                 to_pod("default", "ghost"),
                 "Node: n1, error: failed to get the destination Pod: pods \"ghost\" not found",
-            ),
-            (
-                pb::Destination {
-                    ip: "bogus".into(),
-                    ..Default::default()
-                },
-                "Node: n1, error: invalid destination IP address",
-            ),
-            (
-                pb::Destination {
-                    ip: "fd00::1".into(),
-                    ..Default::default()
-                },
-                "Node: n1, error: destination IP does not match the IP header family",
             ),
             (
                 pb::Destination {
@@ -579,25 +538,32 @@ mod tests {
                 },
                 "Node: n1, error: failed to get the destination Service: services \"x\" not found",
             ),
-            (
-                pb::Destination::default(),
-                "Node: n1, error: destination is not specified",
-            ),
         ];
         for (dst, want) in cases {
-            assert_eq!(
-                reason(resolve(&spec(("default", "p0"), dst, None), "t", &idx)),
-                want
-            );
+            assert_eq!(reason(run(spec(("default", "p0"), dst, None), &idx)), want);
+        }
+        // Address errors are the spec's, found at the edge.
+        let cases = [
+            ("bogus", "spec.destination.ip: not a valid IP address"),
+            (
+                "fd00::1",
+                "spec.destination.ip: destination IP does not match the IP header family (IPv4; set packet.ipv6Header for IPv6)",
+            ),
+        ];
+        for (ip, want) in cases {
+            let dst = pb::Destination {
+                ip: ip.into(),
+                ..Default::default()
+            };
+            assert_eq!(reason(run(spec(("default", "p0"), dst, None), &idx)), want);
         }
         let v6 = pb::Packet {
             ipv6_header: Some(pb::IPv6Header::default()),
             ..Default::default()
         };
         assert_eq!(
-            reason(resolve(
-                &spec(("default", "p1"), to_pod("default", "p0"), Some(v6)),
-                "t",
+            reason(run(
+                spec(("default", "p1"), to_pod("default", "p0"), Some(v6)),
                 &idx
             )),
             "Node: n1, error: source Pod does not have an IPv6 address"

@@ -39,7 +39,16 @@ fn harness() -> Harness {
     }
 }
 
-fn trace(uid: &str, dst_pod: &str, timeout: i32) -> pb::Traceflow {
+/// A trace as the adapter's edges hand it over: converted through `NewTrace::try_from`.
+fn new(t: pb::Traceflow) -> NewTrace {
+    NewTrace::try_from(t).expect("fixture spec is valid")
+}
+
+fn trace(uid: &str, dst_pod: &str, timeout: i32) -> NewTrace {
+    new(trace_pb(uid, dst_pod, timeout))
+}
+
+fn trace_pb(uid: &str, dst_pod: &str, timeout: i32) -> pb::Traceflow {
     pb::Traceflow {
         uid: uid.into(),
         name: format!("{uid}-name"),
@@ -232,7 +241,7 @@ async fn agent_failure_and_cancel_end_the_trace() {
     let cancelled = next(&mut h).await;
     assert_eq!(
         (cancelled.uid.as_str(), reason(&cancelled)),
-        ("u2", REASON_CANCELLED)
+        ("u2", reasons::CANCELLED)
     );
 }
 
@@ -288,13 +297,13 @@ async fn thousand_concurrent_traces_get_their_own_observations() {
     }
 }
 
-fn live(uid: &str, dropped_only: bool) -> pb::Traceflow {
-    let mut t = trace(uid, "p1", 0);
+fn live(uid: &str, dropped_only: bool) -> NewTrace {
+    let mut t = trace_pb(uid, "p1", 0);
     if let Some(s) = t.spec.as_mut() {
         s.live_traffic = true;
         s.dropped_only = dropped_only;
     }
-    t
+    new(t)
 }
 
 fn live_report(tag: u32, observations: Vec<pb::Observation>) -> pb::TraceReport {

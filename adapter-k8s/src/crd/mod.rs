@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use traceflow_proto::v1::{self as pb, TraceflowPhase};
 use tracing::{debug, info, warn};
 
-use crate::coordinator::CoordinatorHandle;
+use crate::coordinator::{CoordinatorHandle, NewTrace};
 
 /// API group of our Traceflow resource.
 pub const GROUP: &str = "crd.traceflow.io";
@@ -244,16 +244,32 @@ fn on_object(
             return;
         }
     };
-    info!(name = %name, uid = %uid, "starting Traceflow resource");
-    local.lock().insert(uid.clone(), name.clone());
-    coordinator.start(pb::Traceflow {
-        uid,
-        name,
+    // The same conversion as the manager's API: without an admission webhook, a resource
+    // it refuses ends Failed with the message the gRPC API would give.
+    let trace = NewTrace::try_from(pb::Traceflow {
+        uid: uid.clone(),
+        name: name.clone(),
         cluster: cluster.to_string(),
         spec: Some(spec),
         created_by: "kubernetes".into(),
         ..Default::default()
     });
+    let trace = match trace {
+        Ok(t) => t,
+        Err(e) => {
+            info!(name = %name, uid = %uid, reason = %e, "Traceflow resource refused");
+            let failed = pb::TraceflowStatus {
+                phase: TraceflowPhase::Failed as i32,
+                reason: e.to_string(),
+                ..Default::default()
+            };
+            let _ = status.send((name, failed));
+            return;
+        }
+    };
+    info!(name = %name, uid = %uid, "starting Traceflow resource");
+    local.lock().insert(uid, name);
+    coordinator.start(trace);
 }
 
 #[cfg(test)]

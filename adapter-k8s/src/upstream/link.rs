@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use super::registration::{ClusterIdentity, manager_channel};
 use crate::{
     agents::Agents,
-    coordinator::CoordinatorHandle,
+    coordinator::{CoordinatorHandle, NewTrace},
     inventory::{CORE_KINDS, Change, Inventory},
 };
 
@@ -222,9 +222,16 @@ impl Link {
                 Some(Duration::from_secs(secs))
             }
             In::StartTrace(s) => {
-                match s.trace {
-                    Some(trace) => self.coordinator.start_traced(trace, s.trace_context),
-                    None => warn!("start_trace without a trace"),
+                let Some(trace) = s.trace else {
+                    warn!("start_trace without a trace");
+                    return None;
+                };
+                // The manager validated the spec; one this adapter's version refuses still
+                // ends with a reason instead of running unchecked.
+                let uid = trace.uid.clone();
+                match NewTrace::try_from(trace) {
+                    Ok(t) => self.coordinator.start_traced(t, s.trace_context),
+                    Err(e) => self.coordinator.reject(uid, e.to_string()),
                 }
                 None
             }

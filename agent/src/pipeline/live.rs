@@ -25,30 +25,30 @@ use crate::ovs::openflow::oxm::ct_state;
 use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
 use crate::ports::NodePorts;
 
+use traceflow_core::limits::{
+    DEFAULT_TIMEOUT_SECS, MAX_TIMEOUT_SECS, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+};
+
 use super::flows::prio;
 use super::regs;
 use super::tables::Table;
 
 const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
-const PROTO_TCP: i32 = 6;
-const PROTO_UDP: i32 = 17;
-const PROTO_SCTP: i32 = 132;
 /// The cookie space of live-trace flows: the tag in the low byte.
 pub const LIVE_COOKIE_BASE: u64 = 0x7f1c_0001_0000_0000;
-
-/// How long a live trace's flows live when the command names no timeout (Antrea's default).
-const DEFAULT_TIMEOUT_SECONDS: u16 = 20;
 
 /// How long the flows of `t` live (`hard_timeout`): its timeout, never unbounded.
 pub fn lifetime(t: &pb::LiveTrace) -> std::time::Duration {
     std::time::Duration::from_secs(u64::from(hard_timeout(t)))
 }
 
+/// The command's timeout; none means Antrea's default, and no flow outlives the longest
+/// timeout a trace may have.
 fn hard_timeout(t: &pb::LiveTrace) -> u16 {
     match t.timeout_seconds {
-        0 => DEFAULT_TIMEOUT_SECONDS,
-        s => u16::try_from(s).unwrap_or(u16::MAX),
+        0 => DEFAULT_TIMEOUT_SECS,
+        s => u16::try_from(s).map_or(MAX_TIMEOUT_SECS, |s| s.min(MAX_TIMEOUT_SECS)),
     }
 }
 
@@ -99,7 +99,7 @@ fn port(p: i32) -> Result<Option<u16>, LiveError> {
 type PortFields = (fn(u16) -> Oxm, fn(u16) -> Oxm);
 
 fn port_fields(protocol: i32) -> Option<PortFields> {
-    match protocol {
+    match u8::try_from(protocol).ok()? {
         PROTO_TCP => Some((Oxm::tcp_src, Oxm::tcp_dst)),
         PROTO_UDP => Some((Oxm::udp_src, Oxm::udp_dst)),
         PROTO_SCTP => Some((Oxm::sctp_src, Oxm::sctp_dst)),
