@@ -476,25 +476,49 @@ async fn traceflow_resources(
         (
             "cr-adm-1",
             json!({"destination": {"namespace": "default", "pod": "p1"}}),
-            "source Pod must be specified in non-live-traffic Traceflow".into(),
+            "spec.source.pod: source Pod must be specified in non-live-traffic Traceflow".into(),
         ),
         (
             "cr-adm-2",
             json!({"source": src("default", "nope"),
                    "destination": {"namespace": "default", "pod": "p1"}}),
-            "requested source Pod default/nope not found".into(),
+            "spec.source.pod: requested source Pod default/nope not found".into(),
         ),
         (
             "cr-adm-3",
             json!({"source": src("kube-system", "host-agent"),
                    "destination": {"namespace": "default", "pod": "p1"}}),
-            "using hostNetwork Pod as source in non-live-traffic Traceflow is not supported".into(),
+            "spec.source.pod: using hostNetwork Pod as source in non-live-traffic Traceflow is not supported".into(),
         ),
         (
             "cr-adm-4",
             json!({"source": {"ip": "10.10.0.2"}, "liveTraffic": true,
                    "destination": {"namespace": "default", "service": "web"}}),
-            "Traceflow cr-adm-4 has neither source nor destination Pod specified".into(),
+            "spec.source.pod: Traceflow cr-adm-4 has neither source nor destination Pod specified"
+                .into(),
+        ),
+        // The spec rules the manager's API applies (one TraceSpec conversion): without an
+        // admission webhook the resource ends Failed with the API's message, naming the field.
+        (
+            "cr-timeout",
+            json!({"source": src("default", "p0"), "timeout": 9999,
+                   "destination": {"namespace": "default", "pod": "p1"}}),
+            "spec.timeout: must be between 1 and 300 seconds (0 means the default, 20), got 9999"
+                .into(),
+        ),
+        (
+            "cr-tcp-port",
+            json!({"source": src("default", "p0"),
+                   "destination": {"namespace": "default", "pod": "p1"},
+                   "packet": {"transportHeader": {"tcp": {"dstPort": 70000}}}}),
+            "spec.packet.transportHeader.tcp.dstPort: port must be between 1 and 65535, got 70000"
+                .into(),
+        ),
+        (
+            "cr-pod-and-ip",
+            json!({"source": src("default", "p0"),
+                   "destination": {"namespace": "default", "pod": "p1", "ip": "10.10.0.3"}}),
+            "spec.destination: pod, service and ip are mutually exclusive; set only one".into(),
         ),
     ];
     for (name, spec, reason) in failed {
@@ -615,7 +639,8 @@ async fn admission(cfg: &Path, api: &mut Api, failures: &mut Vec<String>) {
                 "default/web",
                 "--dst-service",
             ],
-            "has neither source nor destination Pod specified (InvalidArgument)".into(),
+            // tfctl runs the manager's own spec conversion before sending anything.
+            "invalid trace: spec.source.pod: Traceflow 10.10.0.2-to-default-web-".into(),
         ),
     ];
     for (what, args, want) in tf {

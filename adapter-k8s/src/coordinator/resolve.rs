@@ -72,8 +72,9 @@ pub fn resolve(spec: &TraceSpec, index: &Index) -> Result<Resolved, ResolveError
     };
     // §2.2 admission rules 2 and 3.
     let host_network = index.pod(&src.namespace, &src.name).map(|p| p.host_network);
+    // The message the manager's API gives for the same check, field included.
     spec.check_source_pod(host_network)
-        .map_err(|e| ResolveError::Admission(e.message))?;
+        .map_err(|e| ResolveError::Admission(e.to_string()))?;
     let Some(src_pod) = index.pod(&src.namespace, &src.name) else {
         return Err(ResolveError::Admission(format!(
             "requested source Pod {src} not found"
@@ -488,14 +489,14 @@ mod tests {
                 spec(("default", "nope"), to_pod("default", "p1"), None),
                 &idx
             )),
-            "requested source Pod default/nope not found"
+            "spec.source.pod: requested source Pod default/nope not found"
         );
         assert_eq!(
             reason(run(
                 spec(("kube-system", "hn"), to_pod("default", "p1"), None),
                 &idx
             )),
-            "using hostNetwork Pod as source in non-live-traffic Traceflow is not supported"
+            "spec.source.pod: using hostNetwork Pod as source in non-live-traffic Traceflow is not supported"
         );
         // A live spec without a source Pod has nothing to inject.
         let mut live = spec(("", ""), to_pod("default", "p1"), None);
