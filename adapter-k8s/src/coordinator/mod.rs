@@ -6,21 +6,21 @@
 //!  per-trace timer ──Timeout────▶ └─────────────┘
 //! ```
 //!
-//! Lifecycle of one injected trace: resolve against the inventory ([`resolve`]), allocate a
-//! data-plane id ([`ids`]), report `Running`, send `Inject` to the source Pod's Node, then fold
-//! every `TraceReport` carrying that id (from any Node) into the record ([`record`]) and report
-//! each snapshot, until Antrea's success rule holds (`Succeeded`), an agent fails it, or its
-//! timer fires (`Failed`, "Traceflow timeout"). The id is freed at the end. No state is polled.
+//! A trace arrives as a [`NewTrace`] (its spec validated at the adapter's edge) and runs one of
+//! two lifecycles, each in its own module:
 //!
-//! A live-traffic trace instead gets a per-cluster DSCP tag ([`live_tags`]; full → Failed
-//! "number of on-going live-traffic Traceflows reached the limit of 14"), `LiveTrace` goes to
-//! every Node of its [`live::plan`] (the tagging Node last, once every other Node answered
-//! `LiveTraceArmed`, so no Node on the path misses the tagged packet), reports are mapped by
-//! `dataplane_tag`, and at the end every such Node gets `StopLiveTrace` and the tag is freed.
+//! * [`injected`]: resolve ([`resolve`]), take a data-plane id ([`ids`]), `Inject` at the
+//!   source Pod's Node; reports are matched by id; the id is freed at the end.
+//! * [`live`]: plan ([`live::plan`]), take a DSCP tag ([`live::tags`]), arm every Node (the
+//!   tagging Node last); reports are matched by tag; every Node stops and the tag is freed.
+//!
+//! Common to both, here: every report is folded into the trace's [`record`] and each snapshot
+//! reported, until Antrea's success rule holds (`Succeeded`), an agent fails it, it is
+//! cancelled, or its timer fires (`Failed`, "Traceflow timeout"). No state is polled.
 
 pub mod ids;
+pub mod injected;
 pub mod live;
-pub mod live_tags;
 pub mod record;
 pub mod resolve;
 
@@ -30,21 +30,17 @@ use std::{
 };
 
 use tokio::{sync::mpsc, task::AbortHandle};
-use traceflow_core::{
-    Invalid, TraceSpec,
-    limits::{PROTO_SCTP, PROTO_TCP, PROTO_UDP},
-    reasons,
-};
+use traceflow_core::{Invalid, TraceSpec, reasons};
 use traceflow_proto::v1::{self as pb, TraceflowPhase};
-use traceflow_telemetry::{ContextMap, context_map, set_parent_from_map};
+use traceflow_telemetry::{ContextMap, set_parent_from_map};
 use tracing::{Span, debug, info, info_span, warn};
 
 use crate::{
     agents::Agents,
     inventory::{Inventory, index},
 };
-use ids::TraceIds;
-use live_tags::LiveTags;
+use injected::InjectedTraces;
+use live::{LiveState, LiveTraces};
 use record::TraceRecord;
 
 /// A trace to run: its identity and its validated spec. Built at the adapter's edges (a
@@ -166,23 +162,20 @@ impl CoordinatorHandle {
     }
 }
 
+/// How a running trace meets the data plane.
+enum Lifecycle {
+    /// An injected packet carrying the record's data-plane id ([`injected`]).
+    Injected,
+    /// Live traffic tagged with the record's DSCP tag ([`live`]).
+    Live(LiveState),
+}
+
 struct Running {
     record: TraceRecord,
     timer: AbortHandle,
-    /// Live-traffic traces: each Node's `LiveTrace` (sent again when its agent re-attaches;
-    /// every such Node is told to stop at the end).
-    live_commands: HashMap<String, pb::AgentCommand>,
-    /// Live-traffic traces still arming: the tagging Node's command waits until every other
-    /// Node said `LiveTraceArmed`, so none of them can miss the first tagged packet.
-    arming: Option<Arming>,
+    lifecycle: Lifecycle,
     /// The trace's span here (`trace`): open until the trace ends; reports are its children.
     span: Span,
-}
-
-struct Arming {
-    waiting: std::collections::HashSet<String>,
-    /// Its command is in `live_commands`.
-    tagging_node: String,
 }
 
 /// The coordinator task's state. Build with [`Coordinator::new`], drive with [`Coordinator::run`].
@@ -194,11 +187,8 @@ pub struct Coordinator {
     timeouts_tx: mpsc::UnboundedSender<(String, u32)>,
     timeouts: mpsc::UnboundedReceiver<(String, u32)>,
     traces: HashMap<String, Running>,
-    by_id: HashMap<(bool, u32), String>,
-    ids: TraceIds,
-    /// Live-traffic traces by DSCP tag.
-    by_tag: HashMap<u32, String>,
-    live_tags: LiveTags,
+    injected: InjectedTraces,
+    live: LiveTraces,
 }
 
 impl Coordinator {
@@ -218,10 +208,8 @@ impl Coordinator {
             timeouts_tx,
             timeouts,
             traces: HashMap::new(),
-            by_id: HashMap::new(),
-            ids: TraceIds::new(),
-            by_tag: HashMap::new(),
-            live_tags: LiveTags::new(),
+            injected: InjectedTraces::default(),
+            live: LiveTraces::default(),
         };
         (this, CoordinatorHandle { tx })
     }
@@ -309,71 +297,8 @@ impl Coordinator {
         }
         if spec.live_traffic {
             self.start_live(uid, spec);
-            return;
-        }
-        let resolved =
-            info_span!("resolve").in_scope(|| resolve::resolve(&spec, &self.inventory.read()));
-        let resolved = match resolved {
-            Ok(r) => r,
-            Err(e) => {
-                info!(uid = %uid, reason = %e, "trace failed before injection");
-                Span::current().record("phase", "Failed");
-                self.fail_unstarted(&uid, &e.to_string());
-                return;
-            }
-        };
-        let Some(trace_id) = self.ids.allocate(resolved.ipv6) else {
-            let reason = reasons::ids_exhausted(self.ids.limit(resolved.ipv6));
-            self.fail_unstarted(&uid, &reason);
-            return;
-        };
-        Span::current().record("trace_id", trace_id);
-        let timeout = spec.timeout;
-        let record = TraceRecord {
-            uid: uid.clone(),
-            spec,
-            sender_node: resolved.sender_node.clone(),
-            ipv6: resolved.ipv6,
-            trace_id,
-            start_micros: now_micros(),
-            results: Vec::new(),
-            captured_packet: None,
-            dataplane_tag: 0,
-        };
-        self.emit(&uid, record.status(TraceflowPhase::Running, "", 0));
-        let timer = self.arm_timer(&uid, timeout, trace_id);
-        self.by_id.insert((resolved.ipv6, trace_id), uid.clone());
-        self.traces.insert(
-            uid.clone(),
-            Running {
-                record,
-                timer,
-                live_commands: HashMap::new(),
-                arming: None,
-                span: Span::current(),
-            },
-        );
-
-        let mut packet = resolved.packet;
-        packet.trace_uid = uid.clone();
-        packet.trace_id = trace_id;
-        if packet.src_port == 0
-            && [PROTO_TCP, PROTO_UDP, PROTO_SCTP]
-                .iter()
-                .any(|p| packet.protocol == i32::from(*p))
-        {
-            packet.src_port = rand::random_range(10000..=60999);
-        }
-        let inject = info_span!("inject", node = %resolved.sender_node);
-        packet.trace_context = context_map(&inject);
-        let _in = inject.enter();
-        info!(uid = %uid, trace_id, node = %resolved.sender_node, dst = %packet.dst_ip, proto = packet.protocol, "injecting");
-        let cmd = pb::AgentCommand {
-            kind: Some(pb::agent_command::Kind::Inject(packet)),
-        };
-        if let Err(e) = self.agents.send(&resolved.sender_node, cmd) {
-            let reason = reasons::node_error(&resolved.sender_node, e);
-            self.finish(&uid, TraceflowPhase::Failed, &reason);
+        } else {
+            self.start_injected(uid, spec);
         }
     }
 
@@ -387,159 +312,11 @@ impl Coordinator {
         .abort_handle()
     }
 
-    /// A live-traffic trace (reference §3.6): plan the per-Node commands, take a DSCP tag,
-    /// send `LiveTrace` to every Node of the plan. The trace then waits for tagged packets.
-    fn start_live(&mut self, uid: String, spec: TraceSpec) {
-        let plan = info_span!("live_plan").in_scope(|| live::plan(&spec, &self.inventory.read()));
-        let plan = match plan {
-            Ok(p) => p,
-            Err(e) => {
-                info!(uid = %uid, reason = %e, "live trace failed before start");
-                self.fail_unstarted(&uid, &e.to_string());
-                return;
-            }
-        };
-        let tag = match self.live_tags.allocate() {
-            Ok(t) => t,
-            Err(e) => {
-                info!(uid = %uid, reason = %e, "no free live-traffic tag");
-                self.fail_unstarted(&uid, &e.to_string());
-                return;
-            }
-        };
-        let timeout = spec.timeout;
-        let has_source = spec.source_pod().is_some();
-        let record = TraceRecord {
-            uid: uid.clone(),
-            spec,
-            sender_node: if has_source {
-                plan.tagging_node.clone()
-            } else {
-                String::new()
-            },
-            ipv6: plan.ipv6,
-            trace_id: 0,
-            start_micros: now_micros(),
-            results: Vec::new(),
-            captured_packet: None,
-            dataplane_tag: tag,
-        };
-        self.emit(&uid, record.status(TraceflowPhase::Running, "", 0));
-        let timer = self.arm_timer(&uid, timeout, 0);
-        self.by_tag.insert(tag, uid.clone());
-        info!(uid = %uid, tag, node = %plan.tagging_node, nodes = plan.commands.len(), "starting live trace");
-        let live_commands: HashMap<String, pb::AgentCommand> = plan
-            .commands
-            .into_iter()
-            .map(|(node, mut cmd)| {
-                cmd.trace_uid = uid.clone();
-                cmd.trace_context = context_map(&Span::current());
-                cmd.dscp_tag = tag;
-                cmd.timeout_seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
-                let cmd = pb::AgentCommand {
-                    kind: Some(pb::agent_command::Kind::LiveTrace(cmd)),
-                };
-                (node, cmd)
-            })
-            .collect();
-        // Every Node but the tagging one now; the tagging one once they are armed.
-        let mut waiting = std::collections::HashSet::new();
-        for (node, cmd) in live_commands
-            .iter()
-            .filter(|(n, _)| **n != plan.tagging_node)
-        {
-            match self.agents.send(node, cmd.clone()) {
-                Ok(()) => {
-                    waiting.insert(node.clone());
-                }
-                // A Node without an agent cannot report; the path may not cross it.
-                Err(e) => {
-                    warn!(uid = %uid, node = %node, error = %e, "live trace not started on Node")
-                }
-            }
-        }
-        self.traces.insert(
-            uid.clone(),
-            Running {
-                record,
-                timer,
-                live_commands,
-                arming: Some(Arming {
-                    waiting,
-                    tagging_node: plan.tagging_node,
-                }),
-                span: Span::current(),
-            },
-        );
-        self.arm_tagging_if_ready(&uid);
-    }
-
-    /// `node`'s agent (re)attached: see [`CoordinatorHandle::agent_attached`]. A Node that
-    /// already reported is done (sending again could report a second connection); a tagging
-    /// Node still waiting for the others gets its command when they are armed.
-    fn on_agent_attached(&mut self, node: &str) {
-        for (uid, running) in &mut self.traces {
-            let Some(cmd) = running.live_commands.get(node) else {
-                continue;
-            };
-            if running.record.results.iter().any(|r| r.node == node)
-                || running
-                    .arming
-                    .as_ref()
-                    .is_some_and(|a| a.tagging_node == node)
-            {
-                continue;
-            }
-            match self.agents.send(node, cmd.clone()) {
-                Ok(()) => {
-                    info!(uid = %uid, node = %node, "live trace sent again to a re-attached agent");
-                    if let Some(a) = running.arming.as_mut() {
-                        a.waiting.insert(node.to_string());
-                    }
-                }
-                Err(e) => warn!(uid = %uid, node = %node, error = %e, "live trace not sent again"),
-            }
-        }
-    }
-
-    /// A Node armed its part of live trace `uid`.
-    fn on_live_armed(&mut self, node: &str, uid: &str) {
-        if let Some(arming) = self.traces.get_mut(uid).and_then(|r| r.arming.as_mut()) {
-            arming.waiting.remove(node);
-        }
-        self.arm_tagging_if_ready(uid);
-    }
-
-    /// Sends the tagging Node its command once no other Node is still arming.
-    fn arm_tagging_if_ready(&mut self, uid: &str) {
-        let Some(running) = self.traces.get_mut(uid) else {
-            return;
-        };
-        if running
-            .arming
-            .as_ref()
-            .is_none_or(|a| !a.waiting.is_empty())
-        {
-            return;
-        }
-        let Some(Arming { tagging_node, .. }) = running.arming.take() else {
-            return;
-        };
-        let Some(tagging) = running.live_commands.get(&tagging_node).cloned() else {
-            return;
-        };
-        debug!(uid = %uid, node = %tagging_node, "other Nodes armed; arming the tagging Node");
-        if let Err(e) = self.agents.send(&tagging_node, tagging) {
-            let reason = reasons::node_error(&tagging_node, e);
-            self.finish(uid, TraceflowPhase::Failed, &reason);
-        }
-    }
-
     fn on_report(&mut self, node: &str, report: pb::TraceReport) {
         let uid = if report.dataplane_tag != 0 {
-            self.by_tag.get(&report.dataplane_tag).cloned()
+            self.live.uid_of(report.dataplane_tag).cloned()
         } else {
-            self.by_id.get(&(report.ipv6, report.trace_id)).cloned()
+            self.injected.uid_of(report.ipv6, report.trace_id).cloned()
         };
         let Some(uid) = uid else {
             debug!(node = %node, trace_id = report.trace_id, tag = report.dataplane_tag, ipv6 = report.ipv6, "report for no running trace");
@@ -570,9 +347,9 @@ impl Coordinator {
         let uid = if self.traces.contains_key(&failure.trace_uid) {
             Some(failure.trace_uid.clone())
         } else {
-            self.by_id
-                .get(&(false, failure.trace_id))
-                .or_else(|| self.by_id.get(&(true, failure.trace_id)))
+            self.injected
+                .uid_of(false, failure.trace_id)
+                .or_else(|| self.injected.uid_of(true, failure.trace_id))
                 .cloned()
         };
         let Some(uid) = uid else {
@@ -592,15 +369,10 @@ impl Coordinator {
         {
             info!(uid = %uid, "trace timed out");
             // A live trace whose Nodes never all armed never tagged anything: say which.
-            let unarmed = self
-                .traces
-                .get(uid)
-                .and_then(|r| r.arming.as_ref())
-                .map(|a| {
-                    let mut nodes: Vec<&str> = a.waiting.iter().map(String::as_str).collect();
-                    nodes.sort_unstable();
-                    nodes.join(", ")
-                });
+            let unarmed = self.traces.get(uid).and_then(|r| match &r.lifecycle {
+                Lifecycle::Live(live) => live.unarmed(),
+                Lifecycle::Injected => None,
+            });
             let reason = match unarmed {
                 Some(nodes) => format!(
                     "{}: the live-traffic flows were never armed on Node(s) {nodes}, \
@@ -623,23 +395,9 @@ impl Coordinator {
             running.span.record("reason", reason);
         }
         let rec = &running.record;
-        if rec.dataplane_tag != 0 {
-            self.by_tag.remove(&rec.dataplane_tag);
-            self.live_tags.release(rec.dataplane_tag);
-            for node in running.live_commands.keys() {
-                let cmd = pb::AgentCommand {
-                    kind: Some(pb::agent_command::Kind::StopLiveTrace(pb::StopLiveTrace {
-                        trace_uid: uid.to_string(),
-                    })),
-                };
-                if let Err(e) = self.agents.send(node, cmd) {
-                    // Its flows still expire by hard_timeout.
-                    debug!(uid = %uid, node = %node, error = %e, "stop live trace not sent");
-                }
-            }
-        } else {
-            self.by_id.remove(&(rec.ipv6, rec.trace_id));
-            self.ids.release(rec.ipv6, rec.trace_id);
+        match &running.lifecycle {
+            Lifecycle::Live(live) => self.release_live(uid, rec.dataplane_tag, live),
+            Lifecycle::Injected => self.release_injected(rec.ipv6, rec.trace_id),
         }
         info!(uid = %uid, phase = phase.as_str_name(), reason, results = rec.results.len(), "trace finished");
         self.emit(uid, rec.status(phase, reason, now_micros()));

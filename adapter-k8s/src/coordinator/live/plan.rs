@@ -15,7 +15,7 @@
 use traceflow_core::{Destination, Source, TraceSpec, Transport};
 use traceflow_proto::v1 as pb;
 
-use super::resolve::{ResolveError, first_of_family};
+use crate::coordinator::resolve::{ResolveError, first_of_family};
 use crate::inventory::Index;
 
 /// The commands of one live trace, one per Node.
