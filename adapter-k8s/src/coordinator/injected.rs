@@ -24,19 +24,10 @@ use tracing::{Span, info, info_span};
 use super::{Coordinator, Lifecycle, Running, ids::TraceIds, now_micros, record::TraceRecord};
 
 /// The injected traces in flight: the id spaces (one per family) and who holds each id.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct InjectedTraces {
     ids: TraceIds,
     by_id: HashMap<(bool, u32), String>,
-}
-
-impl Default for InjectedTraces {
-    fn default() -> Self {
-        InjectedTraces {
-            ids: TraceIds::new(),
-            by_id: HashMap::new(),
-        }
-    }
 }
 
 impl InjectedTraces {

@@ -26,19 +26,10 @@ use super::{Coordinator, Lifecycle, Running, now_micros, record::TraceRecord};
 use tags::LiveTags;
 
 /// The live traces in flight: the tag space and who holds each tag.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct LiveTraces {
     tags: LiveTags,
     by_tag: HashMap<u32, String>,
-}
-
-impl Default for LiveTraces {
-    fn default() -> Self {
-        LiveTraces {
-            tags: LiveTags::new(),
-            by_tag: HashMap::new(),
-        }
-    }
 }
 
 impl LiveTraces {
