@@ -14,6 +14,7 @@
 //!
 //! `main.rs` only parses configuration ([`config`]) and calls [`server::run`] or [`ops`].
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod config;

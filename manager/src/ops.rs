@@ -12,7 +12,7 @@ use std::{
 use traceflow_proto::v1 as pb;
 
 use crate::{
-    api::{error::ApiError, registration::mint_bootstrap_token, user::upsert_user},
+    accounts::{AccountError, mint_bootstrap_token, upsert_user},
     auth::Role,
     server::{DataDir, ServeError, open_data_dir, write_file},
     store::StoreError,
@@ -24,7 +24,7 @@ pub enum OpsError {
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Account(#[from] AccountError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -11,10 +11,8 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 use traceflow_manager::{
-    api::{
-        access::{Access, METHODS},
-        user::upsert_user,
-    },
+    accounts::upsert_user,
+    api::access::{Access, METHODS},
     auth::Role,
     server::{self, ServeConfig},
     store::{ClusterRecord, now_micros},

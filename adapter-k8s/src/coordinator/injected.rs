@@ -31,7 +31,6 @@ pub struct InjectedTraces {
 }
 
 impl InjectedTraces {
-
     /// The trace holding id `trace_id` of the family (`ipv6`).
     pub fn uid_of(&self, ipv6: bool, trace_id: u32) -> Option<&String> {
         self.by_id.get(&(ipv6, trace_id))

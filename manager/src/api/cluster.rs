@@ -15,9 +15,9 @@ use super::{
     access::caller,
     error::{ApiError, ApiResult},
     page_size,
-    registration::{DEFAULT_TOKEN_TTL, mint_bootstrap_token},
 };
 use crate::{
+    accounts,
     fleet::ClusterInventory,
     store::{AuditEvent, ClusterRecord, now_micros},
 };
@@ -151,11 +151,12 @@ impl ClusterSvc {
             ));
         }
         let ttl = if req.ttl_seconds == 0 {
-            DEFAULT_TOKEN_TTL
+            accounts::DEFAULT_TOKEN_TTL
         } else {
             Duration::from_secs(req.ttl_seconds as u64)
         };
-        let (token, expires) = mint_bootstrap_token(&self.ctx.store, &req.cluster, ttl, actor)?;
+        let (token, expires) =
+            accounts::mint_bootstrap_token(&self.ctx.store, &req.cluster, ttl, actor)?;
         self.ctx.store.durable().await?;
         tracing::info!(cluster = %req.cluster, actor, "bootstrap token minted");
         Ok(pb::CreateBootstrapTokenResponse {

@@ -2,7 +2,9 @@
 
 use traceflow_core::Invalid;
 
-use crate::{auth::AuthError, store::StoreError, traces::workflow::TraceError};
+use crate::{
+    accounts::AccountError, auth::AuthError, store::StoreError, traces::workflow::TraceError,
+};
 
 /// Everything an API call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,20 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::Invalid(i) => ApiError::Invalid(i),
+            AccountError::Unauthenticated(m) => ApiError::Unauthenticated(m),
+            AccountError::PermissionDenied(m) => ApiError::PermissionDenied(m),
+            AccountError::AlreadyExists(m) => ApiError::AlreadyExists(m),
+            AccountError::NotFound(m) => ApiError::NotFound(m),
+            AccountError::Internal(m) => ApiError::Internal(m),
+            AccountError::Store(s) => ApiError::Store(s),
+        }
+    }
 }
 
 impl From<TraceError> for ApiError {

@@ -47,9 +47,3 @@ pub fn page_size(requested: i32) -> usize {
         n => (n as usize).min(1000),
     }
 }
-
-/// Random secret with a readable prefix: `<prefix>-<64 hex>`.
-pub fn new_secret(prefix: &str) -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!("{prefix}-{}", hex::encode(bytes))
-}

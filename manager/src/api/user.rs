@@ -15,11 +15,11 @@ use super::{
     Ctx,
     access::caller,
     error::{ApiError, ApiResult},
-    new_secret,
 };
 use crate::{
+    accounts,
     auth::{Principal, Role},
-    store::{AuditEvent, Store, TokenKind, TokenRecord, UserRecord, hash_secret, now_micros},
+    store::UserRecord,
 };
 
 /// The UserService implementation.
@@ -33,57 +33,6 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
         field: field.into(),
         message: message.into(),
     })
-}
-
-/// Stores `name` with `role` (keeping its creation time) and, for `bearer`, a new token;
-/// returns the user and the token (empty otherwise). Durable after the caller's flush.
-pub fn upsert_user(
-    store: &Store,
-    name: &str,
-    role: Role,
-    bearer: bool,
-    actor: &str,
-) -> Result<(UserRecord, String), ApiError> {
-    naming::check_cluster("name", name)?;
-    let now = now_micros();
-    let created = store.user(name)?.map(|u| u.created_micros).unwrap_or(now);
-    let user = UserRecord {
-        name: name.to_string(),
-        role: role.as_str().to_string(),
-        created_micros: created,
-    };
-    store.put_user(&user)?;
-    let token = if bearer {
-        let token = new_secret("tfu");
-        store.put_token(
-            &hash_secret(&token),
-            &TokenRecord {
-                kind: TokenKind::User,
-                subject: name.to_string(),
-                created_micros: now,
-                expires_micros: 0,
-                used_micros: 0,
-            },
-        )?;
-        token
-    } else {
-        String::new()
-    };
-    store.audit(&AuditEvent {
-        micros: now,
-        actor: actor.to_string(),
-        action: "user-create".into(),
-        subject: name.to_string(),
-        detail: format!(
-            "role {role}, {}",
-            if bearer {
-                "bearer token"
-            } else {
-                "certificate"
-            }
-        ),
-    })?;
-    Ok((user, token))
 }
 
 fn user_pb(u: &UserRecord) -> pb::User {
@@ -124,7 +73,8 @@ impl UserSvc {
                 .map_err(|e| invalid("csr_pem", e.to_string()))?
                 .cert_pem
         };
-        let (user, token) = upsert_user(&self.ctx.store, &name, role, bearer_token, actor)?;
+        let (user, token) =
+            accounts::upsert_user(&self.ctx.store, &name, role, bearer_token, actor)?;
         self.ctx.store.durable().await?;
         tracing::info!(user = %name, role = %role, actor, "user created");
         Ok(pb::CreateUserResponse {
@@ -136,17 +86,7 @@ impl UserSvc {
     }
 
     async fn delete(&self, actor: &str, name: &str) -> ApiResult<()> {
-        if !self.ctx.store.delete_user(name)? {
-            return Err(ApiError::NotFound(format!("user {name:?} does not exist")));
-        }
-        self.ctx.store.delete_user_tokens(name)?;
-        self.ctx.store.audit(&AuditEvent {
-            micros: now_micros(),
-            actor: actor.to_string(),
-            action: "user-delete".into(),
-            subject: name.to_string(),
-            detail: "user and bearer tokens removed".into(),
-        })?;
+        accounts::delete_user(&self.ctx.store, name, actor)?;
         self.ctx.store.durable().await?;
         Ok(())
     }

@@ -33,7 +33,6 @@ pub struct LiveTraces {
 }
 
 impl LiveTraces {
-
     /// The trace holding `tag`.
     pub fn uid_of(&self, tag: u32) -> Option<&String> {
         self.by_tag.get(&tag)

@@ -1,0 +1,278 @@
+//! Who may speak to the manager, free of tonic: users (with a role and optional bearer
+//! tokens), bootstrap tokens, and cluster registration (token + CSR → the cluster's only
+//! certificate). The API edge and the command line (`ops`) both call these.
+//!
+//! Contract: a bootstrap token is single-use, expiring and bound to one cluster name; only a
+//! secret's SHA-256 is stored. A cluster registered with a live certificate must be
+//! deregistered before another registration. Every change is audited; writes are durable only
+//! after the caller's flush.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use traceflow_core::{Invalid, naming};
+use traceflow_pki::{CertificateAuthority, IdentityKind};
+
+use crate::{
+    auth::Role,
+    store::{
+        AuditEvent, ClusterRecord, Store, StoreError, TokenKind, TokenRecord, UserRecord,
+        hash_secret, now_micros,
+    },
+};
+
+/// Default lifetime of a bootstrap token.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Why an account operation was refused. The API maps each kind to one status code.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// A bad credential presented in the request (a bootstrap token).
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> AccountError {
+    AccountError::Invalid(Invalid::new(field, message))
+}
+
+/// Random secret with a readable prefix: `<prefix>-<64 hex>`.
+pub fn new_secret(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{prefix}-{}", hex::encode(bytes))
+}
+
+/// RFC 3339 (seconds) of microseconds since the epoch.
+pub fn rfc3339(micros: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_micros(micros.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn audit(
+    store: &Store,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: String,
+) -> Result<(), StoreError> {
+    store.audit(&AuditEvent {
+        micros: now_micros(),
+        actor: actor.to_string(),
+        action: action.into(),
+        subject: subject.to_string(),
+        detail,
+    })
+}
+
+/// Stores `name` with `role` (keeping its creation time) and, for `bearer`, a new token;
+/// returns the user and the token (empty otherwise).
+pub fn upsert_user(
+    store: &Store,
+    name: &str,
+    role: Role,
+    bearer: bool,
+    actor: &str,
+) -> Result<(UserRecord, String), AccountError> {
+    naming::check_cluster("name", name)?;
+    let now = now_micros();
+    let created = store.user(name)?.map(|u| u.created_micros).unwrap_or(now);
+    let user = UserRecord {
+        name: name.to_string(),
+        role: role.as_str().to_string(),
+        created_micros: created,
+    };
+    store.put_user(&user)?;
+    let token = if bearer {
+        let token = new_secret("tfu");
+        store.put_token(
+            &hash_secret(&token),
+            &TokenRecord {
+                kind: TokenKind::User,
+                subject: name.to_string(),
+                created_micros: now,
+                expires_micros: 0,
+                used_micros: 0,
+            },
+        )?;
+        token
+    } else {
+        String::new()
+    };
+    let how = if bearer {
+        "bearer token"
+    } else {
+        "certificate"
+    };
+    audit(
+        store,
+        actor,
+        "user-create",
+        name,
+        format!("role {role}, {how}"),
+    )?;
+    Ok((user, token))
+}
+
+/// Deletes user `name` and its bearer tokens.
+pub fn delete_user(store: &Store, name: &str, actor: &str) -> Result<(), AccountError> {
+    if !store.delete_user(name)? {
+        return Err(AccountError::NotFound(format!(
+            "user {name:?} does not exist"
+        )));
+    }
+    store.delete_user_tokens(name)?;
+    audit(
+        store,
+        actor,
+        "user-delete",
+        name,
+        "user and bearer tokens removed".into(),
+    )?;
+    Ok(())
+}
+
+/// Mints a bootstrap token for `cluster` valid for `ttl`; returns `(token, expires_micros)`.
+pub fn mint_bootstrap_token(
+    store: &Store,
+    cluster: &str,
+    ttl: Duration,
+    actor: &str,
+) -> Result<(String, i64), AccountError> {
+    naming::check_cluster("cluster", cluster)?;
+    let token = new_secret("tfb");
+    let now = now_micros();
+    let expires = now + ttl.as_micros() as i64;
+    store.put_token(
+        &hash_secret(&token),
+        &TokenRecord {
+            kind: TokenKind::Bootstrap,
+            subject: cluster.to_string(),
+            created_micros: now,
+            expires_micros: expires,
+            used_micros: 0,
+        },
+    )?;
+    let detail = format!("bootstrap token expiring {}", rfc3339(expires));
+    audit(store, actor, "token-create", cluster, detail)?;
+    Ok((token, expires))
+}
+
+/// Whether bootstrap token `rec` may register `cluster` at `now`.
+pub fn check_token(rec: &TokenRecord, cluster: &str, now: i64) -> Result<(), AccountError> {
+    if rec.subject != cluster {
+        return Err(AccountError::PermissionDenied(format!(
+            "bootstrap token was minted for cluster {:?}, not {cluster:?}",
+            rec.subject
+        )));
+    }
+    if rec.used_micros != 0 {
+        return Err(AccountError::Unauthenticated(format!(
+            "bootstrap token was already used (at {}); mint a new one with traceflow-manager token create --cluster {cluster}",
+            rfc3339(rec.used_micros)
+        )));
+    }
+    if rec.expires_micros != 0 && rec.expires_micros <= now {
+        return Err(AccountError::Unauthenticated(format!(
+            "bootstrap token expired at {}; mint a new one with traceflow-manager token create --cluster {cluster}",
+            rfc3339(rec.expires_micros)
+        )));
+    }
+    Ok(())
+}
+
+/// Registers `cluster` with bootstrap `token` and a CSR: consumes the token and returns the
+/// cluster's certificate (PEM), now the only one that may speak for it.
+pub fn register(
+    store: &Store,
+    ca: &CertificateAuthority,
+    cluster: &str,
+    token: &str,
+    csr_pem: &str,
+) -> Result<String, AccountError> {
+    naming::check_cluster("cluster", cluster)?;
+    if token.is_empty() {
+        return Err(invalid(
+            "token",
+            "is required; mint one with traceflow-manager token create --cluster NAME",
+        ));
+    }
+    if csr_pem.is_empty() {
+        return Err(invalid(
+            "csr_pem",
+            "is required (PEM PKCS#10, CN = cluster name)",
+        ));
+    }
+    let hash = hash_secret(token);
+    let unknown = || {
+        AccountError::Unauthenticated(
+            "bootstrap token is not known to this manager; mint one with traceflow-manager token create --cluster NAME".into(),
+        )
+    };
+    let rec = store
+        .token(&hash)?
+        .filter(|r| r.kind == TokenKind::Bootstrap)
+        .ok_or_else(unknown)?;
+    check_token(&rec, cluster, now_micros())?;
+    if let Some(existing) = store.cluster(cluster)?
+        && existing.certificate_not_after > now_micros() / 1_000_000
+    {
+        return Err(AccountError::AlreadyExists(format!(
+            "cluster {cluster:?} is already registered with a live certificate (serial {}); deregister it first (ClusterService.DeregisterCluster)",
+            existing.certificate_serial
+        )));
+    }
+    let issued = ca
+        .sign_csr(csr_pem, cluster, IdentityKind::Cluster)
+        .map_err(|e| invalid("csr_pem", e.to_string()))?;
+    // Consume the token atomically; a concurrent registration with it loses here.
+    let before = store.use_token(&hash, now_micros())?.ok_or_else(unknown)?;
+    check_token(&before, cluster, now_micros())?;
+    let not_after = traceflow_pki::pem_identity(&issued.cert_pem)
+        .map(|id| id.not_after)
+        .map_err(|e| AccountError::Internal(e.to_string()))?;
+    store.put_cluster(&ClusterRecord {
+        name: cluster.to_string(),
+        certificate_serial: issued.serial.clone(),
+        certificate_not_after: not_after,
+        registered_micros: now_micros(),
+        last_heartbeat_micros: 0,
+    })?;
+    Ok(issued.cert_pem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_token(subject: &str, expires: i64, used: i64) -> TokenRecord {
+        TokenRecord {
+            kind: TokenKind::Bootstrap,
+            subject: subject.into(),
+            created_micros: 0,
+            expires_micros: expires,
+            used_micros: used,
+        }
+    }
+
+    #[test]
+    fn token_rules() {
+        assert!(check_token(&mk_token("a", 100, 0), "a", 50).is_ok());
+        let e = check_token(&mk_token("a", 100, 0), "a", 150).map_err(|e| e.to_string());
+        assert!(e.is_err_and(|m| m.contains("expired at")));
+        let e = check_token(&mk_token("a", 100, 10), "a", 50).map_err(|e| e.to_string());
+        assert!(e.is_err_and(|m| m.contains("already used")));
+        let e = check_token(&mk_token("a", 100, 0), "b", 50).map_err(|e| e.to_string());
+        assert!(e.is_err_and(|m| m.contains("minted for cluster \"a\"")));
+    }
+}
