@@ -31,6 +31,69 @@ pub fn require_lab_prerequisites() {
          Fix: run as root after `apt-get install -y openvswitch-switch iproute2 iputils-ping` \
          (scripts/test.sh does this). These tests never skip."
     );
+    assert_binaries_fresh();
+}
+
+/// The daemons a lab runs, from target/debug.
+const LAB_BINARIES: [&str; 5] = [
+    "traceflow-manager",
+    "traceflow-adapter",
+    "traceflow-agent",
+    "tfctl",
+    "traceflow-lab",
+];
+
+/// The lab runs the binaries in target/debug: one built before its sources changed would test
+/// old code and could pass. Cargo's dep-info file (`<bin>.d`, beside the binary) lists every
+/// source it was built from, and each must be older than the binary.
+fn assert_binaries_fresh() {
+    let dir = bin_dir();
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
+    let mut stale = Vec::new();
+    for bin in LAB_BINARIES {
+        let built = match modified(&dir.join(bin)) {
+            Ok(t) => t,
+            Err(e) => {
+                stale.push(format!("{bin}: {e}"));
+                continue;
+            }
+        };
+        let Ok(dep_info) = std::fs::read_to_string(dir.join(format!("{bin}.d"))) else {
+            stale.push(format!("{bin}: no {bin}.d to tell what it was built from"));
+            continue;
+        };
+        if let Some(src) = dep_sources(&dep_info)
+            .into_iter()
+            .find(|src| modified(Path::new(src)).is_ok_and(|t| t > built))
+        {
+            stale.push(format!("{bin} is older than {src}"));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "the lab would run stale binaries: {stale:?}.\n\
+         Fix: cargo build --workspace --bins (scripts/test.sh does this), then run the tests again."
+    );
+}
+
+/// The sources of the first rule of a Makefile-style dep-info file (`target: src src …`,
+/// spaces inside paths escaped with a backslash).
+fn dep_sources(dep_info: &str) -> Vec<String> {
+    let Some((_, deps)) = dep_info.lines().next().and_then(|l| l.split_once(": ")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => cur.extend(chars.next()),
+            ' ' => out.extend((!cur.is_empty()).then(|| std::mem::take(&mut cur))),
+            c => cur.push(c),
+        }
+    }
+    out.extend((!cur.is_empty()).then_some(cur));
+    out
 }
 
 /// Directory of the workspace's binaries (target/debug), from this test's lab binary.
