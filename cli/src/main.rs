@@ -219,8 +219,9 @@ Exit codes: 0 Succeeded, 1 Failed, 2 no such trace or no connection.")]
     Cluster {
         #[command(subcommand)]
         command: Option<ClusterCommand>,
-        #[command(flatten)]
-        output: OutputArg,
+        /// Output format: table (default), wide, yaml or json.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table, global = true)]
+        output: Format,
     },
     /// Pods of a cluster's inventory.
     #[command(
@@ -494,11 +495,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             output,
         } => commands::trace::retrace(c, &trace, nowait, output.output).await,
         Command::Cluster { command, output } => match command {
-            None | Some(ClusterCommand::List) => {
-                commands::fleet::list_clusters(c, output.output).await
-            }
+            None | Some(ClusterCommand::List) => commands::fleet::list_clusters(c, output).await,
             Some(ClusterCommand::Get { name }) => {
-                commands::fleet::get_cluster(c, &name, output.output).await
+                commands::fleet::get_cluster(c, &name, output).await
             }
         },
         Command::Pods(a) => inventory(c, Inventory::Pods, a, default_cluster).await,
