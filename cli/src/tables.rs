@@ -70,14 +70,17 @@ fn details(o: &pb::Observation, wide: bool) -> String {
     parts.join(" ")
 }
 
-/// Microseconds as `+12µs`, `+1.234ms` or `+2.000s`.
+/// Microseconds as `+12µs`, `+1.234ms`, `+2.000s`, or negative (`-40µs`) when another
+/// Node's clock runs behind the first hop's.
 fn offset(us: i64) -> String {
-    if us < 1_000 {
-        format!("+{us}µs")
-    } else if us < 1_000_000 {
-        format!("+{:.3}ms", us as f64 / 1e3)
+    let sign = if us < 0 { '-' } else { '+' };
+    let n = us.unsigned_abs();
+    if n < 1_000 {
+        format!("{sign}{n}µs")
+    } else if n < 1_000_000 {
+        format!("{sign}{:.3}ms", n as f64 / 1e3)
     } else {
-        format!("+{:.3}s", us as f64 / 1e6)
+        format!("{sign}{:.3}s", n as f64 / 1e6)
     }
 }
 
@@ -569,6 +572,7 @@ mod tests {
         assert_eq!(offset(12), "+12µs");
         assert_eq!(offset(1_234), "+1.234ms");
         assert_eq!(offset(2_000_000), "+2.000s");
+        assert_eq!(offset(-373), "-373µs");
         assert_eq!(age(1, 1 + 90_000_000), "1m");
         assert_eq!(age(0, 5), "never");
         assert_eq!(

@@ -270,7 +270,7 @@ fn tfctl_every_verb_and_format_against_the_lab() {
     );
     check(
         &mut f,
-        tty.contains("K8sNetworkPolicy") || tty.contains("IngressDefaultRule"),
+        tty.contains("AntreaClusterNetworkPolicy:deny-db") && tty.contains("drop-clients"),
         "pty: the policy that dropped",
         &o,
     );
