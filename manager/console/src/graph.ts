@@ -92,7 +92,7 @@ export function renderGraph(host: HTMLElement, t: Traceflow, list: Hop[], open: 
   root.append(svg("title", { id: "graph-title" }, `Path of ${t.name}: ${ending}`));
   root.append(svg("desc", { id: "graph-desc" }, [fmt.source(t.spec?.source) || "source", ...steps].join(" → ")));
   const defs = svg("defs", {});
-  const marker = svg("marker", { id: "tf-arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 8, markerHeight: 8, orient: "auto-start-reverse" });
+  const marker = svg("marker", { id: "tf-arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" });
   marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrowhead" }));
   defs.append(marker);
   root.append(defs);

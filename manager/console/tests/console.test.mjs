@@ -7,7 +7,8 @@
 //   TRACEFLOW_VIEW_TOKEN     bearer token of a user with role view
 //   TRACEFLOW_CLUSTER        the lab's cluster (c1): n1 has default/p0 and p1, n2 has p2 and
 //                            db; a ClusterNetworkPolicy deny-db (rule drop-clients) drops p0 -> db
-//   TRACEFLOW_SCREENSHOT_DIR where form.png, allowed.png, dropped.png and history.png go
+//   TRACEFLOW_SCREENSHOT_DIR where form.png, allowed.png, dropped.png, history.png and
+//                            narrow.png (a 390px window) go
 //   TRACEFLOW_LAB_BIN, TRACEFLOW_LAB_DIR, TRACEFLOW_P1_IP
 //                            `traceflow-lab`, the lab's directory and p1's address: the live
 //                            trace test pings p1 from p0's namespace (`traceflow-lab exec`)
@@ -453,6 +454,7 @@ test("accessible: every field labelled, keyboard navigation, a narrow window wit
   await runTrace(p);
   assert.ok(await p.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1),
     `the result is wider than a 390px window: ${JSON.stringify(await overflowing(p))}`);
+  await p.screenshot({ path: `${SHOTS}/narrow.png`, fullPage: true });
   // Keyboard only: Tab reaches the nav, Enter switches pages.
   await p.getByRole("button", { name: "Clusters", exact: true }).focus();
   await p.keyboard.press("Enter");
