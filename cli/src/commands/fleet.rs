@@ -131,69 +131,41 @@ pub async fn inventory(
         page_token: String::new(),
     };
     let c = &clients.clusters;
+    // One listing: every page of `$method`, its `$field` items, printed by `$table`.
+    macro_rules! listing {
+        ($method:ident, $resp:ty, $field:ident, $table:path) => {{
+            let r = all_pages(
+                base,
+                |q| {
+                    let mut c = c.clone();
+                    async move { c.$method(q).await }
+                },
+                |o: &mut $resp, p| {
+                    o.$field.extend(p.$field);
+                    p.next_page_token
+                },
+            )
+            .await?;
+            emit(&r, format, |w, col| $table(&r.$field, w, col))
+        }};
+    }
     match kind {
-        Inventory::Pods => {
-            let r = all_pages(
-                base,
-                |q| {
-                    let mut c = c.clone();
-                    async move { c.list_pods(q).await }
-                },
-                |o: &mut pb::ListPodsResponse, p| {
-                    o.pods.extend(p.pods);
-                    p.next_page_token
-                },
-            )
-            .await?;
-            emit(&r, format, |w, col| tables::pods(&r.pods, w, col))
-        }
+        Inventory::Pods => listing!(list_pods, pb::ListPodsResponse, pods, tables::pods),
         Inventory::Services => {
-            let r = all_pages(
-                base,
-                |q| {
-                    let mut c = c.clone();
-                    async move { c.list_services(q).await }
-                },
-                |o: &mut pb::ListServicesResponse, p| {
-                    o.services.extend(p.services);
-                    p.next_page_token
-                },
+            listing!(
+                list_services,
+                pb::ListServicesResponse,
+                services,
+                tables::services
             )
-            .await?;
-            emit(&r, format, |w, col| tables::services(&r.services, w, col))
         }
-        Inventory::Nodes => {
-            let r = all_pages(
-                base,
-                |q| {
-                    let mut c = c.clone();
-                    async move { c.list_nodes(q).await }
-                },
-                |o: &mut pb::ListNodesResponse, p| {
-                    o.nodes.extend(p.nodes);
-                    p.next_page_token
-                },
-            )
-            .await?;
-            emit(&r, format, |w, col| tables::nodes(&r.nodes, w, col))
-        }
-        Inventory::Namespaces => {
-            let r = all_pages(
-                base,
-                |q| {
-                    let mut c = c.clone();
-                    async move { c.list_namespaces(q).await }
-                },
-                |o: &mut pb::ListNamespacesResponse, p| {
-                    o.namespaces.extend(p.namespaces);
-                    p.next_page_token
-                },
-            )
-            .await?;
-            emit(&r, format, |w, col| {
-                tables::namespaces(&r.namespaces, w, col)
-            })
-        }
+        Inventory::Nodes => listing!(list_nodes, pb::ListNodesResponse, nodes, tables::nodes),
+        Inventory::Namespaces => listing!(
+            list_namespaces,
+            pb::ListNamespacesResponse,
+            namespaces,
+            tables::namespaces
+        ),
     }
 }
 

@@ -247,7 +247,7 @@ function syncForm(): void {
   $("icmp-id-group").hidden = proto !== "ICMP";
   $("icmp-seq-group").hidden = proto !== "ICMP";
   $("tcp-flags").hidden = proto !== "TCP";
-  $("ttl").previousElementSibling!.textContent = select("ip-family").value === "6" ? "Hop limit" : "TTL";
+  $("ttl-label").textContent = select("ip-family").value === "6" ? "Hop limit" : "TTL";
   const live = input("live-traffic").checked;
   input("dropped-only").disabled = !live;
   if (!live) input("dropped-only").checked = false;
