@@ -78,19 +78,6 @@ fn build_console() -> PathBuf {
     dist
 }
 
-/// `server:` of the lab's tfctl config.
-fn manager_url(cfg: &Path) -> String {
-    let text = std::fs::read_to_string(cfg).unwrap_or_default();
-    let url = text
-        .lines()
-        .find_map(|l| l.strip_prefix("server:"))
-        .map(|s| s.trim().to_string());
-    match url {
-        Some(u) => u,
-        None => panic!("{} names no server: {text}", cfg.display()),
-    }
-}
-
 #[test]
 fn console_in_chromium_against_the_two_node_lab() {
     common::require_lab_prerequisites();
@@ -106,7 +93,7 @@ fn console_in_chromium_against_the_two_node_lab() {
         dist.display().to_string(),
     ));
     let cfg = trace::up_with_config(&mut lab, &topology("two-node-policy.yaml"));
-    let url = manager_url(&cfg);
+    let url = trace::manager_url(&cfg);
     let ca = cfg.parent().map(|d| d.join("ca.pem")).unwrap_or_default();
     assert!(ca.is_file(), "{} missing", ca.display());
 

@@ -658,7 +658,7 @@ fn tfctl_every_verb_and_format_against_the_lab() {
         "set-context",
         "viewer",
         "--server",
-        &url(&cfg),
+        &trace::manager_url(&cfg),
         "--ca",
         "ca.pem",
         "--token",
@@ -721,14 +721,4 @@ fn tfctl_every_verb_and_format_against_the_lab() {
     let down = lab.down();
     assert!(down.contains("is down"), "{down}");
     lab.assert_gone();
-}
-
-/// `server:` of a single-context config.
-fn url(cfg: &Path) -> String {
-    std::fs::read_to_string(cfg)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("server:"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
