@@ -7,8 +7,8 @@
 //   TRACEFLOW_VIEW_TOKEN     bearer token of a user with role view
 //   TRACEFLOW_CLUSTER        the lab's cluster (c1): n1 has default/p0 and p1, n2 has p2 and
 //                            db; a ClusterNetworkPolicy deny-db (rule drop-clients) drops p0 -> db
-//   TRACEFLOW_SCREENSHOT_DIR where form.png, allowed.png, dropped.png, history.png and
-//                            narrow.png (a 390px window) go
+//   TRACEFLOW_SCREENSHOT_DIR where form.png, allowed.png, dropped.png, history.png,
+//                            clusters.png and narrow.png (a 390px window) go
 //   TRACEFLOW_LAB_BIN, TRACEFLOW_LAB_DIR, TRACEFLOW_P1_IP
 //                            `traceflow-lab`, the lab's directory and p1's address: the live
 //                            trace test pings p1 from p0's namespace (`traceflow-lab exec`)
@@ -387,6 +387,7 @@ test("a view-only user reads everything but is refused every edit", async () => 
   await c.waitFor();
   const cells = await c.locator("th, td").evaluateAll((tds) => tds.map((td) => td.textContent));
   assert.deepEqual(cells.slice(0, 8), [CLUSTER, "Up", "2 / 2", "2", cells[4], "4", "1", "1"], JSON.stringify(cells));
+  await p.screenshot({ path: `${SHOTS}/clusters.png` });
   // History pages: the driver's 20 traces plus the edit user's are more than a page.
   await p.getByRole("button", { name: "History", exact: true }).click();
   await p.locator(`#history-table tr[data-name="${allowedName}"]`).waitFor();
