@@ -37,9 +37,12 @@ if [ "$TOPOLOGY" = tests/topologies/one-node.yaml ]; then
   echo
   echo "==> real traffic: traceflow-lab exec c1/default/p0 -- ping -c 1 10.10.0.3"
   "$BIN/traceflow-lab" exec c1/default/p0 -- ping -c 1 -W 2 10.10.0.3 || true
-  trace traceflow --cluster c1 -S default/p0 -D default/p1 -o yaml
-  trace traceflow --cluster c1 -S default/p0 -D default/p2 -f tcp,tcp_dst=80 -o yaml
+  trace cluster list
+  trace pods --cluster c1 -n default
+  trace traceflow --cluster c1 -S default/p0 -D default/p1
+  trace traceflow --cluster c1 -S default/p0 -D default/web -f tcp,tcp_dst=80 -o wide
   trace traceflow --cluster c1 -S default/p1 -D 10.10.0.2 -o json
+  trace list --cluster c1
   # Live traffic: the trace waits for the first new ICMP connection p0 -> p1, which the
   # pings (one new connection each) provide once the trace is armed.
   echo
@@ -61,6 +64,8 @@ cat <<MSG
 The lab is still up ($TRACEFLOW_LAB_DIR). Try:
   export TFCTL_CONFIG=$TFCTL_CONFIG
   $BIN/tfctl traceflow --cluster c1 -S default/p0 -D default/p1
+  $BIN/tfctl list --phase Failed
+  $BIN/tfctl --help
   $BIN/traceflow-lab status
   $BIN/traceflow-lab exec c1/default/p0 -- ip addr
 Tear it down with:

@@ -30,12 +30,17 @@ pub type Chan = InterceptedService<Channel, Auth>;
 /// Connection problems, with the server named.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to the manager at {server}: {source}")]
+    #[error(
+        "cannot connect to the manager at {server} (context {context}): {detail}; check that it runs and that the context's server and ca are right (`tfctl config get-contexts`)"
+    )]
     Connect {
         server: String,
-        source: tonic::transport::Error,
+        context: String,
+        detail: String,
     },
-    #[error("the token in the config is not a valid header value")]
+    #[error(
+        "the token in the config is not a valid header value: set it again with `tfctl config set-context NAME --token TOKEN`"
+    )]
     BadToken,
 }
 
@@ -45,10 +50,24 @@ pub struct Clients {
     pub clusters: ClusterServiceClient<Chan>,
 }
 
+/// An error and its sources, `: `-separated (tonic's own text is only "transport error").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.dedup();
+    parts.join(": ")
+}
+
+/// Connects to the manager the config names.
 pub async fn connect(config: &Config) -> Result<Clients, ClientError> {
-    let err = |source| ClientError::Connect {
+    let err = |e: tonic::transport::Error| ClientError::Connect {
         server: config.server.clone(),
-        source,
+        context: config.context.clone(),
+        detail: chain(&e),
     };
     let tls = traceflow_pki::tonic_client_tls(
         &config.ca_pem,

@@ -6,9 +6,31 @@
 use serde::Serialize;
 use traceflow_proto::v1 as pb;
 
-/// `-o` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// `-o` values: `table` (default) and `wide` for people, `yaml` and `json` for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
+    #[default]
+    Table,
+    /// The table with every column.
+    Wide,
+    Yaml,
+    Json,
+}
+
+impl Format {
+    /// The machine format, or `None` for the human tables.
+    pub fn machine(self) -> Option<Machine> {
+        match self {
+            Format::Table | Format::Wide => None,
+            Format::Yaml => Some(Machine::Yaml),
+            Format::Json => Some(Machine::Json),
+        }
+    }
+}
+
+/// The serialized formats; their output is a contract scripts rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
     Yaml,
     Json,
 }
@@ -98,10 +120,10 @@ pub fn trace_output(t: &pb::Traceflow) -> TraceOutput<'_> {
 }
 
 /// Serializes `value` as 2-space JSON or YAML, newline-terminated.
-pub fn render<T: Serialize>(value: &T, format: Format) -> Result<String, serde_json::Error> {
+pub fn render<T: Serialize>(value: &T, format: Machine) -> Result<String, serde_json::Error> {
     match format {
-        Format::Json => serde_json::to_string_pretty(value).map(|s| s + "\n"),
-        Format::Yaml => serde_yaml::to_string(value).map_err(serde::ser::Error::custom),
+        Machine::Json => serde_json::to_string_pretty(value).map(|s| s + "\n"),
+        Machine::Yaml => serde_yaml::to_string(value).map_err(serde::ser::Error::custom),
     }
 }
 
@@ -150,7 +172,8 @@ mod tests {
     #[test]
     fn json_has_antctl_keys_and_antrea_field_names() -> Result<(), serde_json::Error> {
         let t = trace();
-        let v: serde_json::Value = serde_json::from_str(&render(&trace_output(&t), Format::Json)?)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&trace_output(&t), Machine::Json)?)?;
         assert_eq!(v["phase"], "Succeeded");
         assert_eq!(v["source"], "default/p0");
         assert_eq!(v["destination"], "web/api");
@@ -165,7 +188,7 @@ mod tests {
     #[test]
     fn yaml_starts_with_name_like_antctl() -> Result<(), serde_json::Error> {
         let t = trace();
-        let y = render(&trace_output(&t), Format::Yaml)?;
+        let y = render(&trace_output(&t), Machine::Yaml)?;
         assert!(y.starts_with("name: p0-to-p1-abcdefgh\n"), "{y}");
         assert!(y.contains("phase: Succeeded"));
         Ok(())

@@ -160,6 +160,7 @@ impl pb::cluster_service_server::ClusterService for Fake {
                 expected_agents: 2,
                 ..Default::default()
             }],
+            manager_version: "9.9.9".into(),
         }))
     }
     async fn get_cluster(
@@ -361,7 +362,9 @@ async fn traceflow_prints_antctl_json_and_sends_the_antrea_spec() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_destination_that_is_a_service_becomes_a_service() {
     let m = Manager::start().await;
-    let out = m.traceflow(&["-S", "default/p0", "-D", "web/api"]).await;
+    let out = m
+        .traceflow(&["-S", "default/p0", "-D", "web/api", "-o", "yaml"])
+        .await;
     assert_ok(&out);
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(yaml.starts_with("name: default-p0-to-web-api-"), "{yaml}");
@@ -379,7 +382,7 @@ async fn failed_trace_prints_and_exits_non_zero_with_the_reason() {
     let out = m
         .traceflow(&["-S", "p0", "-D", "ghost", "-o", "json"])
         .await;
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "a Failed trace exits 1");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["phase"], "Failed");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -402,6 +405,128 @@ async fn clusters_and_get_errors() {
         "{text}"
     );
     let out = m.tfctl(&["get", "nope"]).await;
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "an RPC error exits 2");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such trace"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_spec_and_connection_errors_exit_2_saying_what_to_do() {
+    let m = Manager::start().await;
+    // clap usage error.
+    let out = m.tfctl(&["traceflow", "--bogus"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    // antctl's pre-check, before any connection.
+    let out = m.traceflow(&["-D", "p1"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Error: Please provide source"));
+    assert!(out.stdout.is_empty());
+    // No cluster and no default cluster in the context.
+    let out = m.tfctl(&["traceflow", "-S", "p0", "-D", "p1"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass --cluster C, or set a default"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A manager that is not there.
+    let cfg = m.dir.path().join("down.yaml");
+    std::fs::write(&cfg, "server: https://127.0.0.1:1\nca: ca.pem\ntoken: t\n").expect("w");
+    let out = m
+        .tfctl(&[
+            "--config",
+            cfg.to_str().unwrap_or_default(),
+            "cluster",
+            "list",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot connect to the manager at https://127.0.0.1:1 (context default)")
+            && stderr.contains("check that it runs"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_default_cluster_version_and_completion() {
+    let m = Manager::start().await;
+    let cfg = m.dir.path().join("admin.tfctl.yaml");
+    let cfg_arg = cfg.to_str().unwrap_or_default();
+    // A second context pointing nowhere; the lab's single-context file stays "default".
+    let out = m
+        .tfctl(&[
+            "config",
+            "set-context",
+            "broken",
+            "--server",
+            "https://127.0.0.1:1",
+            "--ca",
+            "ca.pem",
+            "--token",
+            "t",
+        ])
+        .await;
+    assert_ok(&out);
+    let out = m.tfctl(&["config", "get-contexts"]).await;
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with('*') && l.contains("default")),
+        "{text}"
+    );
+    assert!(text.contains("broken") && text.contains("token"), "{text}");
+    // The default context is still the certificate one; --context picks the other.
+    assert_ok(&m.tfctl(&["cluster", "list"]).await);
+    let out = m.tfctl(&["--context", "broken", "cluster", "list"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    // A default cluster lets traceflow and pods run without --cluster.
+    assert_ok(
+        &m.tfctl(&["config", "set-context", "default", "--cluster", "c1"])
+            .await,
+    );
+    let out = m
+        .tfctl(&["traceflow", "-S", "p0", "-D", "p1", "-o", "json"])
+        .await;
+    assert_ok(&out);
+    assert_eq!(m.created(0).cluster, "c1");
+    let out = m.tfctl(&["config", "use-context", "broken"]).await;
+    assert_ok(&out);
+    let out = m.tfctl(&["config", "current-context"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "broken");
+    assert_eq!(m.tfctl(&["cluster", "list"]).await.status.code(), Some(2));
+    assert_ok(&m.tfctl(&["config", "use-context", "default"]).await);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cfg).expect("cfg").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{cfg_arg} holds a token: 0600");
+
+    let out = m.tfctl(&["version"]).await;
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("Client Version: {}", env!("CARGO_PKG_VERSION")))
+            && text.contains("Server Version: 9.9.9"),
+        "{text}"
+    );
+    let out = m.tfctl(&["version", "--client", "-o", "json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        v.get("serverVersion").is_none() && v["clientVersion"].is_string(),
+        "{v}"
+    );
+
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef tfctl"),
+        ("fish", "complete -c tfctl"),
+    ] {
+        let out = m.tfctl(&["completion", shell]).await;
+        assert_ok(&out);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains(marker) && script.contains("retrace"),
+            "{shell}: {script}"
+        );
+    }
 }

@@ -1,9 +1,12 @@
-//! The web console in a real browser: the one-node lab (real OVS, manager, adapter, agent),
-//! the console bundle built from manager/console and served by that manager, and
-//! `node manager/console/tests/console.test.mjs` driving Debian's Chromium through
-//! playwright-core: sign in with bearer tokens made through UserService, pick p0 → p1 from the
-//! inventory dropdowns, watch the trace succeed with its observations, the history, a view-only
-//! user's permission error, a wrong token's sign-in error.
+//! The web console in a real browser: the two-Node lab (tests/topologies/two-node-policy.yaml:
+//! real OVS, manager, adapter, agents), the console bundle built from manager/console and served
+//! by that manager, and `node manager/console/tests/console.test.mjs` driving Debian's Chromium
+//! through playwright-core: sign in with bearer tokens made through UserService, fill the form
+//! with the Node and Namespace filters, an allowed trace across the tunnel and one a policy drops
+//! (table rows, a component's details, the graph with the drop highlighted), history filtered by
+//! phase, retrace and delete, a view-only user refused, a live trace, a narrow window, and
+//! screenshots (form, allowed result, dropped result with graph, history) written into
+//! target/console-screenshots/.
 //!
 //! Needs root, Open vSwitch, node (20+), npm and /usr/bin/chromium (scripts/lib.sh installs
 //! them); fails loudly without them, never skips.
@@ -75,21 +78,8 @@ fn build_console() -> PathBuf {
     dist
 }
 
-/// `server:` of the lab's tfctl config.
-fn manager_url(cfg: &Path) -> String {
-    let text = std::fs::read_to_string(cfg).unwrap_or_default();
-    let url = text
-        .lines()
-        .find_map(|l| l.strip_prefix("server:"))
-        .map(|s| s.trim().to_string());
-    match url {
-        Some(u) => u,
-        None => panic!("{} names no server: {text}", cfg.display()),
-    }
-}
-
 #[test]
-fn console_in_chromium_against_the_one_node_lab() {
+fn console_in_chromium_against_the_two_node_lab() {
     common::require_lab_prerequisites();
     trace::require_binaries();
     require_browser_prerequisites();
@@ -102,8 +92,8 @@ fn console_in_chromium_against_the_one_node_lab() {
         "TRACEFLOW_MANAGER_CONSOLE_DIR".into(),
         dist.display().to_string(),
     ));
-    let cfg = trace::up_with_config(&mut lab, &topology("one-node.yaml"));
-    let url = manager_url(&cfg);
+    let cfg = trace::up_with_config(&mut lab, &topology("two-node-policy.yaml"));
+    let url = trace::manager_url(&cfg);
     let ca = cfg.parent().map(|d| d.join("ca.pem")).unwrap_or_default();
     assert!(ca.is_file(), "{} missing", ca.display());
 
@@ -111,7 +101,7 @@ fn console_in_chromium_against_the_one_node_lab() {
     let rt = trace::runtime();
     let tokens: Result<(String, String, String), String> = rt.block_on(async {
         let mut api = trace::Api::connect(&cfg).await?;
-        let p1_ip = trace::pod_ip(&api.wait_pods("c1", 3).await?, "default/p1", false)?;
+        let p1_ip = trace::pod_ip(&api.wait_pods("c1", 4).await?, "default/p1", false)?;
         let token = |name: &'static str, role: pb::Role| {
             let mut users = api.users.clone();
             async move {
@@ -146,6 +136,20 @@ fn console_in_chromium_against_the_one_node_lab() {
                 return Err(format!("history trace: {:#}", trace::to_json(&done)));
             }
         }
+        // A trace that fails (no such destination Pod), for the history's phase filter.
+        let ghost = api
+            .create(
+                "c1",
+                trace::spec("default/p0", trace::to_pod("default/ghost"), None),
+            )
+            .await
+            .map_err(|s| format!("CreateTraceflow: {s}"))?;
+        let done = api
+            .watch_done(&ghost.uid, std::time::Duration::from_secs(30))
+            .await?;
+        if trace::phase(&done) != "Failed" {
+            return Err(format!("ghost trace: {:#}", trace::to_json(&done)));
+        }
         Ok((edit, view, p1_ip))
     });
     let (edit, view, p1_ip) = match tokens {
@@ -157,6 +161,14 @@ fn console_in_chromium_against_the_one_node_lab() {
         "CreateUser returned no token"
     );
 
+    let shots = workspace().join("target/console-screenshots");
+    if let Err(e) = std::fs::create_dir_all(&shots) {
+        panic!("{}: {e}", shots.display());
+    }
+    for shot in ["form", "allowed", "dropped", "history"] {
+        // A stale file must not stand in for one this run failed to write.
+        let _ = std::fs::remove_file(shots.join(format!("{shot}.png")));
+    }
     let script = workspace().join("manager/console/tests/console.test.mjs");
     let t1 = Instant::now();
     let out = Command::new("node")
@@ -170,6 +182,7 @@ fn console_in_chromium_against_the_one_node_lab() {
         .env("TRACEFLOW_LAB_BIN", env!("CARGO_BIN_EXE_traceflow-lab"))
         .env("TRACEFLOW_LAB_DIR", &lab.dir)
         .env("TRACEFLOW_P1_IP", &p1_ip)
+        .env("TRACEFLOW_SCREENSHOT_DIR", &shots)
         .output();
     let out = match out {
         Ok(o) => o,
@@ -185,12 +198,21 @@ fn console_in_chromium_against_the_one_node_lab() {
             lab.dump()
         );
     }
-    // node:test prints its counts; all five tests ran and none failed.
+    // node:test prints its counts; all eight tests ran and none failed.
     assert!(
-        output.contains("# pass 5"),
-        "expected 5 passing browser tests:\n{output}"
+        output.contains("# pass 8"),
+        "expected 8 passing browser tests:\n{output}"
     );
     assert!(output.contains("# fail 0"), "{output}");
+    for shot in ["form", "allowed", "dropped", "history"] {
+        let png = shots.join(format!("{shot}.png"));
+        let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            size > 10_000,
+            "{} missing or empty ({size} bytes)",
+            png.display()
+        );
+    }
 
     let down = lab.down();
     assert!(down.contains("is down"), "{down}");

@@ -605,7 +605,7 @@ async fn admission(cfg: &Path, api: &mut Api, failures: &mut Vec<String>) {
         }
     }
 
-    // tfctl: exit 1, nothing on stdout, `Error: <message>` on stderr.
+    // tfctl: exit 2 (invalid spec), nothing on stdout, `Error: <message>` on stderr.
     let tf: [(&str, Vec<&str>, String); 5] = [
         (
             "rule 1: no -S",
@@ -648,9 +648,9 @@ async fn admission(cfg: &Path, api: &mut Api, failures: &mut Vec<String>) {
         all.extend(args);
         let out = tfctl(cfg, &all);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() || !out.stdout.is_empty() || !stderr.contains(&want) {
+        if out.status.code() != Some(2) || !out.stdout.is_empty() || !stderr.contains(&want) {
             failures.push(format!(
-                "{what} via tfctl: want exit 1, no stdout, stderr containing {want:?}: {}",
+                "{what} via tfctl: want exit 2, no stdout, stderr containing {want:?}: {}",
                 text(&out)
             ));
         }

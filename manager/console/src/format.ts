@@ -77,3 +77,13 @@ export function duration(t: Traceflow): string {
   const us = s.endTimeMicros - s.startTimeMicros;
   return `${(Number(us) / 1000).toFixed(1)} ms`;
 }
+
+/** Microseconds after the first hop: `+12 µs`, `+1.234 ms`, `−40 µs`. */
+export function offset(us: bigint): string {
+  // Negative when another Node's clock runs behind the sender's.
+  const sign = us < 0n ? "−" : "+";
+  const n = Math.abs(Number(us));
+  if (n < 1000) return `${sign}${n} µs`;
+  if (n < 1_000_000) return `${sign}${(n / 1000).toFixed(3)} ms`;
+  return `${sign}${(n / 1e6).toFixed(3)} s`;
+}

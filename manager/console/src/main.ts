@@ -1,27 +1,33 @@
-// The console: sign in with a bearer token, clusters with health, a trace form fed by the
-// inventory, a live view of a running trace (WatchTraceflow), and the trace history.
+// The console: sign in with a bearer token, then three pages (Trace, History, Clusters).
 //
 //   sign in ─▶ ListClusters (proves the token), WhoAmI (the header's name and role)
-//           ─▶ clusters table, cluster selects
-//   cluster ─▶ ListNamespaces / ListPods / ListServices ─▶ source and destination dropdowns
-//   Start ─▶ CreateTraceflow ─▶ WatchTraceflow (snapshots until terminal) ─▶ renderTrace
-//   History ─▶ ListTraceflows (cluster filter, pages) ─▶ Open ─▶ GetTraceflow (+ watch)
+//           ─▶ cluster list (type-to-filter), clusters page (health, agents, inventory counts)
+//   cluster ─▶ ListNodes / ListNamespaces / ListPods / ListServices ─▶ Node and Namespace
+//              filters, source and destination dropdowns
+//   Trace ─▶ CreateTraceflow ─▶ WatchTraceflow (snapshots until terminal) ─▶ renderTrace
+//   History ─▶ ListTraceflows (cluster, phase, pages) ─▶ Open (Get + watch), Retrace, Delete
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { type Api, connect, describe, isAbort, isUnauthenticated, session } from "./api.js";
 import {
   type CreateTraceflowRequestSchema, type Traceflow, TraceflowPhase,
 } from "./gen/traceflow/v1/traceflow_pb.js";
-import { type InventoryPod, type InventoryService, Role } from "./gen/traceflow/v1/fleet_pb.js";
+import { type Cluster, type InventoryPod, type InventoryService, Role } from "./gen/traceflow/v1/fleet_pb.js";
 import * as fmt from "./format.js";
-import { $, el, renderTrace, showError } from "./render.js";
+import { $, closeDetails, el, renderTrace, showError } from "./render.js";
 
 let api: Api | null = null;
 let watching: AbortController | null = null;
+let clusterNames: string[] = [];
 let pods: InventoryPod[] = [];
 let services: InventoryService[] = [];
 let namespaces: string[] = [];
+let nodes: string[] = [];
+let inventoryOf = "";
 let historyToken = "";
 let historyNext = "";
+let historyPage = 1;
+// Filters change faster than answers arrive: only the newest request's answer is shown.
+let historyRequest = 0;
 
 function input(id: string): HTMLInputElement {
   return $(id) as HTMLInputElement;
@@ -38,6 +44,21 @@ function fillSelect(s: HTMLSelectElement, options: Array<[string, string]>, keep
     return o;
   }));
   if (keep && options.some(([v]) => v === old)) s.value = old;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages.
+
+type View = "trace" | "history" | "clusters";
+
+function show(view: View): void {
+  for (const v of ["trace", "history", "clusters"] as View[]) $(`view-${v}`).hidden = v !== view;
+  for (const b of document.querySelectorAll<HTMLButtonElement>("#nav .tab")) {
+    if (b.dataset.view === view) b.setAttribute("aria-current", "page");
+    else b.removeAttribute("aria-current");
+  }
+  if (view === "history") void loadHistory(historyToken, historyPage);
+  if (view === "clusters") void refreshClusters();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -58,9 +79,10 @@ async function signIn(token: string, fromStorage: boolean): Promise<void> {
     $("signin").hidden = true;
     $("app").hidden = false;
     $("session").hidden = false;
+    $("nav").hidden = false;
     renderClusters(list.clusters);
+    show("trace");
     await loadInventory();
-    await loadHistory("");
   } catch (err) {
     if (isUnauthenticated(err)) session.clear();
     const prefix = fromStorage ? "Your session ended" : "Sign-in failed";
@@ -76,6 +98,7 @@ function signOut(): void {
   api = null;
   $("app").hidden = true;
   $("session").hidden = true;
+  $("nav").hidden = true;
   $("signin").hidden = false;
   $("trace").hidden = true;
   input("token").focus();
@@ -100,7 +123,7 @@ async function withApi(errorId: string, f: (api: Api) => Promise<void>): Promise
 // ---------------------------------------------------------------------------------------------
 // Clusters and inventory.
 
-function renderClusters(clusters: Awaited<ReturnType<Api["clusters"]["listClusters"]>>["clusters"]): void {
+function renderClusters(clusters: Cluster[]): void {
   const body = $("clusters").querySelector("tbody");
   if (!body) return;
   body.replaceChildren();
@@ -108,23 +131,38 @@ function renderClusters(clusters: Awaited<ReturnType<Api["clusters"]["listCluste
     const tr = el("tr");
     tr.dataset.cluster = c.name;
     const health = fmt.healthName(c.health);
+    const inv = c.inventory;
+    const short = c.connectedAgents < c.expectedAgents;
     tr.append(
-      el("td", c.name),
+      el("th", c.name),
       el("td", health, `health-${health}`),
-      el("td", `${c.connectedAgents} / ${c.expectedAgents}`),
+      el("td", `${c.connectedAgents} / ${c.expectedAgents}`, short ? "health-Degraded" : ""),
+      el("td", String(inv?.nodes ?? 0)),
+      el("td", String(inv?.namespaces ?? 0)),
+      el("td", String(inv?.pods ?? 0)),
+      el("td", String(inv?.services ?? 0)),
+      el("td", String(inv?.policies ?? 0)),
       el("td", fmt.micros(c.lastHeartbeatMicros) || "never"),
     );
+    (tr.firstElementChild as HTMLElement).setAttribute("scope", "row");
     body.append(tr);
   }
   if (clusters.length === 0) {
     const tr = el("tr");
     const td = el("td", "No clusters registered yet.");
-    td.colSpan = 4;
+    td.colSpan = 9;
     tr.append(td);
     body.append(tr);
   }
-  const names = clusters.map((c): [string, string] => [c.name, `${c.name} (${fmt.healthName(c.health)})`]);
-  fillSelect(select("cluster"), names);
+  clusterNames = clusters.map((c) => c.name);
+  const list = $("cluster-list");
+  list.replaceChildren(...clusters.map((c) => {
+    const o = el("option", `${fmt.healthName(c.health)}, ${c.connectedAgents}/${c.expectedAgents} agents`);
+    o.value = c.name;
+    return o;
+  }));
+  const box = input("cluster");
+  if (!clusterNames.includes(box.value)) box.value = clusterNames.length === 1 ? clusterNames[0] : "";
   fillSelect(select("history-cluster"), [["", "All clusters"], ...clusters.map((c): [string, string] => [c.name, c.name])]);
 }
 
@@ -147,54 +185,69 @@ async function all<T>(page: (token: string) => Promise<{ items: T[]; next: strin
 }
 
 async function loadInventory(): Promise<void> {
-  const cluster = select("cluster").value;
-  if (!cluster) {
-    pods = []; services = []; namespaces = [];
+  const cluster = input("cluster").value.trim();
+  if (!clusterNames.includes(cluster)) {
+    pods = []; services = []; namespaces = []; nodes = []; inventoryOf = "";
     fillForm();
     return;
   }
+  if (cluster === inventoryOf) return;
   await withApi("trace-error", async (a) => {
     const req = (pageToken: string) => ({ cluster, pageSize: 1000, pageToken });
-    const [ns, ps, ss] = await Promise.all([
+    const [ns, ps, ss, ns2] = await Promise.all([
       all(async (t) => { const r = await a.clusters.listNamespaces(req(t)); return { items: r.namespaces, next: r.nextPageToken }; }),
       all(async (t) => { const r = await a.clusters.listPods(req(t)); return { items: r.pods, next: r.nextPageToken }; }),
       all(async (t) => { const r = await a.clusters.listServices(req(t)); return { items: r.services, next: r.nextPageToken }; }),
+      all(async (t) => { const r = await a.clusters.listNodes(req(t)); return { items: r.nodes, next: r.nextPageToken }; }),
     ]);
     namespaces = [...new Set([...ns.map((n) => n.name), ...ps.map((p) => p.namespace)])].sort();
-    pods = ps.sort((x, y) => x.name.localeCompare(y.name));
-    services = ss.sort((x, y) => x.name.localeCompare(y.name));
+    nodes = [...new Set([...ns2.map((n) => n.name), ...ps.map((p) => p.node).filter(Boolean)])].sort();
+    pods = ps.sort((x, y) => x.namespace.localeCompare(y.namespace) || x.name.localeCompare(y.name));
+    services = ss.sort((x, y) => x.namespace.localeCompare(y.namespace) || x.name.localeCompare(y.name));
+    inventoryOf = cluster;
     fillForm();
   });
 }
 
-function podOptions(ns: string): Array<[string, string]> {
-  return pods.filter((p) => p.namespace === ns).map((p): [string, string] =>
-    [p.name, `${p.name} (${p.ips.join(", ") || "no IP"}${p.node ? `, ${p.node}` : ""})`]);
+/** Pods matching a Node and Namespace filter ("" = any), as `namespace/name` options. */
+function podOptions(node: string, ns: string, hostNetworkOk: boolean): Array<[string, string]> {
+  return pods
+    .filter((p) => (!node || p.node === node) && (!ns || p.namespace === ns) && (hostNetworkOk || !p.hostNetwork))
+    .map((p): [string, string] => [`${p.namespace}/${p.name}`,
+      `${p.namespace}/${p.name} (${p.ips.join(", ") || "no IP"}${p.node ? `, ${p.node}` : ""})`]);
 }
 
-/** Fills the source and destination dropdowns from the loaded inventory. */
+/** Fills the filters and the source and destination dropdowns from the loaded inventory. */
 function fillForm(): void {
-  const nsOptions = namespaces.map((n): [string, string] => [n, n]);
-  fillSelect(select("src-namespace"), nsOptions);
-  fillSelect(select("dst-namespace"), nsOptions);
-  fillSelect(select("src-pod"), [["", "— none (live traffic only) —"], ...podOptions(select("src-namespace").value)]);
+  const any = (label: string, list: string[]): Array<[string, string]> =>
+    [["", label], ...list.map((n): [string, string] => [n, n])];
+  for (const id of ["src-node", "dst-node"]) fillSelect(select(id), any("All Nodes", nodes));
+  for (const id of ["src-namespace", "dst-namespace"]) fillSelect(select(id), any("All namespaces", namespaces));
+  // Source: Pods only, never hostNetwork (NSX and Antrea refuse them for injected traces).
+  fillSelect(select("src-pod"), [["", "— none (live traffic only) —"],
+    ...podOptions(select("src-node").value, select("src-namespace").value, false)]);
   if (select("src-pod").value === "" && select("src-pod").options.length > 1) select("src-pod").selectedIndex = 1;
-  fillSelect(select("dst-pod"), podOptions(select("dst-namespace").value));
-  fillSelect(select("dst-service"), services.filter((s) => s.namespace === select("dst-namespace").value)
-    .map((s): [string, string] => [s.name, `${s.name} (${s.clusterIps.join(", ")})`]));
+  fillSelect(select("dst-pod"), podOptions(select("dst-node").value, select("dst-namespace").value, true));
+  const dstNs = select("dst-namespace").value;
+  fillSelect(select("dst-service"), services.filter((s) => !dstNs || s.namespace === dstNs)
+    .map((s): [string, string] => [`${s.namespace}/${s.name}`, `${s.namespace}/${s.name} (${s.clusterIps.join(", ")})`]));
   syncForm();
 }
 
 /** Shows the fields the chosen destination type and protocol need. */
 function syncForm(): void {
   const kind = select("dst-kind").value;
+  $("dst-node-group").hidden = kind !== "pod";
   $("dst-ns-group").hidden = kind === "ip";
   $("dst-pod-group").hidden = kind !== "pod";
   $("dst-service-group").hidden = kind !== "service";
   $("dst-ip-group").hidden = kind !== "ip";
   const proto = select("protocol").value;
-  $("ports-group").hidden = proto === "ICMP";
+  for (const e of document.querySelectorAll<HTMLElement>("#packet-group .ports")) e.hidden = proto === "ICMP";
+  $("icmp-id-group").hidden = proto !== "ICMP";
+  $("icmp-seq-group").hidden = proto !== "ICMP";
   $("tcp-flags").hidden = proto !== "TCP";
+  $("ttl-label").textContent = select("ip-family").value === "6" ? "Hop limit" : "TTL";
   const live = input("live-traffic").checked;
   input("dropped-only").disabled = !live;
   if (!live) input("dropped-only").checked = false;
@@ -205,32 +258,50 @@ function syncForm(): void {
 
 const IP_PROTOCOL: Record<string, number> = { ICMP: 1, TCP: 6, UDP: 17, SCTP: 132 };
 
-function numberField(id: string, label: string): number | undefined {
+function numberField(id: string, label: string, min: number, max: number): number {
   const v = input(id).value.trim();
-  if (v === "") return undefined;
+  if (v === "") return 0;
   const n = Number(v);
-  if (!Number.isInteger(n)) throw new Error(`${label} must be a whole number`);
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${label} must be a whole number from ${min} to ${max}`);
   return n;
 }
 
+function split(nsName: string): { namespace: string; name: string } {
+  const i = nsName.indexOf("/");
+  return { namespace: nsName.slice(0, i), name: nsName.slice(i + 1) };
+}
+
 function buildRequest(): MessageInitShape<typeof CreateTraceflowRequestSchema> {
-  const cluster = select("cluster").value;
+  const cluster = input("cluster").value.trim();
   if (!cluster) throw new Error("Choose a cluster");
+  if (!clusterNames.includes(cluster)) throw new Error(`No registered cluster is named ${cluster}; pick one from the list`);
   const srcPod = select("src-pod").value;
-  const source = srcPod ? { namespace: select("src-namespace").value, pod: srcPod } : undefined;
+  const source = srcPod ? { namespace: split(srcPod).namespace, pod: split(srcPod).name } : undefined;
   const kind = select("dst-kind").value;
-  const ns = select("dst-namespace").value;
   let destination;
-  if (kind === "pod") destination = { namespace: ns, pod: select("dst-pod").value };
-  else if (kind === "service") destination = { namespace: ns, service: select("dst-service").value };
-  else destination = { ip: input("dst-ip").value.trim() };
+  if (kind === "pod") {
+    if (!select("dst-pod").value) throw new Error("Choose a destination Pod (or clear the Node and Namespace filters)");
+    const d = split(select("dst-pod").value);
+    destination = { namespace: d.namespace, pod: d.name };
+  } else if (kind === "service") {
+    if (!select("dst-service").value) throw new Error("Choose a destination Service");
+    const d = split(select("dst-service").value);
+    destination = { namespace: d.namespace, service: d.name };
+  } else {
+    const ip = input("dst-ip").value.trim();
+    if (!ip) throw new Error("Enter a destination IP address");
+    destination = { ip };
+  }
   const v6 = select("ip-family").value === "6";
   const proto = select("protocol").value;
   const number = proto === "ICMP" && v6 ? 58 : IP_PROTOCOL[proto];
-  const srcPort = numberField("src-port", "Source port") ?? 0;
-  const dstPort = numberField("dst-port", "Destination port") ?? 0;
+  const ttl = numberField("ttl", v6 ? "Hop limit" : "TTL", 0, 255);
+  const srcPort = numberField("src-port", "Source port", 0, 65535);
+  const dstPort = numberField("dst-port", "Destination port", 0, 65535);
   let transportHeader;
-  if (proto === "TCP") {
+  if (proto === "ICMP") {
+    transportHeader = { icmp: { id: numberField("icmp-id", "Identifier", 0, 65535), sequence: numberField("icmp-seq", "Sequence", 0, 65535) } };
+  } else if (proto === "TCP") {
     let flags = 0;
     for (const c of $("tcp-flags").querySelectorAll<HTMLInputElement>("input[type=checkbox]")) {
       if (c.checked) flags |= Number(c.value);
@@ -238,12 +309,12 @@ function buildRequest(): MessageInitShape<typeof CreateTraceflowRequestSchema> {
     transportHeader = { tcp: { srcPort, dstPort, flags } };
   } else if (proto === "UDP") {
     transportHeader = { udp: { srcPort, dstPort } };
-  } else if (proto === "SCTP") {
+  } else {
     transportHeader = { sctp: { srcPort, dstPort } };
   }
   const packet = v6
-    ? { ipv6Header: { nextHeader: number }, transportHeader }
-    : { ipHeader: { protocol: number }, transportHeader };
+    ? { ipv6Header: { nextHeader: number, hopLimit: ttl }, transportHeader }
+    : { ipHeader: { protocol: number, ttl }, transportHeader };
   return {
     cluster,
     spec: {
@@ -252,7 +323,7 @@ function buildRequest(): MessageInitShape<typeof CreateTraceflowRequestSchema> {
       packet,
       liveTraffic: input("live-traffic").checked,
       droppedOnly: input("dropped-only").checked,
-      timeout: numberField("timeout", "Timeout") ?? 0,
+      timeout: numberField("timeout", "Timeout", 1, 300),
     },
   };
 }
@@ -274,12 +345,20 @@ async function watch(uid: string): Promise<void> {
       renderTrace(t);
       if (terminal(t)) break;
     }
-    await loadHistory(historyToken);
   } catch (err) {
     if (!isAbort(err) && !ctl.signal.aborted) showError("trace-watch-error", `Watching stopped. ${describe(err)}`);
   } finally {
     if (watching === ctl) watching = null;
   }
+}
+
+/** Shows `t` on the Trace page and follows it while it runs. */
+function present(t: Traceflow): void {
+  show("trace");
+  renderTrace(t);
+  $("trace").scrollIntoView();
+  if (!terminal(t)) void watch(t.uid);
+  else watching?.abort();
 }
 
 async function startTrace(): Promise<void> {
@@ -295,9 +374,7 @@ async function startTrace(): Promise<void> {
   button.disabled = true;
   try {
     await withApi("trace-error", async (a) => {
-      const t = await a.traces.createTraceflow(req);
-      renderTrace(t);
-      void watch(t.uid);
+      present(await a.traces.createTraceflow(req));
     });
   } finally {
     button.disabled = false;
@@ -306,26 +383,48 @@ async function startTrace(): Promise<void> {
 
 async function openTrace(uid: string): Promise<void> {
   await withApi("history-error", async (a) => {
-    const t = await a.traces.getTraceflow({ uid });
-    renderTrace(t);
-    $("trace").scrollIntoView();
-    if (!terminal(t)) void watch(uid);
-    else watching?.abort();
+    present(await a.traces.getTraceflow({ uid }));
+  });
+}
+
+async function retrace(uid: string): Promise<void> {
+  await withApi("history-error", async (a) => {
+    present(await a.traces.retrace({ uid }));
+  });
+}
+
+async function deleteTrace(uid: string, name: string): Promise<void> {
+  await withApi("history-error", async (a) => {
+    await a.traces.deleteTraceflow({ uid });
+    $("history-status").textContent = `Deleted ${name}.`;
+    await loadHistory(historyToken, historyPage);
   });
 }
 
 // ---------------------------------------------------------------------------------------------
 // History.
 
-async function loadHistory(pageToken: string): Promise<void> {
+function actionButton(text: string, label: string, onClick: () => void): HTMLButtonElement {
+  const b = el("button", text);
+  b.type = "button";
+  b.setAttribute("aria-label", label);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+async function loadHistory(pageToken: string, page: number): Promise<void> {
+  const mine = ++historyRequest;
   await withApi("history-error", async (a) => {
-    const r = await a.traces.listTraceflows({
-      cluster: select("history-cluster").value,
-      pageSize: 20,
-      pageToken,
-    });
+    const cluster = select("history-cluster").value;
+    const phase = Number(select("history-phase").value || 0);
+    const r = await a.traces.listTraceflows({ cluster, phase, pageSize: 20, pageToken });
+    if (mine !== historyRequest) return;
+    // What the table shows, for tests and for reading the DOM: the filters it answers.
+    $("history-table").dataset.cluster = cluster;
+    $("history-table").dataset.phase = String(phase);
     historyToken = pageToken;
     historyNext = r.nextPageToken;
+    historyPage = page;
     const body = $("history-table").querySelector("tbody");
     if (!body) return;
     body.replaceChildren();
@@ -333,27 +432,38 @@ async function loadHistory(pageToken: string): Promise<void> {
       const tr = el("tr");
       tr.dataset.uid = t.uid;
       tr.dataset.name = t.name;
-      const phase = fmt.phaseName(t.status?.phase ?? 0);
-      const open = el("button", "Open");
-      open.type = "button";
-      open.setAttribute("aria-label", `Open trace ${t.name}`);
-      open.addEventListener("click", () => void openTrace(t.uid));
-      const cell = el("td");
-      cell.append(open);
+      const phaseText = fmt.phaseName(t.status?.phase ?? 0);
+      const cell = el("td", undefined, "actions");
+      const del = actionButton("Delete", `Delete trace ${t.name}`, () => {
+        // Two steps, no modal: the first click asks, the second deletes.
+        if (del.dataset.confirm === "1") void deleteTrace(t.uid, t.name);
+        else {
+          del.dataset.confirm = "1";
+          del.textContent = "Confirm delete";
+          del.setAttribute("aria-label", `Confirm delete of trace ${t.name}`);
+        }
+      });
+      del.classList.add("danger");
+      cell.append(
+        actionButton("Open", `Open trace ${t.name}`, () => void openTrace(t.uid)),
+        actionButton("Retrace", `Retrace ${t.name}`, () => void retrace(t.uid)),
+        del,
+      );
       tr.append(
         el("td", t.name), el("td", t.cluster), el("td", fmt.source(t.spec?.source)),
-        el("td", fmt.destination(t.spec?.destination)), el("td", phase, `phase-${phase}`),
+        el("td", fmt.destination(t.spec?.destination)), el("td", phaseText, `phase-${phaseText}`),
         el("td", fmt.micros(t.creationTimeMicros)), el("td", t.createdBy), cell,
       );
       body.append(tr);
     }
     if (r.traceflows.length === 0) {
       const tr = el("tr");
-      const td = el("td", "No traces.");
+      const td = el("td", "No traces match.");
       td.colSpan = 8;
       tr.append(td);
       body.append(tr);
     }
+    $("history-page").textContent = `Page ${historyPage}`;
     ($("history-next") as HTMLButtonElement).disabled = !historyNext;
     ($("history-first") as HTMLButtonElement).disabled = !historyToken;
   });
@@ -373,18 +483,31 @@ function main(): void {
     void signIn(token, false);
   });
   $("signout").addEventListener("click", signOut);
+  for (const b of document.querySelectorAll<HTMLButtonElement>("#nav .tab")) {
+    b.addEventListener("click", () => show(b.dataset.view as View));
+  }
   $("clusters-refresh").addEventListener("click", () => void refreshClusters());
-  select("cluster").addEventListener("change", () => void loadInventory());
-  for (const id of ["src-namespace", "dst-namespace"]) select(id).addEventListener("change", fillForm);
-  for (const id of ["dst-kind", "protocol", "live-traffic"]) $(id).addEventListener("change", syncForm);
+  for (const ev of ["change", "input"]) input("cluster").addEventListener(ev, () => void loadInventory());
+  for (const id of ["src-node", "src-namespace", "dst-node", "dst-namespace"]) select(id).addEventListener("change", fillForm);
+  for (const id of ["dst-kind", "protocol", "ip-family", "live-traffic"]) $(id).addEventListener("change", syncForm);
+  $("tcp-syn-preset").addEventListener("click", () => {
+    for (const c of $("tcp-flags").querySelectorAll<HTMLInputElement>("input[type=checkbox]")) c.checked = c.value === "2";
+  });
+  // An error is about the values that were submitted: editing any field clears it.
+  $("trace-form").addEventListener("change", () => showError("trace-error", null));
   $("trace-form").addEventListener("submit", (e) => {
     e.preventDefault();
     void startTrace();
   });
-  select("history-cluster").addEventListener("change", () => void loadHistory(""));
-  $("history-refresh").addEventListener("click", () => void loadHistory(historyToken));
-  $("history-first").addEventListener("click", () => void loadHistory(""));
-  $("history-next").addEventListener("click", () => void loadHistory(historyNext));
+  $("details-close").addEventListener("click", closeDetails);
+  $("details").addEventListener("keydown", (e) => {
+    if (e.key === "Escape") closeDetails();
+  });
+  select("history-cluster").addEventListener("change", () => void loadHistory("", 1));
+  select("history-phase").addEventListener("change", () => void loadHistory("", 1));
+  $("history-refresh").addEventListener("click", () => void loadHistory(historyToken, historyPage));
+  $("history-first").addEventListener("click", () => void loadHistory("", 1));
+  $("history-next").addEventListener("click", () => void loadHistory(historyNext, historyPage + 1));
   syncForm();
   const token = session.get();
   if (token) void signIn(token, true);

@@ -1,6 +1,9 @@
-// DOM for a trace: summary, per-Node ordered hops, captured packet. Text only (no innerHTML).
-import type { Observation, Packet, Traceflow } from "./gen/traceflow/v1/traceflow_pb.js";
+// DOM for a trace, as NSX shows it: a summary, a table of observations in hop order (type,
+// component, Node, timestamp) whose component opens a details panel, the path graph, and the
+// captured packet. Text only (no innerHTML).
+import type { NodeResult, Observation, Packet, Traceflow } from "./gen/traceflow/v1/traceflow_pb.js";
 import * as fmt from "./format.js";
+import { renderGraph } from "./graph.js";
 
 export function $(id: string): HTMLElement {
   const el = document.getElementById(id);
@@ -23,50 +26,126 @@ export function showError(id: string, message: string | null): void {
   e.hidden = !message;
 }
 
-/** Optional observation fields, in the order a reader wants them. */
-const DETAILS: Array<[keyof Observation, string]> = [
-  ["networkPolicy", "policy"],
-  ["networkPolicyRule", "rule"],
-  ["pod", "endpoint pod"],
-  ["translatedSrcIp", "translatedSrcIP"],
-  ["translatedDstIp", "translatedDstIP"],
-  ["tunnelDstIp", "tunnelDstIP"],
-  ["srcPodIp", "srcPodIP"],
-  ["dstMac", "dstMAC"],
-  ["egress", "egress"],
-  ["egressIp", "egressIP"],
-  ["egressNode", "egressNode"],
-  ["ttl", "ttl"],
-];
+/** One observation with the Node that reported it. */
+export interface Hop {
+  node: NodeResult;
+  obs: Observation;
+}
 
-function hop(o: Observation): HTMLLIElement {
-  const li = el("li");
-  const component = fmt.componentName(o.component);
-  const action = fmt.actionName(o.action);
-  li.dataset.component = component;
-  li.dataset.componentInfo = o.componentInfo;
-  li.dataset.action = action;
-  li.dataset.sequence = String(o.sequence);
-  const head = el("div", undefined, "hop-head");
-  head.append(
-    el("span", `#${o.sequence} `, "hop-seq"),
-    el("span", component, "hop-component"),
-    document.createTextNode(" "),
-  );
-  if (o.componentInfo) head.append(el("span", `${o.componentInfo} `, "hop-info"));
-  head.append(el("span", action, `hop-action action-${action}`));
-  li.append(head);
-  const detail = el("div", undefined, "hop-detail");
-  for (const [key, label] of DETAILS) {
-    const v = o[key];
-    if (v === "" || v === 0 || v === undefined) continue;
-    const s = el("span", `${label}: ${String(v)}`);
-    s.dataset.field = key;
-    detail.append(s);
+/** Every observation of every Node, in hop (sequence) order. */
+export function hops(t: Traceflow): Hop[] {
+  const all: Hop[] = [];
+  for (const node of t.status?.results ?? []) for (const obs of node.observations) all.push({ node, obs });
+  return all.sort((a, b) => a.obs.sequence - b.obs.sequence);
+}
+
+/** The component as NSX names it: the OVS table (componentInfo) when there is one. */
+export function componentLabel(o: Observation): string {
+  const c = fmt.componentName(o.component);
+  return o.componentInfo ? `${c} · ${o.componentInfo}` : c;
+}
+
+/** Details fields of an observation, in a reader's order: [label, value]. */
+function detailFields(h: Hop, first: bigint): Array<[string, string]> {
+  const o = h.obs;
+  const rows: Array<[string, string]> = [
+    ["Component", fmt.componentName(o.component)],
+    ["Table", o.componentInfo],
+    ["Observation type", fmt.actionName(o.action)],
+    ["Node", `${h.node.node}${h.node.role ? ` (${h.node.role})` : ""}`],
+    ["Policy", o.networkPolicy],
+    ["Rule", o.networkPolicyRule],
+    ["Endpoint Pod", o.pod],
+    ["Translated source IP", o.translatedSrcIp],
+    ["Translated destination IP", o.translatedDstIp],
+    ["Tunnel destination IP", o.tunnelDstIp],
+    ["Egress", o.egress],
+    ["Egress IP", o.egressIp],
+    ["Egress Node", o.egressNode],
+    ["Source Pod IP", o.srcPodIp],
+    ["Destination MAC", o.dstMac],
+    ["TTL", o.ttl ? String(o.ttl) : ""],
+    ["Sequence", String(o.sequence)],
+    ["Timestamp", fmt.micros(o.timestampMicros)],
+    ["Offset", o.timestampMicros && first ? fmt.offset(o.timestampMicros - first) : ""],
+  ];
+  return rows.filter(([, v]) => v !== "");
+}
+
+let current: Hop[] = [];
+let firstMicros = 0n;
+let openSequence: number | null = null;
+
+/** Opens the details panel for the observation with `sequence`; focus moves to it. */
+export function openDetails(sequence: number, focus = true): void {
+  const h = current.find((x) => x.obs.sequence === sequence);
+  if (!h) return;
+  openSequence = sequence;
+  const panel = $("details");
+  panel.hidden = false;
+  panel.dataset.sequence = String(sequence);
+  $("details-title").textContent = `Details: #${sequence} ${componentLabel(h.obs)} ${fmt.actionName(h.obs.action)}`;
+  const dl = $("details-fields");
+  dl.replaceChildren();
+  for (const [k, v] of detailFields(h, firstMicros)) {
+    const dd = el("dd", v);
+    dd.dataset.field = k;
+    dl.append(el("dt", k), dd);
   }
-  if (o.timestampMicros !== 0n) detail.append(el("span", `at ${fmt.micros(o.timestampMicros)}`));
-  if (detail.childElementCount > 0) li.append(detail);
-  return li;
+  for (const b of document.querySelectorAll<HTMLButtonElement>("#observations button.component")) {
+    b.setAttribute("aria-expanded", String(Number(b.dataset.sequence) === sequence));
+  }
+  if (focus) $("details-title").focus();
+}
+
+export function closeDetails(): void {
+  const seq = openSequence;
+  openSequence = null;
+  $("details").hidden = true;
+  for (const b of document.querySelectorAll<HTMLButtonElement>("#observations button.component")) {
+    b.setAttribute("aria-expanded", "false");
+  }
+  if (seq !== null) {
+    document.querySelector<HTMLButtonElement>(`#observations button.component[data-sequence="${seq}"]`)?.focus();
+  }
+}
+
+function observationsTable(list: Hop[], phase: string): void {
+  const body = $("observations").querySelector("tbody");
+  if (!body) return;
+  body.replaceChildren();
+  for (const h of list) {
+    const o = h.obs;
+    const action = fmt.actionName(o.action);
+    const tr = el("tr");
+    tr.dataset.sequence = String(o.sequence);
+    tr.dataset.component = fmt.componentName(o.component);
+    tr.dataset.componentInfo = o.componentInfo;
+    tr.dataset.action = action;
+    tr.dataset.node = h.node.node;
+    const button = el("button", componentLabel(o), "component link");
+    button.type = "button";
+    button.dataset.sequence = String(o.sequence);
+    button.setAttribute("aria-controls", "details");
+    button.setAttribute("aria-expanded", "false");
+    button.addEventListener("click", () => openDetails(o.sequence));
+    const comp = el("td");
+    comp.append(button);
+    const when = el("td");
+    when.append(el("span", fmt.micros(o.timestampMicros)));
+    if (o.timestampMicros && firstMicros) when.append(el("span", ` ${fmt.offset(o.timestampMicros - firstMicros)}`, "help"));
+    tr.append(
+      el("td", String(o.sequence)),
+      el("td", action, `action action-${action}`),
+      comp,
+      el("td", `${h.node.node}${h.node.role ? ` (${h.node.role})` : ""}`),
+      when,
+    );
+    body.append(tr);
+  }
+  const empty = $("observations-empty");
+  empty.hidden = list.length > 0;
+  empty.textContent = phase === "Running" || phase === "Pending" ? "Waiting for observations…" : "No observations.";
 }
 
 function packetFields(dl: HTMLElement, p: Packet): void {
@@ -83,12 +162,15 @@ function packetFields(dl: HTMLElement, p: Packet): void {
   if (p.ipv6Header) add("Hop limit", String(p.ipv6Header.hopLimit));
 }
 
-/** Shows `t` in the trace section (replacing what was there). */
+/** Shows `t` in the trace section (replacing what was there; an open details panel stays
+ *  open on the same observation when it still exists). */
 export function renderTrace(t: Traceflow): void {
   const s = t.status;
   const phase = fmt.phaseName(s?.phase ?? 0);
+  const same = $("trace").dataset.uid === t.uid;
   $("trace").hidden = false;
   $("trace").dataset.uid = t.uid;
+  $("trace").dataset.name = t.name;
   $("trace-name").textContent = t.name;
   const ph = $("trace-phase");
   ph.textContent = phase;
@@ -102,25 +184,15 @@ export function renderTrace(t: Traceflow): void {
   $("trace-duration").textContent = fmt.duration(t);
   $("trace-reason").textContent = s?.reason || "—";
 
-  const results = $("trace-results");
-  results.replaceChildren();
-  const nodes = [...(s?.results ?? [])].sort((a, b) =>
-    Math.min(...a.observations.map((o) => o.sequence), Infinity)
-    - Math.min(...b.observations.map((o) => o.sequence), Infinity));
-  if (nodes.length === 0) {
-    results.append(el("p", phase === "Running" || phase === "Pending"
-      ? "Waiting for observations…" : "No observations."));
-  }
-  for (const r of nodes) {
-    const div = el("div", undefined, "node");
-    div.dataset.node = r.node;
-    div.append(el("h3", `Node ${r.node}${r.role ? ` (${r.role})` : ""}`));
-    if (r.timestamp !== 0n) div.append(el("p", `reported at ${fmt.seconds(r.timestamp)}`, "help"));
-    const ol = el("ol", undefined, "hops");
-    ol.setAttribute("aria-label", `Observations on Node ${r.node}`);
-    for (const o of [...r.observations].sort((a, b) => a.sequence - b.sequence)) ol.append(hop(o));
-    div.append(ol);
-    results.append(div);
+  current = hops(t);
+  firstMicros = current.find((h) => h.obs.timestampMicros !== 0n)?.obs.timestampMicros ?? 0n;
+  observationsTable(current, phase);
+  renderGraph($("graph"), t, current, (seq) => openDetails(seq));
+  if (same && openSequence !== null && current.some((h) => h.obs.sequence === openSequence)) {
+    openDetails(openSequence, false);
+  } else {
+    openSequence = null;
+    $("details").hidden = true;
   }
   const cap = s?.capturedPacket;
   $("captured").hidden = !cap;

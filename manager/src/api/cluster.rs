@@ -96,6 +96,7 @@ impl ClusterSvc {
             registered_micros: rec.registered_micros,
             last_heartbeat_micros: live.last_heartbeat_micros.max(rec.last_heartbeat_micros),
             certificate_serial: rec.certificate_serial.clone(),
+            inventory: Some(self.ctx.fleet.inventory_counts(&rec.name)),
         }
     }
 
@@ -219,7 +220,10 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
             .iter()
             .map(|c| self.to_pb(c))
             .collect();
-        Ok(Response::new(pb::ListClustersResponse { clusters }))
+        Ok(Response::new(pb::ListClustersResponse {
+            clusters,
+            manager_version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
     }
 
     async fn get_cluster(

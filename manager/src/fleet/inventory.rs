@@ -24,6 +24,18 @@ fn nk(ns: &str, name: &str) -> String {
 }
 
 impl ClusterInventory {
+    /// How many objects of each kind it holds (saturating at i32::MAX).
+    pub fn counts(&self) -> pb::InventoryCounts {
+        let n = |len: usize| i32::try_from(len).unwrap_or(i32::MAX);
+        pb::InventoryCounts {
+            nodes: n(self.nodes.len()),
+            namespaces: n(self.namespaces.len()),
+            pods: n(self.pods.len()),
+            services: n(self.services.len()),
+            policies: n(self.policies.len()),
+        }
+    }
+
     /// Replaces everything with `inv`.
     pub fn sync(&mut self, inv: pb::Inventory) {
         *self = ClusterInventory::default();

@@ -255,6 +255,16 @@ impl Fleet {
         })
     }
 
+    /// Inventory counts of `cluster` (all zero before its adapter's first sync).
+    pub fn inventory_counts(&self, cluster: &str) -> pb::InventoryCounts {
+        self.with(|s| {
+            s.inventory
+                .get(cluster)
+                .map(ClusterInventory::counts)
+                .unwrap_or_default()
+        })
+    }
+
     /// Runs `f` on the cluster's inventory (created empty on first use) and marks it changed.
     pub fn with_inventory<R>(
         &self,

@@ -58,6 +58,19 @@ pub fn runtime() -> tokio::runtime::Runtime {
     }
 }
 
+/// `server:` of the lab's (single-context) tfctl config.
+pub fn manager_url(cfg: &Path) -> String {
+    let text = std::fs::read_to_string(cfg).unwrap_or_default();
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("server:"))
+        .map(|s| s.trim().to_string());
+    match url {
+        Some(u) => u,
+        None => panic!("{} names no server: {text}", cfg.display()),
+    }
+}
+
 /// `tfctl ARGS` with the lab's config.
 pub fn tfctl(cfg: &Path, args: &[&str]) -> Output {
     match Command::new(bin_dir().join("tfctl"))
