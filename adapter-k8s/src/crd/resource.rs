@@ -349,10 +349,34 @@ pub struct CapturedPacket {
 /// Path of the chart's copy, relative to the workspace root.
 pub const CHART_PATH: &str = "charts/traceflow-cluster/crds/traceflows.yaml";
 
+/// Whole-number bounds as integers (`maximum: 300`, not `300.0`): k8s-openapi keeps them as
+/// `f64`, and integer fields read better, and compare exactly, with integer bounds.
+fn integral_bounds(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                if let ("minimum" | "maximum", Some(f)) = (k.as_str(), item.as_f64())
+                    && f.fract() == 0.0
+                    && f.abs() < 9.0e15
+                {
+                    *item = serde_json::json!(f as i64);
+                } else {
+                    integral_bounds(item);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_bounds),
+        _ => {}
+    }
+}
+
 /// The CRD as the chart installs it: a generated-file header, then YAML.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
-    let body = serde_yaml::to_string(&Traceflow::crd())?;
+    let mut crd = serde_json::to_value(Traceflow::crd())
+        .map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+    integral_bounds(&mut crd);
+    let body = serde_yaml::to_string(&crd)?;
     Ok(format!(
         "# Generated from adapter-k8s/src/crd/resource.rs by `traceflow-adapter crd`; do not edit.\n{body}"
     ))
