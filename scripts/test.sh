@@ -11,6 +11,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# Helm charts: lint, render, validate against Kubernetes 1.33, CRD schema (a few seconds).
+bash scripts/check-charts.sh
 echo "==> cargo build --workspace --bins"
 # The end-to-end tests start the real binaries from target/debug.
 cargo build --workspace --bins
