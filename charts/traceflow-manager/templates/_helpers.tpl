@@ -37,11 +37,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
-{{/* The exec probe: grpc.health.v1 Check over TLS, verified with the manager's own CA. */}}
+{{/* The exec probe: grpc.health.v1 Check over TLS, verified with the manager's own CA. The
+interface comes from the image's copy of the health .proto (reflection needs credentials; the
+health service does not). */}}
 {{- define "traceflow-manager.healthProbe" -}}
 exec:
   command:
     - grpcurl
+    - -import-path=/usr/share/traceflow
+    - -proto=grpc-health-v1.proto
     - -cacert=/data/ca.pem
     - -servername=localhost
     - -connect-timeout={{ .Values.probes.timeoutSeconds }}

@@ -1,0 +1,304 @@
+//! The charts' command lines against the real binaries: every container and init container
+//! `helm template` renders (both charts; defaults and every ci/*.yaml) is run through its
+//! binary's argument parser, so a flag, subcommand or value the charts pass that the binary does
+//! not accept fails CI; and the manager's exec probe (grpc.health.v1 over TLS with grpcurl) is
+//! run against a real manager.
+//!
+//! Needs the workspace's binaries (`cargo build --workspace --bins`), the pinned helm
+//! (scripts/lib.sh) and grpcurl; fails loudly without them, never skips.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use common::text;
+use serde_json::Value;
+
+fn charts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts")
+}
+
+/// `helm template` of `chart` with `values` (None: defaults), as JSON documents.
+fn render(chart: &str, values: Option<&Path>) -> Vec<Value> {
+    let mut cmd = Command::new(common::k8s_tools::helm());
+    cmd.args([
+        "template",
+        "tf",
+        &charts().join(chart).display().to_string(),
+    ]);
+    if let Some(v) = values {
+        cmd.arg("-f").arg(v);
+    }
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => panic!("helm template {chart}: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "helm template {chart} {values:?}: {}",
+        text(&out)
+    );
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    serde_yaml::Deserializer::from_str(&yaml)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// Every values file CI renders: each chart's ci/*.yaml, and the manager's defaults (the
+/// cluster chart has required values; scripts/check-charts.sh checks it refuses without them).
+fn renders() -> Vec<(String, Vec<Value>)> {
+    let mut out = vec![(
+        "traceflow-manager (defaults)".to_string(),
+        render("traceflow-manager", None),
+    )];
+    for chart in ["traceflow-manager", "traceflow-cluster"] {
+        let dir = charts().join(chart).join("ci");
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(d) => d.flatten().map(|e| e.path()).collect(),
+            Err(e) => panic!("{}: {e}", dir.display()),
+        };
+        files.sort();
+        for f in files {
+            out.push((
+                format!("{chart} ({})", f.display()),
+                render(chart, Some(&f)),
+            ));
+        }
+    }
+    out
+}
+
+/// A container of a rendered workload: its binary, its arguments with `$(VAR)` expanded from
+/// its environment (Downward API fields get a stand-in Node name), and its `TRACEFLOW_*`
+/// variables that the arguments do not use (the binary itself must read them).
+struct Invocation {
+    origin: String,
+    binary: String,
+    args: Vec<String>,
+    env_read: Vec<String>,
+}
+
+fn invocations(origin: &str, docs: &[Value]) -> Vec<Invocation> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        if !matches!(kind, "Deployment" | "DaemonSet" | "StatefulSet" | "Job") {
+            continue;
+        }
+        let spec = &doc["spec"]["template"]["spec"];
+        for list in ["initContainers", "containers"] {
+            for c in spec[list].as_array().into_iter().flatten() {
+                let command: Vec<String> = c["command"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect();
+                let Some(binary) = command.first() else {
+                    panic!("{origin}: {kind} container {} has no command", c["name"]);
+                };
+                let mut env = BTreeMap::new();
+                for e in c["env"].as_array().into_iter().flatten() {
+                    let name = e["name"].as_str().unwrap_or_default().to_string();
+                    let value = match e["value"].as_str() {
+                        Some(v) => v.to_string(),
+                        None if e.pointer("/valueFrom/fieldRef").is_some() => "node-a".into(),
+                        None => "from-a-secret".into(),
+                    };
+                    env.insert(name, value);
+                }
+                let mut args: Vec<String> = command[1..].to_vec();
+                args.extend(
+                    c["args"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.as_str().map(String::from)),
+                );
+                let uses = |name: &str| args.iter().any(|a| a.contains(&format!("$({name})")));
+                let env_read = env
+                    .keys()
+                    .filter(|k| k.starts_with("TRACEFLOW_") && !uses(k))
+                    .cloned()
+                    .collect();
+                let args = args
+                    .iter()
+                    .map(|a| {
+                        env.iter()
+                            .fold(a.clone(), |a, (k, v)| a.replace(&format!("$({k})"), v))
+                    })
+                    .collect();
+                out.push(Invocation {
+                    origin: format!("{origin}: {kind}/{} {}", doc["metadata"]["name"], c["name"]),
+                    binary: Path::new(binary)
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    args,
+                    env_read,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Runs the workspace's `binary` with `args` and `--help` last: clap rejects an unknown
+/// argument or a bad value where it meets it, before it reaches `--help`.
+fn parse(binary: &str, args: &[String]) -> Output {
+    let path = common::bin_dir().join(binary);
+    match Command::new(&path).args(args).arg("--help").output() {
+        Ok(o) => o,
+        Err(e) => panic!(
+            "cannot run {}: {e}; run `cargo build --workspace --bins` first",
+            path.display()
+        ),
+    }
+}
+
+#[test]
+fn every_chart_command_line_parses_with_the_real_binaries() {
+    let mut seen = BTreeSet::new();
+    for (origin, docs) in renders() {
+        for inv in invocations(&origin, &docs) {
+            let out = parse(&inv.binary, &inv.args);
+            let help = text(&out);
+            assert!(
+                out.status.success(),
+                "{}: `{} {}` is refused by the binary's argument parser:\n{help}",
+                inv.origin,
+                inv.binary,
+                inv.args.join(" ")
+            );
+            for var in &inv.env_read {
+                assert!(
+                    help.contains(&format!("[env: {var}")),
+                    "{}: sets {var}, which `{} {}` does not read:\n{help}",
+                    inv.origin,
+                    inv.binary,
+                    inv.args.first().map(String::as_str).unwrap_or_default()
+                );
+            }
+            let sub = inv
+                .args
+                .first()
+                .filter(|a| !a.starts_with('-'))
+                .cloned()
+                .unwrap_or_default();
+            seen.insert(format!("{} {sub}", inv.binary).trim().to_string());
+        }
+    }
+    let want: BTreeSet<String> = [
+        "traceflow-manager serve",
+        "traceflow-adapter run",
+        "traceflow-adapter agent-cert",
+        "traceflow-agent",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(seen, want, "the charts run other commands than expected");
+}
+
+#[test]
+fn the_check_catches_a_flag_a_binary_does_not_accept() {
+    let docs = render(
+        "traceflow-cluster",
+        Some(&charts().join("traceflow-cluster/ci/minimal-values.yaml")),
+    );
+    let inv = invocations("minimal", &docs);
+    let Some(agent) = inv.iter().find(|i| i.binary == "traceflow-agent") else {
+        panic!("no agent container rendered");
+    };
+    let mut args = agent.args.clone();
+    args.push("--ovs-socket=/var/run/openvswitch/db.sock".into());
+    let out = parse("traceflow-agent", &args);
+    assert!(
+        !out.status.success() && text(&out).contains("--ovs-socket"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The manager Deployment's exec probe, with its paths pointed at a real manager's data
+/// directory and address: grpc.health.v1 answers SERVING over TLS verified by the manager's CA.
+#[test]
+fn the_managers_exec_probe_checks_grpc_health_over_tls() {
+    let docs = render("traceflow-manager", None);
+    let Some(deploy) = docs.iter().find(|d| d["kind"] == "Deployment") else {
+        panic!("no Deployment rendered");
+    };
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let probe: Vec<String> = container["readinessProbe"]["exec"]["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        probe.first().map(String::as_str),
+        Some("grpcurl"),
+        "{probe:?}"
+    );
+    for p in ["livenessProbe", "startupProbe"] {
+        assert_eq!(
+            container[p]["exec"]["command"], container["readinessProbe"]["exec"]["command"],
+            "{p}"
+        );
+    }
+
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("temp dir: {e}"),
+    };
+    let data = dir.path().join("data");
+    let mut manager = match Command::new(common::bin_dir().join("traceflow-manager"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("cannot start traceflow-manager: {e}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(data.join("listen.addr")) {
+            break a.trim().to_string();
+        }
+        if Instant::now() > deadline {
+            let _ = manager.kill();
+            panic!("the manager did not write listen.addr within 20s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // scripts/images.sh puts images/grpc-health-v1.proto at /usr/share/traceflow.
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+    let args: Vec<String> = probe[1..]
+        .iter()
+        .map(|a| {
+            a.replace("/data/", &format!("{}/", data.display()))
+                .replace("/usr/share/traceflow", &images.display().to_string())
+                .replace("127.0.0.1:7443", &addr)
+        })
+        .collect();
+    let out = Command::new("grpcurl").args(&args).output();
+    let _ = manager.kill();
+    let _ = manager.wait();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run grpcurl ({e}); scripts/lib.sh installs it"),
+    };
+    assert!(
+        out.status.success() && text(&out).contains("\"SERVING\""),
+        "probe `grpcurl {}`: {}",
+        args.join(" "),
+        text(&out)
+    );
+}
