@@ -26,58 +26,17 @@ pub const SHORT_NAME: &str = "tflow";
     shortname = "tflow",
     status = "TraceflowStatus",
     derive = "PartialEq",
+    // Printer columns as JSON strings: clippy's duplicated_attributes lint misreads repeated
+    // nested `printcolumn(type_ = ...)` attributes.
     doc = "A trace of one packet through the cluster's Open vSwitch pipeline, run by traceflow-adapter (Antrea's Traceflow schema).",
-    printcolumn(
-        name = "Phase",
-        type_ = "string",
-        json_path = ".status.phase",
-        description = "Phase of the trace"
-    ),
-    printcolumn(
-        name = "Source-Pod",
-        type_ = "string",
-        json_path = ".spec.source.pod",
-        description = "Source Pod"
-    ),
-    printcolumn(
-        name = "Destination-Pod",
-        type_ = "string",
-        json_path = ".spec.destination.pod",
-        description = "Destination Pod"
-    ),
-    printcolumn(
-        name = "Destination-IP",
-        type_ = "string",
-        json_path = ".spec.destination.ip",
-        description = "Destination IP",
-        priority = 10
-    ),
-    printcolumn(
-        name = "Live-Traffic",
-        type_ = "boolean",
-        json_path = ".spec.liveTraffic",
-        description = "Traces real traffic instead of an injected packet",
-        priority = 10
-    ),
-    printcolumn(
-        name = "Dropped-Only",
-        type_ = "boolean",
-        json_path = ".spec.droppedOnly",
-        description = "Captures only a packet a NetworkPolicy drops",
-        priority = 10
-    ),
-    printcolumn(
-        name = "Timeout",
-        type_ = "integer",
-        json_path = ".spec.timeout",
-        description = "Timeout in seconds",
-        priority = 10
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Phase", "type":"string", "description":"Phase of the trace", "jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Source-Pod", "type":"string", "description":"Source Pod", "jsonPath":".spec.source.pod"}"#,
+    printcolumn = r#"{"name":"Destination-Pod", "type":"string", "description":"Destination Pod", "jsonPath":".spec.destination.pod"}"#,
+    printcolumn = r#"{"name":"Destination-IP", "type":"string", "description":"Destination IP", "jsonPath":".spec.destination.ip", "priority":10}"#,
+    printcolumn = r#"{"name":"Live-Traffic", "type":"boolean", "description":"Traces real traffic instead of an injected packet", "jsonPath":".spec.liveTraffic", "priority":10}"#,
+    printcolumn = r#"{"name":"Dropped-Only", "type":"boolean", "description":"Captures only a packet a NetworkPolicy drops", "jsonPath":".spec.droppedOnly", "priority":10}"#,
+    printcolumn = r#"{"name":"Timeout", "type":"integer", "description":"Timeout in seconds", "jsonPath":".spec.timeout", "priority":10}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TraceflowSpec {
