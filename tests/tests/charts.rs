@@ -302,3 +302,182 @@ fn the_managers_exec_probe_checks_grpc_health_over_tls() {
         text(&out)
     );
 }
+
+fn base64_decode(b64: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = match Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("base64: {e}"),
+    };
+    if let Some(mut stdin) = child.stdin.take()
+        && let Err(e) = stdin.write_all(b64.as_bytes())
+    {
+        panic!("base64 stdin: {e}");
+    }
+    match child.wait_with_output() {
+        Ok(o) if o.status.success() => o.stdout,
+        other => panic!("base64 -d: {other:?}"),
+    }
+}
+
+/// The agent CA the cluster chart generates (Ed25519, the only PKCS#8 key Helm makes) works
+/// for the whole agent flow: the init container's exact `traceflow-adapter agent-cert` issues a
+/// Node certificate from it, and an mTLS handshake (rustls with ring, as tonic uses) between
+/// an adapter-style server certificate and that agent certificate succeeds both ways.
+#[test]
+fn the_charts_agent_ca_issues_working_agent_certificates() {
+    let docs = render(
+        "traceflow-cluster",
+        Some(&charts().join("traceflow-cluster/ci/minimal-values.yaml")),
+    );
+    let Some(secret) = docs
+        .iter()
+        .find(|d| d["kind"] == "Secret" && d["type"] == "kubernetes.io/tls")
+    else {
+        panic!("no agent CA Secret rendered");
+    };
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("temp dir: {e}"),
+    };
+    let (ca_dir, certs) = (dir.path().join("agent-ca"), dir.path().join("certs"));
+    let write = |path: PathBuf, key: &str| {
+        let data = base64_decode(secret["data"][key].as_str().unwrap_or_default());
+        if let Err(e) = std::fs::create_dir_all(&ca_dir).and_then(|()| std::fs::write(path, data)) {
+            panic!("writing the agent CA: {e}");
+        }
+    };
+    write(ca_dir.join("agent-ca.pem"), "tls.crt");
+    write(ca_dir.join("agent-ca-key.pem"), "tls.key");
+
+    let inv = invocations("minimal", &docs);
+    let Some(init) = inv
+        .iter()
+        .find(|i| i.args.first().map(String::as_str) == Some("agent-cert"))
+    else {
+        panic!("no agent-cert init container rendered");
+    };
+    let args: Vec<String> = init
+        .args
+        .iter()
+        .map(|a| {
+            a.replace("/etc/traceflow/agent-ca", &ca_dir.display().to_string())
+                .replace("/certs", &certs.display().to_string())
+        })
+        .collect();
+    let out = Command::new(common::bin_dir().join("traceflow-adapter"))
+        .args(&args)
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => panic!("traceflow-adapter agent-cert: {e}"),
+    };
+    assert!(out.status.success(), "agent-cert {args:?}: {}", text(&out));
+
+    let read = |p: PathBuf| match std::fs::read_to_string(&p) {
+        Ok(s) => s,
+        Err(e) => panic!("{}: {e}", p.display()),
+    };
+    let ca_pem = read(ca_dir.join("agent-ca.pem"));
+    let agent_cert = read(certs.join("node-a.pem"));
+    let agent_key = read(certs.join("node-a-key.pem"));
+    let ca = match traceflow_pki::CertificateAuthority::from_pem(
+        &ca_pem,
+        &read(ca_dir.join("agent-ca-key.pem")),
+    ) {
+        Ok(c) => c,
+        Err(e) => panic!("the chart's agent CA does not load: {e}"),
+    };
+    let server = match ca.issue_server("traceflow-adapter", &["localhost".into()]) {
+        Ok(s) => s,
+        Err(e) => panic!("adapter server certificate: {e}"),
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => panic!("tokio: {e}"),
+    };
+    let result = rt.block_on(mtls_round_trip(
+        &ca_pem,
+        (&server.cert_pem, &server.key_pem),
+        (&agent_cert, &agent_key),
+    ));
+    if let Err(e) = result {
+        panic!("mTLS with the chart's agent CA: {e}");
+    }
+}
+
+async fn mtls_round_trip(
+    ca_pem: &str,
+    server: (&str, &str),
+    client: (&str, &str),
+) -> Result<(), Box<dyn std::error::Error>> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c?)?;
+    }
+    let roots = Arc::new(roots);
+    let certs =
+        |pem: &str| CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<Vec<_>, _>>();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()?;
+    let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            certs(server.0)?,
+            PrivateKeyDer::from_pem_slice(server.1.as_bytes())?,
+        )?;
+    let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            certs(client.0)?,
+            PrivateKeyDer::from_pem_slice(client.1.as_bytes())?,
+        )?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+    let server_task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await?;
+        let mut tls = acceptor.accept(tcp).await?;
+        let peer = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first().cloned())
+            .ok_or("no client certificate")?;
+        let id = traceflow_pki::peer_identity(peer.as_ref())?;
+        let mut buf = [0u8; 4];
+        tls.read_exact(&mut buf).await?;
+        tls.write_all(format!("{id:?}").as_bytes()).await?;
+        tls.shutdown().await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    });
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_cfg));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    tls.write_all(b"ping").await?;
+    let mut said = String::new();
+    tls.read_to_string(&mut said).await?;
+    server_task.await?.map_err(|e| e.to_string())?;
+    if !said.contains("node-a") {
+        return Err(format!("the adapter side saw {said:?}, not Node node-a").into());
+    }
+    Ok(())
+}
