@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     *) echo "error: unknown argument $1 (use --bin-dir DIR, --out DIR, --check)" >&2; exit 2 ;;
   esac
 done
-for tool in umoci ldd python3; do
+for tool in umoci ldd python3 busybox chroot; do
   command -v "$tool" >/dev/null || { echo "error: $tool not found: source scripts/lib.sh && install_deps" >&2; exit 1; }
 done
 
@@ -74,7 +74,7 @@ build() { # BINARY
     [ -f manager/console/dist/index.html ] \
       || { echo "error: manager/console/dist is not built: run scripts/build-console.sh" >&2; exit 1; }
     mkdir -p "$rootfs/console" && cp -r manager/console/dist/. "$rootfs/console/"
-    copy_with_libs /usr/bin/busybox "$rootfs" /bin/busybox
+    copy_with_libs "$(command -v busybox)" "$rootfs" /bin/busybox
     for applet in sh cat tar ls; do ln -s busybox "$rootfs/bin/$applet"; done
   fi
   umoci repack --history.created_by "scripts/images.sh" --history.created "$created" \
