@@ -481,3 +481,68 @@ async fn mtls_round_trip(
     }
     Ok(())
 }
+
+/// The adapter's in-cluster kubeconfig from the cluster chart, read by the real `kube` client:
+/// server, CA and the service-account token file it names are pointed at a lab API endpoint
+/// (the only change), and the client lists Pods with the token it read from the file.
+#[test]
+fn the_adapters_kubeconfig_authenticates_with_the_token_file() {
+    let docs = render(
+        "traceflow-cluster",
+        Some(&charts().join("traceflow-cluster/ci/minimal-values.yaml")),
+    );
+    let Some(kubeconfig) = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["kubeconfig"].is_string())
+        .and_then(|d| d["data"]["kubeconfig"].as_str())
+    else {
+        panic!("no kubeconfig ConfigMap rendered");
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => panic!("tokio: {e}"),
+    };
+    if let Err(e) = rt.block_on(list_pods_with(kubeconfig)) {
+        panic!("the chart's kubeconfig does not work: {e}\n{kubeconfig}");
+    }
+}
+
+async fn list_pods_with(kubeconfig: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use k8s_openapi::api::core::v1::Pod;
+    use traceflow_lab::kubeapi;
+
+    const SA: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let topo = traceflow_lab::topology::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/one-node.yaml"),
+    )?;
+    let store = kubeapi::store::Store::with_objects(topo.clusters[0].objects.clone())?;
+    let ca = traceflow_pki::CertificateAuthority::generate("chart kubeconfig test ca")?;
+    let leaf = ca.issue_server("kubernetes", &["localhost".into(), "127.0.0.1".into()])?;
+    let tls = traceflow_pki::rustls_server_config(&leaf.cert_pem, &leaf.key_pem)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let state = kubeapi::server::ApiState::new("c1", "projected-sa-token", store);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(kubeapi::server::serve(listener, tls, state, async {
+        let _ = stopped.await;
+    }));
+
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("ca.crt"), ca.cert_pem())?;
+    // Projected tokens have no trailing newline (and kube sends the file as is).
+    std::fs::write(dir.path().join("token"), "projected-sa-token")?;
+    let text = kubeconfig
+        .replace("https://kubernetes.default.svc", &format!("https://{addr}"))
+        .replace(SA, &dir.path().display().to_string());
+    let kc: kube::config::Kubeconfig = serde_yaml::from_str(&text)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await?;
+    let client = kube::Client::try_from(cfg)?;
+    let pods: kube::Api<Pod> = kube::Api::all(client);
+    let list = pods.list(&Default::default()).await?;
+    let _ = stop.send(());
+    if list.items.len() != 3 {
+        return Err(format!("listed {} Pods, want the topology's 3", list.items.len()).into());
+    }
+    Ok(())
+}
