@@ -1,8 +1,9 @@
 //! The charts' command lines against the real binaries: every container and init container
 //! `helm template` renders (both charts; defaults and every ci/*.yaml) is run through its
 //! binary's argument parser, so a flag, subcommand or value the charts pass that the binary does
-//! not accept fails CI; and the manager's exec probe (grpc.health.v1 over TLS with grpcurl) is
-//! run against a real manager.
+//! not accept fails CI; the manager's exec probe (grpc.health.v1 over TLS with grpcurl) is run
+//! against a real manager; the chart's agent CA issues working agent certificates; and the
+//! adapter's in-cluster kubeconfig authenticates with a service-account token file.
 //!
 //! Needs the workspace's binaries (`cargo build --workspace --bins`), the pinned helm
 //! (scripts/lib.sh) and grpcurl; fails loudly without them, never skips.

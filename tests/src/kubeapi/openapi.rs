@@ -1,7 +1,8 @@
 //! What `kubectl` reads beyond discovery: the OpenAPI v3 documents (it looks for the
 //! `fieldValidation` parameter of each kind's PATCH before `create`, and without them refuses
 //! with "failed to download openapi") and server-side `Table`s for `kubectl get` (a custom
-//! resource's printer columns are computed by the server, not by kubectl).
+//! resource's printer columns are computed by the server, not by kubectl). `/openapi/v2` is not
+//! served: kubectl 1.33 asks for it only when v3 is missing.
 //!
 //! ```text
 //!  GET /openapi/v3                 ─▶ {paths: {"apis/<g>/<v>": {serverRelativeURL}}}
