@@ -121,20 +121,21 @@ fn real_kubectl_creates_lists_by_short_name_and_deletes_a_traceflow() {
         "{created}"
     );
 
-    // Printer columns from the CRD, then Succeeded.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let rows = loop {
-        let rows = table(&ok(&["get", "tflow"], None));
-        let phase = rows
-            .get(1)
-            .and_then(|r| r.get(1))
-            .cloned()
-            .unwrap_or_default();
-        if phase == "Succeeded" || Instant::now() > deadline {
-            break rows;
+    // `kubectl get` of `args` until the first row's PHASE is Succeeded (or 40 s passed).
+    let until_succeeded = |args: &[&str]| -> Vec<Vec<String>> {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let rows = table(&ok(args, None));
+            let phase = rows.get(1).and_then(|r| r.get(1)).map(String::as_str);
+            if phase == Some("Succeeded") || Instant::now() > deadline {
+                return rows;
+            }
+            std::thread::sleep(Duration::from_millis(300));
         }
-        std::thread::sleep(Duration::from_millis(300));
     };
+
+    // Printer columns from the CRD, then Succeeded.
+    let rows = until_succeeded(&["get", "tflow"]);
     assert_eq!(
         rows.first().map(Vec::as_slice),
         Some(&["NAME", "PHASE", "SOURCE-POD", "DESTINATION-POD", "AGE"].map(String::from)[..]),
@@ -153,6 +154,25 @@ fn real_kubectl_creates_lists_by_short_name_and_deletes_a_traceflow() {
             .is_some_and(|h| h.iter().any(|c| c == "LIVE-TRAFFIC")),
         "{wide:?}"
     );
+    // The guide's IPv6 example through `apply` (client-side apply reads the OpenAPI too), and
+    // `explain` from the served schema.
+    let ipv6 = fixture("tf-test-ipv6.yaml").display().to_string();
+    let applied = ok(&["apply", "-f", &ipv6], None);
+    assert!(applied.contains("tf-test-ipv6 created"), "{applied}");
+    let rows = until_succeeded(&["get", "tflow", "tf-test-ipv6"]);
+    let phase = rows
+        .get(1)
+        .and_then(|r| r.get(1))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(phase, "Succeeded", "{}", lab.dump());
+    let explained = ok(&["explain", "tflow.spec.timeout"], None);
+    assert!(
+        explained.contains("timeout\t<integer>") || explained.contains("timeout <integer>"),
+        "{explained}"
+    );
+    ok(&["delete", "-f", &ipv6], None);
+
     // The whole object carries the adapter's results.
     let json = ok(
         &[
