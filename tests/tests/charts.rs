@@ -253,6 +253,16 @@ fn the_managers_exec_probe_checks_grpc_health_over_tls() {
         );
     }
 
+    // The data directory the chart gives `serve`, which the probe's paths are under.
+    let Some(chart_data_dir) = container["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(|a| a.strip_prefix("--data-dir="))
+    else {
+        panic!("the manager container has no --data-dir=");
+    };
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => panic!("temp dir: {e}"),
@@ -284,9 +294,12 @@ fn the_managers_exec_probe_checks_grpc_health_over_tls() {
     let args: Vec<String> = probe[1..]
         .iter()
         .map(|a| {
-            a.replace("/data/", &format!("{}/", data.display()))
-                .replace("/usr/share/traceflow", &images.display().to_string())
-                .replace("127.0.0.1:7443", &addr)
+            a.replace(
+                &format!("{chart_data_dir}/"),
+                &format!("{}/", data.display()),
+            )
+            .replace("/usr/share/traceflow", &images.display().to_string())
+            .replace("127.0.0.1:7443", &addr)
         })
         .collect();
     let out = Command::new("grpcurl").args(&args).output();

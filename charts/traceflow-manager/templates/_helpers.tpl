@@ -46,7 +46,7 @@ exec:
     - grpcurl
     - -import-path=/usr/share/traceflow
     - -proto=grpc-health-v1.proto
-    - -cacert=/data/ca.pem
+    - -cacert=/data/manager/ca.pem
     - -servername=localhost
     - -connect-timeout={{ .Values.probes.timeoutSeconds }}
     - 127.0.0.1:{{ .Values.port }}
