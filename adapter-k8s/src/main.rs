@@ -1,4 +1,4 @@
-//! `traceflow-adapter run | agent-cert`: parses flags and wires the library.
+//! `traceflow-adapter run | agent-cert | crd`: parses flags and wires the library.
 
 use std::path::PathBuf;
 
@@ -48,6 +48,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print the Traceflow CustomResourceDefinition (YAML) that the cluster chart installs.
+    Crd,
 }
 
 /// `error: cause: cause`, skipping causes whose text the message before already contains.
@@ -141,6 +143,11 @@ async fn real_main() -> anyhow::Result<()> {
             init_logs();
             traceflow_adapter::agents::pki::issue_agent_cert(&data_dir, &node, &out)
                 .with_context(|| format!("issuing the agent certificate for Node {node}"))?;
+        }
+        Command::Crd => {
+            let yaml = traceflow_adapter::crd::resource::crd_yaml()
+                .context("rendering the Traceflow CRD")?;
+            print!("{yaml}");
         }
     }
     Ok(())

@@ -68,6 +68,14 @@ pub struct ServeArgs {
     /// executable when it exists, else no console.
     #[arg(long, env = "TRACEFLOW_MANAGER_CONSOLE_DIR")]
     pub console_dir: Option<PathBuf>,
+    /// The fleet CA certificate (PEM) to adopt instead of generating one on first start, e.g.
+    /// from a Kubernetes Secret; needs --ca-key. A store that already holds a different CA
+    /// refuses to start.
+    #[arg(long, env = "TRACEFLOW_MANAGER_CA_CERT", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The private key (PEM) of --ca-cert.
+    #[arg(long, env = "TRACEFLOW_MANAGER_CA_KEY", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
     #[command(flatten)]
     pub otlp: traceflow_telemetry::OtlpArgs,
 }
@@ -198,6 +206,7 @@ pub fn resolve_serve(
             .console_dir
             .or(file.console_dir)
             .or_else(crate::console::default_dir),
+        ca_files: args.ca_cert.zip(args.ca_key),
     };
     if cfg.heartbeat_interval < Duration::from_secs(1) {
         return Err(ConfigError::TooShort("--heartbeat-interval"));
@@ -226,6 +235,8 @@ mod tests {
             retention_max_count: None,
             retention_interval: None,
             console_dir: None,
+            ca_cert: None,
+            ca_key: None,
             otlp: Default::default(),
         }
     }

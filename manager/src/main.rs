@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
             let telemetry = traceflow_telemetry::init(&service, &otlp, log.as_deref())?;
             // A stale address from a previous run must not be mistaken for this one.
             let _ = std::fs::remove_file(cfg.data_dir.join("listen.addr"));
-            let data = server::open_data_dir(&cfg.data_dir)
+            let data = server::open_data_dir_with_ca(&cfg.data_dir, cfg.ca_files.as_ref())
                 .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
             let listener = server::bind(&cfg.data_dir, listen).await?;
             let shutdown = async {

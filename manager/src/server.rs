@@ -69,6 +69,11 @@ pub enum ServeError {
     Reflection(String),
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
+    #[error(
+        "--ca-cert differs from the CA already in the store; start without --ca-cert, or restore \
+         the store that belongs to this CA"
+    )]
+    CaMismatch,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
@@ -117,6 +122,8 @@ pub struct ServeConfig {
     pub retention: Retention,
     /// The built web console to serve at `/`; `None` serves none.
     pub console_dir: Option<PathBuf>,
+    /// `(certificate, key)` PEM files of an operator-supplied CA, adopted on first start.
+    pub ca_files: Option<(PathBuf, PathBuf)>,
 }
 
 /// The opened data directory.
@@ -133,12 +140,47 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
 /// Opens the store in `data_dir`, creating the CA (kept in the store) and the local admin
 /// credential on first use; rewrites `ca.pem` and the local admin files when missing.
 pub fn open_data_dir(data_dir: &Path) -> Result<DataDir, ServeError> {
+    open_data_dir_with_ca(data_dir, None)
+}
+
+/// [`open_data_dir`], adopting the CA in `ca_files` (`(certificate, key)` PEM files) instead of
+/// generating one when the store has none yet.
+///
+/// Errors: [`ServeError::CaMismatch`] when the store already holds a different CA (the supplied
+/// one would not verify the certificates issued so far).
+pub fn open_data_dir_with_ca(
+    data_dir: &Path,
+    ca_files: Option<&(PathBuf, PathBuf)>,
+) -> Result<DataDir, ServeError> {
     std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
     let store = Store::open(&store_path(data_dir))?;
+    let supplied = match ca_files {
+        Some((cert, key)) => Some((
+            std::fs::read_to_string(cert).map_err(io_err(cert))?,
+            std::fs::read_to_string(key).map_err(io_err(key))?,
+        )),
+        None => None,
+    };
     let ca = match store.ca()? {
-        Some(c) => CertificateAuthority::from_pem(&c.cert_pem, &c.key_pem)?,
+        Some(c) => {
+            if let Some((cert_pem, _)) = &supplied
+                && cert_pem.trim() != c.cert_pem.trim()
+            {
+                return Err(ServeError::CaMismatch);
+            }
+            CertificateAuthority::from_pem(&c.cert_pem, &c.key_pem)?
+        }
         None => {
-            let ca = CertificateAuthority::generate("traceflow-manager CA")?;
+            let (ca, origin) = match &supplied {
+                Some((cert_pem, key_pem)) => (
+                    CertificateAuthority::from_pem(cert_pem, key_pem)?,
+                    "certificate authority adopted from --ca-cert",
+                ),
+                None => (
+                    CertificateAuthority::generate("traceflow-manager CA")?,
+                    "certificate authority created",
+                ),
+            };
             store.put_ca(&StoredCa {
                 cert_pem: ca.cert_pem().to_string(),
                 key_pem: ca.key_pem().to_string(),
@@ -148,7 +190,7 @@ pub fn open_data_dir(data_dir: &Path) -> Result<DataDir, ServeError> {
                 actor: "local".into(),
                 action: "ca-create".into(),
                 subject: "traceflow-manager CA".into(),
-                detail: "certificate authority created".into(),
+                detail: origin.into(),
             })?;
             ca
         }
@@ -399,4 +441,41 @@ pub async fn bind(data_dir: &Path, listen: SocketAddr) -> Result<TcpListener, Se
         0o644,
     )?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_supplied_ca_is_adopted_once_and_a_different_one_refused()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let pem = |name: &str, ca: &CertificateAuthority| -> std::io::Result<(PathBuf, PathBuf)> {
+            let cert = dir.path().join(format!("{name}.pem"));
+            let key = dir.path().join(format!("{name}-key.pem"));
+            std::fs::write(&cert, ca.cert_pem())?;
+            std::fs::write(&key, ca.key_pem())?;
+            Ok((cert, key))
+        };
+        let ours = CertificateAuthority::generate("operator CA")?;
+        let files = pem("ours", &ours)?;
+        let data = dir.path().join("data");
+        let opened = open_data_dir_with_ca(&data, Some(&files))?;
+        assert_eq!(opened.ca.cert_pem(), ours.cert_pem());
+        assert_eq!(
+            std::fs::read_to_string(data.join("ca.pem"))?,
+            ours.cert_pem()
+        );
+        drop(opened);
+        // Restarting with the same Secret, or without one, keeps it.
+        drop(open_data_dir_with_ca(&data, Some(&files))?);
+        assert_eq!(open_data_dir(&data)?.ca.cert_pem(), ours.cert_pem());
+        let other = pem("other", &CertificateAuthority::generate("another CA")?)?;
+        assert!(matches!(
+            open_data_dir_with_ca(&data, Some(&other)),
+            Err(ServeError::CaMismatch)
+        ));
+        Ok(())
+    }
 }

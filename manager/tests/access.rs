@@ -142,6 +142,7 @@ fn config(dir: &Path) -> ServeConfig {
         heartbeat_interval: Duration::from_secs(1),
         retention: server::Retention::default(),
         console_dir: None,
+        ca_files: None,
     }
 }
 

@@ -14,6 +14,7 @@
 //! `metadata.uid`; deleting a running one cancels it. CR traces are not reported to the manager
 //! (its store knows only the traces it created).
 
+pub mod resource;
 pub mod status;
 
 use std::{

@@ -2,10 +2,16 @@
 //! with list, watch (resource versions, bookmarks, `timeoutSeconds`), get, and create / update /
 //! status / patch / delete for every type (the Traceflow CRDs are the ones clients write).
 //!
+//! Traceflows of `crd.traceflow.io` are checked against the chart's CRD ([`crd`]) and
+//! `kubectl` gets the OpenAPI documents and `Table`s it needs ([`openapi`]), so the real
+//! kubectl creates, lists by short name and deletes them without extra flags.
+//!
 //! It is what the adapter's real `kube` client code talks to. The lab runs one per cluster as a
 //! detached `traceflow-lab serve-api` process ([`run_daemon`]); tests run [`server::serve`]
 //! in-process on port 0.
 
+pub mod crd;
+pub mod openapi;
 pub mod resources;
 pub mod selectors;
 pub mod server;

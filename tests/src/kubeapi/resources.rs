@@ -63,6 +63,17 @@ pub const RESOURCES: &[ResourceType] = &[
         true,
         false,
     ),
+    // Before crd.antrea.io: discovery lists groups in this order and kubectl resolves a plural
+    // both groups serve (`kubectl get traceflows`) to the first. A real API server orders CRD
+    // groups of equal priority by name, so there crd.antrea.io wins (docs/deploy.md).
+    rt(
+        "crd.traceflow.io",
+        "v1beta1",
+        "traceflows",
+        "Traceflow",
+        false,
+        true,
+    ),
     rt(
         "crd.antrea.io",
         "v1beta1",
@@ -82,14 +93,6 @@ pub const RESOURCES: &[ResourceType] = &[
     rt("crd.antrea.io", "v1beta1", "tiers", "Tier", false, false),
     rt(
         "crd.antrea.io",
-        "v1beta1",
-        "traceflows",
-        "Traceflow",
-        false,
-        true,
-    ),
-    rt(
-        "crd.traceflow.io",
         "v1beta1",
         "traceflows",
         "Traceflow",

@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::{
+    crd, openapi,
     resources::{self, RESOURCES, ResourceType},
     selectors::{FieldSelector, LabelSelector},
     store::{EventType, Key, Store, StoreError},
@@ -142,7 +143,50 @@ fn fail(code: u16, reason: &'static str, message: &str) -> ApiError {
 
 fn store_error(e: &StoreError) -> Response<Body> {
     let (code, reason) = e.code_reason();
-    status(code, reason, &e.to_string())
+    let mut resp = status(code, reason, &e.to_string());
+    if let Some(details) = e.details() {
+        let body = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": e.to_string(), "reason": reason,
+            "details": details, "code": code,
+        });
+        resp = json_response(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+            &body,
+        );
+    }
+    resp
+}
+
+/// Under `fieldValidation=Strict` (kubectl's default), fields a CRD does not declare are an
+/// error, in the API server's words; otherwise the store prunes them.
+fn strict_unknown_fields(
+    rt: &ResourceType,
+    query: &HashMap<String, String>,
+    body: &Value,
+) -> Option<Response<Body>> {
+    let c = crd::for_resource(rt)?;
+    if query.get("fieldValidation").map(String::as_str) != Some("Strict") {
+        return None;
+    }
+    let unknown = crd::prune(&c.schema, &mut body.clone(), "");
+    if unknown.is_empty() {
+        return None;
+    }
+    let fields: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    Some(status(
+        400,
+        "BadRequest",
+        &format!(
+            "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+            fields.join(", "),
+            kind = rt.kind,
+            v = rt.version,
+        ),
+    ))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -286,6 +330,15 @@ async fn handle_inner(state: &Arc<ApiState>, req: Request<Incoming>) -> Response
             "Unauthorized: a valid bearer token is required",
         );
     }
+    if path == "/openapi/v3" {
+        return json_response(StatusCode::OK, &openapi::root());
+    }
+    if path.starts_with("/openapi/v3/") {
+        return match openapi::group_version(&path) {
+            Some(doc) => json_response(StatusCode::OK, &doc),
+            None => status(404, "NotFound", &format!("no OpenAPI document at {path}")),
+        };
+    }
     if let Some(resp) = discovery(&path) {
         return resp;
     }
@@ -296,6 +349,11 @@ async fn handle_inner(state: &Arc<ApiState>, req: Request<Incoming>) -> Response
     };
     let query = query_map(req.uri().query());
     let method = req.method().clone();
+    let table = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(openapi::wants_table);
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -319,13 +377,20 @@ async fn handle_inner(state: &Arc<ApiState>, req: Request<Incoming>) -> Response
             if watch {
                 watch_response(state, &target, rt, &query).await
             } else {
-                list(state, &target, rt, &query).await
+                list(state, &target, rt, &query, table).await
             }
         }
         (&Method::GET, Some(name)) => {
             let key = key_of(&target, name);
-            match state.store.lock().await.get(&key) {
-                Ok(v) => json_response(StatusCode::OK, &v),
+            let store = state.store.lock().await;
+            match store.get(&key) {
+                Ok(v) => match crd::columns(rt).filter(|_| table) {
+                    Some(cols) => {
+                        let rv = store.resource_version().to_string();
+                        json_response(StatusCode::OK, &table_of(cols, &[v], &rv, &query))
+                    }
+                    None => json_response(StatusCode::OK, &v),
+                },
                 Err(e) => store_error(&e),
             }
         }
@@ -334,6 +399,9 @@ async fn handle_inner(state: &Arc<ApiState>, req: Request<Incoming>) -> Response
                 Ok(v) => v,
                 Err(e) => return e.into_response(),
             };
+            if let Some(refused) = strict_unknown_fields(rt, &query, &obj) {
+                return refused;
+            }
             let ns = target.namespace.clone().unwrap_or_default();
             if rt.namespaced {
                 if ns.is_empty() {
@@ -363,6 +431,9 @@ async fn handle_inner(state: &Arc<ApiState>, req: Request<Incoming>) -> Response
                 Ok(v) => v,
                 Err(e) => return e.into_response(),
             };
+            if let Some(refused) = strict_unknown_fields(rt, &query, &obj) {
+                return refused;
+            }
             let key = key_of(&target, name);
             match state.store.lock().await.replace(&key, obj, target.status) {
                 Ok(v) => json_response(StatusCode::OK, &v),
@@ -381,6 +452,9 @@ async fn handle_inner(state: &Arc<ApiState>, req: Request<Incoming>) -> Response
                 Ok(v) => v,
                 Err(e) => return e.into_response(),
             };
+            if let Some(refused) = strict_unknown_fields(rt, &query, &patch) {
+                return refused;
+            }
             let key = key_of(&target, name);
             let mut store = state.store.lock().await;
             let apply = content_type.starts_with("application/apply-patch");
@@ -461,11 +535,17 @@ impl Filter {
     }
 }
 
+fn table_of(cols: &[Value], items: &[Value], rv: &str, q: &HashMap<String, String>) -> Value {
+    let include = q.get("includeObject").map_or("Metadata", String::as_str);
+    openapi::table(cols, items, rv, include)
+}
+
 async fn list(
     state: &ApiState,
     target: &Target,
     rt: &ResourceType,
     q: &HashMap<String, String>,
+    table: bool,
 ) -> Response<Body> {
     let filter = match Filter::from_query(target, q) {
         Ok(f) => f,
@@ -513,6 +593,11 @@ async fn list(
             "/remainingItemCount",
             json!(items.len() - next),
         );
+    }
+    if let Some(cols) = crd::columns(rt).filter(|_| table) {
+        let mut t = table_of(cols, &page, &list_rv.to_string(), q);
+        t["metadata"] = metadata;
+        return json_response(StatusCode::OK, &t);
     }
     json_response(
         StatusCode::OK,
@@ -708,7 +793,8 @@ fn discovery(path: &str) -> Option<Response<Body>> {
             ]);
             [
                 json!({"name": r.plural, "singularName": r.kind.to_lowercase(),
-                       "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs}),
+                       "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs,
+                       "shortNames": crd::short_names(r)}),
                 json!({"name": format!("{}/status", r.plural), "singularName": "",
                        "namespaced": r.namespaced, "kind": r.kind,
                        "verbs": ["get", "patch", "update"]}),

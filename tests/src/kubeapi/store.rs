@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::resources::{self, RESOURCES, ResourceType};
+use super::{
+    crd,
+    resources::{self, RESOURCES, ResourceType},
+};
 
 /// Why a request against the store failed; maps onto a Kubernetes `Status`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,16 +27,55 @@ pub enum StoreError {
     Invalid(String),
     #[error("too old resource version: {requested} (oldest kept {oldest})")]
     Expired { requested: u64, oldest: u64 },
+    /// The object breaks its CRD's schema (Kubernetes' wording: `Kind.group "name" is invalid`).
+    #[error("{kind}.{group} {name:?} is invalid: {}", causes_text(causes))]
+    FieldsInvalid {
+        group: String,
+        kind: String,
+        name: String,
+        causes: Vec<crd::Cause>,
+    },
+}
+
+fn causes_text(causes: &[crd::Cause]) -> String {
+    match causes {
+        [one] => one.to_string(),
+        many => format!(
+            "[{}]",
+            many.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 impl StoreError {
+    /// `details` of the Kubernetes `Status`, naming each invalid field.
+    pub fn details(&self) -> Option<serde_json::Value> {
+        match self {
+            StoreError::FieldsInvalid {
+                group,
+                kind,
+                name,
+                causes,
+            } => Some(json!({
+                "name": name, "group": group, "kind": kind,
+                "causes": causes.iter().map(|c| json!({
+                    "reason": c.reason, "message": c.message, "field": c.field,
+                })).collect::<Vec<_>>(),
+            })),
+            _ => None,
+        }
+    }
+
     /// HTTP status code and Kubernetes `reason`.
     pub fn code_reason(&self) -> (u16, &'static str) {
         match self {
             StoreError::NotFound { .. } => (404, "NotFound"),
             StoreError::AlreadyExists { .. } => (409, "AlreadyExists"),
             StoreError::Conflict { .. } => (409, "Conflict"),
-            StoreError::Invalid(_) => (422, "Invalid"),
+            StoreError::Invalid(_) | StoreError::FieldsInvalid { .. } => (422, "Invalid"),
             StoreError::Expired { .. } => (410, "Expired"),
         }
     }
@@ -262,7 +304,6 @@ impl Store {
                 name,
             });
         }
-        self.rv += 1;
         crate::topology::set(&mut obj, "/apiVersion", json!(rt.api_version()));
         crate::topology::set(&mut obj, "/kind", json!(rt.kind));
         crate::topology::set(&mut obj, "/metadata/name", json!(name));
@@ -270,16 +311,18 @@ impl Store {
             crate::topology::set(&mut obj, "/metadata/namespace", json!(key.namespace));
         }
         crate::topology::set(&mut obj, "/metadata/uid", json!(new_uid()));
-        crate::topology::set(
-            &mut obj,
-            "/metadata/resourceVersion",
-            json!(self.rv.to_string()),
-        );
         crate::topology::set(&mut obj, "/metadata/generation", json!(1));
         crate::topology::set(
             &mut obj,
             "/metadata/creationTimestamp",
             json!(now_rfc3339()),
+        );
+        admit(rt, &name, &mut obj)?;
+        self.rv += 1;
+        crate::topology::set(
+            &mut obj,
+            "/metadata/resourceVersion",
+            json!(self.rv.to_string()),
         );
         self.objects.insert(key.clone(), obj.clone());
         self.record(key, EventType::Added, obj.clone());
@@ -386,6 +429,7 @@ impl Store {
                 generation
             }),
         );
+        admit(rt, &key.name, next)?;
         self.rv += 1;
         crate::topology::set(
             next,
@@ -409,6 +453,19 @@ impl Store {
         self.record(key.clone(), EventType::Deleted, obj.clone());
         Ok(obj)
     }
+}
+
+/// A custom resource's CRD schema: unknown fields pruned, then every violation refused.
+fn admit(rt: &ResourceType, name: &str, obj: &mut Value) -> Result<(), StoreError> {
+    let Some(c) = crd::for_resource(rt) else {
+        return Ok(());
+    };
+    crd::admit(c, obj).map_err(|causes| StoreError::FieldsInvalid {
+        group: rt.group.to_string(),
+        kind: rt.kind.to_string(),
+        name: name.to_string(),
+        causes,
+    })
 }
 
 fn not_found(key: &Key) -> StoreError {

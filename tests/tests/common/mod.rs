@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod k8s_tools;
 pub mod trace;
 
 use std::{
