@@ -355,6 +355,48 @@ mod tests {
         assert!(st.reason.contains("restarted"), "{}", st.reason);
     }
 
+    /// Without an admission webhook (or a schema) in front, the adapter is the last line: a
+    /// resource whose spec the manager's API would refuse ends Failed with that message.
+    #[tokio::test]
+    async fn an_invalid_resource_ends_failed_naming_the_field() {
+        let (updates_tx, _updates_rx) = mpsc::unbounded_channel();
+        let (_coordinator, handle) = Coordinator::new(Inventory::new(), Agents::new(), updates_tx);
+        let local = Local::default();
+        let (status_tx, mut status_rx) = mpsc::unbounded_channel();
+        let cases = [
+            (
+                serde_json::json!({"timeout": 9999}),
+                "spec.timeout: must be between 1 and 300 seconds (0 means the default, 20), got 9999",
+            ),
+            (
+                serde_json::json!({"packet": {"transportHeader": {"tcp": {"dstPort": 70000}}}}),
+                "spec.packet.transportHeader.tcp.dstPort: port must be between 1 and 65535, got 70000",
+            ),
+            (
+                serde_json::json!({"destination": {"namespace": "default", "pod": "p1", "ip": "10.0.0.9"}}),
+                "spec.destination: pod, service and ip are mutually exclusive; set only one",
+            ),
+        ];
+        for (i, (extra, want)) in cases.into_iter().enumerate() {
+            let mut obj = object(&format!("bad{i}"), None);
+            if let (Some(spec), Some(extra)) = (obj.data["spec"].as_object_mut(), extra.as_object())
+            {
+                spec.extend(extra.clone());
+            }
+            on_object(obj, "c1", &handle, &local, &status_tx);
+            let (name, st) = status_rx
+                .try_recv()
+                .expect("a refused resource gets a status");
+            assert_eq!(name, format!("tf-bad{i}"));
+            assert_eq!(st.phase, TraceflowPhase::Failed as i32, "{st:?}");
+            assert_eq!(st.reason, want);
+            assert!(
+                !local.lock().contains_key(&format!("bad{i}")),
+                "it never started"
+            );
+        }
+    }
+
     #[test]
     fn finished_uids_are_bounded() {
         let local = Local::default();
