@@ -56,21 +56,28 @@ impl Spinner {
                 status: tx,
             };
         }
+        const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
         let started = Instant::now();
+        let draw = move |i: usize, text: &str| {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\r\x1b[2K{} {text} {:.1}s",
+                FRAMES[i % FRAMES.len()],
+                started.elapsed().as_secs_f64()
+            );
+            let _ = err.flush();
+        };
+        // The first frame now: a trace that ends within a millisecond still showed it was
+        // being waited for, whenever the task below first runs.
+        draw(0, status);
         let task = tokio::spawn(async move {
-            const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
             let mut tick = tokio::time::interval(Duration::from_millis(100));
-            for i in 0.. {
+            tick.tick().await;
+            for i in 1.. {
                 tick.tick().await;
                 let text = rx.borrow().clone();
-                let mut err = std::io::stderr().lock();
-                let _ = write!(
-                    err,
-                    "\r\x1b[2K{} {text} {:.1}s",
-                    FRAMES[i % FRAMES.len()],
-                    started.elapsed().as_secs_f64()
-                );
-                let _ = err.flush();
+                draw(i, &text);
             }
         });
         Spinner {

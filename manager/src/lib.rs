@@ -1,8 +1,11 @@
 //! traceflow-manager: the fleet's control plane.
 //!
 //! ```text
+//!  every gRPC call ─▶ api::access (one method → role table) ─▶ the tonic edge in api::*
 //!  grpcurl / tfctl / console ──TLS (cert or bearer)──▶ api::{traceflow, cluster, user}
-//!  adapter ──token + CSR──▶ api::registration ──▶ CA signs CN = cluster
+//!        api::traceflow ─▶ traces::workflow (create/retrace/delete/watch; ClusterLink = fleet)
+//!        api::{user, cluster, registration} ─▶ accounts (users, tokens, registration)
+//!  adapter ──token + CSR──▶ api::registration ──▶ accounts::register: CA signs CN = cluster
 //!  adapter ══mTLS Attach══▶ fleet::attach ──▶ fleet (streams, inventory, health)
 //!                                      └──▶ traces::TraceHub ──▶ store (sled, flushed) ──▶ watchers
 //! ```
@@ -11,6 +14,8 @@
 //!
 //! The web console's static files share the port: [`console`] answers `GET /` and `/assets/`.
 //! Both are [`http_route`] routes in front of tonic.
+//!
+//! Rules of a trace (validation, limits, phases, names, reasons) come from `traceflow-core`.
 //!
 //! `main.rs` only parses configuration ([`config`]) and calls [`server::run`] or [`ops`].
 
