@@ -19,9 +19,13 @@
 //!
 //! Modules by domain: [`ovs`] (OpenFlow 1.5 client, OVSDB), [`desired`] (the adapter's
 //! desired state), [`pipeline`] (tables, registers, flows, Services, policies,
-//! reconciliation), [`reject`] (RST / ICMP answers for Reject rules), [`trace`] (packets, injection, observations), [`ports`] (what is
-//! plugged into br-int), [`runtime`] (the Node's data plane wired together), [`adapter`]
-//! (the session with the adapter).
+//! reconciliation), [`reject`] (RST / ICMP answers for Reject rules), [`trace`] (packets,
+//! injection, observations), [`ports`] (what is plugged into br-int), [`runtime`] (the Node's
+//! data plane wired together), [`adapter`] (the session with the adapter).
+//!
+//! NetworkPolicy: the adapter compiles policies with `traceflow-policy` and sends each Node its
+//! rules and isolated Pod IPs in `NodeState`; the OpenFlow flows that enforce them are built
+//! here, in [`pipeline::policy`], the only place policy flows are made.
 
 pub mod adapter;
 pub mod desired;
