@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use traceflow_agent::{AgentConfig, adapter::AdapterConfig, pipeline::Peer, runtime::OvsPaths};
+use traceflow_agent::{AgentConfig, adapter::AdapterConfig, desired::Peer, runtime::OvsPaths};
 
 /// Per-Node Traceflow agent: programs br-int, injects trace packets, reports observations.
 #[derive(Parser, Debug)]

@@ -35,7 +35,8 @@ use crate::ports::NodePorts;
 
 use super::regs;
 use super::tables::{Miss, Table};
-use super::{COOKIE, GLOBAL_VIRTUAL_MAC, Peer, TRACE_DSCP};
+use super::{COOKIE, GLOBAL_VIRTUAL_MAC, TRACE_DSCP};
+use crate::desired::Peer;
 
 const ETH_ARP: u16 = 0x0806;
 const ETH_IPV4: u16 = 0x0800;

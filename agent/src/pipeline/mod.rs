@@ -49,41 +49,6 @@ pub const TRACE_DSCP: u8 = 63;
 /// what Antrea's ARPResponder answers for remote gateways.
 pub const GLOBAL_VIRTUAL_MAC: [u8; 6] = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
 
-/// Another Node reachable through the Geneve tunnel: its Pod CIDRs and its tunnel (underlay)
-/// address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub pod_cidrs: Vec<ipnet::IpNet>,
-    pub tunnel_ip: std::net::IpAddr,
-}
-
-impl std::str::FromStr for Peer {
-    type Err = String;
-
-    /// `CIDR[,CIDR...]=TUNNEL_IP`, e.g. `10.2.0.0/24,fd00:2::/64=192.168.77.2`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (cidrs, ip) = s
-            .split_once('=')
-            .ok_or_else(|| format!("peer {s:?} is not CIDR[,CIDR...]=TUNNEL_IP"))?;
-        let pod_cidrs = cidrs
-            .split(',')
-            .map(|c| {
-                c.trim()
-                    .parse()
-                    .map_err(|_| format!("invalid Pod CIDR {c:?} in peer {s:?}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let tunnel_ip = ip
-            .trim()
-            .parse()
-            .map_err(|_| format!("invalid tunnel IP {ip:?} in peer {s:?}"))?;
-        Ok(Self {
-            pod_cidrs,
-            tunnel_ip,
-        })
-    }
-}
-
 /// The meter every trace packet-in passes (Antrea's `PacketInMeterIDTF`, 257).
 pub const PACKET_IN_METER: u32 = 257;
 /// Its rate (packets per second); the burst is twice that (Antrea's `packetInRate` default).

@@ -28,7 +28,6 @@ use ipnet::IpNet;
 use crate::desired::{DesiredState, PolicyRule, RuleAction, RuleDirection};
 use crate::ovs::openflow::oxm::{CLASS_BASIC, CLASS_NXM1, basic, ct_state};
 use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
-use crate::trace::observe::{PolicyResolver, RuleRef};
 
 use super::flows::prio;
 use super::regs;
@@ -430,17 +429,6 @@ fn is_conj(actions: &[Action]) -> bool {
         .all(|a| matches!(a, Action::Unknown { raw, .. } if raw.get(9) == Some(&34)))
 }
 
-impl PolicyResolver for DesiredState {
-    fn rule(&self, conj_id: u32) -> Option<RuleRef> {
-        let r = self.rules.get(&conj_id)?;
-        Some(RuleRef {
-            policy: r.policy_ref(),
-            rule: r.rule_name.clone(),
-            reject: r.action == RuleAction::Reject,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,14 +531,6 @@ mod tests {
             .filter(|x| x.table_id == Table::IngressDefaultRule.id())
             .collect();
         assert_eq!(default.len(), 2, "isolation drop + trace copy");
-        assert_eq!(
-            s.rule(9),
-            Some(RuleRef {
-                policy: "AntreaNetworkPolicy:default/p9".into(),
-                rule: "r9".into(),
-                reject: true
-            })
-        );
     }
 
     #[test]
