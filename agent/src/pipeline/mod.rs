@@ -49,6 +49,11 @@ pub const TRACE_DSCP: u8 = 63;
 /// what Antrea's ARPResponder answers for remote gateways.
 pub const GLOBAL_VIRTUAL_MAC: [u8; 6] = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
 
+/// First delay before reconnecting to br-int (jittered up to twice this).
+pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// Every br-int reconnect delay stays below this (ovs-vswitchd restarts are quick).
+pub const RECONNECT_MAX: Duration = Duration::from_secs(1);
+
 /// The meter every trace packet-in passes (Antrea's `PacketInMeterIDTF`, 257).
 pub const PACKET_IN_METER: u32 = 257;
 /// Its rate (packets per second); the burst is twice that (Antrea's `packetInRate` default).
@@ -154,9 +159,11 @@ pub struct DatapathHandle {
     pub programmed_state: watch::Receiver<Arc<DesiredState>>,
 }
 
-/// Keeps br-int programmed: waits (up to 5 s) for the first OVSDB snapshot, connects to `mgmt` (reconnecting with backoff 100 ms → 1 s when
-/// ovs-vswitchd goes away), reconciles on connect and whenever `ports` changes, and forwards
-/// every packet-in to `packet_ins`. Reconciles when `ports` or `desired` change. Stops when `shutdown` is cancelled.
+/// Keeps br-int programmed: waits (up to 5 s) for the first OVSDB snapshot, connects to `mgmt`
+/// (reconnecting with a jittered backoff, [`RECONNECT_MIN`] to just under [`RECONNECT_MAX`],
+/// when ovs-vswitchd goes away; reset once the pipeline is programmed), reconciles on connect
+/// and whenever `ports` or `desired` change, and forwards every packet-in to `packet_ins`.
+/// Stops when `shutdown` is cancelled.
 pub fn spawn(
     mgmt: PathBuf,
     mut ports: watch::Receiver<NodePorts>,
@@ -176,7 +183,7 @@ pub fn spawn(
             if tokio::time::timeout(Duration::from_secs(5), ports.changed()).await.is_err() {
                 warn!("no OVSDB snapshot after 5 s; programming with the ports known so far");
             }
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = traceflow_daemon::Reconnect::new(RECONNECT_MIN, RECONNECT_MAX);
             let mut logged_down = false;
             while !shutdown.is_cancelled() {
                 let (sw, mut pins) = match Switch::connect(&mgmt).await {
@@ -188,9 +195,8 @@ pub fn spawn(
                         }
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(backoff) => {}
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
                         continue;
                     }
                 };
@@ -206,17 +212,17 @@ pub fn spawn(
                     }
                     Err(error) => {
                         // Back off: a flow OVS rejects would fail again at once.
-                        warn!(%error, retry_in = ?backoff, "programming the pipeline failed; reconnecting");
+                        let retry_in = backoff.next_delay();
+                        warn!(%error, ?retry_in, "programming the pipeline failed; reconnecting");
                         sw.close();
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(backoff) => {}
+                            _ = tokio::time::sleep(retry_in) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
                         continue;
                     }
                 }
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 let _ = sw_tx.send(Some(sw.clone()));
                 loop {
                     tokio::select! {
