@@ -11,7 +11,6 @@ use crate::ovs::openflow::oxm::{CLASS_NXM1, nxm};
 use crate::ovs::openflow::{Action, Oxm, PacketIn, PacketOut};
 use crate::pipeline::regs;
 use crate::pipeline::tables::Table;
-use crate::trace::packet::checksum;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -159,6 +158,19 @@ pub fn reject_frame(frame: &[u8]) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(&l4r);
     Some(out)
+}
+
+/// The Internet checksum (RFC 1071) over `parts`, each of even length but the last, as a
+/// value whose `to_be_bytes` are the wire bytes.
+fn checksum(parts: &[&[u8]]) -> u16 {
+    parts
+        .iter()
+        .fold(etherparse::checksum::Sum16BitWords::new(), |sum, p| {
+            sum.add_slice(p)
+        })
+        .ones_complement()
+        // etherparse sums native-endian words (as its own headers do: `.to_be()` here).
+        .to_be()
 }
 
 /// The TCP header of a RST answering `tcp` (RFC 9293 §3.10.7.1), checksum left 0.

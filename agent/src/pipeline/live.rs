@@ -28,9 +28,8 @@ use crate::ports::NodePorts;
 use super::flows::prio;
 use super::regs;
 use super::tables::Table;
+use super::{ETH_IPV4, ETH_IPV6};
 
-const ETH_IPV4: u16 = 0x0800;
-const ETH_IPV6: u16 = 0x86dd;
 const PROTO_TCP: i32 = 6;
 const PROTO_UDP: i32 = 17;
 const PROTO_SCTP: i32 = 132;

@@ -45,6 +45,10 @@ pub const COOKIE_MASK: u64 = u64::MAX;
 /// packet, which is the same trade-off Antrea makes with its tags.
 pub const TRACE_DSCP: u8 = 63;
 
+/// Ethernet types the pipeline matches on.
+pub const ETH_IPV4: u16 = 0x0800;
+pub const ETH_IPV6: u16 = 0x86dd;
+
 /// The global virtual MAC: destination MAC of every routed packet sent into a tunnel, and
 /// what Antrea's ARPResponder answers for remote gateways.
 pub const GLOBAL_VIRTUAL_MAC: [u8; 6] = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];

@@ -32,10 +32,8 @@ use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
 use super::flows::prio;
 use super::regs;
 use super::tables::Table;
-use super::{COOKIE, TRACE_DSCP};
+use super::{COOKIE, ETH_IPV4, ETH_IPV6, TRACE_DSCP};
 
-const ETH_IPV4: u16 = 0x0800;
-const ETH_IPV6: u16 = 0x86dd;
 /// `NXM_NX_CONJ_ID` (NXM class 1, field 37; no OXM form).
 const NXM_CONJ_ID: u8 = 37;
 /// Priority of the established/related bypass: above every rule.
