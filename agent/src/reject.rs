@@ -4,13 +4,16 @@
 //! and sends it back out of the port the packet came in on (over the tunnel: to its source
 //! Node). Pure packet building here; [`reply_for`] decides from a packet-in.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
+
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, LinkSlice};
 
 use crate::ovs::openflow::action::port;
 use crate::ovs::openflow::oxm::{CLASS_NXM1, nxm};
 use crate::ovs::openflow::{Action, Oxm, PacketIn, PacketOut};
 use crate::pipeline::regs;
 use crate::pipeline::tables::Table;
+use crate::trace::packet::ipv6_first_fragment;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -46,42 +49,43 @@ pub fn reply_for(pin: &PacketIn) -> Option<PacketOut> {
 }
 
 /// The Ethernet frame answering `frame` (MACs and addresses swapped), per the module doc.
+/// The denied packet is read with `etherparse` (IPv4 options and IPv6 extension headers
+/// skipped: `proto` is the upper-layer protocol); a VLAN-tagged frame is not answered.
 pub fn reject_frame(frame: &[u8]) -> Option<Vec<u8>> {
-    if frame.len() < 14 {
+    let sliced = LaxSlicedPacket::from_ethernet(frame).ok()?;
+    if !sliced.link_exts.is_empty() || !matches!(sliced.link, Some(LinkSlice::Ethernet2(_))) {
         return None;
     }
-    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-    let ip = &frame[14..];
-    let (src, dst, proto, l4, ip_header): (IpAddr, IpAddr, u8, &[u8], &[u8]) = match ethertype {
-        0x0800 => {
-            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
-            let ip = ip.get(..total.min(ip.len()))?;
-            let s: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
-            let d: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
-            (
-                Ipv4Addr::from(s).into(),
-                Ipv4Addr::from(d).into(),
-                *ip.get(9)?,
-                ip.get(ihl..)?,
-                ip,
-            )
-        }
-        0x86dd => {
-            let plen = usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]));
-            let ip = ip.get(..(40 + plen).min(ip.len()))?;
-            let s: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
-            let d: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
-            (
-                Ipv6Addr::from(s).into(),
-                Ipv6Addr::from(d).into(),
-                *ip.get(6)?,
-                ip.get(40..)?,
-                ip,
-            )
-        }
-        _ => return None,
-    };
+    let ether = sliced.ether_payload()?;
+    // The whole denied IP packet (the ICMP quote), bounded by its own length field.
+    let (src, dst, ip_len, payload, first_fragment): (IpAddr, IpAddr, usize, _, bool) =
+        match sliced.net.as_ref()? {
+            LaxNetSlice::Ipv4(v4) if ether.ether_type == EtherType::IPV4 => {
+                let h = v4.header();
+                (
+                    h.source_addr().into(),
+                    h.destination_addr().into(),
+                    usize::from(h.total_len()),
+                    v4.payload(),
+                    h.fragments_offset().value() == 0,
+                )
+            }
+            LaxNetSlice::Ipv6(v6) if ether.ether_type == EtherType::IPV6 => {
+                let h = v6.header();
+                (
+                    h.source_addr().into(),
+                    h.destination_addr().into(),
+                    40 + usize::from(h.payload_length()),
+                    v6.payload(),
+                    ipv6_first_fragment(v6.extensions()),
+                )
+            }
+            _ => return None,
+        };
+    let ip_header = ether.payload.get(..ip_len.min(ether.payload.len()))?;
+    let proto = payload.ip_number.0;
+    // A later fragment does not start with the transport header.
+    let l4: &[u8] = if first_fragment { payload.payload } else { &[] };
     let (reply_proto, l4_reply) = if proto == 6 {
         (6, tcp_rst(l4)?)
     } else {
@@ -258,6 +262,37 @@ mod tests {
         assert_eq!(checksum(&[&ph, &r[34..]]), 0);
         // A RST is never answered.
         assert!(reject_frame(&r).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_syn_behind_extension_headers_gets_a_rst() {
+        let syn = pkt(
+            "fd00:1::3",
+            Transport::Tcp {
+                src_port: 40000,
+                dst_port: 8080,
+                flags: TCP_SYN,
+            },
+        );
+        // A hop-by-hop header (PadN) between the IPv6 header and TCP.
+        let mut with_hbh = syn[..54].to_vec();
+        with_hbh[20] = 0;
+        let plen = u16::from_be_bytes([with_hbh[18], with_hbh[19]]) + 8;
+        with_hbh[18..20].copy_from_slice(&plen.to_be_bytes());
+        with_hbh.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+        with_hbh.extend_from_slice(&syn[54..]);
+        let r = reject_frame(&with_hbh).unwrap_or_else(|| panic!("no reply"));
+        let p = parse(&r).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (p.protocol, p.src_port, p.dst_port),
+            (6, Some(8080), Some(40000))
+        );
+        assert_eq!(p.tcp_flags, Some(TCP_RST | TCP_ACK));
+        // A VLAN-tagged frame is not answered (the reply could not carry the tag).
+        let mut tagged = syn[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+        tagged.extend_from_slice(&syn[12..]);
+        assert!(reject_frame(&tagged).is_none());
     }
 
     #[test]

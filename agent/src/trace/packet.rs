@@ -320,7 +320,7 @@ pub struct ParseError(pub &'static str);
 /// reads past it (etherparse 0.21 `Ipv6ExtensionsSlice::into_iter` trusts its lengths), so the
 /// headers are re-sliced with the checked constructor first; a truncated chain has no
 /// transport header to read.
-fn ipv6_first_fragment(exts: &Ipv6ExtensionsSlice<'_>) -> bool {
+pub(crate) fn ipv6_first_fragment(exts: &Ipv6ExtensionsSlice<'_>) -> bool {
     let Some(first) = exts.first_header() else {
         return true;
     };
