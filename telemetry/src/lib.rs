@@ -234,14 +234,14 @@ pub fn init_logs(explicit: Option<&str>, default: &str) {
 }
 
 /// Installs the global `tracing` subscriber: logs to stderr filtered by
-/// [`log_filter`]`(log_filter, "info")`, plus the OpenTelemetry layer when `otlp` names an
-/// endpoint. Call once, inside the tokio runtime.
+/// [`log_filter`]`(explicit_filter, "info")`, plus the OpenTelemetry layer when `otlp` names
+/// an endpoint. Call once, inside the tokio runtime.
 pub fn init(
     service: &Service,
     otlp: &OtlpConfig,
-    log_filter: Option<&str>,
+    explicit_filter: Option<&str>,
 ) -> Result<Telemetry, TelemetryError> {
-    let fmt = stderr_logs(self::log_filter(log_filter, "info"));
+    let fmt = stderr_logs(log_filter(explicit_filter, "info"));
     let provider = tracer_provider(otlp, service)?;
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
