@@ -6,19 +6,19 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, LinkSlice};
+use etherparse::icmpv4::DestUnreachableHeader;
+use etherparse::icmpv6::DestUnreachableCode;
+use etherparse::{
+    EtherType, Icmpv4Type, Icmpv6Type, IpHeaders, Ipv4Header, Ipv6Header, LaxNetSlice,
+    LaxSlicedPacket, LinkSlice, PacketBuilder, TcpHeader, TcpSlice,
+};
 
 use crate::ovs::openflow::action::port;
 use crate::ovs::openflow::oxm::{CLASS_NXM1, nxm};
 use crate::ovs::openflow::{Action, Oxm, PacketIn, PacketOut};
 use crate::pipeline::regs;
 use crate::pipeline::tables::Table;
-use crate::trace::packet::ipv6_first_fragment;
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
+use crate::trace::packet::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, ipv6_first_fragment};
 
 /// The packet-out answering a Reject packet-in, or `None` when the packet-in is not a Reject
 /// (not ServiceLB, or a metric table without the APDeny mark) or must not be answered (a RST, an ICMP error, unparseable).
@@ -86,125 +86,84 @@ pub fn reject_frame(frame: &[u8]) -> Option<Vec<u8>> {
     let proto = payload.ip_number.0;
     // A later fragment does not start with the transport header.
     let l4: &[u8] = if first_fragment { payload.payload } else { &[] };
-    let (reply_proto, l4_reply) = if proto == 6 {
-        (6, tcp_rst(l4)?)
+    // Back to the sender: MACs and addresses swapped, fresh IP header (TTL 64, DF).
+    let ip = match (dst, src) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => IpHeaders::Ipv4(
+            Ipv4Header {
+                dont_fragment: true,
+                time_to_live: 64,
+                source: s.octets(),
+                destination: d.octets(),
+                ..Default::default()
+            },
+            Default::default(),
+        ),
+        (IpAddr::V6(s), IpAddr::V6(d)) => IpHeaders::Ipv6(
+            Ipv6Header {
+                hop_limit: 64,
+                source: s.octets(),
+                destination: d.octets(),
+                ..Default::default()
+            },
+            Default::default(),
+        ),
+        _ => return None,
+    };
+    let src_mac: [u8; 6] = frame.get(0..6)?.try_into().ok()?;
+    let dst_mac: [u8; 6] = frame.get(6..12)?.try_into().ok()?;
+    let step = PacketBuilder::ethernet2(src_mac, dst_mac).ip(ip);
+    let mut out = Vec::with_capacity(14 + 40 + 20);
+    let written = if proto == PROTO_TCP {
+        step.tcp_header(tcp_rst(l4)?).write(&mut out, &[])
     } else {
         // Never answer an ICMP error (or ICMPv6 error) with another.
-        if proto == 1 && !matches!(l4.first(), Some(0 | 8 | 13 | 15 | 17)) {
+        if proto == PROTO_ICMP && !matches!(l4.first(), Some(0 | 8 | 13 | 15 | 17)) {
             return None;
         }
-        if proto == 58 && l4.first().is_some_and(|t| *t < 128) {
+        if proto == PROTO_ICMPV6 && l4.first().is_some_and(|t| *t < 128) {
             return None;
         }
-        let (ty, code, p) = if src.is_ipv6() {
-            (1u8, 1u8, 58u8)
+        if src.is_ipv6() {
+            // Type 1 code 1; as much of the packet as fits in 1280 bytes.
+            let quote = &ip_header[..ip_header.len().min(1280 - 48)];
+            step.icmpv6(Icmpv6Type::DestinationUnreachable(
+                DestUnreachableCode::Prohibited,
+            ))
+            .write(&mut out, quote)
         } else {
-            (3, 10, 1)
-        };
-        // Original IP header + 8 bytes (v4); as much as fits in 1280 bytes (v6).
-        let quote = if src.is_ipv6() {
-            &ip_header[..ip_header.len().min(1280 - 48)]
-        } else {
-            let ihl = usize::from(ip_header[0] & 0x0f) * 4;
-            &ip_header[..ip_header.len().min(ihl + 8)]
-        };
-        let mut icmp = vec![ty, code, 0, 0, 0, 0, 0, 0];
-        icmp.extend_from_slice(quote);
-        (p, icmp)
+            // Type 3 code 10; the original IP header + 8 bytes.
+            let ihl = usize::from(ip_header.first()? & 0x0f) * 4;
+            let quote = &ip_header[..ip_header.len().min(ihl + 8)];
+            step.icmpv4(Icmpv4Type::DestinationUnreachable(
+                DestUnreachableHeader::HostProhibited,
+            ))
+            .write(&mut out, quote)
+        }
     };
-    let mut l4r = l4_reply;
-    let mut out = Vec::with_capacity(14 + 40 + l4r.len());
-    out.extend_from_slice(&frame[6..12]);
-    out.extend_from_slice(&frame[0..6]);
-    out.extend_from_slice(&frame[12..14]);
-    match (dst, src) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let len = u16::try_from(20 + l4r.len()).ok()?;
-            let mut h = vec![0x45, 0];
-            h.extend_from_slice(&len.to_be_bytes());
-            h.extend_from_slice(&[0, 0, 0x40, 0, 64, reply_proto, 0, 0]);
-            h.extend_from_slice(&s.octets());
-            h.extend_from_slice(&d.octets());
-            let c = checksum(&[&h]);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            let sum_at = if reply_proto == 6 { 16 } else { 2 };
-            let c = if reply_proto == 6 {
-                let mut ph = Vec::with_capacity(12);
-                ph.extend_from_slice(&s.octets());
-                ph.extend_from_slice(&d.octets());
-                ph.extend_from_slice(&[0, 6]);
-                ph.extend_from_slice(&u16::try_from(l4r.len()).ok()?.to_be_bytes());
-                checksum(&[&ph, &l4r])
-            } else {
-                checksum(&[&l4r])
-            };
-            l4r[sum_at..sum_at + 2].copy_from_slice(&c.to_be_bytes());
-            out.extend_from_slice(&h);
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let len = u16::try_from(l4r.len()).ok()?;
-            let mut h = vec![0x60, 0, 0, 0];
-            h.extend_from_slice(&len.to_be_bytes());
-            h.extend_from_slice(&[reply_proto, 64]);
-            h.extend_from_slice(&s.octets());
-            h.extend_from_slice(&d.octets());
-            let mut ph = Vec::with_capacity(40);
-            ph.extend_from_slice(&s.octets());
-            ph.extend_from_slice(&d.octets());
-            ph.extend_from_slice(&u32::from(len).to_be_bytes());
-            ph.extend_from_slice(&[0, 0, 0, reply_proto]);
-            let sum_at = if reply_proto == 6 { 16 } else { 2 };
-            let c = checksum(&[&ph, &l4r]);
-            l4r[sum_at..sum_at + 2].copy_from_slice(&c.to_be_bytes());
-            out.extend_from_slice(&h);
-        }
-        _ => return None,
-    }
-    out.extend_from_slice(&l4r);
+    written.ok()?;
     Some(out)
 }
 
-/// The Internet checksum (RFC 1071) over `parts`, each of even length but the last, as a
-/// value whose `to_be_bytes` are the wire bytes.
-fn checksum(parts: &[&[u8]]) -> u16 {
-    parts
-        .iter()
-        .fold(etherparse::checksum::Sum16BitWords::new(), |sum, p| {
-            sum.add_slice(p)
-        })
-        .ones_complement()
-        // etherparse sums native-endian words (as its own headers do: `.to_be()` here).
-        .to_be()
-}
-
-/// The TCP header of a RST answering `tcp` (RFC 9293 §3.10.7.1), checksum left 0.
-fn tcp_rst(tcp: &[u8]) -> Option<Vec<u8>> {
-    let sport = tcp.get(0..2)?;
-    let dport = tcp.get(2..4)?;
-    let seq = u32::from_be_bytes(tcp.get(4..8)?.try_into().ok()?);
-    let ack = u32::from_be_bytes(tcp.get(8..12)?.try_into().ok()?);
-    let doff = usize::from(tcp.get(12)? >> 4) * 4;
-    let flags = *tcp.get(13)?;
-    if flags & TCP_RST != 0 {
+/// The TCP header of a RST answering `tcp` (RFC 9293 §3.10.7.1); the builder fills in the
+/// checksum.
+fn tcp_rst(tcp: &[u8]) -> Option<TcpHeader> {
+    let t = TcpSlice::from_slice(tcp).ok()?;
+    if t.rst() {
         return None;
     }
-    let payload = u32::try_from(tcp.len().saturating_sub(doff)).ok()?;
-    let mut h = Vec::with_capacity(20);
-    h.extend_from_slice(dport);
-    h.extend_from_slice(sport);
-    let (rseq, rack, rflags) = if flags & TCP_ACK != 0 {
-        (ack, 0, TCP_RST)
+    let payload = u32::try_from(t.payload().len()).ok()?;
+    let mut h = TcpHeader::new(t.destination_port(), t.source_port(), 0, 0);
+    h.rst = true;
+    if t.ack() {
+        h.sequence_number = t.acknowledgment_number();
     } else {
-        let syn_fin = u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
-        (
-            0,
-            seq.wrapping_add(payload).wrapping_add(syn_fin),
-            TCP_RST | TCP_ACK,
-        )
-    };
-    h.extend_from_slice(&rseq.to_be_bytes());
-    h.extend_from_slice(&rack.to_be_bytes());
-    h.extend_from_slice(&[0x50, rflags, 0, 0, 0, 0, 0, 0]);
+        let syn_fin = u32::from(t.syn()) + u32::from(t.fin());
+        h.ack = true;
+        h.acknowledgment_number = t
+            .sequence_number()
+            .wrapping_add(payload)
+            .wrapping_add(syn_fin);
+    }
     Some(h)
 }
 
@@ -213,6 +172,24 @@ mod tests {
     use super::*;
     use crate::ports::Mac;
     use crate::trace::packet::{TracePacket, Transport, parse};
+
+    const TCP_SYN: u8 = 0x02;
+    const TCP_RST: u8 = 0x04;
+    const TCP_ACK: u8 = 0x10;
+
+    /// The Internet checksum (RFC 1071) over `parts` (each of even length but the last): 0
+    /// over data that carries a correct checksum.
+    fn checksum(parts: &[&[u8]]) -> u16 {
+        let bytes = parts.concat();
+        let mut sum: u32 = bytes
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
 
     fn pkt(dst: &str, transport: Transport) -> Vec<u8> {
         let dst: IpAddr = dst.parse().unwrap_or_else(|e| panic!("{e}"));
