@@ -177,19 +177,7 @@ mod tests {
     const TCP_RST: u8 = 0x04;
     const TCP_ACK: u8 = 0x10;
 
-    /// The Internet checksum (RFC 1071) over `parts` (each of even length but the last): 0
-    /// over data that carries a correct checksum.
-    fn checksum(parts: &[&[u8]]) -> u16 {
-        let bytes = parts.concat();
-        let mut sum: u32 = bytes
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
-            .sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
+    use crate::trace::packet::inet_checksum as checksum;
 
     fn pkt(dst: &str, transport: Transport) -> Vec<u8> {
         let dst: IpAddr = dst.parse().unwrap_or_else(|e| panic!("{e}"));

@@ -442,5 +442,20 @@ pub fn parse(frame: &[u8]) -> Result<ParsedPacket, ParseError> {
     })
 }
 
+/// An independent RFC 1071 checksum over `parts` (each of even length but the last): the
+/// oracle tests check the builder's checksums against (0 over data carrying a correct one).
+#[cfg(test)]
+pub(crate) fn inet_checksum(parts: &[&[u8]]) -> u16 {
+    let bytes = parts.concat();
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 #[cfg(test)]
 mod tests;

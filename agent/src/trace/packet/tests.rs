@@ -34,19 +34,6 @@ fn parsed(frame: &[u8]) -> ParsedPacket {
     parse(frame).unwrap_or_else(|e| panic!("{e}"))
 }
 
-// An independent RFC 1071 checksum, the oracle the builder's checksums are checked against.
-fn inet_checksum(parts: &[&[u8]]) -> u16 {
-    let bytes: Vec<u8> = parts.concat();
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// A checksum over data that includes a correct checksum field folds to 0.
 fn verifies(parts: &[&[u8]]) -> bool {
     inet_checksum(parts) == 0
