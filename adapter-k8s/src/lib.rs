@@ -89,6 +89,11 @@ pub async fn run(
             path: config.manager_ca.clone(),
             source,
         })?;
+    // The manager may still be starting: retry transient failures, jittered, 0.5 s … 2 s.
+    let mut backoff = traceflow_daemon::Reconnect::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(2),
+    );
     let identity = loop {
         match upstream::ensure_identity(
             &config.data_dir,
@@ -101,8 +106,9 @@ pub async fn run(
         {
             Ok(identity) => break identity,
             Err(e) if e.is_transient() => {
-                warn!(error = %e, "registration failed; retrying in 1 s");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let retry_in = backoff.next_delay();
+                warn!(error = %e, ?retry_in, "registration failed; retrying");
+                tokio::time::sleep(retry_in).await;
             }
             Err(e) => return Err(e.into()),
         }

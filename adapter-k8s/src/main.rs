@@ -81,16 +81,6 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logs() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 async fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run {
@@ -119,18 +109,7 @@ async fn real_main() -> anyhow::Result<()> {
                 token,
                 kubeconfig,
             };
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            #[cfg(unix)]
-            let shutdown = async move {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = shutdown => {}
-                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-                }
-            };
+            let shutdown = traceflow_daemon::shutdown::signal();
             let result = traceflow_adapter::run(config, listener, shutdown).await;
             tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
             result?;
@@ -140,7 +119,7 @@ async fn real_main() -> anyhow::Result<()> {
             node,
             out,
         } => {
-            init_logs();
+            traceflow_telemetry::init_logs(None, "info");
             traceflow_adapter::agents::pki::issue_agent_cert(&data_dir, &node, &out)
                 .with_context(|| format!("issuing the agent certificate for Node {node}"))?;
         }

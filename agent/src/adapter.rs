@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Contract: the first message on every stream is `hello` with the current ports; `ports`
-//! follows each change. When the adapter goes away the session reconnects with backoff
-//! (200 ms doubling to 5 s, reset after a successful attach); reports produced meanwhile wait
+//! follows each change. When the adapter goes away the session reconnects with a jittered
+//! backoff ([`RECONNECT_MIN`] doubling to just under [`RECONNECT_MAX`], reset after a successful
+//! attach, `traceflow_daemon::Reconnect`); reports produced meanwhile wait
 //! in the runtime's bounded queue and are sent after reconnecting.
 
 use std::{
@@ -31,6 +32,10 @@ use traceflow_telemetry::{ContextMap, context_map, set_parent_from_map};
 use crate::desired::Store;
 use crate::metrics;
 
+/// First reconnect delay after the adapter stream ends (jittered up to twice this).
+pub const RECONNECT_MIN: Duration = Duration::from_millis(200);
+/// Every reconnect delay stays below this.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How often changed counters are sent to the adapter.
 pub const COUNTERS_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -129,35 +134,32 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) {
     let node = rt.tracer.node().to_string();
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = traceflow_daemon::Reconnect::new(RECONNECT_MIN, RECONNECT_MAX);
     while !shutdown.is_cancelled() {
         let span = info_span!("adapter", node = %node, adapter = %cfg.endpoint);
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&cfg, &mut rt, &desired, &shutdown).instrument(span) => r,
+            r = session(&cfg, &mut rt, &desired, &mut backoff, &shutdown).instrument(span) => r,
         };
+        let retry_in = backoff.next_delay();
         match result {
-            Ok(()) => {
-                info!(node = %node, "adapter stream ended; reconnecting");
-                backoff = Duration::from_millis(200);
-            }
-            Err(error) => {
-                warn!(%error, node = %node, retry_in = ?backoff, "adapter session failed")
-            }
+            Ok(()) => info!(node = %node, ?retry_in, "adapter stream ended; reconnecting"),
+            Err(error) => warn!(%error, node = %node, ?retry_in, "adapter session failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(retry_in) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
-/// One stream: hello, then ports / reports out and inject commands in, until it ends.
+/// One stream: hello, then ports / reports out and inject commands in, until it ends. Resets
+/// `backoff` once the adapter accepted the stream.
 async fn session(
     cfg: &AdapterConfig,
     rt: &mut NodeRuntime,
     desired: &Store,
+    backoff: &mut traceflow_daemon::Reconnect,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let channel = connect(cfg).await?;
@@ -169,6 +171,7 @@ async fn session(
     let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
     let mut inbound = client.attach(ReceiverStream::new(rx)).await?.into_inner();
     info!("attached to adapter");
+    backoff.reset();
     let mut contexts = Contexts::default();
     let mut counters_tick = tokio::time::interval(COUNTERS_INTERVAL);
     let mut counters_sent = HashMap::new();

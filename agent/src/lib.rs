@@ -19,9 +19,26 @@
 //!
 //! Modules by domain: [`ovs`] (OpenFlow 1.5 client, OVSDB), [`desired`] (the adapter's
 //! desired state), [`pipeline`] (tables, registers, flows, Services, policies,
-//! reconciliation), [`reject`] (RST / ICMP answers for Reject rules), [`trace`] (packets, injection, observations), [`ports`] (what is
-//! plugged into br-int), [`runtime`] (the Node's data plane wired together), [`adapter`]
-//! (the session with the adapter).
+//! reconciliation), [`reject`] (RST / ICMP answers for Reject rules), [`trace`] (packets,
+//! injection, observations), [`ports`] (what is plugged into br-int), [`runtime`] (the Node's
+//! data plane wired together), [`adapter`] (the session with the adapter).
+//!
+//! Modules depend on each other in one direction only (a `use crate::…` against an arrow is a
+//! cycle; keep shared types in the lower module):
+//!
+//! ```text
+//!   adapter ──▶ runtime ──▶ reject ──▶ trace ──▶ pipeline ──▶ desired
+//!                  │                     │          │
+//!                  └──────────┬──────────┴──────────┴──▶ ports ──▶ ovs      (metrics: leaf)
+//! ```
+//!
+//! `desired` holds the domain of what the adapter asks for (including [`desired::Peer`]);
+//! `pipeline` turns it into flows; `trace` reads pipeline constants (tables, registers, the
+//! trace DSCP class) and resolves rule names from the desired state.
+//!
+//! NetworkPolicy: the adapter compiles policies with `traceflow-policy` and sends each Node its
+//! rules and isolated Pod IPs in `NodeState`; the OpenFlow flows that enforce them are built
+//! here, in [`pipeline::policy`], the only place policy flows are made.
 
 pub mod adapter;
 pub mod desired;
@@ -43,7 +60,7 @@ pub struct AgentConfig {
     pub ovs: runtime::OvsPaths,
     /// Other Nodes reachable through the tunnel (`--peer`): a fallback used until the
     /// adapter's first NodeState replaces them.
-    pub peers: Vec<pipeline::Peer>,
+    pub peers: Vec<desired::Peer>,
 }
 
 /// Runs the agent until `shutdown` is cancelled: the Node runtime plus the adapter session.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use traceflow_agent::{AgentConfig, adapter::AdapterConfig, pipeline::Peer, runtime::OvsPaths};
+use traceflow_agent::{AgentConfig, adapter::AdapterConfig, desired::Peer, runtime::OvsPaths};
 
 /// Per-Node Traceflow agent: programs br-int, injects trace packets, reports observations.
 #[derive(Parser, Debug)]
@@ -74,12 +74,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
+        traceflow_daemon::shutdown::signal().await;
         stop.cancel();
     });
     traceflow_agent::run(cfg, shutdown).await;

@@ -314,13 +314,18 @@ pub fn spawn_watcher(
     let span = tracing::info_span!("ovsdb", db = %db_sock.display());
     tokio::spawn(
         async move {
-            let mut backoff = std::time::Duration::from_millis(100);
+            // Jittered, 0.1 s to just under 2 s; reset once a monitor delivered its snapshot.
+            let mut backoff = traceflow_daemon::Reconnect::new(
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_secs(2),
+            );
             while !shutdown.is_cancelled() {
                 let run = async {
                     let mut mon = Ovsdb::connect(&db_sock).await?.monitor_interfaces().await?;
                     // The first snapshot of every connection is always published, so a
                     // consumer waiting for "OVSDB has been read" wakes even if nothing changed.
                     tx.send_replace(NodePorts::from_interfaces(&mon.interfaces()));
+                    backoff.reset();
                     loop {
                         mon.changed().await?;
                         let ports = NodePorts::from_interfaces(&mon.interfaces());
@@ -343,9 +348,8 @@ pub fn spawn_watcher(
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
             }
         }
         .instrument(span),

@@ -9,9 +9,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::desired::Peer;
 use crate::desired::{DesiredState, Store};
 use crate::ovs::openflow::{Message, PacketIn, Switch};
-use crate::pipeline::{self, DatapathHandle, Peer};
+use crate::pipeline::{self, DatapathHandle};
 use crate::ports::{self, NodePorts};
 use crate::trace::{Observed, Tracer};
 

@@ -70,7 +70,8 @@ async fn binary_attaches_reports_ports_and_traces() {
             assert_eq!(hello.tunnel_ofport, 1);
             let gw = hello.gateway.unwrap();
             assert_eq!((gw.interface_name.as_str(), gw.ofport), ("antrea-gw0", 2));
-            assert_eq!(gw.ips, vec!["10.1.0.1"]);
+            // The lab's Node builder gives the gateway both families.
+            assert_eq!(gw.ips, vec!["10.1.0.1", "fd00:1::1"]);
             let p1 = hello.pods.iter().find(|p| p.pod_name == "p1").unwrap();
             assert_eq!((p1.pod_namespace.as_str(), p1.ofport), ("default", 4));
             assert_eq!(p1.mac, "02:00:00:00:00:02");

@@ -12,7 +12,8 @@ use support::runtime::{
     output, spoofguard, summary, trace, wait_programmed,
 };
 use tokio_util::sync::CancellationToken;
-use traceflow_agent::pipeline::{COOKIE, Peer};
+use traceflow_agent::desired::Peer;
+use traceflow_agent::pipeline::COOKIE;
 use traceflow_agent::runtime::{NodeRuntime, OvsPaths};
 use traceflow_proto::v1 as pb;
 

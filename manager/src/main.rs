@@ -7,16 +7,6 @@ use traceflow_manager::{
     ops, server,
 };
 
-fn init_logs(filter: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -34,14 +24,7 @@ async fn main() -> anyhow::Result<()> {
             let data = server::open_data_dir_with_ca(&cfg.data_dir, cfg.ca_files.as_ref())
                 .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
             let listener = server::bind(&cfg.data_dir, listen).await?;
-            let shutdown = async {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-                }
-            };
+            let shutdown = traceflow_daemon::shutdown::signal();
             let addr_file = cfg.data_dir.join("listen.addr");
             let result = server::run(cfg, data, listener, shutdown).await;
             let _ = std::fs::remove_file(addr_file);
@@ -56,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
                     data_dir,
                 },
         } => {
-            init_logs(cli.log.as_deref().or(Some("warn")));
+            traceflow_telemetry::init_logs(cli.log.as_deref(), "warn");
             let token = ops::token_create(&data_dir, &cluster, ttl).await?;
             println!("{token}");
         }
@@ -70,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
                     out,
                 },
         } => {
-            init_logs(cli.log.as_deref().or(Some("warn")));
+            traceflow_telemetry::init_logs(cli.log.as_deref(), "warn");
             let created = ops::user_create(&data_dir, &name, role, token, &out).await?;
             if let Some(t) = created.token {
                 println!("token: {t}");

@@ -1,13 +1,13 @@
 //! Antrea's OVS pipeline tables, in Antrea's order, with Antrea's names: the one list the agent
-//! (which programs br-int by table id) and the policy compiler (which writes flow text by table
-//! name) share (reference §4; DESIGN.md "Data plane").
+//! (which programs br-int by table id) and the policy compiler (which names the table each rule
+//! belongs in; the adapter sends that name to the agent) share (reference §4; DESIGN.md "Data plane").
 //!
 //! ```text
 //!                 ┌─ ARPSpoofGuard ─► ARPResponder                       (ARP pipeline)
 //!  PipelineRoot ──┤
 //!  Classifier     └─ Classifier ─► SpoofGuard ─► … ─► ConntrackCommit ─► Output   (IP pipeline)
 //!
-//!  traceflow-policy: Table::name()  → `table=IngressRule`       (flow text)
+//!  traceflow-policy: Table::name()  → rule.table = "IngressRule"  (NodeState rules)
 //!  traceflow-agent:  Table::id()    → OpenFlow table id 22      (br-int)
 //! ```
 //!

@@ -213,16 +213,6 @@ pub struct CompiledRule {
     pub services: Vec<Service>,
 }
 
-impl CompiledRule {
-    /// Table where the deny flows of a Drop/Reject rule (and the trace's drop copies) live.
-    pub fn metric_table(&self) -> Table {
-        match self.direction {
-            Direction::Ingress => Table::IngressMetric,
-            Direction::Egress => Table::EgressMetric,
-        }
-    }
-}
-
 /// Pods isolated by K8s NetworkPolicies (selected by a policy whose policyTypes include the
 /// direction): traffic not allowed by a K8s rule is dropped in `*DefaultRule`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,11 +230,4 @@ pub struct CompiledPolicies {
     pub rules: BTreeMap<RuleId, CompiledRule>,
     pub isolation: Isolation,
     pub errors: Vec<PolicyError>,
-}
-
-impl CompiledPolicies {
-    /// The rule with this conjunction id (what a trace reads from reg3/reg5/reg6).
-    pub fn rule_by_conj_id(&self, conj_id: u32) -> Option<&CompiledRule> {
-        self.rules.values().find(|r| r.conj_id == conj_id)
-    }
 }

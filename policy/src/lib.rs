@@ -1,20 +1,21 @@
 //! Pure policy compilation for the node pipeline: Kubernetes and Antrea-native NetworkPolicies
-//! in, per-Node rules and OpenFlow flow text out. No kube client, no OVS, no I/O.
+//! in, per-Node rules out. No kube client, no OVS, no I/O. The OpenFlow flows that enforce the
+//! rules are the agent's (`agent/src/pipeline/policy.rs`, built from the desired state the
+//! adapter sends); this crate never produces flows.
 //!
 //! ```text
-//!  adapter (kube watchers)                                   agent (br-int)
-//!  ───────────────────────                                   ──────────────
+//!  adapter (kube watchers)                                     adapter nodestate
+//!  ───────────────────────                                     ─────────────────
 //!  ClusterState::apply_*  ──► PolicyCompiler::compile ──► CompiledPolicies
 //!   Pods, Namespaces,           (selectors, ipBlock,          │ for_node(node)
 //!   NetworkPolicy, ANP,          named ports, tiers,          ▼
-//!   ACNP, Tier                   conj ids)             NodePolicyView ──diff──► NodePolicyDiff
-//!                                                             │ node_flows()
-//!                                                             ▼
-//!                                                          FlowSet ──diff──► FlowDiff (add/modify/delete)
+//!   ACNP, Tier                   conj ids)             NodePolicyView ──► pb rules + isolation
+//!                                                                          (diffed, streamed to
+//!                                                                           the Node's agent)
 //! ```
 //!
 //! ```
-//! use traceflow_policy::{ClusterState, Namespace, Pod, PolicyCompiler, diff, flows};
+//! use traceflow_policy::{ClusterState, Namespace, Pod, PolicyCompiler};
 //!
 //! let mut state = ClusterState::new();
 //! state.apply_namespace(Namespace { name: "web".into(), labels: Default::default() });
@@ -38,21 +39,16 @@
 //! let compiled = compiler.compile(&state);
 //! assert!(compiled.errors.is_empty());
 //! let view = compiled.for_node("n1");
-//! let node_flows = flows::node_flows(&view);
-//! assert_eq!(
-//!     node_flows.to_strings(),
-//!     ["table=IngressDefaultRule, priority=200,ip,nw_dst=10.0.1.3 actions=drop"]
-//! );
-//! // Later: recompile, then push only the difference to br-int.
-//! let next = compiler.compile(&state).for_node("n1");
-//! assert!(diff(&view, &next).is_empty());
-//! assert!(flows::diff_flows(&node_flows, &flows::node_flows(&next)).is_empty());
+//! // No rule, but the Pod is isolated for ingress: its Node drops what no rule allows.
+//! assert!(view.rules.is_empty());
+//! assert_eq!(view.isolation.ingress.len(), 1);
+//! // Recompiling the same state gives the same view (and the same conjunction ids).
+//! assert_eq!(compiler.compile(&state).for_node("n1"), view);
 //! ```
 //!
 //! What is copied from Antrea and where it is described:
-//! - registers a trace reads (reg5 egress allow, reg6 ingress allow, reg3 + reg0 bit 10 deny)
-//!   and the drop copies in `*Metric` / `*DefaultRule`: reference §3.3;
-//! - table names and order, what each policy table holds: reference §4;
+//! - which table each rule lands in (`AntreaPolicy*Rule`, `*Rule`, baseline `*DefaultRule`):
+//!   reference §4;
 //! - the `networkPolicy` string `"<Type>:<ns>/<name>"` / `"<Type>:<name>"`: reference §1.4;
 //! - conjunctive matches with clauses from / to / services numbered in that order, Tier and
 //!   priority ordering and the OpenFlow priority heuristic: Antrea's agent
@@ -63,7 +59,6 @@ mod cidr;
 mod compile;
 mod compiled;
 mod error;
-pub mod flows;
 mod model;
 mod node;
 mod selector;
@@ -86,6 +81,6 @@ pub use compiled::{
 };
 pub use error::PolicyError;
 pub use model::{ClusterState, NamedPort, Namespace, Pod, PodRef, Protocol};
-pub use node::{NodePolicyDiff, NodePolicyView, diff};
+pub use node::NodePolicyView;
 pub use selector::Selector;
 pub use table::Table;

@@ -1,4 +1,5 @@
-//! Per-Node views and their diffs: what one agent must enforce, and what changed.
+//! Per-Node views: the rules one agent must enforce. The adapter turns a view into the Node's
+//! desired state and diffs those (adapter-k8s `nodestate`); the agent builds the flows.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,16 +17,6 @@ pub struct NodePolicyView {
     pub node: String,
     pub rules: BTreeMap<RuleId, CompiledRule>,
     pub isolation: Isolation,
-}
-
-impl NodePolicyView {
-    /// The rule a trace register value names (0 is "absent" and never matches).
-    pub fn rule_by_conj_id(&self, conj_id: u32) -> Option<&CompiledRule> {
-        if conj_id == 0 {
-            return None;
-        }
-        self.rules.values().find(|r| r.conj_id == conj_id)
-    }
 }
 
 impl CompiledPolicies {
@@ -56,55 +47,4 @@ impl CompiledPolicies {
             },
         }
     }
-}
-
-/// What changed between two views of the same Node.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NodePolicyDiff {
-    pub added: Vec<CompiledRule>,
-    pub removed: Vec<CompiledRule>,
-    /// `(old, new)` pairs with the same [`RuleId`] and different content.
-    pub changed: Vec<(CompiledRule, CompiledRule)>,
-    pub isolation_added: Isolation,
-    pub isolation_removed: Isolation,
-}
-
-impl NodePolicyDiff {
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty()
-            && self.removed.is_empty()
-            && self.changed.is_empty()
-            && self.isolation_added == Isolation::default()
-            && self.isolation_removed == Isolation::default()
-    }
-}
-
-/// Rules added, removed and changed from `old` to `new` (keyed by [`RuleId`]), and Pods that
-/// gained or lost isolation. Order is by rule id.
-pub fn diff(old: &NodePolicyView, new: &NodePolicyView) -> NodePolicyDiff {
-    let mut d = NodePolicyDiff::default();
-    for (id, r) in &new.rules {
-        match old.rules.get(id) {
-            None => d.added.push(r.clone()),
-            Some(o) if o != r => d.changed.push((o.clone(), r.clone())),
-            Some(_) => {}
-        }
-    }
-    for (id, r) in &old.rules {
-        if !new.rules.contains_key(id) {
-            d.removed.push(r.clone());
-        }
-    }
-    let minus = |a: &BTreeSet<AppliedPod>, b: &BTreeSet<AppliedPod>| -> BTreeSet<AppliedPod> {
-        a.difference(b).cloned().collect()
-    };
-    d.isolation_added = Isolation {
-        ingress: minus(&new.isolation.ingress, &old.isolation.ingress),
-        egress: minus(&new.isolation.egress, &old.isolation.egress),
-    };
-    d.isolation_removed = Isolation {
-        ingress: minus(&old.isolation.ingress, &new.isolation.ingress),
-        egress: minus(&old.isolation.egress, &new.isolation.egress),
-    };
-    d
 }

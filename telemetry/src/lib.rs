@@ -1,5 +1,7 @@
-//! Telemetry shared by the manager, the adapter and the agent (DESIGN "Observability"): log
-//! setup, optional OpenTelemetry export over OTLP/gRPC, and W3C trace-context propagation.
+//! Telemetry shared by the manager, the adapter, the agent and the lab (DESIGN "Observability"):
+//! the one log set-up ([`init`] for daemons, [`init_logs`] for one-shot commands, both through
+//! [`log_filter`]), optional OpenTelemetry export over OTLP/gRPC, and W3C trace-context
+//! propagation.
 //!
 //! ```text
 //!   tracing spans ──▶ fmt layer (stderr, RUST_LOG / --log filter)
@@ -195,24 +197,51 @@ pub fn is_ours(meta: &tracing::Metadata<'_>) -> bool {
     meta.target().starts_with("traceflow")
 }
 
-/// Installs the global `tracing` subscriber: logs to stderr filtered by `log_filter` (an
-/// EnvFilter directive; `None`: `RUST_LOG`, else `info`), plus the OpenTelemetry layer when
-/// `otlp` names an endpoint. Call once, inside the tokio runtime.
+/// The log filter every binary uses: `explicit` (a `--log` flag or config value, EnvFilter
+/// syntax) if given and valid, else `RUST_LOG` if set and valid, else `default`.
+pub fn log_filter(explicit: Option<&str>, default: &str) -> tracing_subscriber::EnvFilter {
+    let fallback = || {
+        tracing_subscriber::EnvFilter::try_new(default)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    match explicit {
+        Some(f) => tracing_subscriber::EnvFilter::try_new(f).unwrap_or_else(|_| fallback()),
+        None => {
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| fallback())
+        }
+    }
+}
+
+/// The log layer every binary uses: human-readable lines on stderr (colours only on a
+/// terminal), filtered by `filter`.
+fn stderr_logs<S>(filter: tracing_subscriber::EnvFilter) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter)
+}
+
+/// Installs logs only (stderr, [`log_filter`]`(explicit, default)`), no span export: for
+/// one-shot commands (`traceflow-manager token create`, `traceflow-adapter agent-cert`) and the
+/// lab. A second call (a subscriber already installed) is ignored.
+pub fn init_logs(explicit: Option<&str>, default: &str) {
+    let _ = tracing_subscriber::registry()
+        .with(stderr_logs(log_filter(explicit, default)))
+        .try_init();
+}
+
+/// Installs the global `tracing` subscriber: logs to stderr filtered by
+/// [`log_filter`]`(explicit_filter, "info")`, plus the OpenTelemetry layer when `otlp` names
+/// an endpoint. Call once, inside the tokio runtime.
 pub fn init(
     service: &Service,
     otlp: &OtlpConfig,
-    log_filter: Option<&str>,
+    explicit_filter: Option<&str>,
 ) -> Result<Telemetry, TelemetryError> {
-    let filter = match log_filter {
-        Some(f) => tracing_subscriber::EnvFilter::try_new(f)
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        None => tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-    };
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(filter);
+    let fmt = stderr_logs(log_filter(explicit_filter, "info"));
     let provider = tracer_provider(otlp, service)?;
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
@@ -325,6 +354,16 @@ impl Extractor for MetadataReader<'_> {
 mod tests {
     use super::*;
     use opentelemetry::trace::{SpanId, TraceContextExt};
+
+    #[test]
+    fn an_explicit_log_filter_wins_and_a_bad_one_falls_back_to_the_default() {
+        assert_eq!(
+            log_filter(Some("debug,h2=warn"), "warn").to_string(),
+            "h2=warn,debug"
+        );
+        assert_eq!(log_filter(Some("a=b=c"), "warn").to_string(), "warn");
+        assert_eq!(log_filter(Some("a=b=c"), "a=b=c").to_string(), "info");
+    }
 
     /// A subscriber that records spans with an SDK provider (no exporter), as when exporting.
     fn recording() -> (SdkTracerProvider, impl tracing::Subscriber + Send + Sync) {

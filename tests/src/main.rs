@@ -80,14 +80,7 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,traceflow_lab=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    traceflow_telemetry::init_logs(None, "warn,traceflow_lab=info");
     let cli = Cli::parse();
     let dir = lab::resolve_dir(cli.dir.as_deref());
     match cli.cmd {

@@ -6,7 +6,7 @@
 //!      inventory change ─▶ inventory_upsert / inventory_delete   (lagged ─▶ inventory_sync)
 //!      coordinator TraceUpdate ─▶ trace_update
 //!      tick ─▶ heartbeat {connected agents, expected = Nodes}
-//!  } ─▶ on error: backoff 0.2 s … 10 s, reconnect
+//!  } ─▶ on error: jittered backoff 0.2 s … 10 s, reconnect
 //! ```
 //!
 //! Trace updates produced while disconnected wait in the coordinator's queue and are sent after
@@ -31,8 +31,12 @@ use crate::{
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long the first attach waits for the core Kubernetes lists.
 pub const FIRST_SYNC_WAIT: Duration = Duration::from_secs(30);
+/// Reconnect delays (jittered, [`traceflow_daemon::Reconnect`]): from 0.2 s, below 10 s.
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A session that lasted this long counts as a successful connection: the next outage starts
+/// from [`MIN_BACKOFF`] again (a manager that accepts and at once drops the stream does not).
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
 /// Everything the link needs.
 pub struct Link {
@@ -68,7 +72,7 @@ impl Link {
     /// Runs until `shutdown` completes.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = pin!(shutdown);
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = traceflow_daemon::Reconnect::new(MIN_BACKOFF, MAX_BACKOFF);
         let mut recent = Recent::default();
         // The manager treats the first sync as the truth (it checks source Pods against it),
         // so let the core lists complete first; a broken API server only delays attaching.
@@ -85,9 +89,10 @@ impl Link {
             if matches!(end, SessionEnd::Shutdown) {
                 return;
             }
-            if started.elapsed() > Duration::from_secs(10) {
-                backoff = MIN_BACKOFF;
+            if started.elapsed() > HEALTHY_SESSION {
+                backoff.reset();
             }
+            let retry_in = backoff.next_delay();
             match &end {
                 SessionEnd::Refused(s) | SessionEnd::Stream(s)
                     if matches!(
@@ -97,21 +102,20 @@ impl Link {
                 {
                     warn!(
                         error = %end,
-                        retry_in = ?backoff,
+                        retry_in = ?retry_in,
                         "manager refuses this cluster's certificate; if the cluster was deregistered, \
                          remove cluster.pem and cluster-key.pem from the data dir and restart with a new bootstrap token"
                     )
                 }
                 SessionEnd::Refused(_) => {
-                    warn!(error = %end, retry_in = ?backoff, "manager link down")
+                    warn!(error = %end, retry_in = ?retry_in, "manager link down")
                 }
-                _ => info!(error = %end, retry_in = ?backoff, "manager link down"),
+                _ => info!(error = %end, retry_in = ?retry_in, "manager link down"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(retry_in) => {}
                 _ = shutdown.as_mut() => return,
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

@@ -25,11 +25,9 @@ use traceflow_proto::v1 as pb;
 use tracing::{info, warn};
 
 pub use model::{
-    DesiredState, Endpoint, InvalidObject, PeerNode, PolicyRule, RuleAction, RuleDirection,
+    DesiredState, Endpoint, InvalidObject, Peer, PeerNode, PolicyRule, RuleAction, RuleDirection,
     RulePort, Service, ServicePort,
 };
-
-use crate::pipeline::Peer;
 
 /// Owner of the desired state; cheap to clone (all clones share one state).
 #[derive(Clone)]

@@ -7,8 +7,6 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use traceflow_proto::v1 as pb;
 
-use crate::pipeline::Peer;
-
 /// An object of a NodeState that could not be converted; it is skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidObject {
@@ -30,6 +28,41 @@ pub enum InvalidObject {
         field: &'static str,
         value: String,
     },
+}
+
+/// Another Node reachable through the Geneve tunnel: its Pod CIDRs and its tunnel (underlay)
+/// address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub pod_cidrs: Vec<IpNet>,
+    pub tunnel_ip: IpAddr,
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+
+    /// `CIDR[,CIDR...]=TUNNEL_IP`, e.g. `10.2.0.0/24,fd00:2::/64=192.168.77.2`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (cidrs, ip) = s
+            .split_once('=')
+            .ok_or_else(|| format!("peer {s:?} is not CIDR[,CIDR...]=TUNNEL_IP"))?;
+        let pod_cidrs = cidrs
+            .split(',')
+            .map(|c| {
+                c.trim()
+                    .parse()
+                    .map_err(|_| format!("invalid Pod CIDR {c:?} in peer {s:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tunnel_ip = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid tunnel IP {ip:?} in peer {s:?}"))?;
+        Ok(Self {
+            pod_cidrs,
+            tunnel_ip,
+        })
+    }
 }
 
 /// Another Node of the cluster.

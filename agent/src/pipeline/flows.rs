@@ -35,11 +35,10 @@ use crate::ports::NodePorts;
 
 use super::regs;
 use super::tables::{Miss, Table};
-use super::{COOKIE, GLOBAL_VIRTUAL_MAC, Peer, TRACE_DSCP};
+use super::{COOKIE, ETH_IPV4, ETH_IPV6, GLOBAL_VIRTUAL_MAC, TRACE_DSCP};
+use crate::desired::Peer;
 
 const ETH_ARP: u16 = 0x0806;
-const ETH_IPV4: u16 = 0x0800;
-const ETH_IPV6: u16 = 0x86dd;
 /// Antrea's conntrack zones (`CtZone`, `CtZoneV6`).
 pub const CT_ZONE: u16 = 65520;
 pub const CT_ZONE_V6: u16 = 65510;

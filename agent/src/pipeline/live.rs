@@ -32,9 +32,8 @@ use traceflow_core::limits::{
 use super::flows::prio;
 use super::regs;
 use super::tables::Table;
+use super::{ETH_IPV4, ETH_IPV6};
 
-const ETH_IPV4: u16 = 0x0800;
-const ETH_IPV6: u16 = 0x86dd;
 /// The cookie space of live-trace flows: the tag in the low byte.
 pub const LIVE_COOKIE_BASE: u64 = 0x7f1c_0001_0000_0000;
 

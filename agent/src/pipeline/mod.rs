@@ -45,44 +45,18 @@ pub const COOKIE_MASK: u64 = u64::MAX;
 /// packet, which is the same trade-off Antrea makes with its tags.
 pub const TRACE_DSCP: u8 = 63;
 
+/// Ethernet types the pipeline matches on.
+pub const ETH_IPV4: u16 = 0x0800;
+pub const ETH_IPV6: u16 = 0x86dd;
+
 /// The global virtual MAC: destination MAC of every routed packet sent into a tunnel, and
 /// what Antrea's ARPResponder answers for remote gateways.
 pub const GLOBAL_VIRTUAL_MAC: [u8; 6] = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
 
-/// Another Node reachable through the Geneve tunnel: its Pod CIDRs and its tunnel (underlay)
-/// address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub pod_cidrs: Vec<ipnet::IpNet>,
-    pub tunnel_ip: std::net::IpAddr,
-}
-
-impl std::str::FromStr for Peer {
-    type Err = String;
-
-    /// `CIDR[,CIDR...]=TUNNEL_IP`, e.g. `10.2.0.0/24,fd00:2::/64=192.168.77.2`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (cidrs, ip) = s
-            .split_once('=')
-            .ok_or_else(|| format!("peer {s:?} is not CIDR[,CIDR...]=TUNNEL_IP"))?;
-        let pod_cidrs = cidrs
-            .split(',')
-            .map(|c| {
-                c.trim()
-                    .parse()
-                    .map_err(|_| format!("invalid Pod CIDR {c:?} in peer {s:?}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let tunnel_ip = ip
-            .trim()
-            .parse()
-            .map_err(|_| format!("invalid tunnel IP {ip:?} in peer {s:?}"))?;
-        Ok(Self {
-            pod_cidrs,
-            tunnel_ip,
-        })
-    }
-}
+/// First delay before reconnecting to br-int (jittered up to twice this).
+pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// Every br-int reconnect delay stays below this (ovs-vswitchd restarts are quick).
+pub const RECONNECT_MAX: Duration = Duration::from_secs(1);
 
 /// The meter every trace packet-in passes (Antrea's `PacketInMeterIDTF`, 257).
 pub const PACKET_IN_METER: u32 = 257;
@@ -189,9 +163,11 @@ pub struct DatapathHandle {
     pub programmed_state: watch::Receiver<Arc<DesiredState>>,
 }
 
-/// Keeps br-int programmed: waits (up to 5 s) for the first OVSDB snapshot, connects to `mgmt` (reconnecting with backoff 100 ms → 1 s when
-/// ovs-vswitchd goes away), reconciles on connect and whenever `ports` changes, and forwards
-/// every packet-in to `packet_ins`. Reconciles when `ports` or `desired` change. Stops when `shutdown` is cancelled.
+/// Keeps br-int programmed: waits (up to 5 s) for the first OVSDB snapshot, connects to `mgmt`
+/// (reconnecting with a jittered backoff, [`RECONNECT_MIN`] to just under [`RECONNECT_MAX`],
+/// when ovs-vswitchd goes away; reset once the pipeline is programmed), reconciles on connect
+/// and whenever `ports` or `desired` change, and forwards every packet-in to `packet_ins`.
+/// Stops when `shutdown` is cancelled.
 pub fn spawn(
     mgmt: PathBuf,
     mut ports: watch::Receiver<NodePorts>,
@@ -211,7 +187,7 @@ pub fn spawn(
             if tokio::time::timeout(Duration::from_secs(5), ports.changed()).await.is_err() {
                 warn!("no OVSDB snapshot after 5 s; programming with the ports known so far");
             }
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = traceflow_daemon::Reconnect::new(RECONNECT_MIN, RECONNECT_MAX);
             let mut logged_down = false;
             while !shutdown.is_cancelled() {
                 let (sw, mut pins) = match Switch::connect(&mgmt).await {
@@ -223,9 +199,8 @@ pub fn spawn(
                         }
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(backoff) => {}
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
                         continue;
                     }
                 };
@@ -241,17 +216,17 @@ pub fn spawn(
                     }
                     Err(error) => {
                         // Back off: a flow OVS rejects would fail again at once.
-                        warn!(%error, retry_in = ?backoff, "programming the pipeline failed; reconnecting");
+                        let retry_in = backoff.next_delay();
+                        warn!(%error, ?retry_in, "programming the pipeline failed; reconnecting");
                         sw.close();
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(backoff) => {}
+                            _ = tokio::time::sleep(retry_in) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
                         continue;
                     }
                 }
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 let _ = sw_tx.send(Some(sw.clone()));
                 loop {
                     tokio::select! {

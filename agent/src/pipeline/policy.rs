@@ -28,15 +28,12 @@ use ipnet::IpNet;
 use crate::desired::{DesiredState, PolicyRule, RuleAction, RuleDirection};
 use crate::ovs::openflow::oxm::{CLASS_BASIC, CLASS_NXM1, basic, ct_state};
 use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
-use crate::trace::observe::{PolicyResolver, RuleRef};
 
 use super::flows::prio;
 use super::regs;
 use super::tables::Table;
-use super::{COOKIE, TRACE_DSCP};
+use super::{COOKIE, ETH_IPV4, ETH_IPV6, TRACE_DSCP};
 
-const ETH_IPV4: u16 = 0x0800;
-const ETH_IPV6: u16 = 0x86dd;
 /// `NXM_NX_CONJ_ID` (NXM class 1, field 37; no OXM form).
 const NXM_CONJ_ID: u8 = 37;
 /// Priority of the established/related bypass: above every rule.
@@ -430,17 +427,6 @@ fn is_conj(actions: &[Action]) -> bool {
         .all(|a| matches!(a, Action::Unknown { raw, .. } if raw.get(9) == Some(&34)))
 }
 
-impl PolicyResolver for DesiredState {
-    fn rule(&self, conj_id: u32) -> Option<RuleRef> {
-        let r = self.rules.get(&conj_id)?;
-        Some(RuleRef {
-            policy: r.policy_ref(),
-            rule: r.rule_name.clone(),
-            reject: r.action == RuleAction::Reject,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,14 +529,6 @@ mod tests {
             .filter(|x| x.table_id == Table::IngressDefaultRule.id())
             .collect();
         assert_eq!(default.len(), 2, "isolation drop + trace copy");
-        assert_eq!(
-            s.rule(9),
-            Some(RuleRef {
-                policy: "AntreaNetworkPolicy:default/p9".into(),
-                rule: "r9".into(),
-                reject: true
-            })
-        );
     }
 
     #[test]

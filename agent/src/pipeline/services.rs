@@ -41,8 +41,8 @@ use super::flows::{CT_ZONE, CT_ZONE_V6, prio};
 use super::nx::{self, Nat};
 use super::regs;
 use super::tables::Table;
+use super::{ETH_IPV4, ETH_IPV6};
 
-const ETH_IPV4: u16 = 0x0800;
 /// Antrea's `SNATCtZone`.
 pub const SNAT_CT_ZONE: u16 = 65521;
 /// ct_mark bit 4, Antrea's `ServiceCTMark`: the connection was DNATed by a Service.
@@ -100,7 +100,6 @@ fn ct_mark(value: u32, mask: u32) -> Oxm {
     )
 }
 
-const ETH_IPV6: u16 = 0x86dd;
 /// Antrea's `SNATCtZoneV6`.
 pub const SNAT_CT_ZONE_V6: u16 = 65511;
 /// IPv6 endpoints: reg12..reg15 hold the address (Antrea's `EndpointIP6Field`, xxreg3).

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use traceflow_proto::v1 as pb;
 
+use crate::desired::{DesiredState, RuleAction};
 use crate::ovs::openflow::PacketIn;
 use crate::pipeline::{TRACE_DSCP, Table, regs};
 use crate::ports::{NodePorts, PortKind};
@@ -31,12 +32,25 @@ pub trait PolicyResolver {
     fn rule(&self, conj_id: u32) -> Option<RuleRef>;
 }
 
-/// No policies known (the pipeline does not program NetworkPolicy yet).
+/// No policies known (a Tracer without a desired state, e.g. in tests).
 pub struct NoPolicies;
 
 impl PolicyResolver for NoPolicies {
     fn rule(&self, _conj_id: u32) -> Option<RuleRef> {
         None
+    }
+}
+
+/// The rules the adapter sent this Node, by conjunction id (what `pipeline::policy` loads into
+/// the trace registers).
+impl PolicyResolver for DesiredState {
+    fn rule(&self, conj_id: u32) -> Option<RuleRef> {
+        let r = self.rules.get(&conj_id)?;
+        Some(RuleRef {
+            policy: r.policy_ref(),
+            rule: r.rule_name.clone(),
+            reject: r.action == RuleAction::Reject,
+        })
     }
 }
 
@@ -408,6 +422,39 @@ mod tests {
             o.result.observations[0].component,
             pb::Component::Forwarding as i32
         );
+    }
+
+    #[test]
+    fn desired_state_resolves_rules_by_conjunction_id() {
+        let mut s = DesiredState::default();
+        let errors = s.apply(pb::NodeState {
+            replace: true,
+            rules_upsert: vec![pb::PolicyRule {
+                conjunction_id: 9,
+                direction: "Ingress".into(),
+                action: "Reject".into(),
+                policy_type: "AntreaNetworkPolicy".into(),
+                policy_namespace: "default".into(),
+                policy_name: "p9".into(),
+                rule_name: "r9".into(),
+                table: "AntreaPolicyIngressRule".into(),
+                priority: 1009,
+                applied_to_ips: vec!["10.1.0.3".into()],
+                any_peer: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            s.rule(9),
+            Some(RuleRef {
+                policy: "AntreaNetworkPolicy:default/p9".into(),
+                rule: "r9".into(),
+                reject: true
+            })
+        );
+        assert_eq!(s.rule(8), None);
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! A real Open vSwitch "Node" for integration tests, following docs/contracts.md ("How the lab
-//! leaves a Node"): a network namespace running its own ovsdb-server + ovs-vswitchd with a
-//! private run directory, `br-int` (`datapath_type=netdev`), `antrea-gw0`, `antrea-tun0`, and
-//! Pods as namespaces with a veth into br-int and CNI-style `external_ids`.
+//! A real Open vSwitch "Node" for integration tests, built by the lab's own builder
+//! (`traceflow_lab::node::build`, docs/contracts.md "How the lab leaves a Node"): a network
+//! namespace running its own ovsdb-server + ovs-vswitchd with a private run directory,
+//! `br-int` (`datapath_type=netdev`), `antrea-gw0`, `antrea-tun0`, `br-phy` on a private
+//! underlay, and Pods as namespaces with a veth into br-int and CNI-style `external_ids`. One
+//! builder for the agent's tests and the lab, so they cannot drift apart; this file only adds
+//! the fixed test layout (addresses, MACs) and synchronous helpers around it.
 //!
-//! Self-contained on purpose (std only, shelling out to `ip` / `ovs-*`), so another crate can
-//! copy or reuse it. Requires root and `openvswitch-switch`; [`OvsNode::start`] panics with a
-//! clear message otherwise; tests never skip. Everything is torn down on drop, also when the
-//! test fails, and a failing test gets the flows and the ovs-vswitchd log printed first.
+//! Requires root and `openvswitch-switch`; [`OvsNode::start`] panics with a clear message
+//! otherwise; tests never skip. Everything is torn down on drop, also when the test fails,
+//! and a failing test gets the flows and the ovs-vswitchd log printed first.
 //!
 //! Beside it: [`fake_adapter`] (an in-process adapter with real mTLS) and [`runtime`] (the
 //! agent's runtime on such a Node: readiness, injecting, reading observations).
@@ -16,10 +18,15 @@
 pub mod fake_adapter;
 pub mod runtime;
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use traceflow_lab::node::{build, names, ovs::Ovs};
+use traceflow_lab::topology::{Cluster, IpFamily, Node, Pod};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -39,6 +46,11 @@ pub struct TestPod {
 pub struct OvsNode {
     pub tag: String,
     pub netns: String,
+    /// The namespace of this Node's own underlay bridge ([`OvsNode::connect_underlay`] joins
+    /// two of them).
+    pub underlay: String,
+    /// The Node's address on the underlay (on `br-phy`): `192.168.77.<subnet>`.
+    pub underlay_ip: String,
     pub dir: tempfile::TempDir,
     pub pods: Vec<TestPod>,
     pub gateway_ip: String,
@@ -89,7 +101,7 @@ fn require_environment() {
     );
 }
 
-const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+use traceflow_lab::node::ovs::VSWITCH_SCHEMA as SCHEMA;
 
 impl OvsNode {
     /// Brings up a Node with `n_pods` Pods: p<i> with MAC 02:00:00:00:00:<i+1>,
@@ -99,7 +111,8 @@ impl OvsNode {
     }
 
     /// As [`OvsNode::start`] with Pod CIDR 10.<subnet>.0.0/24 (fd00:<subnet>::/64): Pod MACs
-    /// 02:00:00:00:<subnet-1>:<i+1>, gateway 10.<subnet>.0.1 (subnet ≥ 1).
+    /// 02:00:00:00:<subnet-1>:<i+1>, gateway 10.<subnet>.0.1 (subnet ≥ 1), underlay address
+    /// 192.168.77.<subnet>.
     pub fn start_subnet(subnet: u8, n_pods: usize) -> Self {
         require_environment();
         let tag = format!(
@@ -107,86 +120,61 @@ impl OvsNode {
             std::process::id() % 100_000,
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let netns = format!("{tag}-node");
         let dir = tempfile::Builder::new()
             .prefix("tfa-")
             .tempdir_in("/tmp")
             .unwrap();
-        let mut node = Self {
+        let (cluster, pods) = test_cluster(subnet, n_pods);
+        let node = &cluster.nodes[0];
+        let netns = names::node_netns(&tag, &cluster.name, &node.name);
+        let underlay = names::underlay_netns(&tag, &cluster.name);
+        let mut me = Self {
             tag: tag.clone(),
             netns: netns.clone(),
+            underlay: underlay.clone(),
+            underlay_ip: format!("192.168.77.{subnet}"),
             dir,
             pods: Vec::new(),
             gateway_ip: format!("10.{subnet}.0.1"),
-            gateway_ofport: 2,
-            tunnel_ofport: 1,
+            gateway_ofport: build::GATEWAY_OFPORT,
+            tunnel_ofport: build::TUNNEL_OFPORT,
         };
-        run(Command::new("ip").args(["netns", "add", &netns]));
-        run(node.in_ns("ip").args(["link", "set", "lo", "up"]));
-        // With the userspace datapath the Node's kernel also sees every frame on the host ends
-        // of the Pod veths (AF_PACKET does not steal them) and would answer a Pod's ARP for the
-        // gateway IP with the veth's own MAC; only interfaces owning the address may answer.
-        for key in [
-            "net.ipv4.conf.all.arp_ignore=1",
-            "net.ipv4.conf.default.arp_ignore=1",
-        ] {
-            run(node.in_ns("sysctl").args(["-qw", key]));
+        let ovs = Ovs::new(me.dir.path(), &netns);
+        // Registered before building, so a failure half-way still tears down what exists.
+        me.pods = pods
+            .iter()
+            .map(|p| TestPod {
+                name: p.name.clone(),
+                netns: names::pod_netns(&tag, &cluster.name, &p.namespace, &p.name),
+                host_if: names::pod_host_veth(&p.namespace, &p.name),
+                mac: p.mac.clone(),
+                ip: p.ips[0].to_string(),
+                ip6: p.ips[1].to_string(),
+                ofport: 0,
+            })
+            .collect();
+        let built = block_on(async {
+            build::build_underlay(&underlay).await?;
+            build::create_netns(&netns).await?;
+            build::build_node(&cluster, node, &netns, &underlay, &ovs).await?;
+            for (pod, t) in pods.iter().zip(&me.pods) {
+                build::create_netns(&t.netns).await?;
+                build::build_pod(&cluster, node, pod, &t.netns, &netns, &ovs).await?;
+            }
+            Ok::<_, traceflow_lab::node::NodeError>(())
+        });
+        if let Err(e) = built {
+            panic!("building test Node {netns}: {e}");
         }
-        let db = node.rundir().join("conf.db");
-        run(Command::new("ovsdb-tool")
-            .arg("create")
-            .arg(&db)
-            .arg(SCHEMA));
-        node.start_ovsdb();
-        run(node.vsctl().args(["--no-wait", "init"]));
-        node.start_vswitchd();
-        run(node.vsctl().args([
-            "add-br",
-            "br-int",
-            "--",
-            "set",
-            "bridge",
-            "br-int",
-            "datapath_type=netdev",
-            "fail_mode=secure",
-            "--",
-            "add-port",
-            "br-int",
-            "antrea-tun0",
-            "--",
-            "set",
-            "interface",
-            "antrea-tun0",
-            "type=geneve",
-            "options:remote_ip=flow",
-            "ofport_request=1",
-            "external_ids:antrea-type=tunnel",
-            "--",
-            "add-port",
-            "br-int",
-            "antrea-gw0",
-            "--",
-            "set",
-            "interface",
-            "antrea-gw0",
-            "type=internal",
-            "ofport_request=2",
-            "external_ids:antrea-type=gateway",
-            &format!("external_ids:ip=10.{subnet}.0.1"),
-        ]));
-        node.wait_for(|| node.link_exists("antrea-gw0"), "antrea-gw0 to appear");
-        run(node.in_ns("ip").args([
-            "addr",
-            "add",
-            &format!("10.{subnet}.0.1/24"),
-            "dev",
-            "antrea-gw0",
-        ]));
-        run(node.in_ns("ip").args(["link", "set", "antrea-gw0", "up"]));
-        for i in 0..n_pods {
-            node.add_pod(subnet, i);
+        for i in 0..me.pods.len() {
+            let host_if = me.pods[i].host_if.clone();
+            let out = run(me.vsctl().args(["get", "Interface", &host_if, "ofport"]));
+            me.pods[i].ofport = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("ofport of {host_if}: {e}"));
         }
-        node
+        me
     }
 
     pub fn rundir(&self) -> PathBuf {
@@ -233,28 +221,13 @@ impl OvsNode {
         self.ofctl(&["dump-flows", &self.mgmt()])
     }
 
-    fn start_ovsdb(&self) {
-        let d = self.rundir();
-        run(self.in_ns("ovsdb-server").args([
-            d.join("conf.db").to_str().unwrap(),
-            &format!("--remote=punix:{}", d.join("db.sock").display()),
-            &format!("--pidfile={}", d.join("ovsdb-server.pid").display()),
-            &format!("--unixctl={}", d.join("ovsdb-server.ctl").display()),
-            &format!("--log-file={}", d.join("ovsdb-server.log").display()),
-            "--detach",
-        ]));
-    }
-
-    /// Starts ovs-vswitchd (again); its run directory is ours, so `br-int.mgmt` lands there.
+    /// Starts ovs-vswitchd again (the lab's own restart path); its run directory is ours, so
+    /// `br-int.mgmt` lands there.
     pub fn start_vswitchd(&self) {
-        let d = self.rundir();
-        run(self.in_ns("ovs-vswitchd").args([
-            &format!("unix:{}", d.join("db.sock").display()),
-            &format!("--pidfile={}", d.join("ovs-vswitchd.pid").display()),
-            &format!("--unixctl={}", d.join("ovs-vswitchd.ctl").display()),
-            &format!("--log-file={}", d.join("ovs-vswitchd.log").display()),
-            "--detach",
-        ]));
+        let ovs = Ovs::new(self.dir.path(), &self.netns);
+        if let Err(e) = block_on(ovs.start_vswitchd(&self.netns)) {
+            panic!("restarting ovs-vswitchd on {}: {e}", self.netns);
+        }
     }
 
     fn pid(&self, daemon: &str) -> Option<i32> {
@@ -308,102 +281,30 @@ impl OvsNode {
         }
     }
 
-    fn add_pod(&mut self, subnet: u8, i: usize) {
-        let name = format!("p{i}");
-        let netns = format!("{}-{name}", self.tag);
-        let host_if = format!("{}{name}", self.tag);
-        assert!(host_if.len() <= 15, "interface name {host_if} too long");
-        let mac = format!("02:00:00:00:{:02x}:{:02x}", subnet - 1, i + 1);
-        let ip = format!("10.{subnet}.0.{}", i + 2);
-        let ip6 = format!("fd00:{subnet}::{}", i + 2);
-        let ofport = u32::try_from(i).unwrap() + 3;
-        run(Command::new("ip").args(["netns", "add", &netns]));
-        run(self.in_ns("ip").args([
-            "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-        ]));
-        let pod = |args: &[&str]| {
-            run(Command::new("ip")
-                .args(["netns", "exec", &netns, "ip"])
-                .args(args));
-        };
-        pod(&["link", "set", "lo", "up"]);
-        pod(&["link", "set", "eth0", "address", &mac]);
-        pod(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        pod(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{ip6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
-        pod(&["link", "set", "eth0", "up"]);
-        pod(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("10.{subnet}.0.1"),
-        ]);
-        run(self.in_ns("ip").args(["link", "set", &host_if, "up"]));
-        run(self.vsctl().args([
-            "add-port",
-            "br-int",
-            &host_if,
-            "--",
-            "set",
-            "interface",
-            &host_if,
-            &format!("ofport_request={ofport}"),
-            "external_ids:antrea-type=container",
-            "external_ids:k8s_pod_namespace=default",
-            &format!("external_ids:k8s_pod_name={name}"),
-            &format!("external_ids:ip=\"{ip},{ip6}\""),
-            &format!("external_ids:attached-mac=\"{mac}\""),
-            &format!("external_ids:container-id={netns}"),
-        ]));
-        self.pods.push(TestPod {
-            name,
-            netns,
-            host_if,
-            mac,
-            ip,
-            ip6,
-            ofport,
-        });
-    }
-
-    /// Joins two Nodes' underlays the way the lab does: `br-phy` (netdev) in each Node with one
-    /// end of a veth pair, the Node's tunnel address `192.168.77.<index>/24` on br-phy.
+    /// Joins two Nodes' underlays into one segment (a veth between their underlay bridges),
+    /// as if the lab had built them in one cluster, and waits until each answers the other.
     /// Returns the tunnel IPs of `a` and `b`.
     pub fn connect_underlay(a: &OvsNode, b: &OvsNode) -> (String, String) {
-        let ips = ("192.168.77.1".to_string(), "192.168.77.2".to_string());
-        let (va, vb) = (format!("{}u", a.tag), format!("{}u", b.tag));
-        run(a.in_ns("ip").args([
-            "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &b.netns,
+        let (va, vb) = (format!("{}j", a.tag), format!("{}j", b.tag));
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            "name",
+            &va,
+            "netns",
+            &a.underlay,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vb,
+            "netns",
+            &b.underlay,
         ]));
-        for (n, v, ip) in [(a, &va, &ips.0), (b, &vb, &ips.1)] {
-            run(n.vsctl().args([
-                "add-br",
-                "br-phy",
-                "--",
-                "set",
-                "bridge",
-                "br-phy",
-                "datapath_type=netdev",
-                "--",
-                "add-port",
-                "br-phy",
-                v,
-            ]));
-            n.wait_for(|| n.link_exists("br-phy"), "br-phy to appear");
-            run(n.in_ns("ip").args(["link", "set", v, "up"]));
-            run(n.in_ns("ip").args(["link", "set", "br-phy", "up"]));
-            run(n
-                .in_ns("ip")
-                .args(["addr", "add", &format!("{ip}/24"), "dev", "br-phy"]));
+        for (ns, v) in [(&a.underlay, &va), (&b.underlay, &vb)] {
+            run(Command::new("ip").args(["-n", ns, "link", "set", v, "master", "br0", "up"]));
         }
+        let ips = (a.underlay_ip.clone(), b.underlay_ip.clone());
         // Warm the underlay: the kernel's ARP exchange crosses br-phy, where OVS's userspace
         // tunnel code learns the neighbour it needs to send Geneve packets.
         let ping = |n: &OvsNode, ip: &str| {
@@ -487,6 +388,65 @@ pub fn dump_on_failure(ok: bool, nodes: &[&OvsNode], what: &str) {
     assert!(ok, "{what}");
 }
 
+/// The one-Node cluster of a test Node: Pods `default/p<i>` as [`OvsNode::start_subnet`]
+/// describes, dual-stack.
+fn test_cluster(subnet: u8, n_pods: usize) -> (Cluster, Vec<Pod>) {
+    let net = |s: String| -> IpNet { s.parse().unwrap() };
+    let ip = |s: String| -> IpAddr { s.parse().unwrap() };
+    let node = Node {
+        name: "node".into(),
+        pod_cidrs: vec![
+            net(format!("10.{subnet}.0.0/24")),
+            net(format!("fd00:{subnet}::/64")),
+        ],
+        internal_ips: vec![net(format!("192.168.77.{subnet}/24"))],
+        gateway_ips: vec![
+            ip(format!("10.{subnet}.0.1")),
+            ip(format!("fd00:{subnet}::1")),
+        ],
+        labels: Default::default(),
+    };
+    let pods: Vec<Pod> = (0..n_pods)
+        .map(|i| Pod {
+            namespace: "default".into(),
+            name: format!("p{i}"),
+            node: node.name.clone(),
+            ips: vec![
+                ip(format!("10.{subnet}.0.{}", i + 2)),
+                ip(format!("fd00:{subnet}::{}", i + 2)),
+            ],
+            mac: format!("02:00:00:00:{:02x}:{:02x}", subnet - 1, i + 1),
+            host_network: false,
+        })
+        .collect();
+    let cluster = Cluster {
+        name: "c".into(),
+        ip_families: vec![IpFamily::IPv4, IpFamily::IPv6],
+        service_cidrs: Vec::new(),
+        underlay: vec![net("192.168.77.0/24".into())],
+        nodes: vec![node],
+        pods: pods.clone(),
+        objects: Vec::new(),
+    };
+    (cluster, pods)
+}
+
+/// Runs a lab builder future to completion from synchronous test code (also from inside a
+/// test's tokio runtime: on a thread of its own).
+fn block_on<T: Send>(f: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 impl Drop for OvsNode {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -506,8 +466,8 @@ impl Drop for OvsNode {
         for p in &self.pods {
             let _ = Command::new("ip").args(["netns", "del", &p.netns]).output();
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .output();
+        for ns in [&self.netns, &self.underlay] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
     }
 }

@@ -903,10 +903,16 @@ fn conj_id_collisions_are_resolved() {
     assert_eq!(a.id_for("x"), x);
 }
 
-// ---------------------------------------------------------------- node view and diff
+// ---------------------------------------------------------------- node view
+
+/// The only rule of a Node's view.
+fn only_view_rule(view: &crate::node::NodePolicyView) -> &crate::compiled::CompiledRule {
+    assert_eq!(view.rules.len(), 1, "{view:#?}");
+    view.rules.values().next().expect("one rule")
+}
 
 #[test]
-fn node_view_filters_applied_to_and_diff_reports_changes() {
+fn node_view_keeps_the_nodes_rules_and_applied_to_pods() {
     let mut s = lab();
     s.apply_k8s_policy(k8s_np(np_ingress(
         "allow-api",
@@ -922,34 +928,33 @@ fn node_view_filters_applied_to_and_diff_reports_changes() {
     let c = compiler.compile(&s);
     let n1 = c.for_node("n1");
     let n2 = c.for_node("n2");
-    assert_eq!(n1.rules.len(), 1);
     assert_eq!(n2.rules.len(), 2);
-    let r1 = n1.rules.values().next().expect("rule");
+    let r1 = only_view_rule(&n1);
     assert_eq!(pods(r1), vec!["web/api"]);
-    assert_eq!(
-        n1.rule_by_conj_id(r1.conj_id).map(|r| r.id.clone()),
-        Some(r1.id.clone())
-    );
-    assert!(n1.rule_by_conj_id(0).is_none());
     assert_eq!(n1.isolation.ingress.len(), 1);
     assert!(c.for_node("n3").rules.is_empty());
 
-    // A new api Pod on n2: n1 unchanged, n2's rule changed (same id).
+    // A new api Pod on n2: n1's view is unchanged; n2's allow rule keeps its id and conjunction
+    // id and gains the Pod, which becomes isolated.
     s.apply_pod(mk_pod("web", "api3", "n2", "10.0.2.8", &[("app", "api")]));
     let c2 = compiler.compile(&s);
-    assert!(crate::node::diff(&n1, &c2.for_node("n1")).is_empty());
-    let d = crate::node::diff(&n2, &c2.for_node("n2"));
-    assert!(d.added.is_empty() && d.removed.is_empty());
-    assert_eq!(d.changed.len(), 1);
-    assert_eq!(d.changed[0].0.conj_id, d.changed[0].1.conj_id);
-    assert_eq!(d.isolation_added.ingress.len(), 1);
+    assert_eq!(c2.for_node("n1"), n1);
+    let n2_next = c2.for_node("n2");
+    let before = n2.rules.get(&r1.id).expect("allow rule on n2 (api2)");
+    let after = n2_next.rules.get(&r1.id).expect("allow rule still on n2");
+    assert_ne!(before, after);
+    assert_eq!(after.conj_id, before.conj_id);
+    assert!(pods(after).contains(&"web/api3".to_string()), "{after:#?}");
+    assert_eq!(
+        n2_next.isolation.ingress.len(),
+        n2.isolation.ingress.len() + 1
+    );
 
-    // Policy deleted: removed rules and isolation.
+    // Policy deleted: the rule and the isolation leave n1's view.
     s.delete_k8s_policy("web", "allow-api");
-    let c3 = compiler.compile(&s);
-    let d = crate::node::diff(&c2.for_node("n1"), &c3.for_node("n1"));
-    assert_eq!(d.removed.len(), 1);
-    assert_eq!(d.isolation_removed.ingress.len(), 1);
+    let n1_last = compiler.compile(&s).for_node("n1");
+    assert!(n1_last.rules.is_empty());
+    assert!(n1_last.isolation.ingress.is_empty());
 }
 
 #[test]
@@ -969,10 +974,11 @@ fn rule_equality_ignores_nothing_relevant() {
     let a = compiler.compile(&s).for_node("n1");
     s.apply_cluster_policy(mk(8080));
     let b = compiler.compile(&s).for_node("n1");
-    let d = crate::node::diff(&a, &b);
-    assert_eq!(d.changed.len(), 1);
-    assert_eq!(d.changed[0].1.services, vec![tcp(8080)]);
-    assert_eq!(d.changed[0].0.conj_id, d.changed[0].1.conj_id);
+    let (old, new) = (only_view_rule(&a), only_view_rule(&b));
+    assert_eq!(old.id, new.id);
+    assert_ne!(old, new);
+    assert_eq!(new.services, vec![tcp(8080)]);
+    assert_eq!(old.conj_id, new.conj_id);
 }
 
 #[test]

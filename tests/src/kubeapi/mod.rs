@@ -103,7 +103,7 @@ pub async fn run_daemon(cfg: DaemonConfig) -> Result<(), KubeApiError> {
         })?;
     info!(cluster = %cfg.cluster, %addr, "kubernetes API serving");
     let state = server::ApiState::new(&cfg.cluster, &token, store);
-    server::serve(listener, tls, state, crate::procs::shutdown_signal())
+    server::serve(listener, tls, state, traceflow_daemon::shutdown::signal())
         .await
         .map_err(|source| KubeApiError::Listen { addr, source })
 }
