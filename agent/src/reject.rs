@@ -180,9 +180,9 @@ mod tests {
     use crate::trace::packet::inet_checksum as checksum;
 
     fn pkt(dst: &str, transport: Transport) -> Vec<u8> {
-        let dst: IpAddr = dst.parse().unwrap_or_else(|e| panic!("{e}"));
+        let dst: IpAddr = dst.parse().unwrap();
         let src: IpAddr = if dst.is_ipv6() {
-            "fd00:1::2".parse().unwrap_or_else(|e| panic!("{e}"))
+            "fd00:1::2".parse().unwrap()
         } else {
             [10, 1, 0, 2].into()
         };
@@ -197,7 +197,7 @@ mod tests {
             transport,
         }
         .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
     }
 
     #[test]
@@ -212,7 +212,7 @@ mod tests {
         );
         let seq = u32::from_be_bytes([syn[38], syn[39], syn[40], syn[41]]);
         let r = reject_frame(&syn).unwrap_or_else(|| panic!("no reply"));
-        let p = parse(&r).unwrap_or_else(|e| panic!("{e}"));
+        let p = parse(&r).unwrap();
         assert_eq!(p.src, IpAddr::from([10, 1, 0, 3]));
         assert_eq!(p.dst, IpAddr::from([10, 1, 0, 2]));
         assert_eq!((p.src_port, p.dst_port), (Some(8080), Some(40000)));
@@ -247,7 +247,7 @@ mod tests {
         with_hbh.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
         with_hbh.extend_from_slice(&syn[54..]);
         let r = reject_frame(&with_hbh).unwrap_or_else(|| panic!("no reply"));
-        let p = parse(&r).unwrap_or_else(|e| panic!("{e}"));
+        let p = parse(&r).unwrap();
         assert_eq!(
             (p.protocol, p.src_port, p.dst_port),
             (6, Some(8080), Some(40000))

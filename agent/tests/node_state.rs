@@ -180,7 +180,7 @@ fn serve(node: &OvsNode, pod: usize, name: &str, script: &str) -> Server {
         node.in_pod(pod, "/usr/bin/python3")
             .args(["-c", script, name])
             .spawn()
-            .unwrap_or_else(|e| panic!("server: {e}")),
+            .expect("server"),
     )
 }
 
@@ -190,7 +190,7 @@ fn connect(node: &OvsNode, pod: usize, ip: &str, port: u16) -> String {
         .args(["-c", CLIENT, ip])
         .arg(port.to_string())
         .output()
-        .unwrap_or_else(|e| panic!("client: {e}"));
+        .expect("client");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -811,10 +811,10 @@ impl Pair {
     async fn start_live(&self, cmd: impl Fn(pb::LiveTraceRole) -> pb::LiveTrace) {
         start_live(&self.rb, &self.sb, cmd(pb::LiveTraceRole::Any))
             .await
-            .unwrap_or_else(|e| panic!("node-b: {e}"));
+            .expect("node-b");
         start_live(&self.ra, &self.sa, cmd(pb::LiveTraceRole::Sender))
             .await
-            .unwrap_or_else(|e| panic!("node-a: {e}"));
+            .expect("node-a");
     }
 }
 

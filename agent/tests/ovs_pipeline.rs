@@ -35,7 +35,7 @@ async fn start(node: &OvsNode) -> (NodeRuntime, Stop) {
     // One peer Node behind the tunnel, as the adapter (or --peer) would describe it.
     let peer: Peer = "10.2.0.0/24,fd00:2::/64=192.168.77.2"
         .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("a valid peer");
     let (peers_tx, peers) = tokio::sync::watch::channel(vec![peer]);
     let mut rt = NodeRuntime::start(
         "node-a",
@@ -167,9 +167,7 @@ async fn two_hundred_concurrent_traces_are_attributed() {
         tasks.push(tokio::spawn(async move { t.inject(&req).await }));
     }
     for t in tasks {
-        t.await
-            .unwrap_or_else(|e| panic!("task: {e}"))
-            .unwrap_or_else(|e| panic!("inject: {e}"));
+        t.await.expect("task").expect("inject");
     }
     let mut seen = HashMap::new();
     while seen.len() < expected.len() {
@@ -194,11 +192,8 @@ async fn real_ping_between_pods_works() {
     // One-shot discovery (transact + select) sees what the monitor saw.
     let mut db = traceflow_agent::ovs::ovsdb::Ovsdb::connect(&node.rundir().join("db.sock"))
         .await
-        .unwrap_or_else(|e| panic!("ovsdb: {e}"));
-    let rows = db
-        .list_interfaces()
-        .await
-        .unwrap_or_else(|e| panic!("select: {e}"));
+        .expect("ovsdb");
+    let rows = db.list_interfaces().await.expect("select");
     let ports = traceflow_agent::ports::NodePorts::from_interfaces(&rows);
     assert_eq!(ports.pods.len(), 2);
     assert_eq!(
@@ -290,15 +285,15 @@ async fn trace_from_tunnel_is_received_routed_and_delivered() {
     let data = TracePacket {
         src_mac: Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01]),
         dst_mac: Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]),
-        src: "10.2.0.5".parse().unwrap_or_else(|e| panic!("{e}")),
-        dst: node.pods[1].ip.parse().unwrap_or_else(|e| panic!("{e}")),
+        src: "10.2.0.5".parse().unwrap(),
+        dst: node.pods[1].ip.parse().unwrap(),
         trace_id: 555,
         ttl: 64,
         ip_flags: 0,
         transport: Transport::Echo { id: 1, seq: 1 },
     }
     .build()
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let sw = rt
         .datapath
         .switch
@@ -310,9 +305,7 @@ async fn trace_from_tunnel_is_received_routed_and_delivered() {
         vec![Action::output(port::TABLE)],
         data,
     ));
-    sw.transact(&[po])
-        .await
-        .unwrap_or_else(|e| panic!("packet-out: {e}"));
+    sw.transact(&[po]).await.expect("packet-out");
 
     let o = next_obs(&mut rt).await;
     assert_eq!(o.trace_id, 555);
@@ -348,7 +341,7 @@ async fn two_nodes_over_geneve() {
         (&a, "node-a", format!("10.2.0.0/24,fd00:2::/64={tun_b}")),
         (&b, "node-b", format!("10.1.0.0/24,fd00:1::/64={tun_a}")),
     ] {
-        let peer: Peer = peer.parse().unwrap_or_else(|e| panic!("{e}"));
+        let peer: Peer = peer.parse().unwrap();
         let (tx, peers) = tokio::sync::watch::channel(vec![peer]);
         peer_senders.push(tx);
         let mut rt = NodeRuntime::start(

@@ -501,9 +501,8 @@ mod tests {
 
     #[test]
     fn antrea_objects_decode_whole_and_bad_ones_name_the_object() {
-        let obj = |v: serde_json::Value| -> DynamicObject {
-            serde_json::from_value(v).unwrap_or_else(|e| panic!("fixture: {e}"))
-        };
+        let obj =
+            |v: serde_json::Value| -> DynamicObject { serde_json::from_value(v).expect("fixture") };
         let acnp = obj(serde_json::json!({
             "apiVersion": "crd.antrea.io/v1beta1", "kind": "ClusterNetworkPolicy",
             "metadata": {"name": "deny-db"},

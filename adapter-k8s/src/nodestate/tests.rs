@@ -41,7 +41,7 @@ fn with_http(mut p: PodRecord, port: u16) -> PodRecord {
 }
 
 fn k8s_policy(v: Value) -> Object {
-    let np = serde_json::from_value(v).unwrap_or_else(|e| panic!("fixture policy: {e}"));
+    let np = serde_json::from_value(v).expect("fixture policy");
     match convert::network_policy(&np) {
         Ok(p) => Object::Policy(p),
         Err(e) => panic!("fixture policy: {e}"),
@@ -49,7 +49,7 @@ fn k8s_policy(v: Value) -> Object {
 }
 
 fn antrea_policy(v: Value) -> Object {
-    let obj = serde_json::from_value(v).unwrap_or_else(|e| panic!("fixture ANP: {e}"));
+    let obj = serde_json::from_value(v).expect("fixture ANP");
     match convert::antrea_policy(&obj, ANTREA_POLICY) {
         Ok(p) => Object::Policy(p),
         Err(e) => panic!("fixture ANP: {e}"),

@@ -57,7 +57,7 @@ fn replace_then_deltas() {
     assert_eq!(
         s.tunnel_peers(),
         vec![Peer {
-            pod_cidrs: vec!["10.2.0.0/24".parse().unwrap_or_else(|e| panic!("{e}"))],
+            pod_cidrs: vec!["10.2.0.0/24".parse().unwrap()],
             tunnel_ip: [192, 168, 77, 2].into(),
         }]
     );
@@ -66,10 +66,7 @@ fn replace_then_deltas() {
         s.rules[&7].policy_ref(),
         "K8sNetworkPolicy:default/allow-web"
     );
-    assert!(
-        s.isolated_ingress
-            .contains(&"10.1.0.2".parse().unwrap_or_else(|e| panic!("{e}")))
-    );
+    assert!(s.isolated_ingress.contains(&"10.1.0.2".parse().unwrap()));
 
     // Same state again: no change, no wake-up.
     assert!(!store.apply(replace()));
@@ -134,9 +131,7 @@ fn invalid_objects_are_skipped_and_the_rest_applies() {
 
 #[test]
 fn static_peers_are_replaced_by_the_adapter() {
-    let peer: Peer = "10.2.0.0/24=192.168.77.2"
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let peer: Peer = "10.2.0.0/24=192.168.77.2".parse().unwrap();
     let store = Store::with_static_peers(std::slice::from_ref(&peer));
     assert_eq!(store.current().tunnel_peers(), vec![peer]);
     store.apply(pb::NodeState {

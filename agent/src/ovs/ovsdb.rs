@@ -255,14 +255,14 @@ mod tests {
     /// insert / modify / delete updates.
     #[tokio::test]
     async fn monitor_follows_updates_and_answers_echo() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sock");
-        let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        let listener = UnixListener::bind(&path).unwrap();
         let server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+            let (mut s, _) = listener.accept().await.unwrap();
             let mut buf = vec![0u8; 4096];
-            let n = s.read(&mut buf).await.unwrap_or_else(|e| panic!("{e}"));
-            let req: Value = serde_json::from_slice(&buf[..n]).unwrap_or_else(|e| panic!("{e}"));
+            let n = s.read(&mut buf).await.unwrap();
+            let req: Value = serde_json::from_slice(&buf[..n]).unwrap();
             assert_eq!(req["method"], "monitor");
             assert_eq!(req["params"][0], "Open_vSwitch");
             let reply = json!({"id": req["id"], "error": null,
@@ -270,9 +270,9 @@ mod tests {
             // Split the reply across two writes: the client must wait for the rest.
             let bytes = serde_json::to_vec(&reply).unwrap_or_default();
             let (a, b) = bytes.split_at(bytes.len() / 2);
-            s.write_all(a).await.unwrap_or_else(|e| panic!("{e}"));
+            s.write_all(a).await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            s.write_all(b).await.unwrap_or_else(|e| panic!("{e}"));
+            s.write_all(b).await.unwrap();
             // The server's keepalive must be answered with its params and id.
             let echo = json!({"method": "echo", "params": ["x"], "id": "echo"});
             let update = json!({"method": "update", "id": null, "params": [null, {"Interface": {
@@ -280,24 +280,19 @@ mod tests {
                 "u1": {"old": {"ofport": 3}, "new": row("p0", 7)}}}]});
             let mut both = serde_json::to_vec(&echo).unwrap_or_default();
             both.extend(serde_json::to_vec(&update).unwrap_or_default());
-            s.write_all(&both).await.unwrap_or_else(|e| panic!("{e}"));
-            let n = s.read(&mut buf).await.unwrap_or_else(|e| panic!("{e}"));
-            let pong: Value = serde_json::from_slice(&buf[..n]).unwrap_or_else(|e| panic!("{e}"));
+            s.write_all(&both).await.unwrap();
+            let n = s.read(&mut buf).await.unwrap();
+            let pong: Value = serde_json::from_slice(&buf[..n]).unwrap();
             assert_eq!(pong, json!({"result": ["x"], "error": null, "id": "echo"}));
             let delete = json!({"method": "update", "id": null, "params": [null, {"Interface": {
                 "u1": {"old": row("p0", 7)}}}]});
             s.write_all(&serde_json::to_vec(&delete).unwrap_or_default())
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
         });
 
-        let db = Ovsdb::connect(&path)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut mon = db
-            .monitor_interfaces()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let db = Ovsdb::connect(&path).await.unwrap();
+        let mut mon = db.monitor_interfaces().await.unwrap();
         let ports = |m: &InterfaceMonitor| -> Vec<(String, Option<u32>)> {
             m.interfaces()
                 .into_iter()
@@ -305,14 +300,14 @@ mod tests {
                 .collect()
         };
         assert_eq!(ports(&mon), vec![("p0".to_string(), Some(3))]);
-        mon.changed().await.unwrap_or_else(|e| panic!("{e}"));
+        mon.changed().await.unwrap();
         assert_eq!(
             ports(&mon),
             vec![("p0".to_string(), Some(7)), ("p1".to_string(), Some(4))]
         );
-        mon.changed().await.unwrap_or_else(|e| panic!("{e}"));
+        mon.changed().await.unwrap();
         assert_eq!(ports(&mon), vec![("p1".to_string(), Some(4))]);
-        server.await.unwrap_or_else(|e| panic!("{e}"));
+        server.await.unwrap();
         assert!(matches!(mon.changed().await, Err(OvsdbError::Closed)));
     }
 

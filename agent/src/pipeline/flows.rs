@@ -598,9 +598,7 @@ mod tests {
 
     #[test]
     fn peer_pod_cidrs_route_into_the_tunnel() {
-        let peer: Peer = "10.2.0.0/24,fd00:2::/64=192.168.77.2"
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let peer: Peer = "10.2.0.0/24,fd00:2::/64=192.168.77.2".parse().unwrap();
         let flows = desired_flows(&mk_node(), &[peer]);
         let l3: Vec<_> = in_table(&flows, Table::L3Forwarding)
             .into_iter()

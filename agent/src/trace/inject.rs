@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn local_destination_uses_pod_mac_remote_uses_gateway() {
         let n = mk_node();
-        let i = resolve(&req("10.1.0.3"), &n, || 1).unwrap_or_else(|e| panic!("{e}"));
+        let i = resolve(&req("10.1.0.3"), &n, || 1).unwrap();
         assert_eq!(i.in_port, 3);
         assert_eq!(i.packet.dst_mac, Mac([2, 0, 0, 0, 0, 2]));
         assert_eq!(
@@ -225,7 +225,7 @@ mod tests {
             "10.1.0.2".parse::<IpAddr>().unwrap_or(IpAddr::from([0; 4]))
         );
         assert_eq!(i.packet.ttl, 64);
-        let i = resolve(&req("192.0.2.10"), &n, || 1).unwrap_or_else(|e| panic!("{e}"));
+        let i = resolve(&req("192.0.2.10"), &n, || 1).unwrap();
         assert_eq!(i.packet.dst_mac, Mac([2, 0, 0, 0, 0, 0xfe]));
         let Ok(Message::PacketOut(po)) = i.packet_out() else {
             panic!("no packet-out")
@@ -241,7 +241,7 @@ mod tests {
         r.protocol = 6;
         r.dst_port = 80;
         r.tcp_flags = 2;
-        let i = resolve(&r, &n, || 33333).unwrap_or_else(|e| panic!("{e}"));
+        let i = resolve(&r, &n, || 33333).unwrap();
         assert_eq!(
             i.packet.transport,
             Transport::Tcp {
@@ -252,7 +252,7 @@ mod tests {
         );
         r.tcp_flags = 0;
         r.src_port = 1234;
-        let i = resolve(&r, &n, || 33333).unwrap_or_else(|e| panic!("{e}"));
+        let i = resolve(&r, &n, || 33333).unwrap();
         assert_eq!(
             i.packet.transport,
             Transport::Tcp {
@@ -264,7 +264,7 @@ mod tests {
         let mut r = req("fd00:1::3");
         r.ipv6 = true;
         r.protocol = 1;
-        let i = resolve(&r, &n, || 1).unwrap_or_else(|e| panic!("{e}"));
+        let i = resolve(&r, &n, || 1).unwrap();
         assert_eq!(i.packet.protocol(), 58, "ICMP with IPv6 becomes ICMPv6");
     }
 

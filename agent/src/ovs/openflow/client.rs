@@ -439,26 +439,24 @@ mod tests {
     async fn send(w: &mut tokio::net::unix::OwnedWriteHalf, xid: u32, m: &Message) {
         let mut b = BytesMut::new();
         m.encode(xid, &mut b);
-        w.write_all(&b)
-            .await
-            .unwrap_or_else(|e| panic!("fake switch write: {e}"));
+        w.write_all(&b).await.expect("fake switch write");
     }
 
     async fn recv(r: &mut FrameReader<tokio::net::unix::OwnedReadHalf>) -> (Header, Message) {
         r.read()
             .await
-            .unwrap_or_else(|e| panic!("fake switch read: {e}"))
+            .expect("fake switch read")
             .unwrap_or_else(|| panic!("client closed"))
     }
 
     /// A scripted switch on a unix socket: handshake, echo, packet-in, barrier, errors, close.
     #[tokio::test]
     async fn client_against_a_scripted_switch() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("br-int.mgmt");
-        let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        let listener = UnixListener::bind(&path).unwrap();
         let switch = tokio::spawn(async move {
-            let (s, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+            let (s, _) = listener.accept().await.unwrap();
             let (r, mut w) = s.into_split();
             let mut r = FrameReader::new(r);
             send(
@@ -531,9 +529,7 @@ mod tests {
             // Then the switch goes away.
         });
 
-        let (sw, mut pins) = Switch::connect(&path)
-            .await
-            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let (sw, mut pins) = Switch::connect(&path).await.expect("connect");
         assert_eq!(sw.features().datapath_id, 42);
         let pin = tokio::time::timeout(Duration::from_secs(5), pins.recv())
             .await
@@ -548,10 +544,8 @@ mod tests {
             Err(OfError::Switch(e)) => assert_eq!((e.kind, e.code), (ErrorType::BadMatch, 9)),
             other => panic!("expected the switch's error, got {other:?}"),
         }
-        sw.barrier()
-            .await
-            .unwrap_or_else(|e| panic!("barrier: {e}"));
-        switch.await.unwrap_or_else(|e| panic!("fake switch: {e}"));
+        sw.barrier().await.expect("barrier");
+        switch.await.expect("fake switch");
         tokio::time::timeout(Duration::from_secs(5), sw.closed())
             .await
             .unwrap_or_else(|_| panic!("closed() did not resolve after the switch went away"));
@@ -560,11 +554,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_switch_without_openflow_15_is_refused() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("br-int.mgmt");
-        let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        let listener = UnixListener::bind(&path).unwrap();
         tokio::spawn(async move {
-            let (s, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+            let (s, _) = listener.accept().await.unwrap();
             let (_r, mut w) = s.into_split();
             // OpenFlow 1.3 only.
             send(

@@ -25,7 +25,7 @@ fn unhex(s: &str) -> Vec<u8> {
 
 fn roundtrip(hex: &str) -> (u32, Message) {
     let bytes = unhex(hex);
-    let (h, msg) = Message::decode(&bytes).unwrap_or_else(|e| panic!("decode: {e}"));
+    let (h, msg) = Message::decode(&bytes).expect("decode");
     let mut out = BytesMut::new();
     msg.encode(h.xid, &mut out);
     assert_eq!(hexs(&out), hexs(&bytes), "re-encoding differs for {msg:?}");

@@ -27,11 +27,11 @@ fn v6(transport: Transport) -> TracePacket {
 }
 
 fn build(p: &TracePacket) -> Vec<u8> {
-    p.build().unwrap_or_else(|e| panic!("{e}"))
+    p.build().unwrap()
 }
 
 fn parsed(frame: &[u8]) -> ParsedPacket {
-    parse(frame).unwrap_or_else(|e| panic!("{e}"))
+    parse(frame).unwrap()
 }
 
 /// A checksum over data that includes a correct checksum field folds to 0.
