@@ -169,19 +169,7 @@ fn trace(uid: &str, dst: &str) -> pb::Traceflow {
         uid: uid.into(),
         name: uid.into(),
         cluster: "c1".into(),
-        spec: Some(pb::TraceflowSpec {
-            source: Some(pb::Source {
-                namespace: "default".into(),
-                pod: "p0".into(),
-                ip: String::new(),
-            }),
-            destination: Some(pb::Destination {
-                namespace: "default".into(),
-                pod: dst.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        spec: Some(traceflow_core::fixtures::pod_to_pod("p0", dst)),
         ..Default::default()
     }
 }

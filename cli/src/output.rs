@@ -136,33 +136,10 @@ mod tests {
             uid: "u".into(),
             name: "p0-to-p1-abcdefgh".into(),
             cluster: "c1".into(),
-            spec: Some(pb::TraceflowSpec {
-                source: Some(pb::Source {
-                    namespace: "default".into(),
-                    pod: "p0".into(),
-                    ip: String::new(),
-                }),
-                destination: Some(pb::Destination {
-                    namespace: "web".into(),
-                    service: "api".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            spec: Some(traceflow_core::fixtures::pod_to_service("p0", "web", "api")),
             status: Some(pb::TraceflowStatus {
                 phase: pb::TraceflowPhase::Succeeded as i32,
-                results: vec![pb::NodeResult {
-                    node: "n1".into(),
-                    role: "sender".into(),
-                    timestamp: 1,
-                    observations: vec![pb::Observation {
-                        component: pb::Component::Lb as i32,
-                        action: pb::Action::Forwarded as i32,
-                        translated_dst_ip: "10.0.0.2".into(),
-                        sequence: 1,
-                        ..Default::default()
-                    }],
-                }],
+                results: vec![traceflow_core::fixtures::lb_result(1_000_000)],
                 ..Default::default()
             }),
             ..Default::default()

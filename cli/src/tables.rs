@@ -475,19 +475,7 @@ mod tests {
         pb::Traceflow {
             name: "p0-to-db-abc".into(),
             cluster: "c1".into(),
-            spec: Some(pb::TraceflowSpec {
-                source: Some(pb::Source {
-                    namespace: "default".into(),
-                    pod: "p0".into(),
-                    ip: String::new(),
-                }),
-                destination: Some(pb::Destination {
-                    namespace: "default".into(),
-                    pod: "db".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            spec: Some(traceflow_core::fixtures::pod_to_pod("p0", "db")),
             status: Some(pb::TraceflowStatus {
                 phase: pb::TraceflowPhase::Succeeded as i32,
                 start_time_micros: 1_700_000_000_000_000,

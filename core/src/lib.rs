@@ -14,6 +14,8 @@
 //! no other copy of these rules exists. Antrea's rules are cited from
 //! `shared/reference/antrea-traceflow.md` by section.
 
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod limits;
 pub mod naming;
 pub mod outcome;

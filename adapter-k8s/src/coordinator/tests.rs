@@ -53,18 +53,8 @@ fn trace_pb(uid: &str, dst_pod: &str, timeout: i32) -> pb::Traceflow {
         uid: uid.into(),
         name: format!("{uid}-name"),
         spec: Some(pb::TraceflowSpec {
-            source: Some(pb::Source {
-                namespace: "default".into(),
-                pod: "p0".into(),
-                ip: String::new(),
-            }),
-            destination: Some(pb::Destination {
-                namespace: "default".into(),
-                pod: dst_pod.into(),
-                ..Default::default()
-            }),
             timeout,
-            ..Default::default()
+            ..traceflow_core::fixtures::pod_to_pod("p0", dst_pod)
         }),
         ..Default::default()
     }

@@ -58,19 +58,7 @@ mod tests {
             phase: pb::TraceflowPhase::Succeeded as i32,
             start_time_micros: 1_700_000_000_000_000,
             trace_id: 5,
-            results: vec![pb::NodeResult {
-                node: "n1".into(),
-                role: "sender".into(),
-                timestamp: 1_700_000_000,
-                observations: vec![pb::Observation {
-                    component: pb::Component::Lb as i32,
-                    action: pb::Action::Forwarded as i32,
-                    translated_dst_ip: "10.0.0.2".into(),
-                    timestamp_micros: 1_700_000_000_000_001,
-                    sequence: 1,
-                    ..Default::default()
-                }],
-            }],
+            results: vec![traceflow_core::fixtures::lb_result(1_700_000_000_000_001)],
             ..Default::default()
         };
         let v = to_crd(&s);

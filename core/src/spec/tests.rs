@@ -3,19 +3,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn mk_spec() -> pb::TraceflowSpec {
-    pb::TraceflowSpec {
-        source: Some(pb::Source {
-            namespace: "default".into(),
-            pod: "p0".into(),
-            ip: String::new(),
-        }),
-        destination: Some(pb::Destination {
-            namespace: "default".into(),
-            pod: "p1".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    crate::fixtures::pod_to_pod("p0", "p1")
 }
 
 fn err(spec: pb::TraceflowSpec) -> Invalid {
@@ -32,19 +20,7 @@ fn ok(spec: pb::TraceflowSpec) -> TraceSpec {
     }
 }
 
-fn tcp(src: i32, dst: i32, flags: Option<i32>) -> pb::Packet {
-    pb::Packet {
-        transport_header: Some(pb::TransportHeader {
-            tcp: Some(pb::TcpHeader {
-                src_port: src,
-                dst_port: dst,
-                flags,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
+use crate::fixtures::tcp;
 
 #[test]
 fn defaults_timeout_to_20_and_keeps_it_in_the_wire_form() {

@@ -467,19 +467,7 @@ impl FakeAdapter {
 
 /// A p0 → p1 spec in namespace default.
 pub fn mk_spec() -> pb::TraceflowSpec {
-    pb::TraceflowSpec {
-        source: Some(pb::Source {
-            namespace: "default".into(),
-            pod: "p0".into(),
-            ip: String::new(),
-        }),
-        destination: Some(pb::Destination {
-            namespace: "default".into(),
-            pod: "p1".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    traceflow_core::fixtures::pod_to_pod("p0", "p1")
 }
 
 pub fn create_req(cluster: &str) -> pb::CreateTraceflowRequest {

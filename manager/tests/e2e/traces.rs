@@ -45,17 +45,7 @@ async fn validation_messages_name_the_field() -> TestResult {
     })
     .await?;
 
-    let tcp = |src: i32, dst: i32, flags: Option<i32>| pb::Packet {
-        transport_header: Some(pb::TransportHeader {
-            tcp: Some(pb::TcpHeader {
-                src_port: src,
-                dst_port: dst,
-                flags,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let tcp = traceflow_core::fixtures::tcp;
     let cases: Vec<Case> = vec![
         (
             "no cluster",
