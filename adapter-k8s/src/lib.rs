@@ -42,13 +42,21 @@ use upstream::{Link, RegistrationError};
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `traceflow-adapter run` settings (flags in docs/contracts.md).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunConfig {
+    #[arg(long)]
     pub cluster: String,
+    #[arg(long)]
     pub data_dir: PathBuf,
+    /// The manager's URL, e.g. https://127.0.0.1:7443.
+    #[arg(long)]
     pub manager: String,
+    #[arg(long)]
     pub manager_ca: PathBuf,
+    /// Bootstrap token, needed only until AD/cluster.pem exists.
+    #[arg(long, env = "TRACEFLOW_BOOTSTRAP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[arg(long)]
     pub kubeconfig: PathBuf,
 }
 

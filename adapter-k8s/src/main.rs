@@ -20,20 +20,8 @@ struct Cli {
 enum Command {
     /// Register (first start), watch the cluster, serve agents and coordinate traces.
     Run {
-        #[arg(long)]
-        cluster: String,
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// The manager's URL, e.g. https://127.0.0.1:7443.
-        #[arg(long)]
-        manager: String,
-        #[arg(long)]
-        manager_ca: PathBuf,
-        /// Bootstrap token, needed only until AD/cluster.pem exists.
-        #[arg(long, env = "TRACEFLOW_BOOTSTRAP_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        #[arg(long)]
-        kubeconfig: PathBuf,
+        #[command(flatten)]
+        config: traceflow_adapter::RunConfig,
         #[arg(long, default_value = "127.0.0.1:9443")]
         agent_listen: String,
         #[command(flatten)]
@@ -84,31 +72,18 @@ fn main() -> std::process::ExitCode {
 async fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run {
-            cluster,
-            data_dir,
-            manager,
-            manager_ca,
-            token,
-            kubeconfig,
+            config,
             agent_listen,
             otlp,
         } => {
             let service = traceflow_telemetry::Service {
                 name: "traceflow-adapter",
-                attributes: vec![("traceflow.cluster", cluster.clone())],
+                attributes: vec![("traceflow.cluster", config.cluster.clone())],
             };
             let telemetry = traceflow_telemetry::init(&service, &otlp.config(), None)?;
             let listener = tokio::net::TcpListener::bind(&agent_listen)
                 .await
                 .with_context(|| format!("binding --agent-listen {agent_listen}"))?;
-            let config = traceflow_adapter::RunConfig {
-                cluster,
-                data_dir,
-                manager,
-                manager_ca,
-                token,
-                kubeconfig,
-            };
             let shutdown = traceflow_daemon::shutdown::signal();
             let result = traceflow_adapter::run(config, listener, shutdown).await;
             tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;

@@ -145,30 +145,8 @@ Exit codes: 0 Succeeded, 1 Failed, 2 invalid flags or spec, or no connection."
   tfctl list --source default/p0 --destination 10.0.0.5 -o json
   tfctl list --limit 20 --continue <token printed by the previous page>")]
     List {
-        /// Only traces in this cluster.
-        #[arg(long)]
-        cluster: Option<String>,
-        /// Only traces in this phase: Pending, Running, Succeeded or Failed.
-        #[arg(long)]
-        phase: Option<String>,
-        /// Only traces from this source: namespace/pod or an IP.
-        #[arg(long)]
-        source: Option<String>,
-        /// Only traces to this destination: namespace/name or an IP.
-        #[arg(long)]
-        destination: Option<String>,
-        /// Only traces created in the last DURATION, e.g. 30m or 2h.
-        #[arg(long, value_parser = parse_duration)]
-        since: Option<Duration>,
-        /// Traces per page (1..1000).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..=1000))]
-        limit: i32,
-        /// Start at this page (the token a previous page printed on stderr).
-        #[arg(long = "continue", value_name = "TOKEN")]
-        page_token: Option<String>,
-        /// Every page, not only the first.
-        #[arg(long, conflicts_with = "page_token")]
-        all: bool,
+        #[command(flatten)]
+        filters: commands::trace::ListOptions,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -464,29 +442,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             commands::trace::traceflow(c, opts).await
         }
         Command::Get { trace, output } => commands::trace::get(c, &trace, output.output).await,
-        Command::List {
-            cluster,
-            phase,
-            source,
-            destination,
-            since,
-            limit,
-            page_token,
-            all,
-            output,
-        } => {
-            let opts = commands::trace::ListOptions {
-                cluster,
-                phase,
-                source,
-                destination,
-                since,
-                limit,
-                page_token,
-                all,
-            };
-            commands::trace::list(c, opts, output.output).await
-        }
+        Command::List { filters, output } => commands::trace::list(c, filters, output.output).await,
         Command::Watch { trace, output } => commands::trace::watch(c, &trace, output.output).await,
         Command::Delete { traces } => commands::trace::delete(c, &traces).await,
         Command::Retrace {

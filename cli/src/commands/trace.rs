@@ -263,14 +263,31 @@ pub async fn get(clients: &mut Clients, trace: &str, format: Format) -> Result<(
 }
 
 /// `tfctl list` filters and paging.
+#[derive(clap::Args)]
 pub struct ListOptions {
+    /// Only traces in this cluster.
+    #[arg(long)]
     pub cluster: Option<String>,
+    /// Only traces in this phase: Pending, Running, Succeeded or Failed.
+    #[arg(long)]
     pub phase: Option<String>,
+    /// Only traces from this source: namespace/pod or an IP.
+    #[arg(long)]
     pub source: Option<String>,
+    /// Only traces to this destination: namespace/name or an IP.
+    #[arg(long)]
     pub destination: Option<String>,
+    /// Only traces created in the last DURATION, e.g. 30m or 2h.
+    #[arg(long, value_parser = crate::parse_duration)]
     pub since: Option<Duration>,
+    /// Traces per page (1..1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub limit: i32,
+    /// Start at this page (the token a previous page printed on stderr).
+    #[arg(long = "continue", value_name = "TOKEN")]
     pub page_token: Option<String>,
+    /// Every page, not only the first.
+    #[arg(long, conflicts_with = "page_token")]
     pub all: bool,
 }
 

@@ -50,6 +50,22 @@ fn call_span(name: &'static str, md: &tonic::metadata::MetadataMap) -> tracing::
     span
 }
 
+/// A call that starts a trace: run in the trace's root span (see [`call_span`]) with the
+/// authenticated caller.
+async fn traced<T>(
+    name: &'static str,
+    request: Request<T>,
+    run: impl AsyncFnOnce(crate::auth::Principal, T) -> ApiResult<pb::Traceflow>,
+) -> Result<Response<pb::Traceflow>, Status> {
+    let span = call_span(name, request.metadata());
+    async move {
+        let who = caller(&request)?;
+        Ok(Response::new(run(who, request.into_inner()).await?))
+    }
+    .instrument(span)
+    .await
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Traceflow, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -60,19 +76,15 @@ impl pb::traceflow_service_server::TraceflowService for TraceflowSvc {
         &self,
         request: Request<pb::CreateTraceflowRequest>,
     ) -> Result<Response<pb::Traceflow>, Status> {
-        let span = call_span("create_traceflow", request.metadata());
-        async move {
-            let who = caller(&request)?;
+        traced("create_traceflow", request, async |who, req| {
             let pb::CreateTraceflowRequest {
                 cluster,
                 spec,
                 name,
-            } = request.into_inner();
+            } = req;
             let spec = spec_of(&name, spec)?;
-            let t = self.ctx.traces.create(&who, cluster, name, spec).await;
-            Ok(Response::new(t.map_err(ApiError::from)?))
-        }
-        .instrument(span)
+            Ok(self.ctx.traces.create(&who, cluster, name, spec).await?)
+        })
         .await
     }
 
@@ -157,14 +169,10 @@ impl pb::traceflow_service_server::TraceflowService for TraceflowSvc {
         &self,
         request: Request<pb::RetraceRequest>,
     ) -> Result<Response<pb::Traceflow>, Status> {
-        let span = call_span("retrace", request.metadata());
-        async move {
-            let who = caller(&request)?;
-            let pb::RetraceRequest { uid, name } = request.into_inner();
-            let t = self.ctx.traces.retrace(&who, &uid, &name).await;
-            Ok(Response::new(t.map_err(ApiError::from)?))
-        }
-        .instrument(span)
+        traced("retrace", request, async |who, req| {
+            let pb::RetraceRequest { uid, name } = req;
+            Ok(self.ctx.traces.retrace(&who, &uid, &name).await?)
+        })
         .await
     }
 }
