@@ -5,7 +5,7 @@ mod support;
 use std::{path::Path, time::Duration};
 
 use futures::StreamExt;
-use support::{FakeApi, FakeManager, pod, service, standard_cluster};
+use support::{FakeManager, LabKubeApi, pod, service, standard_cluster};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use traceflow_proto::v1::{self as pb, adapter_message::Kind as Up, manager_message::Kind as Down};
@@ -19,7 +19,7 @@ struct Adapter {
 
 async fn start_adapter(
     dir: &Path,
-    api: &FakeApi,
+    api: &LabKubeApi,
     mgr: &FakeManager,
     token: Option<&str>,
 ) -> Adapter {
@@ -157,10 +157,10 @@ async fn wait_for_adapter_cert(dir: &Path) {
 }
 
 /// A temporary directory and a fake API server serving the standard cluster.
-async fn standard_setup() -> (tempfile::TempDir, FakeApi) {
+async fn standard_setup() -> (tempfile::TempDir, LabKubeApi) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let api = FakeApi::start().await;
-    standard_cluster(&api);
+    let api = LabKubeApi::start().await;
+    standard_cluster(&api).await;
     (dir, api)
 }
 
@@ -226,7 +226,8 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
         "/api/v1/pods",
         "ADDED",
         pod("default", "p2", "n2", "10.10.2.4"),
-    );
+    )
+    .await;
     let added = mgr
         .next_matching(|k| match k {
             Up::InventoryUpsert(inv) => inv.pods.into_iter().find(|p| p.name == "p2"),
@@ -241,7 +242,8 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
         "/api/v1/pods",
         "DELETED",
         pod("default", "p2", "n2", "10.10.2.4"),
-    );
+    )
+    .await;
     let deleted = mgr
         .next_matching(|k| match k {
             Up::InventoryDelete(d) => Some(d.pods),
@@ -471,7 +473,8 @@ async fn traceflow_resource_runs_and_its_status_is_written() {
     let (dir, api) = standard_setup().await;
     let mut mgr = FakeManager::start("t").await;
     // The resource appears after the agent attached (through the watch).
-    api.set("/apis/crd.traceflow.io/v1beta1/traceflows", vec![]);
+    api.set("/apis/crd.traceflow.io/v1beta1/traceflows", vec![])
+        .await;
     let adapter = start_adapter(dir.path(), &api, &mgr, Some("t")).await;
     mgr.hello().await;
     wait_for_adapter_cert(dir.path()).await;
@@ -488,7 +491,7 @@ async fn traceflow_resource_runs_and_its_status_is_written() {
             "spec": {"source": {"namespace": "default", "pod": "p0"}, "destination": {"namespace": "default", "pod": "p1"},
                      "packet": {"transportHeader": {"udp": {"dstPort": 53}}}}
         }),
-    );
+    ).await;
     let inject = n1.next_inject().await;
     assert_eq!((inject.protocol, inject.dst_port), (17, 53));
     let result = pb::NodeResult {
@@ -550,15 +553,18 @@ async fn agent_gets_its_node_state_then_a_delta_when_a_policy_appears() {
             running("default", "p0", "n1", "10.10.1.2"),
             running("default", "p1", "n2", "10.10.2.3"),
         ],
-    );
+    )
+    .await;
     let mut echo = service("default", "echo", "10.96.0.20", 80);
     echo["spec"]["selector"] = serde_json::json!({"app": "p1"});
     api.set(
         "/api/v1/services",
         vec![service("web", "api", "10.96.0.10", 80), echo],
-    );
+    )
+    .await;
     for path in ["networkpolicies", "clusternetworkpolicies", "tiers"] {
-        api.set(&format!("/apis/crd.antrea.io/v1beta1/{path}"), vec![]);
+        api.set(&format!("/apis/crd.antrea.io/v1beta1/{path}"), vec![])
+            .await;
     }
     let mut mgr = FakeManager::start("t").await;
     let adapter = start_adapter(dir.path(), &api, &mgr, Some("t")).await;
@@ -617,7 +623,8 @@ async fn agent_gets_its_node_state_then_a_delta_when_a_policy_appears() {
                      "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "p1"}}}],
                                   "ports": [{"protocol": "TCP", "port": 8080}]}]}
         }),
-    );
+    )
+    .await;
     let delta = n1.next_node_state().await;
     assert!(!delta.replace && delta.node.is_none());
     assert_eq!(delta.rules_upsert.len(), 1, "{delta:?}");

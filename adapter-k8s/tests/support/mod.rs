@@ -1,157 +1,169 @@
-//! Fakes for in-process adapter tests: a scripted Kubernetes API (list + watch over plain HTTP
-//! on loopback), a manager (registration + AdapterService over mTLS) and agent identities.
+//! Fakes for in-process adapter tests: the lab's Kubernetes API server (in process, TLS), a
+//! manager (registration + AdapterService over mTLS) and agent identities.
 
 #![allow(dead_code)]
 
 use std::{
-    collections::HashMap,
-    convert::Infallible,
     net::SocketAddr,
     path::Path,
     sync::{Arc, Mutex},
 };
 
-use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper::{Request, Response, body::Frame};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::{BroadcastStream, ReceiverStream, TcpListenerStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use traceflow_lab::kubeapi::{
+    resources,
+    server::{self, ApiState},
+    store::{EventType, Key, Store},
+};
 use traceflow_pki::{CertificateAuthority, IdentityKind};
 use traceflow_proto::v1 as pb;
 
-type Body = BoxBody<Bytes, Infallible>;
 /// The sender to the currently attached adapter's stream, once one attached.
 type Outbound = Arc<Mutex<Option<mpsc::Sender<Result<pb::ManagerMessage, tonic::Status>>>>>;
 
-/// A fake API server: objects per collection path, watch events broadcast per path.
+const API_TOKEN: &str = "adapter-test-token";
+
+/// The Kubernetes API: the lab's own server (`traceflow_lab::kubeapi`, the one every lab
+/// cluster runs) in process on port 0, over TLS with a bearer token, so the adapter's tests
+/// and the lab's talk to one fake. Objects are set and changed through its store; watchers
+/// see every change as the real `kube` client does.
 #[derive(Clone)]
-pub struct FakeApi {
-    lists: Arc<Mutex<HashMap<String, Vec<Value>>>>,
-    /// PATCH requests: (path, body).
-    patches: mpsc::UnboundedSender<(String, Value)>,
-    pub patched: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, Value)>>>,
-    events: broadcast::Sender<(String, Value)>,
+pub struct LabKubeApi {
+    state: Arc<ApiState>,
     pub addr: SocketAddr,
+    ca_pem: String,
+    /// Traceflow objects the adapter changed (status writes): (status path, object).
+    pub patched: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, Value)>>>,
 }
 
-fn full(status: u16, v: Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
-    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
-    r.headers_mut().insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r
+/// The resource index of a collection path (`/api/v1/pods`, `/apis/G/V/plural`).
+fn resource_of(path: &str) -> (usize, bool) {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, version, plural) = match parts.as_slice() {
+        ["api", v, p] => ("", *v, *p),
+        ["apis", g, v, p] => (*g, *v, *p),
+        _ => panic!("not a collection path: {path}"),
+    };
+    let (index, rt) = resources::by_path(group, version, plural)
+        .unwrap_or_else(|| panic!("the lab's API does not serve {path}"));
+    (index, rt.namespaced)
 }
 
-impl FakeApi {
-    pub async fn start() -> FakeApi {
+fn key_of(resource: usize, namespaced: bool, obj: &Value) -> Key {
+    let meta = |f: &str| obj["metadata"][f].as_str().unwrap_or_default().to_string();
+    Key {
+        resource,
+        namespace: if namespaced {
+            meta("namespace")
+        } else {
+            String::new()
+        },
+        name: meta("name"),
+    }
+}
+
+/// `obj` without the resource version a fixture carries (the store assigns its own).
+fn fresh(mut obj: Value) -> Value {
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    obj
+}
+
+impl LabKubeApi {
+    pub async fn start() -> LabKubeApi {
+        let ca = CertificateAuthority::generate("adapter tests: kube API CA").expect("CA");
+        let server = ca
+            .issue_server("localhost", &["localhost".into(), "127.0.0.1".into()])
+            .expect("server certificate");
+        let tls = traceflow_pki::rustls_server_config(&server.cert_pem, &server.key_pem)
+            .expect("TLS config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (events, _) = broadcast::channel(1024);
+        let state = ApiState::new("c1", API_TOKEN, Store::new());
         let (patches, patched) = mpsc::unbounded_channel();
-        let api = FakeApi {
-            lists: Arc::default(),
-            patches,
-            patched: Arc::new(tokio::sync::Mutex::new(patched)),
-            events,
-            addr,
+        let (_, mut changes) = {
+            let store = state.store.lock().await;
+            store
+                .watch_from(store.resource_version())
+                .expect("watch the store")
         };
-        let served = api.clone();
+        let (traceflows, _) = resource_of("/apis/crd.traceflow.io/v1beta1/traceflows");
         tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let api = served.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let api = api.clone();
-                        async move { Ok::<_, Infallible>(api.handle(req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        api
-    }
-
-    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
-        let path = req.uri().path().to_string();
-        if req.method() == hyper::Method::PATCH {
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let _ = self.patches.send((path, v.clone()));
-            return full(200, v);
-        }
-        let watch = req
-            .uri()
-            .query()
-            .is_some_and(|q| q.contains("watch=true") || q.contains("watch=1"));
-        let items = self.lists.lock().expect("lock").get(&path).cloned();
-        let Some(items) = items else {
-            return full(
-                404,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
-            );
-        };
-        if !watch {
-            return full(
-                200,
-                json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
-            );
-        }
-        let rx = BroadcastStream::new(self.events.subscribe());
-        let stream = rx.filter_map(move |e| {
-            let path = path.clone();
-            async move {
-                match e {
-                    Ok((p, ev)) if p == path => Some(Ok::<_, Infallible>(Frame::data(
-                        Bytes::from(format!("{ev}\n")),
-                    ))),
-                    _ => None,
+            while let Ok(e) = changes.recv().await {
+                if e.key.resource == traceflows && e.kind == EventType::Modified {
+                    let path = format!(
+                        "/apis/crd.traceflow.io/v1beta1/traceflows/{}/status",
+                        e.key.name
+                    );
+                    let _ = patches.send((path, e.object));
                 }
             }
         });
-        let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-        r.headers_mut().insert(
-            "content-type",
-            hyper::header::HeaderValue::from_static("application/json"),
-        );
-        r
+        let served = state.clone();
+        tokio::spawn(async move {
+            let _ = server::serve(listener, tls, served, std::future::pending()).await;
+        });
+        LabKubeApi {
+            state,
+            addr,
+            ca_pem: ca.cert_pem().to_string(),
+            patched: Arc::new(tokio::sync::Mutex::new(patched)),
+        }
     }
 
-    /// Sets the objects a list of `path` returns (and makes the path exist).
-    pub fn set(&self, path: &str, items: Vec<Value>) {
-        self.lists
-            .lock()
-            .expect("lock")
-            .insert(path.to_string(), items);
+    /// Makes `items` the objects of collection `path` (replacing what it held).
+    pub async fn set(&self, path: &str, items: Vec<Value>) {
+        let (resource, namespaced) = resource_of(path);
+        let mut store = self.state.store.lock().await;
+        for (key, _) in store.list(resource, None) {
+            store.delete(&key).expect("delete");
+        }
+        for item in items {
+            let key = key_of(resource, namespaced, &item);
+            store
+                .create(resource, &key.namespace, fresh(item))
+                .expect("create");
+        }
     }
 
-    /// Sends a watch event (`ADDED`, `MODIFIED`, `DELETED`) to watchers of `path`.
-    pub fn event(&self, path: &str, kind: &str, obj: Value) {
-        let _ = self
-            .events
-            .send((path.to_string(), json!({"type": kind, "object": obj})));
+    /// Changes one object of `path` as a watch event of `kind` (`ADDED`, `MODIFIED`,
+    /// `DELETED`) would report it.
+    pub async fn event(&self, path: &str, kind: &str, obj: Value) {
+        let (resource, namespaced) = resource_of(path);
+        let key = key_of(resource, namespaced, &obj);
+        let mut store = self.state.store.lock().await;
+        match kind {
+            "ADDED" => {
+                store
+                    .create(resource, &key.namespace, fresh(obj))
+                    .expect("create");
+            }
+            "MODIFIED" => {
+                store.replace(&key, fresh(obj), false).expect("replace");
+            }
+            "DELETED" => {
+                store.delete(&key).expect("delete");
+            }
+            other => panic!("unknown watch event type {other}"),
+        }
     }
 
+    /// A kubeconfig for this server (its CA, the bearer token) in `dir`.
     pub fn kubeconfig(&self, dir: &Path) -> std::path::PathBuf {
+        let ca = dir.join("kube-ca.pem");
+        std::fs::write(&ca, &self.ca_pem).expect("kube CA");
         let path = dir.join("kubeconfig");
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: abc\n",
-            self.addr
+        let text = traceflow_lab::kubeapi::kubeconfig(
+            "c1",
+            &format!("https://localhost:{}", self.addr.port()),
+            &ca,
+            API_TOKEN,
         );
         std::fs::write(&path, text).expect("kubeconfig");
         path
@@ -180,18 +192,20 @@ pub fn service(ns: &str, name: &str, ip: &str, port: i32) -> Value {
 }
 
 /// Fills the fake API with a two-Node cluster and one Pod whose IP is invalid (to be skipped).
-pub fn standard_cluster(api: &FakeApi) {
+pub async fn standard_cluster(api: &LabKubeApi) {
     api.set(
         "/api/v1/nodes",
         vec![
             node("n1", "10.10.1.0/24", "192.168.77.1"),
             node("n2", "10.10.2.0/24", "192.168.77.2"),
         ],
-    );
+    )
+    .await;
     api.set(
         "/api/v1/namespaces",
         vec![namespace("default"), namespace("web")],
-    );
+    )
+    .await;
     api.set(
         "/api/v1/pods",
         vec![
@@ -199,12 +213,15 @@ pub fn standard_cluster(api: &FakeApi) {
             pod("default", "p1", "n2", "10.10.2.3"),
             pod("default", "bad", "n1", "10.10.1.999"),
         ],
-    );
+    )
+    .await;
     api.set(
         "/api/v1/services",
         vec![service("web", "api", "10.96.0.10", 80)],
-    );
-    api.set("/apis/networking.k8s.io/v1/networkpolicies", vec![]);
+    )
+    .await;
+    api.set("/apis/networking.k8s.io/v1/networkpolicies", vec![])
+        .await;
 }
 
 /// A fake manager: registration with one valid token, and AdapterService recording messages.
