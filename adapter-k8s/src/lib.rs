@@ -15,7 +15,11 @@
 //! each agent its Node's desired pipeline state: a replace after every hello, then deltas.
 //!
 //! Traceflow custom resources (`traceflows.crd.traceflow.io/v1beta1`, Antrea's schema) are a
-//! second entry point ([`crd`]): the adapter runs them and writes their `.status`.
+//! second entry point ([`crd`]): the adapter runs them and writes their `.status`. Both entry
+//! points hand the [`coordinator`] a `NewTrace` whose spec went through the one
+//! `traceflow_core::TraceSpec` conversion; a spec it refuses ends Failed with that message.
+//! The coordinator runs each trace in its lifecycle: `coordinator::injected` (a packet with a
+//! data-plane id) or `coordinator::live` (a DSCP tag on real traffic).
 //!
 //! [`run`] wires the parts: registration (token + CSR, once), the agent CA and server, the kube
 //! watchers, the coordinator task and the manager link. Behaviour copied from Antrea links to

@@ -100,29 +100,16 @@ Exit codes: 0 Succeeded, 1 Failed, 2 invalid flags or spec, or no connection."
     Traceflow {
         #[command(flatten)]
         cluster: ClusterArg,
-        /// Namespace/Pod, Pod (namespace default), or an IP (live traffic only).
-        #[arg(short = 'S', long)]
-        source: Option<String>,
-        /// Namespace/Pod, Pod, Namespace/Service, Service, or an IP.
-        #[arg(short = 'D', long)]
-        destination: Option<String>,
+        #[command(flatten)]
+        flags: spec::TraceFlags,
         /// Treat a named destination as a Service without looking for a Pod of that name.
         #[arg(long)]
         dst_service: bool,
         /// ovs-ofctl-like packet fields, e.g. "tcp,tcp_dst=80" or "ipv6,udp,udp_dst=53".
         #[arg(short = 'f', long, default_value = "")]
         flow: String,
-        /// Trace timeout, e.g. 20s (1s..300s); default 20s.
-        #[arg(short = 't', long, value_parser = parse_duration)]
-        timeout: Option<Duration>,
         #[command(flatten)]
         output: OutputArg,
-        /// Trace the first packet of a new matching connection instead of injecting one.
-        #[arg(short = 'L', long, visible_short_alias = 'l')]
-        live_traffic: bool,
-        /// With --live-traffic: capture only a packet a NetworkPolicy drops.
-        #[arg(short = 'd', long)]
-        dropped_only: bool,
         /// Create the trace and print it without waiting for the result.
         #[arg(long, visible_alias = "no-wait")]
         nowait: bool,
@@ -387,23 +374,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             };
         }
         // Flag problems are reported before touching the config or the network.
-        Command::Traceflow {
-            source,
-            destination,
-            live_traffic,
-            dropped_only,
-            timeout,
-            flow,
-            ..
-        } => {
-            let flags = spec::TraceFlags {
-                source: source.clone(),
-                destination: destination.clone(),
-                live_traffic: *live_traffic,
-                dropped_only: *dropped_only,
-                timeout: *timeout,
-            };
-            spec::check(&flags)?;
+        Command::Traceflow { flags, flow, .. } => {
+            spec::check(flags)?;
             flow::parse_flow(flow)?;
         }
         _ => {}
@@ -415,25 +387,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Traceflow {
             cluster,
-            source,
-            destination,
+            flags,
             dst_service,
             flow,
-            timeout,
             output,
-            live_traffic,
-            dropped_only,
             nowait,
         } => {
             let opts = commands::trace::TraceOptions {
                 cluster: commands::cluster_or_default(cluster.cluster, default_cluster.as_deref())?,
-                flags: spec::TraceFlags {
-                    source,
-                    destination,
-                    live_traffic,
-                    dropped_only,
-                    timeout,
-                },
+                flags,
                 flow,
                 output: output.output,
                 no_wait: nowait,

@@ -90,13 +90,23 @@ pub enum DestinationKind {
     Service,
 }
 
-/// The trace flags, already parsed.
-#[derive(Debug, Clone, Default)]
+/// The trace flags (antctl's), as clap parses them.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct TraceFlags {
+    /// Namespace/Pod, Pod (namespace default), or an IP (live traffic only).
+    #[arg(short = 'S', long)]
     pub source: Option<String>,
+    /// Namespace/Pod, Pod, Namespace/Service, Service, or an IP.
+    #[arg(short = 'D', long)]
     pub destination: Option<String>,
+    /// Trace the first packet of a new matching connection instead of injecting one.
+    #[arg(short = 'L', long, visible_short_alias = 'l')]
     pub live_traffic: bool,
+    /// With --live-traffic: capture only a packet a NetworkPolicy drops.
+    #[arg(short = 'd', long)]
     pub dropped_only: bool,
+    /// Trace timeout, e.g. 20s (1s..300s); default 20s.
+    #[arg(short = 't', long, value_parser = crate::parse_duration)]
     pub timeout: Option<Duration>,
 }
 
