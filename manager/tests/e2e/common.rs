@@ -1,4 +1,7 @@
-//! Harness: the real manager binary on 127.0.0.1 port 0, clients with real mTLS.
+//! Harness: the manager on 127.0.0.1 port 0 with real TLS, clients with real mTLS. API
+//! behaviour runs it in this process (`Manager::start`, `server::run` with the same settings the
+//! binary resolves); what needs a process (a crash, a restart, a signal, the command line
+//! against a running manager) runs the real binary (`Manager::start_process`, `start_in`).
 
 #![allow(dead_code)]
 
@@ -18,11 +21,27 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_traceflow-manager");
 
-/// A running manager process on its own data directory.
+/// A manager serving in this process, on a thread and runtime of its own (so a test that
+/// blocks, e.g. on the command line talking to this manager, cannot stall it): stopped by
+/// sending `stop`, done when `thread` ends.
+struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// `traceflow-manager serve`'s flags, parsed as the binary parses them.
+#[derive(clap::Parser)]
+struct Serve {
+    #[command(flatten)]
+    args: traceflow_manager::config::ServeArgs,
+}
+
+/// A running manager (process or in this process) on its own data directory.
 pub struct Manager {
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
+    in_process: Option<InProcess>,
     pub addr: String,
     pub ca_pem: String,
     pub extra_args: Vec<String>,
@@ -33,6 +52,9 @@ impl Drop for Manager {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(s) = self.in_process.take() {
+            let _ = s.stop.send(());
         }
     }
 }
@@ -65,37 +87,105 @@ impl Manager {
         Ok(String::from_utf8_lossy(&resp).into_owned())
     }
 
-    /// Starts a manager on a fresh data directory (heartbeat interval 1s).
+    /// Starts a manager in this process on a fresh data directory (heartbeat interval 1s).
     pub async fn start() -> Result<Manager, Error> {
         Self::start_with(&[]).await
     }
 
+    /// As [`start`](Self::start), with more `serve` flags.
     pub async fn start_with(args: &[&str]) -> Result<Manager, Error> {
-        let tmp = tempfile::tempdir()?;
-        let mut m = Manager {
-            dir: tmp.path().to_path_buf(),
-            _tmp: Some(tmp),
-            child: None,
-            addr: String::new(),
-            ca_pem: String::new(),
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
-        };
+        let mut m = Self::fresh(args)?;
+        m.serve_in_process().await?;
+        Ok(m)
+    }
+
+    /// Starts the real binary on a fresh data directory (for crashes, restarts, signals).
+    pub async fn start_process() -> Result<Manager, Error> {
+        let mut m = Self::fresh(&[])?;
         m.spawn().await?;
         Ok(m)
     }
 
-    /// Starts a manager on an existing data directory (kept by the caller).
+    fn fresh(args: &[&str]) -> Result<Manager, Error> {
+        let tmp = tempfile::tempdir()?;
+        Ok(Manager {
+            dir: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+            child: None,
+            in_process: None,
+            addr: String::new(),
+            ca_pem: String::new(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    /// Starts the real binary on an existing data directory (kept by the caller).
     pub async fn start_in(dir: &Path) -> Result<Manager, Error> {
         let mut m = Manager {
             dir: dir.to_path_buf(),
             _tmp: None,
             child: None,
+            in_process: None,
             addr: String::new(),
             ca_pem: String::new(),
             extra_args: Vec::new(),
         };
         m.spawn().await?;
         Ok(m)
+    }
+
+    /// Serves `self.dir` in this process with the settings the binary would resolve from
+    /// `serve --data-dir D --listen 127.0.0.1:0 --heartbeat-interval 1s EXTRA_ARGS`.
+    async fn serve_in_process(&mut self) -> TestResult {
+        use clap::Parser;
+        use traceflow_manager::{config, server};
+        let dir = self.dir.display().to_string();
+        let mut argv = vec!["serve", "--data-dir", &dir];
+        argv.extend(["--listen", "127.0.0.1:0", "--heartbeat-interval", "1s"]);
+        argv.extend(self.extra_args.iter().map(String::as_str));
+        let Serve { args } = Serve::try_parse_from(argv)?;
+        let (cfg, listen, _log) = config::resolve_serve(args, None)?;
+        let data = server::open_data_dir_with_ca(&cfg.data_dir, cfg.ca_files.as_ref())?;
+        let std_listener = std::net::TcpListener::bind(listen)?;
+        std_listener.set_nonblocking(true)?;
+        self.addr = std_listener.local_addr()?.to_string();
+        std::fs::write(self.dir.join("listen.addr"), format!("{}\n", self.addr))?;
+        self.ca_pem = std::fs::read_to_string(self.dir.join("ca.pem"))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return eprintln!("in-process manager: no runtime: {e}"),
+            };
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => return eprintln!("in-process manager: listener: {e}"),
+                };
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = server::run(cfg, data, listener, shutdown).await {
+                    eprintln!("in-process manager stopped: {e}");
+                }
+            });
+        });
+        self.in_process = Some(InProcess { stop, thread });
+        Ok(())
+    }
+
+    /// Stops the manager and waits until it released its data directory (the binary: SIGKILL;
+    /// in this process: shutdown, which flushes).
+    pub async fn stop(&mut self) {
+        self.kill9();
+        if let Some(s) = self.in_process.take() {
+            let _ = s.stop.send(());
+            let _ = tokio::task::spawn_blocking(move || s.thread.join()).await;
+        }
     }
 
     /// SIGTERM; returns the exit status once the process is gone (at most 15 s).

@@ -78,7 +78,7 @@ impl Grpcurl {
 #[tokio::test]
 async fn real_grpcurl_lists_describes_creates_and_gets() -> TestResult {
     let bin = grpcurl()?;
-    let m = Manager::start().await?;
+    let m = Manager::start_process().await?;
     let (cert, key) = m.register("alpha").await?;
     let mut adapter = FakeAdapter::attach(&m, &cert, &key).await?;
     adapter.heartbeat(1, 1).await?;

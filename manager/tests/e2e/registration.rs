@@ -66,7 +66,7 @@ async fn registration_matrix() -> TestResult {
     assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
 
     // Every event is in the store's audit log.
-    m.kill9();
+    m.stop().await;
     let events = audit(&m)?;
     let count = |action: &str| events.iter().filter(|e| e.action == action).count();
     assert_eq!(count("register"), 2, "{events:#?}");
@@ -140,7 +140,7 @@ async fn deregister_revokes_closes_and_allows_reregistration() -> TestResult {
 
     // Deregistration is audited.
     drop(admin);
-    m.kill9();
+    m.stop().await;
     let events = audit(&m)?;
     assert!(
         events

@@ -14,7 +14,7 @@ use super::common::*;
 
 #[tokio::test]
 async fn sigkill_then_restart_keeps_ca_cluster_and_traces() -> TestResult {
-    let mut m = Manager::start().await?;
+    let mut m = Manager::start_process().await?;
     let ca_before = m.ca_pem.clone();
     let (cert, key) = m.register("alpha").await?;
     let mut adapter = FakeAdapter::attach(&m, &cert, &key).await?;
@@ -112,7 +112,7 @@ async fn sigkill_then_restart_keeps_ca_cluster_and_traces() -> TestResult {
 
 #[tokio::test]
 async fn crash_test_no_acknowledged_trace_is_lost() -> TestResult {
-    let mut m = Manager::start().await?;
+    let mut m = Manager::start_process().await?;
     let (cert, key) = m.register("alpha").await?;
     let mut adapter = FakeAdapter::attach(&m, &cert, &key).await?;
     adapter.heartbeat(1, 1).await?;
