@@ -25,7 +25,7 @@ use traceflow_proto::v1 as pb;
 use tracing::{info, warn};
 
 pub use model::{
-    DesiredState, Endpoint, InvalidObject, PeerNode, PolicyRule, RuleAction, RuleDirection,
+    DesiredState, Egress, Endpoint, InvalidObject, PeerNode, PolicyRule, RuleAction, RuleDirection,
     RulePort, Service, ServicePort,
 };
 

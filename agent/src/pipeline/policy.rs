@@ -28,7 +28,7 @@ use ipnet::IpNet;
 use crate::desired::{DesiredState, PolicyRule, RuleAction, RuleDirection};
 use crate::ovs::openflow::oxm::{CLASS_BASIC, CLASS_NXM1, basic, ct_state};
 use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
-use crate::trace::observe::{PolicyResolver, RuleRef};
+use crate::trace::observe::{EgressRef, PolicyResolver, RuleRef};
 
 use super::flows::prio;
 use super::regs;
@@ -438,6 +438,14 @@ impl PolicyResolver for DesiredState {
             rule: r.rule_name.clone(),
             reject: r.action == RuleAction::Reject,
         })
+    }
+
+    fn egress_of(&self, src: std::net::IpAddr) -> Option<EgressRef> {
+        DesiredState::egress_of(self, src).map(EgressRef::from)
+    }
+
+    fn egress_by_mark(&self, mark: u32) -> Option<EgressRef> {
+        DesiredState::egress_by_mark(self, mark).map(EgressRef::from)
     }
 }
 

@@ -26,9 +26,38 @@ pub struct RuleRef {
     pub reject: bool,
 }
 
-/// Resolves conjunction ids (reg3 / reg5 / reg6) to policy rules.
+/// An Antrea Egress, as Egress observations name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRef {
+    pub name: String,
+    pub egress_ip: IpAddr,
+    pub egress_node: String,
+}
+
+impl From<&crate::desired::Egress> for EgressRef {
+    fn from(e: &crate::desired::Egress) -> Self {
+        Self {
+            name: e.name.clone(),
+            egress_ip: e.egress_ip,
+            egress_node: e.egress_node.clone(),
+        }
+    }
+}
+
+/// Resolves conjunction ids (reg3 / reg5 / reg6) to policy rules, and sources / SNAT marks to
+/// Egresses (none unless the resolver knows Egresses).
 pub trait PolicyResolver {
     fn rule(&self, conj_id: u32) -> Option<RuleRef>;
+
+    /// The Egress applying to source Pod IP `src`.
+    fn egress_of(&self, _src: IpAddr) -> Option<EgressRef> {
+        None
+    }
+
+    /// The Egress whose SNAT `pkt_mark` is `mark`.
+    fn egress_by_mark(&self, _mark: u32) -> Option<EgressRef> {
+        None
+    }
 }
 
 /// No policies known (the pipeline does not program NetworkPolicy yet).
@@ -235,7 +264,10 @@ fn node_result(
                 micros,
             ));
         }
-        Some(Table::Output) => out.push(output_obs(pkt, pin, ports, micros)),
+        Some(Table::Output) => {
+            out.extend(egress_obs(pkt, pin, ports, sender, policies, micros));
+            out.push(output_obs(pkt, pin, ports, micros));
+        }
         _ => {}
     }
     pb::NodeResult {
@@ -263,6 +295,50 @@ fn policy_obs(
         o.network_policy_rule = rule.rule;
     }
     o
+}
+
+/// §3.4 step 6.1 / 6.3: the Egress observation before the Output one. To the tunnel with
+/// `RemoteSNATRegMark`: `ForwardedToEgressNode` with the source Pod's Egress. To the gateway
+/// (not its own IP) with a `pkt_mark`: `MarkedForSNAT`, with the source Pod's Egress on the
+/// sending Node, only the egress IP (by mark) on a Node that received the packet.
+fn egress_obs(
+    pkt: &ParsedPacket,
+    pin: &PacketIn,
+    ports: &NodePorts,
+    sender: bool,
+    policies: &dyn PolicyResolver,
+    micros: i64,
+) -> Option<pb::Observation> {
+    let out_port = pin.fields.reg(regs::TARGET_OFPORT_REG).unwrap_or(0);
+    let full = |action| {
+        let e = policies.egress_of(pkt.src);
+        let mut o = obs(pb::Component::Egress, action, micros);
+        if let Some(e) = e {
+            o.egress = e.name;
+            o.egress_ip = e.egress_ip.to_string();
+            o.egress_node = e.egress_node;
+        }
+        o
+    };
+    match ports.by_ofport(out_port)? {
+        PortKind::Tunnel => {
+            let r0 = pin.fields.reg(0).unwrap_or(0);
+            (r0 & regs::REMOTE_SNAT_MARK != 0).then(|| full(pb::Action::ForwardedToEgressNode))
+        }
+        PortKind::Gateway(_) if !ports.is_gateway_ip(pkt.dst) => {
+            let mark = pin.fields.pkt_mark().filter(|m| *m != 0)?;
+            if sender {
+                Some(full(pb::Action::MarkedForSnat))
+            } else {
+                let mut o = obs(pb::Component::Egress, pb::Action::MarkedForSnat, micros);
+                if let Some(e) = policies.egress_by_mark(mark) {
+                    o.egress_ip = e.egress_ip.to_string();
+                }
+                Some(o)
+            }
+        }
+        _ => None,
+    }
 }
 
 /// §3.4 step 6, encap mode: tunnel → Forwarded (tunnelDstIP); gateway IP via gateway →
