@@ -235,12 +235,13 @@ mod tests {
             assert_eq!(Table::from_name(t.name()), Some(*t));
             assert_eq!(t.to_string(), t.name());
         }
-        assert_eq!(Table::ALL.len(), 27);
+        assert_eq!(Table::ALL.len(), 28);
         assert_eq!(Table::PipelineRootClassifier.id(), 0);
         assert_eq!(Table::SpoofGuard.id(), 4);
-        assert_eq!(Table::IngressMetric.id(), 24);
-        assert_eq!(Table::Output.id(), 26);
-        assert_eq!(Table::from_id(27), None);
+        assert_eq!(Table::EgressMark.id(), 17);
+        assert_eq!(Table::IngressMetric.id(), 25);
+        assert_eq!(Table::Output.id(), 27);
+        assert_eq!(Table::from_id(28), None);
         assert_eq!(Table::from_name("ingressrule"), None);
         assert!(Table::AntreaPolicyEgressRule < Table::EgressRule);
         assert!(Table::AntreaPolicyIngressRule < Table::IngressRule);

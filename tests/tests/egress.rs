@@ -184,7 +184,9 @@ async fn traces(api: &mut Api, failures: &mut Vec<String>) -> Result<(), String>
 }
 
 /// Real pings from the three Pods to the external IPv4 address: the counters of flows on each
-/// Node's `br-phy` show which source address left which Node.
+/// Node's `br-phy` (matching what enters from the Node's own stack, `LOCAL`, since the underlay
+/// bridge floods frames for the unanswered address to every Node) show which source address
+/// left which Node.
 fn real_traffic(
     lab: &Lab,
     local: &str,
@@ -213,7 +215,7 @@ fn real_traffic(
     ];
     for (i, (node, src, _)) in sources.iter().enumerate() {
         let f = format!(
-            "cookie=0x{:x},priority=100,ip,nw_src={src},nw_dst={ext},actions=NORMAL",
+            "cookie=0x{:x},priority=100,in_port=LOCAL,ip,nw_src={src},nw_dst={ext},actions=NORMAL",
             0xe9_0000 + i
         );
         ofctl(lab, node, &["add-flow", &mgmt(lab, node, "br-phy"), &f])?;

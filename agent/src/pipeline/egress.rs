@@ -26,15 +26,13 @@ use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
 use crate::ports::NodePorts;
 
 use super::flows::{CT_ZONE, CT_ZONE_V6, prio};
+use super::nx::{self, Nat};
+use super::services::{SNAT_CT_ZONE, SNAT_CT_ZONE_V6};
 use super::tables::Table;
 use super::{COOKIE, GLOBAL_VIRTUAL_MAC, regs};
 
 const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
-
-/// Antrea's SNAT conntrack zones (`SNATCtZone`, `SNATCtZoneV6`).
-pub const SNAT_CT_ZONE: u16 = 65521;
-pub const SNAT_CT_ZONE_V6: u16 = 65511;
 
 /// Priority of the "destination inside the cluster: no SNAT" flows (above the marking flows).
 const SKIP: u16 = prio::NORMAL + 10;
@@ -189,11 +187,13 @@ pub fn egress_flows(ports: &NodePorts, desired: &DesiredState) -> Vec<FlowMod> {
                     .with(Oxm::eth_type(et))
                     .with(pkt_mark(e.mark))
                     .with(Oxm::exact(CLASS_NXM1, nxm::CT_ZONE, &zone.to_be_bytes())),
-                vec![Instruction::ApplyActions(vec![Action::CtSnat {
-                    zone: snat_zone,
-                    table: Table::Output.id(),
-                    to: e.egress_ip,
-                }])],
+                vec![Instruction::ApplyActions(vec![nx::ct(
+                    true,
+                    snat_zone,
+                    Some(Table::Output.id()),
+                    Some(Nat::Src(e.egress_ip)),
+                    &[],
+                )])],
             ));
         }
     }
@@ -258,11 +258,13 @@ mod tests {
         assert_eq!(snat.len(), 1);
         assert_eq!(
             snat[0].instructions,
-            vec![Instruction::ApplyActions(vec![Action::CtSnat {
-                zone: SNAT_CT_ZONE,
-                table: Table::Output.id(),
-                to: [192, 168, 77, 100].into(),
-            }])]
+            vec![Instruction::ApplyActions(vec![nx::ct(
+                true,
+                SNAT_CT_ZONE,
+                Some(Table::Output.id()),
+                Some(Nat::Src([192, 168, 77, 100].into())),
+                &[],
+            )])]
         );
         const { assert!(SNAT < prio::TRACE) };
     }

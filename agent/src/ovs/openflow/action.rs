@@ -3,8 +3,6 @@
 //! Unknown action / instruction types decode into `Unknown` values that re-encode byte for
 //! byte, so a flow dump or an error's echoed request never fails to decode.
 
-use std::net::IpAddr;
-
 use bytes::{BufMut, BytesMut};
 
 use super::oxm::{CLASS_NXM1, Oxm, nxm};
@@ -45,11 +43,6 @@ const NX_CT_F_COMMIT: u16 = 1;
 const NX_CT_RECIRC_NONE: u8 = 0xff;
 /// The bare `nat` action (`NXAST_NAT`, subtype 36) nested in `ct`: no ranges, apply existing
 /// NAT bindings.
-/// `NXAST_NAT` and its flags (`nx_action_nat`).
-const NXAST_NAT: u16 = 36;
-const NX_NAT_F_SRC: u16 = 1;
-const NX_NAT_RANGE_IPV4_MIN: u16 = 1;
-const NX_NAT_RANGE_IPV6_MIN: u16 = 4;
 const BARE_NAT: [u8; 16] = [0xff, 0xff, 0, 16, 0, 0, 0x23, 0x20, 0, 36, 0, 0, 0, 0, 0, 0];
 
 /// One action of an action list.
@@ -78,9 +71,6 @@ pub enum Action {
         table: Option<u8>,
         nat: bool,
     },
-    /// `NXAST_CT` committing in `zone` with `NXAST_NAT` source translation to `to` (Egress
-    /// SNAT), then recirculating to `table`. Encode-only: a dump decodes it as [`Self::Unknown`].
-    CtSnat { zone: u16, table: u8, to: IpAddr },
     /// `OFPAT_METER` (OF1.5): pass the packet through meter `id`; over the rate it stops here.
     Meter(u32),
     /// `OFPAT_DEC_NW_TTL`: decrement the IPv4 TTL / IPv6 hop limit (routed packets).
@@ -147,33 +137,6 @@ impl Action {
                 if *nat {
                     buf.put_slice(&BARE_NAT);
                 }
-            }
-            Self::CtSnat { zone, table, to } => {
-                // nx_action_nat: header (16) + the minimum address of the range, padded to 8.
-                let (range, addr): (u16, Vec<u8>) = match to {
-                    IpAddr::V4(v4) => (NX_NAT_RANGE_IPV4_MIN, v4.octets().to_vec()),
-                    IpAddr::V6(v6) => (NX_NAT_RANGE_IPV6_MIN, v6.octets().to_vec()),
-                };
-                let nat_len = 16 + addr.len() + pad8(16 + addr.len());
-                buf.put_u16(OFPAT_EXPERIMENTER);
-                buf.put_u16(u16::try_from(24 + nat_len).unwrap_or(u16::MAX));
-                buf.put_u32(NX_VENDOR_ID);
-                buf.put_u16(NXAST_CT);
-                buf.put_u16(NX_CT_F_COMMIT);
-                buf.put_u32(0);
-                buf.put_u16(*zone);
-                buf.put_u8(*table);
-                put_zeros(buf, 3);
-                buf.put_u16(0);
-                buf.put_u16(OFPAT_EXPERIMENTER);
-                buf.put_u16(u16::try_from(nat_len).unwrap_or(u16::MAX));
-                buf.put_u32(NX_VENDOR_ID);
-                buf.put_u16(NXAST_NAT);
-                buf.put_u16(0); // pad
-                buf.put_u16(NX_NAT_F_SRC);
-                buf.put_u16(range);
-                buf.put_slice(&addr);
-                put_zeros(buf, pad8(16 + addr.len()));
             }
             Self::Meter(id) => {
                 buf.put_u16(OFPAT_METER);
