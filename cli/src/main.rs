@@ -123,6 +123,10 @@ Exit codes: 0 Succeeded, 1 Failed, 2 invalid flags or spec, or no connection."
         /// With --live-traffic: capture only a packet a NetworkPolicy drops.
         #[arg(short = 'd', long)]
         dropped_only: bool,
+        /// Also trace the reply the destination Pod would send (TCP SYN-ACK, ICMP echo reply,
+        /// UDP/SCTP with ports swapped) back to the source; injected traces only.
+        #[arg(long)]
+        reply: bool,
         /// Create the trace and print it without waiting for the result.
         #[arg(long, visible_alias = "no-wait")]
         nowait: bool,
@@ -414,6 +418,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             destination,
             live_traffic,
             dropped_only,
+            reply,
             timeout,
             flow,
             ..
@@ -423,6 +428,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 destination: destination.clone(),
                 live_traffic: *live_traffic,
                 dropped_only: *dropped_only,
+                reply: *reply,
                 timeout: *timeout,
             };
             spec::check(&flags)?;
@@ -445,6 +451,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             output,
             live_traffic,
             dropped_only,
+            reply,
             nowait,
         } => {
             let opts = commands::trace::TraceOptions {
@@ -454,6 +461,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     destination,
                     live_traffic,
                     dropped_only,
+                    reply,
                     timeout,
                 },
                 flow,

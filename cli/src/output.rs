@@ -155,6 +155,7 @@ mod tests {
                     node: "n1".into(),
                     role: "sender".into(),
                     timestamp: 1,
+                    direction: pb::Direction::Forward as i32,
                     observations: vec![pb::Observation {
                         component: pb::Component::Lb as i32,
                         action: pb::Action::Forwarded as i32,

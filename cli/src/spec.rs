@@ -20,6 +20,8 @@ pub enum SpecError {
     NoPod,
     #[error("--dropped-only works only with live-traffic Traceflow")]
     DroppedOnlyWithoutLive,
+    #[error("--reply works only with injected Traceflow; drop --live-traffic or --reply")]
+    ReplyWithLive,
     #[error("source must be a Pod if not a live-traffic Traceflow")]
     SourceNotPod,
     #[error("source should be in the format of Namespace/Pod or Pod, or an IP address")]
@@ -97,6 +99,8 @@ pub struct TraceFlags {
     pub destination: Option<String>,
     pub live_traffic: bool,
     pub dropped_only: bool,
+    /// Also trace the reply of a delivered packet (`spec.reply`).
+    pub reply: bool,
     pub timeout: Option<Duration>,
 }
 
@@ -126,6 +130,9 @@ pub fn check(flags: &TraceFlags) -> Result<Endpoints, SpecError> {
     }
     if src.is_none() && dst.is_none() {
         return Err(SpecError::NoPod);
+    }
+    if flags.reply && flags.live_traffic {
+        return Err(SpecError::ReplyWithLive);
     }
     if flags.dropped_only && !flags.live_traffic {
         return Err(SpecError::DroppedOnlyWithoutLive);
@@ -209,6 +216,7 @@ pub fn build_spec(
         live_traffic: flags.live_traffic,
         dropped_only: flags.dropped_only,
         timeout,
+        reply: flags.reply,
     }
 }
 
@@ -288,6 +296,13 @@ mod tests {
         let mut dropped = flags(Some("p0"), Some("p1"));
         dropped.dropped_only = true;
         assert_eq!(check(&dropped), Err(SpecError::DroppedOnlyWithoutLive));
+        let live_reply = TraceFlags {
+            source: Some("p0".into()),
+            live_traffic: true,
+            reply: true,
+            ..Default::default()
+        };
+        assert_eq!(check(&live_reply), Err(SpecError::ReplyWithLive));
         let mut slow = flags(Some("p0"), Some("p1"));
         slow.timeout = Some(Duration::from_secs(301));
         assert!(matches!(check(&slow), Err(SpecError::Timeout(_))));

@@ -70,6 +70,7 @@ mod tests {
                     sequence: 1,
                     ..Default::default()
                 }],
+                direction: pb::Direction::Forward as i32,
             }],
             ..Default::default()
         };

@@ -191,6 +191,10 @@ fn node_result(
     };
     let (ct_src, ct_dst) = (valid(ct_src), valid(ct_dst));
 
+    // The reply leg of a `reply` trace: conntrack sees the packet in the reply direction.
+    let reply = f
+        .ct_state()
+        .is_some_and(|s| s & crate::ovs::openflow::oxm::ct_state::RPL != 0);
     let mut out = Vec::new();
     // 1. First observation: the sender is the Node whose Pod port the packet entered on.
     let sender = sender.unwrap_or_else(|| {
@@ -201,12 +205,21 @@ fn node_result(
     });
     if sender {
         let mut o = obs(pb::Component::SpoofGuard, pb::Action::Forwarded, micros);
-        o.src_pod_ip = ct_src.unwrap_or(pkt.src).to_string();
+        o.src_pod_ip = if reply {
+            // The conntrack tuple is the forward one: the reply's source is the Pod it
+            // entered from.
+            super::reply::entry_pod_ip(pin, pkt, ports).unwrap_or(pkt.src)
+        } else {
+            ct_src.unwrap_or(pkt.src)
+        }
+        .to_string();
         out.push(o);
         // 2. LB: the conntrack tuple differs from the packet's addresses.
         let dnat = ct_dst.is_some_and(|d| d != pkt.dst);
         let snat = ct_src.is_some_and(|s| s != pkt.src);
-        if dnat || snat {
+        if reply {
+            out.extend(super::reply::un_dnat_obs(pkt, f, micros));
+        } else if dnat || snat {
             let mut o = obs(pb::Component::Lb, pb::Action::Forwarded, micros);
             o.translated_dst_ip = pkt.dst.to_string();
             if snat {
@@ -226,6 +239,10 @@ fn node_result(
         }
     } else {
         out.push(obs(pb::Component::Forwarding, pb::Action::Received, micros));
+        // A reply crossing back to the client's Node is un-DNATed there (its conntrack).
+        if reply {
+            out.extend(super::reply::un_dnat_obs(pkt, f, micros));
+        }
     }
     // 4. Ingress NetworkPolicy allow.
     if let Some(conj) = reg(regs::TF_INGRESS_CONJ_ID_REG) {
@@ -275,6 +292,11 @@ fn node_result(
         role: if sender { "sender" } else { "receiver" }.to_string(),
         timestamp: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
         observations: out,
+        direction: if reply {
+            pb::Direction::Reply
+        } else {
+            pb::Direction::Forward
+        } as i32,
     }
 }
 
