@@ -223,6 +223,26 @@ async fn service_cases(api: &mut Api) -> Result<Vec<Case>, String> {
                 receiver("n1", vec![received(), lb_src(&svc), output("Delivered")]),
             ],
         });
+        // Hairpin: the endpoint is the client; the forward packet was SNATed to the gateway, so
+        // the reply goes to the gateway address and comes back un-SNATed and un-DNATed.
+        let gw = if ipv6 { "fd00:10::1" } else { "10.10.0.1" };
+        let hairpin = cluster_ip("hairpin", ipv6)?;
+        let mut lb = lb_dst("default/client", &client);
+        lb["translatedSrcIP"] = gw.into();
+        out.push(Case {
+            what: format!("{v} tcp hairpin client -> Service hairpin (itself)"),
+            src: "default/client",
+            dst: to_service("hairpin"),
+            packet: packet_from(ipv6, "tcp", 42080),
+            forward: vec![sender(
+                "n1",
+                vec![spoofguard(&client), lb, output("Delivered")],
+            )],
+            reply: vec![sender(
+                "n1",
+                vec![spoofguard(&client), lb_src(&hairpin), output("Delivered")],
+            )],
+        });
     }
     Ok(out)
 }
