@@ -83,6 +83,7 @@ async fn session_hello_ports_reports_failures_and_reconnect() {
                 role: "sender".into(),
                 timestamp: 1,
                 observations: vec![],
+                direction: pb::Direction::Forward as i32,
             },
         })
         .await

@@ -14,6 +14,7 @@ use support::runtime::{
 use support::{OvsNode, dump_on_failure};
 use tokio_util::sync::CancellationToken;
 use traceflow_agent::desired::Store;
+use traceflow_agent::pipeline::Table;
 use traceflow_agent::runtime::{NodeRuntime, OvsPaths};
 use traceflow_agent::trace::{LiveStartError, Observed};
 use traceflow_proto::v1 as pb;
@@ -465,7 +466,7 @@ async fn network_policies_drop_allow_and_name_rules() {
 
     // K8s default deny (ingress isolation of p1).
     assert!(p.sa.apply(isolation(&[&p1], &[])));
-    p.a.wait_flows("table=23", true);
+    p.a.wait_flows(&format!("table={}", Table::IngressDefaultRule.id()), true);
     p.a.wait_flows(&format!("nw_dst={p1} actions=drop"), true);
     assert!(!p.a.ping(0, &p1), "ping passed a default deny");
     let o = trace(&mut p.ra, &to_p1(1001, 1, 0)).await;

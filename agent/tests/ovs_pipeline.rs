@@ -13,7 +13,7 @@ use support::runtime::{
 };
 use tokio_util::sync::CancellationToken;
 use traceflow_agent::desired::Peer;
-use traceflow_agent::pipeline::COOKIE;
+use traceflow_agent::pipeline::{COOKIE, Table};
 use traceflow_agent::runtime::{NodeRuntime, OvsPaths};
 use traceflow_proto::v1 as pb;
 
@@ -70,7 +70,8 @@ async fn inject_pod_to_pod_reports_spoofguard_then_delivered() {
     assert_eq!(o.result.observations[0].src_pod_ip, node.pods[0].ip);
     assert!(o.result.observations.iter().all(|x| x.timestamp_micros > 0));
     // The trace packet went through conntrack (tracked and committed) like real traffic.
-    let commit = node.ofctl(&["dump-flows", &node.mgmt(), "table=25"]);
+    let table = format!("table={}", Table::ConntrackCommit.id());
+    let commit = node.ofctl(&["dump-flows", &node.mgmt(), &table]);
     assert!(
         commit
             .lines()

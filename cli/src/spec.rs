@@ -20,6 +20,8 @@ pub enum SpecError {
     NoPod,
     #[error("--dropped-only works only with live-traffic Traceflow")]
     DroppedOnlyWithoutLive,
+    #[error("--reply works only with injected Traceflow; drop --live-traffic or --reply")]
+    ReplyWithLive,
     #[error("source must be a Pod if not a live-traffic Traceflow")]
     SourceNotPod,
     #[error("source should be in the format of Namespace/Pod or Pod, or an IP address")]
@@ -105,6 +107,10 @@ pub struct TraceFlags {
     /// With --live-traffic: capture only a packet a NetworkPolicy drops.
     #[arg(short = 'd', long)]
     pub dropped_only: bool,
+    /// Also trace the reply the destination Pod would send (TCP SYN-ACK, ICMP echo reply,
+    /// UDP/SCTP with ports swapped) back to the source; injected traces only (`spec.reply`).
+    #[arg(long)]
+    pub reply: bool,
     /// Trace timeout, e.g. 20s (1s..300s); default 20s.
     #[arg(short = 't', long, value_parser = crate::parse_duration)]
     pub timeout: Option<Duration>,
@@ -136,6 +142,9 @@ pub fn check(flags: &TraceFlags) -> Result<Endpoints, SpecError> {
     }
     if src.is_none() && dst.is_none() {
         return Err(SpecError::NoPod);
+    }
+    if flags.reply && flags.live_traffic {
+        return Err(SpecError::ReplyWithLive);
     }
     if flags.dropped_only && !flags.live_traffic {
         return Err(SpecError::DroppedOnlyWithoutLive);
@@ -219,6 +228,7 @@ pub fn build_spec(
         live_traffic: flags.live_traffic,
         dropped_only: flags.dropped_only,
         timeout,
+        reply: flags.reply,
     }
 }
 
@@ -298,6 +308,13 @@ mod tests {
         let mut dropped = flags(Some("p0"), Some("p1"));
         dropped.dropped_only = true;
         assert_eq!(check(&dropped), Err(SpecError::DroppedOnlyWithoutLive));
+        let live_reply = TraceFlags {
+            source: Some("p0".into()),
+            live_traffic: true,
+            reply: true,
+            ..Default::default()
+        };
+        assert_eq!(check(&live_reply), Err(SpecError::ReplyWithLive));
         let mut slow = flags(Some("p0"), Some("p1"));
         slow.timeout = Some(Duration::from_secs(301));
         assert!(matches!(check(&slow), Err(SpecError::Timeout(_))));

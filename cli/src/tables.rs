@@ -225,7 +225,12 @@ pub fn trace(t: &pb::Traceflow, wide: bool, colour: bool) -> String {
         let mut row = vec![
             plain(o.sequence.to_string()),
             plain(&r.node),
-            plain(&r.role),
+            // The reply leg of a `--reply` trace says so where the Node's part is named.
+            plain(if r.direction == pb::Direction::Reply as i32 {
+                format!("{} (reply)", r.role)
+            } else {
+                r.role.clone()
+            }),
             plain(component(o)),
             plain(&o.component_info),
             (act, Some(style)),
@@ -486,12 +491,14 @@ mod tests {
                         node: "n2".into(),
                         role: "receiver".into(),
                         timestamp: 0,
+                        direction: pb::Direction::Forward as i32,
                         observations: vec![drop],
                     },
                     pb::NodeResult {
                         node: "n1".into(),
                         role: "sender".into(),
                         timestamp: 0,
+                        direction: pb::Direction::Forward as i32,
                         observations: vec![
                             obs(
                                 1,

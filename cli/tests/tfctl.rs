@@ -24,6 +24,7 @@ fn status(phase: TraceflowPhase, reason: &str) -> Option<pb::TraceflowStatus> {
             node: "n1".into(),
             role: "sender".into(),
             timestamp: 1_700_000_000,
+            direction: pb::Direction::Forward as i32,
             observations: vec![
                 pb::Observation {
                     component: pb::Component::SpoofGuard as i32,

@@ -40,6 +40,7 @@ pub fn lb_result(timestamp_micros: i64) -> pb::NodeResult {
         node: "n1".into(),
         role: "sender".into(),
         timestamp: timestamp_micros / 1_000_000,
+        direction: pb::Direction::Forward as i32,
         observations: vec![pb::Observation {
             component: pb::Component::Lb as i32,
             action: pb::Action::Forwarded as i32,

@@ -12,6 +12,18 @@ pub const CANCELLED: &str = "Traceflow cancelled";
 /// A trace that was in flight when the manager stopped.
 pub const MANAGER_RESTARTED: &str = "manager restarted";
 
+/// A `reply` trace whose timer fired, naming the leg that did not reach its end.
+pub fn timeout_in_leg(reply_leg: bool) -> String {
+    if reply_leg {
+        format!(
+            "{TIMEOUT}: the forward packet was delivered but its reply did not reach the end of \
+             the way back; check the reply leg's last observation"
+        )
+    } else {
+        format!("{TIMEOUT}: the forward packet did not reach the end of its way")
+    }
+}
+
 /// Antrea's agent-side failure form: `Node: <node>, error: <error>`.
 pub fn node_error(node: &str, error: impl Display) -> String {
     bounded(format!("Node: {node}, error: {error}"))

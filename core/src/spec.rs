@@ -146,6 +146,8 @@ pub struct TraceSpec {
     pub timeout: Duration,
     pub live_traffic: bool,
     pub dropped_only: bool,
+    /// Also trace the reply of a packet Delivered to a Pod (injected traces only).
+    pub reply: bool,
     /// The wire form this was built from, with the default timeout filled in: what is stored
     /// and sent on.
     proto: pb::TraceflowSpec,
@@ -233,6 +235,13 @@ impl TraceSpec {
             return Err(Invalid::new(
                 "spec.droppedOnly",
                 "droppedOnly works only with live-traffic Traceflow",
+            ));
+        }
+        if spec.reply && spec.live_traffic {
+            return Err(Invalid::new(
+                "spec.reply",
+                "reply works only with injected (non-live-traffic) Traceflow; unset liveTraffic \
+                 or reply",
             ));
         }
         if spec.timeout == 0 {
@@ -388,6 +397,7 @@ impl TraceSpec {
             timeout: Duration::from_secs(u64::from(timeout)),
             live_traffic: spec.live_traffic,
             dropped_only: spec.dropped_only,
+            reply: spec.reply,
             proto: spec,
         })
     }

@@ -14,7 +14,7 @@
 //! A table's OpenFlow id is its position in [`Table::ALL`]. Every table exists from the start
 //! (with a default flow, see [`Table::miss`]), so a feature adds flows to its table without
 //! renumbering. The list is a subsequence of Antrea's: tables for features we do not implement
-//! (UnSNAT, NodePortMark, EgressMark, TrafficControl, VLAN, …) are left out, so our ids are
+//! (UnSNAT, NodePortMark, TrafficControl, VLAN, …) are left out, so our ids are
 //! smaller than Antrea's indicative numbers, but the order is the same.
 //!
 //! No dependencies; the `serde` feature serializes a table as its name.
@@ -82,6 +82,9 @@ tables!(
     EgressMetric,
     /// Sets MACs and tunnel destination by destination.
     L3Forwarding,
+    /// Egress SNAT: marks a selected Pod's traffic leaving the cluster for SNAT (`pkt_mark`),
+    /// or sends it to the remote egress Node through the tunnel (`RemoteSNATRegMark`).
+    EgressMark,
     /// Decrements the TTL.
     L3DecTTL,
     /// Marks connections that need SNAT.
@@ -232,12 +235,13 @@ mod tests {
             assert_eq!(Table::from_name(t.name()), Some(*t));
             assert_eq!(t.to_string(), t.name());
         }
-        assert_eq!(Table::ALL.len(), 27);
+        assert_eq!(Table::ALL.len(), 28);
         assert_eq!(Table::PipelineRootClassifier.id(), 0);
         assert_eq!(Table::SpoofGuard.id(), 4);
-        assert_eq!(Table::IngressMetric.id(), 24);
-        assert_eq!(Table::Output.id(), 26);
-        assert_eq!(Table::from_id(27), None);
+        assert_eq!(Table::EgressMark.id(), 17);
+        assert_eq!(Table::IngressMetric.id(), 25);
+        assert_eq!(Table::Output.id(), 27);
+        assert_eq!(Table::from_id(28), None);
         assert_eq!(Table::from_name("ingressrule"), None);
         assert!(Table::AntreaPolicyEgressRule < Table::EgressRule);
         assert!(Table::AntreaPolicyIngressRule < Table::IngressRule);

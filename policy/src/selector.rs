@@ -85,6 +85,16 @@ impl Selector {
         Ok(Selector { requirements })
     }
 
+    /// Parses a selector outside a policy (e.g. an Egress's `appliedTo`); errors name `object`
+    /// and `field` as [`Selector::parse`]'s do.
+    pub fn from_k8s(
+        sel: &LabelSelector,
+        object: &str,
+        field: &str,
+    ) -> Result<Selector, PolicyError> {
+        Selector::parse(sel, &Ctx::new(object, field))
+    }
+
     /// Parses an optional selector; `None` → `None` (callers decide what absence means).
     pub(crate) fn parse_opt(
         sel: Option<&LabelSelector>,

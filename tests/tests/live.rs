@@ -158,6 +158,7 @@ fn live_spec(
         live_traffic: true,
         dropped_only,
         timeout: 30,
+        reply: false,
     }
 }
 

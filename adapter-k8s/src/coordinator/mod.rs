@@ -340,6 +340,7 @@ impl Coordinator {
         } else {
             let status = running.record.status(TraceflowPhase::Running, "", 0);
             self.emit(&uid, status);
+            self.inject_reply_if_due(&uid);
         }
     }
 
@@ -379,7 +380,14 @@ impl Coordinator {
                      so no traffic was tagged; check those Nodes' agents",
                     reasons::TIMEOUT
                 ),
-                None => reasons::TIMEOUT.to_string(),
+                None => match self.traces.get(uid) {
+                    Some(r) if r.record.spec.reply => {
+                        let reply_leg = traceflow_core::outcome::pending_leg(&r.record.results)
+                            == Some(pb::Direction::Reply);
+                        reasons::timeout_in_leg(reply_leg)
+                    }
+                    _ => reasons::TIMEOUT.to_string(),
+                },
             };
             self.finish(uid, TraceflowPhase::Failed, &reason);
         }
@@ -397,7 +405,7 @@ impl Coordinator {
         let rec = &running.record;
         match &running.lifecycle {
             Lifecycle::Live(live) => self.release_live(uid, rec.dataplane_tag, live),
-            Lifecycle::Injected => self.release_injected(rec.ipv6, rec.trace_id),
+            Lifecycle::Injected => self.release_injected(uid, rec.ipv6, rec.trace_id),
         }
         info!(uid = %uid, phase = phase.as_str_name(), reason, results = rec.results.len(), "trace finished");
         self.emit(uid, rec.status(phase, reason, now_micros()));

@@ -107,11 +107,18 @@ fn has_spoofguard(result: &pb::NodeResult) -> bool {
 
 /// Puts results in hop order and numbers observations 1.. across them.
 ///
-/// The result holding the sender's SpoofGuard observation (where the packet entered) comes
-/// first; the rest follow by their earliest observation timestamp; results without timestamps
-/// keep arrival order (the sort is stable).
+/// The forward leg comes before the reply leg (`reply` traces); within a leg, the result
+/// holding its SpoofGuard observation (where the packet entered) comes first, the rest follow
+/// by their earliest observation timestamp; results without timestamps keep arrival order (the
+/// sort is stable).
 pub fn order_and_sequence(results: &mut [pb::NodeResult]) {
-    results.sort_by_key(|r| (!has_spoofguard(r), first_micros(r).unwrap_or(0)));
+    results.sort_by_key(|r| {
+        (
+            outcome::is_reply(r),
+            !has_spoofguard(r),
+            first_micros(r).unwrap_or(0),
+        )
+    });
     let mut seq = 0u32;
     for obs in results.iter_mut().flat_map(|r| r.observations.iter_mut()) {
         seq += 1;

@@ -56,6 +56,9 @@ pub struct TraceflowSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 300))]
     pub timeout: Option<i32>,
+    /// Also trace the reply of a packet Delivered to a Pod (injected traces only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<bool>,
 }
 
 /// The source: a Pod, or (live traffic only) an IP.
@@ -225,6 +228,9 @@ pub struct NodeResult {
     pub timestamp: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observations: Option<Vec<Observation>>,
+    /// Forward or Reply (the leg of a `reply` trace); omitted means Forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
 }
 
 /// What one table did to the traced packet.
@@ -442,6 +448,7 @@ mod tests {
                 role: "sender".into(),
                 timestamp: 1_700_000_000,
                 observations: vec![observation],
+                direction: pb::Direction::Forward as i32,
             }],
             captured_packet: Some(packet),
             trace_id: 5,

@@ -17,7 +17,7 @@ use traceflow_policy::{
 };
 use traceflow_proto::v1 as pb;
 
-use super::record::{PodRecord, PolicyRecord, PolicySource, ServiceRecord};
+use super::record::{EgressRecord, PodRecord, PolicyRecord, PolicySource, ServiceRecord};
 
 /// An object the index cannot use; `field` names what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +305,72 @@ pub fn antrea_policy(
             kind: kind.to_string(),
         },
         source,
+    })
+}
+
+/// The parts of an Antrea Egress the adapter reads.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct EgressObject {
+    #[serde(default)]
+    spec: EgressSpecFields,
+    #[serde(default)]
+    status: EgressStatusFields,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct EgressSpecFields {
+    #[serde(default)]
+    applied_to: traceflow_policy::AppliedTo,
+    #[serde(default, rename = "egressIP")]
+    egress_ip: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct EgressStatusFields {
+    #[serde(default, rename = "egressIP")]
+    egress_ip: String,
+    #[serde(default)]
+    egress_node: String,
+}
+
+/// An Antrea Egress (crd.antrea.io/v1beta1): `spec.appliedTo` selectors, the egress IP
+/// (`spec.egressIP`, else `status.egressIP`) and `status.egressNode`.
+pub fn egress(obj: &DynamicObject) -> Result<EgressRecord, InvalidObject> {
+    let name = required_name("Egress", obj.metadata.name.as_ref())?;
+    let e: EgressObject = from_dynamic(obj, "Egress")?;
+    let selector = |sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+                    field: &'static str| {
+        sel.map(|s| {
+            traceflow_policy::Selector::from_k8s(s, &name, field)
+                .map_err(|err| invalid("Egress", &name, field, err.to_string()))
+        })
+        .transpose()
+    };
+    let pod_selector = selector(
+        e.spec.applied_to.pod_selector.as_ref(),
+        "spec.appliedTo.podSelector",
+    )?;
+    let namespace_selector = selector(
+        e.spec.applied_to.namespace_selector.as_ref(),
+        "spec.appliedTo.namespaceSelector",
+    )?;
+    let egress_ip = if e.spec.egress_ip.is_empty() {
+        e.status.egress_ip
+    } else {
+        e.spec.egress_ip
+    };
+    if !egress_ip.is_empty() {
+        parse_ip("Egress", &name, "spec.egressIP", &egress_ip)?;
+    }
+    Ok(EgressRecord {
+        name,
+        pod_selector,
+        namespace_selector,
+        egress_ip,
+        egress_node: e.status.egress_node,
     })
 }
 

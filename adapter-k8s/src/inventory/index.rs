@@ -16,7 +16,7 @@ use std::{
 
 use traceflow_proto::v1 as pb;
 
-use super::record::{PodRecord, PolicyRecord, PolicySource, ServiceRecord};
+use super::record::{EgressRecord, PodRecord, PolicyRecord, PolicySource, ServiceRecord};
 
 /// The kinds the index holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,6 +33,8 @@ pub enum Kind {
     AntreaClusterPolicy,
     /// Antrea Tiers (crd.antrea.io); adapter-only, never sent to the manager.
     Tier,
+    /// Antrea Egresses (crd.antrea.io); adapter-only, never sent to the manager.
+    Egress,
 }
 
 /// One indexed object, already converted (see `convert`).
@@ -44,6 +46,7 @@ pub enum Object {
     Service(ServiceRecord),
     Policy(PolicyRecord),
     Tier(Box<traceflow_policy::Tier>),
+    Egress(Box<EgressRecord>),
 }
 
 /// The part of an object the manager sees.
@@ -70,6 +73,7 @@ impl Object {
                 PolicySource::AntreaCluster(_) => Kind::AntreaClusterPolicy,
             },
             Object::Tier(_) => Kind::Tier,
+            Object::Egress(_) => Kind::Egress,
         }
     }
 
@@ -82,6 +86,7 @@ impl Object {
             Object::Service(s) => key(&s.inventory.namespace, &s.inventory.name),
             Object::Policy(p) => key(&p.inventory.namespace, &p.inventory.name),
             Object::Tier(t) => t.name().to_string(),
+            Object::Egress(e) => e.name.clone(),
         }
     }
 
@@ -92,7 +97,7 @@ impl Object {
             Object::Pod(p) => ManagerView::Pod(&p.inventory),
             Object::Service(s) => ManagerView::Service(&s.inventory),
             Object::Policy(p) => ManagerView::Policy(&p.inventory),
-            Object::Tier(_) => ManagerView::None,
+            Object::Tier(_) | Object::Egress(_) => ManagerView::None,
         }
     }
 }
@@ -110,7 +115,7 @@ impl Kind {
     /// keys its copy.
     pub fn key(self, namespace: &str, name: &str) -> String {
         match self {
-            Kind::Node | Kind::Namespace | Kind::Tier => name.to_string(),
+            Kind::Node | Kind::Namespace | Kind::Tier | Kind::Egress => name.to_string(),
             _ => key(namespace, name),
         }
     }
@@ -151,7 +156,7 @@ impl Change {
             Object::Pod(o) => self.upsert.pods.push(o.inventory),
             Object::Service(o) => self.upsert.services.push(o.inventory),
             Object::Policy(o) => self.upsert.policies.push(o.inventory),
-            Object::Tier(_) => {}
+            Object::Tier(_) | Object::Egress(_) => {}
         }
     }
 
@@ -163,7 +168,7 @@ impl Change {
             Kind::Pod => d.pods.push(key),
             Kind::Service => d.services.push(key),
             Kind::Policy | Kind::AntreaPolicy | Kind::AntreaClusterPolicy => d.policies.push(key),
-            Kind::Tier => {}
+            Kind::Tier | Kind::Egress => {}
         }
     }
 }
@@ -377,6 +382,14 @@ impl Index {
     pub fn tiers(&self) -> impl Iterator<Item = &traceflow_policy::Tier> {
         self.all(Kind::Tier).filter_map(|o| match o {
             Object::Tier(t) => Some(t.as_ref()),
+            _ => None,
+        })
+    }
+
+    /// Every Antrea Egress, by name.
+    pub fn egresses(&self) -> impl Iterator<Item = &EgressRecord> {
+        self.all(Kind::Egress).filter_map(|o| match o {
+            Object::Egress(e) => Some(e.as_ref()),
             _ => None,
         })
     }

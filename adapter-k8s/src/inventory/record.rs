@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use traceflow_policy::{AntreaClusterNetworkPolicy, AntreaNetworkPolicy, NamedPort};
+use traceflow_policy::{AntreaClusterNetworkPolicy, AntreaNetworkPolicy, NamedPort, Selector};
 use traceflow_proto::v1 as pb;
 
 /// A Pod as the index keeps it.
@@ -74,4 +74,39 @@ pub enum PolicySource {
 pub struct PolicyRecord {
     pub inventory: pb::InventoryPolicy,
     pub source: PolicySource,
+}
+
+/// An Antrea Egress (crd.antrea.io/v1beta1) as the index keeps it; adapter-only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EgressRecord {
+    pub name: String,
+    /// `spec.appliedTo.podSelector`; `None` = every Pod of the selected Namespaces.
+    pub pod_selector: Option<Selector>,
+    /// `spec.appliedTo.namespaceSelector`; `None` = every Namespace.
+    pub namespace_selector: Option<Selector>,
+    /// `spec.egressIP`, else `status.egressIP`; empty while unassigned.
+    pub egress_ip: String,
+    /// `status.egressNode`; empty while unassigned.
+    pub egress_node: String,
+}
+
+impl EgressRecord {
+    /// Whether the Egress applies to a Pod with `pod_labels` in a Namespace with `ns_labels`.
+    /// An `appliedTo` with neither selector selects nothing (Antrea requires one).
+    pub fn selects(
+        &self,
+        pod_labels: &BTreeMap<String, String>,
+        ns_labels: &BTreeMap<String, String>,
+    ) -> bool {
+        if self.pod_selector.is_none() && self.namespace_selector.is_none() {
+            return false;
+        }
+        self.pod_selector
+            .as_ref()
+            .is_none_or(|s| s.matches(pod_labels))
+            && self
+                .namespace_selector
+                .as_ref()
+                .is_none_or(|s| s.matches(ns_labels))
+    }
 }

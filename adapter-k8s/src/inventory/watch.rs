@@ -84,6 +84,12 @@ fn conv_tier(o: DynamicObject) -> Result<Object, String> {
         .map_err(|e| e.to_string())
 }
 
+fn conv_egress(o: DynamicObject) -> Result<Object, String> {
+    convert::egress(&o)
+        .map(|e| Object::Egress(Box::new(e)))
+        .map_err(|e| e.to_string())
+}
+
 /// What one watcher watches.
 struct Watched {
     kind: Kind,
@@ -148,6 +154,12 @@ fn watched() -> Vec<Watched> {
             name: "antrea-tiers",
             resource: antrea("Tier", "tiers"),
             convert: conv_tier,
+        },
+        Watched {
+            kind: Kind::Egress,
+            name: "antrea-egresses",
+            resource: antrea("Egress", "egresses"),
+            convert: conv_egress,
         },
     ]
 }

@@ -74,6 +74,7 @@ fn parse_ips(ips: &[String]) -> Vec<IpAddr> {
 pub struct ClusterView {
     pub nodes: BTreeMap<String, pb::NodeInfo>,
     pub services: BTreeMap<String, pb::ServiceState>,
+    pub egresses: pb::EgressSet,
 }
 
 impl ClusterView {
@@ -88,7 +89,11 @@ impl ClusterView {
             .filter_map(|s| service_state(s, &pods))
             .map(|s| (key(&s.namespace, &s.name), s))
             .collect();
-        ClusterView { nodes, services }
+        ClusterView {
+            nodes,
+            services,
+            egresses: egress_set(index),
+        }
     }
 
     /// The desired state of `node`: its info, every other Node as a peer, every Service, and
@@ -121,6 +126,7 @@ impl ClusterView {
                 ingress_ips: ips_of(&view.isolation.ingress),
                 egress_ips: ips_of(&view.isolation.egress),
             },
+            egresses: self.egresses.clone(),
         }
     }
 }
@@ -129,6 +135,56 @@ impl ClusterView {
 /// view once per recompute).
 pub fn node_state(index: &Index, compiled: &CompiledPolicies, node: &str) -> NodeDesired {
     ClusterView::from_index(index).node_state(compiled, node)
+}
+
+/// Every Egress with the IPs of the running, non-hostNetwork Pods it applies to; marks are
+/// 1-based positions by name (at most 255 Egresses get one; the rest are left out, loudly).
+fn egress_set(index: &Index) -> pb::EgressSet {
+    let ns_labels: BTreeMap<&str, BTreeMap<String, String>> = index
+        .namespaces()
+        .map(|n| {
+            let labels = n
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (n.name.as_str(), labels)
+        })
+        .collect();
+    let none = BTreeMap::new();
+    let mut egresses = Vec::new();
+    for (i, e) in index.egresses().enumerate() {
+        let Ok(mark) = u8::try_from(i + 1) else {
+            tracing::warn!(egress = %e.name, "more than 255 Egresses; this one gets no SNAT mark");
+            continue;
+        };
+        let mut pod_ips: Vec<IpAddr> = index
+            .pods()
+            .filter(|p| !p.inventory.host_network && !p.is_finished())
+            .filter(|p| {
+                let labels: BTreeMap<String, String> = p
+                    .inventory
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let ns = ns_labels
+                    .get(p.inventory.namespace.as_str())
+                    .unwrap_or(&none);
+                e.selects(&labels, ns)
+            })
+            .flat_map(|p| parse_ips(&p.inventory.ips))
+            .collect();
+        pod_ips.sort();
+        egresses.push(pb::EgressState {
+            name: e.name.clone(),
+            egress_ip: e.egress_ip.clone(),
+            egress_node: e.egress_node.clone(),
+            pod_ips: pod_ips.iter().map(ToString::to_string).collect(),
+            mark: u32::from(mark),
+        });
+    }
+    pb::EgressSet { egresses }
 }
 
 /// A Node's `NodeInfo`: Pod CIDRs, and the first InternalIP of each family as tunnel IPs.

@@ -29,6 +29,7 @@ pub fn diff(old: &NodeDesired, new: &NodeDesired) -> Option<pb::NodeState> {
         rules_upsert,
         rules_delete,
         isolation: (old.isolation != new.isolation).then(|| new.isolation.clone()),
+        egresses: (old.egresses != new.egresses).then(|| new.egresses.clone()),
     };
     (state != pb::NodeState::default()).then_some(state)
 }

@@ -30,6 +30,9 @@
 //! - Rules are the Node's view of the compiled policies (only rules protecting a local Pod;
 //!   `applied_to_ips` narrowed to local Pods, peers cluster-wide); `peer_cidrs` are CIDR strings
 //!   (`10.0.1.2/32` for a Pod). All lists are sorted, so equal states are equal messages.
+//! - Egresses are every Antrea Egress, sent whole (on replace, and in a delta whenever any
+//!   changed), sorted by name, each with the IPs of the running Pods it applies to cluster-wide
+//!   and a SNAT mark (1-based position by name, so a Node needs no allocator).
 
 pub mod compute;
 pub mod diff;
@@ -58,6 +61,8 @@ pub struct NodeDesired {
     /// The rules this Node enforces, by conjunction id.
     pub rules: BTreeMap<u32, pb::PolicyRule>,
     pub isolation: pb::Isolation,
+    /// Every Antrea Egress of the cluster (the same for every Node).
+    pub egresses: pb::EgressSet,
 }
 
 impl NodeDesired {
@@ -73,6 +78,7 @@ impl NodeDesired {
             rules_upsert: self.rules.values().cloned().collect(),
             rules_delete: Vec::new(),
             isolation: Some(self.isolation.clone()),
+            egresses: Some(self.egresses.clone()),
         }
     }
 }

@@ -214,6 +214,7 @@ fn fixture_gives_the_expected_replace() {
             ingress_ips: vec!["10.10.1.3".into(), "fd00:1::3".into()],
             egress_ips: vec![],
         }),
+        egresses: Some(pb::EgressSet::default()),
     };
     assert_eq!(got, expected);
 
@@ -424,4 +425,100 @@ fn a_bad_policy_is_skipped_and_the_rest_still_compile() {
     assert_eq!(compiled.errors.len(), 1);
     let s = node_state(&idx, &compiled, "n1");
     assert_eq!(s.rules.len(), 1);
+}
+
+fn egress(v: Value) -> Object {
+    let obj = serde_json::from_value(v).unwrap_or_else(|e| panic!("fixture Egress: {e}"));
+    match convert::egress(&obj) {
+        Ok(e) => Object::Egress(Box::new(e)),
+        Err(e) => panic!("fixture Egress: {e}"),
+    }
+}
+
+#[test]
+fn egresses_reach_every_node_with_their_pods_and_marks_and_changes_are_deltas() {
+    let mut idx = Index::new();
+    node(&mut idx, "n1", "10.10.1.0/24", &["192.168.77.1"]);
+    node(&mut idx, "n2", "10.10.2.0/24", &["192.168.77.2"]);
+    idx.apply(Object::Pod(mk_pod(
+        "web",
+        "a",
+        "n1",
+        &["10.10.1.2"],
+        "client",
+    )));
+    idx.apply(Object::Pod(mk_pod("web", "b", "n2", &["10.10.2.2"], "db")));
+    idx.apply(Object::Pod(mk_pod(
+        "ops",
+        "c",
+        "n2",
+        &["10.10.2.3"],
+        "client",
+    )));
+    idx.apply(Object::Namespace(pb::InventoryNamespace {
+        name: "web".into(),
+        labels: [("team".to_string(), "w".to_string())].into(),
+    }));
+    idx.apply(egress(json!({
+        "apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
+        "metadata": {"name": "eg-b"},
+        "spec": {"appliedTo": {"podSelector": {"matchLabels": {"app": "client"}},
+                               "namespaceSelector": {"matchLabels": {"team": "w"}}},
+                 "egressIP": "192.168.77.100"},
+        "status": {"egressNode": "n2"}
+    })));
+    idx.apply(egress(json!({
+        "apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
+        "metadata": {"name": "eg-a"},
+        "spec": {"appliedTo": {"podSelector": {"matchLabels": {"app": "client"}}}},
+        "status": {"egressIP": "192.168.77.101"}
+    })));
+    let compiled = CompiledPolicies::default();
+    let n1 = node_state(&idx, &compiled, "n1");
+    let n2 = node_state(&idx, &compiled, "n2");
+    assert_eq!(n1.egresses, n2.egresses, "every Node gets every Egress");
+    assert_eq!(
+        n1.egresses.egresses,
+        vec![
+            pb::EgressState {
+                name: "eg-a".into(),
+                egress_ip: "192.168.77.101".into(),
+                egress_node: String::new(),
+                pod_ips: vec!["10.10.1.2".into(), "10.10.2.3".into()],
+                mark: 1,
+            },
+            pb::EgressState {
+                name: "eg-b".into(),
+                egress_ip: "192.168.77.100".into(),
+                egress_node: "n2".into(),
+                // ops/c is a client too, but not in a team=w Namespace.
+                pod_ips: vec!["10.10.1.2".into()],
+                mark: 2,
+            },
+        ]
+    );
+    idx.apply(Object::Pod(mk_pod(
+        "web",
+        "d",
+        "n1",
+        &["10.10.1.9"],
+        "client",
+    )));
+    let after = node_state(&idx, &compiled, "n1");
+    let delta = diff(&n1, &after).unwrap_or_default();
+    assert!(
+        delta.egresses.is_some(),
+        "a newly selected Pod resends the Egresses"
+    );
+    assert!(!delta.replace);
+    assert!(
+        convert::egress(
+            &serde_json::from_value(json!({
+                "apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
+                "metadata": {"name": "bad"}, "spec": {"egressIP": "not-an-ip"}
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        )
+        .is_err()
+    );
 }

@@ -25,8 +25,8 @@ use traceflow_proto::v1 as pb;
 use tracing::{info, warn};
 
 pub use model::{
-    DesiredState, Endpoint, InvalidObject, Peer, PeerNode, PolicyRule, RuleAction, RuleDirection,
-    RulePort, Service, ServicePort,
+    DesiredState, Egress, Endpoint, InvalidObject, Peer, PeerNode, PolicyRule, RuleAction,
+    RuleDirection, RulePort, Service, ServicePort,
 };
 
 /// Owner of the desired state; cheap to clone (all clones share one state).

@@ -28,6 +28,12 @@ pub enum InvalidObject {
         field: &'static str,
         value: String,
     },
+    #[error("egress {egress:?}: invalid {field} {value:?}")]
+    Egress {
+        egress: String,
+        field: &'static str,
+        value: String,
+    },
 }
 
 /// Another Node reachable through the Geneve tunnel: its Pod CIDRs and its tunnel (underlay)
@@ -422,6 +428,8 @@ pub struct DesiredState {
     /// Local Pod IPs isolated by K8s NetworkPolicies for ingress / egress.
     pub isolated_ingress: BTreeSet<IpAddr>,
     pub isolated_egress: BTreeSet<IpAddr>,
+    /// Antrea Egresses with an egress IP and Node, by name (sent whole).
+    pub egresses: BTreeMap<String, Egress>,
     /// DSCP tags of the live-traffic traces running on this Node (`LiveTrace` /
     /// `StopLiveTrace`, not `NodeState`): the policy drop tables report packets carrying them.
     /// A replace keeps them; they end with their trace.
@@ -441,6 +449,7 @@ impl DesiredState {
             rules_upsert,
             rules_delete,
             isolation,
+            egresses,
         } = msg;
         let mut errors = Vec::new();
         if replace {
@@ -496,7 +505,33 @@ impl DesiredState {
             self.isolated_ingress = parse(iso.ingress_ips, &mut errors);
             self.isolated_egress = parse(iso.egress_ips, &mut errors);
         }
+        if let Some(set) = egresses {
+            self.egresses.clear();
+            for raw in set.egresses {
+                let name = raw.name.clone();
+                match Egress::from_state(raw) {
+                    Ok(Some(e)) => {
+                        self.egresses.insert(name, e);
+                    }
+                    Ok(None) => {}
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
         errors
+    }
+
+    /// The Egress applying to a source Pod IP (the first by name, as Antrea picks one Egress
+    /// per Pod).
+    pub fn egress_of(&self, pod_ip: IpAddr) -> Option<&Egress> {
+        self.egresses
+            .values()
+            .find(|e| e.egress_ip.is_ipv4() == pod_ip.is_ipv4() && e.pod_ips.contains(&pod_ip))
+    }
+
+    /// The Egress whose SNAT mark is `mark` (what the egress Node reads from `pkt_mark`).
+    pub fn egress_by_mark(&self, mark: u32) -> Option<&Egress> {
+        self.egresses.values().find(|e| u32::from(e.mark) == mark)
     }
 
     /// The peers the pipeline routes to: one [`Peer`] per peer Node with a tunnel IP, in
@@ -511,5 +546,54 @@ impl DesiredState {
                 })
             })
             .collect()
+    }
+}
+
+/// An Antrea Egress with an assigned egress IP and Node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Egress {
+    pub name: String,
+    pub egress_ip: IpAddr,
+    pub egress_node: String,
+    /// Every Pod IP (cluster-wide) it applies to.
+    pub pod_ips: BTreeSet<IpAddr>,
+    /// The SNAT `pkt_mark`, 1..255.
+    pub mark: u8,
+}
+
+impl Egress {
+    /// The proto → domain conversion; `Ok(None)` while the Egress has no IP or Node yet
+    /// (Antrea marks nothing then).
+    pub fn from_state(e: pb::EgressState) -> Result<Option<Self>, InvalidObject> {
+        let pb::EgressState {
+            name,
+            egress_ip,
+            egress_node,
+            pod_ips,
+            mark,
+        } = e;
+        if egress_ip.is_empty() || egress_node.is_empty() {
+            return Ok(None);
+        }
+        let bad = |field, value: String| InvalidObject::Egress {
+            egress: name.clone(),
+            field,
+            value,
+        };
+        let egress_ip = egress_ip
+            .parse()
+            .map_err(|_| bad("egress IP", egress_ip.clone()))?;
+        let pod_ips = parse_each(&pod_ips, "Pod IP", bad)?;
+        let mark = u8::try_from(mark)
+            .ok()
+            .filter(|m| *m != 0)
+            .ok_or_else(|| bad("mark", mark.to_string()))?;
+        Ok(Some(Egress {
+            name,
+            egress_ip,
+            egress_node,
+            pod_ips,
+            mark,
+        }))
     }
 }

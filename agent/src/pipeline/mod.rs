@@ -6,6 +6,7 @@
 //! ordered OpenFlow bundle (falling back to delete + add + barrier if bundles are refused),
 //! so a reconcile is idempotent and never leaves the bridge half-programmed.
 
+pub mod egress;
 pub mod flows;
 pub mod live;
 pub mod nx;
@@ -128,7 +129,7 @@ pub async fn reconcile(
 }
 
 /// Every desired flow for `ports` and `desired`: the base pipeline with the peers' routes
-/// ([`flows`]), then Services ([`services`]) and policies ([`policy`]).
+/// ([`flows`]), then Services ([`services`]), policies ([`policy`]) and Egresses ([`egress`]).
 pub fn state_flows(
     ports: &NodePorts,
     desired: &DesiredState,
@@ -137,6 +138,7 @@ pub fn state_flows(
     let mut f = flows::desired_flows_with(ports, &desired.tunnel_peers(), packet_in_meter);
     f.extend(services::service_flows_with(ports, desired, packet_in_meter).flows);
     f.extend(policy::policy_flows(desired, packet_in_meter));
+    f.extend(egress::egress_flows(ports, desired));
     f
 }
 

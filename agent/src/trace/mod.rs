@@ -7,6 +7,7 @@ pub mod live;
 pub mod observe;
 pub mod pace;
 pub mod packet;
+pub mod reply;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -98,7 +99,11 @@ impl Tracer {
             let ports = self.ports.borrow();
             inject::resolve(req, &ports, rand::random::<u16>)?
         };
-        let msg = injection.packet_out()?;
+        let msg = if req.reply {
+            reply::packet_out(&injection)?
+        } else {
+            injection.packet_out()?
+        };
         let ticket = self.pacer.admit(req.trace_id).await;
         let result = self.send(msg).await;
         if result.is_err() {

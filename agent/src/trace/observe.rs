@@ -27,9 +27,38 @@ pub struct RuleRef {
     pub reject: bool,
 }
 
-/// Resolves conjunction ids (reg3 / reg5 / reg6) to policy rules.
+/// An Antrea Egress, as Egress observations name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRef {
+    pub name: String,
+    pub egress_ip: IpAddr,
+    pub egress_node: String,
+}
+
+impl From<&crate::desired::Egress> for EgressRef {
+    fn from(e: &crate::desired::Egress) -> Self {
+        Self {
+            name: e.name.clone(),
+            egress_ip: e.egress_ip,
+            egress_node: e.egress_node.clone(),
+        }
+    }
+}
+
+/// Resolves conjunction ids (reg3 / reg5 / reg6) to policy rules, and sources / SNAT marks to
+/// Egresses (none unless the resolver knows Egresses).
 pub trait PolicyResolver {
     fn rule(&self, conj_id: u32) -> Option<RuleRef>;
+
+    /// The Egress applying to source Pod IP `src`.
+    fn egress_of(&self, _src: IpAddr) -> Option<EgressRef> {
+        None
+    }
+
+    /// The Egress whose SNAT `pkt_mark` is `mark`.
+    fn egress_by_mark(&self, _mark: u32) -> Option<EgressRef> {
+        None
+    }
 }
 
 /// No policies known (a Tracer without a desired state, e.g. in tests).
@@ -51,6 +80,14 @@ impl PolicyResolver for DesiredState {
             rule: r.rule_name.clone(),
             reject: r.action == RuleAction::Reject,
         })
+    }
+
+    fn egress_of(&self, src: IpAddr) -> Option<EgressRef> {
+        DesiredState::egress_of(self, src).map(EgressRef::from)
+    }
+
+    fn egress_by_mark(&self, mark: u32) -> Option<EgressRef> {
+        DesiredState::egress_by_mark(self, mark).map(EgressRef::from)
     }
 }
 
@@ -176,6 +213,10 @@ fn node_result(
     };
     let (ct_src, ct_dst) = (valid(ct_src), valid(ct_dst));
 
+    // The reply leg of a `reply` trace: conntrack sees the packet in the reply direction.
+    let reply = f
+        .ct_state()
+        .is_some_and(|s| s & crate::ovs::openflow::oxm::ct_state::RPL != 0);
     let mut out = Vec::new();
     // 1. First observation: the sender is the Node whose Pod port the packet entered on.
     let sender = sender.unwrap_or_else(|| {
@@ -186,12 +227,21 @@ fn node_result(
     });
     if sender {
         let mut o = obs(pb::Component::SpoofGuard, pb::Action::Forwarded, micros);
-        o.src_pod_ip = ct_src.unwrap_or(pkt.src).to_string();
+        o.src_pod_ip = if reply {
+            // The conntrack tuple is the forward one: the reply's source is the Pod it
+            // entered from.
+            super::reply::entry_pod_ip(pin, pkt, ports).unwrap_or(pkt.src)
+        } else {
+            ct_src.unwrap_or(pkt.src)
+        }
+        .to_string();
         out.push(o);
         // 2. LB: the conntrack tuple differs from the packet's addresses.
         let dnat = ct_dst.is_some_and(|d| d != pkt.dst);
         let snat = ct_src.is_some_and(|s| s != pkt.src);
-        if dnat || snat {
+        if reply {
+            out.extend(super::reply::un_dnat_obs(pkt, f, micros));
+        } else if dnat || snat {
             let mut o = obs(pb::Component::Lb, pb::Action::Forwarded, micros);
             o.translated_dst_ip = pkt.dst.to_string();
             if snat {
@@ -211,6 +261,10 @@ fn node_result(
         }
     } else {
         out.push(obs(pb::Component::Forwarding, pb::Action::Received, micros));
+        // A reply crossing back to the client's Node is un-DNATed there (its conntrack).
+        if reply {
+            out.extend(super::reply::un_dnat_obs(pkt, f, micros));
+        }
     }
     // 4. Ingress NetworkPolicy allow.
     if let Some(conj) = reg(regs::TF_INGRESS_CONJ_ID_REG) {
@@ -249,7 +303,10 @@ fn node_result(
                 micros,
             ));
         }
-        Some(Table::Output) => out.push(output_obs(pkt, pin, ports, micros)),
+        Some(Table::Output) => {
+            out.extend(egress_obs(pkt, pin, ports, sender, policies, micros));
+            out.push(output_obs(pkt, pin, ports, micros));
+        }
         _ => {}
     }
     pb::NodeResult {
@@ -257,6 +314,11 @@ fn node_result(
         role: if sender { "sender" } else { "receiver" }.to_string(),
         timestamp: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
         observations: out,
+        direction: if reply {
+            pb::Direction::Reply
+        } else {
+            pb::Direction::Forward
+        } as i32,
     }
 }
 
@@ -277,6 +339,50 @@ fn policy_obs(
         o.network_policy_rule = rule.rule;
     }
     o
+}
+
+/// §3.4 step 6.1 / 6.3: the Egress observation before the Output one. To the tunnel with
+/// `RemoteSNATRegMark`: `ForwardedToEgressNode` with the source Pod's Egress. To the gateway
+/// (not its own IP) with a `pkt_mark`: `MarkedForSNAT`, with the source Pod's Egress on the
+/// sending Node, only the egress IP (by mark) on a Node that received the packet.
+fn egress_obs(
+    pkt: &ParsedPacket,
+    pin: &PacketIn,
+    ports: &NodePorts,
+    sender: bool,
+    policies: &dyn PolicyResolver,
+    micros: i64,
+) -> Option<pb::Observation> {
+    let out_port = pin.fields.reg(regs::TARGET_OFPORT_REG).unwrap_or(0);
+    let full = |action| {
+        let e = policies.egress_of(pkt.src);
+        let mut o = obs(pb::Component::Egress, action, micros);
+        if let Some(e) = e {
+            o.egress = e.name;
+            o.egress_ip = e.egress_ip.to_string();
+            o.egress_node = e.egress_node;
+        }
+        o
+    };
+    match ports.by_ofport(out_port)? {
+        PortKind::Tunnel => {
+            let r0 = pin.fields.reg(0).unwrap_or(0);
+            (r0 & regs::REMOTE_SNAT_MARK != 0).then(|| full(pb::Action::ForwardedToEgressNode))
+        }
+        PortKind::Gateway(_) if !ports.is_gateway_ip(pkt.dst) => {
+            let mark = pin.fields.pkt_mark().filter(|m| *m != 0)?;
+            if sender {
+                Some(full(pb::Action::MarkedForSnat))
+            } else {
+                let mut o = obs(pb::Component::Egress, pb::Action::MarkedForSnat, micros);
+                if let Some(e) = policies.egress_by_mark(mark) {
+                    o.egress_ip = e.egress_ip.to_string();
+                }
+                Some(o)
+            }
+        }
+        _ => None,
+    }
 }
 
 /// §3.4 step 6, encap mode: tunnel → Forwarded (tunnelDstIP); gateway IP via gateway →

@@ -29,6 +29,11 @@ pub enum Transport {
         id: u16,
         seq: u16,
     },
+    /// ICMP / ICMPv6 echo reply (type 0 / 129): the reply leg of an echo trace.
+    EchoReply {
+        id: u16,
+        seq: u16,
+    },
     Tcp {
         src_port: u16,
         dst_port: u16,
@@ -66,8 +71,8 @@ impl TracePacket {
     /// The IP protocol / next-header number.
     pub fn protocol(&self) -> u8 {
         match (&self.transport, self.src.is_ipv6()) {
-            (Transport::Echo { .. }, false) => PROTO_ICMP,
-            (Transport::Echo { .. }, true) => PROTO_ICMPV6,
+            (Transport::Echo { .. } | Transport::EchoReply { .. }, false) => PROTO_ICMP,
+            (Transport::Echo { .. } | Transport::EchoReply { .. }, true) => PROTO_ICMPV6,
             (Transport::Tcp { .. }, _) => PROTO_TCP,
             (Transport::Udp { .. }, _) => PROTO_UDP,
             (Transport::Sctp { .. }, _) => PROTO_SCTP,
@@ -117,6 +122,13 @@ impl TracePacket {
                     step.icmpv6_echo_request(*id, *seq).write(&mut out, &[])
                 } else {
                     step.icmpv4_echo_request(*id, *seq).write(&mut out, &[])
+                }
+            }
+            Transport::EchoReply { id, seq } => {
+                if self.src.is_ipv6() {
+                    step.icmpv6_echo_reply(*id, *seq).write(&mut out, &[])
+                } else {
+                    step.icmpv4_echo_reply(*id, *seq).write(&mut out, &[])
                 }
             }
             Transport::Tcp {

@@ -364,6 +364,8 @@ prop_compose! {
             timeout,
             live_traffic: live,
             dropped_only: dropped,
+            // Both ways, with and without live traffic (refused together).
+            reply: v6 != dropped,
         }
     }
 }

@@ -12,6 +12,7 @@
 import type { Traceflow } from "./gen/traceflow/v1/traceflow_pb.js";
 import * as fmt from "./format.js";
 import type { Hop } from "./render.js";
+import { isReply } from "./render.js";
 
 const NS = "http://www.w3.org/2000/svg";
 const BOX_W = 128;
@@ -53,11 +54,13 @@ function arrow(x1: number, x2: number, y: number, cls = "edge"): SVGLineElement 
 /** Groups hops by Node, in the order the packet reached them (a Node seen twice, e.g. on a
  *  hairpin through another Node, gets a second group). */
 function legs(list: Hop[]): Array<{ node: string; role: string; hops: Hop[] }> {
-  const out: Array<{ node: string; role: string; hops: Hop[] }> = [];
+  const out: Array<{ node: string; role: string; reply: boolean; hops: Hop[] }> = [];
   for (const h of list) {
     const last = out[out.length - 1];
-    if (last && last.node === h.node.node) last.hops.push(h);
-    else out.push({ node: h.node.node, role: h.node.role, hops: [h] });
+    const reply = isReply(h.node);
+    // The reply leg starts a new group even on the same Node (intra-Node traces).
+    if (last && last.node === h.node.node && last.reply === reply) last.hops.push(h);
+    else out.push({ node: h.node.node, role: reply ? `${h.node.role}, reply` : h.node.role, reply, hops: [h] });
   }
   return out;
 }

@@ -251,6 +251,9 @@ function syncForm(): void {
   const live = input("live-traffic").checked;
   input("dropped-only").disabled = !live;
   if (!live) input("dropped-only").checked = false;
+  // The reply leg follows an injected packet only.
+  input("reply").disabled = live;
+  if (live) input("reply").checked = false;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -323,6 +326,7 @@ function buildRequest(): MessageInitShape<typeof CreateTraceflowRequestSchema> {
       packet,
       liveTraffic: input("live-traffic").checked,
       droppedOnly: input("dropped-only").checked,
+      reply: input("reply").checked,
       timeout: numberField("timeout", "Timeout", 1, 300),
     },
   };

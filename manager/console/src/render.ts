@@ -2,8 +2,20 @@
 // component, Node, timestamp) whose component opens a details panel, the path graph, and the
 // captured packet. Text only (no innerHTML).
 import type { NodeResult, Observation, Packet, Traceflow } from "./gen/traceflow/v1/traceflow_pb.js";
+import { Direction } from "./gen/traceflow/v1/traceflow_pb.js";
 import * as fmt from "./format.js";
 import { renderGraph } from "./graph.js";
+
+/** Whether a Node's result belongs to the reply leg of a `reply` trace. */
+export function isReply(n: NodeResult): boolean {
+  return n.direction === Direction.Reply;
+}
+
+/** "n1 (sender)", or "n1 (sender, reply)" on the way back. */
+export function nodeLabel(n: NodeResult): string {
+  const parts = [n.role, isReply(n) ? "reply" : ""].filter((p) => p);
+  return parts.length ? `${n.node} (${parts.join(", ")})` : n.node;
+}
 
 export function $(id: string): HTMLElement {
   const el = document.getElementById(id);
@@ -52,7 +64,7 @@ function detailFields(h: Hop, first: bigint): Array<[string, string]> {
     ["Component", fmt.componentName(o.component)],
     ["Table", o.componentInfo],
     ["Observation type", fmt.actionName(o.action)],
-    ["Node", `${h.node.node}${h.node.role ? ` (${h.node.role})` : ""}`],
+    ["Node", nodeLabel(h.node)],
     ["Policy", o.networkPolicy],
     ["Rule", o.networkPolicyRule],
     ["Endpoint Pod", o.pod],
@@ -138,7 +150,7 @@ function observationsTable(list: Hop[], phase: string): void {
       el("td", String(o.sequence)),
       el("td", action, `action action-${action}`),
       comp,
-      el("td", `${h.node.node}${h.node.role ? ` (${h.node.role})` : ""}`),
+      el("td", nodeLabel(h.node)),
       when,
     );
     body.append(tr);
@@ -179,7 +191,8 @@ export function renderTrace(t: Traceflow): void {
   $("trace-source").textContent = fmt.source(t.spec?.source);
   $("trace-destination").textContent = fmt.destination(t.spec?.destination);
   const live = t.spec?.liveTraffic ? ` (live traffic${t.spec.droppedOnly ? ", dropped only" : ""})` : "";
-  $("trace-packet").textContent = fmt.packet(t.spec?.packet) + live;
+  const reply = t.spec?.reply ? " (and its reply)" : "";
+  $("trace-packet").textContent = fmt.packet(t.spec?.packet) + live + reply;
   $("trace-created").textContent = `${fmt.micros(t.creationTimeMicros)}${t.createdBy ? ` by ${t.createdBy}` : ""}`;
   $("trace-duration").textContent = fmt.duration(t);
   $("trace-reason").textContent = s?.reason || "—";

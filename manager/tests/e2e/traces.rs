@@ -434,6 +434,7 @@ async fn trace_lifecycle_through_a_fake_adapter() -> TestResult {
                     node: "n0".into(),
                     role: "sender".into(),
                     timestamp: 1,
+                    direction: pb::Direction::Forward as i32,
                     observations: vec![pb::Observation {
                         component: pb::Component::SpoofGuard as i32,
                         action: pb::Action::Forwarded as i32,

@@ -98,6 +98,15 @@ pub const RESOURCES: &[ResourceType] = &[
         "Traceflow",
         false,
         true,
+    ), // Egress `status.egressNode` / `status.egressIP` come from the topology (the lab plays
+    // Antrea's controller).
+    rt(
+        "crd.antrea.io",
+        "v1beta1",
+        "egresses",
+        "Egress",
+        false,
+        false,
     ),
 ];
 

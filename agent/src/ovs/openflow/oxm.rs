@@ -409,6 +409,16 @@ impl Match {
         Some(Ipv6Addr::from(v))
     }
 
+    /// `ct_state` (Nicira), if present: the packet's conntrack state bits ([`ct_state`]).
+    pub fn ct_state(&self) -> Option<u32> {
+        self.u32_of(CLASS_NXM1, nxm::CT_STATE)
+    }
+
+    /// `ct_mark` (Nicira), if present.
+    pub fn ct_mark(&self) -> Option<u32> {
+        self.u32_of(CLASS_NXM1, nxm::CT_MARK)
+    }
+
     /// `pkt_mark` (Nicira), if present.
     pub fn pkt_mark(&self) -> Option<u32> {
         self.u32_of(CLASS_NXM1, nxm::PKT_MARK)

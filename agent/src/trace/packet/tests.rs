@@ -424,6 +424,7 @@ const EXTENSION_NUMBERS: [u8; 10] = [0, 43, 44, 50, 51, 60, 135, 139, 140, 253];
 fn transport() -> impl Strategy<Value = Transport> {
     prop_oneof![
         (any::<u16>(), any::<u16>()).prop_map(|(id, seq)| Transport::Echo { id, seq }),
+        (any::<u16>(), any::<u16>()).prop_map(|(id, seq)| Transport::EchoReply { id, seq }),
         (any::<u16>(), any::<u16>(), any::<u8>()).prop_map(|(s, d, f)| Transport::Tcp {
             src_port: s,
             dst_port: d,
@@ -527,7 +528,8 @@ proptest! {
             Transport::Tcp { src_port, dst_port, flags } => ((Some(src_port), Some(dst_port)), Some(flags), None),
             Transport::Udp { src_port, dst_port } | Transport::Sctp { src_port, dst_port } =>
                 ((Some(src_port), Some(dst_port)), None, None),
-            Transport::Echo { id, seq } => ((None, None), None, Some((id, seq))),
+            Transport::Echo { id, seq } | Transport::EchoReply { id, seq } =>
+                ((None, None), None, Some((id, seq))),
             Transport::Bare(_) => ((None, None), None, None),
         };
         prop_assert_eq!((p.src_port, p.dst_port), ports);

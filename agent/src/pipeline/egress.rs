@@ -1,0 +1,302 @@
+//! Antrea Egress: SNAT of selected Pods' traffic leaving the cluster (reference §3.4 step 6,
+//! §3.5 "Egress", §4 table EgressMark).
+//!
+//! ```text
+//!  source Node  (Pod → gateway MAC, destination outside the cluster, source selected)
+//!    EgressMark  egress Node == this Node → pkt_mark = the Egress's mark
+//!                egress Node elsewhere   → MACs gw → aa:bb:cc:dd:ee:ff, tun_dst = egress Node,
+//!                                          reg0 RemoteSNATRegMark (+ RewriteMAC) → tunnel
+//!  egress Node  (from the tunnel, source selected by an Egress it hosts)
+//!    EgressMark  dl_dst = gateway MAC, pkt_mark = the Egress's mark → gateway
+//!  both         Output: to the gateway with a mark, first pass → ct(commit, SNAT zone,
+//!               nat(src=egress IP), table=Output); the recirculated packet leaves through
+//!               the gateway with the egress IP as source
+//! ```
+//!
+//! Destinations inside the cluster (any Node's Pod CIDR or underlay address) are never
+//! marked: they are skipped at a higher priority, as Antrea's EgressMark does. Trace-class
+//! packets reach the controller before the SNAT flow (its priority is below the trace flows),
+//! so an observation never shows the translated source as a load-balancer translation.
+
+use std::net::IpAddr;
+
+use crate::desired::DesiredState;
+use crate::ovs::openflow::oxm::{CLASS_BASIC, CLASS_NXM1, basic, nxm};
+use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
+use crate::ports::NodePorts;
+
+use super::flows::{CT_ZONE, CT_ZONE_V6, prio};
+use super::nx::{self, Nat};
+use super::services::{SNAT_CT_ZONE, SNAT_CT_ZONE_V6};
+use super::tables::Table;
+use super::{COOKIE, GLOBAL_VIRTUAL_MAC, regs};
+
+const ETH_IPV4: u16 = 0x0800;
+const ETH_IPV6: u16 = 0x86dd;
+
+/// Priority of the "destination inside the cluster: no SNAT" flows (above the marking flows).
+const SKIP: u16 = prio::NORMAL + 10;
+/// Priority of the SNAT flow in Output: above plain output, below the trace-class flows.
+const SNAT: u16 = prio::HAIRPIN;
+
+fn flow(t: Table, priority: u16, m: Match, ins: Vec<Instruction>) -> FlowMod {
+    FlowMod::add(t.id(), priority, COOKIE, m, ins)
+}
+
+fn ip_match(m: Match, ip: IpAddr, src: bool) -> Match {
+    match (ip, src) {
+        (IpAddr::V4(v4), true) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::ipv4_src(v4)),
+        (IpAddr::V4(v4), false) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::ipv4_dst(v4)),
+        (IpAddr::V6(v6), true) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::ipv6_src(v6)),
+        (IpAddr::V6(v6), false) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::ipv6_dst(v6)),
+    }
+}
+
+fn net_dst(m: Match, net: &ipnet::IpNet) -> Match {
+    match net {
+        ipnet::IpNet::V4(n) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::masked(
+            CLASS_BASIC,
+            basic::IPV4_DST,
+            &n.network().octets(),
+            &n.netmask().octets(),
+        )),
+        ipnet::IpNet::V6(n) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::masked(
+            CLASS_BASIC,
+            basic::IPV6_DST,
+            &n.network().octets(),
+            &n.netmask().octets(),
+        )),
+    }
+}
+
+/// The `pkt_mark` match / write of an Egress mark.
+pub fn pkt_mark(mark: u8) -> Oxm {
+    Oxm::exact(CLASS_NXM1, nxm::PKT_MARK, &u32::from(mark).to_be_bytes())
+}
+
+fn tun_dst(ip: IpAddr) -> Oxm {
+    match ip {
+        IpAddr::V4(v4) => Oxm::exact(CLASS_NXM1, nxm::TUN_IPV4_DST, &v4.octets()),
+        IpAddr::V6(v6) => Oxm::exact(CLASS_NXM1, nxm::TUN_IPV6_DST, &v6.octets()),
+    }
+}
+
+/// Every Egress flow of this Node (module doc). Empty without a gateway or without Egresses.
+pub fn egress_flows(ports: &NodePorts, desired: &DesiredState) -> Vec<FlowMod> {
+    let mut f = Vec::new();
+    let Some(gw) = &ports.gateway else {
+        return f;
+    };
+    if desired.egresses.is_empty() {
+        return f;
+    }
+    let this = desired.node.as_ref().map(|n| n.name.as_str()).unwrap_or("");
+    let from = |source: u32| Match::new().with(Oxm::reg_masked(0, source, regs::PKT_SOURCE_MASK));
+    let next = || vec![Instruction::GotoTable(Table::L3DecTTL.id())];
+    let em = Table::EgressMark;
+
+    // Inside the cluster: every Node's Pod CIDRs and underlay addresses.
+    let mut inside: Vec<ipnet::IpNet> = Vec::new();
+    for n in desired.node.iter().chain(desired.peers.values()) {
+        inside.extend(n.pod_cidrs.iter().copied());
+        inside.extend(n.tunnel_ips.iter().map(|ip| ipnet::IpNet::from(*ip)));
+    }
+    for net in &inside {
+        f.push(flow(em, SKIP, net_dst(from(regs::FROM_POD), net), next()));
+    }
+
+    let local = |ip: &IpAddr| ports.pod_by_ip(*ip).is_some();
+    for e in desired.egresses.values() {
+        let here = e.egress_node == this;
+        let remote_tunnel = if here {
+            None
+        } else {
+            match desired
+                .peers
+                .get(&e.egress_node)
+                .and_then(|p| p.tunnel_ip())
+            {
+                Some(ip) => Some(ip),
+                // The egress Node is unknown: nothing to send it to (Antrea drops nothing
+                // either; the traffic leaves unmarked).
+                None => continue,
+            }
+        };
+        for ip in e
+            .pod_ips
+            .iter()
+            .filter(|ip| ip.is_ipv4() == e.egress_ip.is_ipv4())
+        {
+            if local(ip) {
+                let m = ip_match(from(regs::FROM_POD), *ip, true).with(Oxm::eth_dst(gw.mac.0));
+                let actions = match remote_tunnel {
+                    None => vec![Action::SetField(pkt_mark(e.mark))],
+                    Some(t) => vec![
+                        Action::SetField(Oxm::eth_src(gw.mac.0)),
+                        Action::SetField(Oxm::eth_dst(GLOBAL_VIRTUAL_MAC)),
+                        Action::SetField(tun_dst(t)),
+                        Action::set_reg(
+                            0,
+                            regs::REMOTE_SNAT_MARK | regs::REWRITE_MAC_MARK,
+                            regs::REMOTE_SNAT_MARK | regs::REWRITE_MAC_MARK,
+                        ),
+                    ],
+                };
+                f.push(flow(
+                    em,
+                    prio::NORMAL,
+                    m,
+                    [vec![Instruction::ApplyActions(actions)], next()].concat(),
+                ));
+            } else if here {
+                // Sent here by the source Node: leave through the gateway, marked.
+                f.push(flow(
+                    em,
+                    prio::NORMAL,
+                    ip_match(from(regs::FROM_TUNNEL), *ip, true),
+                    [
+                        vec![Instruction::ApplyActions(vec![
+                            Action::SetField(Oxm::eth_src(gw.mac.0)),
+                            Action::SetField(Oxm::eth_dst(gw.mac.0)),
+                            Action::SetField(pkt_mark(e.mark)),
+                        ])],
+                        next(),
+                    ]
+                    .concat(),
+                ));
+            }
+        }
+        if here {
+            let (et, zone, snat_zone) = if e.egress_ip.is_ipv4() {
+                (ETH_IPV4, CT_ZONE, SNAT_CT_ZONE)
+            } else {
+                (ETH_IPV6, CT_ZONE_V6, SNAT_CT_ZONE_V6)
+            };
+            // First pass only (still in the Pod zone): the recirculated packet is in the SNAT
+            // zone and falls to the plain output flow.
+            f.push(flow(
+                Table::Output,
+                SNAT,
+                Match::new()
+                    .with(Oxm::reg_masked(
+                        0,
+                        regs::OUTPUT_TO_OFPORT_MARK,
+                        regs::OUTPUT_MODE_MASK,
+                    ))
+                    .with(Oxm::reg(regs::TARGET_OFPORT_REG, gw.ofport))
+                    .with(Oxm::eth_type(et))
+                    .with(pkt_mark(e.mark))
+                    .with(Oxm::exact(CLASS_NXM1, nxm::CT_ZONE, &zone.to_be_bytes())),
+                vec![Instruction::ApplyActions(vec![nx::ct(
+                    true,
+                    snat_zone,
+                    Some(Table::Output.id()),
+                    Some(Nat::Src(e.egress_ip)),
+                    &[],
+                )])],
+            ));
+        }
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::PeerNode;
+    use crate::desired::model::Egress;
+    use crate::ports::fixtures::mk_node;
+
+    fn state(egress_node: &str) -> DesiredState {
+        let mut d = DesiredState {
+            node: Some(PeerNode {
+                name: "n1".into(),
+                pod_cidrs: vec!["10.1.0.0/24".parse().unwrap_or_else(|e| panic!("{e}"))],
+                tunnel_ips: vec![[192, 168, 77, 2].into()],
+            }),
+            ..Default::default()
+        };
+        d.peers.insert(
+            "n2".into(),
+            PeerNode {
+                name: "n2".into(),
+                pod_cidrs: vec!["10.2.0.0/24".parse().unwrap_or_else(|e| panic!("{e}"))],
+                tunnel_ips: vec![[192, 168, 77, 3].into()],
+            },
+        );
+        d.egresses.insert(
+            "eg".into(),
+            Egress {
+                name: "eg".into(),
+                egress_ip: [192, 168, 77, 100].into(),
+                egress_node: egress_node.into(),
+                pod_ips: [[10, 1, 0, 2].into(), [10, 2, 0, 5].into()].into(),
+                mark: 1,
+            },
+        );
+        d
+    }
+
+    fn marking(flows: &[FlowMod]) -> Vec<&FlowMod> {
+        flows
+            .iter()
+            .filter(|f| f.table_id == Table::EgressMark.id() && f.priority == prio::NORMAL)
+            .collect()
+    }
+
+    #[test]
+    fn local_egress_node_marks_local_pods_and_tunnelled_remote_pods_and_snats() {
+        let flows = egress_flows(&mk_node(), &state("n1"));
+        let m = marking(&flows);
+        assert_eq!(m.len(), 2, "local p0 and remote 10.2.0.5 from the tunnel");
+        assert!(m.iter().all(|f| matches!(&f.instructions[0],
+            Instruction::ApplyActions(a) if a.contains(&Action::SetField(pkt_mark(1))))));
+        let snat: Vec<_> = flows
+            .iter()
+            .filter(|f| f.table_id == Table::Output.id())
+            .collect();
+        assert_eq!(snat.len(), 1);
+        assert_eq!(
+            snat[0].instructions,
+            vec![Instruction::ApplyActions(vec![nx::ct(
+                true,
+                SNAT_CT_ZONE,
+                Some(Table::Output.id()),
+                Some(Nat::Src([192, 168, 77, 100].into())),
+                &[],
+            )])]
+        );
+        const { assert!(SNAT < prio::TRACE) };
+    }
+
+    #[test]
+    fn remote_egress_node_tunnels_with_the_remote_snat_mark() {
+        let flows = egress_flows(&mk_node(), &state("n2"));
+        let m = marking(&flows);
+        assert_eq!(
+            m.len(),
+            1,
+            "only the local Pod; the remote one is n2's business"
+        );
+        let Instruction::ApplyActions(a) = &m[0].instructions[0] else {
+            panic!("no actions")
+        };
+        assert!(a.contains(&Action::SetField(tun_dst([192, 168, 77, 3].into()))));
+        assert!(a.contains(&Action::set_reg(
+            0,
+            regs::REMOTE_SNAT_MARK | regs::REWRITE_MAC_MARK,
+            regs::REMOTE_SNAT_MARK | regs::REWRITE_MAC_MARK
+        )));
+        assert!(
+            !flows.iter().any(|f| f.table_id == Table::Output.id()),
+            "no SNAT on a Node that is not the egress Node"
+        );
+        let skips = flows.iter().filter(|f| f.priority == SKIP).count();
+        assert_eq!(skips, 4, "two Pod CIDRs and two Node addresses");
+    }
+
+    #[test]
+    fn no_gateway_or_no_egress_means_no_flows() {
+        assert!(egress_flows(&mk_node(), &DesiredState::default()).is_empty());
+    }
+}
