@@ -14,7 +14,8 @@
 //! ```
 //!
 //! Files in the data directory: `store/` (sled), `ca.pem`, `local-admin.pem`,
-//! `local-admin-key.pem`, and `listen.addr` (the bound address, written once listening).
+//! `local-admin-key.pem`, and `listen.addr` (the bound address, written once listening); the
+//! directory is 0700 and each of these 0600 ([`crate::private_dir`]).
 
 use std::{
     future::Future,
@@ -36,6 +37,7 @@ use crate::{
     },
     auth::{Authenticator, Role},
     fleet::{Fleet, attach::AdapterSvc, link::FleetLink},
+    private_dir::FILE_MODE,
     store::{AuditEvent, Store, StoreError, StoredCa, UserRecord, now_micros},
     traces::{TraceHub, workflow::Traces},
 };
@@ -67,6 +69,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    PrivateDir(#[from] crate::private_dir::PrivateDirError),
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
     #[error(
@@ -152,7 +156,7 @@ pub fn open_data_dir_with_ca(
     data_dir: &Path,
     ca_files: Option<&(PathBuf, PathBuf)>,
 ) -> Result<DataDir, ServeError> {
-    std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+    crate::private_dir::prepare(data_dir)?;
     let store = Store::open(&store_path(data_dir))?;
     let supplied = match ca_files {
         Some((cert, key)) => Some((
@@ -195,7 +199,11 @@ pub fn open_data_dir_with_ca(
             ca
         }
     };
-    write_file(&data_dir.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
+    write_file(
+        &data_dir.join("ca.pem"),
+        ca.cert_pem().as_bytes(),
+        FILE_MODE,
+    )?;
     if store.user(LOCAL_ADMIN)?.is_none() {
         store.put_user(&UserRecord {
             name: LOCAL_ADMIN.into(),
@@ -207,8 +215,8 @@ pub fn open_data_dir_with_ca(
     let key = data_dir.join("local-admin-key.pem");
     if !cert.exists() || !key.exists() {
         let issued = ca.issue(LOCAL_ADMIN, IdentityKind::User, &[])?;
-        write_file(&key, issued.key_pem.as_bytes(), 0o600)?;
-        write_file(&cert, issued.cert_pem.as_bytes(), 0o644)?;
+        write_file(&key, issued.key_pem.as_bytes(), FILE_MODE)?;
+        write_file(&cert, issued.cert_pem.as_bytes(), FILE_MODE)?;
     }
     store.flush_blocking()?;
     Ok(DataDir {
@@ -438,7 +446,7 @@ pub async fn bind(data_dir: &Path, listen: SocketAddr) -> Result<TcpListener, Se
     write_file(
         &data_dir.join("listen.addr"),
         format!("{addr}\n").as_bytes(),
-        0o644,
+        FILE_MODE,
     )?;
     Ok(listener)
 }

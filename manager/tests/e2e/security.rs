@@ -93,3 +93,103 @@ async fn command_line_users_whoami_attach_and_revocation() -> TestResult {
     assert_eq!(s.code(), Code::Unauthenticated);
     Ok(())
 }
+
+/// Every file and directory below `path` (itself included), with its permission bits.
+fn modes(path: &std::path::Path) -> Result<Vec<(std::path::PathBuf, u32)>, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = vec![(
+        path.to_path_buf(),
+        std::fs::metadata(path)?.permissions().mode() & 0o777,
+    )];
+    if path.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            out.extend(modes(&e?.path())?);
+        }
+    }
+    Ok(out)
+}
+
+/// The data directory holds the CA key: 0700, every file of the manager's (sled's included)
+/// 0600; a looser one makes the next start refuse, naming the path. The key is never logged
+/// nor returned by an RPC.
+#[tokio::test]
+async fn data_directory_is_private_and_the_ca_key_stays_in_it() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let mut m = Manager::start().await?;
+    let (cert, _) = m.register("alpha").await?;
+    let created = pb::user_service_client::UserServiceClient::new(m.admin().await?)
+        .create_user(pb::CreateUserRequest {
+            name: "bot".into(),
+            role: pb::Role::View as i32,
+            bearer_token: true,
+            csr_pem: String::new(),
+        })
+        .await?
+        .into_inner();
+    m.terminate().await?;
+
+    assert_eq!(
+        std::fs::metadata(&m.dir)?.permissions().mode() & 0o777,
+        0o700
+    );
+    let mut ours = modes(&m.dir.join("store"))?;
+    for f in ["ca.pem", "local-admin.pem", "local-admin-key.pem"] {
+        ours.extend(modes(&m.dir.join(f))?);
+    }
+    assert!(ours.len() > 6, "store files listed: {ours:?}");
+    for (path, mode) in &ours {
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{}", path.display());
+    }
+
+    // Read the key the way an operator with access would (this process's umask is not the
+    // manager's, so only after the modes above were checked).
+    let ca = traceflow_manager::store::Store::open(&m.dir.join("store"))?
+        .ca()?
+        .ok_or("no CA in the store")?;
+    let sled_files: Vec<_> = modes(&m.dir.join("store"))?;
+    let key_body: String = ca
+        .key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(key_body.len() > 40, "a real key");
+    for (what, text) in [
+        ("log", m.log()),
+        ("registration response", cert),
+        ("user response", format!("{created:?}")),
+    ] {
+        assert!(
+            !text.contains(&key_body[..40]) && !text.contains("PRIVATE KEY"),
+            "the CA key leaked into the {what}"
+        );
+    }
+
+    // One loosened sled file: the next start refuses and names it.
+    let loose = sled_files
+        .iter()
+        .map(|(p, _)| p)
+        .find(|p| p.is_file() && p.starts_with(m.dir.join("store")))
+        .ok_or("no sled file")?;
+    std::fs::set_permissions(loose, std::fs::Permissions::from_mode(0o644))?;
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::process::Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&m.dir)
+            .output(),
+    )
+    .await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a 0644 store file");
+    assert!(
+        stderr.contains(&loose.display().to_string()) && stderr.contains("644"),
+        "{stderr}"
+    );
+    for (path, _) in &sled_files {
+        let mode = if path.is_dir() { 0o700 } else { 0o600 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    m.spawn().await?;
+    Ok(())
+}
