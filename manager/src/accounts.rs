@@ -22,6 +22,9 @@ use crate::{
 
 /// Default lifetime of a bootstrap token.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Longest lifetime of a bootstrap token.
+pub const MAX_BOOTSTRAP_TOKEN_TTL: Duration =
+    Duration::from_secs(traceflow_core::limits::MAX_BOOTSTRAP_TOKEN_TTL_SECS);
 
 /// Why an account operation was refused. The API maps each kind to one status code.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +129,7 @@ pub fn upsert_user(
 
 /// Deletes user `name` and its bearer tokens.
 pub fn delete_user(store: &Store, name: &str, actor: &str) -> Result<(), AccountError> {
+    naming::check_cluster("name", name)?;
     if !store.delete_user(name)? {
         return Err(AccountError::NotFound(format!(
             "user {name:?} does not exist"
@@ -150,6 +154,15 @@ pub fn mint_bootstrap_token(
     actor: &str,
 ) -> Result<(String, i64), AccountError> {
     naming::check_cluster("cluster", cluster)?;
+    if ttl > MAX_BOOTSTRAP_TOKEN_TTL {
+        return Err(invalid(
+            "ttl",
+            format!(
+                "is longer than the maximum of {}; mint a shorter-lived token",
+                humantime::format_duration(MAX_BOOTSTRAP_TOKEN_TTL)
+            ),
+        ));
+    }
     let token = new_secret("tfb");
     let now = now_micros();
     let expires = now + ttl.as_micros() as i64;

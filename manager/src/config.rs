@@ -78,6 +78,8 @@ pub struct ServeArgs {
     pub ca_key: Option<PathBuf>,
     #[command(flatten)]
     pub otlp: traceflow_telemetry::OtlpArgs,
+    #[command(flatten)]
+    pub edge: crate::api::guard::EdgeLimits,
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +209,7 @@ pub fn resolve_serve(
             .or(file.console_dir)
             .or_else(crate::console::default_dir),
         ca_files: args.ca_cert.zip(args.ca_key),
+        edge: args.edge,
     };
     if cfg.heartbeat_interval < Duration::from_secs(1) {
         return Err(ConfigError::TooShort("--heartbeat-interval"));
@@ -238,6 +241,7 @@ mod tests {
             ca_cert: None,
             ca_key: None,
             otlp: Default::default(),
+            edge: Default::default(),
         }
     }
 

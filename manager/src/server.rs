@@ -26,7 +26,10 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use traceflow_core::phase::{is_terminal, of as phase};
+use traceflow_core::{
+    limits::{MAX_ADAPTER_MESSAGE_BYTES, MAX_REQUEST_BYTES},
+    phase::{is_terminal, of as phase},
+};
 use traceflow_pki::{CertificateAuthority, IdentityKind};
 use traceflow_proto::v1 as pb;
 
@@ -47,6 +50,12 @@ pub const INVENTORY_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How long open streams get to end after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// HTTP/2 pings on every connection, and how long an unanswered one may wait.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent streams (calls, watches) one connection may hold open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
 /// Name of the local admin user whose credential lives in the data directory.
 pub const LOCAL_ADMIN: &str = "local-admin";
@@ -128,6 +137,8 @@ pub struct ServeConfig {
     pub console_dir: Option<PathBuf>,
     /// `(certificate, key)` PEM files of an operator-supplied CA, adopted on first start.
     pub ca_files: Option<(PathBuf, PathBuf)>,
+    /// Rate limits, token lifetimes and audit bounds at the edge.
+    pub edge: crate::api::guard::EdgeLimits,
 }
 
 /// The opened data directory.
@@ -295,6 +306,10 @@ pub async fn run(
     let tls =
         crate::tls::server_config(&server_cert.cert_pem, &server_cert.key_pem, ca.cert_pem())?;
     let auth = Authenticator::new(store.clone());
+    let guard = Arc::new(crate::api::guard::Guard::new(
+        store.clone(),
+        cfg.edge.clone(),
+    ));
     let fleet = Fleet::new(cfg.heartbeat_interval);
     let fleet_for_stop = fleet.clone();
     let ctx = Ctx {
@@ -310,6 +325,7 @@ pub async fn run(
                 fleet: fleet.clone(),
             },
         ),
+        guard: guard.clone(),
     };
 
     let reflection_v1 = reflection_builder("grpc.reflection.v1.ServerReflection")
@@ -358,6 +374,7 @@ pub async fn run(
 
     let retention = cfg.retention;
     let retention_hub = hub.clone();
+    let edge = cfg.edge.clone();
     let retention_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(retention.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -368,6 +385,18 @@ pub async fn run(
                 Ok(n) => tracing::info!(deleted = n, "retention deleted finished traces"),
                 Err(error) => tracing::warn!(%error, "retention failed"),
             }
+            let store = retention_hub.store();
+            let oldest = now_micros() - edge.audit_max_age.as_micros() as i64;
+            match store.prune_audit(edge.audit_max_count, oldest) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "audit log pruned"),
+                Err(error) => tracing::warn!(%error, "audit pruning failed"),
+            }
+            match store.purge_tokens(now_micros()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "spent or expired tokens purged"),
+                Err(error) => tracing::warn!(%error, "token purge failed"),
+            }
         }
     });
 
@@ -376,32 +405,45 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
+        // A half-open peer (adapter host gone, cable cut) is noticed within seconds.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .layer(crate::telemetry::MetricsLayer::new(auth.clone()))
         .layer(crate::console::ConsoleLayer::new(console))
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(crate::api::access::AccessLayer::new(auth.clone()))
-        .add_service(pb::traceflow_service_server::TraceflowServiceServer::new(
-            TraceflowSvc { ctx: ctx.clone() },
-        ))
-        .add_service(pb::cluster_service_server::ClusterServiceServer::new(
-            ClusterSvc { ctx: ctx.clone() },
-        ))
-        .add_service(pb::user_service_server::UserServiceServer::new(UserSvc {
-            ctx: ctx.clone(),
-        }))
+        .layer(crate::api::access::AccessLayer::new(auth.clone(), guard))
+        // Each service decodes at most what its largest honest request needs; more is
+        // refused by tonic (RESOURCE_EXHAUSTED) before a handler sees it.
+        .add_service(
+            pb::traceflow_service_server::TraceflowServiceServer::new(TraceflowSvc {
+                ctx: ctx.clone(),
+            })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::cluster_service_server::ClusterServiceServer::new(ClusterSvc { ctx: ctx.clone() })
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::user_service_server::UserServiceServer::new(UserSvc { ctx: ctx.clone() })
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .add_service(
             pb::registration_service_server::RegistrationServiceServer::new(RegistrationSvc {
                 ctx: ctx.clone(),
-            }),
+            })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
-        .add_service(pb::adapter_service_server::AdapterServiceServer::new(
-            AdapterSvc {
+        .add_service(
+            pb::adapter_service_server::AdapterServiceServer::new(AdapterSvc {
                 auth: auth.clone(),
                 fleet,
                 hub,
                 store: store.clone(),
-            },
-        ))
+            })
+            .max_decoding_message_size(MAX_ADAPTER_MESSAGE_BYTES),
+        )
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(health_svc)

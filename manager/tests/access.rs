@@ -143,6 +143,7 @@ fn config(dir: &Path) -> ServeConfig {
         retention: server::Retention::default(),
         console_dir: None,
         ca_files: None,
+        edge: Default::default(),
     }
 }
 

@@ -185,6 +185,9 @@ impl Authenticator {
             };
         }
         if let Some(token) = bearer(req.metadata()) {
+            if token.len() > traceflow_core::limits::MAX_TOKEN_LEN {
+                return Err(AuthError::BadToken);
+            }
             let rec = self
                 .store
                 .token(&hash_secret(&token))?

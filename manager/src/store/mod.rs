@@ -132,6 +132,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How long a spent or expired token is kept before [`Store::purge_tokens`] deletes it.
+pub const TOKEN_PURGE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Lower-case hex SHA-256 of a secret; tokens are stored and looked up only by this.
 pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -464,6 +467,33 @@ impl Store {
         Ok(before)
     }
 
+    /// Deletes tokens spent or expired more than [`TOKEN_PURGE_GRACE`] before `now` (the grace
+    /// keeps "already used" and "expired" answers meaningful for a while); returns how many.
+    pub fn purge_tokens(&self, now: i64) -> Result<usize> {
+        let before = now - TOKEN_PURGE_GRACE.as_micros() as i64;
+        let mut doomed = Vec::new();
+        for item in self.inner.tokens.iter() {
+            let (k, v) = item?;
+            let Ok(rec) = serde_json::from_slice::<TokenRecord>(&v) else {
+                continue;
+            };
+            let spent = rec.kind == TokenKind::Bootstrap
+                && rec.used_micros != 0
+                && rec.used_micros < before;
+            let expired = rec.expires_micros != 0 && rec.expires_micros < before;
+            if spent || expired {
+                doomed.push(k);
+            }
+        }
+        for k in &doomed {
+            self.inner.tokens.remove(k)?;
+        }
+        if !doomed.is_empty() {
+            self.wrote();
+        }
+        Ok(doomed.len())
+    }
+
     /// Removes every bearer token of a user.
     pub fn delete_user_tokens(&self, user: &str) -> Result<()> {
         let mut doomed = Vec::new();
@@ -561,6 +591,27 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes audit events older than `oldest_micros`, then the oldest beyond `max_count`;
+    /// returns how many went.
+    pub fn prune_audit(&self, max_count: usize, oldest_micros: i64) -> Result<usize> {
+        let audit = &self.inner.audit;
+        let mut removed = 0;
+        let cutoff = (oldest_micros.max(0) as u64).to_be_bytes();
+        for item in audit.range(..cutoff.as_slice()) {
+            audit.remove(item?.0)?;
+            removed += 1;
+        }
+        let excess = audit.len().saturating_sub(max_count);
+        for item in audit.iter().take(excess) {
+            audit.remove(item?.0)?;
+            removed += 1;
+        }
+        if removed > 0 {
+            self.wrote();
+        }
+        Ok(removed)
+    }
+
     /// Audit events, oldest first.
     pub fn audit_events(&self) -> Result<Vec<AuditEvent>> {
         self.inner
@@ -621,6 +672,26 @@ mod tests {
     }
 
     #[test]
+    fn audit_is_bounded_by_age_and_count() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Join(e.to_string()))?;
+        let store = Store::open(dir.path())?;
+        for micros in 1..=10 {
+            store.audit(&AuditEvent {
+                micros,
+                actor: "a".into(),
+                action: "x".into(),
+                subject: String::new(),
+                detail: String::new(),
+            })?;
+        }
+        assert_eq!(store.prune_audit(100, 4)?, 3);
+        assert_eq!(store.prune_audit(5, 0)?, 2);
+        let left: Vec<i64> = store.audit_events()?.iter().map(|e| e.micros).collect();
+        assert_eq!(left, [6, 7, 8, 9, 10]);
+        Ok(())
+    }
+
+    #[test]
     fn token_is_used_once() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Join(e.to_string()))?;
         let store = Store::open(dir.path())?;
@@ -637,6 +708,14 @@ mod tests {
         let second = store.use_token("h", 6)?;
         assert_eq!(second.map(|r| r.used_micros), Some(5));
         assert!(store.use_token("nope", 6)?.is_none());
+        let grace = TOKEN_PURGE_GRACE.as_micros() as i64;
+        assert_eq!(
+            store.purge_tokens(grace)?,
+            0,
+            "spent within the grace: kept"
+        );
+        assert_eq!(store.purge_tokens(grace + 6)?, 1);
+        assert!(store.token("h")?.is_none());
         Ok(())
     }
 }

@@ -12,7 +12,11 @@
 use std::{future::Future, time::Duration};
 
 use tokio::sync::{broadcast, mpsc};
-use traceflow_core::{PodRef, TraceSpec, naming, phase};
+use traceflow_core::{
+    PodRef, TraceSpec,
+    limits::{MAX_FILTER_LEN, MAX_PAGE_TOKEN_LEN, MAX_UID_LEN, check_len},
+    naming, phase,
+};
 use traceflow_proto::v1 as pb;
 use traceflow_telemetry::ContextMap;
 
@@ -90,6 +94,10 @@ impl<L: ClusterLink> Traces<L> {
 
     /// The uid named by exactly one of `uid` or `name`.
     pub fn resolve(&self, uid: &str, name: &str) -> Result<String, TraceError> {
+        check_len("uid", uid, MAX_UID_LEN)?;
+        if !name.is_empty() {
+            naming::check_trace("name", name)?;
+        }
         match (uid.is_empty(), name.is_empty()) {
             (true, true) => Err(invalid("uid", "set uid or name")),
             (false, false) => Err(invalid("uid", "set only one of uid and name")),
@@ -235,6 +243,12 @@ impl<L: ClusterLink> Traces<L> {
         page_size: usize,
         page_token: &str,
     ) -> Result<Page, TraceError> {
+        if !filter.cluster.is_empty() {
+            naming::check_cluster("cluster", &filter.cluster)?;
+        }
+        check_len("source", &filter.source, MAX_FILTER_LEN)?;
+        check_len("destination", &filter.destination, MAX_FILTER_LEN)?;
+        check_len("page_token", page_token, MAX_PAGE_TOKEN_LEN)?;
         if filter.phase != 0 && pb::TraceflowPhase::try_from(filter.phase).is_err() {
             return Err(invalid(
                 "phase",
