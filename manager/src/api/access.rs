@@ -205,6 +205,14 @@ fn source<B>(req: &Request<B>) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
+/// Whether the peer presented a client certificate (verified against our CA by the handshake).
+fn has_certificate<B>(req: &Request<B>) -> bool {
+    req.extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|i| i.peer_certs())
+        .is_some_and(|c| !c.is_empty())
+}
+
 /// Whether a refusal is about the credential itself (counts toward brute force).
 fn bad_credential(e: &ApiError) -> bool {
     use crate::auth::AuthError;
@@ -259,7 +267,10 @@ impl AccessLayer {
                     "too many anonymous calls from this address; retry in a few seconds".into(),
                 ));
             }
-            (Some(Access::Cluster | Access::User(_)), Some(ip)) if !guard.failures.has(ip, now) => {
+            // A verified client certificate cannot be guessed; bearer tokens can.
+            (Some(Access::Cluster | Access::User(_)), Some(ip))
+                if !has_certificate(req) && !guard.failures.has(ip, now) =>
+            {
                 guard.refused(
                     "rate-limit",
                     "",

@@ -15,7 +15,7 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -49,6 +49,9 @@ pub struct EdgeLimits {
     /// The longest lifetime a bearer token may have.
     #[arg(long, env = "TRACEFLOW_MANAGER_BEARER_TOKEN_MAX_TTL", default_value = "365d", value_parser = humantime::parse_duration)]
     pub bearer_token_max_ttl: Duration,
+    /// Watches one user may hold open at once; more are RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TRACEFLOW_MANAGER_MAX_WATCHES_PER_USER", default_value_t = EdgeLimits::MAX_WATCHES_PER_USER)]
+    pub max_watches_per_user: usize,
     /// At most this many audit events are kept (oldest go first).
     #[arg(long, env = "TRACEFLOW_MANAGER_AUDIT_MAX_COUNT", default_value_t = EdgeLimits::AUDIT_MAX_COUNT)]
     pub audit_max_count: usize,
@@ -63,6 +66,7 @@ impl EdgeLimits {
     pub const AUTH_FAILURE_RATE: f64 = 1.0;
     pub const AUTH_FAILURE_BURST: u32 = 20;
     pub const AUDIT_MAX_COUNT: usize = 100_000;
+    pub const MAX_WATCHES_PER_USER: usize = 100;
 }
 
 impl Default for EdgeLimits {
@@ -74,6 +78,7 @@ impl Default for EdgeLimits {
             auth_failure_burst: Self::AUTH_FAILURE_BURST,
             bearer_token_ttl: Duration::from_secs(30 * 24 * 3600),
             bearer_token_max_ttl: Duration::from_secs(365 * 24 * 3600),
+            max_watches_per_user: Self::MAX_WATCHES_PER_USER,
             audit_max_count: Self::AUDIT_MAX_COUNT,
             audit_max_age: Duration::from_secs(90 * 24 * 3600),
         }
@@ -151,6 +156,9 @@ impl SourceLimiter {
     }
 }
 
+/// A kind of refusal and its subject (a validated name, or empty).
+type RefusalKey = (&'static str, String);
+
 /// The edge's limiters and its refusal log.
 #[derive(Debug)]
 pub struct Guard {
@@ -160,7 +168,28 @@ pub struct Guard {
     store: Store,
     /// Per kind and subject of refusal: when it was last audited, and how many were left out
     /// since (bounded like the buckets).
-    audited: Mutex<HashMap<(&'static str, String), (Instant, u64)>>,
+    audited: Mutex<HashMap<RefusalKey, (Instant, u64)>>,
+    /// Open watches per user.
+    watches: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open watch of a user; dropping it (the stream ends or the client goes) frees the slot.
+#[derive(Debug)]
+pub struct WatchPermit {
+    user: String,
+    watches: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for WatchPermit {
+    fn drop(&mut self) {
+        let mut map = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Guard {
@@ -171,7 +200,26 @@ impl Guard {
             limits,
             store,
             audited: Mutex::new(HashMap::new()),
+            watches: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// A slot for one more watch of `user`, or RESOURCE_EXHAUSTED at the cap.
+    pub fn watch_permit(&self, user: &str) -> Result<WatchPermit, super::error::ApiError> {
+        let mut map = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(user.to_string()).or_insert(0);
+        if *n >= self.limits.max_watches_per_user {
+            crate::telemetry::global().refused("watch-limit");
+            return Err(super::error::ApiError::ResourceExhausted(format!(
+                "{} watches are open for this user already (the maximum); close some first",
+                self.limits.max_watches_per_user
+            )));
+        }
+        *n += 1;
+        Ok(WatchPermit {
+            user: user.to_string(),
+            watches: self.watches.clone(),
+        })
     }
 
     /// Counts a refusal of `kind` (a fixed word: the metric label and the audit action
@@ -240,6 +288,31 @@ mod tests {
             "refilled at 2/s"
         );
         assert!(!l.take(a, t0 + Duration::from_millis(600)));
+    }
+
+    #[test]
+    fn watches_are_capped_per_user_and_freed_on_drop() {
+        let dir = tempfile::tempdir().ok();
+        let Some(store) = dir.as_ref().and_then(|d| Store::open(d.path()).ok()) else {
+            panic!("cannot open a store");
+        };
+        let g = Guard::new(
+            store,
+            EdgeLimits {
+                max_watches_per_user: 2,
+                ..Default::default()
+            },
+        );
+        let a = g.watch_permit("u");
+        let b = g.watch_permit("u");
+        assert!(a.is_ok() && b.is_ok());
+        assert!(g.watch_permit("u").is_err(), "third watch refused");
+        assert!(
+            g.watch_permit("v").is_ok(),
+            "another user has their own cap"
+        );
+        drop(a);
+        assert!(g.watch_permit("u").is_ok(), "a closed watch frees its slot");
     }
 
     #[test]
