@@ -128,6 +128,10 @@ pub enum ConfigError {
     NoDataDir,
     #[error("{0} is too short (heartbeats need at least 1s; retention more than 0)")]
     TooShort(&'static str),
+    #[error(
+        "--bearer-token-ttl is longer than --bearer-token-max-ttl; shorten it or raise the maximum"
+    )]
+    TokenTtlOverMax,
     #[error("config file {path}: {field}: {detail}")]
     Field {
         path: PathBuf,
@@ -213,6 +217,9 @@ pub fn resolve_serve(
     };
     if cfg.heartbeat_interval < Duration::from_secs(1) {
         return Err(ConfigError::TooShort("--heartbeat-interval"));
+    }
+    if cfg.edge.bearer_token_ttl > cfg.edge.bearer_token_max_ttl {
+        return Err(ConfigError::TokenTtlOverMax);
     }
     if cfg.retention.interval.is_zero() {
         return Err(ConfigError::TooShort("--retention-interval"));

@@ -215,19 +215,30 @@ pub fn open_data_dir_with_ca(
         ca.cert_pem().as_bytes(),
         FILE_MODE,
     )?;
-    if store.user(LOCAL_ADMIN)?.is_none() {
-        store.put_user(&UserRecord {
-            name: LOCAL_ADMIN.into(),
-            role: Role::Admin.as_str().into(),
-            created_micros: now_micros(),
-        })?;
-    }
+    // The local admin's certificate lives in this (private) directory; the store records its
+    // serial like any user's, so only that certificate works as the local admin.
     let cert = data_dir.join("local-admin.pem");
     let key = data_dir.join("local-admin-key.pem");
-    if !cert.exists() || !key.exists() {
+    let serial = if !cert.exists() || !key.exists() {
         let issued = ca.issue(LOCAL_ADMIN, IdentityKind::User, &[])?;
         write_file(&key, issued.key_pem.as_bytes(), FILE_MODE)?;
         write_file(&cert, issued.cert_pem.as_bytes(), FILE_MODE)?;
+        issued.serial
+    } else {
+        let pem = std::fs::read_to_string(&cert).map_err(io_err(&cert))?;
+        traceflow_pki::pem_identity(&pem)?.serial
+    };
+    let admin = store.user(LOCAL_ADMIN)?;
+    if admin
+        .as_ref()
+        .is_none_or(|u| u.certificate_serial != serial)
+    {
+        store.put_user(&UserRecord {
+            name: LOCAL_ADMIN.into(),
+            role: Role::Admin.as_str().into(),
+            created_micros: admin.map_or_else(now_micros, |u| u.created_micros),
+            certificate_serial: serial,
+        })?;
     }
     store.flush_blocking()?;
     Ok(DataDir {

@@ -115,6 +115,10 @@ pub const METHODS: &[(&str, Access)] = &[
         "/traceflow.v1.UserService/DeleteUser",
         Access::User(Role::Admin),
     ),
+    (
+        "/traceflow.v1.UserService/RevokeToken",
+        Access::User(Role::Admin),
+    ),
     ("/traceflow.v1.UserService/WhoAmI", Access::User(Role::View)),
     (
         "/traceflow.v1.RegistrationService/Register",
@@ -222,6 +226,7 @@ fn bad_credential(e: &ApiError) -> bool {
             AuthError::BadToken
                 | AuthError::UnknownUser(_)
                 | AuthError::Revoked(_)
+                | AuthError::UserCertificateRevoked(_)
                 | AuthError::BadCertificate(_)
         )
     )

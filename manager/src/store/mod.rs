@@ -494,6 +494,26 @@ impl Store {
         Ok(doomed.len())
     }
 
+    /// Removes the one user bearer token whose hash starts with `prefix`; returns its user,
+    /// or `None` when no user token (or more than one) matches.
+    pub fn delete_user_token_by_prefix(&self, prefix: &str) -> Result<Option<String>> {
+        let mut found = Vec::new();
+        for item in self.inner.tokens.scan_prefix(prefix.as_bytes()).take(2) {
+            let (k, v) = item?;
+            let rec: TokenRecord = from_json("token", &v)?;
+            if rec.kind == TokenKind::User {
+                found.push((k, rec.subject));
+            }
+        }
+        if found.len() != 1 {
+            return Ok(None);
+        }
+        let (key, subject) = found.remove(0);
+        self.inner.tokens.remove(key)?;
+        self.wrote();
+        Ok(Some(subject))
+    }
+
     /// Removes every bearer token of a user.
     pub fn delete_user_tokens(&self, user: &str) -> Result<()> {
         let mut doomed = Vec::new();

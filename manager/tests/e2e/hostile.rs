@@ -180,6 +180,7 @@ async fn hostile_rpcs_get_clear_statuses_and_a_normal_trace_still_succeeds() -> 
             role: 99,
             bearer_token: true,
             csr_pem: String::new(),
+            token_ttl_seconds: 0,
         })
         .await
         .err()

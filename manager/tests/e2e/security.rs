@@ -123,6 +123,7 @@ async fn data_directory_is_private_and_the_ca_key_stays_in_it() -> TestResult {
             role: pb::Role::View as i32,
             bearer_token: true,
             csr_pem: String::new(),
+            token_ttl_seconds: 0,
         })
         .await?
         .into_inner();
@@ -191,5 +192,99 @@ async fn data_directory_is_private_and_the_ca_key_stays_in_it() -> TestResult {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     }
     m.spawn().await?;
+    Ok(())
+}
+
+/// Credentials by serial and expiry: re-issuing a user's certificate revokes the old one, a
+/// deleted and re-created user does not bring its old certificate back, bearer tokens expire
+/// and can be revoked one by one, and token lifetimes are bounded.
+#[tokio::test]
+async fn reissued_deleted_expired_and_revoked_credentials_stop_working() -> TestResult {
+    let m =
+        Manager::start_with(&["--bearer-token-ttl", "10m", "--bearer-token-max-ttl", "1h"]).await?;
+    let list = |ch| async move {
+        traces(ch)
+            .list_traceflows(pb::ListTraceflowsRequest::default())
+            .await
+            .map(|_| ())
+    };
+    let (old_c, old_k) = m.user("ann", "view", false)?;
+    list(m.channel(Some((&old_c, &old_k))).await?).await?;
+    // Re-issued: the new certificate works, the old one is refused.
+    let (new_c, new_k) = m.user("ann", "view", false)?;
+    list(m.channel(Some((&new_c, &new_k))).await?).await?;
+    let s = list(m.channel(Some((&old_c, &old_k))).await?)
+        .await
+        .err()
+        .ok_or("superseded certificate still works")?;
+    assert_eq!(s.code(), Code::Unauthenticated);
+    assert!(s.message().contains("revoked or superseded"), "{s:?}");
+    // Deleted, then re-created with only a token: neither certificate comes back.
+    let mut users = pb::user_service_client::UserServiceClient::new(m.admin().await?);
+    users
+        .delete_user(pb::DeleteUserRequest { name: "ann".into() })
+        .await?;
+    let mk_token = |ttl: i64| pb::CreateUserRequest {
+        name: "ann".into(),
+        role: pb::Role::View as i32,
+        bearer_token: true,
+        csr_pem: String::new(),
+        token_ttl_seconds: ttl,
+    };
+    let first = users.create_user(mk_token(0)).await?.into_inner();
+    for (c, k) in [(&old_c, &old_k), (&new_c, &new_k)] {
+        let s = list(m.channel(Some((c, k))).await?)
+            .await
+            .err()
+            .ok_or("certificate of a deleted user works again")?;
+        assert_eq!(s.code(), Code::Unauthenticated);
+    }
+    // Default expiry is set; over the maximum is refused.
+    assert!(first.token_expires_micros > 0 && first.token_id.len() == 16);
+    let s = users
+        .create_user(mk_token(7200))
+        .await
+        .err()
+        .ok_or("token longer than the maximum")?;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    let with_token = |token: String| {
+        let mut req = Request::new(pb::ListTraceflowsRequest::default());
+        if let Ok(v) = format!("Bearer {token}").parse() {
+            req.metadata_mut().insert("authorization", v);
+        }
+        req
+    };
+    let mut anon = traces(m.channel(None).await?);
+    anon.list_traceflows(with_token(first.token.clone()))
+        .await?;
+    // Revoked one by one: the other token keeps working.
+    let second = users.create_user(mk_token(0)).await?.into_inner();
+    users
+        .revoke_token(pb::RevokeTokenRequest {
+            token_id: first.token_id.clone(),
+        })
+        .await?;
+    let s = anon
+        .list_traceflows(with_token(first.token.clone()))
+        .await
+        .err()
+        .ok_or("revoked token works")?;
+    assert_eq!(s.code(), Code::Unauthenticated);
+    anon.list_traceflows(with_token(second.token)).await?;
+    // A one-second token expires.
+    let short = users.create_user(mk_token(1)).await?.into_inner();
+    anon.list_traceflows(with_token(short.token.clone()))
+        .await?;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let s = anon
+        .list_traceflows(with_token(short.token))
+        .await
+        .err()
+        .ok_or("expired token works")?;
+    assert_eq!(s.code(), Code::Unauthenticated);
+    // Bootstrap tokens have a maximum lifetime.
+    let out = m.cli(&["token", "create", "--cluster", "c1", "--ttl", "30d"])?;
+    assert!(!out.status.success(), "a 30-day bootstrap token was minted");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most"));
     Ok(())
 }
