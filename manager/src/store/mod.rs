@@ -61,6 +61,17 @@ pub struct TracePage {
     pub next_page_token: String,
 }
 
+/// What [`Store::update_trace`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TraceChange {
+    /// Written; the trace as stored now.
+    Changed(pb::Traceflow),
+    /// The change declined (e.g. the trace had already ended); the trace as stored.
+    Unchanged(pb::Traceflow),
+    /// No such trace (never existed, or deleted): nothing was written.
+    Missing,
+}
+
 /// Filter for [`Store::list_traces`]; empty fields match everything.
 #[derive(Debug, Default, Clone)]
 pub struct TraceFilter {
@@ -280,6 +291,71 @@ impl Store {
             .map_err(tx_err)?;
         self.wrote();
         Ok(())
+    }
+
+    /// Inserts a new trace only if no trace has its name (atomically, with its indexes);
+    /// false when the name is taken.
+    pub fn insert_trace(&self, t: &pb::Traceflow) -> Result<bool> {
+        use sled::Transactional;
+        let key = trace_key(t.creation_time_micros, &t.uid);
+        let value = t.encode_to_vec();
+        let i = &self.inner;
+        let inserted = (&i.traces, &i.trace_uid, &i.trace_name)
+            .transaction(|(traces, uids, names)| {
+                if names.get(t.name.as_bytes())?.is_some() {
+                    return Ok(false);
+                }
+                traces.insert(key.as_slice(), value.as_slice())?;
+                uids.insert(t.uid.as_bytes(), key.as_slice())?;
+                names.insert(t.name.as_bytes(), t.uid.as_bytes())?;
+                Ok::<bool, sled::transaction::ConflictableTransactionError<()>>(true)
+            })
+            .map_err(tx_err)?;
+        if inserted {
+            self.wrote();
+        }
+        Ok(inserted)
+    }
+
+    /// Compare-and-swap on a stored trace: `change` sees the current trace and returns whether
+    /// it changed it; the change is written only if nothing else wrote the trace meanwhile
+    /// (otherwise `change` runs again on the newer one). A deleted trace is never written back.
+    pub fn update_trace(
+        &self,
+        uid: &str,
+        change: impl Fn(&mut pb::Traceflow) -> bool,
+    ) -> Result<TraceChange> {
+        use sled::Transactional;
+        use sled::transaction::ConflictableTransactionError as Tx;
+        let i = &self.inner;
+        let result = (&i.traces, &i.trace_uid).transaction(|(traces, uids)| {
+            let Some(key) = uids.get(uid.as_bytes())? else {
+                return Ok(TraceChange::Missing);
+            };
+            let Some(bytes) = traces.get(&key)? else {
+                return Ok(TraceChange::Missing);
+            };
+            let mut t = pb::Traceflow::decode(&*bytes).map_err(|e| Tx::Abort(e.to_string()))?;
+            if !change(&mut t) {
+                return Ok(TraceChange::Unchanged(t));
+            }
+            traces.insert(&key, t.encode_to_vec())?;
+            Ok::<TraceChange, Tx<String>>(TraceChange::Changed(t))
+        });
+        let change = match result {
+            Ok(c) => c,
+            Err(sled::transaction::TransactionError::Storage(e)) => return Err(e.into()),
+            Err(sled::transaction::TransactionError::Abort(detail)) => {
+                return Err(StoreError::Corrupt {
+                    what: "trace",
+                    detail,
+                });
+            }
+        };
+        if matches!(change, TraceChange::Changed(_)) {
+            self.wrote();
+        }
+        Ok(change)
     }
 
     pub fn get_trace(&self, uid: &str) -> Result<Option<pb::Traceflow>> {
@@ -688,6 +764,44 @@ mod tests {
         let p = store.list_traces(&bounded, 10, "")?.unwrap_or_default();
         let uids: Vec<_> = p.traces.iter().map(|t| t.uid.as_str()).collect();
         assert_eq!(uids, ["u3", "u2", "u1"]);
+        Ok(())
+    }
+
+    #[test]
+    fn names_are_unique_and_updates_never_resurrect() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Join(e.to_string()))?;
+        let store = Store::open(dir.path())?;
+        let a = mk_trace("a", 1, "c");
+        assert!(store.insert_trace(&a)?);
+        let mut same_name = mk_trace("b", 2, "c");
+        same_name.name = a.name.clone();
+        assert!(!store.insert_trace(&same_name)?, "a taken name is refused");
+        assert!(store.get_trace("b")?.is_none());
+
+        // Concurrent updates: every one of 8 threads × 50 increments lands (no lost update).
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let _ = store.update_trace("a", |t| {
+                            t.created_by =
+                                (t.created_by.parse::<u32>().unwrap_or(0) + 1).to_string();
+                            true
+                        });
+                    }
+                });
+            }
+        });
+        let t = store.get_trace("a")?.map(|t| t.created_by);
+        assert_eq!(t.as_deref(), Some("400"));
+
+        assert!(store.delete_trace("a")?);
+        assert_eq!(store.update_trace("a", |_| true)?, TraceChange::Missing);
+        assert!(
+            store.get_trace("a")?.is_none(),
+            "a deleted trace never comes back"
+        );
+        assert!(store.insert_trace(&same_name)?, "the name is free again");
         Ok(())
     }
 

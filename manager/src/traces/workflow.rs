@@ -26,6 +26,10 @@ use crate::{
     store::{StoreError, TraceFilter, now_micros},
 };
 
+/// How many generated names are drawn before giving up on collisions (each draw has 5 random
+/// characters, so a second draw is already rare).
+pub const NAME_DRAWS: usize = 8;
+
 /// Grace beyond a trace's own timeout before the manager fails it itself.
 pub const TIMEOUT_GRACE: Duration = Duration::from_secs(15);
 
@@ -148,24 +152,15 @@ impl<L: ClusterLink> Traces<L> {
         {
             spec.check_source_pod(host_network)?;
         }
-        let name = if name.is_empty() {
-            naming::generate(&spec)
+        let (name, generated) = if name.is_empty() {
+            (naming::generate(&spec), Some(spec.clone()))
         } else {
-            if self.hub.store().trace_uid_by_name(&name)?.is_some() {
-                return Err(TraceError::AlreadyExists(
-                    "a trace of that name already exists; pick another name or leave it empty"
-                        .into(),
-                ));
-            }
-            name
+            (name, None)
         };
-        self.start(new_trace(
-            who,
-            name,
-            cluster,
-            spec.into_proto(),
-            String::new(),
-        ))
+        self.start(
+            new_trace(who, name, cluster, spec.into_proto(), String::new()),
+            generated.as_ref(),
+        )
         .await
     }
 
@@ -187,18 +182,46 @@ impl<L: ClusterLink> Traces<L> {
         // checked again rather than trusted.
         let spec = TraceSpec::try_from(old.spec.clone().unwrap_or_default())?;
         let name = naming::generate(&spec);
-        self.start(new_trace(
-            who,
-            name,
-            old.cluster,
-            spec.into_proto(),
-            old.uid,
-        ))
+        self.start(
+            new_trace(who, name, old.cluster, spec.clone().into_proto(), old.uid),
+            Some(&spec),
+        )
         .await
     }
 
+    /// Stores new trace `t` under a name no other trace has, atomically: when `generated_from`
+    /// is set the name was generated from that spec and a collision draws another; a chosen
+    /// name that is taken is ALREADY_EXISTS.
+    async fn insert(
+        &self,
+        mut t: pb::Traceflow,
+        generated_from: Option<&TraceSpec>,
+    ) -> Result<pb::Traceflow, TraceError> {
+        for _ in 0..NAME_DRAWS {
+            if let Some(saved) = self.hub.create(t.clone()).await? {
+                return Ok(saved);
+            }
+            match generated_from {
+                Some(spec) => t.name = naming::generate(spec),
+                None => {
+                    return Err(TraceError::AlreadyExists(
+                        "a trace of that name already exists; pick another name or leave it empty"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        Err(TraceError::AlreadyExists(
+            "no free generated name after several draws; retry, or choose a name".into(),
+        ))
+    }
+
     /// Stores `t` and hands it to its cluster, or fails it when that is not possible.
-    async fn start(&self, mut t: pb::Traceflow) -> Result<pb::Traceflow, TraceError> {
+    async fn start(
+        &self,
+        mut t: pb::Traceflow,
+        generated_from: Option<&TraceSpec>,
+    ) -> Result<pb::Traceflow, TraceError> {
         let span = tracing::Span::current();
         span.record("uid", t.uid.as_str());
         span.record("cluster", t.cluster.as_str());
@@ -206,9 +229,9 @@ impl<L: ClusterLink> Traces<L> {
         if let Err(reason) = self.clusters.check_connected(&t.cluster) {
             phase::fail(&mut t, &reason, now_micros());
             tracing::info!(uid = %t.uid, cluster = %t.cluster, %reason, "trace failed at once");
-            return Ok(self.hub.save(t).await?);
+            return self.insert(t, generated_from).await;
         }
-        let t = self.hub.save(t).await?;
+        let t = self.insert(t, generated_from).await?;
         // The adapter's spans for this trace become children of this call's span.
         if let Err(reason) = self
             .clusters
