@@ -13,7 +13,7 @@
 
 pub mod workflow;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc};
 
 use tokio::sync::broadcast;
 use traceflow_proto::v1 as pb;
@@ -227,17 +227,6 @@ impl TraceHub {
                 false
             }
         }
-    }
-
-    /// Backstop for a trace whose adapter never ends it: after its timeout plus `grace`, it is
-    /// Failed with Antrea's "Traceflow timeout".
-    pub fn arm_timeout(&self, uid: String, timeout_secs: i32, grace: Duration) {
-        let hub = self.clone();
-        let wait = Duration::from_secs(timeout_secs.max(1) as u64) + grace;
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            hub.fail_if_inflight(&uid, reasons::TIMEOUT).await;
-        });
     }
 
     /// Startup recovery: every trace still Pending or Running is ended Failed with reason

@@ -239,13 +239,34 @@ impl<L: ClusterLink> Traces<L> {
             .await
         {
             tracing::info!(uid = %t.uid, cluster = %t.cluster, %reason, "trace failed at once");
-            self.hub.fail_if_inflight(&t.uid, &reason).await;
+            if self.hub.fail_if_inflight(&t.uid, &reason).await {
+                self.clusters.cancel(&t.cluster, &t.uid);
+            }
             return self.get(&t.uid, "");
         }
         let timeout = t.spec.as_ref().map_or(0, |s| s.timeout);
-        self.hub.arm_timeout(t.uid.clone(), timeout, TIMEOUT_GRACE);
+        self.arm_timeout(&t, timeout);
         tracing::info!(uid = %t.uid, name = %t.name, cluster = %t.cluster, "trace started");
         Ok(t)
+    }
+
+    /// Backstop for a trace whose adapter never ends it: after its timeout plus
+    /// [`TIMEOUT_GRACE`] it is Failed with Antrea's "Traceflow timeout", and the adapter is told
+    /// to cancel it (so it frees the trace's id and tags).
+    fn arm_timeout(&self, t: &pb::Traceflow, timeout_secs: i32) {
+        let hub = self.hub.clone();
+        let clusters = self.clusters.clone();
+        let (uid, cluster) = (t.uid.clone(), t.cluster.clone());
+        let wait = Duration::from_secs(timeout_secs.max(1) as u64) + TIMEOUT_GRACE;
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if hub
+                .fail_if_inflight(&uid, traceflow_core::reasons::TIMEOUT)
+                .await
+            {
+                clusters.cancel(&cluster, &uid);
+            }
+        });
     }
 
     /// Deletes a trace, cancelling it first when it still runs.
@@ -361,5 +382,108 @@ fn new_trace(
         creation_time_micros: now_micros(),
         created_by: who.name().to_string(),
         retrace_of,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::{auth::Role, store::Store};
+
+    /// A connected cluster that accepts every start and records cancels.
+    #[derive(Clone, Default)]
+    struct FakeLink {
+        cancelled: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl ClusterLink for FakeLink {
+        fn is_registered(&self, _: &str) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        fn source_pod(&self, _: &str, _: &PodRef) -> Option<Option<bool>> {
+            None
+        }
+        fn check_connected(&self, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+        async fn start(&self, _: &pb::Traceflow, _: ContextMap) -> Result<(), String> {
+            Ok(())
+        }
+        fn cancel(&self, _: &str, uid: &str) {
+            if let Ok(mut c) = self.cancelled.lock() {
+                c.push(uid.to_string());
+            }
+        }
+    }
+
+    fn spec() -> Result<TraceSpec, traceflow_core::Invalid> {
+        TraceSpec::try_from(pb::TraceflowSpec {
+            source: Some(pb::Source {
+                namespace: "default".into(),
+                pod: "a".into(),
+                ip: String::new(),
+            }),
+            destination: Some(pb::Destination {
+                namespace: "default".into(),
+                pod: "b".into(),
+                ..Default::default()
+            }),
+            timeout: 1,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_trace_is_cancelled_at_its_adapter_a_finished_one_is_not()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let link = FakeLink::default();
+        let traces = Traces::new(TraceHub::new(Store::open(dir.path())?), link.clone());
+        let who = Principal::User {
+            name: "u".into(),
+            role: Role::Edit,
+        };
+        let stuck = traces
+            .create(&who, "c".into(), "stuck".into(), spec()?)
+            .await?;
+        let done = traces
+            .create(&who, "c".into(), "done".into(), spec()?)
+            .await?;
+        let again = traces
+            .create(&who, "c".into(), "done".into(), spec()?)
+            .await;
+        assert!(matches!(again, Err(TraceError::AlreadyExists(_))));
+        let status = pb::TraceflowStatus {
+            phase: pb::TraceflowPhase::Succeeded as i32,
+            ..Default::default()
+        };
+        traces.hub.apply_update("c", &done.uid, status).await?;
+        tokio::time::sleep(TIMEOUT_GRACE + Duration::from_secs(2)).await;
+        // The timeout task writes through sled's blocking flush: give it real time too.
+        for _ in 0..100 {
+            if link
+                .cancelled
+                .lock()
+                .map(|c| !c.is_empty())
+                .unwrap_or(false)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stuck = traces.get(&stuck.uid, "")?;
+        assert_eq!(
+            stuck.status.map(|s| s.reason).as_deref(),
+            Some(traceflow_core::reasons::TIMEOUT)
+        );
+        assert_eq!(
+            phase::of(&traces.get(&done.uid, "")?),
+            pb::TraceflowPhase::Succeeded
+        );
+        let cancelled = link.cancelled.lock().map(|c| c.clone()).unwrap_or_default();
+        assert_eq!(cancelled, vec![stuck.uid]);
+        Ok(())
     }
 }
