@@ -12,6 +12,9 @@ pub const CANCELLED: &str = "Traceflow cancelled";
 /// A trace that was in flight when the manager stopped.
 pub const MANAGER_RESTARTED: &str = "manager restarted";
 
+/// The error of [`node_error`] when a Node's agent stream ended while a trace needed it.
+pub const AGENT_DISCONNECTED: &str = "agent disconnected";
+
 /// Antrea's agent-side failure form: `Node: <node>, error: <error>`.
 pub fn node_error(node: &str, error: impl Display) -> String {
     bounded(format!("Node: {node}, error: {error}"))

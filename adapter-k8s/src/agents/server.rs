@@ -137,6 +137,10 @@ impl AgentServer {
         }
         self.agents.unregister(&node, conn);
         info!("agent detached");
+        // A newer connection of the same Node replaced this one: nothing was lost.
+        if !self.agents.is_connected(&node) {
+            self.coordinator.agent_detached(&node);
+        }
     }
 
     fn handle(&self, node: &str, conn: u64, msg: Msg) {

@@ -95,6 +95,7 @@ enum Command {
         uid: String,
     },
     AgentAttached(String),
+    AgentDetached(String),
 }
 
 /// The cloneable way in; every method is fire-and-forget.
@@ -143,6 +144,14 @@ impl CoordinatorHandle {
     /// again (an agent that restarted lost it; one that was away never got it).
     pub fn agent_attached(&self, node: &str) {
         self.send(Command::AgentAttached(node.to_string()));
+    }
+
+    /// Node `node` has no agent stream any more: every injected trace that needs it (its
+    /// sender Node, or the Node of its destination Pod) fails at once with
+    /// `Node: <node>, error: agent disconnected`. Live traces keep waiting: their part is sent
+    /// again when the agent re-attaches ([`Self::agent_attached`]).
+    pub fn agent_detached(&self, node: &str) {
+        self.send(Command::AgentDetached(node.to_string()));
     }
 
     /// A Node's part of live trace `uid` is in place (`LiveTraceArmed`).
@@ -263,6 +272,7 @@ impl Coordinator {
             Command::Failure { node, failure } => self.on_failure(&node, failure),
             Command::LiveArmed { node, uid } => self.on_live_armed(&node, &uid),
             Command::AgentAttached(node) => self.on_agent_attached(&node),
+            Command::AgentDetached(node) => self.on_agent_detached(&node),
         }
     }
 
@@ -359,6 +369,31 @@ impl Coordinator {
         let reason = reasons::node_error(node, &failure.reason);
         info!(uid = %uid, %reason, "agent failed trace");
         self.finish(&uid, TraceflowPhase::Failed, &reason);
+    }
+
+    fn on_agent_detached(&mut self, node: &str) {
+        let doomed: Vec<String> = {
+            let index = self.inventory.read();
+            self.traces
+                .iter()
+                .filter(|(_, r)| matches!(r.lifecycle, Lifecycle::Injected))
+                .filter(|(_, r)| {
+                    let dst_node = match &r.record.spec.destination {
+                        traceflow_core::Destination::Pod(p) => {
+                            index.pod(&p.namespace, &p.name).map(|p| p.node.as_str())
+                        }
+                        _ => None,
+                    };
+                    r.record.sender_node == node || dst_node == Some(node)
+                })
+                .map(|(uid, _)| uid.clone())
+                .collect()
+        };
+        let reason = reasons::node_error(node, reasons::AGENT_DISCONNECTED);
+        for uid in doomed {
+            info!(uid = %uid, %reason, "agent of a Node the trace needs disconnected");
+            self.finish(&uid, TraceflowPhase::Failed, &reason);
+        }
     }
 
     fn on_timeout(&mut self, uid: &str, trace_id: u32) {
