@@ -96,6 +96,7 @@ enum Command {
     },
     AgentAttached(String),
     AgentDetached(String),
+    Running(tokio::sync::oneshot::Sender<Vec<String>>),
 }
 
 /// The cloneable way in; every method is fire-and-forget.
@@ -152,6 +153,13 @@ impl CoordinatorHandle {
     /// again when the agent re-attaches ([`Self::agent_attached`]).
     pub fn agent_detached(&self, node: &str) {
         self.send(Command::AgentDetached(node.to_string()));
+    }
+
+    /// The uids of the traces running now (empty when the coordinator has stopped).
+    pub async fn running(&self) -> Vec<String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Command::Running(tx));
+        rx.await.unwrap_or_default()
     }
 
     /// A Node's part of live trace `uid` is in place (`LiveTraceArmed`).
@@ -273,6 +281,9 @@ impl Coordinator {
             Command::LiveArmed { node, uid } => self.on_live_armed(&node, &uid),
             Command::AgentAttached(node) => self.on_agent_attached(&node),
             Command::AgentDetached(node) => self.on_agent_detached(&node),
+            Command::Running(reply) => {
+                let _ = reply.send(self.traces.keys().cloned().collect());
+            }
         }
     }
 

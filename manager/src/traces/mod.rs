@@ -206,6 +206,45 @@ impl TraceHub {
         }
     }
 
+    /// Fails every in-flight trace of `cluster` created before `created_before` (micros) and
+    /// not in `keep` with `reason`; returns how many. Later traces may have been handed to the
+    /// adapter after it listed `keep`.
+    pub async fn fail_cluster_inflight_except(
+        &self,
+        cluster: &str,
+        keep: &std::collections::HashSet<&str>,
+        created_before: i64,
+        reason: &str,
+    ) -> usize {
+        let uids: Vec<String> = match self.inflight.lock() {
+            Ok(m) => m
+                .iter()
+                .filter(|(u, (c, _))| c.as_str() == cluster && !keep.contains(u.as_str()))
+                .map(|(u, _)| u.clone())
+                .collect(),
+            Err(_) => return 0,
+        };
+        let mut failed = 0;
+        let now = now_micros();
+        for uid in uids {
+            let ended = self
+                .change(&uid, |t| {
+                    if is_terminal(phase(t)) || t.creation_time_micros >= created_before {
+                        return false;
+                    }
+                    fail(t, reason, now);
+                    true
+                })
+                .await;
+            match ended {
+                Ok(Some(_)) => failed += 1,
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, uid, "cannot fail trace"),
+            }
+        }
+        failed
+    }
+
     /// Fails `uid` with `reason` unless it already ended (one compare-and-swap: a Succeeded
     /// trace is never overwritten by a late timeout, a deleted one never comes back). Returns
     /// whether this call failed it.
