@@ -377,6 +377,16 @@ impl Coordinator {
             debug!(node = %node, uid = %failure.trace_uid, "failure for no running trace");
             return;
         };
+        // Only a Node with a part in the trace may fail it: the injecting Node, or one that
+        // runs part of a live trace.
+        let involved = self.traces.get(&uid).is_some_and(|r| match &r.lifecycle {
+            Lifecycle::Injected => r.record.sender_node == node,
+            Lifecycle::Live(live) => live.involves(node),
+        });
+        if !involved {
+            warn!(node = %node, uid = %uid, "failure from a Node with no part in the trace; ignored");
+            return;
+        }
         let reason = reasons::node_error(node, &failure.reason);
         info!(uid = %uid, %reason, "agent failed trace");
         self.finish(&uid, TraceflowPhase::Failed, &reason);

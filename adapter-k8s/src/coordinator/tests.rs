@@ -223,6 +223,15 @@ async fn agent_failure_and_cancel_end_the_trace() {
     h.handle.start(trace("u1", "p1", 0));
     next(&mut h).await;
     let pkt = inject(&mut n1).await;
+    // A Node with no part in the trace cannot fail it (n2 only hosts the destination).
+    h.handle.agent_failure(
+        "n2",
+        pb::TraceFailure {
+            trace_uid: "u1".into(),
+            trace_id: pkt.trace_id,
+            reason: "forged".into(),
+        },
+    );
     h.handle.agent_failure(
         "n1",
         pb::TraceFailure {
