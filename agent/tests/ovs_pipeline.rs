@@ -395,3 +395,33 @@ async fn two_nodes_over_geneve() {
     assert_received_and_delivered(&receiver);
     drop(peer_senders);
 }
+
+/// A Pod that forges the trace class (DSCP 63, `ping -Q 252`) is never taken for a trace: the
+/// Classifier clears the DSCP of a Pod's packet without the mark only the agent's packet-out
+/// sets, so the packet is delivered like any other and no trace observation is made; a real
+/// injection still is a trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_forging_the_trace_dscp_is_not_taken_for_a_trace() {
+    let node = OvsNode::start(2);
+    let (mut rt, _stop) = start(&node).await;
+    let dst = node.pods[1].ip.clone();
+    assert!(node.ping_retry(0, &dst), "a plain ping between the Pods");
+    let forged = (0..5).any(|_| {
+        node.in_pod(0, "ping")
+            .args(["-c1", "-W2", "-Q", "252", &dst])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    support::dump_on_failure(forged, &[&node], "forged DSCP-63 ping");
+    assert!(
+        forged,
+        "a DSCP-63 packet from a Pod was swallowed as a trace packet"
+    );
+    let stray = tokio::time::timeout(Duration::from_millis(500), rt.observations.recv()).await;
+    assert!(
+        stray.is_err(),
+        "the forged packet produced a trace observation"
+    );
+    let o = trace(&mut rt, &inject_req(&node, 0, 1, 4343)).await;
+    assert_eq!(o.trace_id, 4343);
+}

@@ -368,4 +368,44 @@ mod tests {
             Some(6)
         );
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::parse_flow;
+
+        /// Words tfctl's flow syntax knows, so generated flows reach past the first check.
+        fn token() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("tcp".to_string()),
+                Just("udp".to_string()),
+                Just("icmp".to_string()),
+                Just("ipv6".to_string()),
+                "[a-z_]{1,8}=[0-9a-fx-]{0,12}",
+                "[a-z_]{1,8}",
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any text parses or is refused with an error; never a panic.
+            #[test]
+            fn any_text_parses_or_is_refused(flow in any::<String>()) {
+                let _ = parse_flow(&flow);
+            }
+
+            /// Comma-joined plausible fields: same, and an error names no more than the input.
+            #[test]
+            fn plausible_flows_parse_or_are_refused(
+                parts in proptest::collection::vec(token(), 0..8)
+            ) {
+                let flow = parts.join(",");
+                if let Err(e) = parse_flow(&flow) {
+                    prop_assert!(!e.to_string().is_empty());
+                }
+            }
+        }
+    }
 }

@@ -18,6 +18,38 @@ pub const MAX_SUBDOMAIN_LEN: usize = 253;
 pub const MAX_IP_LEN: usize = 45;
 /// A failure reason kept with a trace (longer ones are cut, on a character boundary).
 pub const MAX_REASON_LEN: usize = 1024;
+/// A trace uid (a UUID is 36).
+pub const MAX_UID_LEN: usize = 64;
+/// A bearer or bootstrap token as presented (ours are 68: a 3-letter prefix, '-', 64 hex).
+pub const MAX_TOKEN_LEN: usize = 128;
+/// A PEM certificate signing request (an ECDSA or RSA-4096 CSR is well under this).
+pub const MAX_CSR_LEN: usize = 16 * 1024;
+/// A list filter (`namespace/name`, a name or an IP).
+pub const MAX_FILTER_LEN: usize = MAX_LABEL_LEN + 1 + MAX_SUBDOMAIN_LEN;
+/// A page token of ListTraceflows (hex of a store key: 8 bytes + uid).
+pub const MAX_PAGE_TOKEN_LEN: usize = 2 * (8 + MAX_UID_LEN);
+
+/// Largest request a user-facing service (traces, clusters, users, registration) decodes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest message an adapter may send the manager (a whole-cluster inventory sync).
+pub const MAX_ADAPTER_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest message an agent may send its adapter (observations, node state).
+pub const MAX_AGENT_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Longest lifetime of a bootstrap token.
+pub const MAX_BOOTSTRAP_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// `value` of `field` is at most `max` bytes; the error never repeats the value.
+pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), crate::Invalid> {
+    if value.len() <= max {
+        Ok(())
+    } else {
+        Err(crate::Invalid::new(
+            field,
+            format!("is {} bytes; at most {max} are accepted", value.len()),
+        ))
+    }
+}
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;

@@ -24,6 +24,9 @@ pub fn timeout_in_leg(reply_leg: bool) -> String {
     }
 }
 
+/// The error of [`node_error`] when a Node's agent stream ended while a trace needed it.
+pub const AGENT_DISCONNECTED: &str = "agent disconnected";
+
 /// Antrea's agent-side failure form: `Node: <node>, error: <error>`.
 pub fn node_error(node: &str, error: impl Display) -> String {
     bounded(format!("Node: {node}, error: {error}"))

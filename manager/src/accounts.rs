@@ -22,6 +22,9 @@ use crate::{
 
 /// Default lifetime of a bootstrap token.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Longest lifetime of a bootstrap token.
+pub const MAX_BOOTSTRAP_TOKEN_TTL: Duration =
+    Duration::from_secs(traceflow_core::limits::MAX_BOOTSTRAP_TOKEN_TTL_SECS);
 
 /// Why an account operation was refused. The API maps each kind to one status code.
 #[derive(Debug, thiserror::Error)]
@@ -75,45 +78,79 @@ fn audit(
     })
 }
 
-/// Stores `name` with `role` (keeping its creation time) and, for `bearer`, a new token;
-/// returns the user and the token (empty otherwise).
+/// The credential a user is given.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A client certificate with this serial (already signed): it replaces the user's previous
+    /// certificate, which stops working.
+    Certificate { serial: String },
+    /// A new bearer token that expires after `ttl`; the user's certificate is kept.
+    Bearer { ttl: Duration },
+}
+
+/// A bearer token as issued: the secret (shown once), its id and expiry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub secret: String,
+    /// Names the token for [`revoke_token`]: a prefix of its hash, not a secret.
+    pub id: String,
+    pub expires_micros: i64,
+}
+
+/// Length of a token id (hex characters of the secret's SHA-256).
+pub const TOKEN_ID_LEN: usize = 16;
+
+/// Stores `name` with `role` (keeping its creation time) and `credential`; returns the user
+/// and, for a bearer credential, the token.
 pub fn upsert_user(
     store: &Store,
     name: &str,
     role: Role,
-    bearer: bool,
+    credential: Credential,
     actor: &str,
-) -> Result<(UserRecord, String), AccountError> {
+) -> Result<(UserRecord, Option<IssuedToken>), AccountError> {
     naming::check_cluster("name", name)?;
     let now = now_micros();
-    let created = store.user(name)?.map(|u| u.created_micros).unwrap_or(now);
+    let existing = store.user(name)?;
+    let created = existing.as_ref().map_or(now, |u| u.created_micros);
+    let mut serial = existing.map(|u| u.certificate_serial).unwrap_or_default();
+    let mut token = None;
+    let how = match &credential {
+        Credential::Certificate { serial: new } => {
+            serial = new.clone();
+            format!("certificate serial {new}")
+        }
+        Credential::Bearer { ttl } => {
+            let secret = new_secret("tfu");
+            let hash = hash_secret(&secret);
+            let expires = now.saturating_add(ttl.as_micros().min(i64::MAX as u128) as i64);
+            store.put_token(
+                &hash,
+                &TokenRecord {
+                    kind: TokenKind::User,
+                    subject: name.to_string(),
+                    created_micros: now,
+                    expires_micros: expires,
+                    used_micros: 0,
+                },
+            )?;
+            let id = hash[..TOKEN_ID_LEN].to_string();
+            let how = format!("bearer token {id} expiring {}", rfc3339(expires));
+            token = Some(IssuedToken {
+                secret,
+                id,
+                expires_micros: expires,
+            });
+            how
+        }
+    };
     let user = UserRecord {
         name: name.to_string(),
         role: role.as_str().to_string(),
         created_micros: created,
+        certificate_serial: serial,
     };
     store.put_user(&user)?;
-    let token = if bearer {
-        let token = new_secret("tfu");
-        store.put_token(
-            &hash_secret(&token),
-            &TokenRecord {
-                kind: TokenKind::User,
-                subject: name.to_string(),
-                created_micros: now,
-                expires_micros: 0,
-                used_micros: 0,
-            },
-        )?;
-        token
-    } else {
-        String::new()
-    };
-    let how = if bearer {
-        "bearer token"
-    } else {
-        "certificate"
-    };
     audit(
         store,
         actor,
@@ -124,8 +161,30 @@ pub fn upsert_user(
     Ok((user, token))
 }
 
+/// Revokes the bearer token named `id` (from [`IssuedToken::id`]).
+pub fn revoke_token(store: &Store, id: &str, actor: &str) -> Result<(), AccountError> {
+    if id.len() != TOKEN_ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(
+            "token_id",
+            "is not a token id: use the 16 hex characters CreateUser returned",
+        ));
+    }
+    let subject = store
+        .delete_user_token_by_prefix(&id.to_ascii_lowercase())?
+        .ok_or_else(|| AccountError::NotFound(format!("no bearer token with id {id}")))?;
+    audit(
+        store,
+        actor,
+        "token-revoke",
+        &subject,
+        format!("bearer token {id} revoked"),
+    )?;
+    Ok(())
+}
+
 /// Deletes user `name` and its bearer tokens.
 pub fn delete_user(store: &Store, name: &str, actor: &str) -> Result<(), AccountError> {
+    naming::check_cluster("name", name)?;
     if !store.delete_user(name)? {
         return Err(AccountError::NotFound(format!(
             "user {name:?} does not exist"
@@ -150,6 +209,15 @@ pub fn mint_bootstrap_token(
     actor: &str,
 ) -> Result<(String, i64), AccountError> {
     naming::check_cluster("cluster", cluster)?;
+    if ttl > MAX_BOOTSTRAP_TOKEN_TTL || ttl.is_zero() {
+        return Err(invalid(
+            "ttl",
+            format!(
+                "must be more than 0 and at most {}; mint a shorter-lived token",
+                humantime::format_duration(MAX_BOOTSTRAP_TOKEN_TTL)
+            ),
+        ));
+    }
     let token = new_secret("tfb");
     let now = now_micros();
     let expires = now + ttl.as_micros() as i64;

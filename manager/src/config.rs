@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the manager's one TLS port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Bootstrap tokens for cluster registration.
     Token {
         #[command(subcommand)]
@@ -78,6 +78,8 @@ pub struct ServeArgs {
     pub ca_key: Option<PathBuf>,
     #[command(flatten)]
     pub otlp: traceflow_telemetry::OtlpArgs,
+    #[command(flatten)]
+    pub edge: crate::api::guard::EdgeLimits,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +128,10 @@ pub enum ConfigError {
     NoDataDir,
     #[error("{0} is too short (heartbeats need at least 1s; retention more than 0)")]
     TooShort(&'static str),
+    #[error(
+        "--bearer-token-ttl is longer than --bearer-token-max-ttl; shorten it or raise the maximum"
+    )]
+    TokenTtlOverMax,
     #[error("config file {path}: {field}: {detail}")]
     Field {
         path: PathBuf,
@@ -207,9 +213,13 @@ pub fn resolve_serve(
             .or(file.console_dir)
             .or_else(crate::console::default_dir),
         ca_files: args.ca_cert.zip(args.ca_key),
+        edge: args.edge,
     };
     if cfg.heartbeat_interval < Duration::from_secs(1) {
         return Err(ConfigError::TooShort("--heartbeat-interval"));
+    }
+    if cfg.edge.bearer_token_ttl > cfg.edge.bearer_token_max_ttl {
+        return Err(ConfigError::TokenTtlOverMax);
     }
     if cfg.retention.interval.is_zero() {
         return Err(ConfigError::TooShort("--retention-interval"));
@@ -238,6 +248,7 @@ mod tests {
             ca_cert: None,
             ca_key: None,
             otlp: Default::default(),
+            edge: Default::default(),
         }
     }
 

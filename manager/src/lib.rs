@@ -27,6 +27,7 @@ pub mod console;
 pub mod fleet;
 pub mod http_route;
 pub mod ops;
+pub mod private_dir;
 pub mod server;
 pub mod store;
 pub mod telemetry;

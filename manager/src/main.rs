@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let otlp = args.otlp.config();
-            let (cfg, listen, log) = config::resolve_serve(args, cli.log)?;
+            let (cfg, listen, log) = config::resolve_serve(*args, cli.log)?;
             let service = traceflow_telemetry::Service {
                 name: "traceflow-manager",
                 attributes: Vec::new(),

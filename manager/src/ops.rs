@@ -12,7 +12,7 @@ use std::{
 use traceflow_proto::v1 as pb;
 
 use crate::{
-    accounts::{AccountError, mint_bootstrap_token, upsert_user},
+    accounts::{AccountError, Credential, mint_bootstrap_token, upsert_user},
     auth::Role,
     server::{DataDir, ServeError, open_data_dir, write_file},
     store::StoreError,
@@ -158,14 +158,18 @@ pub async fn user_create(
     let (csr_pem, key_pem) = traceflow_pki::generate_csr(name)?;
     let (token, cert_pem, ca_pem) = match open_offline(data_dir)? {
         Some(d) => {
-            let cert = if bearer {
-                String::new()
+            let (credential, cert) = if bearer {
+                let ttl = crate::api::guard::EdgeLimits::default().bearer_token_ttl;
+                (Credential::Bearer { ttl }, String::new())
             } else {
-                d.ca.sign_csr(&csr_pem, name, traceflow_pki::IdentityKind::User)?
-                    .cert_pem
+                let issued =
+                    d.ca.sign_csr(&csr_pem, name, traceflow_pki::IdentityKind::User)?;
+                let serial = issued.serial;
+                (Credential::Certificate { serial }, issued.cert_pem)
             };
-            let (_, token) = upsert_user(&d.store, name, role, bearer, "local")?;
+            let (_, token) = upsert_user(&d.store, name, role, credential, "local")?;
             d.store.flush_blocking().map_err(ServeError::from)?;
+            let token = token.map(|t| t.secret).unwrap_or_default();
             (token, cert, d.ca.cert_pem().to_string())
         }
         None => {
@@ -177,6 +181,7 @@ pub async fn user_create(
                     role: role.to_pb() as i32,
                     bearer_token: bearer,
                     csr_pem: if bearer { String::new() } else { csr_pem },
+                    token_ttl_seconds: 0,
                 })
                 .await?
                 .into_inner();

@@ -14,7 +14,8 @@
 //! ```
 //!
 //! Files in the data directory: `store/` (sled), `ca.pem`, `local-admin.pem`,
-//! `local-admin-key.pem`, and `listen.addr` (the bound address, written once listening).
+//! `local-admin-key.pem`, and `listen.addr` (the bound address, written once listening); the
+//! directory is 0700 and each of these 0600 ([`crate::private_dir`]).
 
 use std::{
     future::Future,
@@ -25,7 +26,10 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use traceflow_core::phase::{is_terminal, of as phase};
+use traceflow_core::{
+    limits::{MAX_ADAPTER_MESSAGE_BYTES, MAX_REQUEST_BYTES},
+    phase::{is_terminal, of as phase},
+};
 use traceflow_pki::{CertificateAuthority, IdentityKind};
 use traceflow_proto::v1 as pb;
 
@@ -36,6 +40,7 @@ use crate::{
     },
     auth::{Authenticator, Role},
     fleet::{Fleet, attach::AdapterSvc, link::FleetLink},
+    private_dir::FILE_MODE,
     store::{AuditEvent, Store, StoreError, StoredCa, UserRecord, now_micros},
     traces::{TraceHub, workflow::Traces},
 };
@@ -45,6 +50,12 @@ pub const INVENTORY_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How long open streams get to end after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// HTTP/2 pings on every connection, and how long an unanswered one may wait.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent streams (calls, watches) one connection may hold open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
 /// Name of the local admin user whose credential lives in the data directory.
 pub const LOCAL_ADMIN: &str = "local-admin";
@@ -67,6 +78,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    PrivateDir(#[from] crate::private_dir::PrivateDirError),
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
     #[error(
@@ -124,6 +137,8 @@ pub struct ServeConfig {
     pub console_dir: Option<PathBuf>,
     /// `(certificate, key)` PEM files of an operator-supplied CA, adopted on first start.
     pub ca_files: Option<(PathBuf, PathBuf)>,
+    /// Rate limits, token lifetimes and audit bounds at the edge.
+    pub edge: crate::api::guard::EdgeLimits,
 }
 
 /// The opened data directory.
@@ -152,7 +167,7 @@ pub fn open_data_dir_with_ca(
     data_dir: &Path,
     ca_files: Option<&(PathBuf, PathBuf)>,
 ) -> Result<DataDir, ServeError> {
-    std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+    crate::private_dir::prepare(data_dir)?;
     let store = Store::open(&store_path(data_dir))?;
     let supplied = match ca_files {
         Some((cert, key)) => Some((
@@ -195,20 +210,35 @@ pub fn open_data_dir_with_ca(
             ca
         }
     };
-    write_file(&data_dir.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
-    if store.user(LOCAL_ADMIN)?.is_none() {
+    write_file(
+        &data_dir.join("ca.pem"),
+        ca.cert_pem().as_bytes(),
+        FILE_MODE,
+    )?;
+    // The local admin's certificate lives in this (private) directory; the store records its
+    // serial like any user's, so only that certificate works as the local admin.
+    let cert = data_dir.join("local-admin.pem");
+    let key = data_dir.join("local-admin-key.pem");
+    let serial = if !cert.exists() || !key.exists() {
+        let issued = ca.issue(LOCAL_ADMIN, IdentityKind::User, &[])?;
+        write_file(&key, issued.key_pem.as_bytes(), FILE_MODE)?;
+        write_file(&cert, issued.cert_pem.as_bytes(), FILE_MODE)?;
+        issued.serial
+    } else {
+        let pem = std::fs::read_to_string(&cert).map_err(io_err(&cert))?;
+        traceflow_pki::pem_identity(&pem)?.serial
+    };
+    let admin = store.user(LOCAL_ADMIN)?;
+    if admin
+        .as_ref()
+        .is_none_or(|u| u.certificate_serial != serial)
+    {
         store.put_user(&UserRecord {
             name: LOCAL_ADMIN.into(),
             role: Role::Admin.as_str().into(),
-            created_micros: now_micros(),
+            created_micros: admin.map_or_else(now_micros, |u| u.created_micros),
+            certificate_serial: serial,
         })?;
-    }
-    let cert = data_dir.join("local-admin.pem");
-    let key = data_dir.join("local-admin-key.pem");
-    if !cert.exists() || !key.exists() {
-        let issued = ca.issue(LOCAL_ADMIN, IdentityKind::User, &[])?;
-        write_file(&key, issued.key_pem.as_bytes(), 0o600)?;
-        write_file(&cert, issued.cert_pem.as_bytes(), 0o644)?;
     }
     store.flush_blocking()?;
     Ok(DataDir {
@@ -287,6 +317,10 @@ pub async fn run(
     let tls =
         crate::tls::server_config(&server_cert.cert_pem, &server_cert.key_pem, ca.cert_pem())?;
     let auth = Authenticator::new(store.clone());
+    let guard = Arc::new(crate::api::guard::Guard::new(
+        store.clone(),
+        cfg.edge.clone(),
+    ));
     let fleet = Fleet::new(cfg.heartbeat_interval);
     let fleet_for_stop = fleet.clone();
     let ctx = Ctx {
@@ -302,6 +336,7 @@ pub async fn run(
                 fleet: fleet.clone(),
             },
         ),
+        guard: guard.clone(),
     };
 
     let reflection_v1 = reflection_builder("grpc.reflection.v1.ServerReflection")
@@ -350,6 +385,7 @@ pub async fn run(
 
     let retention = cfg.retention;
     let retention_hub = hub.clone();
+    let edge = cfg.edge.clone();
     let retention_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(retention.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -360,6 +396,18 @@ pub async fn run(
                 Ok(n) => tracing::info!(deleted = n, "retention deleted finished traces"),
                 Err(error) => tracing::warn!(%error, "retention failed"),
             }
+            let store = retention_hub.store();
+            let oldest = now_micros() - edge.audit_max_age.as_micros() as i64;
+            match store.prune_audit(edge.audit_max_count, oldest) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "audit log pruned"),
+                Err(error) => tracing::warn!(%error, "audit pruning failed"),
+            }
+            match store.purge_tokens(now_micros()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "spent or expired tokens purged"),
+                Err(error) => tracing::warn!(%error, "token purge failed"),
+            }
         }
     });
 
@@ -368,32 +416,45 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
+        // A half-open peer (adapter host gone, cable cut) is noticed within seconds.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .layer(crate::telemetry::MetricsLayer::new(auth.clone()))
         .layer(crate::console::ConsoleLayer::new(console))
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(crate::api::access::AccessLayer::new(auth.clone()))
-        .add_service(pb::traceflow_service_server::TraceflowServiceServer::new(
-            TraceflowSvc { ctx: ctx.clone() },
-        ))
-        .add_service(pb::cluster_service_server::ClusterServiceServer::new(
-            ClusterSvc { ctx: ctx.clone() },
-        ))
-        .add_service(pb::user_service_server::UserServiceServer::new(UserSvc {
-            ctx: ctx.clone(),
-        }))
+        .layer(crate::api::access::AccessLayer::new(auth.clone(), guard))
+        // Each service decodes at most what its largest honest request needs; more is
+        // refused by tonic (RESOURCE_EXHAUSTED) before a handler sees it.
+        .add_service(
+            pb::traceflow_service_server::TraceflowServiceServer::new(TraceflowSvc {
+                ctx: ctx.clone(),
+            })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::cluster_service_server::ClusterServiceServer::new(ClusterSvc { ctx: ctx.clone() })
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::user_service_server::UserServiceServer::new(UserSvc { ctx: ctx.clone() })
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .add_service(
             pb::registration_service_server::RegistrationServiceServer::new(RegistrationSvc {
                 ctx: ctx.clone(),
-            }),
+            })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
-        .add_service(pb::adapter_service_server::AdapterServiceServer::new(
-            AdapterSvc {
+        .add_service(
+            pb::adapter_service_server::AdapterServiceServer::new(AdapterSvc {
                 auth: auth.clone(),
                 fleet,
                 hub,
                 store: store.clone(),
-            },
-        ))
+            })
+            .max_decoding_message_size(MAX_ADAPTER_MESSAGE_BYTES),
+        )
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(health_svc)
@@ -438,7 +499,7 @@ pub async fn bind(data_dir: &Path, listen: SocketAddr) -> Result<TcpListener, Se
     write_file(
         &data_dir.join("listen.addr"),
         format!("{addr}\n").as_bytes(),
-        0o644,
+        FILE_MODE,
     )?;
     Ok(listener)
 }

@@ -11,7 +11,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 use traceflow_manager::{
-    accounts::upsert_user,
+    accounts::{Credential, upsert_user},
     api::access::{Access, METHODS},
     auth::Role,
     server::{self, ServeConfig},
@@ -68,8 +68,19 @@ impl InProcess {
         let mut callers = vec![Caller::Anonymous];
         for role in [Role::View, Role::Edit, Role::Admin] {
             let name = format!("u-{role}");
-            let (_, token) = upsert_user(&data.store, &name, role, true, "test")?;
+            let ttl = std::time::Duration::from_secs(3600);
+            let (_, token) =
+                upsert_user(&data.store, &name, role, Credential::Bearer { ttl }, "test")?;
+            let token = token.ok_or("no token issued")?.secret;
             let issued = data.ca.issue(&name, IdentityKind::User, &[])?;
+            let serial = issued.serial.clone();
+            upsert_user(
+                &data.store,
+                &name,
+                role,
+                Credential::Certificate { serial },
+                "test",
+            )?;
             callers.push(Caller::UserCert {
                 role,
                 cert: issued.cert_pem,
@@ -143,6 +154,7 @@ fn config(dir: &Path) -> ServeConfig {
         retention: server::Retention::default(),
         console_dir: None,
         ca_files: None,
+        edge: Default::default(),
     }
 }
 

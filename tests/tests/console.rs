@@ -111,6 +111,7 @@ fn console_in_chromium_against_the_two_node_lab() {
                         role: role as i32,
                         bearer_token: true,
                         csr_pem: String::new(),
+                        token_ttl_seconds: 0,
                     })
                     .await
                     .map(|r| r.into_inner().token)

@@ -110,6 +110,7 @@ fn tfctl_every_verb_and_format_against_the_lab() {
                 role: pb::Role::View as i32,
                 bearer_token: true,
                 csr_pem: String::new(),
+                token_ttl_seconds: 0,
             })
             .await
             .map(|r| r.into_inner().token)

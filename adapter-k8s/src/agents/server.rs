@@ -137,6 +137,10 @@ impl AgentServer {
         }
         self.agents.unregister(&node, conn);
         info!("agent detached");
+        // A newer connection of the same Node replaced this one: nothing was lost.
+        if !self.agents.is_connected(&node) {
+            self.coordinator.agent_detached(&node);
+        }
     }
 
     fn handle(&self, node: &str, conn: u64, msg: Msg) {
@@ -173,7 +177,11 @@ pub async fn serve(
         .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(pb::agent_service_server::AgentServiceServer::new(server))
+        // Agents send observations and node state; anything larger is refused on purpose.
+        .add_service(
+            pb::agent_service_server::AgentServiceServer::new(server)
+                .max_decoding_message_size(traceflow_core::limits::MAX_AGENT_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -95,6 +95,8 @@ enum Command {
         uid: String,
     },
     AgentAttached(String),
+    AgentDetached(String),
+    Running(tokio::sync::oneshot::Sender<Vec<String>>),
 }
 
 /// The cloneable way in; every method is fire-and-forget.
@@ -143,6 +145,21 @@ impl CoordinatorHandle {
     /// again (an agent that restarted lost it; one that was away never got it).
     pub fn agent_attached(&self, node: &str) {
         self.send(Command::AgentAttached(node.to_string()));
+    }
+
+    /// Node `node` has no agent stream any more: every injected trace that needs it (its
+    /// sender Node, or the Node of its destination Pod) fails at once with
+    /// `Node: <node>, error: agent disconnected`. Live traces keep waiting: their part is sent
+    /// again when the agent re-attaches ([`Self::agent_attached`]).
+    pub fn agent_detached(&self, node: &str) {
+        self.send(Command::AgentDetached(node.to_string()));
+    }
+
+    /// The uids of the traces running now (empty when the coordinator has stopped).
+    pub async fn running(&self) -> Vec<String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Command::Running(tx));
+        rx.await.unwrap_or_default()
     }
 
     /// A Node's part of live trace `uid` is in place (`LiveTraceArmed`).
@@ -263,6 +280,10 @@ impl Coordinator {
             Command::Failure { node, failure } => self.on_failure(&node, failure),
             Command::LiveArmed { node, uid } => self.on_live_armed(&node, &uid),
             Command::AgentAttached(node) => self.on_agent_attached(&node),
+            Command::AgentDetached(node) => self.on_agent_detached(&node),
+            Command::Running(reply) => {
+                let _ = reply.send(self.traces.keys().cloned().collect());
+            }
         }
     }
 
@@ -357,9 +378,44 @@ impl Coordinator {
             debug!(node = %node, uid = %failure.trace_uid, "failure for no running trace");
             return;
         };
+        // Only a Node with a part in the trace may fail it: the injecting Node, or one that
+        // runs part of a live trace.
+        let involved = self.traces.get(&uid).is_some_and(|r| match &r.lifecycle {
+            Lifecycle::Injected => r.record.sender_node == node,
+            Lifecycle::Live(live) => live.involves(node),
+        });
+        if !involved {
+            warn!(node = %node, uid = %uid, "failure from a Node with no part in the trace; ignored");
+            return;
+        }
         let reason = reasons::node_error(node, &failure.reason);
         info!(uid = %uid, %reason, "agent failed trace");
         self.finish(&uid, TraceflowPhase::Failed, &reason);
+    }
+
+    fn on_agent_detached(&mut self, node: &str) {
+        let doomed: Vec<String> = {
+            let index = self.inventory.read();
+            self.traces
+                .iter()
+                .filter(|(_, r)| matches!(r.lifecycle, Lifecycle::Injected))
+                .filter(|(_, r)| {
+                    let dst_node = match &r.record.spec.destination {
+                        traceflow_core::Destination::Pod(p) => {
+                            index.pod(&p.namespace, &p.name).map(|p| p.node.as_str())
+                        }
+                        _ => None,
+                    };
+                    r.record.sender_node == node || dst_node == Some(node)
+                })
+                .map(|(uid, _)| uid.clone())
+                .collect()
+        };
+        let reason = reasons::node_error(node, reasons::AGENT_DISCONNECTED);
+        for uid in doomed {
+            info!(uid = %uid, %reason, "agent of a Node the trace needs disconnected");
+            self.finish(&uid, TraceflowPhase::Failed, &reason);
+        }
     }
 
     fn on_timeout(&mut self, uid: &str, trace_id: u32) {

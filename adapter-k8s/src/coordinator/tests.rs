@@ -213,6 +213,15 @@ async fn agent_failure_and_cancel_end_the_trace() {
     h.handle.start(trace("u1", "p1", 0));
     next(&mut h).await;
     let pkt = inject(&mut n1).await;
+    // A Node with no part in the trace cannot fail it (n2 only hosts the destination).
+    h.handle.agent_failure(
+        "n2",
+        pb::TraceFailure {
+            trace_uid: "u1".into(),
+            trace_id: pkt.trace_id,
+            reason: "forged".into(),
+        },
+    );
     h.handle.agent_failure(
         "n1",
         pb::TraceFailure {
@@ -527,4 +536,43 @@ async fn live_tag_space_full_fails_clearly() {
     let u = next(&mut h).await;
     assert_eq!(phase(&u), TraceflowPhase::Running as i32);
     assert_eq!(u.status.map_or(0, |s| s.dataplane_tag), 19);
+}
+
+/// An agent that drops its stream fails, within a second, every injected trace that needs its
+/// Node (sender or destination Pod's Node) with Antrea's Node-error form; others go on.
+#[tokio::test]
+async fn agent_disconnect_fails_the_traces_that_need_its_node_at_once() {
+    let mut h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    let (c2, _n2) = h.agents.register("n2");
+    // u1: n1 → p1 on n2; both need n2 (as destination) and n1 (as sender).
+    h.handle.start(trace("u1", "p1", 0));
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    inject(&mut n1).await;
+    // u2: p0 → p0's own Node only (intra-node to p0 itself is refused; use an IP instead).
+    let mut t2 = trace_pb("u2", "p1", 0);
+    if let Some(d) = t2.spec.as_mut().and_then(|s| s.destination.as_mut()) {
+        d.pod = String::new();
+        d.ip = "10.10.1.99".into();
+    }
+    h.handle.start(new(t2));
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    inject(&mut n1).await;
+
+    let began = std::time::Instant::now();
+    h.agents.unregister("n2", c2);
+    h.handle.agent_detached("n2");
+    let failed = next(&mut h).await;
+    assert!(began.elapsed() < Duration::from_secs(1));
+    assert_eq!(failed.uid, "u1");
+    assert_eq!(phase(&failed), TraceflowPhase::Failed as i32);
+    assert_eq!(reason(&failed), "Node: n2, error: agent disconnected");
+    // u2 does not need n2: still running, nothing else was emitted.
+    assert!(h.updates.try_recv().is_err(), "u2 was failed too");
+    h.handle.agent_detached("n1");
+    let failed = next(&mut h).await;
+    assert_eq!(
+        (failed.uid.as_str(), reason(&failed)),
+        ("u2", "Node: n1, error: agent disconnected")
+    );
 }

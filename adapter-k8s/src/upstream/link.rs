@@ -147,8 +147,12 @@ impl Link {
         let mut client = pb::adapter_service_client::AdapterServiceClient::new(channel);
         let (out, out_rx) = mpsc::channel::<pb::AdapterMessage>(1024);
         let mut changes = self.inventory.subscribe();
+        // What runs here now: after a restart nothing, so the manager fails the rest at once
+        // instead of waiting for their timeouts.
         let hello = msg(Out::Hello(pb::AdapterHello {
             version: env!("CARGO_PKG_VERSION").to_string(),
+            running_trace_uids: self.coordinator.running().await,
+            reports_running: true,
         }));
         // Queued before the call so they are the first frames on the stream.
         if out.send(hello).await.is_err() || out.send(self.sync_message()).await.is_err() {

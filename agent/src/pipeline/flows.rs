@@ -54,6 +54,8 @@ pub mod prio {
     pub const TRACE: u16 = 202;
     /// Trace-class output to the tunnel (Antrea's 203).
     pub const TRACE_TUNNEL: u16 = 203;
+    /// Classifier: a Pod's packet claiming the trace DSCP without the injected mark.
+    pub const FORGED_TRACE: u16 = 201;
 }
 
 fn goto(t: Table) -> Instruction {
@@ -189,6 +191,28 @@ pub fn desired_flows_with(
     }
     for pod in &ports.pods {
         classify(pod.port.ofport, regs::FROM_POD, Table::SpoofGuard);
+    }
+    // A Pod cannot forge a trace: its packet with the trace DSCP but without the mark only this
+    // agent's packet-out sets loses the DSCP here, before any trace observation point.
+    for pod in &ports.pods {
+        for et in [ETH_IPV4, ETH_IPV6] {
+            f.push(flow(
+                Table::Classifier,
+                prio::FORGED_TRACE,
+                Match::new()
+                    .with(Oxm::in_port(pod.port.ofport))
+                    .with(Oxm::reg_masked(0, 0, regs::INJECTED_MARK))
+                    .with(Oxm::eth_type(et))
+                    .with(Oxm::ip_dscp(TRACE_DSCP)),
+                vec![
+                    apply(vec![
+                        Action::set_reg(0, regs::FROM_POD, regs::PKT_SOURCE_MASK),
+                        Action::SetField(Oxm::ip_dscp(0)),
+                    ]),
+                    goto(Table::SpoofGuard),
+                ],
+            ));
+        }
     }
 
     // SpoofGuard: a Pod may only send with its own MAC and IPs; the gateway is unrestricted.

@@ -64,8 +64,19 @@ pub const PACKET_IN_METER: u32 = 257;
 /// Its rate (packets per second); the burst is twice that (Antrea's `packetInRate` default).
 pub const PACKET_IN_RATE: u32 = 5000;
 
-/// Installs (or updates) [`PACKET_IN_METER`].
+/// The meter Reject packet-ins pass (Antrea's `PacketInMeterIDNP`, 256): separate from
+/// [`PACKET_IN_METER`] so a flood of rejected packets cannot starve trace packet-ins. Installed
+/// with it; policy flows use it whenever they are given the trace meter.
+pub const REJECT_PACKET_IN_METER: u32 = 256;
+
+/// Installs (or updates) [`PACKET_IN_METER`] and [`REJECT_PACKET_IN_METER`].
 async fn ensure_packet_in_meter(sw: &Switch) -> Result<(), OfError> {
+    ensure_meter(sw, PACKET_IN_METER).await?;
+    ensure_meter(sw, REJECT_PACKET_IN_METER).await
+}
+
+/// Installs (or updates) meter `meter_id` at [`PACKET_IN_RATE`].
+async fn ensure_meter(sw: &Switch, meter_id: u32) -> Result<(), OfError> {
     use crate::ovs::openflow::message::{
         METER_BURST, METER_EXISTS, METER_PKTPS, MeterMod, meter_cmd,
     };
@@ -73,7 +84,7 @@ async fn ensure_packet_in_meter(sw: &Switch) -> Result<(), OfError> {
         Message::MeterMod(MeterMod {
             command,
             flags: METER_PKTPS | METER_BURST,
-            meter_id: PACKET_IN_METER,
+            meter_id,
             drop_bands: vec![(PACKET_IN_RATE, 2 * PACKET_IN_RATE)],
         })
     };

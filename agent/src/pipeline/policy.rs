@@ -304,8 +304,15 @@ pub fn rule_flows(r: &PolicyRule, packet_in_meter: Option<u32>) -> Vec<FlowMod> 
         };
         // Reject: the agent answers the packet-in with a TCP RST / ICMP unreachable
         // (crate::reject); the packet itself goes no further.
+        // Its packet-ins pass their own meter, so a Reject flood cannot starve trace
+        // packet-ins (whose meter is `packet_in_meter`).
         let deny = if r.action == RuleAction::Reject {
-            to_controller()
+            let mut a: Vec<Action> = packet_in_meter
+                .map(|_| Action::Meter(super::REJECT_PACKET_IN_METER))
+                .into_iter()
+                .collect();
+            a.push(Action::to_controller());
+            vec![Instruction::ApplyActions(a)]
         } else {
             Vec::new()
         };
@@ -524,6 +531,16 @@ mod tests {
                     Action::Meter(257),
                     Action::to_controller()
                 ])]));
+        // The Reject packet-in itself passes its own meter, not the trace one.
+        assert!(
+            metric.iter().any(|x| x.priority == prio::NORMAL
+                && x.instructions
+                    == vec![Instruction::ApplyActions(vec![
+                        Action::Meter(super::super::REJECT_PACKET_IN_METER),
+                        Action::to_controller()
+                    ])]),
+            "{metric:?}"
+        );
         let default: Vec<_> = f
             .iter()
             .filter(|x| x.table_id == Table::IngressDefaultRule.id())

@@ -18,6 +18,11 @@ pub const OUTPUT_TO_OFPORT_MARK: u32 = 1 << 11;
 /// reg0 bit 19 `RemoteSNATRegMark`.
 pub const REMOTE_SNAT_MARK: u32 = 1 << 19;
 
+/// reg0 bit 30 (ours, unused by Antrea): the packet was injected by this agent's packet-out.
+/// Registers of a packet received on a port start at zero, so no Pod can set it; the
+/// Classifier clears the trace DSCP of a Pod packet without it (a forged trace packet).
+pub const INJECTED_MARK: u32 = 1 << 30;
+
 /// What L2ForwardingCalc writes into reg0 together with the target port.
 pub const OUTPUT_TO_OFPORT_MARKS: u32 = OFPORT_FOUND_MARK | OUTPUT_TO_OFPORT_MARK;
 pub const OUTPUT_MARKS_MASK: u32 = OFPORT_FOUND_MARK | OUTPUT_MODE_MASK;

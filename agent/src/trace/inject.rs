@@ -51,13 +51,21 @@ pub struct Injection {
 }
 
 impl Injection {
-    /// The packet-out: `in_port` = source Pod port, action `output:TABLE`, so the packet
-    /// traverses the whole pipeline from table 0 as if the Pod had sent it.
+    /// The packet-out: `in_port` = source Pod port, the injected mark in reg0 (so the
+    /// Classifier keeps its trace DSCP), then `output:TABLE`, so the packet traverses the whole
+    /// pipeline from table 0 as if the Pod had sent it.
     pub fn packet_out(&self) -> Result<Message, InjectError> {
         let data = self.packet.build().map_err(|_| InjectError::Family)?;
         Ok(Message::PacketOut(PacketOut::new(
             self.in_port,
-            vec![Action::output(port::TABLE)],
+            vec![
+                Action::set_reg(
+                    0,
+                    crate::pipeline::regs::INJECTED_MARK,
+                    crate::pipeline::regs::INJECTED_MARK,
+                ),
+                Action::output(port::TABLE),
+            ],
             data,
         )))
     }
@@ -230,7 +238,12 @@ mod tests {
         let Ok(Message::PacketOut(po)) = i.packet_out() else {
             panic!("no packet-out")
         };
-        assert_eq!(po.actions, vec![Action::output(port::TABLE)]);
+        // The injected mark first: without it the Classifier treats the packet as forged.
+        let mark = crate::pipeline::regs::INJECTED_MARK;
+        assert_eq!(
+            po.actions,
+            vec![Action::set_reg(0, mark, mark), Action::output(port::TABLE)]
+        );
         assert_eq!(po.fields.in_port(), Some(3));
     }
 

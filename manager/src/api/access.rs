@@ -4,23 +4,32 @@
 //! ```text
 //!   request ─▶ AccessLayer ─┬─ not gRPC (console, metrics, 404s) ─▶ inner, unchanged
 //!                           ├─ path not in METHODS ───────────────▶ PERMISSION_DENIED
-//!                           ├─ Anonymous ─────────────────────────▶ inner
+//!                           ├─ Anonymous: source under its rate ──▶ inner
 //!                           └─ Cluster / User(role): authenticate ─▶ inner, with the
 //!                              (cert or bearer) and check          Principal in extensions
 //! ```
+//!
+//! Per source address ([`Guard`]): anonymous calls and failed authentications are rate limited
+//! (RESOURCE_EXHAUSTED), counted in metrics and audited once per burst, without payload.
 //!
 //! A method missing from [`METHODS`] is denied, so a new RPC is unreachable until someone
 //! decides its role here. Handlers read the caller with [`caller`]; none names a role itself.
 
 use std::{
     future::Future,
+    net::IpAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
+    time::Instant,
 };
 
-use tonic::codegen::http::{Request, Response, header};
+use tonic::{
+    codegen::http::{Request, Response, header},
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
 
-use super::error::ApiError;
+use super::{error::ApiError, guard::Guard};
 use crate::auth::{Authenticator, Principal, Role};
 
 /// What a method needs from its caller.
@@ -106,6 +115,10 @@ pub const METHODS: &[(&str, Access)] = &[
         "/traceflow.v1.UserService/DeleteUser",
         Access::User(Role::Admin),
     ),
+    (
+        "/traceflow.v1.UserService/RevokeToken",
+        Access::User(Role::Admin),
+    ),
     ("/traceflow.v1.UserService/WhoAmI", Access::User(Role::View)),
     (
         "/traceflow.v1.RegistrationService/Register",
@@ -183,21 +196,113 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
-/// Applies [`METHODS`] to every gRPC call (gRPC-Web arrives here already translated).
+/// The peer's address, from the TLS connection tonic accepted.
+fn source<B>(req: &Request<B>) -> Option<IpAddr> {
+    req.extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|i| i.get_ref().remote_addr())
+        .or_else(|| {
+            req.extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(|i| i.remote_addr())
+        })
+        .map(|a| a.ip())
+}
+
+/// Whether the peer presented a client certificate (verified against our CA by the handshake).
+fn has_certificate<B>(req: &Request<B>) -> bool {
+    req.extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|i| i.peer_certs())
+        .is_some_and(|c| !c.is_empty())
+}
+
+/// Whether a refusal is about the credential itself (counts toward brute force).
+fn bad_credential(e: &ApiError) -> bool {
+    use crate::auth::AuthError;
+    matches!(
+        e,
+        ApiError::Auth(
+            AuthError::BadToken
+                | AuthError::UnknownUser(_)
+                | AuthError::Revoked(_)
+                | AuthError::UserCertificateRevoked(_)
+                | AuthError::BadCertificate(_)
+        )
+    )
+}
+
+/// Applies [`METHODS`] and the [`Guard`]'s per-source limits to every gRPC call (gRPC-Web
+/// arrives here already translated).
 #[derive(Debug, Clone)]
 pub struct AccessLayer {
     auth: Authenticator,
+    guard: Arc<Guard>,
     table: &'static [(&'static str, Access)],
 }
 
 impl AccessLayer {
-    pub fn new(auth: Authenticator) -> Self {
-        Self::with_table(auth, METHODS)
+    pub fn new(auth: Authenticator, guard: Arc<Guard>) -> Self {
+        Self::with_table(auth, guard, METHODS)
     }
 
     /// With another table (tests prove that an unlisted method is denied).
-    pub fn with_table(auth: Authenticator, table: &'static [(&'static str, Access)]) -> Self {
-        AccessLayer { auth, table }
+    pub fn with_table(
+        auth: Authenticator,
+        guard: Arc<Guard>,
+        table: &'static [(&'static str, Access)],
+    ) -> Self {
+        AccessLayer { auth, guard, table }
+    }
+
+    /// The decision for one call, with the per-source limits applied first.
+    fn admit<B>(&self, req: &Request<B>) -> Result<Option<Principal>, ApiError> {
+        let ip = source(req);
+        let now = Instant::now();
+        let guard = &self.guard;
+        match (lookup(self.table, req.uri().path()), ip) {
+            (Some(Access::Anonymous), Some(ip)) if !guard.anonymous.take(ip, now) => {
+                guard.refused(
+                    "rate-limit",
+                    "",
+                    Some(ip),
+                    "anonymous calls over the per-address rate",
+                );
+                return Err(ApiError::ResourceExhausted(
+                    "too many anonymous calls from this address; retry in a few seconds".into(),
+                ));
+            }
+            // A verified client certificate cannot be guessed; bearer tokens can.
+            (Some(Access::Cluster | Access::User(_)), Some(ip))
+                if !has_certificate(req) && !guard.failures.has(ip, now) =>
+            {
+                guard.refused(
+                    "rate-limit",
+                    "",
+                    Some(ip),
+                    "failed authentications over the per-address rate",
+                );
+                return Err(ApiError::ResourceExhausted(
+                    "too many failed authentications from this address; wait a minute, then use a valid credential".into(),
+                ));
+            }
+            _ => {}
+        }
+        let decision = decide(&self.auth, self.table, req);
+        if let Err(e) = &decision
+            && bad_credential(e)
+        {
+            if let Some(ip) = ip {
+                guard.failures.take(ip, now);
+            }
+            guard.refused(
+                "authenticate",
+                "",
+                ip,
+                "credential refused (bad bearer token, unknown user or revoked certificate)",
+            );
+        }
+        decision
     }
 }
 
@@ -237,7 +342,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         if is_grpc(&req) {
-            match decide(&self.layer.auth, self.layer.table, &req) {
+            match self.layer.admit(&req) {
                 Ok(Some(who)) => {
                     req.extensions_mut().insert(who);
                 }

@@ -7,7 +7,11 @@
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
-use traceflow_core::Invalid;
+use traceflow_core::{
+    Invalid,
+    limits::{MAX_LABEL_LEN, MAX_PAGE_TOKEN_LEN, MAX_SUBDOMAIN_LEN, check_len},
+    naming,
+};
 use traceflow_proto::v1 as pb;
 
 use super::{
@@ -102,6 +106,16 @@ impl ClusterSvc {
 
     /// One page of an inventory listing: items and the next page token.
     fn page(&self, kind: Kind, req: &pb::ListInventoryRequest) -> ApiResult<(Vec<Item>, String)> {
+        if !req.cluster.is_empty() {
+            naming::check_cluster("cluster", &req.cluster)?;
+        }
+        check_len("namespace", &req.namespace, MAX_LABEL_LEN)?;
+        check_len("node", &req.node, MAX_SUBDOMAIN_LEN)?;
+        check_len(
+            "page_token",
+            &req.page_token,
+            MAX_PAGE_TOKEN_LEN + 2 * MAX_SUBDOMAIN_LEN,
+        )?;
         if !req.cluster.is_empty() && self.ctx.store.cluster(&req.cluster)?.is_none() {
             return Err(ApiError::NotFound(format!(
                 "cluster {:?} is not registered",
@@ -170,6 +184,7 @@ impl ClusterSvc {
         if name.is_empty() {
             return Err(invalid("name", "is required"));
         }
+        naming::check_cluster("name", name)?;
         if !self.ctx.store.delete_cluster(name)? {
             return Err(ApiError::NotFound(format!(
                 "cluster {name:?} is not registered"
@@ -232,6 +247,7 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
     ) -> Result<Response<pb::Cluster>, Status> {
         caller(&request)?;
         let name = request.into_inner().name;
+        naming::check_cluster("name", &name).map_err(ApiError::from)?;
         let rec = self
             .ctx
             .store

@@ -22,6 +22,9 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// A per-source or per-user limit was reached; retrying later succeeds.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -66,6 +69,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
             ApiError::PermissionDenied(_) => tonic::Status::permission_denied(msg),
+            ApiError::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
             ApiError::Auth(a) => a.into(),
             ApiError::Store(_) | ApiError::Internal(_) => {
                 tracing::error!(error = %msg, "internal error");

@@ -14,6 +14,7 @@
 pub mod access;
 pub mod cluster;
 pub mod error;
+pub mod guard;
 pub mod registration;
 pub mod traceflow;
 pub mod user;
@@ -38,6 +39,8 @@ pub struct Ctx {
     pub hub: TraceHub,
     pub ca: Arc<CertificateAuthority>,
     pub traces: Traces<FleetLink>,
+    /// Per-source limits and the refusal log.
+    pub guard: Arc<guard::Guard>,
 }
 
 /// Page size from a request: 0 means 100, at most 1000.

@@ -1,8 +1,15 @@
 //! `RegistrationService.Register`: the tonic edge of [`accounts::register`] (token + CSR → a
 //! certificate with CN = cluster, OU traceflow-cluster, whose serial is then the only one the
-//! cluster may use). Every attempt, accepted or refused, is in the audit log.
+//! cluster may use). Accepted registrations are audited; refused ones are counted and audited
+//! once per burst ([`super::guard::Guard::refused`]), never with the request's content. Sizes
+//! are checked before anything else, so a huge name costs nothing but the decode.
 
 use tonic::{Request, Response, Status};
+use traceflow_core::{
+    Invalid,
+    limits::{MAX_CSR_LEN, MAX_TOKEN_LEN, check_len},
+    naming,
+};
 use traceflow_proto::v1 as pb;
 
 use super::{Ctx, error::ApiResult};
@@ -11,6 +18,13 @@ use crate::{
     store::{AuditEvent, now_micros},
 };
 
+/// The request's shape, checked before any lookup: bounded sizes and a valid name.
+fn check_shape(req: &pb::RegisterRequest) -> Result<(), Invalid> {
+    naming::check_cluster("cluster", &req.cluster)?;
+    check_len("token", &req.token, MAX_TOKEN_LEN)?;
+    check_len("csr_pem", &req.csr_pem, MAX_CSR_LEN)
+}
+
 /// The RegistrationService implementation.
 #[derive(Clone, Debug)]
 pub struct RegistrationSvc {
@@ -18,25 +32,42 @@ pub struct RegistrationSvc {
 }
 
 impl RegistrationSvc {
-    async fn register(&self, req: pb::RegisterRequest) -> ApiResult<pb::RegisterResponse> {
+    async fn register(
+        &self,
+        source: Option<std::net::IpAddr>,
+        req: pb::RegisterRequest,
+    ) -> ApiResult<pb::RegisterResponse> {
+        if let Err(invalid) = check_shape(&req) {
+            // Nothing of the request is kept or logged: only which field was wrong.
+            self.ctx
+                .guard
+                .refused("register", "", source, &invalid.to_string());
+            self.ctx.store.durable().await?;
+            tracing::debug!(%invalid, "registration refused");
+            return Err(invalid.into());
+        }
         let cluster = req.cluster.clone();
         let result = self.try_register(req).await;
-        let (action, detail) = match &result {
-            Ok(_) => ("register", "registered".to_string()),
-            Err(e) => ("register-refused", e.to_string()),
-        };
-        let event = AuditEvent {
-            micros: now_micros(),
-            actor: "anonymous".into(),
-            action: action.into(),
-            subject: cluster.clone(),
-            detail,
-        };
-        self.ctx.store.audit(&event)?;
-        self.ctx.store.durable().await?;
         match &result {
-            Ok(_) => tracing::info!(cluster = %cluster, "cluster registered"),
-            Err(error) => tracing::warn!(cluster = %cluster, %error, "registration refused"),
+            Ok(_) => {
+                self.ctx.store.audit(&AuditEvent {
+                    micros: now_micros(),
+                    actor: "anonymous".into(),
+                    action: "register".into(),
+                    subject: cluster.clone(),
+                    detail: "registered".into(),
+                })?;
+                self.ctx.store.durable().await?;
+                tracing::info!(cluster = %cluster, "cluster registered");
+            }
+            Err(error) => {
+                // The name passed check_cluster: short and plain, safe to keep.
+                self.ctx
+                    .guard
+                    .refused("register", &cluster, source, &error.to_string());
+                self.ctx.store.durable().await?;
+                tracing::warn!(cluster = %cluster, %error, "registration refused");
+            }
         }
         result
     }
@@ -58,13 +89,14 @@ impl RegistrationSvc {
 
 #[tonic::async_trait]
 impl pb::registration_service_server::RegistrationService for RegistrationSvc {
-    #[tracing::instrument(skip_all, name = "register", fields(cluster = %request.get_ref().cluster))]
+    #[tracing::instrument(skip_all, name = "register")]
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let source = request.remote_addr().map(|a| a.ip());
         Ok(Response::new(
-            RegistrationSvc::register(self, request.into_inner()).await?,
+            RegistrationSvc::register(self, source, request.into_inner()).await?,
         ))
     }
 }

@@ -143,11 +143,15 @@ impl pb::traceflow_service_server::TraceflowService for TraceflowSvc {
         &self,
         request: Request<pb::WatchTraceflowRequest>,
     ) -> Result<Response<Self::WatchTraceflowStream>, Status> {
-        caller(&request)?;
+        let who = caller(&request)?;
+        let permit = self.ctx.guard.watch_permit(who.name())?;
         let pb::WatchTraceflowRequest { uid, name } = request.into_inner();
         let rx = self.ctx.traces.watch(&uid, &name).map_err(ApiError::from)?;
-        let stream =
-            ReceiverStream::new(rx).map(|r| r.map_err(|e| Status::from(ApiError::from(e))));
+        // The permit lives as long as the stream: dropped when it ends or the client leaves.
+        let stream = ReceiverStream::new(rx).map(move |r| {
+            let _held = &permit;
+            r.map_err(|e| Status::from(ApiError::from(e)))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -1,13 +1,20 @@
 //! `UserService` (admin only): users, their roles, and their credentials.
 //!
 //! Contract: CreateUser either signs the caller's CSR (CN must equal the user name) into a
-//! client certificate with OU traceflow-user, or issues a bearer token stored only as its
-//! SHA-256. Creating an existing user updates its role and issues another credential.
-//! DeleteUser removes the user and its bearer tokens; its certificates stop working because
-//! the role lookup fails.
+//! client certificate with OU traceflow-user, whose serial is then the user's only valid one,
+//! or issues an expiring bearer token stored only as its SHA-256. Creating an existing user
+//! updates its role and issues another credential (a new certificate revokes the old one).
+//! DeleteUser removes the user and its bearer tokens, so its certificate stops working;
+//! RevokeToken removes one bearer token.
 
+use std::time::Duration;
 use tonic::{Request, Response, Status};
-use traceflow_core::{Invalid, naming};
+
+use traceflow_core::{
+    Invalid,
+    limits::{MAX_CSR_LEN, check_len},
+    naming,
+};
 use traceflow_pki::IdentityKind;
 use traceflow_proto::v1 as pb;
 
@@ -17,7 +24,7 @@ use super::{
     error::{ApiError, ApiResult},
 };
 use crate::{
-    accounts,
+    accounts::{self, Credential},
     auth::{Principal, Role},
     store::UserRecord,
 };
@@ -54,12 +61,29 @@ impl UserSvc {
             role,
             bearer_token,
             csr_pem,
+            token_ttl_seconds,
         } = req;
         let role = Role::from_pb(role)
             .ok_or_else(|| invalid("role", "is required: view, edit or admin"))?;
         naming::check_cluster("name", &name)?;
-        let certificate_pem = if bearer_token {
-            String::new()
+        check_len("csr_pem", &csr_pem, MAX_CSR_LEN)?;
+        let limits = &self.ctx.guard.limits;
+        let (credential, certificate_pem) = if bearer_token {
+            let ttl = match token_ttl_seconds {
+                0 => limits.bearer_token_ttl,
+                n if n < 0 => return Err(invalid("token_ttl_seconds", "must not be negative")),
+                n => Duration::from_secs(n as u64),
+            };
+            if ttl > limits.bearer_token_max_ttl {
+                return Err(invalid(
+                    "token_ttl_seconds",
+                    format!(
+                        "is longer than this manager's maximum of {}",
+                        humantime::format_duration(limits.bearer_token_max_ttl)
+                    ),
+                ));
+            }
+            (Credential::Bearer { ttl }, String::new())
         } else {
             if csr_pem.is_empty() {
                 return Err(invalid(
@@ -67,22 +91,37 @@ impl UserSvc {
                     "is required unless bearer_token is set (PEM PKCS#10, CN = user name)",
                 ));
             }
-            self.ctx
+            let issued = self
+                .ctx
                 .ca
                 .sign_csr(&csr_pem, &name, IdentityKind::User)
-                .map_err(|e| invalid("csr_pem", e.to_string()))?
-                .cert_pem
+                .map_err(|e| invalid("csr_pem", e.to_string()))?;
+            (
+                Credential::Certificate {
+                    serial: issued.serial,
+                },
+                issued.cert_pem,
+            )
         };
-        let (user, token) =
-            accounts::upsert_user(&self.ctx.store, &name, role, bearer_token, actor)?;
+        let (user, token) = accounts::upsert_user(&self.ctx.store, &name, role, credential, actor)?;
         self.ctx.store.durable().await?;
         tracing::info!(user = %name, role = %role, actor, "user created");
+        let token = token.unwrap_or_default();
         Ok(pb::CreateUserResponse {
             user: Some(user_pb(&user)),
-            token,
+            token: token.secret,
             certificate_pem,
             ca_pem: self.ctx.ca.cert_pem().to_string(),
+            token_id: token.id,
+            token_expires_micros: token.expires_micros,
         })
+    }
+
+    async fn revoke(&self, actor: &str, id: &str) -> ApiResult<()> {
+        accounts::revoke_token(&self.ctx.store, id, actor)?;
+        self.ctx.store.durable().await?;
+        tracing::info!(token_id = id, actor, "bearer token revoked");
+        Ok(())
     }
 
     async fn delete(&self, actor: &str, name: &str) -> ApiResult<()> {
@@ -143,6 +182,16 @@ impl pb::user_service_server::UserService for UserSvc {
             role: role.to_pb() as i32,
             created_micros,
         }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let who = caller(&request)?;
+        self.revoke(who.name(), &request.into_inner().token_id)
+            .await?;
+        Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 
     async fn delete_user(

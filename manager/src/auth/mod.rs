@@ -2,7 +2,7 @@
 //! roles from the store.
 //!
 //! ```text
-//!   request ──▶ peer cert (OU traceflow-user → user, role from store;
+//!   request ──▶ peer cert (OU traceflow-user → user, role from store, serial must be its one;
 //!                          OU traceflow-cluster → cluster, serial must be the current one)
 //!           └─▶ or `authorization: Bearer <token>` (sha256 lookup) → user
 //!   then Role check: view < edit < admin
@@ -102,6 +102,11 @@ pub enum AuthError {
         "certificate of cluster {0:?} is revoked or superseded; register the cluster again with a new bootstrap token"
     )]
     Revoked(String),
+    #[error(
+        "certificate of user {0:?} is revoked or superseded; ask an admin for a new one \
+         (traceflow-manager user create NAME --role R)"
+    )]
+    UserCertificateRevoked(String),
     #[error("{what} requires role {needed}; {who} has role {has}")]
     RoleTooLow {
         what: String,
@@ -125,7 +130,8 @@ impl From<AuthError> for tonic::Status {
             | AuthError::BadCertificate(_)
             | AuthError::UnknownUser(_)
             | AuthError::BadToken
-            | AuthError::Revoked(_) => tonic::Status::unauthenticated(msg),
+            | AuthError::Revoked(_)
+            | AuthError::UserCertificateRevoked(_) => tonic::Status::unauthenticated(msg),
             AuthError::RoleTooLow { .. }
             | AuthError::ClusterNotAllowed(_)
             | AuthError::NotACluster => tonic::Status::permission_denied(msg),
@@ -163,6 +169,9 @@ impl Authenticator {
                         .store
                         .user(&id.name)?
                         .ok_or_else(|| AuthError::UnknownUser(id.name.clone()))?;
+                    if user.certificate_serial != id.serial {
+                        return Err(AuthError::UserCertificateRevoked(id.name));
+                    }
                     let role = Role::parse(&user.role).unwrap_or(Role::View);
                     Ok(Principal::User {
                         name: id.name,
@@ -185,10 +194,15 @@ impl Authenticator {
             };
         }
         if let Some(token) = bearer(req.metadata()) {
+            if token.len() > traceflow_core::limits::MAX_TOKEN_LEN {
+                return Err(AuthError::BadToken);
+            }
             let rec = self
                 .store
                 .token(&hash_secret(&token))?
                 .ok_or(AuthError::BadToken)?;
+            // Every token minted now has an expiry; 0 is only found on tokens minted before
+            // expiry existed (re-issue those).
             if rec.kind != TokenKind::User
                 || (rec.expires_micros != 0 && rec.expires_micros < now_micros())
             {

@@ -5,7 +5,9 @@
 //! first message down is `ManagerConfig`. A cluster can update only its own traces; an update
 //! for another cluster's trace or an unknown trace is logged and dropped. When a stream ends and
 //! the cluster has not reconnected within three heartbeat intervals, its in-flight traces are
-//! Failed with reason `cluster <name> disconnected while the trace was in flight`.
+//! Failed with reason `cluster <name> disconnected while the trace was in flight`. An adapter's
+//! hello lists the traces it runs: every other in-flight trace of the cluster ends Failed at
+//! once, naming the cluster (the adapter restarted and lost them).
 
 use std::pin::Pin;
 
@@ -52,6 +54,9 @@ impl pb::adapter_service_server::AdapterService for AdapterSvc {
         tx.send(Ok(config))
             .await
             .map_err(|_| Status::unavailable("stream closed before it opened"))?;
+        // Traces created from here on may reach this stream after the adapter's hello was
+        // written: only older ones are judged by its list.
+        let connected_micros = now_micros();
         let (id, close) = self.fleet.connect(&cluster, tx.clone());
         tracing::info!(cluster = %cluster, serial = %serial, conn = id, "cluster attached");
         if let Ok(Some(mut rec)) = self.store.cluster(&cluster) {
@@ -61,7 +66,9 @@ impl pb::adapter_service_server::AdapterService for AdapterSvc {
         let inbound = request.into_inner();
         let svc = self.clone();
         tokio::spawn(async move {
-            let end = svc.pump(&cluster, &serial, id, inbound, close).await;
+            let end = svc
+                .pump(&cluster, &serial, id, connected_micros, inbound, close)
+                .await;
             if let Some(status) = end {
                 let _ = tx.send(Err(status)).await;
             }
@@ -94,6 +101,7 @@ impl AdapterSvc {
         cluster: &str,
         serial: &str,
         id: u64,
+        connected_micros: i64,
         mut inbound: Streaming<pb::AdapterMessage>,
         mut close: tokio::sync::oneshot::Receiver<Status>,
     ) -> Option<Status> {
@@ -130,15 +138,29 @@ impl AdapterSvc {
                 ));
             }
             self.fleet.heard(cluster, id, None);
-            self.handle(cluster, id, msg).await;
+            self.handle(cluster, id, connected_micros, msg).await;
         }
     }
 
-    async fn handle(&self, cluster: &str, id: u64, msg: pb::AdapterMessage) {
+    async fn handle(&self, cluster: &str, id: u64, connected_micros: i64, msg: pb::AdapterMessage) {
         match msg.kind {
             None => {}
             Some(Kind::Hello(h)) => {
-                tracing::info!(cluster, version = %h.version, "adapter hello");
+                tracing::info!(cluster, version = %h.version, running = h.running_trace_uids.len(), "adapter hello");
+                if h.reports_running {
+                    let running: std::collections::HashSet<&str> =
+                        h.running_trace_uids.iter().map(String::as_str).collect();
+                    let reason = format!(
+                        "the adapter of cluster {cluster} restarted and no longer runs the trace"
+                    );
+                    let lost = self
+                        .hub
+                        .fail_cluster_inflight_except(cluster, &running, connected_micros, &reason)
+                        .await;
+                    if lost > 0 {
+                        tracing::warn!(cluster, lost, "traces lost by the adapter ended Failed");
+                    }
+                }
             }
             Some(Kind::InventorySync(inv)) => {
                 self.fleet.with_inventory(cluster, |i| i.sync(inv));

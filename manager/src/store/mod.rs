@@ -61,6 +61,17 @@ pub struct TracePage {
     pub next_page_token: String,
 }
 
+/// What [`Store::update_trace`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TraceChange {
+    /// Written; the trace as stored now.
+    Changed(pb::Traceflow),
+    /// The change declined (e.g. the trace had already ended); the trace as stored.
+    Unchanged(pb::Traceflow),
+    /// No such trace (never existed, or deleted): nothing was written.
+    Missing,
+}
+
 /// Filter for [`Store::list_traces`]; empty fields match everything.
 #[derive(Debug, Default, Clone)]
 pub struct TraceFilter {
@@ -131,6 +142,9 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store").finish_non_exhaustive()
     }
 }
+
+/// How long a spent or expired token is kept before [`Store::purge_tokens`] deletes it.
+pub const TOKEN_PURGE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Lower-case hex SHA-256 of a secret; tokens are stored and looked up only by this.
 pub fn hash_secret(secret: &str) -> String {
@@ -277,6 +291,71 @@ impl Store {
             .map_err(tx_err)?;
         self.wrote();
         Ok(())
+    }
+
+    /// Inserts a new trace only if no trace has its name (atomically, with its indexes);
+    /// false when the name is taken.
+    pub fn insert_trace(&self, t: &pb::Traceflow) -> Result<bool> {
+        use sled::Transactional;
+        let key = trace_key(t.creation_time_micros, &t.uid);
+        let value = t.encode_to_vec();
+        let i = &self.inner;
+        let inserted = (&i.traces, &i.trace_uid, &i.trace_name)
+            .transaction(|(traces, uids, names)| {
+                if names.get(t.name.as_bytes())?.is_some() {
+                    return Ok(false);
+                }
+                traces.insert(key.as_slice(), value.as_slice())?;
+                uids.insert(t.uid.as_bytes(), key.as_slice())?;
+                names.insert(t.name.as_bytes(), t.uid.as_bytes())?;
+                Ok::<bool, sled::transaction::ConflictableTransactionError<()>>(true)
+            })
+            .map_err(tx_err)?;
+        if inserted {
+            self.wrote();
+        }
+        Ok(inserted)
+    }
+
+    /// Compare-and-swap on a stored trace: `change` sees the current trace and returns whether
+    /// it changed it; the change is written only if nothing else wrote the trace meanwhile
+    /// (otherwise `change` runs again on the newer one). A deleted trace is never written back.
+    pub fn update_trace(
+        &self,
+        uid: &str,
+        change: impl Fn(&mut pb::Traceflow) -> bool,
+    ) -> Result<TraceChange> {
+        use sled::Transactional;
+        use sled::transaction::ConflictableTransactionError as Tx;
+        let i = &self.inner;
+        let result = (&i.traces, &i.trace_uid).transaction(|(traces, uids)| {
+            let Some(key) = uids.get(uid.as_bytes())? else {
+                return Ok(TraceChange::Missing);
+            };
+            let Some(bytes) = traces.get(&key)? else {
+                return Ok(TraceChange::Missing);
+            };
+            let mut t = pb::Traceflow::decode(&*bytes).map_err(|e| Tx::Abort(e.to_string()))?;
+            if !change(&mut t) {
+                return Ok(TraceChange::Unchanged(t));
+            }
+            traces.insert(&key, t.encode_to_vec())?;
+            Ok::<TraceChange, Tx<String>>(TraceChange::Changed(t))
+        });
+        let change = match result {
+            Ok(c) => c,
+            Err(sled::transaction::TransactionError::Storage(e)) => return Err(e.into()),
+            Err(sled::transaction::TransactionError::Abort(detail)) => {
+                return Err(StoreError::Corrupt {
+                    what: "trace",
+                    detail,
+                });
+            }
+        };
+        if matches!(change, TraceChange::Changed(_)) {
+            self.wrote();
+        }
+        Ok(change)
     }
 
     pub fn get_trace(&self, uid: &str) -> Result<Option<pb::Traceflow>> {
@@ -464,6 +543,53 @@ impl Store {
         Ok(before)
     }
 
+    /// Deletes tokens spent or expired more than [`TOKEN_PURGE_GRACE`] before `now` (the grace
+    /// keeps "already used" and "expired" answers meaningful for a while); returns how many.
+    pub fn purge_tokens(&self, now: i64) -> Result<usize> {
+        let before = now - TOKEN_PURGE_GRACE.as_micros() as i64;
+        let mut doomed = Vec::new();
+        for item in self.inner.tokens.iter() {
+            let (k, v) = item?;
+            let Ok(rec) = serde_json::from_slice::<TokenRecord>(&v) else {
+                continue;
+            };
+            let spent = rec.kind == TokenKind::Bootstrap
+                && rec.used_micros != 0
+                && rec.used_micros < before;
+            let expired = rec.expires_micros != 0 && rec.expires_micros < before;
+            if spent || expired {
+                doomed.push(k);
+            }
+        }
+        for k in &doomed {
+            self.inner.tokens.remove(k)?;
+        }
+        if !doomed.is_empty() {
+            self.wrote();
+        }
+        Ok(doomed.len())
+    }
+
+    /// Removes the one user bearer token whose hash starts with `prefix`; returns its user,
+    /// or `None` when no user token (or more than one) matches.
+    pub fn delete_user_token_by_prefix(&self, prefix: &str) -> Result<Option<String>> {
+        let mut found = Vec::new();
+        for item in self.inner.tokens.scan_prefix(prefix.as_bytes()).take(2) {
+            let (k, v) = item?;
+            let rec: TokenRecord = from_json("token", &v)?;
+            if rec.kind == TokenKind::User {
+                found.push((k, rec.subject));
+            }
+        }
+        if found.len() != 1 {
+            return Ok(None);
+        }
+        let (key, subject) = found.remove(0);
+        self.inner.tokens.remove(key)?;
+        self.wrote();
+        Ok(Some(subject))
+    }
+
     /// Removes every bearer token of a user.
     pub fn delete_user_tokens(&self, user: &str) -> Result<()> {
         let mut doomed = Vec::new();
@@ -561,6 +687,27 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes audit events older than `oldest_micros`, then the oldest beyond `max_count`;
+    /// returns how many went.
+    pub fn prune_audit(&self, max_count: usize, oldest_micros: i64) -> Result<usize> {
+        let audit = &self.inner.audit;
+        let mut removed = 0;
+        let cutoff = (oldest_micros.max(0) as u64).to_be_bytes();
+        for item in audit.range(..cutoff.as_slice()) {
+            audit.remove(item?.0)?;
+            removed += 1;
+        }
+        let excess = audit.len().saturating_sub(max_count);
+        for item in audit.iter().take(excess) {
+            audit.remove(item?.0)?;
+            removed += 1;
+        }
+        if removed > 0 {
+            self.wrote();
+        }
+        Ok(removed)
+    }
+
     /// Audit events, oldest first.
     pub fn audit_events(&self) -> Result<Vec<AuditEvent>> {
         self.inner
@@ -621,6 +768,64 @@ mod tests {
     }
 
     #[test]
+    fn names_are_unique_and_updates_never_resurrect() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Join(e.to_string()))?;
+        let store = Store::open(dir.path())?;
+        let a = mk_trace("a", 1, "c");
+        assert!(store.insert_trace(&a)?);
+        let mut same_name = mk_trace("b", 2, "c");
+        same_name.name = a.name.clone();
+        assert!(!store.insert_trace(&same_name)?, "a taken name is refused");
+        assert!(store.get_trace("b")?.is_none());
+
+        // Concurrent updates: every one of 8 threads × 50 increments lands (no lost update).
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let _ = store.update_trace("a", |t| {
+                            t.created_by =
+                                (t.created_by.parse::<u32>().unwrap_or(0) + 1).to_string();
+                            true
+                        });
+                    }
+                });
+            }
+        });
+        let t = store.get_trace("a")?.map(|t| t.created_by);
+        assert_eq!(t.as_deref(), Some("400"));
+
+        assert!(store.delete_trace("a")?);
+        assert_eq!(store.update_trace("a", |_| true)?, TraceChange::Missing);
+        assert!(
+            store.get_trace("a")?.is_none(),
+            "a deleted trace never comes back"
+        );
+        assert!(store.insert_trace(&same_name)?, "the name is free again");
+        Ok(())
+    }
+
+    #[test]
+    fn audit_is_bounded_by_age_and_count() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Join(e.to_string()))?;
+        let store = Store::open(dir.path())?;
+        for micros in 1..=10 {
+            store.audit(&AuditEvent {
+                micros,
+                actor: "a".into(),
+                action: "x".into(),
+                subject: String::new(),
+                detail: String::new(),
+            })?;
+        }
+        assert_eq!(store.prune_audit(100, 4)?, 3);
+        assert_eq!(store.prune_audit(5, 0)?, 2);
+        let left: Vec<i64> = store.audit_events()?.iter().map(|e| e.micros).collect();
+        assert_eq!(left, [6, 7, 8, 9, 10]);
+        Ok(())
+    }
+
+    #[test]
     fn token_is_used_once() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Join(e.to_string()))?;
         let store = Store::open(dir.path())?;
@@ -637,6 +842,14 @@ mod tests {
         let second = store.use_token("h", 6)?;
         assert_eq!(second.map(|r| r.used_micros), Some(5));
         assert!(store.use_token("nope", 6)?.is_none());
+        let grace = TOKEN_PURGE_GRACE.as_micros() as i64;
+        assert_eq!(
+            store.purge_tokens(grace)?,
+            0,
+            "spent within the grace: kept"
+        );
+        assert_eq!(store.purge_tokens(grace + 6)?, 1);
+        assert!(store.token("h")?.is_none());
         Ok(())
     }
 }

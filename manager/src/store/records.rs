@@ -47,6 +47,11 @@ pub struct UserRecord {
     /// "view", "edit" or "admin".
     pub role: String,
     pub created_micros: i64,
+    /// Lower-case hex serial of the only client certificate that may speak for this user;
+    /// empty: none (a certificate then is refused). Re-issuing replaces it, deleting the user
+    /// drops it: either revokes the old certificate.
+    #[serde(default)]
+    pub certificate_serial: String,
 }
 
 /// One line of the audit log.

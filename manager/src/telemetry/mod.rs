@@ -49,6 +49,7 @@ pub struct Metrics {
     flush_seconds: Histogram,
     clusters: Gauge,
     agents: Family<Labels, Gauge>,
+    refused: Family<Labels, Counter>,
     agent: HashMap<&'static str, Family<Labels, Counter>>,
     /// Last value seen per (cluster, node, counter), for deltas.
     last: Mutex<HashMap<(String, String, &'static str), u64>>,
@@ -115,6 +116,12 @@ impl Metrics {
             "Agents connected to each cluster's adapter (its last heartbeat)",
             agents.clone(),
         );
+        let refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "refused_calls",
+            "Calls refused at the edge, by kind (register, authenticate, rate-limit)",
+            refused.clone(),
+        );
         let mut agent = HashMap::new();
         for name in AGENT_COUNTERS {
             let family = Family::<Labels, Counter>::default();
@@ -133,6 +140,7 @@ impl Metrics {
             flush_seconds,
             clusters,
             agents,
+            refused,
             agent,
             last: Mutex::new(HashMap::new()),
         }
@@ -156,6 +164,13 @@ impl Metrics {
     /// A trace reached a terminal phase `seconds` after its creation.
     pub fn trace_finished(&self, seconds: f64) {
         self.trace_seconds.observe(seconds.max(0.0));
+    }
+
+    /// A call was refused at the edge; `kind` is one of a fixed few words (never input).
+    pub fn refused(&self, kind: &'static str) {
+        self.refused
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .inc();
     }
 
     pub fn set_in_flight(&self, n: usize) {

@@ -3,16 +3,17 @@
 //!
 //! ```text
 //!   workflow (create/delete) ─┐                       ┌──▶ watchers (broadcast)
-//!   fleet (TraceUpdate) ──────┼─▶ TraceHub::save ──▶ store.put_trace + durable
+//!   fleet (TraceUpdate) ──────┼─▶ TraceHub::create / change (CAS) ──▶ store + durable
 //!   startup recovery ─────────┘
 //! ```
 //!
 //! Contract: a change is broadcast only after it is durable, so a watcher never sees a state
-//! that a crash could take back.
+//! that a crash could take back. Every change after creation is a compare-and-swap on the
+//! stored trace: terminal phases are final and deleted traces stay deleted.
 
 pub mod workflow;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc};
 
 use tokio::sync::broadcast;
 use traceflow_proto::v1 as pb;
@@ -22,7 +23,7 @@ use traceflow_core::{
     reasons,
 };
 
-use crate::store::{Store, StoreError, now_micros};
+use crate::store::{Store, StoreError, TraceChange, now_micros};
 
 /// A change to a trace, as watchers receive it.
 #[derive(Debug, Clone)]
@@ -95,15 +96,45 @@ impl TraceHub {
         }
     }
 
-    /// Stores `t`, waits until it is durable, then tells watchers.
-    pub async fn save(&self, t: pb::Traceflow) -> Result<pb::Traceflow, StoreError> {
-        self.store.put_trace(&t)?;
+    /// Waits until `t` (just written) is durable, then tells watchers.
+    async fn publish(&self, t: pb::Traceflow) -> Result<pb::Traceflow, StoreError> {
         let flush = std::time::Instant::now();
         self.store.durable().await?;
         crate::telemetry::global().store_flushed(flush.elapsed().as_secs_f64());
         self.track(&t);
         let _ = self.events.send(TraceEvent::Updated(Box::new(t.clone())));
         Ok(t)
+    }
+
+    /// Stores new trace `t` unless another trace has its name (`Ok(None)`); durable, then
+    /// told to watchers.
+    pub async fn create(&self, t: pb::Traceflow) -> Result<Option<pb::Traceflow>, StoreError> {
+        if !self.store.insert_trace(&t)? {
+            return Ok(None);
+        }
+        self.publish(t).await.map(Some)
+    }
+
+    /// Changes stored trace `uid` by compare-and-swap ([`Store::update_trace`]); returns the
+    /// trace as written, or `None` when `change` declined or the trace is gone.
+    async fn change(
+        &self,
+        uid: &str,
+        change: impl Fn(&mut pb::Traceflow) -> bool,
+    ) -> Result<Option<pb::Traceflow>, StoreError> {
+        match self.store.update_trace(uid, change)? {
+            TraceChange::Changed(t) => self.publish(t).await.map(Some),
+            TraceChange::Unchanged(t) => {
+                self.track(&t);
+                Ok(None)
+            }
+            TraceChange::Missing => {
+                if let Ok(mut m) = self.inflight.lock() {
+                    m.remove(uid);
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// Deletes a trace durably and tells watchers.
@@ -119,14 +150,16 @@ impl TraceHub {
     }
 
     /// Applies a status snapshot sent by `cluster`'s adapter. Updates to traces that already
-    /// ended are ignored (returns `Ok(None)`): the manager may have failed them first.
+    /// ended are ignored (returns `Ok(None)`): the manager may have failed them first. The
+    /// check and the write are one compare-and-swap, so a trace ended meanwhile stays ended.
     pub async fn apply_update(
         &self,
         cluster: &str,
         uid: &str,
         status: pb::TraceflowStatus,
     ) -> Result<Option<pb::Traceflow>, UpdateError> {
-        let mut t = self
+        // A trace's cluster never changes: checked once, outside the swap.
+        let t = self
             .store
             .get_trace(uid)?
             .ok_or_else(|| UpdateError::Unknown(uid.to_string()))?;
@@ -137,20 +170,25 @@ impl TraceHub {
                 cluster: cluster.to_string(),
             });
         }
-        if is_terminal(phase(&t)) {
-            return Ok(None);
-        }
-        let mut status = status;
         let new_phase = pb::TraceflowPhase::try_from(status.phase)
             .unwrap_or(pb::TraceflowPhase::PhaseUnspecified);
-        if is_terminal(new_phase) && status.end_time_micros == 0 {
-            status.end_time_micros = now_micros();
-        }
-        if new_phase == pb::TraceflowPhase::PhaseUnspecified {
-            status.phase = phase(&t) as i32;
-        }
-        t.status = Some(status);
-        Ok(Some(self.save(t).await?))
+        let now = now_micros();
+        Ok(self
+            .change(uid, |t| {
+                if is_terminal(phase(t)) {
+                    return false;
+                }
+                let mut status = status.clone();
+                if is_terminal(new_phase) && status.end_time_micros == 0 {
+                    status.end_time_micros = now;
+                }
+                if new_phase == pb::TraceflowPhase::PhaseUnspecified {
+                    status.phase = phase(t) as i32;
+                }
+                t.status = Some(status);
+                true
+            })
+            .await?)
     }
 
     /// Fails every in-flight trace of `cluster` with `reason` (the cluster went away).
@@ -168,33 +206,66 @@ impl TraceHub {
         }
     }
 
-    /// Fails `uid` with `reason` unless it already ended.
-    pub async fn fail_if_inflight(&self, uid: &str, reason: &str) {
-        match self.store.get_trace(uid) {
-            Ok(Some(mut t)) if !is_terminal(phase(&t)) => {
-                fail(&mut t, reason, now_micros());
-                if let Err(error) = self.save(t).await {
-                    tracing::warn!(%error, uid, "cannot fail trace");
-                }
+    /// Fails every in-flight trace of `cluster` created before `created_before` (micros) and
+    /// not in `keep` with `reason`; returns how many. Later traces may have been handed to the
+    /// adapter after it listed `keep`.
+    pub async fn fail_cluster_inflight_except(
+        &self,
+        cluster: &str,
+        keep: &std::collections::HashSet<&str>,
+        created_before: i64,
+        reason: &str,
+    ) -> usize {
+        let uids: Vec<String> = match self.inflight.lock() {
+            Ok(m) => m
+                .iter()
+                .filter(|(u, (c, _))| c.as_str() == cluster && !keep.contains(u.as_str()))
+                .map(|(u, _)| u.clone())
+                .collect(),
+            Err(_) => return 0,
+        };
+        let mut failed = 0;
+        let now = now_micros();
+        for uid in uids {
+            let ended = self
+                .change(&uid, |t| {
+                    if is_terminal(phase(t)) || t.creation_time_micros >= created_before {
+                        return false;
+                    }
+                    fail(t, reason, now);
+                    true
+                })
+                .await;
+            match ended {
+                Ok(Some(_)) => failed += 1,
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, uid, "cannot fail trace"),
             }
-            Ok(_) => {
-                if let Ok(mut m) = self.inflight.lock() {
-                    m.remove(uid);
-                }
-            }
-            Err(error) => tracing::warn!(%error, uid, "cannot read trace"),
         }
+        failed
     }
 
-    /// Backstop for a trace whose adapter never ends it: after its timeout plus `grace`, it is
-    /// Failed with Antrea's "Traceflow timeout".
-    pub fn arm_timeout(&self, uid: String, timeout_secs: i32, grace: Duration) {
-        let hub = self.clone();
-        let wait = Duration::from_secs(timeout_secs.max(1) as u64) + grace;
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            hub.fail_if_inflight(&uid, reasons::TIMEOUT).await;
-        });
+    /// Fails `uid` with `reason` unless it already ended (one compare-and-swap: a Succeeded
+    /// trace is never overwritten by a late timeout, a deleted one never comes back). Returns
+    /// whether this call failed it.
+    pub async fn fail_if_inflight(&self, uid: &str, reason: &str) -> bool {
+        let now = now_micros();
+        let failed = self
+            .change(uid, |t| {
+                if is_terminal(phase(t)) {
+                    return false;
+                }
+                fail(t, reason, now);
+                true
+            })
+            .await;
+        match failed {
+            Ok(t) => t.is_some(),
+            Err(error) => {
+                tracing::warn!(%error, uid, "cannot fail trace");
+                false
+            }
+        }
     }
 
     /// Startup recovery: every trace still Pending or Running is ended Failed with reason
@@ -215,5 +286,60 @@ impl TraceHub {
         }
         self.store.flush_blocking()?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk(uid: &str, name: &str) -> pb::Traceflow {
+        pb::Traceflow {
+            uid: uid.into(),
+            name: name.into(),
+            cluster: "c".into(),
+            creation_time_micros: now_micros(),
+            status: Some(pb::TraceflowStatus {
+                phase: pb::TraceflowPhase::Running as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn ended_stays_ended_deleted_stays_deleted_names_stay_unique()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let hub = TraceHub::new(Store::open(dir.path())?);
+        hub.create(mk("u1", "t1")).await?.ok_or("not created")?;
+        assert!(hub.create(mk("u2", "t1")).await?.is_none(), "name taken");
+
+        let succeeded = pb::TraceflowStatus {
+            phase: pb::TraceflowPhase::Succeeded as i32,
+            ..Default::default()
+        };
+        // The adapter's Succeeded and the manager's timeout race: whichever is first wins,
+        // the other changes nothing.
+        let (a, b) = tokio::join!(
+            hub.apply_update("c", "u1", succeeded.clone()),
+            hub.fail_if_inflight("u1", reasons::TIMEOUT)
+        );
+        let first_won = a?.is_some() != b;
+        assert!(first_won, "exactly one of the two applied");
+        let end = hub.store().get_trace("u1")?.ok_or("gone")?;
+        assert!(is_terminal(phase(&end)));
+        assert!(!hub.fail_if_inflight("u1", reasons::TIMEOUT).await);
+        assert!(hub.apply_update("c", "u1", succeeded).await?.is_none());
+        assert_eq!(hub.store().get_trace("u1")?, Some(end));
+
+        hub.create(mk("u3", "t3")).await?.ok_or("not created")?;
+        assert!(hub.delete("u3").await?);
+        assert!(!hub.fail_if_inflight("u3", reasons::TIMEOUT).await);
+        assert!(
+            hub.store().get_trace("u3")?.is_none(),
+            "a late timeout resurrected it"
+        );
+        Ok(())
     }
 }

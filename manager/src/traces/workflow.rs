@@ -12,7 +12,11 @@
 use std::{future::Future, time::Duration};
 
 use tokio::sync::{broadcast, mpsc};
-use traceflow_core::{PodRef, TraceSpec, naming, phase};
+use traceflow_core::{
+    PodRef, TraceSpec,
+    limits::{MAX_FILTER_LEN, MAX_PAGE_TOKEN_LEN, MAX_UID_LEN, check_len},
+    naming, phase,
+};
 use traceflow_proto::v1 as pb;
 use traceflow_telemetry::ContextMap;
 
@@ -21,6 +25,10 @@ use crate::{
     auth::Principal,
     store::{StoreError, TraceFilter, now_micros},
 };
+
+/// How many generated names are drawn before giving up on collisions (each draw has 5 random
+/// characters, so a second draw is already rare).
+pub const NAME_DRAWS: usize = 8;
 
 /// Grace beyond a trace's own timeout before the manager fails it itself.
 pub const TIMEOUT_GRACE: Duration = Duration::from_secs(15);
@@ -90,6 +98,10 @@ impl<L: ClusterLink> Traces<L> {
 
     /// The uid named by exactly one of `uid` or `name`.
     pub fn resolve(&self, uid: &str, name: &str) -> Result<String, TraceError> {
+        check_len("uid", uid, MAX_UID_LEN)?;
+        if !name.is_empty() {
+            naming::check_trace("name", name)?;
+        }
         match (uid.is_empty(), name.is_empty()) {
             (true, true) => Err(invalid("uid", "set uid or name")),
             (false, false) => Err(invalid("uid", "set only one of uid and name")),
@@ -140,24 +152,15 @@ impl<L: ClusterLink> Traces<L> {
         {
             spec.check_source_pod(host_network)?;
         }
-        let name = if name.is_empty() {
-            naming::generate(&spec)
+        let (name, generated) = if name.is_empty() {
+            (naming::generate(&spec), Some(spec.clone()))
         } else {
-            if self.hub.store().trace_uid_by_name(&name)?.is_some() {
-                return Err(TraceError::AlreadyExists(
-                    "a trace of that name already exists; pick another name or leave it empty"
-                        .into(),
-                ));
-            }
-            name
+            (name, None)
         };
-        self.start(new_trace(
-            who,
-            name,
-            cluster,
-            spec.into_proto(),
-            String::new(),
-        ))
+        self.start(
+            new_trace(who, name, cluster, spec.into_proto(), String::new()),
+            generated.as_ref(),
+        )
         .await
     }
 
@@ -179,18 +182,46 @@ impl<L: ClusterLink> Traces<L> {
         // checked again rather than trusted.
         let spec = TraceSpec::try_from(old.spec.clone().unwrap_or_default())?;
         let name = naming::generate(&spec);
-        self.start(new_trace(
-            who,
-            name,
-            old.cluster,
-            spec.into_proto(),
-            old.uid,
-        ))
+        self.start(
+            new_trace(who, name, old.cluster, spec.clone().into_proto(), old.uid),
+            Some(&spec),
+        )
         .await
     }
 
+    /// Stores new trace `t` under a name no other trace has, atomically: when `generated_from`
+    /// is set the name was generated from that spec and a collision draws another; a chosen
+    /// name that is taken is ALREADY_EXISTS.
+    async fn insert(
+        &self,
+        mut t: pb::Traceflow,
+        generated_from: Option<&TraceSpec>,
+    ) -> Result<pb::Traceflow, TraceError> {
+        for _ in 0..NAME_DRAWS {
+            if let Some(saved) = self.hub.create(t.clone()).await? {
+                return Ok(saved);
+            }
+            match generated_from {
+                Some(spec) => t.name = naming::generate(spec),
+                None => {
+                    return Err(TraceError::AlreadyExists(
+                        "a trace of that name already exists; pick another name or leave it empty"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        Err(TraceError::AlreadyExists(
+            "no free generated name after several draws; retry, or choose a name".into(),
+        ))
+    }
+
     /// Stores `t` and hands it to its cluster, or fails it when that is not possible.
-    async fn start(&self, mut t: pb::Traceflow) -> Result<pb::Traceflow, TraceError> {
+    async fn start(
+        &self,
+        mut t: pb::Traceflow,
+        generated_from: Option<&TraceSpec>,
+    ) -> Result<pb::Traceflow, TraceError> {
         let span = tracing::Span::current();
         span.record("uid", t.uid.as_str());
         span.record("cluster", t.cluster.as_str());
@@ -198,9 +229,9 @@ impl<L: ClusterLink> Traces<L> {
         if let Err(reason) = self.clusters.check_connected(&t.cluster) {
             phase::fail(&mut t, &reason, now_micros());
             tracing::info!(uid = %t.uid, cluster = %t.cluster, %reason, "trace failed at once");
-            return Ok(self.hub.save(t).await?);
+            return self.insert(t, generated_from).await;
         }
-        let t = self.hub.save(t).await?;
+        let t = self.insert(t, generated_from).await?;
         // The adapter's spans for this trace become children of this call's span.
         if let Err(reason) = self
             .clusters
@@ -208,13 +239,34 @@ impl<L: ClusterLink> Traces<L> {
             .await
         {
             tracing::info!(uid = %t.uid, cluster = %t.cluster, %reason, "trace failed at once");
-            self.hub.fail_if_inflight(&t.uid, &reason).await;
+            if self.hub.fail_if_inflight(&t.uid, &reason).await {
+                self.clusters.cancel(&t.cluster, &t.uid);
+            }
             return self.get(&t.uid, "");
         }
         let timeout = t.spec.as_ref().map_or(0, |s| s.timeout);
-        self.hub.arm_timeout(t.uid.clone(), timeout, TIMEOUT_GRACE);
+        self.arm_timeout(&t, timeout);
         tracing::info!(uid = %t.uid, name = %t.name, cluster = %t.cluster, "trace started");
         Ok(t)
+    }
+
+    /// Backstop for a trace whose adapter never ends it: after its timeout plus
+    /// [`TIMEOUT_GRACE`] it is Failed with Antrea's "Traceflow timeout", and the adapter is told
+    /// to cancel it (so it frees the trace's id and tags).
+    fn arm_timeout(&self, t: &pb::Traceflow, timeout_secs: i32) {
+        let hub = self.hub.clone();
+        let clusters = self.clusters.clone();
+        let (uid, cluster) = (t.uid.clone(), t.cluster.clone());
+        let wait = Duration::from_secs(timeout_secs.max(1) as u64) + TIMEOUT_GRACE;
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if hub
+                .fail_if_inflight(&uid, traceflow_core::reasons::TIMEOUT)
+                .await
+            {
+                clusters.cancel(&cluster, &uid);
+            }
+        });
     }
 
     /// Deletes a trace, cancelling it first when it still runs.
@@ -235,6 +287,12 @@ impl<L: ClusterLink> Traces<L> {
         page_size: usize,
         page_token: &str,
     ) -> Result<Page, TraceError> {
+        if !filter.cluster.is_empty() {
+            naming::check_cluster("cluster", &filter.cluster)?;
+        }
+        check_len("source", &filter.source, MAX_FILTER_LEN)?;
+        check_len("destination", &filter.destination, MAX_FILTER_LEN)?;
+        check_len("page_token", page_token, MAX_PAGE_TOKEN_LEN)?;
         if filter.phase != 0 && pb::TraceflowPhase::try_from(filter.phase).is_err() {
             return Err(invalid(
                 "phase",
@@ -324,5 +382,108 @@ fn new_trace(
         creation_time_micros: now_micros(),
         created_by: who.name().to_string(),
         retrace_of,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::{auth::Role, store::Store};
+
+    /// A connected cluster that accepts every start and records cancels.
+    #[derive(Clone, Default)]
+    struct FakeLink {
+        cancelled: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl ClusterLink for FakeLink {
+        fn is_registered(&self, _: &str) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        fn source_pod(&self, _: &str, _: &PodRef) -> Option<Option<bool>> {
+            None
+        }
+        fn check_connected(&self, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+        async fn start(&self, _: &pb::Traceflow, _: ContextMap) -> Result<(), String> {
+            Ok(())
+        }
+        fn cancel(&self, _: &str, uid: &str) {
+            if let Ok(mut c) = self.cancelled.lock() {
+                c.push(uid.to_string());
+            }
+        }
+    }
+
+    fn spec() -> Result<TraceSpec, traceflow_core::Invalid> {
+        TraceSpec::try_from(pb::TraceflowSpec {
+            source: Some(pb::Source {
+                namespace: "default".into(),
+                pod: "a".into(),
+                ip: String::new(),
+            }),
+            destination: Some(pb::Destination {
+                namespace: "default".into(),
+                pod: "b".into(),
+                ..Default::default()
+            }),
+            timeout: 1,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_trace_is_cancelled_at_its_adapter_a_finished_one_is_not()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let link = FakeLink::default();
+        let traces = Traces::new(TraceHub::new(Store::open(dir.path())?), link.clone());
+        let who = Principal::User {
+            name: "u".into(),
+            role: Role::Edit,
+        };
+        let stuck = traces
+            .create(&who, "c".into(), "stuck".into(), spec()?)
+            .await?;
+        let done = traces
+            .create(&who, "c".into(), "done".into(), spec()?)
+            .await?;
+        let again = traces
+            .create(&who, "c".into(), "done".into(), spec()?)
+            .await;
+        assert!(matches!(again, Err(TraceError::AlreadyExists(_))));
+        let status = pb::TraceflowStatus {
+            phase: pb::TraceflowPhase::Succeeded as i32,
+            ..Default::default()
+        };
+        traces.hub.apply_update("c", &done.uid, status).await?;
+        tokio::time::sleep(TIMEOUT_GRACE + Duration::from_secs(2)).await;
+        // The timeout task writes through sled's blocking flush: give it real time too.
+        for _ in 0..100 {
+            if link
+                .cancelled
+                .lock()
+                .map(|c| !c.is_empty())
+                .unwrap_or(false)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stuck = traces.get(&stuck.uid, "")?;
+        assert_eq!(
+            stuck.status.map(|s| s.reason).as_deref(),
+            Some(traceflow_core::reasons::TIMEOUT)
+        );
+        assert_eq!(
+            phase::of(&traces.get(&done.uid, "")?),
+            pb::TraceflowPhase::Succeeded
+        );
+        let cancelled = link.cancelled.lock().map(|c| c.clone()).unwrap_or_default();
+        assert_eq!(cancelled, vec![stuck.uid]);
+        Ok(())
     }
 }

@@ -265,6 +265,11 @@ impl Manager {
         }
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("manager.log")).unwrap_or_default()
     }
@@ -453,6 +458,25 @@ impl FakeAdapter {
         cert: &str,
         key: &str,
     ) -> Result<FakeAdapter, tonic::Status> {
+        Self::attach_with_hello(
+            m,
+            cert,
+            key,
+            pb::AdapterHello {
+                version: "test".into(),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Attaches without heartbeats, saying `hello` first.
+    pub async fn attach_with_hello(
+        m: &Manager,
+        cert: &str,
+        key: &str,
+        hello: pb::AdapterHello,
+    ) -> Result<FakeAdapter, tonic::Status> {
         let ch = m
             .channel(Some((cert, key)))
             .await
@@ -461,9 +485,7 @@ impl FakeAdapter {
         let (tx, rx) = mpsc::channel(64);
         let _ = tx
             .send(pb::AdapterMessage {
-                kind: Some(pb::adapter_message::Kind::Hello(pb::AdapterHello {
-                    version: "test".into(),
-                })),
+                kind: Some(pb::adapter_message::Kind::Hello(hello)),
             })
             .await;
         let resp = client.attach(ReceiverStream::new(rx)).await?;

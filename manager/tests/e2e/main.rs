@@ -5,6 +5,7 @@ mod common;
 mod console;
 mod fleet;
 mod grpcurl;
+mod hostile;
 mod registration;
 mod restart;
 mod security;

@@ -698,3 +698,58 @@ async fn a_quick_reconnect_keeps_in_flight_traces() -> TestResult {
     .await?;
     Ok(())
 }
+
+/// An adapter that comes back listing the traces it still runs: the manager fails the others
+/// at once, naming the cluster, and leaves the listed ones running.
+#[tokio::test]
+async fn a_restarted_adapter_lists_what_it_runs_and_the_rest_fail_at_once() -> TestResult {
+    let m = Manager::start().await?;
+    let (cert, key) = m.register("alpha").await?;
+    let mut t = traces(m.admin().await?);
+    let mut a = FakeAdapter::attach(&m, &cert, &key).await?;
+    let kept = t.create_traceflow(create_req("alpha")).await?.into_inner();
+    a.expect_start().await?;
+    let lost = t.create_traceflow(create_req("alpha")).await?.into_inner();
+    a.expect_start().await?;
+    a.update(&kept.uid, pb::TraceflowPhase::Running).await?;
+    eventually_phase(&t, &kept.uid, pb::TraceflowPhase::Running, "kept running").await?;
+    drop(a);
+    let began = std::time::Instant::now();
+    let _b = FakeAdapter::attach_with_hello(
+        &m,
+        &cert,
+        &key,
+        pb::AdapterHello {
+            version: "test".into(),
+            running_trace_uids: vec![kept.uid.clone()],
+            reports_running: true,
+        },
+    )
+    .await?;
+    eventually_phase(
+        &t,
+        &lost.uid,
+        pb::TraceflowPhase::Failed,
+        "lost trace failed",
+    )
+    .await?;
+    assert!(began.elapsed() < std::time::Duration::from_secs(2));
+    let lost = t
+        .get_traceflow(pb::GetTraceflowRequest {
+            uid: lost.uid,
+            name: String::new(),
+        })
+        .await?
+        .into_inner();
+    let reason = lost.status.map(|s| s.reason).unwrap_or_default();
+    assert!(reason.contains("cluster alpha restarted"), "{reason}");
+    let kept = t
+        .get_traceflow(pb::GetTraceflowRequest {
+            uid: kept.uid,
+            name: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(phase_of(&kept), pb::TraceflowPhase::Running);
+    Ok(())
+}

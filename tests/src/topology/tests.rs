@@ -201,3 +201,33 @@ fn services_get_cluster_ips_from_the_service_cidr() -> Result<(), TopologyError>
     assert_eq!(ips, ["10.96.0.1", "10.96.0.2"]);
     Ok(())
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::{HEADER, parse, pod};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Any text is a topology or an error naming the file; never a panic.
+        #[test]
+        fn any_text_is_parsed_or_refused(text in any::<String>()) {
+            if let Err(e) = parse("t.yaml", &text) {
+                prop_assert!(e.to_string().contains("t.yaml"), "{}", e);
+            }
+        }
+
+        /// A valid topology cut anywhere, or with a byte replaced, never panics.
+        #[test]
+        fn damaged_topologies_never_panic(cut in 0usize..400, at in 0usize..400, b in any::<u8>()) {
+            let text = format!("{HEADER}{}{}", pod("a", "n1"), pod("b", "n1"));
+            let mut bytes = text.into_bytes();
+            if at < bytes.len() {
+                bytes[at] = b;
+            }
+            bytes.truncate(cut.min(bytes.len()));
+            let _ = parse("t.yaml", &String::from_utf8_lossy(&bytes));
+        }
+    }
+}

@@ -51,6 +51,11 @@ pub struct LiveState {
 }
 
 impl LiveState {
+    /// Whether `node` has a part in this live trace.
+    pub fn involves(&self, node: &str) -> bool {
+        self.commands.contains_key(node)
+    }
+
     /// The Nodes that never armed, when the trace is still arming.
     pub fn unarmed(&self) -> Option<String> {
         self.arming.as_ref().map(|a| {
