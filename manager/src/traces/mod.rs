@@ -2,17 +2,23 @@
 //! watchers. What the API asks of traces is [`workflow`].
 //!
 //! ```text
-//!   workflow (create/delete) ─┐                       ┌──▶ watchers (broadcast)
-//!   fleet (TraceUpdate) ──────┼─▶ TraceHub::save ──▶ store.put_trace + durable
+//!   workflow (create/delete) ─┐                                     ┌──▶ watchers of that trace
+//!   fleet (TraceUpdate) ──────┼─▶ TraceHub::save ──▶ store.put_trace + durable (group commit)
 //!   startup recovery ─────────┘
 //! ```
 //!
-//! Contract: a change is broadcast only after it is durable, so a watcher never sees a state
-//! that a crash could take back.
+//! Contract: a change is sent to watchers only after it is durable, so a watcher never sees a
+//! state that a crash could take back. Each trace has its own channel (created by the first
+//! watcher, dropped with the last one or when the trace ends), and a change is one shared
+//! snapshot: the cost of a change does not grow with the number of traces being watched.
 
 pub mod workflow;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use tokio::sync::broadcast;
 use traceflow_proto::v1 as pb;
@@ -24,11 +30,49 @@ use traceflow_core::{
 
 use crate::store::{Store, StoreError, now_micros};
 
-/// A change to a trace, as watchers receive it.
+/// A change to one trace, as its watchers receive it.
 #[derive(Debug, Clone)]
 pub enum TraceEvent {
-    Updated(Box<pb::Traceflow>),
-    Deleted(String),
+    /// The trace as stored, shared by every watcher of it.
+    Updated(Arc<pb::Traceflow>),
+    Deleted,
+}
+
+/// How many changes of one trace a watcher may fall behind before it re-reads the store.
+const WATCH_BACKLOG: usize = 16;
+
+/// The channels of the traces someone watches: uid → (generation, sender). The generation
+/// tells a channel from a later one of the same uid.
+type Watchers = Arc<std::sync::Mutex<HashMap<String, (u64, broadcast::Sender<TraceEvent>)>>>;
+
+/// The changes of one trace for one watcher. Dropping the last subscription of a trace drops
+/// its channel.
+pub struct Subscription {
+    rx: broadcast::Receiver<TraceEvent>,
+    uid: String,
+    generation: u64,
+    watchers: Watchers,
+}
+
+impl Subscription {
+    /// The next change; `Lagged` when this watcher fell more than [`WATCH_BACKLOG`] behind,
+    /// `Closed` after the trace ended or was deleted and every change was received.
+    pub async fn recv(&mut self) -> Result<TraceEvent, broadcast::error::RecvError> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.watchers.lock()
+            && let Some((generation, tx)) = m.get(&self.uid)
+            // This receiver is still counted: it is dropped after this.
+            && *generation == self.generation
+            && tx.receiver_count() <= 1
+        {
+            m.remove(&self.uid);
+        }
+    }
 }
 
 /// Why a cluster's trace update was not applied.
@@ -50,17 +94,18 @@ pub enum UpdateError {
 #[derive(Clone, Debug)]
 pub struct TraceHub {
     store: Store,
-    events: broadcast::Sender<TraceEvent>,
+    watchers: Watchers,
+    next_generation: Arc<std::sync::atomic::AtomicU64>,
     /// In-flight traces: uid → (cluster, phase).
     inflight: Arc<std::sync::Mutex<HashMap<String, (String, pb::TraceflowPhase)>>>,
 }
 
 impl TraceHub {
     pub fn new(store: Store) -> Self {
-        let (events, _) = broadcast::channel(4096);
         TraceHub {
             store,
-            events,
+            watchers: Default::default(),
+            next_generation: Default::default(),
             inflight: Default::default(),
         }
     }
@@ -69,8 +114,37 @@ impl TraceHub {
         &self.store
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<TraceEvent> {
-        self.events.subscribe()
+    /// The changes of trace `uid` from now on. Subscribe before reading the trace, so no
+    /// change between the read and the subscription is lost.
+    pub fn subscribe(&self, uid: &str) -> Subscription {
+        let mut m = match self.watchers.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (generation, tx) = m.entry(uid.to_string()).or_insert_with(|| {
+            let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+            (generation, broadcast::channel(WATCH_BACKLOG).0)
+        });
+        Subscription {
+            rx: tx.subscribe(),
+            uid: uid.to_string(),
+            generation: *generation,
+            watchers: self.watchers.clone(),
+        }
+    }
+
+    /// Sends a change of `uid` to its watchers, if any (`event` is built only then); `last`
+    /// (ended or deleted) drops the channel, whose receivers still get what was sent.
+    fn notify(&self, uid: &str, event: impl FnOnce() -> TraceEvent, last: bool) {
+        let Ok(mut m) = self.watchers.lock() else {
+            return;
+        };
+        if let Some((_, tx)) = m.get(uid) {
+            let _ = tx.send(event());
+        }
+        if last {
+            m.remove(uid);
+        }
     }
 
     fn track(&self, t: &pb::Traceflow) {
@@ -102,7 +176,8 @@ impl TraceHub {
         self.store.durable().await?;
         crate::telemetry::global().store_flushed(flush.elapsed().as_secs_f64());
         self.track(&t);
-        let _ = self.events.send(TraceEvent::Updated(Box::new(t.clone())));
+        let ended = is_terminal(phase(&t));
+        self.notify(&t.uid, || TraceEvent::Updated(Arc::new(t.clone())), ended);
         Ok(t)
     }
 
@@ -114,7 +189,7 @@ impl TraceHub {
             m.remove(uid);
             crate::telemetry::global().set_in_flight(m.len());
         }
-        let _ = self.events.send(TraceEvent::Deleted(uid.to_string()));
+        self.notify(uid, || TraceEvent::Deleted, true);
         Ok(existed)
     }
 
@@ -215,5 +290,66 @@ impl TraceHub {
         }
         self.store.flush_blocking()?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace(uid: &str, phase: pb::TraceflowPhase) -> pb::Traceflow {
+        pb::Traceflow {
+            uid: uid.into(),
+            name: format!("n-{uid}"),
+            cluster: "c1".into(),
+            creation_time_micros: 1,
+            status: Some(pb::TraceflowStatus {
+                phase: phase as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn channels(hub: &TraceHub) -> usize {
+        hub.watchers.lock().map(|m| m.len()).unwrap_or(usize::MAX)
+    }
+
+    #[tokio::test]
+    async fn a_watcher_gets_only_its_trace_and_the_channel_goes_with_the_trace()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let hub = TraceHub::new(Store::open(dir.path())?);
+        let mut a = hub.subscribe("a");
+        let b = hub.subscribe("b");
+        assert_eq!(channels(&hub), 2);
+
+        hub.save(trace("b", pb::TraceflowPhase::Running)).await?;
+        hub.save(trace("a", pb::TraceflowPhase::Running)).await?;
+        hub.save(trace("a", pb::TraceflowPhase::Succeeded)).await?;
+        // Exactly a's two changes, in order, then the end of a's channel.
+        for want in [pb::TraceflowPhase::Running, pb::TraceflowPhase::Succeeded] {
+            match a.recv().await? {
+                TraceEvent::Updated(t) => assert_eq!((t.uid.as_str(), phase(&t)), ("a", want)),
+                TraceEvent::Deleted => panic!("a was not deleted"),
+            }
+        }
+        assert!(matches!(
+            a.recv().await,
+            Err(broadcast::error::RecvError::Closed)
+        ));
+        // a ended: its channel is gone; b's stays until its last watcher leaves.
+        assert_eq!(channels(&hub), 1);
+        let b2 = hub.subscribe("b");
+        drop(b);
+        assert_eq!(channels(&hub), 1);
+        drop(b2);
+        assert_eq!(channels(&hub), 0);
+
+        // A deletion reaches the watchers of that trace.
+        let mut c = hub.subscribe("b");
+        hub.delete("b").await?;
+        assert!(matches!(c.recv().await?, TraceEvent::Deleted));
+        Ok(())
     }
 }
