@@ -97,6 +97,7 @@ impl ClusterSvc {
             last_heartbeat_micros: live.last_heartbeat_micros.max(rec.last_heartbeat_micros),
             certificate_serial: rec.certificate_serial.clone(),
             inventory: Some(self.ctx.fleet.inventory_counts(&rec.name)),
+            reason: self.ctx.fleet.stream_error(&rec.name),
         }
     }
 

@@ -6,6 +6,11 @@
 //! for another cluster's trace or an unknown trace is logged and dropped. When a stream ends and
 //! the cluster has not reconnected within three heartbeat intervals, its in-flight traces are
 //! Failed with reason `cluster <name> disconnected while the trace was in flight`.
+//!
+//! A full inventory arrives whole (`inventory_sync`) or in parts (`inventory_sync_part`, first …
+//! last), assembled per stream and applied at the last part. A stream that fails (say, a message
+//! over the size limit) is logged as a warning and its error shown in the cluster's health
+//! until the next complete sync.
 
 use std::pin::Pin;
 
@@ -86,6 +91,15 @@ impl pb::adapter_service_server::AdapterService for AdapterSvc {
     }
 }
 
+/// Adds the objects of `part` to `acc`.
+fn append(acc: &mut pb::Inventory, part: pb::Inventory) {
+    acc.nodes.extend(part.nodes);
+    acc.namespaces.extend(part.namespaces);
+    acc.pods.extend(part.pods);
+    acc.services.extend(part.services);
+    acc.policies.extend(part.policies);
+}
+
 impl AdapterSvc {
     /// Reads the adapter's messages until the stream ends or must close; returns the status to
     /// end the outbound stream with, if any.
@@ -97,6 +111,8 @@ impl AdapterSvc {
         mut inbound: Streaming<pb::AdapterMessage>,
         mut close: tokio::sync::oneshot::Receiver<Status>,
     ) -> Option<Status> {
+        // The parts of a full sync received so far.
+        let mut partial_sync: Option<pb::Inventory> = None;
         loop {
             let msg = tokio::select! {
                 status = &mut close => {
@@ -107,7 +123,15 @@ impl AdapterSvc {
             let msg = match msg {
                 None => return None,
                 Some(Err(error)) => {
-                    tracing::info!(%error, cluster, "adapter stream ended with an error");
+                    tracing::warn!(
+                        %error,
+                        cluster,
+                        "adapter stream failed; the cluster is Down until its adapter reconnects and syncs"
+                    );
+                    self.fleet.stream_failed(
+                        cluster,
+                        format!("adapter stream failed: {}", error.message()),
+                    );
                     return None;
                 }
                 Some(Ok(m)) => m,
@@ -130,11 +154,17 @@ impl AdapterSvc {
                 ));
             }
             self.fleet.heard(cluster, id, None);
-            self.handle(cluster, id, msg).await;
+            self.handle(cluster, id, msg, &mut partial_sync).await;
         }
     }
 
-    async fn handle(&self, cluster: &str, id: u64, msg: pb::AdapterMessage) {
+    async fn handle(
+        &self,
+        cluster: &str,
+        id: u64,
+        msg: pb::AdapterMessage,
+        partial_sync: &mut Option<pb::Inventory>,
+    ) {
         match msg.kind {
             None => {}
             Some(Kind::Hello(h)) => {
@@ -142,6 +172,24 @@ impl AdapterSvc {
             }
             Some(Kind::InventorySync(inv)) => {
                 self.fleet.with_inventory(cluster, |i| i.sync(inv));
+                self.fleet.synced(cluster);
+            }
+            Some(Kind::InventorySyncPart(part)) => {
+                let inv = part.inventory.unwrap_or_default();
+                match partial_sync {
+                    Some(acc) if !part.first => append(acc, inv),
+                    None if !part.first => {
+                        tracing::warn!(cluster, "inventory part without a first part ignored");
+                        return;
+                    }
+                    _ => *partial_sync = Some(inv),
+                }
+                if part.last
+                    && let Some(inv) = partial_sync.take()
+                {
+                    self.fleet.with_inventory(cluster, |i| i.sync(inv));
+                    self.fleet.synced(cluster);
+                }
             }
             Some(Kind::InventoryUpsert(inv)) => {
                 self.fleet.with_inventory(cluster, |i| i.upsert(inv));

@@ -75,6 +75,8 @@ struct State {
     inventory: HashMap<String, ClusterInventory>,
     /// Clusters whose inventory changed since the last snapshot was stored.
     dirty: std::collections::HashSet<String>,
+    /// Why each cluster's adapter stream last failed, until its next complete sync.
+    stream_errors: HashMap<String, String>,
 }
 
 /// Why a cluster cannot take a trace.
@@ -253,6 +255,23 @@ impl Fleet {
                 last_heartbeat_micros: beat.micros,
             }
         })
+    }
+
+    /// Records why `cluster`'s adapter stream failed: shown in its health until the next
+    /// complete inventory sync ([`Fleet::synced`]).
+    pub fn stream_failed(&self, cluster: &str, reason: String) {
+        self.with(|s| s.stream_errors.insert(cluster.to_string(), reason));
+    }
+
+    /// A complete inventory sync arrived: the stream works again.
+    pub fn synced(&self, cluster: &str) {
+        self.with(|s| s.stream_errors.remove(cluster));
+    }
+
+    /// Why `cluster`'s adapter stream last failed; empty when nothing failed since its last
+    /// complete sync.
+    pub fn stream_error(&self, cluster: &str) -> String {
+        self.with(|s| s.stream_errors.get(cluster).cloned().unwrap_or_default())
     }
 
     /// Inventory counts of `cluster` (all zero before its adapter's first sync).
