@@ -9,6 +9,18 @@ fn yaml_str(v: &serde_yaml::Value, k: &str) -> Option<String> {
     v.get(k).and_then(|x| x.as_str()).map(ToString::to_string)
 }
 
+/// The server URL and the CA (PEM) it is trusted with, from the tfctl config `cfg`.
+pub fn server_and_ca(cfg: &Path) -> Result<(String, String), String> {
+    let text = std::fs::read_to_string(cfg).map_err(|e| format!("{}: {e}", cfg.display()))?;
+    let y: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", cfg.display()))?;
+    let server = yaml_str(&y, "server").ok_or("tfctl config without server")?;
+    let ca = yaml_str(&y, "ca").ok_or("tfctl config without ca")?;
+    let base = cfg.parent().unwrap_or(Path::new("."));
+    let ca = std::fs::read_to_string(base.join(&ca)).map_err(|e| format!("{ca}: {e}"))?;
+    Ok((server, ca))
+}
+
 /// Connects to the server named in the tfctl config `cfg` with its CA and client certificate.
 /// Errors say which file or field is wrong, or why the connection failed.
 pub async fn connect(cfg: &Path) -> Result<Channel, String> {

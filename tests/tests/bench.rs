@@ -1,7 +1,8 @@
-//! `traceflow-bench --short` against its own lab, so the bench cannot rot: it must bring up
-//! bench.yaml, measure both baselines, every trace kind and all three concurrencies with every
-//! trace correct, and print every figure in its final JSON line. The figures themselves are
-//! not asserted (a shared CI machine makes timing thresholds flaky); docs/performance.md has
+//! `traceflow-bench --short` and `traceflow-fleetgen --short`, so neither can rot. The bench
+//! must bring up bench.yaml, measure both baselines, every trace kind and all three
+//! concurrencies with every trace correct, and print every figure in its final JSON line; the
+//! generator must register and sync every synthetic cluster into the real manager and end
+//! every trace across them. The figures themselves are not asserted (a shared CI machine makes timing thresholds flaky); docs/performance.md has
 //! the full-mode run.
 //!
 //! Needs root, Open vSwitch and `cargo build --workspace --bins`; fails loudly, never skips.
@@ -80,4 +81,46 @@ fn bench_short_mode_measures_every_figure_with_every_trace_correct() {
         }
     }
     positive("/manager_rss_kib");
+}
+
+#[test]
+fn fleetgen_short_mode_syncs_every_synthetic_cluster_and_ends_every_trace() {
+    require_lab_prerequisites();
+    let out = Command::new(env!("CARGO_BIN_EXE_traceflow-fleetgen"))
+        .arg("--short")
+        .env("RUST_LIB_BACKTRACE", "0")
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run traceflow-fleetgen: {e}"),
+    };
+    let text = common::text(&out);
+    assert!(
+        out.status.success(),
+        "traceflow-fleetgen --short failed:\n{text}"
+    );
+    let stdout = common::stdout(&out);
+    let report: Value = match serde_json::from_str(stdout.lines().last().unwrap_or_default()) {
+        Ok(v) => v,
+        Err(e) => panic!("the last line of traceflow-fleetgen is not JSON ({e}):\n{text}"),
+    };
+    assert_eq!(report["clusters"], 3, "{text}");
+    assert_eq!(report["pods_total"], 60, "{text}");
+    assert!(
+        report["registered_and_synced_s"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0),
+        "{text}"
+    );
+    assert!(
+        report["manager_rss_kib_synced"]
+            .as_u64()
+            .is_some_and(|k| k > 0),
+        "{text}"
+    );
+    assert_eq!(report["traces"]["correct"], report["traces"]["n"], "{text}");
+    assert!(
+        report["traces"]["p99_ms"].as_f64().is_some_and(|v| v > 0.0),
+        "{text}"
+    );
 }

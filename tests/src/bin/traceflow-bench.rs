@@ -24,7 +24,6 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -37,7 +36,7 @@ use tonic::transport::Channel;
 use traceflow_agent::ovs::openflow::{Action, Message, PacketOut, Switch};
 use traceflow_agent::ports::Mac;
 use traceflow_agent::trace::packet::{TracePacket, Transport};
-use traceflow_lab::lab::{Paths, state::LabState};
+use traceflow_lab::lab::handle::{LabHandle, clock_ticks_per_second, cpu_ticks, rss_kib};
 use traceflow_proto::v1::{
     self as pb, cluster_service_client::ClusterServiceClient,
     traceflow_service_client::TraceflowServiceClient, user_service_client::UserServiceClient,
@@ -107,7 +106,7 @@ fn main() -> Result<()> {
         .unwrap_or_default();
     let (lab, owned) = match &args.lab {
         Some(dir) => (LabHandle::attach(dir, &bin_dir)?, false),
-        None => (LabHandle::up(&args.topology, &bin_dir)?, true),
+        None => (LabHandle::up(&args.topology, &bin_dir, "bn")?, true),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -128,89 +127,6 @@ fn main() -> Result<()> {
     let report = result?;
     println!("{report}");
     Ok(())
-}
-
-/// The lab the bench runs against and the binaries that run it.
-struct LabHandle {
-    dir: PathBuf,
-    bin_dir: PathBuf,
-    paths: Paths,
-    tfctl_config: PathBuf,
-}
-
-impl LabHandle {
-    fn lab_cmd(dir: &Path, bin_dir: &Path) -> Command {
-        let mut c = Command::new(bin_dir.join("traceflow-lab"));
-        c.arg("--dir").arg(dir).env("TRACEFLOW_BIN_DIR", bin_dir);
-        c
-    }
-
-    fn up(topology: &Path, bin_dir: &Path) -> Result<Self> {
-        let prefix = format!("tfl-bn{}", rand::random::<u32>() % 100_000);
-        let dir = std::env::temp_dir().join(&prefix);
-        eprintln!("bringing up {} in {}", topology.display(), dir.display());
-        let out = Self::lab_cmd(&dir, bin_dir)
-            .arg("up")
-            .arg(topology)
-            .args(["--prefix", &prefix, "--ready-timeout", "90s"])
-            .output()
-            .context("cannot run traceflow-lab: build it (cargo build --workspace --bins)")?;
-        if !out.status.success() {
-            let _ = Self::lab_cmd(&dir, bin_dir).arg("down").output();
-            bail!(
-                "traceflow-lab up failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Self::attach(&dir, bin_dir)
-    }
-
-    fn attach(dir: &Path, bin_dir: &Path) -> Result<Self> {
-        let paths = Paths::new(dir)?;
-        let state = LabState::load(&paths)?
-            .ok_or_else(|| anyhow!("no lab in {}: bring one up or drop --lab", dir.display()))?;
-        let tfctl_config = state
-            .tfctl_config
-            .ok_or_else(|| anyhow!("the lab in {} has no manager", dir.display()))?;
-        Ok(Self {
-            dir: paths.dir.clone(),
-            bin_dir: bin_dir.to_path_buf(),
-            paths,
-            tfctl_config,
-        })
-    }
-
-    fn down(&self) {
-        match Self::lab_cmd(&self.dir, &self.bin_dir).arg("down").output() {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!("traceflow-lab down: {}", String::from_utf8_lossy(&o.stderr)),
-            Err(e) => eprintln!("traceflow-lab down: {e}"),
-        }
-    }
-
-    /// (group, pid) of every process the lab recorded; the group is the name's first part
-    /// (`manager`, `adapter`, `agent`, `ovs-vswitchd`, ...).
-    fn processes(&self) -> Result<Vec<(String, i32)>> {
-        let state = LabState::load(&self.paths)?.ok_or_else(|| anyhow!("the lab is gone"))?;
-        Ok(state
-            .processes
-            .iter()
-            .map(|p| {
-                let group = p.name.split('/').next().unwrap_or(&p.name).to_string();
-                (group, p.pid)
-            })
-            .collect())
-    }
-
-    /// Runs `traceflow-lab exec TARGET -- CMD`; whether it succeeded.
-    fn exec(&self, target: &str, cmd: &[&str]) -> bool {
-        Self::lab_cmd(&self.dir, &self.bin_dir)
-            .args(["exec", target, "--"])
-            .args(cmd)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
 }
 
 /// One kind of trace and what its last observation must be.
@@ -438,32 +354,6 @@ impl Dist {
     }
 }
 
-/// utime + stime of `pid` in clock ticks, 0 when it is gone.
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
-    let rest: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let field = |i: usize| rest.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    field(11) + field(12)
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(100.0)
-}
-
 /// CPU ticks per process group (and of this bench itself, `bench-client`).
 fn cpu_by_group(procs: &[(String, i32)]) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
@@ -472,15 +362,6 @@ fn cpu_by_group(procs: &[(String, i32)]) -> BTreeMap<String, u64> {
     }
     m.insert("bench-client".into(), cpu_ticks(std::process::id() as i32));
     m
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// OVS's bare round trip: packet-out whose only action is output:CONTROLLER on n1's bridge,
@@ -654,11 +535,7 @@ async fn throughput(
 async fn run(lab: Arc<LabHandle>, sizes: Sizes, short: bool) -> Result<String> {
     let mut api = Api::connect(&lab.tfctl_config).await?;
     let procs = lab.processes()?;
-    let manager_pid = procs
-        .iter()
-        .find(|(g, _)| g == "manager")
-        .map(|(_, p)| *p)
-        .ok_or_else(|| anyhow!("the lab recorded no manager process"))?;
+    let manager_pid = lab.manager_pid()?;
 
     // The manager must know the Pods before traces name them.
     let pods = wait_pods(&mut api, 4).await?;
