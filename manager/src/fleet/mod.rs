@@ -306,15 +306,17 @@ impl Fleet {
         })
     }
 
-    /// Snapshots of the inventories changed since the last call.
-    pub fn take_dirty(&self) -> Vec<(String, pb::Inventory)> {
-        self.with(|s| {
-            let dirty: Vec<String> = s.dirty.drain().collect();
-            dirty
-                .into_iter()
-                .filter_map(|c| s.inventory.get(&c).map(|i| (c.clone(), i.to_pb())))
-                .collect()
-        })
+    /// Hands `put` a snapshot of each inventory changed since the last call, one at a time:
+    /// the lock is held for one cluster's snapshot, never for the whole fleet's, and only one
+    /// snapshot is in memory at once.
+    pub fn drain_dirty(&self, mut put: impl FnMut(&str, &pb::Inventory)) {
+        let dirty: Vec<String> = self.with(|s| s.dirty.drain().collect());
+        for cluster in dirty {
+            let snapshot = self.with(|s| s.inventory.get(&cluster).map(ClusterInventory::to_pb));
+            if let Some(inv) = snapshot {
+                put(&cluster, &inv);
+            }
+        }
     }
 
     /// Runs `f` over the inventories of `cluster` (or of every cluster when empty), in
