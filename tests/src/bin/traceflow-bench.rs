@@ -558,6 +558,7 @@ async fn run(lab: Arc<LabHandle>, sizes: Sizes, short: bool) -> Result<String> {
         }),
     );
     report.insert("bin_dir".into(), json!(lab.bin_dir.display().to_string()));
+    report.insert("lab_dir".into(), json!(lab.dir.display().to_string()));
 
     let ovs = ovs_baseline(&lab, sizes.baseline).await?;
     table.push(ovs.row("baseline ovs packet-out→in"));

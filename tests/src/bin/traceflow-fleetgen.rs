@@ -71,6 +71,9 @@ struct Args {
     topology: PathBuf,
 }
 
+/// Directory under the lab's where the synthetic clusters keep their identities.
+const IDENTITIES: &str = "fleetgen";
+
 fn main() -> Result<()> {
     let mut args = Args::parse();
     if args.short {
@@ -97,6 +100,8 @@ fn main() -> Result<()> {
         .build()
         .context("tokio runtime")?;
     let result = rt.block_on(run(&lab, &args));
+    // The synthetic clusters' keys and certificates; `down` removes only what the lab made.
+    let _ = std::fs::remove_dir_all(lab.dir.join(IDENTITIES));
     if owned && !args.keep {
         lab.down();
     }
@@ -298,7 +303,7 @@ async fn run(lab: &LabHandle, args: &Args) -> Result<String> {
     let cpu0 = cpu_ticks(manager);
     let rss0 = rss_kib(manager);
     let args = Arc::new(args.clone());
-    let data_dir = lab.dir.join("fleetgen");
+    let data_dir = lab.dir.join(IDENTITIES);
 
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -458,6 +463,7 @@ async fn run(lab: &LabHandle, args: &Args) -> Result<String> {
         "pods_total": args.clusters * args.nodes * args.pods,
         "services_total": args.clusters * args.nodes * args.services,
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "lab_dir": lab.dir.display().to_string(),
         "registered_and_synced_s": synced.as_secs_f64(),
         "manager_cpu_s_sync": sync_cpu,
         "manager_rss_kib_before": rss0, "manager_rss_kib_synced": rss_synced,
