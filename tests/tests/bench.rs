@@ -81,6 +81,17 @@ fn bench_short_mode_measures_every_figure_with_every_trace_correct() {
         }
     }
     positive("/manager_rss_kib");
+    assert_lab_gone(&report, &text);
+}
+
+/// The program took down the lab it brought up, leaving nothing in its directory.
+fn assert_lab_gone(report: &Value, text: &str) {
+    let dir = report["lab_dir"].as_str().unwrap_or_default();
+    assert!(!dir.is_empty(), "no lab_dir in the report:\n{text}");
+    assert!(
+        !std::path::Path::new(dir).exists(),
+        "{dir} is left after the run:\n{text}"
+    );
 }
 
 #[test]
@@ -123,4 +134,5 @@ fn fleetgen_short_mode_syncs_every_synthetic_cluster_and_ends_every_trace() {
         report["traces"]["p99_ms"].as_f64().is_some_and(|v| v > 0.0),
         "{text}"
     );
+    assert_lab_gone(&report, &text);
 }
