@@ -14,7 +14,7 @@
 
 use std::pin::Pin;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, future::BoxFuture, stream::FuturesOrdered};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -23,7 +23,7 @@ use traceflow_proto::v1::{self as pb, adapter_message::Kind};
 use super::Fleet;
 use crate::{
     auth::Authenticator,
-    store::{Store, now_micros},
+    store::{Store, StoreError, now_micros},
     traces::TraceHub,
 };
 
@@ -113,15 +113,23 @@ impl AdapterSvc {
     ) -> Option<Status> {
         // The parts of a full sync received so far.
         let mut partial_sync: Option<pb::Inventory> = None;
-        loop {
+        let mut staged = Staged::default();
+        let end = loop {
+            // Trace updates are stored in stream order but not waited on one by one: their
+            // durability is awaited together (one flush for many) and each is published, in
+            // order, once durable. At most MAX_STAGED wait at once.
+            if staged.waiting.len() >= MAX_STAGED {
+                staged.publish_next(&self.hub, cluster).await;
+            }
             let msg = tokio::select! {
                 status = &mut close => {
-                    return Some(status.unwrap_or_else(|_| Status::aborted("stream closed")));
+                    break Some(status.unwrap_or_else(|_| Status::aborted("stream closed")));
                 }
+                () = staged.publish_next(&self.hub, cluster), if !staged.waiting.is_empty() => continue,
                 msg = inbound.next() => msg,
             };
             let msg = match msg {
-                None => return None,
+                None => break None,
                 Some(Err(error)) => {
                     tracing::warn!(
                         %error,
@@ -132,7 +140,7 @@ impl AdapterSvc {
                         cluster,
                         format!("adapter stream failed: {}", error.message()),
                     );
-                    return None;
+                    break None;
                 }
                 Some(Ok(m)) => m,
             };
@@ -140,7 +148,7 @@ impl AdapterSvc {
             match self.store.cluster(cluster) {
                 Ok(Some(rec)) if rec.certificate_serial == serial => {}
                 Ok(_) => {
-                    return Some(Status::unauthenticated(format!(
+                    break Some(Status::unauthenticated(format!(
                         "certificate of cluster {cluster:?} was revoked; register again with a new bootstrap token"
                     )));
                 }
@@ -149,22 +157,30 @@ impl AdapterSvc {
                 }
             }
             if !self.fleet.is_current(cluster, id) {
-                return Some(Status::aborted(
+                break Some(Status::aborted(
                     "a newer stream for this cluster replaced this one",
                 ));
             }
             self.fleet.heard(cluster, id, None);
-            self.handle(cluster, id, msg, &mut partial_sync).await;
+            if let Some(t) = self.handle(cluster, id, msg, &mut partial_sync) {
+                staged.stage(&self.hub, t);
+            }
+        };
+        // What was stored is published before the stream is let go.
+        while !staged.waiting.is_empty() {
+            staged.publish_next(&self.hub, cluster).await;
         }
+        end
     }
 
-    async fn handle(
+    /// Applies one message; a trace update is only stored, and returned for publishing.
+    fn handle(
         &self,
         cluster: &str,
         id: u64,
         msg: pb::AdapterMessage,
         partial_sync: &mut Option<pb::Inventory>,
-    ) {
+    ) -> Option<pb::Traceflow> {
         match msg.kind {
             None => {}
             Some(Kind::Hello(h)) => {
@@ -180,7 +196,7 @@ impl AdapterSvc {
                     Some(acc) if !part.first => append(acc, inv),
                     None if !part.first => {
                         tracing::warn!(cluster, "inventory part without a first part ignored");
-                        return;
+                        return None;
                     }
                     _ => *partial_sync = Some(inv),
                 }
@@ -202,10 +218,8 @@ impl AdapterSvc {
             }
             Some(Kind::TraceUpdate(u)) => {
                 let status = u.status.unwrap_or_default();
-                match self.hub.apply_update(cluster, &u.uid, status).await {
-                    Ok(Some(t)) => {
-                        tracing::debug!(cluster, uid = %t.uid, phase = ?traceflow_core::phase::of(&t), "trace updated");
-                    }
+                match self.hub.stage_update(cluster, &u.uid, status) {
+                    Ok(Some(t)) => return Some(t),
                     Ok(None) => {
                         tracing::debug!(cluster, uid = %u.uid, "update for an ended trace ignored");
                     }
@@ -214,6 +228,42 @@ impl AdapterSvc {
                     }
                 }
             }
+        }
+        None
+    }
+}
+
+/// Most trace updates of one stream stored and waiting for durability at once.
+const MAX_STAGED: usize = 1024;
+
+type Durable = BoxFuture<'static, (Result<(), StoreError>, pb::Traceflow)>;
+
+/// Trace updates of one stream that are stored but not yet published, oldest first, each
+/// with its wait for durability (concurrent waits share one flush).
+#[derive(Default)]
+struct Staged {
+    waiting: FuturesOrdered<Durable>,
+}
+
+impl Staged {
+    fn stage(&mut self, hub: &TraceHub, t: pb::Traceflow) {
+        let hub = hub.clone();
+        self.waiting
+            .push_back(Box::pin(async move { (hub.durable().await, t) }));
+    }
+
+    /// Waits until the oldest is durable, then publishes it. Cancel-safe: nothing is lost
+    /// when this is dropped while waiting.
+    async fn publish_next(&mut self, hub: &TraceHub, cluster: &str) {
+        match self.waiting.next().await {
+            Some((Ok(()), t)) => {
+                hub.publish(&t);
+                tracing::debug!(cluster, uid = %t.uid, phase = ?traceflow_core::phase::of(&t), "trace updated");
+            }
+            Some((Err(error), t)) => {
+                tracing::warn!(%error, cluster, uid = %t.uid, "trace update not durable; not published");
+            }
+            None => {}
         }
     }
 }

@@ -169,15 +169,28 @@ impl TraceHub {
         }
     }
 
-    /// Stores `t`, waits until it is durable, then tells watchers.
-    pub async fn save(&self, t: pb::Traceflow) -> Result<pb::Traceflow, StoreError> {
-        self.store.put_trace(&t)?;
+    /// Waits until every change stored so far is durable (shared with concurrent callers).
+    pub async fn durable(&self) -> Result<(), StoreError> {
         let flush = std::time::Instant::now();
         self.store.durable().await?;
         crate::telemetry::global().store_flushed(flush.elapsed().as_secs_f64());
-        self.track(&t);
-        let ended = is_terminal(phase(&t));
+        Ok(())
+    }
+
+    /// Tells watchers and the in-flight tracking about a stored change. Contract: only after
+    /// [`TraceHub::durable`] returned for it, and in the order the changes of one trace were
+    /// stored.
+    pub fn publish(&self, t: &pb::Traceflow) {
+        self.track(t);
+        let ended = is_terminal(phase(t));
         self.notify(&t.uid, || TraceEvent::Updated(Arc::new(t.clone())), ended);
+    }
+
+    /// Stores `t`, waits until it is durable, then tells watchers.
+    pub async fn save(&self, t: pb::Traceflow) -> Result<pb::Traceflow, StoreError> {
+        self.store.put_trace(&t)?;
+        self.durable().await?;
+        self.publish(&t);
         Ok(t)
     }
 
@@ -193,9 +206,27 @@ impl TraceHub {
         Ok(existed)
     }
 
-    /// Applies a status snapshot sent by `cluster`'s adapter. Updates to traces that already
-    /// ended are ignored (returns `Ok(None)`): the manager may have failed them first.
+    /// Applies a status snapshot sent by `cluster`'s adapter, durably, and tells watchers.
+    /// Updates to traces that already ended are ignored (returns `Ok(None)`): the manager may
+    /// have failed them first.
     pub async fn apply_update(
+        &self,
+        cluster: &str,
+        uid: &str,
+        status: pb::TraceflowStatus,
+    ) -> Result<Option<pb::Traceflow>, UpdateError> {
+        let Some(t) = self.stage_update(cluster, uid, status)? else {
+            return Ok(None);
+        };
+        self.durable().await?;
+        self.publish(&t);
+        Ok(Some(t))
+    }
+
+    /// [`TraceHub::apply_update`] up to the store write: the change is stored but neither
+    /// durable nor published. The caller awaits [`TraceHub::durable`], then calls
+    /// [`TraceHub::publish`] in staging order, so one stream's updates can share flushes.
+    pub fn stage_update(
         &self,
         cluster: &str,
         uid: &str,
@@ -225,7 +256,8 @@ impl TraceHub {
             status.phase = phase(&t) as i32;
         }
         t.status = Some(status);
-        Ok(Some(self.save(t).await?))
+        self.store.put_trace(&t)?;
+        Ok(Some(t))
     }
 
     /// Fails every in-flight trace of `cluster` with `reason` (the cluster went away).
