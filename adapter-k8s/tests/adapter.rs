@@ -199,10 +199,11 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
         mgr.attached_as.lock().expect("lock").clone(),
         vec!["c1".to_string()]
     );
-    // The first sync waits for the core lists, so it is complete (the bad Pod skipped).
+    // The first sync waits for the core lists, so it is complete (the bad Pod skipped); this
+    // small a cluster fits in one part.
     let sync = mgr
         .next_matching(|k| match k {
-            Up::InventorySync(inv) => Some(inv),
+            Up::InventorySyncPart(p) if p.first && p.last => p.inventory,
             _ => None,
         })
         .await;
@@ -388,7 +389,7 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
     // snapshots of recent traces (what was in flight may have been lost).
     mgr.break_stream().await;
     mgr.hello().await;
-    mgr.next_matching(|k| matches!(k, Up::InventorySync(_)).then_some(()))
+    mgr.next_matching(|k| matches!(k, Up::InventorySyncPart(p) if p.first && p.last).then_some(()))
         .await;
     let resent = mgr
         .next_matching(|k| match k {

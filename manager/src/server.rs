@@ -375,11 +375,16 @@ pub async fn run(
         let mut tick = tokio::time::interval(INVENTORY_SNAPSHOT_INTERVAL);
         loop {
             tick.tick().await;
-            for (cluster, inv) in snap_fleet.take_dirty() {
-                if let Err(error) = snap_store.put_inventory(&cluster, &inv) {
-                    tracing::warn!(%error, cluster, "cannot store inventory snapshot");
-                }
-            }
+            // Encoding and writing a large fleet's snapshots is blocking work: off the workers.
+            let (fleet, store) = (snap_fleet.clone(), snap_store.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                fleet.drain_dirty(|cluster, inv| {
+                    if let Err(error) = store.put_inventory(cluster, inv) {
+                        tracing::warn!(%error, cluster, "cannot store inventory snapshot");
+                    }
+                })
+            })
+            .await;
         }
     });
 
@@ -480,9 +485,9 @@ pub async fn run(
     };
     retention_task.abort();
     snapshot_task.abort();
-    for (cluster, inv) in fleet_for_stop.take_dirty() {
-        let _ = store.put_inventory(&cluster, &inv);
-    }
+    fleet_for_stop.drain_dirty(|cluster, inv| {
+        let _ = store.put_inventory(cluster, inv);
+    });
     store.flush_blocking()?;
     result?;
     Ok(())

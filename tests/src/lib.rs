@@ -13,6 +13,7 @@
 //!
 //! Contracts with the other binaries: `docs/contracts.md`.
 
+pub mod client;
 pub mod kubeapi;
 pub mod lab;
 pub mod node;

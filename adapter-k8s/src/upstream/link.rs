@@ -1,13 +1,16 @@
 //! `AdapterService.Attach`: the adapter's one stream to the manager, kept up with backoff.
 //!
 //! ```text
-//!  connect (mTLS, cluster cert) ─▶ hello, inventory_sync ─▶ loop {
+//!  connect (mTLS, cluster cert) ─▶ hello, inventory_sync_part… ─▶ loop {
 //!      manager: config (heartbeat interval) | start_trace | cancel_trace ─▶ coordinator
-//!      inventory change ─▶ inventory_upsert / inventory_delete   (lagged ─▶ inventory_sync)
+//!      inventory change ─▶ inventory_upsert… / inventory_delete   (lagged ─▶ sync parts)
 //!      coordinator TraceUpdate ─▶ trace_update
 //!      tick ─▶ heartbeat {connected agents, expected = Nodes}
 //!  } ─▶ on error: jittered backoff 0.2 s … 10 s, reconnect
 //! ```
+//!
+//! Inventory goes in parts of at most [`INVENTORY_PART_BYTES`] encoded, so a cluster of any
+//! size stays under the manager's message limit.
 //!
 //! Trace updates produced while disconnected wait in the coordinator's queue and are sent after
 //! the next sync; the latest snapshot of every trace of the last five minutes is resent first,
@@ -31,6 +34,10 @@ use crate::{
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long the first attach waits for the core Kubernetes lists.
 pub const FIRST_SYNC_WAIT: Duration = Duration::from_secs(30);
+/// Largest encoded inventory part sent (an object larger than this travels alone): a quarter
+/// of gRPC's default 4 MiB message limit.
+pub const INVENTORY_PART_BYTES: usize = 1 << 20;
+
 /// Reconnect delays (jittered, [`traceflow_daemon::Reconnect`]): from 0.2 s, below 10 s.
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -119,8 +126,22 @@ impl Link {
         }
     }
 
-    fn sync_message(&self) -> pb::AdapterMessage {
-        msg(Out::InventorySync(self.inventory.read().snapshot()))
+    /// The full inventory as `inventory_sync_part` messages.
+    fn sync_messages(&self) -> Vec<pb::AdapterMessage> {
+        let snapshot = self.inventory.read().snapshot();
+        let parts = split_inventory(snapshot, INVENTORY_PART_BYTES);
+        let n = parts.len();
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, inventory)| {
+                msg(Out::InventorySyncPart(pb::InventorySyncPart {
+                    inventory: Some(inventory),
+                    first: i == 0,
+                    last: i + 1 == n,
+                }))
+            })
+            .collect()
     }
 
     fn heartbeat(&self) -> pb::AdapterMessage {
@@ -154,9 +175,17 @@ impl Link {
             running_trace_uids: self.coordinator.running().await,
             reports_running: true,
         }));
-        // Queued before the call so they are the first frames on the stream.
-        if out.send(hello).await.is_err() || out.send(self.sync_message()).await.is_err() {
+        // Queued before the call so they are the first frames on the stream (the channel
+        // holds 1024 messages: a sync of more parts waits for the call to start).
+        if out.send(hello).await.is_err() {
             return SessionEnd::Closed;
+        }
+        let sync = self.sync_messages();
+        let (first, rest) = sync.split_at(sync.len().min(512));
+        for m in first {
+            if out.send(m.clone()).await.is_err() {
+                return SessionEnd::Closed;
+            }
         }
         let mut inbound = tokio::select! {
             r = client.attach(ReceiverStream::new(out_rx)) => match r {
@@ -166,6 +195,11 @@ impl Link {
             _ = shutdown.as_mut() => return SessionEnd::Shutdown,
         };
         info!(manager = %self.url, "attached to manager");
+        for m in rest {
+            if out.send(m.clone()).await.is_err() {
+                return SessionEnd::Closed;
+            }
+        }
         let mut heartbeat = tokio::time::interval(DEFAULT_HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Whatever was queued or in flight when the last stream broke may be lost: resend the
@@ -192,7 +226,7 @@ impl Link {
                         Ok(change) => change_messages(&change),
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             debug!(missed = n, "inventory changes lagged; resyncing");
-                            vec![self.sync_message()]
+                            self.sync_messages()
                         }
                         Err(broadcast::error::RecvError::Closed) => vec![],
                     };
@@ -292,7 +326,103 @@ fn change_messages(change: &Arc<Change>) -> Vec<pb::AdapterMessage> {
         out.push(msg(Out::InventoryDelete(change.delete.clone())));
     }
     if !empty_upsert {
-        out.push(msg(Out::InventoryUpsert(change.upsert.clone())));
+        out.extend(
+            split_inventory(change.upsert.clone(), INVENTORY_PART_BYTES)
+                .into_iter()
+                .map(|part| msg(Out::InventoryUpsert(part))),
+        );
     }
     out
+}
+
+/// `inv` cut into parts of at most about `max_bytes` encoded each, objects in their order
+/// (Nodes, Namespaces, Pods, Services, Policies); an object larger than `max_bytes` is a part
+/// of its own. Always at least one part (an empty inventory is one empty part).
+pub fn split_inventory(inv: pb::Inventory, max_bytes: usize) -> Vec<pb::Inventory> {
+    let mut parts = Parts {
+        done: Vec::new(),
+        current: pb::Inventory::default(),
+        bytes: 0,
+        max_bytes,
+    };
+    parts.add(inv.nodes, |i| &mut i.nodes);
+    parts.add(inv.namespaces, |i| &mut i.namespaces);
+    parts.add(inv.pods, |i| &mut i.pods);
+    parts.add(inv.services, |i| &mut i.services);
+    parts.add(inv.policies, |i| &mut i.policies);
+    parts.done.push(parts.current);
+    parts.done
+}
+
+struct Parts {
+    done: Vec<pb::Inventory>,
+    current: pb::Inventory,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Parts {
+    fn add<T: prost::Message>(
+        &mut self,
+        items: Vec<T>,
+        field: fn(&mut pb::Inventory) -> &mut Vec<T>,
+    ) {
+        for item in items {
+            // The field's tag and length prefix: at most 1 + 5 bytes.
+            let len = item.encoded_len() + 6;
+            if self.bytes > 0 && self.bytes + len > self.max_bytes {
+                self.done.push(std::mem::take(&mut self.current));
+                self.bytes = 0;
+            }
+            self.bytes += len;
+            field(&mut self.current).push(item);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    fn pod(i: usize) -> pb::InventoryPod {
+        pb::InventoryPod {
+            namespace: "default".into(),
+            name: format!("p{i}"),
+            node: "n1".into(),
+            ips: vec![format!("10.0.{}.{}", i / 250, i % 250)],
+            labels: (0..10)
+                .map(|l| (format!("label-{l}"), format!("value-{i}")))
+                .collect(),
+            host_network: false,
+        }
+    }
+
+    #[test]
+    fn parts_stay_under_the_limit_and_add_up_to_the_whole() {
+        let inv = pb::Inventory {
+            nodes: vec![pb::InventoryNode {
+                name: "n1".into(),
+                ..Default::default()
+            }],
+            pods: (0..5000).map(pod).collect(),
+            ..Default::default()
+        };
+        let max = 64 * 1024;
+        let parts = split_inventory(inv.clone(), max);
+        assert!(parts.len() > 5, "{} parts", parts.len());
+        assert!(parts.iter().all(|p| p.encoded_len() <= max));
+        let mut joined = pb::Inventory::default();
+        for p in parts {
+            joined.nodes.extend(p.nodes);
+            joined.pods.extend(p.pods);
+        }
+        assert_eq!(joined, inv);
+        // Empty: one empty part, so a sync of nothing still replaces everything.
+        assert_eq!(
+            split_inventory(pb::Inventory::default(), max),
+            vec![pb::Inventory::default()]
+        );
+    }
 }

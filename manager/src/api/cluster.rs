@@ -4,7 +4,7 @@
 //! Inventory listings are ordered by (cluster, key) and paged with an opaque token (the last
 //! key returned).
 
-use std::time::Duration;
+use std::{collections::BTreeMap, ops::Bound, time::Duration};
 
 use tonic::{Request, Response, Status};
 use traceflow_core::{
@@ -55,37 +55,49 @@ enum Item {
     Service(pb::InventoryService),
 }
 
-fn items(
+/// The entries of `m` after key `after` (all when `None`), in key order.
+fn after<'a, V>(
+    m: &'a BTreeMap<String, V>,
+    after: Option<&'a str>,
+) -> Box<dyn Iterator<Item = (&'a String, &'a V)> + 'a> {
+    match after {
+        Some(a) => Box::new(m.range::<str, _>((Bound::Excluded(a), Bound::Unbounded))),
+        None => Box::new(m.iter()),
+    }
+}
+
+/// The listing's objects of `inv` with keys after `from`, in key order. Lazy: only the objects
+/// a page takes are cloned (the caller holds the fleet's lock meanwhile).
+fn items<'a>(
     kind: Kind,
-    req: &pb::ListInventoryRequest,
-    inv: &ClusterInventory,
-) -> Vec<(String, Item)> {
+    req: &'a pb::ListInventoryRequest,
+    inv: &'a ClusterInventory,
+    from: Option<&'a str>,
+) -> Box<dyn Iterator<Item = (&'a String, Item)> + 'a> {
     let ns_ok = |ns: &str| req.namespace.is_empty() || req.namespace == ns;
     match kind {
-        Kind::Nodes => inv
-            .nodes
-            .iter()
-            .filter(|(name, _)| req.node.is_empty() || req.node == **name)
-            .map(|(k, v)| (k.clone(), Item::Node(v.clone())))
-            .collect(),
-        Kind::Namespaces => inv
-            .namespaces
-            .iter()
-            .filter(|(name, _)| ns_ok(name))
-            .map(|(k, v)| (k.clone(), Item::Namespace(v.clone())))
-            .collect(),
-        Kind::Pods => inv
-            .pods
-            .iter()
-            .filter(|(_, p)| ns_ok(&p.namespace) && (req.node.is_empty() || req.node == p.node))
-            .map(|(k, v)| (k.clone(), Item::Pod(v.clone())))
-            .collect(),
-        Kind::Services => inv
-            .services
-            .iter()
-            .filter(|(_, s)| ns_ok(&s.namespace))
-            .map(|(k, v)| (k.clone(), Item::Service(v.clone())))
-            .collect(),
+        Kind::Nodes => Box::new(
+            after(&inv.nodes, from)
+                .filter(|(name, _)| req.node.is_empty() || req.node == **name)
+                .map(|(k, v)| (k, Item::Node(v.clone()))),
+        ),
+        Kind::Namespaces => Box::new(
+            after(&inv.namespaces, from)
+                .filter(move |(name, _)| ns_ok(name))
+                .map(|(k, v)| (k, Item::Namespace(v.clone()))),
+        ),
+        Kind::Pods => Box::new(
+            after(&inv.pods, from)
+                .filter(move |(_, p)| {
+                    ns_ok(&p.namespace) && (req.node.is_empty() || req.node == p.node)
+                })
+                .map(|(k, v)| (k, Item::Pod(v.clone()))),
+        ),
+        Kind::Services => Box::new(
+            after(&inv.services, from)
+                .filter(move |(_, s)| ns_ok(&s.namespace))
+                .map(|(k, v)| (k, Item::Service(v.clone()))),
+        ),
     }
 }
 
@@ -101,6 +113,7 @@ impl ClusterSvc {
             last_heartbeat_micros: live.last_heartbeat_micros.max(rec.last_heartbeat_micros),
             certificate_serial: rec.certificate_serial.clone(),
             inventory: Some(self.ctx.fleet.inventory_counts(&rec.name)),
+            reason: self.ctx.fleet.stream_error(&rec.name),
         }
     }
 
@@ -133,15 +146,22 @@ impl ClusterSvc {
             Some(String::from_utf8_lossy(&bytes).into_owned())
         };
         let size = page_size(req.page_size);
+        // The token is "<cluster>\0<key>" of the last item sent; \0 sorts before any name
+        // character, so (cluster, key) order is the order of these strings.
+        let resume = after
+            .as_deref()
+            .map(|a| a.split_once('\u{0}').unwrap_or((a, "")));
         let (items, next) = self.ctx.fleet.read_inventories(&req.cluster, |invs| {
             let mut out = Vec::new();
             let mut next = String::new();
             'outer: for (cluster, inv) in invs {
-                for (key, item) in items(kind, req, inv) {
+                let from = match resume {
+                    Some((c, _)) if cluster.as_str() < c => continue,
+                    Some((c, key)) if cluster.as_str() == c => Some(key),
+                    _ => None,
+                };
+                for (key, item) in items(kind, req, inv, from) {
                     let full = format!("{cluster}\u{0}{key}");
-                    if after.as_ref().is_some_and(|a| full.as_str() <= a.as_str()) {
-                        continue;
-                    }
                     if out.len() == size {
                         next = out_last_key(&out);
                         break 'outer;

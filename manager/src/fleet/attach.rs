@@ -8,10 +8,15 @@
 //! Failed with reason `cluster <name> disconnected while the trace was in flight`. An adapter's
 //! hello lists the traces it runs: every other in-flight trace of the cluster ends Failed at
 //! once, naming the cluster (the adapter restarted and lost them).
+//!
+//! A full inventory arrives whole (`inventory_sync`) or in parts (`inventory_sync_part`, first …
+//! last), assembled per stream and applied at the last part. A stream that fails (say, a message
+//! over the size limit) is logged as a warning and its error shown in the cluster's health
+//! until the next complete sync.
 
 use std::pin::Pin;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, future::BoxFuture, stream::FuturesOrdered};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -20,7 +25,7 @@ use traceflow_proto::v1::{self as pb, adapter_message::Kind};
 use super::Fleet;
 use crate::{
     auth::Authenticator,
-    store::{Store, now_micros},
+    store::{Store, StoreError, now_micros},
     traces::TraceHub,
 };
 
@@ -93,6 +98,15 @@ impl pb::adapter_service_server::AdapterService for AdapterSvc {
     }
 }
 
+/// Adds the objects of `part` to `acc`.
+fn append(acc: &mut pb::Inventory, part: pb::Inventory) {
+    acc.nodes.extend(part.nodes);
+    acc.namespaces.extend(part.namespaces);
+    acc.pods.extend(part.pods);
+    acc.services.extend(part.services);
+    acc.policies.extend(part.policies);
+}
+
 impl AdapterSvc {
     /// Reads the adapter's messages until the stream ends or must close; returns the status to
     /// end the outbound stream with, if any.
@@ -105,18 +119,36 @@ impl AdapterSvc {
         mut inbound: Streaming<pb::AdapterMessage>,
         mut close: tokio::sync::oneshot::Receiver<Status>,
     ) -> Option<Status> {
-        loop {
+        // The parts of a full sync received so far.
+        let mut partial_sync: Option<pb::Inventory> = None;
+        let mut staged = Staged::default();
+        let end = loop {
+            // Trace updates are stored in stream order but not waited on one by one: their
+            // durability is awaited together (one flush for many) and each is published, in
+            // order, once durable. At most MAX_STAGED wait at once.
+            if staged.waiting.len() >= MAX_STAGED {
+                staged.publish_next(&self.hub, cluster).await;
+            }
             let msg = tokio::select! {
                 status = &mut close => {
-                    return Some(status.unwrap_or_else(|_| Status::aborted("stream closed")));
+                    break Some(status.unwrap_or_else(|_| Status::aborted("stream closed")));
                 }
+                () = staged.publish_next(&self.hub, cluster), if !staged.waiting.is_empty() => continue,
                 msg = inbound.next() => msg,
             };
             let msg = match msg {
-                None => return None,
+                None => break None,
                 Some(Err(error)) => {
-                    tracing::info!(%error, cluster, "adapter stream ended with an error");
-                    return None;
+                    tracing::warn!(
+                        %error,
+                        cluster,
+                        "adapter stream failed; the cluster is Down until its adapter reconnects and syncs"
+                    );
+                    self.fleet.stream_failed(
+                        cluster,
+                        format!("adapter stream failed: {}", error.message()),
+                    );
+                    break None;
                 }
                 Some(Ok(m)) => m,
             };
@@ -124,7 +156,7 @@ impl AdapterSvc {
             match self.store.cluster(cluster) {
                 Ok(Some(rec)) if rec.certificate_serial == serial => {}
                 Ok(_) => {
-                    return Some(Status::unauthenticated(format!(
+                    break Some(Status::unauthenticated(format!(
                         "certificate of cluster {cluster:?} was revoked; register again with a new bootstrap token"
                     )));
                 }
@@ -133,16 +165,34 @@ impl AdapterSvc {
                 }
             }
             if !self.fleet.is_current(cluster, id) {
-                return Some(Status::aborted(
+                break Some(Status::aborted(
                     "a newer stream for this cluster replaced this one",
                 ));
             }
             self.fleet.heard(cluster, id, None);
-            self.handle(cluster, id, connected_micros, msg).await;
+            if let Some(t) = self
+                .handle(cluster, id, connected_micros, msg, &mut partial_sync)
+                .await
+            {
+                staged.stage(&self.hub, t);
+            }
+        };
+        // What was stored is published before the stream is let go.
+        while !staged.waiting.is_empty() {
+            staged.publish_next(&self.hub, cluster).await;
         }
+        end
     }
 
-    async fn handle(&self, cluster: &str, id: u64, connected_micros: i64, msg: pb::AdapterMessage) {
+    /// Applies one message; a trace update is only stored, and returned for publishing.
+    async fn handle(
+        &self,
+        cluster: &str,
+        id: u64,
+        connected_micros: i64,
+        msg: pb::AdapterMessage,
+        partial_sync: &mut Option<pb::Inventory>,
+    ) -> Option<pb::Traceflow> {
         match msg.kind {
             None => {}
             Some(Kind::Hello(h)) => {
@@ -164,6 +214,24 @@ impl AdapterSvc {
             }
             Some(Kind::InventorySync(inv)) => {
                 self.fleet.with_inventory(cluster, |i| i.sync(inv));
+                self.fleet.synced(cluster);
+            }
+            Some(Kind::InventorySyncPart(part)) => {
+                let inv = part.inventory.unwrap_or_default();
+                match partial_sync {
+                    Some(acc) if !part.first => append(acc, inv),
+                    None if !part.first => {
+                        tracing::warn!(cluster, "inventory part without a first part ignored");
+                        return None;
+                    }
+                    _ => *partial_sync = Some(inv),
+                }
+                if part.last
+                    && let Some(inv) = partial_sync.take()
+                {
+                    self.fleet.with_inventory(cluster, |i| i.sync(inv));
+                    self.fleet.synced(cluster);
+                }
             }
             Some(Kind::InventoryUpsert(inv)) => {
                 self.fleet.with_inventory(cluster, |i| i.upsert(inv));
@@ -176,10 +244,8 @@ impl AdapterSvc {
             }
             Some(Kind::TraceUpdate(u)) => {
                 let status = u.status.unwrap_or_default();
-                match self.hub.apply_update(cluster, &u.uid, status).await {
-                    Ok(Some(t)) => {
-                        tracing::debug!(cluster, uid = %t.uid, phase = ?traceflow_core::phase::of(&t), "trace updated");
-                    }
+                match self.hub.stage_update(cluster, &u.uid, status) {
+                    Ok(Some(t)) => return Some(t),
                     Ok(None) => {
                         tracing::debug!(cluster, uid = %u.uid, "update for an ended trace ignored");
                     }
@@ -188,6 +254,42 @@ impl AdapterSvc {
                     }
                 }
             }
+        }
+        None
+    }
+}
+
+/// Most trace updates of one stream stored and waiting for durability at once.
+const MAX_STAGED: usize = 1024;
+
+type Durable = BoxFuture<'static, (Result<(), StoreError>, pb::Traceflow)>;
+
+/// Trace updates of one stream that are stored but not yet published, oldest first, each
+/// with its wait for durability (concurrent waits share one flush).
+#[derive(Default)]
+struct Staged {
+    waiting: FuturesOrdered<Durable>,
+}
+
+impl Staged {
+    fn stage(&mut self, hub: &TraceHub, t: pb::Traceflow) {
+        let hub = hub.clone();
+        self.waiting
+            .push_back(Box::pin(async move { (hub.durable().await, t) }));
+    }
+
+    /// Waits until the oldest is durable, then publishes it. Cancel-safe: nothing is lost
+    /// when this is dropped while waiting.
+    async fn publish_next(&mut self, hub: &TraceHub, cluster: &str) {
+        match self.waiting.next().await {
+            Some((Ok(()), t)) => {
+                hub.publish(&t);
+                tracing::debug!(cluster, uid = %t.uid, phase = ?traceflow_core::phase::of(&t), "trace updated");
+            }
+            Some((Err(error), t)) => {
+                tracing::warn!(%error, cluster, uid = %t.uid, "trace update not durable; not published");
+            }
+            None => {}
         }
     }
 }

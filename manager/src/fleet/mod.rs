@@ -75,6 +75,8 @@ struct State {
     inventory: HashMap<String, ClusterInventory>,
     /// Clusters whose inventory changed since the last snapshot was stored.
     dirty: std::collections::HashSet<String>,
+    /// Why each cluster's adapter stream last failed, until its next complete sync.
+    stream_errors: HashMap<String, String>,
 }
 
 /// Why a cluster cannot take a trace.
@@ -255,6 +257,23 @@ impl Fleet {
         })
     }
 
+    /// Records why `cluster`'s adapter stream failed: shown in its health until the next
+    /// complete inventory sync ([`Fleet::synced`]).
+    pub fn stream_failed(&self, cluster: &str, reason: String) {
+        self.with(|s| s.stream_errors.insert(cluster.to_string(), reason));
+    }
+
+    /// A complete inventory sync arrived: the stream works again.
+    pub fn synced(&self, cluster: &str) {
+        self.with(|s| s.stream_errors.remove(cluster));
+    }
+
+    /// Why `cluster`'s adapter stream last failed; empty when nothing failed since its last
+    /// complete sync.
+    pub fn stream_error(&self, cluster: &str) -> String {
+        self.with(|s| s.stream_errors.get(cluster).cloned().unwrap_or_default())
+    }
+
     /// Inventory counts of `cluster` (all zero before its adapter's first sync).
     pub fn inventory_counts(&self, cluster: &str) -> pb::InventoryCounts {
         self.with(|s| {
@@ -287,15 +306,17 @@ impl Fleet {
         })
     }
 
-    /// Snapshots of the inventories changed since the last call.
-    pub fn take_dirty(&self) -> Vec<(String, pb::Inventory)> {
-        self.with(|s| {
-            let dirty: Vec<String> = s.dirty.drain().collect();
-            dirty
-                .into_iter()
-                .filter_map(|c| s.inventory.get(&c).map(|i| (c.clone(), i.to_pb())))
-                .collect()
-        })
+    /// Hands `put` a snapshot of each inventory changed since the last call, one at a time:
+    /// the lock is held for one cluster's snapshot, never for the whole fleet's, and only one
+    /// snapshot is in memory at once.
+    pub fn drain_dirty(&self, mut put: impl FnMut(&str, &pb::Inventory)) {
+        let dirty: Vec<String> = self.with(|s| s.dirty.drain().collect());
+        for cluster in dirty {
+            let snapshot = self.with(|s| s.inventory.get(&cluster).map(ClusterInventory::to_pb));
+            if let Some(inv) = snapshot {
+                put(&cluster, &inv);
+            }
+        }
     }
 
     /// Runs `f` over the inventories of `cluster` (or of every cluster when empty), in

@@ -2,18 +2,24 @@
 //! watchers. What the API asks of traces is [`workflow`].
 //!
 //! ```text
-//!   workflow (create/delete) ─┐                       ┌──▶ watchers (broadcast)
-//!   fleet (TraceUpdate) ──────┼─▶ TraceHub::create / change (CAS) ──▶ store + durable
+//!   workflow (create/delete) ─┐                                          ┌──▶ watchers of that trace
+//!   fleet (TraceUpdate) ──────┼─▶ TraceHub::create / change (CAS) ──▶ store + durable (group commit)
 //!   startup recovery ─────────┘
 //! ```
 //!
-//! Contract: a change is broadcast only after it is durable, so a watcher never sees a state
-//! that a crash could take back. Every change after creation is a compare-and-swap on the
-//! stored trace: terminal phases are final and deleted traces stay deleted.
+//! Contract: a change is sent to watchers only after it is durable, so a watcher never sees a
+//! state that a crash could take back. Every change after creation is a compare-and-swap on the
+//! stored trace: terminal phases are final and deleted traces stay deleted. Each trace has its
+//! own channel (created by the first watcher, dropped with the last one or when the trace
+//! ends), and a change is one shared snapshot: the cost of a change does not grow with the
+//! number of traces being watched.
 
 pub mod workflow;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+};
 
 use tokio::sync::broadcast;
 use traceflow_proto::v1 as pb;
@@ -25,11 +31,49 @@ use traceflow_core::{
 
 use crate::store::{Store, StoreError, TraceChange, now_micros};
 
-/// A change to a trace, as watchers receive it.
+/// A change to one trace, as its watchers receive it.
 #[derive(Debug, Clone)]
 pub enum TraceEvent {
-    Updated(Box<pb::Traceflow>),
-    Deleted(String),
+    /// The trace as stored, shared by every watcher of it.
+    Updated(Arc<pb::Traceflow>),
+    Deleted,
+}
+
+/// How many changes of one trace a watcher may fall behind before it re-reads the store.
+const WATCH_BACKLOG: usize = 16;
+
+/// The channels of the traces someone watches: uid → (generation, sender). The generation
+/// tells a channel from a later one of the same uid.
+type Watchers = Arc<std::sync::Mutex<HashMap<String, (u64, broadcast::Sender<TraceEvent>)>>>;
+
+/// The changes of one trace for one watcher. Dropping the last subscription of a trace drops
+/// its channel.
+pub struct Subscription {
+    rx: broadcast::Receiver<TraceEvent>,
+    uid: String,
+    generation: u64,
+    watchers: Watchers,
+}
+
+impl Subscription {
+    /// The next change; `Lagged` when this watcher fell more than [`WATCH_BACKLOG`] behind,
+    /// `Closed` after the trace ended or was deleted and every change was received.
+    pub async fn recv(&mut self) -> Result<TraceEvent, broadcast::error::RecvError> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.watchers.lock()
+            && let Some((generation, tx)) = m.get(&self.uid)
+            // This receiver is still counted: it is dropped after this.
+            && *generation == self.generation
+            && tx.receiver_count() <= 1
+        {
+            m.remove(&self.uid);
+        }
+    }
 }
 
 /// Why a cluster's trace update was not applied.
@@ -51,17 +95,18 @@ pub enum UpdateError {
 #[derive(Clone, Debug)]
 pub struct TraceHub {
     store: Store,
-    events: broadcast::Sender<TraceEvent>,
+    watchers: Watchers,
+    next_generation: Arc<std::sync::atomic::AtomicU64>,
     /// In-flight traces: uid → (cluster, phase).
     inflight: Arc<std::sync::Mutex<HashMap<String, (String, pb::TraceflowPhase)>>>,
 }
 
 impl TraceHub {
     pub fn new(store: Store) -> Self {
-        let (events, _) = broadcast::channel(4096);
         TraceHub {
             store,
-            events,
+            watchers: Default::default(),
+            next_generation: Default::default(),
             inflight: Default::default(),
         }
     }
@@ -70,8 +115,37 @@ impl TraceHub {
         &self.store
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<TraceEvent> {
-        self.events.subscribe()
+    /// The changes of trace `uid` from now on. Subscribe before reading the trace, so no
+    /// change between the read and the subscription is lost.
+    pub fn subscribe(&self, uid: &str) -> Subscription {
+        let mut m = match self.watchers.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (generation, tx) = m.entry(uid.to_string()).or_insert_with(|| {
+            let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+            (generation, broadcast::channel(WATCH_BACKLOG).0)
+        });
+        Subscription {
+            rx: tx.subscribe(),
+            uid: uid.to_string(),
+            generation: *generation,
+            watchers: self.watchers.clone(),
+        }
+    }
+
+    /// Sends a change of `uid` to its watchers, if any (`event` is built only then); `last`
+    /// (ended or deleted) drops the channel, whose receivers still get what was sent.
+    fn notify(&self, uid: &str, event: impl FnOnce() -> TraceEvent, last: bool) {
+        let Ok(mut m) = self.watchers.lock() else {
+            return;
+        };
+        if let Some((_, tx)) = m.get(uid) {
+            let _ = tx.send(event());
+        }
+        if last {
+            m.remove(uid);
+        }
     }
 
     fn track(&self, t: &pb::Traceflow) {
@@ -96,13 +170,27 @@ impl TraceHub {
         }
     }
 
-    /// Waits until `t` (just written) is durable, then tells watchers.
-    async fn publish(&self, t: pb::Traceflow) -> Result<pb::Traceflow, StoreError> {
+    /// Waits until every change stored so far is durable (shared with concurrent callers).
+    pub async fn durable(&self) -> Result<(), StoreError> {
         let flush = std::time::Instant::now();
         self.store.durable().await?;
         crate::telemetry::global().store_flushed(flush.elapsed().as_secs_f64());
-        self.track(&t);
-        let _ = self.events.send(TraceEvent::Updated(Box::new(t.clone())));
+        Ok(())
+    }
+
+    /// Tells watchers and the in-flight tracking about a stored change. Contract: only after
+    /// [`TraceHub::durable`] returned for it, and in the order the changes of one trace were
+    /// stored.
+    pub fn publish(&self, t: &pb::Traceflow) {
+        self.track(t);
+        let ended = is_terminal(phase(t));
+        self.notify(&t.uid, || TraceEvent::Updated(Arc::new(t.clone())), ended);
+    }
+
+    /// Waits until `t` (just written) is durable, then tells watchers.
+    async fn durable_then_publish(&self, t: pb::Traceflow) -> Result<pb::Traceflow, StoreError> {
+        self.durable().await?;
+        self.publish(&t);
         Ok(t)
     }
 
@@ -112,7 +200,7 @@ impl TraceHub {
         if !self.store.insert_trace(&t)? {
             return Ok(None);
         }
-        self.publish(t).await.map(Some)
+        self.durable_then_publish(t).await.map(Some)
     }
 
     /// Changes stored trace `uid` by compare-and-swap ([`Store::update_trace`]); returns the
@@ -123,7 +211,7 @@ impl TraceHub {
         change: impl Fn(&mut pb::Traceflow) -> bool,
     ) -> Result<Option<pb::Traceflow>, StoreError> {
         match self.store.update_trace(uid, change)? {
-            TraceChange::Changed(t) => self.publish(t).await.map(Some),
+            TraceChange::Changed(t) => self.durable_then_publish(t).await.map(Some),
             TraceChange::Unchanged(t) => {
                 self.track(&t);
                 Ok(None)
@@ -145,14 +233,32 @@ impl TraceHub {
             m.remove(uid);
             crate::telemetry::global().set_in_flight(m.len());
         }
-        let _ = self.events.send(TraceEvent::Deleted(uid.to_string()));
+        self.notify(uid, || TraceEvent::Deleted, true);
         Ok(existed)
     }
 
-    /// Applies a status snapshot sent by `cluster`'s adapter. Updates to traces that already
-    /// ended are ignored (returns `Ok(None)`): the manager may have failed them first. The
-    /// check and the write are one compare-and-swap, so a trace ended meanwhile stays ended.
+    /// Applies a status snapshot sent by `cluster`'s adapter, durably, and tells watchers.
+    /// Updates to traces that already ended are ignored (returns `Ok(None)`): the manager may
+    /// have failed them first.
     pub async fn apply_update(
+        &self,
+        cluster: &str,
+        uid: &str,
+        status: pb::TraceflowStatus,
+    ) -> Result<Option<pb::Traceflow>, UpdateError> {
+        let Some(t) = self.stage_update(cluster, uid, status)? else {
+            return Ok(None);
+        };
+        self.durable().await?;
+        self.publish(&t);
+        Ok(Some(t))
+    }
+
+    /// [`TraceHub::apply_update`] up to the store write: the change is stored (the check and
+    /// the write are one compare-and-swap, so a trace ended meanwhile stays ended) but neither
+    /// durable nor published. The caller awaits [`TraceHub::durable`], then calls
+    /// [`TraceHub::publish`] in staging order, so one stream's updates can share flushes.
+    pub fn stage_update(
         &self,
         cluster: &str,
         uid: &str,
@@ -173,22 +279,28 @@ impl TraceHub {
         let new_phase = pb::TraceflowPhase::try_from(status.phase)
             .unwrap_or(pb::TraceflowPhase::PhaseUnspecified);
         let now = now_micros();
-        Ok(self
-            .change(uid, |t| {
-                if is_terminal(phase(t)) {
-                    return false;
-                }
-                let mut status = status.clone();
-                if is_terminal(new_phase) && status.end_time_micros == 0 {
-                    status.end_time_micros = now;
-                }
-                if new_phase == pb::TraceflowPhase::PhaseUnspecified {
-                    status.phase = phase(t) as i32;
-                }
-                t.status = Some(status);
-                true
-            })
-            .await?)
+        let changed = self.store.update_trace(uid, |t| {
+            if is_terminal(phase(t)) {
+                return false;
+            }
+            let mut status = status.clone();
+            if is_terminal(new_phase) && status.end_time_micros == 0 {
+                status.end_time_micros = now;
+            }
+            if new_phase == pb::TraceflowPhase::PhaseUnspecified {
+                status.phase = phase(t) as i32;
+            }
+            t.status = Some(status);
+            true
+        })?;
+        Ok(match changed {
+            TraceChange::Changed(t) => Some(t),
+            TraceChange::Unchanged(t) => {
+                self.track(&t);
+                None
+            }
+            TraceChange::Missing => None,
+        })
     }
 
     /// Fails every in-flight trace of `cluster` with `reason` (the cluster went away).
@@ -340,6 +452,54 @@ mod tests {
             hub.store().get_trace("u3")?.is_none(),
             "a late timeout resurrected it"
         );
+        Ok(())
+    }
+
+    fn channels(hub: &TraceHub) -> usize {
+        hub.watchers.lock().map(|m| m.len()).unwrap_or(usize::MAX)
+    }
+
+    #[tokio::test]
+    async fn a_watcher_gets_only_its_trace_and_the_channel_goes_with_the_trace()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let hub = TraceHub::new(Store::open(dir.path())?);
+        let mut a = hub.subscribe("a");
+        let b = hub.subscribe("b");
+        assert_eq!(channels(&hub), 2);
+
+        hub.create(mk("b", "n-b")).await?.ok_or("b not created")?;
+        hub.create(mk("a", "n-a")).await?.ok_or("a not created")?;
+        let succeeded = pb::TraceflowStatus {
+            phase: pb::TraceflowPhase::Succeeded as i32,
+            ..Default::default()
+        };
+        hub.apply_update("c", "a", succeeded)
+            .await?
+            .ok_or("a not updated")?;
+        // Exactly a's two changes, in order, then the end of a's channel.
+        for want in [pb::TraceflowPhase::Running, pb::TraceflowPhase::Succeeded] {
+            match a.recv().await? {
+                TraceEvent::Updated(t) => assert_eq!((t.uid.as_str(), phase(&t)), ("a", want)),
+                TraceEvent::Deleted => panic!("a was not deleted"),
+            }
+        }
+        assert!(matches!(
+            a.recv().await,
+            Err(broadcast::error::RecvError::Closed)
+        ));
+        // a ended: its channel is gone; b's stays until its last watcher leaves.
+        assert_eq!(channels(&hub), 1);
+        let b2 = hub.subscribe("b");
+        drop(b);
+        assert_eq!(channels(&hub), 1);
+        drop(b2);
+        assert_eq!(channels(&hub), 0);
+
+        // A deletion reaches the watchers of that trace.
+        let mut c = hub.subscribe("b");
+        hub.delete("b").await?;
+        assert!(matches!(c.recv().await?, TraceEvent::Deleted));
         Ok(())
     }
 }

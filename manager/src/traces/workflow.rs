@@ -328,7 +328,7 @@ impl<L: ClusterLink> Traces<L> {
     ) -> Result<mpsc::Receiver<Result<pb::Traceflow, TraceError>>, TraceError> {
         let uid = self.resolve(uid, name)?;
         // Subscribe before reading, so no change between the read and the subscription is lost.
-        let mut events = self.hub.subscribe();
+        let mut events = self.hub.subscribe(&uid);
         let current = self.get(&uid, "")?;
         let (tx, rx) = mpsc::channel(64);
         let store = self.hub.store().clone();
@@ -339,13 +339,12 @@ impl<L: ClusterLink> Traces<L> {
             }
             loop {
                 let next = match events.recv().await {
-                    Ok(TraceEvent::Updated(t)) if t.uid == uid => *t,
-                    Ok(TraceEvent::Deleted(u)) if u == uid => {
+                    Ok(TraceEvent::Updated(t)) => pb::Traceflow::clone(&t),
+                    Ok(TraceEvent::Deleted) => {
                         let gone = TraceError::NotFound("the trace was deleted".into());
                         let _ = tx.send(Err(gone)).await;
                         return;
                     }
-                    Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(_)) => match store.get_trace(&uid) {
                         Ok(Some(t)) => t,
                         _ => return,

@@ -301,3 +301,70 @@ async fn retention_by_age() -> TestResult {
     .await?;
     Ok(())
 }
+
+fn host_pods(n: usize, from: usize) -> Vec<pb::InventoryPod> {
+    (from..from + n)
+        .map(|i| pb::InventoryPod {
+            namespace: "default".into(),
+            name: format!("host-pod-{i:05}"),
+            node: "n1".into(),
+            labels: (0..10)
+                .map(|l| {
+                    (
+                        format!("example.com/label-{l}"),
+                        format!("value-{l}-{i:05}"),
+                    )
+                })
+                .collect(),
+            host_network: true,
+            ..Default::default()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_stream_shows_its_reason_until_a_sync_in_parts_lands() -> TestResult {
+    let m = Manager::start().await?;
+    let (cert, key) = m.register("alpha").await?;
+    // One whole sync over the 4 MiB message limit: the manager refuses the stream.
+    let big = FakeAdapter::attach(&m, &cert, &key).await?;
+    big.send(pb::adapter_message::Kind::InventorySync(pb::Inventory {
+        pods: host_pods(25_000, 0),
+        ..Default::default()
+    }))
+    .await?;
+    eventually("reason shown", || async {
+        health(&m, "alpha").await.is_ok_and(|c| {
+            c.health == pb::ClusterHealth::Down as i32
+                && c.reason.starts_with("adapter stream failed:")
+                && c.reason.contains("too large")
+        })
+    })
+    .await?;
+    drop(big);
+    // The same Pods in parts: all arrive, and the reason goes.
+    let parts = FakeAdapter::attach(&m, &cert, &key).await?;
+    for (i, from) in [0, 10_000, 20_000].into_iter().enumerate() {
+        parts
+            .send(pb::adapter_message::Kind::InventorySyncPart(
+                pb::InventorySyncPart {
+                    inventory: Some(pb::Inventory {
+                        pods: host_pods(if i == 2 { 5_000 } else { 10_000 }, from),
+                        ..Default::default()
+                    }),
+                    first: i == 0,
+                    last: i == 2,
+                },
+            ))
+            .await?;
+    }
+    eventually("synced in parts", || async {
+        health(&m, "alpha").await.is_ok_and(|c| {
+            c.health == pb::ClusterHealth::Up as i32
+                && c.reason.is_empty()
+                && c.inventory.is_some_and(|i| i.pods == 25_000)
+        })
+    })
+    .await?;
+    Ok(())
+}

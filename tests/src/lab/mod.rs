@@ -15,6 +15,7 @@
 
 pub mod control;
 pub mod down;
+pub mod handle;
 pub mod restart;
 pub mod state;
 pub mod status;

@@ -101,32 +101,10 @@ pub struct Api {
     pub users: UserServiceClient<Channel>,
 }
 
-fn yaml_str(v: &serde_yaml::Value, k: &str) -> Option<String> {
-    v.get(k).and_then(|x| x.as_str()).map(ToString::to_string)
-}
-
 impl Api {
     /// Connects with the server, CA and client certificate named in the tfctl config `cfg`.
     pub async fn connect(cfg: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(cfg).map_err(|e| format!("{}: {e}", cfg.display()))?;
-        let y: serde_yaml::Value =
-            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", cfg.display()))?;
-        let base = cfg.parent().unwrap_or(Path::new("."));
-        let read = |k: &str| -> Result<String, String> {
-            let p = yaml_str(&y, k).ok_or_else(|| format!("{}: no `{k}`", cfg.display()))?;
-            std::fs::read_to_string(base.join(&p)).map_err(|e| format!("{p}: {e}"))
-        };
-        let server = yaml_str(&y, "server").ok_or("tfctl config without server")?;
-        let name = yaml_str(&y, "serverName").unwrap_or_else(|| "localhost".into());
-        let (ca, cert, key) = (read("ca")?, read("cert")?, read("key")?);
-        let tls = traceflow_pki::tonic_client_tls(&ca, Some((&cert, &key)), &name);
-        let channel = tonic::transport::Endpoint::from_shared(server.clone())
-            .and_then(|e| e.tls_config(tls))
-            .map_err(|e| format!("{server}: {e}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|e| format!("connect {server}: {e:?}"))?;
+        let channel = traceflow_lab::client::connect(cfg).await?;
         Ok(Self {
             traces: TraceflowServiceClient::new(channel.clone()),
             clusters: ClusterServiceClient::new(channel.clone()),
