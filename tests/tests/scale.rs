@@ -577,6 +577,11 @@ fn run(tag: &str, pause_agents: bool) {
     require_lab_prerequisites();
     require_binaries();
     let mut lab = Lab::new(tag);
+    // One client follows all 1000 traces at once: more than one person may watch by default.
+    lab.env.push((
+        "TRACEFLOW_MANAGER_MAX_WATCHES_PER_USER".into(),
+        "4096".into(),
+    ));
     let cfg = up_with_config(&mut lab, &topology("scale.yaml"));
     let rt = runtime();
     let result = rt.block_on(async {

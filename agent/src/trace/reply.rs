@@ -15,29 +15,24 @@
 
 use traceflow_proto::v1 as pb;
 
-use crate::ovs::openflow::action::port;
 use std::net::IpAddr;
 
-use crate::ovs::openflow::{Action, Match, Message, PacketIn, PacketOut};
+use crate::ovs::openflow::{Match, Message, PacketIn};
 use crate::pipeline::services::SERVICE_CT_MARK;
 use crate::ports::{NodePorts, PortKind};
 
 use super::inject::{InjectError, Injection};
 use super::packet::{ParsedPacket, Transport};
 
-/// The reply's packet-out: as [`Injection::packet_out`], with an ICMP echo request answered
-/// by an echo reply (built, checksums included, like every trace packet).
+/// The reply's packet-out: [`Injection::packet_out`] (the injected mark included, so the
+/// Classifier keeps its trace DSCP) of the same packet, an ICMP echo request answered by an
+/// echo reply.
 pub fn packet_out(injection: &Injection) -> Result<Message, InjectError> {
-    let mut packet = injection.packet.clone();
-    if let Transport::Echo { id, seq } = packet.transport {
-        packet.transport = Transport::EchoReply { id, seq };
+    let mut reply = injection.clone();
+    if let Transport::Echo { id, seq } = reply.packet.transport {
+        reply.packet.transport = Transport::EchoReply { id, seq };
     }
-    let data = packet.build().map_err(|_| InjectError::Family)?;
-    Ok(Message::PacketOut(PacketOut::new(
-        injection.in_port,
-        vec![Action::output(port::TABLE)],
-        data,
-    )))
+    reply.packet_out()
 }
 
 /// The IP (of the packet's family) of the Pod whose port the reply entered from.

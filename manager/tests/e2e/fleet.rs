@@ -326,10 +326,11 @@ fn host_pods(n: usize, from: usize) -> Vec<pb::InventoryPod> {
 async fn a_failed_stream_shows_its_reason_until_a_sync_in_parts_lands() -> TestResult {
     let m = Manager::start().await?;
     let (cert, key) = m.register("alpha").await?;
-    // One whole sync over the 4 MiB message limit: the manager refuses the stream.
+    // One whole sync over the adapter stream's message limit (core::limits::
+    // MAX_ADAPTER_MESSAGE_BYTES, 16 MiB; ~340 bytes a Pod): the manager refuses the stream.
     let big = FakeAdapter::attach(&m, &cert, &key).await?;
     big.send(pb::adapter_message::Kind::InventorySync(pb::Inventory {
-        pods: host_pods(25_000, 0),
+        pods: host_pods(60_000, 0),
         ..Default::default()
     }))
     .await?;

@@ -95,7 +95,7 @@ fn assert_clear(s: &tonic::Status, codes: &[Code], what: &str) {
 
 #[tokio::test]
 async fn hostile_rpcs_get_clear_statuses_and_a_normal_trace_still_succeeds() -> TestResult {
-    let m = Manager::start().await?;
+    let m = Manager::start_process().await?;
     let pid = m.pid().ok_or("no pid")?;
     let (cert, key) = m.register("alpha").await?;
     let mut adapter = FakeAdapter::attach(&m, &cert, &key).await?;

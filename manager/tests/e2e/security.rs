@@ -115,7 +115,7 @@ fn modes(path: &std::path::Path) -> Result<Vec<(std::path::PathBuf, u32)>, Error
 #[tokio::test]
 async fn data_directory_is_private_and_the_ca_key_stays_in_it() -> TestResult {
     use std::os::unix::fs::PermissionsExt;
-    let mut m = Manager::start().await?;
+    let mut m = Manager::start_process().await?;
     let (cert, _) = m.register("alpha").await?;
     let created = pb::user_service_client::UserServiceClient::new(m.admin().await?)
         .create_user(pb::CreateUserRequest {

@@ -33,6 +33,9 @@ impl LabHandle {
             .arg("up")
             .arg(topology)
             .args(["--prefix", &prefix, "--ready-timeout", "90s"])
+            // One bench client follows up to 1000 traces at once: more than the manager lets
+            // one person watch by default (the daemons `up` starts inherit this).
+            .env("TRACEFLOW_MANAGER_MAX_WATCHES_PER_USER", "4096")
             .output()
             .map_err(|e| {
                 LabError::Precondition(format!(
