@@ -162,6 +162,7 @@ impl pb::cluster_service_server::ClusterService for Fake {
                 ..Default::default()
             }],
             manager_version: "9.9.9".into(),
+            next_page_token: String::new(),
         }))
     }
     async fn get_cluster(

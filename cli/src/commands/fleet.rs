@@ -15,7 +15,7 @@ use crate::{
 pub async fn list_clusters(clients: &mut Clients, format: Format) -> Result<(), CliError> {
     let resp = clients
         .clusters
-        .list_clusters(pb::ListClustersRequest {})
+        .list_clusters(pb::ListClustersRequest::default())
         .await
         .map_err(rpc("listing clusters"))?
         .into_inner();
@@ -183,7 +183,7 @@ pub async fn version(clients: Option<&mut Clients>, format: Format) -> Result<()
     let server_version = match clients {
         Some(c) => Some(
             c.clusters
-                .list_clusters(pb::ListClustersRequest {})
+                .list_clusters(pb::ListClustersRequest::default())
                 .await
                 .map_err(rpc("asking the manager its version"))?
                 .into_inner()

@@ -247,17 +247,35 @@ impl pb::cluster_service_server::ClusterService for ClusterSvc {
         request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
         caller(&request)?;
-        let clusters = self
+        let pb::ListClustersRequest {
+            page_size: size,
+            page_token,
+        } = request.into_inner();
+        if size < 0 {
+            return Err(invalid("page_size", "must not be negative").into());
+        }
+        // A token is the last cluster name of the previous page.
+        if page_token.len() > traceflow_core::limits::MAX_LABEL_LEN {
+            return Err(invalid("page_token", "is not a token returned by ListClusters").into());
+        }
+        let limit = if size == 0 {
+            usize::MAX
+        } else {
+            page_size(size)
+        };
+        let (page, more) = self
             .ctx
             .store
-            .clusters()
-            .map_err(ApiError::from)?
-            .iter()
-            .map(|c| self.to_pb(c))
-            .collect();
+            .clusters_page(&page_token, limit)
+            .map_err(ApiError::from)?;
+        let next_page_token = match page.last() {
+            Some(last) if more => last.name.clone(),
+            _ => String::new(),
+        };
         Ok(Response::new(pb::ListClustersResponse {
-            clusters,
+            clusters: page.iter().map(|c| self.to_pb(c)).collect(),
             manager_version: env!("CARGO_PKG_VERSION").to_string(),
+            next_page_token,
         }))
     }
 

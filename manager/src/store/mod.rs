@@ -479,6 +479,27 @@ impl Store {
         Ok(existed)
     }
 
+    /// Clusters by name after `after` (exclusive; empty: from the first), at most `limit`, and
+    /// whether more follow. Reads only that page from the store.
+    pub fn clusters_page(&self, after: &str, limit: usize) -> Result<(Vec<ClusterRecord>, bool)> {
+        use std::ops::Bound;
+        let start = if after.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(after.as_bytes().to_vec())
+        };
+        let mut it = self
+            .inner
+            .clusters
+            .range::<Vec<u8>, _>((start, Bound::Unbounded));
+        let mut page = Vec::new();
+        for r in it.by_ref().take(limit) {
+            let (_, v) = r?;
+            page.push(from_json("cluster", &v)?);
+        }
+        Ok((page, it.next().is_some()))
+    }
+
     pub fn clusters(&self) -> Result<Vec<ClusterRecord>> {
         self.inner
             .clusters

@@ -145,7 +145,7 @@ async fn grpc_and_grpc_web_still_work_with_the_console_on() -> TestResult {
     // gRPC over h2 with the admin certificate.
     let mut c = clusters(m.admin().await?);
     let list = c
-        .list_clusters(traceflow_proto::v1::ListClustersRequest {})
+        .list_clusters(traceflow_proto::v1::ListClustersRequest::default())
         .await?
         .into_inner();
     assert!(list.clusters.is_empty());

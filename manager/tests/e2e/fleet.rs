@@ -369,3 +369,41 @@ async fn a_failed_stream_shows_its_reason_until_a_sync_in_parts_lands() -> TestR
     .await?;
     Ok(())
 }
+
+/// ListClusters pages by name: each page reads only its clusters; 0 lists them all.
+#[tokio::test]
+async fn list_clusters_pages_by_name() -> TestResult {
+    let m = Manager::start().await?;
+    for name in ["gamma", "alpha", "beta"] {
+        m.register(name).await?;
+    }
+    let mut c = clusters(m.admin().await?);
+    let page = |size: i32, token: &str| pb::ListClustersRequest {
+        page_size: size,
+        page_token: token.into(),
+    };
+    let names = |r: &pb::ListClustersResponse| -> Vec<String> {
+        r.clusters.iter().map(|c| c.name.clone()).collect()
+    };
+    let first = c.list_clusters(page(2, "")).await?.into_inner();
+    assert_eq!(names(&first), ["alpha", "beta"]);
+    assert_eq!(first.next_page_token, "beta");
+    let second = c
+        .list_clusters(page(2, &first.next_page_token))
+        .await?
+        .into_inner();
+    assert_eq!(names(&second), ["gamma"]);
+    assert!(
+        second.next_page_token.is_empty(),
+        "nothing after the last page"
+    );
+    let all = c.list_clusters(page(0, "")).await?.into_inner();
+    assert_eq!(names(&all), ["alpha", "beta", "gamma"]);
+    let bad = c
+        .list_clusters(page(-1, ""))
+        .await
+        .err()
+        .ok_or("negative size")?;
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    Ok(())
+}

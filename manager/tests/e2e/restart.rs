@@ -93,7 +93,7 @@ async fn sigkill_then_restart_keeps_ca_cluster_and_traces() -> TestResult {
         Some("manager restarted")
     );
     let cl = clusters(m.admin().await?)
-        .list_clusters(pb::ListClustersRequest {})
+        .list_clusters(pb::ListClustersRequest::default())
         .await?
         .into_inner();
     assert_eq!(

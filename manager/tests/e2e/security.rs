@@ -18,7 +18,7 @@ async fn no_certificate_and_foreign_ca_are_refused() -> TestResult {
     assert_eq!(s.code(), Code::Unauthenticated);
     assert!(s.message().contains("client certificate"), "{s:?}");
     let s = clusters(m.channel(None).await?)
-        .list_clusters(pb::ListClustersRequest {})
+        .list_clusters(pb::ListClustersRequest::default())
         .await
         .err()
         .ok_or("anonymous cluster list accepted")?;

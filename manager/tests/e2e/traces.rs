@@ -665,7 +665,7 @@ async fn disconnected_cluster_fails_at_once_and_clusters_stay_in_their_lane() ->
         "in-flight trace failed on disconnect",
     )
     .await?;
-    let _ = c.list_clusters(pb::ListClustersRequest {}).await?;
+    let _ = c.list_clusters(pb::ListClustersRequest::default()).await?;
     Ok(())
 }
 

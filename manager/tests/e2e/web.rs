@@ -34,7 +34,7 @@ async fn grpc_web_is_served_on_the_same_port() -> TestResult {
     let svc = web_stack(m.admin().await?);
     let mut c = pb::cluster_service_client::ClusterServiceClient::new(svc);
     let list = c
-        .list_clusters(pb::ListClustersRequest {})
+        .list_clusters(pb::ListClustersRequest::default())
         .await?
         .into_inner();
     assert_eq!(list.clusters.len(), 1);
@@ -42,7 +42,7 @@ async fn grpc_web_is_served_on_the_same_port() -> TestResult {
     let svc = web_stack(m.channel(None).await?);
     let mut c = pb::cluster_service_client::ClusterServiceClient::new(svc);
     let s = c
-        .list_clusters(pb::ListClustersRequest {})
+        .list_clusters(pb::ListClustersRequest::default())
         .await
         .err()
         .ok_or("anonymous gRPC-Web call accepted")?;

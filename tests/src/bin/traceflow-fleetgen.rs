@@ -328,7 +328,7 @@ async fn run(lab: &LabHandle, args: &Args) -> Result<String> {
     let synced = loop {
         let t = Instant::now();
         let clusters = admin
-            .list_clusters(pb::ListClustersRequest {})
+            .list_clusters(pb::ListClustersRequest::default())
             .await
             .map_err(|s| anyhow!("ListClusters: {}", s.message()))?
             .into_inner()
@@ -364,7 +364,9 @@ async fn run(lab: &LabHandle, args: &Args) -> Result<String> {
     let mut lc = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        admin.list_clusters(pb::ListClustersRequest {}).await?;
+        admin
+            .list_clusters(pb::ListClustersRequest::default())
+            .await?;
         lc.push(t.elapsed());
     }
     let mut lp = Vec::new();

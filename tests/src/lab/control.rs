@@ -530,7 +530,7 @@ async fn list_clusters(
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let resp = ClusterServiceClient::new(channel)
-        .list_clusters(ListClustersRequest {})
+        .list_clusters(ListClustersRequest::default())
         .await
         .map_err(|e| format!("{}: {}", e.code(), e.message()))?;
     Ok(resp.into_inner().clusters)
