@@ -274,16 +274,7 @@ fn reply_leg_follows_the_way_back() {
         Ok(failures)
     });
     drop(rt);
-    match result {
-        Ok(f) if f.is_empty() => {}
-        Ok(f) => panic!(
-            "{} case(s) failed:\n{}\n{}",
-            f.len(),
-            f.join("\n----\n"),
-            lab.dump()
-        ),
-        Err(e) => panic!("{e}\n{}", lab.dump()),
-    }
+    lab.report(result);
     let down = lab.down();
     assert!(down.contains("is down"), "{down}");
 }

@@ -687,16 +687,7 @@ fn single_cluster_trace_cases_with_full_observations() {
         Ok(failures)
     });
     drop(rt);
-    match result {
-        Ok(f) if f.is_empty() => {}
-        Ok(f) => panic!(
-            "{} case(s) failed:\n{}\n{}",
-            f.len(),
-            f.join("\n----\n"),
-            lab.dump()
-        ),
-        Err(e) => panic!("{e}\n{}", lab.dump()),
-    }
+    lab.report(result);
     let down = lab.down();
     assert!(down.contains("is down"), "{down}");
     lab.assert_gone();

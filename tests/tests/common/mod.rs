@@ -120,6 +120,21 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// The end of a suite that collects its failed cases: panics with every one of them (or
+    /// the error that stopped the suite) and this lab's state, else returns.
+    pub fn report<E: std::fmt::Display>(&self, result: Result<Vec<String>, E>) {
+        match result {
+            Ok(f) if f.is_empty() => {}
+            Ok(f) => panic!(
+                "{} case(s) failed:\n{}\n{}",
+                f.len(),
+                f.join("\n----\n"),
+                self.dump()
+            ),
+            Err(e) => panic!("{e}\n{}", self.dump()),
+        }
+    }
+
     /// A fresh lab named after `tag` (a few lower-case letters).
     pub fn new(tag: &str) -> Self {
         let n: u32 = rand::random::<u32>() % 100_000;
