@@ -53,8 +53,9 @@ pub struct TraceflowSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped_only: Option<bool>,
     /// Seconds; omitted means 20.
+    // The bound is the one the spec conversion applies (traceflow_core::limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 300))]
+    #[schemars(range(min = 1, max = traceflow_core::limits::MAX_TIMEOUT_SECS))]
     pub timeout: Option<i32>,
     /// Also trace the reply of a packet Delivered to a Pod (injected traces only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
