@@ -21,7 +21,7 @@
 use std::net::IpAddr;
 
 use crate::desired::DesiredState;
-use crate::ovs::openflow::oxm::{CLASS_BASIC, CLASS_NXM1, basic, nxm};
+use crate::ovs::openflow::oxm::{CLASS_NXM1, nxm};
 use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
 use crate::ports::NodePorts;
 
@@ -29,7 +29,7 @@ use super::flows::{CT_ZONE, CT_ZONE_V6, prio};
 use super::nx::{self, Nat};
 use super::services::{SNAT_CT_ZONE, SNAT_CT_ZONE_V6};
 use super::tables::Table;
-use super::{COOKIE, GLOBAL_VIRTUAL_MAC, regs};
+use super::{COOKIE, GLOBAL_VIRTUAL_MAC, regs, with_host, with_net};
 
 const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
@@ -41,32 +41,6 @@ const SNAT: u16 = prio::HAIRPIN;
 
 fn flow(t: Table, priority: u16, m: Match, ins: Vec<Instruction>) -> FlowMod {
     FlowMod::add(t.id(), priority, COOKIE, m, ins)
-}
-
-fn ip_match(m: Match, ip: IpAddr, src: bool) -> Match {
-    match (ip, src) {
-        (IpAddr::V4(v4), true) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::ipv4_src(v4)),
-        (IpAddr::V4(v4), false) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::ipv4_dst(v4)),
-        (IpAddr::V6(v6), true) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::ipv6_src(v6)),
-        (IpAddr::V6(v6), false) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::ipv6_dst(v6)),
-    }
-}
-
-fn net_dst(m: Match, net: &ipnet::IpNet) -> Match {
-    match net {
-        ipnet::IpNet::V4(n) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::masked(
-            CLASS_BASIC,
-            basic::IPV4_DST,
-            &n.network().octets(),
-            &n.netmask().octets(),
-        )),
-        ipnet::IpNet::V6(n) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::masked(
-            CLASS_BASIC,
-            basic::IPV6_DST,
-            &n.network().octets(),
-            &n.netmask().octets(),
-        )),
-    }
 }
 
 /// The `pkt_mark` match / write of an Egress mark.
@@ -102,7 +76,12 @@ pub fn egress_flows(ports: &NodePorts, desired: &DesiredState) -> Vec<FlowMod> {
         inside.extend(n.tunnel_ips.iter().map(|ip| ipnet::IpNet::from(*ip)));
     }
     for net in &inside {
-        f.push(flow(em, SKIP, net_dst(from(regs::FROM_POD), net), next()));
+        f.push(flow(
+            em,
+            SKIP,
+            with_net(from(regs::FROM_POD), net, false),
+            next(),
+        ));
     }
 
     let local = |ip: &IpAddr| ports.pod_by_ip(*ip).is_some();
@@ -128,7 +107,7 @@ pub fn egress_flows(ports: &NodePorts, desired: &DesiredState) -> Vec<FlowMod> {
             .filter(|ip| ip.is_ipv4() == e.egress_ip.is_ipv4())
         {
             if local(ip) {
-                let m = ip_match(from(regs::FROM_POD), *ip, true).with(Oxm::eth_dst(gw.mac.0));
+                let m = with_host(from(regs::FROM_POD), *ip, true).with(Oxm::eth_dst(gw.mac.0));
                 let actions = match remote_tunnel {
                     None => vec![Action::SetField(pkt_mark(e.mark))],
                     Some(t) => vec![
@@ -153,7 +132,7 @@ pub fn egress_flows(ports: &NodePorts, desired: &DesiredState) -> Vec<FlowMod> {
                 f.push(flow(
                     em,
                     prio::NORMAL,
-                    ip_match(from(regs::FROM_TUNNEL), *ip, true),
+                    with_host(from(regs::FROM_TUNNEL), *ip, true),
                     [
                         vec![Instruction::ApplyActions(vec![
                             Action::SetField(Oxm::eth_src(gw.mac.0)),

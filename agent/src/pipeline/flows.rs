@@ -350,10 +350,7 @@ pub fn desired_flows_with(
                     regs::REWRITE_MAC_MARK,
                     regs::REWRITE_MAC_MARK,
                 ));
-                let m = match ip {
-                    IpAddr::V4(v4) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::ipv4_dst(*v4)),
-                    IpAddr::V6(v6) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::ipv6_dst(*v6)),
-                };
+                let m = super::with_host(m, *ip, false);
                 f.push(flow(
                     Table::L3Forwarding,
                     prio::NORMAL,
@@ -382,20 +379,7 @@ pub fn desired_flows_with(
                 // destination MAC says (a Pod can only reach those addresses via its gateway).
                 let m =
                     Match::new().with(Oxm::reg_masked(0, regs::FROM_POD, regs::PKT_SOURCE_MASK));
-                let m = match cidr {
-                    ipnet::IpNet::V4(n) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::masked(
-                        CLASS_BASIC,
-                        basic::IPV4_DST,
-                        &n.network().octets(),
-                        &n.netmask().octets(),
-                    )),
-                    ipnet::IpNet::V6(n) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::masked(
-                        CLASS_BASIC,
-                        basic::IPV6_DST,
-                        &n.network().octets(),
-                        &n.netmask().octets(),
-                    )),
-                };
+                let m = super::with_net(m, cidr, false);
                 f.push(flow(
                     Table::L3Forwarding,
                     prio::NORMAL,

@@ -50,6 +50,59 @@ pub const TRACE_DSCP: u8 = 63;
 pub const ETH_IPV4: u16 = 0x0800;
 pub const ETH_IPV6: u16 = 0x86dd;
 
+/// `m` narrowed to IP packets of `ip`'s family whose source (`src`) or destination is `ip`.
+pub(crate) fn with_host(
+    m: crate::ovs::openflow::Match,
+    ip: std::net::IpAddr,
+    src: bool,
+) -> crate::ovs::openflow::Match {
+    use crate::ovs::openflow::Oxm;
+    use std::net::IpAddr;
+    match (ip, src) {
+        (IpAddr::V4(v), true) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::ipv4_src(v)),
+        (IpAddr::V4(v), false) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::ipv4_dst(v)),
+        (IpAddr::V6(v), true) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::ipv6_src(v)),
+        (IpAddr::V6(v), false) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::ipv6_dst(v)),
+    }
+}
+
+/// `m` narrowed to IP packets of `net`'s family whose source (`src`) or destination is in
+/// `net` (a masked match).
+pub(crate) fn with_net(
+    m: crate::ovs::openflow::Match,
+    net: &ipnet::IpNet,
+    src: bool,
+) -> crate::ovs::openflow::Match {
+    use crate::ovs::openflow::{
+        Oxm,
+        oxm::{CLASS_BASIC, basic},
+    };
+    let (eth, field, addr, mask) = match net {
+        ipnet::IpNet::V4(n) => (
+            ETH_IPV4,
+            if src {
+                basic::IPV4_SRC
+            } else {
+                basic::IPV4_DST
+            },
+            n.network().octets().to_vec(),
+            n.netmask().octets().to_vec(),
+        ),
+        ipnet::IpNet::V6(n) => (
+            ETH_IPV6,
+            if src {
+                basic::IPV6_SRC
+            } else {
+                basic::IPV6_DST
+            },
+            n.network().octets().to_vec(),
+            n.netmask().octets().to_vec(),
+        ),
+    };
+    m.with(Oxm::eth_type(eth))
+        .with(Oxm::masked(CLASS_BASIC, field, &addr, &mask))
+}
+
 /// The global virtual MAC: destination MAC of every routed packet sent into a tunnel, and
 /// what Antrea's ARPResponder answers for remote gateways.
 pub const GLOBAL_VIRTUAL_MAC: [u8; 6] = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];

@@ -45,47 +45,12 @@ fn flow(t: Table, priority: u16, m: Match, ins: Vec<Instruction>) -> FlowMod {
     FlowMod::add(t.id(), priority, COOKIE, m, ins)
 }
 
-fn eth(ip: &IpAddr) -> u16 {
-    match ip {
-        IpAddr::V4(_) => ETH_IPV4,
-        IpAddr::V6(_) => ETH_IPV6,
-    }
-}
-
 fn ip_match(src: bool, net: IpNet) -> Match {
-    let m = Match::new();
-    match net {
-        IpNet::V4(n) => m.with(Oxm::eth_type(ETH_IPV4)).with(Oxm::masked(
-            CLASS_BASIC,
-            if src {
-                basic::IPV4_SRC
-            } else {
-                basic::IPV4_DST
-            },
-            &n.network().octets(),
-            &n.netmask().octets(),
-        )),
-        IpNet::V6(n) => m.with(Oxm::eth_type(ETH_IPV6)).with(Oxm::masked(
-            CLASS_BASIC,
-            if src {
-                basic::IPV6_SRC
-            } else {
-                basic::IPV6_DST
-            },
-            &n.network().octets(),
-            &n.netmask().octets(),
-        )),
-    }
+    super::with_net(Match::new(), &net, src)
 }
 
 fn host_match(src: bool, ip: IpAddr) -> Match {
-    let m = Match::new().with(Oxm::eth_type(eth(&ip)));
-    match (ip, src) {
-        (IpAddr::V4(v), true) => m.with(Oxm::ipv4_src(v)),
-        (IpAddr::V4(v), false) => m.with(Oxm::ipv4_dst(v)),
-        (IpAddr::V6(v), true) => m.with(Oxm::ipv6_src(v)),
-        (IpAddr::V6(v), false) => m.with(Oxm::ipv6_dst(v)),
-    }
+    super::with_host(Match::new(), ip, src)
 }
 
 /// `[lo, hi]` as (value, mask) prefixes, as `ovs-ofctl` expands port ranges.
