@@ -457,15 +457,26 @@ pub async fn run(
                 fleet,
                 hub,
                 store: store.clone(),
+                max_inventory_objects: cfg.edge.max_inventory_objects,
             })
             .max_decoding_message_size(MAX_ADAPTER_MESSAGE_BYTES),
         )
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(health_svc)
-        .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), async {
-            let _ = stop_rx.await;
-        });
+        .serve_with_incoming_shutdown(
+            crate::tls::incoming(
+                listener,
+                tls,
+                crate::tls::ConnectionLimits::new(
+                    cfg.edge.max_connections,
+                    cfg.edge.max_connections_per_address,
+                ),
+            ),
+            async {
+                let _ = stop_rx.await;
+            },
+        );
     tokio::pin!(server);
     // Adapter streams and watches never end by themselves: after the shutdown signal, open
     // streams get SHUTDOWN_GRACE to finish, then the server stops regardless.
@@ -493,11 +504,25 @@ pub async fn run(
     Ok(())
 }
 
+/// Connections the kernel may hold before the manager accepts them (capped by
+/// net.core.somaxconn).
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `listen`, writes `D/listen.addr` with the bound address, and returns the listener.
 pub async fn bind(data_dir: &Path, listen: SocketAddr) -> Result<TcpListener, ServeError> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(io_err(Path::new("listen address")))?;
+    let at = |e| io_err(Path::new("listen address"))(e);
+    let socket = if listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(at)?;
+    socket.set_reuseaddr(true).map_err(at)?;
+    socket.bind(listen).map_err(at)?;
+    // A deep accept queue: under a burst of connections (a fleet reconnecting, a flood) a
+    // short one overflows between two wake-ups of the accept loop, and every SYN dropped
+    // costs its client a 1 s retransmission.
+    let listener = socket.listen(LISTEN_BACKLOG).map_err(at)?;
     let addr = listener
         .local_addr()
         .map_err(io_err(Path::new("listen address")))?;

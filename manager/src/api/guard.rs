@@ -52,6 +52,16 @@ pub struct EdgeLimits {
     /// Watches one user may hold open at once; more are RESOURCE_EXHAUSTED.
     #[arg(long, env = "TRACEFLOW_MANAGER_MAX_WATCHES_PER_USER", default_value_t = EdgeLimits::MAX_WATCHES_PER_USER)]
     pub max_watches_per_user: usize,
+    /// Objects (Nodes, Namespaces, Pods, Services, policies) one cluster's inventory may hold;
+    /// an adapter that sends more has its stream ended with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TRACEFLOW_MANAGER_MAX_INVENTORY_OBJECTS", default_value_t = EdgeLimits::MAX_INVENTORY_OBJECTS)]
+    pub max_inventory_objects: usize,
+    /// Connections open at once (TLS handshakes included); more are closed on accept.
+    #[arg(long, env = "TRACEFLOW_MANAGER_MAX_CONNECTIONS", default_value_t = EdgeLimits::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Connections open at once from one source address; more are closed on accept.
+    #[arg(long, env = "TRACEFLOW_MANAGER_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = EdgeLimits::MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: usize,
     /// At most this many audit events are kept (oldest go first).
     #[arg(long, env = "TRACEFLOW_MANAGER_AUDIT_MAX_COUNT", default_value_t = EdgeLimits::AUDIT_MAX_COUNT)]
     pub audit_max_count: usize,
@@ -67,6 +77,10 @@ impl EdgeLimits {
     pub const AUTH_FAILURE_BURST: u32 = 20;
     pub const AUDIT_MAX_COUNT: usize = 100_000;
     pub const MAX_WATCHES_PER_USER: usize = 100;
+    /// Kubernetes' tested limits are 150 000 Pods and 10 000 Services per cluster.
+    pub const MAX_INVENTORY_OBJECTS: usize = 500_000;
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 1_000;
 }
 
 impl Default for EdgeLimits {
@@ -79,6 +93,9 @@ impl Default for EdgeLimits {
             bearer_token_ttl: Duration::from_secs(30 * 24 * 3600),
             bearer_token_max_ttl: Duration::from_secs(365 * 24 * 3600),
             max_watches_per_user: Self::MAX_WATCHES_PER_USER,
+            max_inventory_objects: Self::MAX_INVENTORY_OBJECTS,
+            max_connections: Self::MAX_CONNECTIONS,
+            max_connections_per_address: Self::MAX_CONNECTIONS_PER_ADDRESS,
             audit_max_count: Self::AUDIT_MAX_COUNT,
             audit_max_age: Duration::from_secs(90 * 24 * 3600),
         }

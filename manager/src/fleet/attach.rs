@@ -22,7 +22,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use traceflow_proto::v1::{self as pb, adapter_message::Kind};
 
-use super::Fleet;
+use super::{
+    Fleet,
+    inventory::{InventoryTooLarge, object_count},
+};
 use crate::{
     auth::Authenticator,
     store::{Store, StoreError, now_micros},
@@ -36,6 +39,8 @@ pub struct AdapterSvc {
     pub fleet: Fleet,
     pub hub: TraceHub,
     pub store: Store,
+    /// Most objects one cluster's inventory may hold (`--max-inventory-objects`).
+    pub max_inventory_objects: usize,
 }
 
 type AttachStream = Pin<Box<dyn Stream<Item = Result<pb::ManagerMessage, Status>> + Send>>;
@@ -170,11 +175,18 @@ impl AdapterSvc {
                 ));
             }
             self.fleet.heard(cluster, id, None);
-            if let Some(t) = self
+            match self
                 .handle(cluster, id, connected_micros, msg, &mut partial_sync)
                 .await
             {
-                staged.stage(&self.hub, t);
+                Ok(Some(t)) => staged.stage(&self.hub, t),
+                Ok(None) => {}
+                Err(too_large) => {
+                    let reason = too_large.to_string();
+                    tracing::warn!(cluster, "{reason}");
+                    self.fleet.stream_failed(cluster, reason.clone());
+                    break Some(Status::resource_exhausted(reason));
+                }
             }
         };
         // What was stored is published before the stream is let go.
@@ -184,7 +196,8 @@ impl AdapterSvc {
         end
     }
 
-    /// Applies one message; a trace update is only stored, and returned for publishing.
+    /// Applies one message; a trace update is only stored, and returned for publishing. An
+    /// inventory beyond the limit is refused whole (the stream then ends).
     async fn handle(
         &self,
         cluster: &str,
@@ -192,7 +205,12 @@ impl AdapterSvc {
         connected_micros: i64,
         msg: pb::AdapterMessage,
         partial_sync: &mut Option<pb::Inventory>,
-    ) -> Option<pb::Traceflow> {
+    ) -> Result<Option<pb::Traceflow>, InventoryTooLarge> {
+        let limit = self.max_inventory_objects;
+        let too_large = || InventoryTooLarge {
+            cluster: cluster.to_string(),
+            limit,
+        };
         match msg.kind {
             None => {}
             Some(Kind::Hello(h)) => {
@@ -213,16 +231,27 @@ impl AdapterSvc {
                 }
             }
             Some(Kind::InventorySync(inv)) => {
+                if object_count(&inv) > limit {
+                    return Err(too_large());
+                }
                 self.fleet.with_inventory(cluster, |i| i.sync(inv));
                 self.fleet.synced(cluster);
             }
             Some(Kind::InventorySyncPart(part)) => {
                 let inv = part.inventory.unwrap_or_default();
+                let held = match partial_sync {
+                    Some(acc) if !part.first => object_count(acc),
+                    _ => 0,
+                };
+                if held + object_count(&inv) > limit {
+                    *partial_sync = None;
+                    return Err(too_large());
+                }
                 match partial_sync {
                     Some(acc) if !part.first => append(acc, inv),
                     None if !part.first => {
                         tracing::warn!(cluster, "inventory part without a first part ignored");
-                        return None;
+                        return Ok(None);
                     }
                     _ => *partial_sync = Some(inv),
                 }
@@ -234,7 +263,9 @@ impl AdapterSvc {
                 }
             }
             Some(Kind::InventoryUpsert(inv)) => {
-                self.fleet.with_inventory(cluster, |i| i.upsert(inv));
+                self.fleet
+                    .with_inventory(cluster, |i| i.upsert_within(inv, limit))
+                    .map_err(|_| too_large())?;
             }
             Some(Kind::InventoryDelete(d)) => {
                 self.fleet.with_inventory(cluster, |i| i.delete(d));
@@ -245,7 +276,7 @@ impl AdapterSvc {
             Some(Kind::TraceUpdate(u)) => {
                 let status = u.status.unwrap_or_default();
                 match self.hub.stage_update(cluster, &u.uid, status) {
-                    Ok(Some(t)) => return Some(t),
+                    Ok(Some(t)) => return Ok(Some(t)),
                     Ok(None) => {
                         tracing::debug!(cluster, uid = %u.uid, "update for an ended trace ignored");
                     }
@@ -255,7 +286,7 @@ impl AdapterSvc {
                 }
             }
         }
-        None
+        Ok(None)
     }
 }
 

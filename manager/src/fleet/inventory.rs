@@ -7,6 +7,25 @@ use std::collections::BTreeMap;
 
 use traceflow_proto::v1 as pb;
 
+/// An adapter reported more objects than the manager keeps for one cluster.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the inventory of cluster {cluster} would hold more than {limit} objects (Nodes, Namespaces, Pods, Services, policies); raise the manager's --max-inventory-objects if the cluster is that big"
+)]
+pub struct InventoryTooLarge {
+    pub cluster: String,
+    pub limit: usize,
+}
+
+/// How many objects `inv` carries.
+pub fn object_count(inv: &pb::Inventory) -> usize {
+    inv.nodes.len()
+        + inv.namespaces.len()
+        + inv.pods.len()
+        + inv.services.len()
+        + inv.policies.len()
+}
+
 /// Nodes, Namespaces, Pods, Services and policies of one cluster.
 #[derive(Debug, Default, Clone)]
 pub struct ClusterInventory {
@@ -34,6 +53,58 @@ impl ClusterInventory {
             services: n(self.services.len()),
             policies: n(self.policies.len()),
         }
+    }
+
+    /// How many objects it holds, all kinds together.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+            + self.namespaces.len()
+            + self.pods.len()
+            + self.services.len()
+            + self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many objects of `inv` it does not hold yet (what an upsert would add).
+    fn new_objects(&self, inv: &pb::Inventory) -> usize {
+        inv.nodes
+            .iter()
+            .filter(|n| !self.nodes.contains_key(&n.name))
+            .count()
+            + inv
+                .namespaces
+                .iter()
+                .filter(|n| !self.namespaces.contains_key(&n.name))
+                .count()
+            + inv
+                .pods
+                .iter()
+                .filter(|p| !self.pods.contains_key(&nk(&p.namespace, &p.name)))
+                .count()
+            + inv
+                .services
+                .iter()
+                .filter(|s| !self.services.contains_key(&nk(&s.namespace, &s.name)))
+                .count()
+            + inv
+                .policies
+                .iter()
+                .filter(|p| !self.policies.contains_key(&nk(&p.namespace, &p.name)))
+                .count()
+    }
+
+    /// [`Self::upsert`], unless the result would hold more than `limit` objects: then nothing
+    /// changes.
+    pub fn upsert_within(&mut self, inv: pb::Inventory, limit: usize) -> Result<(), usize> {
+        let after = self.len() + self.new_objects(&inv);
+        if after > limit {
+            return Err(after);
+        }
+        self.upsert(inv);
+        Ok(())
     }
 
     /// Replaces everything with `inv`.
@@ -142,5 +213,21 @@ mod tests {
         });
         assert!(inv.pod("default", "p0").is_none());
         assert!(inv.pod("default", "p1").is_some());
+    }
+
+    #[test]
+    fn upsert_within_counts_only_new_objects_and_changes_nothing_when_over() {
+        let mut inv = ClusterInventory::default();
+        let pods = |names: &[&str]| pb::Inventory {
+            pods: names.iter().map(|n| mk_pod("ns", n)).collect(),
+            ..Default::default()
+        };
+        assert!(inv.upsert_within(pods(&["a", "b", "c"]), 3).is_ok());
+        // Replacing known Pods adds nothing.
+        assert!(inv.upsert_within(pods(&["a", "b"]), 3).is_ok());
+        assert_eq!(inv.upsert_within(pods(&["a", "d"]), 3), Err(4));
+        assert_eq!(inv.len(), 3);
+        assert!(inv.pod("ns", "d").is_none());
+        assert_eq!(object_count(&pods(&["x", "y"])), 2);
     }
 }

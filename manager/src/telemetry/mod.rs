@@ -40,6 +40,35 @@ pub const AGENT_COUNTERS: [&str; 5] = [
     "live_traces",
 ];
 
+/// Most distinct (cluster, node) pairs the agent counters keep series for. A peer names the
+/// Nodes, so without a bound an adapter could grow `/metrics` (and the manager's memory) at
+/// will; counters of further Nodes are dropped and counted in `dropped_node_series`.
+pub const MAX_NODE_SERIES: usize = 10_000;
+
+/// Longest label value exposed, in bytes (a Kubernetes Node name is at most 253).
+const MAX_LABEL_VALUE_BYTES: usize = 253;
+
+/// A label value as the text format needs it: `\`, `"` and newlines escaped (the encoder
+/// writes values verbatim, so a quote in a peer-supplied name would forge series), cut to
+/// [`MAX_LABEL_VALUE_BYTES`] on a character boundary.
+pub fn label_value(raw: &str) -> String {
+    let mut end = raw.len().min(MAX_LABEL_VALUE_BYTES);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + 2);
+    for c in raw[..end].chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Every metric the manager serves.
 pub struct Metrics {
     registry: Registry,
@@ -51,8 +80,12 @@ pub struct Metrics {
     agents: Family<Labels, Gauge>,
     refused: Family<Labels, Counter>,
     agent: HashMap<&'static str, Family<Labels, Counter>>,
+    /// Agent counters of Nodes beyond [`MAX_NODE_SERIES`], dropped.
+    dropped_node_series: Counter,
     /// Last value seen per (cluster, node, counter), for deltas.
     last: Mutex<HashMap<(String, String, &'static str), u64>>,
+    /// The (cluster, node) pairs that have series, at most [`MAX_NODE_SERIES`].
+    node_series: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -132,6 +165,12 @@ impl Metrics {
             );
             agent.insert(name, family);
         }
+        let dropped_node_series = Counter::default();
+        registry.register(
+            "dropped_node_series",
+            "Agent counter reports dropped because their cluster/node pair exceeded the series bound",
+            dropped_node_series.clone(),
+        );
         Metrics {
             registry,
             traces,
@@ -142,7 +181,9 @@ impl Metrics {
             agents,
             refused,
             agent,
+            dropped_node_series,
             last: Mutex::new(HashMap::new()),
+            node_series: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -188,12 +229,20 @@ impl Metrics {
     /// Folds in an adapter heartbeat of `cluster`: its connected agents and their counters.
     pub fn heartbeat(&self, cluster: &str, beat: &pb::AdapterHeartbeat) {
         self.agents
-            .get_or_create(&vec![("cluster".into(), cluster.into())])
+            .get_or_create(&vec![("cluster".into(), label_value(cluster))])
             .set(i64::from(beat.connected_agents));
-        let Ok(mut last) = self.last.lock() else {
+        let (Ok(mut last), Ok(mut series)) = (self.last.lock(), self.node_series.lock()) else {
             return;
         };
         for node in &beat.agent_counters {
+            let pair = (cluster.to_string(), node.node.clone());
+            if !series.contains(&pair) {
+                if series.len() >= MAX_NODE_SERIES {
+                    self.dropped_node_series.inc();
+                    continue;
+                }
+                series.insert(pair);
+            }
             for name in AGENT_COUNTERS {
                 let Some(&value) = node.counters.get(name) else {
                     continue;
@@ -211,8 +260,8 @@ impl Metrics {
                 {
                     family
                         .get_or_create(&vec![
-                            ("cluster".into(), cluster.into()),
-                            ("node".into(), node.node.clone()),
+                            ("cluster".into(), label_value(cluster)),
+                            ("node".into(), label_value(&node.node)),
                         ])
                         .inc_by(delta);
                 }
@@ -295,5 +344,43 @@ mod tests {
             Some(1.0)
         );
         assert!(!text.contains("made_up"));
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_node_series_bounded() {
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(label_value(&"é".repeat(200)).len(), 252);
+        let m = Metrics::new();
+        let beat = |nodes: std::ops::Range<usize>| pb::AdapterHeartbeat {
+            connected_agents: 1,
+            expected_agents: 1,
+            agent_counters: nodes
+                .map(|i| pb::NodeCounters {
+                    node: format!("n{i}\"}} forged 1\n"),
+                    counters: [("packet_ins".to_string(), 1)].into(),
+                })
+                .collect(),
+        };
+        m.heartbeat("c1", &beat(0..MAX_NODE_SERIES + 5));
+        let text = m.encode();
+        // Every line is a comment, a sample of a known family, or EOF: nothing forged.
+        for line in text.lines() {
+            assert!(
+                line.starts_with('#') || line.starts_with("traceflow_"),
+                "forged line {line:?}"
+            );
+        }
+        let packet_in_series = text
+            .lines()
+            .filter(|l| l.starts_with("traceflow_agent_packet_ins_total{"))
+            .count();
+        assert_eq!(packet_in_series, MAX_NODE_SERIES);
+        assert_eq!(
+            value(&text, "traceflow_dropped_node_series_total"),
+            Some(5.0)
+        );
+        // Known pairs keep counting once the bound is reached.
+        m.heartbeat("c1", &beat(0..1));
+        assert!(m.encode().contains("traceflow_dropped_node_series_total 5"));
     }
 }

@@ -101,7 +101,12 @@ impl Manager {
 
     /// Starts the real binary on a fresh data directory (for crashes, restarts, signals).
     pub async fn start_process() -> Result<Manager, Error> {
-        let mut m = Self::fresh(&[])?;
+        Self::start_process_with(&[]).await
+    }
+
+    /// As [`start_process`](Self::start_process), with more `serve` flags.
+    pub async fn start_process_with(args: &[&str]) -> Result<Manager, Error> {
+        let mut m = Self::fresh(args)?;
         m.spawn().await?;
         Ok(m)
     }

@@ -407,3 +407,95 @@ async fn list_clusters_pages_by_name() -> TestResult {
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     Ok(())
 }
+
+/// One cluster's inventory is bounded (`--max-inventory-objects`): a sync, a sync in parts or
+/// upserts beyond it end the stream with RESOURCE_EXHAUSTED and the reason shows on the
+/// cluster; what was stored before stays, and a sync within the bound brings it back Up.
+#[tokio::test]
+async fn inventory_beyond_its_bound_is_refused_and_named() -> TestResult {
+    let m = Manager::start_with(&["--max-inventory-objects", "100"]).await?;
+    let (cert, key) = m.register("alpha").await?;
+    let refused = |what: &'static str| {
+        let m = &m;
+        async move {
+            eventually(what, || async {
+                health(m, "alpha").await.is_ok_and(|c| {
+                    c.health == pb::ClusterHealth::Down as i32
+                        && c.reason.contains("more than 100 objects")
+                        && c.reason.contains("--max-inventory-objects")
+                })
+            })
+            .await
+        }
+    };
+    let stream_ended = |mut a: FakeAdapter| async move {
+        loop {
+            match a.next().await {
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => return Ok(()),
+                Err(s) => return Err(format!("stream ended with {s:?}")),
+                Ok(None) => return Err("stream ended without a status".to_string()),
+                Ok(Some(_)) => {}
+            }
+        }
+    };
+    // Whole: 101 Pods.
+    let a = FakeAdapter::attach(&m, &cert, &key).await?;
+    a.send(pb::adapter_message::Kind::InventorySync(pb::Inventory {
+        pods: host_pods(101, 0),
+        ..Default::default()
+    }))
+    .await?;
+    stream_ended(a).await?;
+    refused("whole sync refused").await?;
+    // In parts: 60 + 60.
+    let a = FakeAdapter::attach(&m, &cert, &key).await?;
+    for (i, from) in [0, 60].into_iter().enumerate() {
+        a.send(pb::adapter_message::Kind::InventorySyncPart(
+            pb::InventorySyncPart {
+                inventory: Some(pb::Inventory {
+                    pods: host_pods(60, from),
+                    ..Default::default()
+                }),
+                first: i == 0,
+                last: i == 1,
+            },
+        ))
+        .await?;
+    }
+    stream_ended(a).await?;
+    refused("sync in parts refused").await?;
+    // Within the bound: Up with 90 Pods; re-sending known Pods is fine, 11 new ones are not.
+    let a = FakeAdapter::attach(&m, &cert, &key).await?;
+    a.send(pb::adapter_message::Kind::InventorySync(pb::Inventory {
+        pods: host_pods(90, 0),
+        ..Default::default()
+    }))
+    .await?;
+    a.send(pb::adapter_message::Kind::InventoryUpsert(pb::Inventory {
+        pods: host_pods(90, 0),
+        ..Default::default()
+    }))
+    .await?;
+    eventually("synced within the bound", || async {
+        health(&m, "alpha").await.is_ok_and(|c| {
+            c.health == pb::ClusterHealth::Up as i32
+                && c.reason.is_empty()
+                && c.inventory.is_some_and(|i| i.pods == 90)
+        })
+    })
+    .await?;
+    a.send(pb::adapter_message::Kind::InventoryUpsert(pb::Inventory {
+        pods: host_pods(11, 90),
+        ..Default::default()
+    }))
+    .await?;
+    stream_ended(a).await?;
+    refused("upserts beyond the bound refused").await?;
+    let c = health(&m, "alpha").await?;
+    assert_eq!(
+        c.inventory.map(|i| i.pods),
+        Some(90),
+        "the refused upsert changed nothing"
+    );
+    Ok(())
+}
