@@ -87,6 +87,11 @@ pub enum ServeError {
          the store that belongs to this CA"
     )]
     CaMismatch,
+    #[error(
+        "{path} cannot be written ({why}): the manager keeps its CA, traces and audit log there; \
+         make it writable (mount it read-write, free space) and start again"
+    )]
+    Unwritable { path: PathBuf, why: &'static str },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
@@ -168,7 +173,13 @@ pub fn open_data_dir_with_ca(
     ca_files: Option<&(PathBuf, PathBuf)>,
 ) -> Result<DataDir, ServeError> {
     crate::private_dir::prepare(data_dir)?;
-    let store = Store::open(&store_path(data_dir))?;
+    let store = Store::open(&store_path(data_dir)).map_err(|e| match e.unwritable() {
+        Some(why) => ServeError::Unwritable {
+            path: data_dir.to_path_buf(),
+            why,
+        },
+        None => e.into(),
+    })?;
     let supplied = match ca_files {
         Some((cert, key)) => Some((
             std::fs::read_to_string(cert).map_err(io_err(cert))?,

@@ -71,6 +71,14 @@ impl From<ApiError> for tonic::Status {
             ApiError::PermissionDenied(_) => tonic::Status::permission_denied(msg),
             ApiError::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
             ApiError::Auth(a) => a.into(),
+            ApiError::Store(s) if s.unwritable().is_some() => {
+                let why = s.unwritable().unwrap_or_default();
+                tracing::error!(error = %msg, "the data directory cannot be written");
+                // Nothing of this call was stored; what was stored before is intact.
+                tonic::Status::unavailable(format!(
+                    "the manager cannot write its data directory ({why}); nothing was changed: an operator must free space there (or make it writable), then restart the manager"
+                ))
+            }
             ApiError::Store(_) | ApiError::Internal(_) => {
                 tracing::error!(error = %msg, "internal error");
                 tonic::Status::internal(msg)

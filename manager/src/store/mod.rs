@@ -35,6 +35,23 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Why the data directory cannot take writes, when that is the cause: no space (or quota)
+    /// left, a read-only file system, or no permission.
+    pub fn unwritable(&self) -> Option<&'static str> {
+        let StoreError::Sled(sled::Error::Io(e)) = self else {
+            return None;
+        };
+        match (e.kind(), e.raw_os_error()) {
+            (std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded, _)
+            | (_, Some(28 | 122)) => Some("no space left on its device"),
+            (std::io::ErrorKind::ReadOnlyFilesystem, _) | (_, Some(30)) => {
+                Some("its file system is read-only")
+            }
+            (std::io::ErrorKind::PermissionDenied, _) => Some("permission denied"),
+            _ => None,
+        }
+    }
+
     /// Whether opening failed because another process holds the store.
     pub fn is_locked(&self) -> bool {
         matches!(self, StoreError::Sled(sled::Error::Io(e))

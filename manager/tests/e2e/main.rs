@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod console;
+mod datadir;
 mod fleet;
 mod grpcurl;
 mod hostile;
