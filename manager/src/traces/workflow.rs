@@ -194,22 +194,32 @@ impl<L: ClusterLink> Traces<L> {
     /// name that is taken is ALREADY_EXISTS.
     async fn insert(
         &self,
-        mut t: pb::Traceflow,
+        t: pb::Traceflow,
         generated_from: Option<&TraceSpec>,
+    ) -> Result<pb::Traceflow, TraceError> {
+        match generated_from {
+            Some(spec) => self.insert_drawing(t, || naming::generate(spec)).await,
+            None => self.hub.create(t).await?.ok_or_else(|| {
+                TraceError::AlreadyExists(
+                    "a trace of that name already exists; pick another name or leave it empty"
+                        .into(),
+                )
+            }),
+        }
+    }
+
+    /// Stores `t`, drawing another name from `draw` each time its name is taken (at most
+    /// [`NAME_DRAWS`] names in all).
+    async fn insert_drawing(
+        &self,
+        mut t: pb::Traceflow,
+        mut draw: impl FnMut() -> String,
     ) -> Result<pb::Traceflow, TraceError> {
         for _ in 0..NAME_DRAWS {
             if let Some(saved) = self.hub.create(t.clone()).await? {
                 return Ok(saved);
             }
-            match generated_from {
-                Some(spec) => t.name = naming::generate(spec),
-                None => {
-                    return Err(TraceError::AlreadyExists(
-                        "a trace of that name already exists; pick another name or leave it empty"
-                            .into(),
-                    ));
-                }
-            }
+            t.name = draw();
         }
         Err(TraceError::AlreadyExists(
             "no free generated name after several draws; retry, or choose a name".into(),
@@ -483,6 +493,51 @@ mod tests {
         );
         let cancelled = link.cancelled.lock().map(|c| c.clone()).unwrap_or_default();
         assert_eq!(cancelled, vec![stuck.uid]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_generated_name_that_collides_is_drawn_again_a_chosen_one_is_refused()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let traces = Traces::new(TraceHub::new(Store::open(dir.path())?), FakeLink::default());
+        let who = Principal::User {
+            name: "u".into(),
+            role: Role::Edit,
+        };
+        let spec = spec()?;
+        let mk = |name: &str| {
+            new_trace(
+                &who,
+                name.into(),
+                "c".into(),
+                spec.clone().into_proto(),
+                String::new(),
+            )
+        };
+        traces.insert(mk("taken"), None).await?;
+        traces.insert(mk("also-taken"), None).await?;
+        // A generated "taken" collides; the draws give "also-taken" (collides too), then "free".
+        let mut draws = vec!["free", "also-taken"];
+        let saved = traces
+            .insert_drawing(mk("taken"), || draws.pop().unwrap_or("never").to_string())
+            .await?;
+        assert_eq!(saved.name, "free");
+        assert!(draws.is_empty(), "both draws used");
+        // Every draw collides: ALREADY_EXISTS after NAME_DRAWS names, nothing stored.
+        let mut n = 0;
+        let r = traces
+            .insert_drawing(mk("taken"), || {
+                n += 1;
+                "taken".to_string()
+            })
+            .await;
+        assert!(matches!(r, Err(TraceError::AlreadyExists(_))), "{r:?}");
+        assert_eq!(n, NAME_DRAWS);
+        // A chosen name that is taken is refused at once.
+        let r = traces.insert(mk("free"), None).await;
+        assert!(matches!(r, Err(TraceError::AlreadyExists(m)) if m.contains("pick another name")));
+        assert_eq!(traces.hub.store().trace_count(), 3);
         Ok(())
     }
 }
