@@ -40,6 +40,7 @@ impl SmallDisk {
         let filler = self.path.join("filler");
         let mut f = std::fs::OpenOptions::new()
             .create(true)
+            .truncate(true)
             .write(true)
             .mode(0o600)
             .open(&filler)?;
