@@ -30,6 +30,7 @@ pub mod coordinator;
 pub mod crd;
 pub mod inventory;
 pub mod nodestate;
+pub mod outbox;
 pub mod upstream;
 
 use std::{future::Future, path::PathBuf};
@@ -146,14 +147,16 @@ pub async fn run(
     let watchers = inventory::watch::spawn_watchers(client.clone(), inventory.clone());
 
     let agents = Agents::new();
-    let (updates_tx, updates_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(coordinator::UPDATE_QUEUE);
     let (coordinator, handle) = Coordinator::new(inventory.clone(), agents.clone(), updates_tx);
     let coordinator_task = tokio::spawn(coordinator.run().instrument(info_span!("coordinator")));
 
     // Traceflow resources: their updates go to the status writer, the rest to the manager.
     let local = crd::Local::default();
-    let (manager_tx, manager_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+    let manager_tx = outbox::Outbox::new();
+    let manager_rx = manager_tx.clone();
+    let status_tx = outbox::Outbox::new();
+    let status_rx = status_tx.clone();
     let crd_tasks = [
         tokio::spawn(
             crd::route(updates_rx, local.clone(), manager_tx, status_tx.clone())

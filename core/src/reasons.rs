@@ -12,6 +12,10 @@ pub const CANCELLED: &str = "Traceflow cancelled";
 /// A trace that was in flight when the manager stopped.
 pub const MANAGER_RESTARTED: &str = "manager restarted";
 
+/// A trace refused by an adapter that already runs as many traces as it may.
+pub const ADAPTER_BUSY: &str =
+    "the cluster's adapter runs too many traces at once; retry when some have ended";
+
 /// A `reply` trace whose timer fired, naming the leg that did not reach its end.
 pub fn timeout_in_leg(reply_leg: bool) -> String {
     if reply_leg {

@@ -126,7 +126,9 @@ impl AgentServer {
     async fn read_agent(self, node: String, conn: u64, mut inbound: Streaming<pb::AgentMessage>) {
         loop {
             match inbound.message().await {
-                Ok(Some(pb::AgentMessage { kind: Some(kind) })) => self.handle(&node, conn, kind),
+                Ok(Some(pb::AgentMessage { kind: Some(kind) })) => {
+                    self.handle(&node, conn, kind).await
+                }
                 Ok(Some(pb::AgentMessage { kind: None })) => debug!("empty agent message"),
                 Ok(None) => break,
                 Err(status) => {
@@ -139,11 +141,11 @@ impl AgentServer {
         info!("agent detached");
         // A newer connection of the same Node replaced this one: nothing was lost.
         if !self.agents.is_connected(&node) {
-            self.coordinator.agent_detached(&node);
+            self.coordinator.agent_detached(&node).await;
         }
     }
 
-    fn handle(&self, node: &str, conn: u64, msg: Msg) {
+    async fn handle(&self, node: &str, conn: u64, msg: Msg) {
         match msg {
             Msg::Hello(hello) => {
                 if !hello.node.is_empty() && hello.node != node {
@@ -152,15 +154,15 @@ impl AgentServer {
                 info!(pods = hello.pods.len(), version = %hello.version, "agent hello");
                 self.agents.set_hello(node, conn, hello);
                 self.nodestate.hello(node, conn);
-                self.coordinator.agent_attached(node);
+                self.coordinator.agent_attached(node).await;
             }
             Msg::Ports(hello) => {
                 info!(pods = hello.pods.len(), "agent ports");
                 self.agents.set_hello(node, conn, hello);
             }
-            Msg::Report(report) => self.coordinator.report(node, report),
-            Msg::Failure(failure) => self.coordinator.agent_failure(node, failure),
-            Msg::LiveArmed(armed) => self.coordinator.live_armed(node, armed.trace_uid),
+            Msg::Report(report) => self.coordinator.report(node, report).await,
+            Msg::Failure(failure) => self.coordinator.agent_failure(node, failure).await,
+            Msg::LiveArmed(armed) => self.coordinator.live_armed(node, armed.trace_uid).await,
             Msg::Counters(c) => self.agents.set_counters(node, conn, c.counters),
         }
     }

@@ -99,83 +99,94 @@ enum Command {
     Running(tokio::sync::oneshot::Sender<Vec<String>>),
 }
 
-/// The cloneable way in; every method is fire-and-forget.
+/// Commands that may wait for the coordinator; a sender beyond waits (back-pressure on the
+/// agent stream, manager stream or watch that sends).
+pub const COMMAND_QUEUE: usize = 4096;
+/// Updates that may wait for the router; the coordinator waits beyond.
+pub const UPDATE_QUEUE: usize = 1024;
+/// Traces one adapter runs at once; a start beyond ends Failed at once ([`reasons::ADAPTER_BUSY`]).
+pub const MAX_TRACES_IN_FLIGHT: usize = 10_000;
+
+/// The cloneable way in. Every method waits only while the coordinator's queue is full.
 #[derive(Clone, Debug)]
 pub struct CoordinatorHandle {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
 }
 
 impl CoordinatorHandle {
-    fn send(&self, cmd: Command) {
-        if self.tx.send(cmd).is_err() {
+    async fn send(&self, cmd: Command) {
+        if self.tx.send(cmd).await.is_err() {
             warn!("coordinator has stopped; dropping command");
         }
     }
 
     /// Starts a trace (`StartTrace`); a uid already running only re-reports its snapshot.
-    pub fn start(&self, trace: NewTrace) {
-        self.start_traced(trace, ContextMap::new());
+    pub async fn start(&self, trace: NewTrace) {
+        self.start_traced(trace, ContextMap::new()).await;
     }
 
     /// As [`start`](Self::start), with the manager's W3C trace context (`StartTrace`): the
     /// trace's spans here become children of the manager's.
-    pub fn start_traced(&self, trace: NewTrace, context: ContextMap) {
-        self.send(Command::Start(Box::new(trace), context));
+    pub async fn start_traced(&self, trace: NewTrace, context: ContextMap) {
+        self.send(Command::Start(Box::new(trace), context)).await;
     }
 
     /// Ends a trace that could not start (its spec did not convert) as Failed with `reason`.
-    pub fn reject(&self, uid: String, reason: String) {
-        self.send(Command::Reject { uid, reason });
+    pub async fn reject(&self, uid: String, reason: String) {
+        self.send(Command::Reject { uid, reason }).await;
     }
 
     /// Ends a trace (`CancelTrace`) as Failed "Traceflow cancelled".
-    pub fn cancel(&self, uid: String) {
-        self.send(Command::Cancel(uid));
+    pub async fn cancel(&self, uid: String) {
+        self.send(Command::Cancel(uid)).await;
     }
 
     /// A Node's observations for a trace id.
-    pub fn report(&self, node: &str, report: pb::TraceReport) {
+    pub async fn report(&self, node: &str, report: pb::TraceReport) {
         self.send(Command::Report {
             node: node.to_string(),
             report,
-        });
+        })
+        .await;
     }
 
     /// Node `node`'s agent (re)attached: live traces it has not reported yet send it its part
     /// again (an agent that restarted lost it; one that was away never got it).
-    pub fn agent_attached(&self, node: &str) {
-        self.send(Command::AgentAttached(node.to_string()));
+    pub async fn agent_attached(&self, node: &str) {
+        self.send(Command::AgentAttached(node.to_string())).await;
     }
 
     /// Node `node` has no agent stream any more: every injected trace that needs it (its
     /// sender Node, or the Node of its destination Pod) fails at once with
     /// `Node: <node>, error: agent disconnected`. Live traces keep waiting: their part is sent
     /// again when the agent re-attaches ([`Self::agent_attached`]).
-    pub fn agent_detached(&self, node: &str) {
-        self.send(Command::AgentDetached(node.to_string()));
+    pub async fn agent_detached(&self, node: &str) {
+        self.send(Command::AgentDetached(node.to_string())).await;
     }
 
     /// The uids of the traces running now (empty when the coordinator has stopped).
     pub async fn running(&self) -> Vec<String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(Command::Running(tx));
+        self.send(Command::Running(tx)).await;
         rx.await.unwrap_or_default()
     }
 
     /// A Node's part of live trace `uid` is in place (`LiveTraceArmed`).
-    pub fn live_armed(&self, node: &str, uid: String) {
+    pub async fn live_armed(&self, node: &str, uid: String) {
         self.send(Command::LiveArmed {
             node: node.to_string(),
             uid,
-        });
+        })
+        .await;
     }
 
     /// A Node could not run its part of a trace.
-    pub fn agent_failure(&self, node: &str, failure: pb::TraceFailure) {
+    pub async fn agent_failure(&self, node: &str, failure: pb::TraceFailure) {
         self.send(Command::Failure {
             node: node.to_string(),
             failure,
-        });
+        })
+        .await;
     }
 }
 
@@ -199,11 +210,15 @@ struct Running {
 pub struct Coordinator {
     inventory: Inventory,
     agents: Agents,
-    updates: mpsc::UnboundedSender<pb::TraceUpdate>,
-    commands: mpsc::UnboundedReceiver<Command>,
-    timeouts_tx: mpsc::UnboundedSender<(String, u32)>,
-    timeouts: mpsc::UnboundedReceiver<(String, u32)>,
+    updates: mpsc::Sender<pb::TraceUpdate>,
+    /// What handling the current command emitted; sent (waiting for room) before the next.
+    outgoing: std::cell::RefCell<Vec<pb::TraceUpdate>>,
+    commands: mpsc::Receiver<Command>,
+    timeouts_tx: mpsc::Sender<(String, u32)>,
+    timeouts: mpsc::Receiver<(String, u32)>,
     traces: HashMap<String, Running>,
+    /// At most this many in `traces` ([`MAX_TRACES_IN_FLIGHT`] unless a test says less).
+    max_in_flight: usize,
     injected: InjectedTraces,
     live: LiveTraces,
 }
@@ -213,22 +228,31 @@ impl Coordinator {
     pub fn new(
         inventory: Inventory,
         agents: Agents,
-        updates: mpsc::UnboundedSender<pb::TraceUpdate>,
+        updates: mpsc::Sender<pb::TraceUpdate>,
     ) -> (Self, CoordinatorHandle) {
-        let (tx, commands) = mpsc::unbounded_channel();
-        let (timeouts_tx, timeouts) = mpsc::unbounded_channel();
+        let (tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        // One timer per running trace at most.
+        let (timeouts_tx, timeouts) = mpsc::channel(MAX_TRACES_IN_FLIGHT);
         let this = Self {
             inventory,
             agents,
             updates,
+            outgoing: Default::default(),
             commands,
             timeouts_tx,
             timeouts,
             traces: HashMap::new(),
+            max_in_flight: MAX_TRACES_IN_FLIGHT,
             injected: InjectedTraces::default(),
             live: LiveTraces::default(),
         };
         (this, CoordinatorHandle { tx })
+    }
+
+    /// At most `n` traces at once (fewer than [`MAX_TRACES_IN_FLIGHT`], for tests).
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.min(MAX_TRACES_IN_FLIGHT);
+        self
     }
 
     /// Runs until every [`CoordinatorHandle`] is dropped.
@@ -240,6 +264,12 @@ impl Coordinator {
                     None => break,
                 },
                 Some((uid, id)) = self.timeouts.recv() => self.on_timeout(&uid, id),
+            }
+            // Back-pressure: no next command until the router took what this one emitted.
+            for update in self.outgoing.take() {
+                if self.updates.send(update).await.is_err() {
+                    break;
+                }
             }
         }
         for (_, running) in self.traces.drain() {
@@ -288,8 +318,7 @@ impl Coordinator {
     }
 
     fn emit(&self, uid: &str, status: pb::TraceflowStatus) {
-        // The link keeps the receiver for the adapter's lifetime; a send error means shutdown.
-        let _ = self.updates.send(pb::TraceUpdate {
+        self.outgoing.borrow_mut().push(pb::TraceUpdate {
             uid: uid.to_string(),
             status: Some(status),
         });
@@ -316,6 +345,11 @@ impl Coordinator {
             self.emit(&uid, running.record.status(TraceflowPhase::Running, "", 0));
             return;
         }
+        if self.traces.len() >= self.max_in_flight {
+            warn!(uid = %uid, running = self.traces.len(), "trace refused: too many in flight");
+            self.fail_unstarted(&uid, reasons::ADAPTER_BUSY);
+            return;
+        }
         if spec.live_traffic {
             self.start_live(uid, spec);
         } else {
@@ -328,7 +362,7 @@ impl Coordinator {
         let uid = uid.to_string();
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
-            let _ = tx.send((uid, trace_id));
+            let _ = tx.send((uid, trace_id)).await;
         })
         .abort_handle()
     }

@@ -10,7 +10,7 @@ use crate::inventory::convert::fixtures::*;
 
 struct Harness {
     handle: CoordinatorHandle,
-    updates: mpsc::UnboundedReceiver<pb::TraceUpdate>,
+    updates: mpsc::Receiver<pb::TraceUpdate>,
     agents: Agents,
 }
 
@@ -29,7 +29,7 @@ fn inventory() -> Inventory {
 
 fn harness() -> Harness {
     let agents = Agents::new();
-    let (tx, updates) = mpsc::unbounded_channel();
+    let (tx, updates) = mpsc::channel(UPDATE_QUEUE);
     let (coordinator, handle) = Coordinator::new(inventory(), agents.clone(), tx);
     tokio::spawn(coordinator.run());
     Harness {
@@ -109,7 +109,7 @@ async fn inject(rx: &mut mpsc::Receiver<pb::AgentCommand>) -> pb::InjectPacket {
 async fn inter_node_trace_runs_to_succeeded_with_roles_and_sequence() {
     let mut h = harness();
     let (_c, mut n1) = h.agents.register("n1");
-    h.handle.start(trace("u1", "p1", 0));
+    h.handle.start(trace("u1", "p1", 0)).await;
     let running = next(&mut h).await;
     assert_eq!(phase(&running), TraceflowPhase::Running as i32);
     let status = running.status.clone().unwrap_or_default();
@@ -124,32 +124,36 @@ async fn inter_node_trace_runs_to_succeeded_with_roles_and_sequence() {
         ("10.10.1.2", "10.10.2.3", 1)
     );
 
-    h.handle.report(
-        "n2",
-        report(
-            pkt.trace_id,
-            vec![
-                obs(Component::Forwarding, Action::Received),
-                obs(Component::Forwarding, Action::Delivered),
-            ],
-        ),
-    );
+    h.handle
+        .report(
+            "n2",
+            report(
+                pkt.trace_id,
+                vec![
+                    obs(Component::Forwarding, Action::Received),
+                    obs(Component::Forwarding, Action::Delivered),
+                ],
+            ),
+        )
+        .await;
     let u = next(&mut h).await;
     assert_eq!(
         phase(&u),
         TraceflowPhase::Running as i32,
         "no sender evidence yet"
     );
-    h.handle.report(
-        "n1",
-        report(
-            pkt.trace_id,
-            vec![
-                obs(Component::SpoofGuard, Action::Forwarded),
-                obs(Component::Forwarding, Action::Forwarded),
-            ],
-        ),
-    );
+    h.handle
+        .report(
+            "n1",
+            report(
+                pkt.trace_id,
+                vec![
+                    obs(Component::SpoofGuard, Action::Forwarded),
+                    obs(Component::Forwarding, Action::Forwarded),
+                ],
+            ),
+        )
+        .await;
     let done = next(&mut h).await;
     assert_eq!(phase(&done), TraceflowPhase::Succeeded as i32);
     let status = done.status.unwrap_or_default();
@@ -163,7 +167,7 @@ async fn inter_node_trace_runs_to_succeeded_with_roles_and_sequence() {
 #[tokio::test]
 async fn agent_not_connected_fails_with_node_reason() {
     let mut h = harness();
-    h.handle.start(trace("u1", "p1", 0));
+    h.handle.start(trace("u1", "p1", 0)).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
     let failed = next(&mut h).await;
     assert_eq!(phase(&failed), TraceflowPhase::Failed as i32);
@@ -174,7 +178,7 @@ async fn agent_not_connected_fails_with_node_reason() {
 async fn missing_destination_pod_fails_at_once() {
     let mut h = harness();
     let (_c, _n1) = h.agents.register("n1");
-    h.handle.start(trace("u1", "ghost", 0));
+    h.handle.start(trace("u1", "ghost", 0)).await;
     let failed = next(&mut h).await;
     assert_eq!(phase(&failed), TraceflowPhase::Failed as i32);
     assert_eq!(
@@ -187,21 +191,23 @@ async fn missing_destination_pod_fails_at_once() {
 async fn timer_fails_the_trace_after_spec_timeout_and_frees_the_id() {
     let mut h = harness();
     let (_c, mut n1) = h.agents.register("n1");
-    h.handle.start(trace("u1", "p1", 3));
+    h.handle.start(trace("u1", "p1", 3)).await;
     next(&mut h).await;
     let pkt = inject(&mut n1).await;
     let failed = next(&mut h).await;
     assert_eq!(phase(&failed), TraceflowPhase::Failed as i32);
     assert_eq!(reason(&failed), "Traceflow timeout");
     // A late report for the freed id changes nothing.
-    h.handle.report(
-        "n1",
-        report(
-            pkt.trace_id,
-            vec![obs(Component::SpoofGuard, Action::Forwarded)],
-        ),
-    );
-    h.handle.start(trace("u2", "p1", 3));
+    h.handle
+        .report(
+            "n1",
+            report(
+                pkt.trace_id,
+                vec![obs(Component::SpoofGuard, Action::Forwarded)],
+            ),
+        )
+        .await;
+    h.handle.start(trace("u2", "p1", 3)).await;
     let u2 = next(&mut h).await;
     assert_eq!(u2.uid, "u2");
 }
@@ -210,33 +216,37 @@ async fn timer_fails_the_trace_after_spec_timeout_and_frees_the_id() {
 async fn agent_failure_and_cancel_end_the_trace() {
     let mut h = harness();
     let (_c, mut n1) = h.agents.register("n1");
-    h.handle.start(trace("u1", "p1", 0));
+    h.handle.start(trace("u1", "p1", 0)).await;
     next(&mut h).await;
     let pkt = inject(&mut n1).await;
     // A Node with no part in the trace cannot fail it (n2 only hosts the destination).
-    h.handle.agent_failure(
-        "n2",
-        pb::TraceFailure {
-            trace_uid: "u1".into(),
-            trace_id: pkt.trace_id,
-            reason: "forged".into(),
-        },
-    );
-    h.handle.agent_failure(
-        "n1",
-        pb::TraceFailure {
-            trace_uid: "u1".into(),
-            trace_id: pkt.trace_id,
-            reason: "no port for Pod".into(),
-        },
-    );
+    h.handle
+        .agent_failure(
+            "n2",
+            pb::TraceFailure {
+                trace_uid: "u1".into(),
+                trace_id: pkt.trace_id,
+                reason: "forged".into(),
+            },
+        )
+        .await;
+    h.handle
+        .agent_failure(
+            "n1",
+            pb::TraceFailure {
+                trace_uid: "u1".into(),
+                trace_id: pkt.trace_id,
+                reason: "no port for Pod".into(),
+            },
+        )
+        .await;
     assert_eq!(
         reason(&next(&mut h).await),
         "Node: n1, error: no port for Pod"
     );
-    h.handle.start(trace("u2", "p1", 0));
+    h.handle.start(trace("u2", "p1", 0)).await;
     next(&mut h).await;
-    h.handle.cancel("u2".into());
+    h.handle.cancel("u2".into()).await;
     let cancelled = next(&mut h).await;
     assert_eq!(
         (cancelled.uid.as_str(), reason(&cancelled)),
@@ -249,11 +259,13 @@ async fn thousand_concurrent_traces_get_their_own_observations() {
     let mut h = harness();
     let (_c, mut n1) = h.agents.register("n1");
     for i in 0..1000 {
-        h.handle.start(trace(
-            &format!("u{i}"),
-            if i % 2 == 0 { "p1" } else { "p2" },
-            0,
-        ));
+        h.handle
+            .start(trace(
+                &format!("u{i}"),
+                if i % 2 == 0 { "p1" } else { "p2" },
+                0,
+            ))
+            .await;
     }
     let mut ids = HashSet::new();
     let mut packets = Vec::new();
@@ -266,13 +278,15 @@ async fn thousand_concurrent_traces_get_their_own_observations() {
     for p in packets.iter().rev() {
         let mut delivered = obs(Component::Forwarding, Action::Delivered);
         delivered.translated_dst_ip = p.dst_ip.clone();
-        h.handle.report(
-            "n1",
-            report(
-                p.trace_id,
-                vec![obs(Component::SpoofGuard, Action::Forwarded), delivered],
-            ),
-        );
+        h.handle
+            .report(
+                "n1",
+                report(
+                    p.trace_id,
+                    vec![obs(Component::SpoofGuard, Action::Forwarded), delivered],
+                ),
+            )
+            .await;
     }
     let mut succeeded = 0;
     while succeeded < 1000 {
@@ -331,7 +345,7 @@ async fn live_trace_tags_on_the_sender_and_succeeds_with_captured_packet() {
     let mut h = harness();
     let (_c1, mut n1) = h.agents.register("n1");
     let (_c2, mut n2) = h.agents.register("n2");
-    h.handle.start(live("u1", false));
+    h.handle.start(live("u1", false)).await;
     let running = next(&mut h).await;
     assert_eq!(phase(&running), TraceflowPhase::Running as i32);
     let tag = running.status.as_ref().map_or(0, |s| s.dataplane_tag);
@@ -342,7 +356,7 @@ async fn live_trace_tags_on_the_sender_and_succeeds_with_captured_packet() {
     assert_eq!(c2.role, pb::LiveTraceRole::Any as i32);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(n1.try_recv().is_err(), "n1 tagged before n2 was armed");
-    h.handle.live_armed("n2", "u1".into());
+    h.handle.live_armed("n2", "u1".into()).await;
     let c1 = live_cmd(&mut n1).await;
     assert_eq!(c1.role, pb::LiveTraceRole::Sender as i32);
     assert_eq!((c1.trace_uid.as_str(), c1.dscp_tag), ("u1", 7));
@@ -369,18 +383,20 @@ async fn live_trace_tags_on_the_sender_and_succeeds_with_captured_packet() {
         length: 84,
         ..Default::default()
     });
-    h.handle.report("n1", sent);
+    h.handle.report("n1", sent).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
-    h.handle.report(
-        "n2",
-        live_report(
-            7,
-            vec![
-                obs(Component::Forwarding, Action::Received),
-                obs(Component::Forwarding, Action::Delivered),
-            ],
-        ),
-    );
+    h.handle
+        .report(
+            "n2",
+            live_report(
+                7,
+                vec![
+                    obs(Component::Forwarding, Action::Received),
+                    obs(Component::Forwarding, Action::Delivered),
+                ],
+            ),
+        )
+        .await;
     let done = next(&mut h).await;
     assert_eq!(phase(&done), TraceflowPhase::Succeeded as i32);
     let status = done.status.unwrap_or_default();
@@ -399,8 +415,8 @@ async fn live_trace_tags_on_the_sender_and_succeeds_with_captured_packet() {
         ));
     }
     // The tag is free again: a report carrying it now belongs to no trace.
-    h.handle.report("n2", live_report(7, vec![]));
-    h.handle.start(live("u2", false));
+    h.handle.report("n2", live_report(7, vec![])).await;
+    h.handle.start(live("u2", false)).await;
     let u2 = next(&mut h).await;
     assert_eq!(u2.uid, "u2");
     assert_eq!(
@@ -415,7 +431,7 @@ async fn a_single_node_live_trace_tags_at_once_and_a_lost_tagging_agent_fails_it
     let mut h = harness();
     let (c1, mut n1) = h.agents.register("n1");
     // Only n1 has an agent: nothing to wait for.
-    h.handle.start(live("u1", false));
+    h.handle.start(live("u1", false)).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
     assert_eq!(
         live_cmd(&mut n1).await.role,
@@ -426,10 +442,10 @@ async fn a_single_node_live_trace_tags_at_once_and_a_lost_tagging_agent_fails_it
     let (_c2, mut n2) = h.agents.register("n2");
     h.agents.unregister("n1", c1);
     drop(n1);
-    h.handle.start(live("u2", false));
+    h.handle.start(live("u2", false)).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
     assert_eq!(live_cmd(&mut n2).await.role, pb::LiveTraceRole::Any as i32);
-    h.handle.live_armed("n2", "u2".into());
+    h.handle.live_armed("n2", "u2".into()).await;
     let failed = next(&mut h).await;
     assert_eq!(phase(&failed), TraceflowPhase::Failed as i32);
     assert!(
@@ -444,7 +460,7 @@ async fn a_live_trace_reaches_agents_that_attach_late_but_not_nodes_that_reporte
     let mut h = harness();
     let (_c1, mut n1) = h.agents.register("n1");
     // n2's agent is away when the trace starts: nothing to wait for, n1 tags at once.
-    h.handle.start(live("u1", false));
+    h.handle.start(live("u1", false)).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
     assert_eq!(
         live_cmd(&mut n1).await.role,
@@ -452,27 +468,29 @@ async fn a_live_trace_reaches_agents_that_attach_late_but_not_nodes_that_reporte
     );
     // n2 attaches: it gets its part.
     let (_c2, mut n2) = h.agents.register("n2");
-    h.handle.agent_attached("n2");
+    h.handle.agent_attached("n2").await;
     let c2 = live_cmd(&mut n2).await;
     assert_eq!(
         (c2.role, c2.trace_uid.as_str()),
         (pb::LiveTraceRole::Any as i32, "u1")
     );
     // n1 reports, then its agent re-attaches: its part is done, nothing is sent again.
-    h.handle.report(
-        "n1",
-        live_report(
-            7,
-            vec![
-                obs(Component::SpoofGuard, Action::Forwarded),
-                obs(Component::Forwarding, Action::Forwarded),
-            ],
-        ),
-    );
+    h.handle
+        .report(
+            "n1",
+            live_report(
+                7,
+                vec![
+                    obs(Component::SpoofGuard, Action::Forwarded),
+                    obs(Component::Forwarding, Action::Forwarded),
+                ],
+            ),
+        )
+        .await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
-    h.handle.agent_attached("n1");
+    h.handle.agent_attached("n1").await;
     // n2 re-attaching (e.g. its agent restarted) before reporting gets its part again.
-    h.handle.agent_attached("n2");
+    h.handle.agent_attached("n2").await;
     assert_eq!(live_cmd(&mut n2).await.trace_uid, "u1");
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
@@ -486,7 +504,7 @@ async fn a_live_trace_that_never_armed_times_out_naming_the_nodes() {
     let mut h = harness();
     let (_c1, _n1) = h.agents.register("n1");
     let (_c2, mut n2) = h.agents.register("n2");
-    h.handle.start(live("u1", false));
+    h.handle.start(live("u1", false)).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
     assert_eq!(live_cmd(&mut n2).await.role, pb::LiveTraceRole::Any as i32);
     // n2 never answers LiveTraceArmed; the 20 s timer fires.
@@ -504,12 +522,14 @@ async fn live_dropped_only_succeeds_on_any_report() {
     let mut h = harness();
     let (_c1, _n1) = h.agents.register("n1");
     let (_c2, _n2) = h.agents.register("n2");
-    h.handle.start(live("u1", true));
+    h.handle.start(live("u1", true)).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
-    h.handle.report(
-        "n2",
-        live_report(7, vec![obs(Component::NetworkPolicy, Action::Dropped)]),
-    );
+    h.handle
+        .report(
+            "n2",
+            live_report(7, vec![obs(Component::NetworkPolicy, Action::Dropped)]),
+        )
+        .await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Succeeded as i32);
 }
 
@@ -519,10 +539,10 @@ async fn live_tag_space_full_fails_clearly() {
     let (_c1, _n1) = h.agents.register("n1");
     let (_c2, _n2) = h.agents.register("n2");
     for i in 0..14 {
-        h.handle.start(live(&format!("u{i}"), false));
+        h.handle.start(live(&format!("u{i}"), false)).await;
         assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
     }
-    h.handle.start(live("u14", false));
+    h.handle.start(live("u14", false)).await;
     let failed = next(&mut h).await;
     assert_eq!(phase(&failed), TraceflowPhase::Failed as i32);
     assert_eq!(
@@ -530,9 +550,9 @@ async fn live_tag_space_full_fails_clearly() {
         "number of on-going live-traffic Traceflows reached the limit of 14"
     );
     // Ending one frees its tag.
-    h.handle.cancel("u3".into());
+    h.handle.cancel("u3".into()).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Failed as i32);
-    h.handle.start(live("u15", false));
+    h.handle.start(live("u15", false)).await;
     let u = next(&mut h).await;
     assert_eq!(phase(&u), TraceflowPhase::Running as i32);
     assert_eq!(u.status.map_or(0, |s| s.dataplane_tag), 19);
@@ -546,7 +566,7 @@ async fn agent_disconnect_fails_the_traces_that_need_its_node_at_once() {
     let (_c1, mut n1) = h.agents.register("n1");
     let (c2, _n2) = h.agents.register("n2");
     // u1: n1 → p1 on n2; both need n2 (as destination) and n1 (as sender).
-    h.handle.start(trace("u1", "p1", 0));
+    h.handle.start(trace("u1", "p1", 0)).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
     inject(&mut n1).await;
     // u2: p0 → p0's own Node only (intra-node to p0 itself is refused; use an IP instead).
@@ -555,13 +575,13 @@ async fn agent_disconnect_fails_the_traces_that_need_its_node_at_once() {
         d.pod = String::new();
         d.ip = "10.10.1.99".into();
     }
-    h.handle.start(new(t2));
+    h.handle.start(new(t2)).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
     inject(&mut n1).await;
 
     let began = std::time::Instant::now();
     h.agents.unregister("n2", c2);
-    h.handle.agent_detached("n2");
+    h.handle.agent_detached("n2").await;
     let failed = next(&mut h).await;
     assert!(began.elapsed() < Duration::from_secs(1));
     assert_eq!(failed.uid, "u1");
@@ -569,10 +589,78 @@ async fn agent_disconnect_fails_the_traces_that_need_its_node_at_once() {
     assert_eq!(reason(&failed), "Node: n2, error: agent disconnected");
     // u2 does not need n2: still running, nothing else was emitted.
     assert!(h.updates.try_recv().is_err(), "u2 was failed too");
-    h.handle.agent_detached("n1");
+    h.handle.agent_detached("n1").await;
     let failed = next(&mut h).await;
     assert_eq!(
         (failed.uid.as_str(), reason(&failed)),
         ("u2", "Node: n1, error: agent disconnected")
     );
+}
+
+#[tokio::test]
+async fn traces_beyond_the_in_flight_bound_fail_at_once_saying_so() {
+    let agents = Agents::new();
+    let (tx, updates) = mpsc::channel(UPDATE_QUEUE);
+    let (coordinator, handle) = Coordinator::new(inventory(), agents.clone(), tx);
+    tokio::spawn(coordinator.with_max_in_flight(2).run());
+    let (_c, _n1) = agents.register("n1");
+    let mut h = Harness {
+        handle,
+        updates,
+        agents,
+    };
+    h.handle.start(trace("u1", "p1", 0)).await;
+    h.handle.start(trace("u2", "p1", 0)).await;
+    for _ in 0..2 {
+        assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    }
+    h.handle.start(trace("u3", "p1", 0)).await;
+    let u3 = next(&mut h).await;
+    assert_eq!(
+        (u3.uid.as_str(), phase(&u3)),
+        ("u3", TraceflowPhase::Failed as i32)
+    );
+    assert_eq!(reason(&u3), reasons::ADAPTER_BUSY);
+    // One ends: room for the next.
+    h.handle.cancel("u1".into()).await;
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Failed as i32);
+    h.handle.start(trace("u4", "p1", 0)).await;
+    let u4 = next(&mut h).await;
+    assert_eq!(
+        (u4.uid.as_str(), phase(&u4)),
+        ("u4", TraceflowPhase::Running as i32)
+    );
+}
+
+/// Nobody takes the coordinator's updates: it stops taking commands, its queue fills, and a
+/// sender waits (instead of memory growing); taking updates lets everything through.
+#[tokio::test]
+async fn a_stalled_consumer_holds_senders_back_and_loses_nothing() {
+    let (tx, mut updates) = mpsc::channel(1);
+    let (coordinator, handle) = Coordinator::new(inventory(), Agents::new(), tx);
+    tokio::spawn(coordinator.run());
+    // Each refusal emits one Failed update.
+    let mut sent = 0;
+    let blocked = loop {
+        let send = handle.reject(format!("r{sent}"), "refused".into());
+        match tokio::time::timeout(Duration::from_millis(500), send).await {
+            Ok(()) => sent += 1,
+            Err(_) => break sent,
+        }
+        assert!(
+            sent <= COMMAND_QUEUE + 2,
+            "{sent} commands taken with no consumer"
+        );
+    };
+    assert!(blocked >= COMMAND_QUEUE, "held back after only {blocked}");
+    // The consumer comes back: every accepted command's update arrives, in order.
+    let mut seen = 0;
+    while seen < blocked {
+        let u = tokio::time::timeout(Duration::from_secs(10), updates.recv())
+            .await
+            .expect("updates flow again")
+            .expect("coordinator alive");
+        assert_eq!(u.uid, format!("r{seen}"));
+        seen += 1;
+    }
 }

@@ -32,7 +32,10 @@ use tokio::sync::mpsc;
 use traceflow_proto::v1::{self as pb, TraceflowPhase};
 use tracing::{debug, info, warn};
 
-use crate::coordinator::{CoordinatorHandle, NewTrace};
+use crate::{
+    coordinator::{CoordinatorHandle, NewTrace},
+    outbox::Outbox,
+};
 
 /// API group of our Traceflow resource.
 pub const GROUP: &str = "crd.traceflow.io";
@@ -91,11 +94,12 @@ impl Local {
 }
 
 /// Splits coordinator updates: CR traces to the status writer, the rest to the manager link.
+/// Never waits on either (each is an [`Outbox`]); closes both when the coordinator stops.
 pub async fn route(
-    mut from: mpsc::UnboundedReceiver<pb::TraceUpdate>,
+    mut from: mpsc::Receiver<pb::TraceUpdate>,
     local: Local,
-    to_manager: mpsc::UnboundedSender<pb::TraceUpdate>,
-    to_status: mpsc::UnboundedSender<(String, pb::TraceflowStatus)>,
+    to_manager: Outbox<pb::TraceUpdate>,
+    to_status: Outbox<pb::TraceflowStatus>,
 ) {
     while let Some(update) = from.recv().await {
         let status = update.status.clone().unwrap_or_default();
@@ -113,23 +117,19 @@ pub async fn route(
                 names.get(&update.uid).cloned()
             }
         };
-        let sent = match name {
-            Some(name) => to_status.send((name, status)).is_ok(),
-            None => to_manager.send(update).is_ok(),
-        };
-        if !sent {
-            return;
+        match name {
+            Some(name) => to_status.put(&name, status),
+            None => to_manager.put(&update.uid.clone(), update),
         }
     }
+    to_manager.close();
+    to_status.close();
 }
 
 /// Writes each status snapshot with a merge patch on `/status`; the only writer of CR status.
-pub async fn write_statuses(
-    client: Client,
-    mut rx: mpsc::UnboundedReceiver<(String, pb::TraceflowStatus)>,
-) {
+pub async fn write_statuses(client: Client, statuses: Outbox<pb::TraceflowStatus>) {
     let api: Api<DynamicObject> = Api::all_with(client, &resource());
-    while let Some((name, status)) = rx.recv().await {
+    while let Some((name, status)) = statuses.next().await {
         let body = serde_json::json!({ "status": status::to_crd(&status) });
         match api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
@@ -158,7 +158,7 @@ pub async fn watch(
     cluster: String,
     coordinator: CoordinatorHandle,
     local: Local,
-    status: mpsc::UnboundedSender<(String, pb::TraceflowStatus)>,
+    status: Outbox<pb::TraceflowStatus>,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &resource());
     let mut stream = watcher(api, watcher::Config::default())
@@ -183,7 +183,7 @@ pub async fn watch(
         };
         match event {
             watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
-                on_object(obj, &cluster, &coordinator, &local, &status);
+                on_object(obj, &cluster, &coordinator, &local, &status).await;
             }
             watcher::Event::Delete(obj) => {
                 let uid = obj.metadata.uid.clone().unwrap_or_default();
@@ -191,7 +191,7 @@ pub async fn watch(
                 if removed {
                     local.finish(&uid);
                     info!(name = ?obj.metadata.name, "Traceflow deleted; cancelling");
-                    coordinator.cancel(uid);
+                    coordinator.cancel(uid).await;
                 }
             }
             watcher::Event::Init | watcher::Event::InitDone => {}
@@ -199,12 +199,12 @@ pub async fn watch(
     }
 }
 
-fn on_object(
+async fn on_object(
     obj: DynamicObject,
     cluster: &str,
     coordinator: &CoordinatorHandle,
     local: &Local,
-    status: &mpsc::UnboundedSender<(String, pb::TraceflowStatus)>,
+    status: &Outbox<pb::TraceflowStatus>,
 ) {
     let Some(name) = obj.metadata.name.clone() else {
         return;
@@ -227,7 +227,7 @@ fn on_object(
                     .into(),
                 ..Default::default()
             };
-            let _ = status.send((name, failed));
+            status.put(&name, failed);
             return;
         }
         _ => return,
@@ -241,7 +241,7 @@ fn on_object(
                 reason: format!("invalid spec: {e}"),
                 ..Default::default()
             };
-            let _ = status.send((name, failed));
+            status.put(&name, failed);
             return;
         }
     };
@@ -264,13 +264,13 @@ fn on_object(
                 reason: e.to_string(),
                 ..Default::default()
             };
-            let _ = status.send((name, failed));
+            status.put(&name, failed);
             return;
         }
     };
     info!(name = %name, uid = %uid, "starting Traceflow resource");
     local.lock().insert(uid, name);
-    coordinator.start(trace);
+    coordinator.start(trace).await;
 }
 
 #[cfg(test)]
@@ -308,25 +308,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_running_event_does_not_fail_a_finished_trace() {
-        let (updates_tx, _updates_rx) = mpsc::unbounded_channel();
+        let (updates_tx, _updates_rx) = mpsc::channel(16);
         let (_coordinator, handle) = Coordinator::new(Inventory::new(), Agents::new(), updates_tx);
         let local = Local::default();
-        let (status_tx, mut status_rx) = mpsc::unbounded_channel();
+        let status_tx = Outbox::new();
+        let status_rx = status_tx.clone();
 
         // Created: the trace starts.
-        on_object(object("u1", None), "c1", &handle, &local, &status_tx);
+        on_object(object("u1", None), "c1", &handle, &local, &status_tx).await;
         assert!(local.lock().contains_key("u1"));
 
         // It ends: the router writes Succeeded and forgets it.
-        let (from_tx, from_rx) = mpsc::unbounded_channel();
-        let (to_manager, mut manager_rx) = mpsc::unbounded_channel();
-        from_tx.send(terminal("u1")).expect("router input");
+        let (from_tx, from_rx) = mpsc::channel(16);
+        let to_manager = Outbox::new();
+        from_tx.send(terminal("u1")).await.expect("router input");
         drop(from_tx);
-        route(from_rx, local.clone(), to_manager, status_tx.clone()).await;
-        let (name, st) = status_rx.try_recv().expect("terminal status written");
+        route(
+            from_rx,
+            local.clone(),
+            to_manager.clone(),
+            status_tx.clone(),
+        )
+        .await;
+        let (name, st) = status_rx.try_next().expect("terminal status written");
         assert_eq!(name, "tf-u1");
         assert_eq!(st.phase, TraceflowPhase::Succeeded as i32);
-        assert!(manager_rx.try_recv().is_err());
+        assert!(to_manager.try_next().is_none());
 
         // The watch then delivers the earlier Running write: stale, ignored.
         on_object(
@@ -335,9 +342,10 @@ mod tests {
             &handle,
             &local,
             &status_tx,
-        );
+        )
+        .await;
         assert!(
-            status_rx.try_recv().is_err(),
+            status_rx.try_next().is_none(),
             "a finished trace was overwritten"
         );
 
@@ -348,8 +356,9 @@ mod tests {
             &handle,
             &local,
             &status_tx,
-        );
-        let (name, st) = status_rx.try_recv().expect("orphan failed");
+        )
+        .await;
+        let (name, st) = status_rx.try_next().expect("orphan failed");
         assert_eq!(name, "tf-u2");
         assert_eq!(st.phase, TraceflowPhase::Failed as i32);
         assert!(st.reason.contains("restarted"), "{}", st.reason);
@@ -359,10 +368,11 @@ mod tests {
     /// resource whose spec the manager's API would refuse ends Failed with that message.
     #[tokio::test]
     async fn an_invalid_resource_ends_failed_naming_the_field() {
-        let (updates_tx, _updates_rx) = mpsc::unbounded_channel();
+        let (updates_tx, _updates_rx) = mpsc::channel(16);
         let (_coordinator, handle) = Coordinator::new(Inventory::new(), Agents::new(), updates_tx);
         let local = Local::default();
-        let (status_tx, mut status_rx) = mpsc::unbounded_channel();
+        let status_tx = Outbox::new();
+        let status_rx = status_tx.clone();
         let cases = [
             (
                 serde_json::json!({"timeout": 9999}),
@@ -383,9 +393,9 @@ mod tests {
             {
                 spec.extend(extra.clone());
             }
-            on_object(obj, "c1", &handle, &local, &status_tx);
+            on_object(obj, "c1", &handle, &local, &status_tx).await;
             let (name, st) = status_rx
-                .try_recv()
+                .try_next()
                 .expect("a refused resource gets a status");
             assert_eq!(name, format!("tf-bad{i}"));
             assert_eq!(st.phase, TraceflowPhase::Failed as i32, "{st:?}");

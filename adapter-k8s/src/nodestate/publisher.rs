@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 use traceflow_policy::{CompiledPolicies, PolicyCompiler};
 use tracing::{debug, info, warn};
 
@@ -26,6 +26,7 @@ use super::{ClusterView, NodeDesired, cluster_state, command, diff};
 use crate::{
     agents::{Agents, SendError},
     inventory::{ANTREA_KINDS, CORE_KINDS, Inventory},
+    outbox::Outbox,
 };
 
 /// How long the first computation waits for the core Kubernetes lists (as the manager link
@@ -39,28 +40,19 @@ pub const RETRY: Duration = Duration::from_secs(1);
 /// never complete when Antrea's CRDs are not installed).
 pub const ANTREA_SYNC_WAIT: Duration = Duration::from_secs(2);
 
-/// An agent said hello on a connection.
-#[derive(Debug)]
-struct Hello {
-    node: String,
-    conn: u64,
-}
-
 /// Tells the publisher about agents; cheap to clone.
 #[derive(Clone)]
 pub struct PublisherHandle {
-    tx: mpsc::UnboundedSender<Hello>,
+    /// The latest connection per Node that said hello: only its newest connection needs a
+    /// replace, so what waits is bounded by the Nodes, however often agents reconnect.
+    hellos: Outbox<u64>,
 }
 
 impl PublisherHandle {
     /// `node`'s agent said hello on connection `conn`: it gets a replace (once the first
     /// computation is done, so an agent attaching at start-up waits for the lists).
     pub fn hello(&self, node: &str, conn: u64) {
-        // The task is gone only at shutdown.
-        let _ = self.tx.send(Hello {
-            node: node.to_string(),
-            conn,
-        });
+        self.hellos.put(node, conn);
     }
 }
 
@@ -68,24 +60,24 @@ impl PublisherHandle {
 pub struct Publisher {
     inventory: Inventory,
     agents: Agents,
-    hellos: mpsc::UnboundedReceiver<Hello>,
+    hellos: Outbox<u64>,
 }
 
 impl Publisher {
     pub fn new(inventory: Inventory, agents: Agents) -> (Self, PublisherHandle) {
-        let (tx, hellos) = mpsc::unbounded_channel();
+        let hellos = Outbox::new();
         (
             Publisher {
                 inventory,
                 agents,
-                hellos,
+                hellos: hellos.clone(),
             },
-            PublisherHandle { tx },
+            PublisherHandle { hellos },
         )
     }
 
     /// Runs until every [`PublisherHandle`] is dropped (or the task is aborted).
-    pub async fn run(mut self) {
+    pub async fn run(self) {
         let mut revisions = self.inventory.revisions();
         if !self
             .inventory
@@ -116,8 +108,8 @@ impl Publisher {
                 }
             };
             tokio::select! {
-                hello = self.hellos.recv() => match hello {
-                    Some(Hello { node, conn }) => {
+                hello = self.hellos.next() => match hello {
+                    Some((node, conn)) => {
                         state.send_full(&self.agents, node, conn);
                         if !state.retry.is_empty() && deadline.is_none() {
                             deadline = Some(Instant::now() + RETRY);
@@ -283,7 +275,7 @@ mod tests {
         inv
     }
 
-    async fn next_state(rx: &mut mpsc::Receiver<pb::AgentCommand>) -> pb::NodeState {
+    async fn next_state(rx: &mut tokio::sync::mpsc::Receiver<pb::AgentCommand>) -> pb::NodeState {
         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
             Ok(Some(pb::AgentCommand {
                 kind: Some(pb::agent_command::Kind::NodeState(s)),

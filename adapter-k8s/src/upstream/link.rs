@@ -12,7 +12,8 @@
 //! Inventory goes in parts of at most [`INVENTORY_PART_BYTES`] encoded, so a cluster of any
 //! size stays under the manager's message limit.
 //!
-//! Trace updates produced while disconnected wait in the coordinator's queue and are sent after
+//! Trace updates produced while disconnected wait in the manager [`Outbox`](crate::outbox)
+//! (the latest per trace, so the wait is bounded however long the outage) and are sent after
 //! the next sync; the latest snapshot of every trace of the last five minutes is resent first,
 //! since what was queued on the broken stream may be lost.
 
@@ -53,7 +54,7 @@ pub struct Link {
     pub inventory: Inventory,
     pub agents: Agents,
     pub coordinator: CoordinatorHandle,
-    pub updates: mpsc::UnboundedReceiver<pb::TraceUpdate>,
+    pub updates: crate::outbox::Outbox<pb::TraceUpdate>,
 }
 
 /// How a session ended.
@@ -213,7 +214,7 @@ impl Link {
             tokio::select! {
                 m = inbound.message() => match m {
                     Ok(Some(m)) => {
-                        if let Some(period) = self.on_manager(m) {
+                        if let Some(period) = self.on_manager(m).await {
                             heartbeat = tokio::time::interval(period);
                             heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         }
@@ -236,8 +237,8 @@ impl Link {
                         }
                     }
                 }
-                update = self.updates.recv() => {
-                    let Some(update) = update else { return SessionEnd::Shutdown };
+                update = self.updates.next() => {
+                    let Some((_, update)) = update else { return SessionEnd::Shutdown };
                     recent.record(&update);
                     if out.send(msg(Out::TraceUpdate(update))).await.is_err() {
                         return SessionEnd::Closed;
@@ -254,7 +255,7 @@ impl Link {
     }
 
     /// Handles one manager message; returns a new heartbeat period when the config sets one.
-    fn on_manager(&self, m: pb::ManagerMessage) -> Option<Duration> {
+    async fn on_manager(&self, m: pb::ManagerMessage) -> Option<Duration> {
         match m.kind? {
             In::Config(c) => {
                 let secs = u64::try_from(c.heartbeat_interval_seconds)
@@ -272,13 +273,13 @@ impl Link {
                 // ends with a reason instead of running unchecked.
                 let uid = trace.uid.clone();
                 match NewTrace::try_from(trace) {
-                    Ok(t) => self.coordinator.start_traced(t, s.trace_context),
-                    Err(e) => self.coordinator.reject(uid, e.to_string()),
+                    Ok(t) => self.coordinator.start_traced(t, s.trace_context).await,
+                    Err(e) => self.coordinator.reject(uid, e.to_string()).await,
                 }
                 None
             }
             In::CancelTrace(c) => {
-                self.coordinator.cancel(c.uid);
+                self.coordinator.cancel(c.uid).await;
                 None
             }
         }
