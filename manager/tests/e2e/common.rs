@@ -627,6 +627,21 @@ where
 }
 
 /// Polls (10 s) until trace `uid` reads back in `phase`; `what` names the wait on timeout.
+/// The phase trace `uid` has now.
+pub async fn phase_now(
+    t: &mut pb::traceflow_service_client::TraceflowServiceClient<Channel>,
+    uid: &str,
+) -> Result<pb::TraceflowPhase, Error> {
+    let got = t
+        .get_traceflow(pb::GetTraceflowRequest {
+            uid: uid.to_string(),
+            name: String::new(),
+        })
+        .await?
+        .into_inner();
+    Ok(phase_of(&got))
+}
+
 pub async fn eventually_phase(
     t: &pb::traceflow_service_client::TraceflowServiceClient<Channel>,
     uid: &str,

@@ -109,14 +109,10 @@ async fn a_full_data_directory_refuses_writes_clearly_and_the_store_stays_intact
         s.message()
     );
     // Reads still answer.
-    let got = t
-        .get_traceflow(pb::GetTraceflowRequest {
-            uid: before.uid.clone(),
-            name: String::new(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(phase_of(&got), pb::TraceflowPhase::Succeeded);
+    assert_eq!(
+        phase_now(&mut t, &before.uid).await?,
+        pb::TraceflowPhase::Succeeded
+    );
 
     // Space again, and a restart: what was stored is intact and writes work.
     std::fs::remove_file(&filler)?;
@@ -125,14 +121,10 @@ async fn a_full_data_directory_refuses_writes_clearly_and_the_store_stays_intact
     m.stop().await;
     let mut m = Manager::start_in(&data).await?;
     let mut t = traces(m.admin().await?);
-    let got = t
-        .get_traceflow(pb::GetTraceflowRequest {
-            uid: before.uid.clone(),
-            name: String::new(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(phase_of(&got), pb::TraceflowPhase::Succeeded);
+    assert_eq!(
+        phase_now(&mut t, &before.uid).await?,
+        pb::TraceflowPhase::Succeeded
+    );
     let mut adapter = FakeAdapter::attach(&m, &cert, &key).await?;
     let after = t.create_traceflow(create_req("alpha")).await?.into_inner();
     assert_eq!(adapter.expect_start().await?.uid, after.uid);
