@@ -99,31 +99,11 @@ impl Sizes {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let bin_dir = std::env::current_exe()
-        .context("cannot tell where this binary is")?
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let (lab, owned) = match &args.lab {
-        Some(dir) => (LabHandle::attach(dir, &bin_dir)?, false),
-        None => (LabHandle::up(&args.topology, &bin_dir, "bn")?, true),
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let (lab, owned) = LabHandle::for_program(args.lab.as_deref(), &args.topology, "bn")?;
+    let rt = LabHandle::runtime().context("tokio runtime")?;
     let lab = Arc::new(lab);
     let result = rt.block_on(run(lab.clone(), Sizes::new(args.short), args.short));
-    if owned && !args.keep {
-        lab.down();
-    } else if owned {
-        eprintln!(
-            "lab kept in {} (take it down: traceflow-lab --dir {} down)",
-            lab.dir.display(),
-            lab.dir.display()
-        );
-    }
+    lab.release(owned, args.keep);
     let report = result?;
     println!("{report}");
     Ok(())

@@ -17,7 +17,7 @@
 //! (tests/tests/bench.rs).
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -85,26 +85,12 @@ fn main() -> Result<()> {
             args.traces,
         ) = (3, 5, 4, 2, 50);
     }
-    let bin_dir = std::env::current_exe()
-        .context("cannot tell where this binary is")?
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let (lab, owned) = match &args.lab {
-        Some(dir) => (LabHandle::attach(dir, &bin_dir)?, false),
-        None => (LabHandle::up(&args.topology, &bin_dir, "fg")?, true),
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let (lab, owned) = LabHandle::for_program(args.lab.as_deref(), &args.topology, "fg")?;
+    let rt = LabHandle::runtime().context("tokio runtime")?;
     let result = rt.block_on(run(&lab, &args));
     // The synthetic clusters' keys and certificates; `down` removes only what the lab made.
     let _ = std::fs::remove_dir_all(lab.dir.join(IDENTITIES));
-    if owned && !args.keep {
-        lab.down();
-    }
+    lab.release(owned, args.keep);
     let report = result?;
     println!("{report}");
     Ok(())

@@ -74,6 +74,50 @@ impl LabHandle {
         })
     }
 
+    /// The lab a benchmark program runs on, with the binaries beside the program: the one up
+    /// in `attach_to`, else `topology` brought up now. The flag says whether it was brought
+    /// up here (then [`release`](Self::release) takes it down).
+    pub fn for_program(
+        attach_to: Option<&Path>,
+        topology: &Path,
+        tag: &str,
+    ) -> Result<(Self, bool), LabError> {
+        let bin_dir = std::env::current_exe()
+            .map_err(|e| LabError::Other(format!("cannot tell where this program is: {e}")))?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        match attach_to {
+            Some(dir) => Ok((Self::attach(dir, &bin_dir)?, false)),
+            None => Ok((Self::up(topology, &bin_dir, tag)?, true)),
+        }
+    }
+
+    /// On a benchmark program's way out: down if it brought the lab up, unless `keep` (then
+    /// it says how to take it down).
+    pub fn release(&self, owned: bool, keep: bool) {
+        if !owned {
+            return;
+        }
+        if keep {
+            eprintln!(
+                "lab kept in {} (take it down: traceflow-lab --dir {} down)",
+                self.dir.display(),
+                self.dir.display()
+            );
+        } else {
+            self.down();
+        }
+    }
+
+    /// The runtime a benchmark program drives the lab from (two workers, like the machine).
+    pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    }
+
     /// `traceflow-lab down`; problems are printed, not returned (it runs on the way out).
     pub fn down(&self) {
         match Self::lab_cmd(&self.dir, &self.bin_dir).arg("down").output() {
