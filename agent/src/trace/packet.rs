@@ -43,10 +43,17 @@ pub enum Transport {
         src_port: u16,
         dst_port: u16,
     },
-    /// SCTP common header + an INIT chunk.
+    /// SCTP common header + an INIT chunk (initiate tag [`SCTP_INIT_TAG`]).
     Sctp {
         src_port: u16,
         dst_port: u16,
+    },
+    /// SCTP common header + an INIT-ACK chunk: the reply leg of an SCTP trace. The common
+    /// header's verification tag is the INIT's initiate tag (RFC 4960 §8.5.1).
+    SctpInitAck {
+        src_port: u16,
+        dst_port: u16,
+        verification_tag: u32,
     },
     /// A bare IP header with this protocol number.
     Bare(u8),
@@ -75,7 +82,7 @@ impl TracePacket {
             (Transport::Echo { .. } | Transport::EchoReply { .. }, true) => PROTO_ICMPV6,
             (Transport::Tcp { .. }, _) => PROTO_TCP,
             (Transport::Udp { .. }, _) => PROTO_UDP,
-            (Transport::Sctp { .. }, _) => PROTO_SCTP,
+            (Transport::Sctp { .. } | Transport::SctpInitAck { .. }, _) => PROTO_SCTP,
             (Transport::Bare(p), _) => *p,
         }
     }
@@ -155,6 +162,15 @@ impl TracePacket {
             Transport::Sctp { src_port, dst_port } => {
                 step.write(&mut out, IpNumber::SCTP, &sctp_init(*src_port, *dst_port))
             }
+            Transport::SctpInitAck {
+                src_port,
+                dst_port,
+                verification_tag,
+            } => step.write(
+                &mut out,
+                IpNumber::SCTP,
+                &sctp_init_ack(*src_port, *dst_port, *verification_tag),
+            ),
             Transport::Bare(p) => step.write(&mut out, IpNumber(*p), &[]),
         };
         if written.is_err() {
@@ -167,20 +183,60 @@ impl TracePacket {
     }
 }
 
+/// The initiate tag of every INIT we send ("trac"): the verification tag its INIT-ACK carries.
+pub const SCTP_INIT_TAG: u32 = 0x7472_6163;
+/// The INIT-ACK's own initiate tag ("repl").
+const SCTP_INIT_ACK_TAG: u32 = 0x7265_706c;
+/// SCTP chunk types (RFC 4960 §3.2).
+pub const SCTP_CHUNK_INIT: u8 = 1;
+pub const SCTP_CHUNK_INIT_ACK: u8 = 2;
+
 /// An SCTP common header with an INIT chunk, CRC32c filled in (RFC 4960 §3, appendix B).
 fn sctp_init(src_port: u16, dst_port: u16) -> Vec<u8> {
-    let mut b = vec![0u8; 12 + 20];
+    // Verification tag 0: required for INIT.
+    sctp_packet(src_port, dst_port, 0, SCTP_CHUNK_INIT, SCTP_INIT_TAG, &[])
+}
+
+/// An SCTP common header with the INIT-ACK answering our INIT: verification tag = the INIT's
+/// initiate tag, and the mandatory State Cookie parameter (type 7; its 4 bytes are opaque to
+/// everyone but the endpoint that made it).
+fn sctp_init_ack(src_port: u16, dst_port: u16, verification_tag: u32) -> Vec<u8> {
+    let cookie = [0u8, 7, 0, 8, b't', b'f', b'c', b'k'];
+    sctp_packet(
+        src_port,
+        dst_port,
+        verification_tag,
+        SCTP_CHUNK_INIT_ACK,
+        SCTP_INIT_ACK_TAG,
+        &cookie,
+    )
+}
+
+/// Common header + one INIT / INIT-ACK chunk (same fixed part, RFC 4960 §3.3.2-3) followed
+/// by `params`, CRC32c filled in.
+fn sctp_packet(
+    src_port: u16,
+    dst_port: u16,
+    verification_tag: u32,
+    chunk_type: u8,
+    initiate_tag: u32,
+    params: &[u8],
+) -> Vec<u8> {
+    let chunk_len = 20 + params.len();
+    let mut b = vec![0u8; 12 + chunk_len];
     b[0..2].copy_from_slice(&src_port.to_be_bytes());
     b[2..4].copy_from_slice(&dst_port.to_be_bytes());
-    // Verification tag 0 (required for INIT); checksum at 8..12.
-    let init = &mut b[12..];
-    init[0] = 1; // INIT
-    init[2..4].copy_from_slice(&20u16.to_be_bytes());
-    init[4..8].copy_from_slice(&0x7472_6163u32.to_be_bytes()); // initiate tag "trac"
-    init[8..12].copy_from_slice(&65535u32.to_be_bytes()); // a_rwnd
-    init[12..14].copy_from_slice(&1u16.to_be_bytes()); // outbound streams
-    init[14..16].copy_from_slice(&1u16.to_be_bytes()); // inbound streams
-    init[16..20].copy_from_slice(&1u32.to_be_bytes()); // initial TSN
+    b[4..8].copy_from_slice(&verification_tag.to_be_bytes());
+    // Checksum at 8..12, filled in last.
+    let chunk = &mut b[12..];
+    chunk[0] = chunk_type;
+    chunk[2..4].copy_from_slice(&u16::try_from(chunk_len).unwrap_or(u16::MAX).to_be_bytes());
+    chunk[4..8].copy_from_slice(&initiate_tag.to_be_bytes());
+    chunk[8..12].copy_from_slice(&65535u32.to_be_bytes()); // a_rwnd
+    chunk[12..14].copy_from_slice(&1u16.to_be_bytes()); // outbound streams
+    chunk[14..16].copy_from_slice(&1u16.to_be_bytes()); // inbound streams
+    chunk[16..20].copy_from_slice(&1u32.to_be_bytes()); // initial TSN
+    chunk[20..].copy_from_slice(params);
     // CRC32c over the whole SCTP packet with the checksum field zero, stored little-endian
     // as on the wire.
     let c = crc32c(&b);

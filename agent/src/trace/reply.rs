@@ -22,17 +22,29 @@ use crate::pipeline::services::SERVICE_CT_MARK;
 use crate::ports::{NodePorts, PortKind};
 
 use super::inject::{InjectError, Injection};
-use super::packet::{ParsedPacket, Transport};
+use super::packet::{ParsedPacket, SCTP_INIT_TAG, Transport};
 
 /// The reply's packet-out: [`Injection::packet_out`] (the injected mark included, so the
-/// Classifier keeps its trace DSCP) of the same packet, an ICMP echo request answered by an
-/// echo reply.
+/// Classifier keeps its trace DSCP) of the answer to the forward packet: [`answer`].
 pub fn packet_out(injection: &Injection) -> Result<Message, InjectError> {
     let mut reply = injection.clone();
-    if let Transport::Echo { id, seq } = reply.packet.transport {
-        reply.packet.transport = Transport::EchoReply { id, seq };
-    }
+    reply.packet.transport = answer(reply.packet.transport);
     reply.packet_out()
+}
+
+/// What a peer answers with, given the reply's transport as the adapter describes it (ports
+/// already swapped, TCP flags SYN-ACK): an ICMP echo request becomes an echo reply, an SCTP
+/// INIT an INIT-ACK tagged with the INIT's initiate tag; the rest is taken as given.
+pub fn answer(transport: Transport) -> Transport {
+    match transport {
+        Transport::Echo { id, seq } => Transport::EchoReply { id, seq },
+        Transport::Sctp { src_port, dst_port } => Transport::SctpInitAck {
+            src_port,
+            dst_port,
+            verification_tag: SCTP_INIT_TAG,
+        },
+        other => other,
+    }
 }
 
 /// The IP (of the packet's family) of the Pod whose port the reply entered from.
@@ -66,8 +78,97 @@ pub fn un_dnat_obs(pkt: &ParsedPacket, f: &Match, micros: i64) -> Option<pb::Obs
 
 #[cfg(test)]
 mod tests {
+    use super::answer;
     use crate::ports::Mac;
-    use crate::trace::packet::{TracePacket, Transport, parse};
+    use crate::trace::packet::{
+        SCTP_CHUNK_INIT, SCTP_CHUNK_INIT_ACK, SCTP_INIT_TAG, TracePacket, Transport, crc32c, parse,
+    };
+
+    fn frame(src: &str, dst: &str, transport: Transport) -> Vec<u8> {
+        let p = TracePacket {
+            src_mac: Mac([2, 0, 0, 0, 0, 1]),
+            dst_mac: Mac([2, 0, 0, 0, 0, 2]),
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            trace_id: 7,
+            ttl: 64,
+            ip_flags: 0,
+            transport,
+        };
+        p.build().unwrap()
+    }
+
+    #[test]
+    fn the_answer_to_an_sctp_init_is_an_init_ack_tagged_with_the_inits_initiate_tag() {
+        // The forward INIT, client 40000 -> server 9000.
+        let init = frame(
+            "10.0.0.1",
+            "10.0.0.2",
+            Transport::Sctp {
+                src_port: 40000,
+                dst_port: 9000,
+            },
+        );
+        let init_sctp = &init[34..];
+        assert_eq!(init_sctp[12], SCTP_CHUNK_INIT);
+        let initiate_tag =
+            u32::from_be_bytes([init_sctp[16], init_sctp[17], init_sctp[18], init_sctp[19]]);
+        assert_eq!(initiate_tag, SCTP_INIT_TAG);
+
+        // The reply as the adapter sends it: ports swapped.
+        let reply = answer(Transport::Sctp {
+            src_port: 9000,
+            dst_port: 40000,
+        });
+        let f = frame("10.0.0.2", "10.0.0.1", reply);
+        let mut sctp = f[34..].to_vec();
+        assert_eq!(
+            &sctp[0..4],
+            &[0x23, 0x28, 0x9c, 0x40],
+            "ports 9000 -> 40000"
+        );
+        assert_eq!(&sctp[4..8], &initiate_tag.to_be_bytes(), "verification tag");
+        assert_eq!(sctp[12], SCTP_CHUNK_INIT_ACK, "chunk type");
+        let chunk_len = usize::from(u16::from_be_bytes([sctp[14], sctp[15]]));
+        assert_eq!(chunk_len, sctp.len() - 12, "the chunk fills the packet");
+        assert_ne!(
+            &sctp[16..20],
+            &[0, 0, 0, 0],
+            "an INIT-ACK's own initiate tag is never 0"
+        );
+        assert_eq!(
+            &sctp[32..36],
+            &[0, 7, 0, 8],
+            "the mandatory State Cookie parameter"
+        );
+        let stored = u32::from_le_bytes([sctp[8], sctp[9], sctp[10], sctp[11]]);
+        sctp[8..12].fill(0);
+        assert_eq!(crc32c(&sctp), stored, "CRC32c");
+        let p = parse(&f).unwrap();
+        assert_eq!(
+            (p.protocol, p.src_port, p.dst_port),
+            (132, Some(9000), Some(40000))
+        );
+    }
+
+    #[test]
+    fn echo_requests_become_echo_replies_and_tcp_udp_stay_as_given() {
+        assert_eq!(
+            answer(Transport::Echo { id: 1, seq: 2 }),
+            Transport::EchoReply { id: 1, seq: 2 }
+        );
+        let syn_ack = Transport::Tcp {
+            src_port: 80,
+            dst_port: 40000,
+            flags: 0x12,
+        };
+        assert_eq!(answer(syn_ack.clone()), syn_ack);
+        let udp = Transport::Udp {
+            src_port: 53,
+            dst_port: 40053,
+        };
+        assert_eq!(answer(udp.clone()), udp);
+    }
 
     fn echo_reply(src: &str, dst: &str, id: u16, seq: u16) -> Vec<u8> {
         let p = TracePacket {

@@ -438,6 +438,11 @@ fn transport() -> impl Strategy<Value = Transport> {
             src_port: s,
             dst_port: d
         }),
+        (any::<u16>(), any::<u16>(), any::<u32>()).prop_map(|(s, d, t)| Transport::SctpInitAck {
+            src_port: s,
+            dst_port: d,
+            verification_tag: t,
+        }),
         any::<u8>()
             .prop_filter("not an extension header", |p| !EXTENSION_NUMBERS
                 .contains(p))
@@ -526,7 +531,8 @@ proptest! {
         prop_assert_eq!(usize::from(p.length), frame.len() - 14, "IP length");
         let (ports, flags, echo) = match pkt.transport {
             Transport::Tcp { src_port, dst_port, flags } => ((Some(src_port), Some(dst_port)), Some(flags), None),
-            Transport::Udp { src_port, dst_port } | Transport::Sctp { src_port, dst_port } =>
+            Transport::Udp { src_port, dst_port } | Transport::Sctp { src_port, dst_port }
+            | Transport::SctpInitAck { src_port, dst_port, .. } =>
                 ((Some(src_port), Some(dst_port)), None, None),
             Transport::Echo { id, seq } | Transport::EchoReply { id, seq } =>
                 ((None, None), None, Some((id, seq))),
