@@ -331,6 +331,15 @@ impl Index {
         }
     }
 
+    /// The non-hostNetwork Pod owning `ip`, with what only the adapter keeps (named ports).
+    pub fn pod_record_by_ip(&self, ip: IpAddr) -> Option<&PodRecord> {
+        let key = self.pod_ips.get(&ip)?;
+        match self.get(Kind::Pod, key) {
+            Some(Object::Pod(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     fn all(&self, kind: Kind) -> impl Iterator<Item = &Object> {
         self.objects.get(&kind).into_iter().flat_map(|m| m.values())
     }

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use traceflow_policy::{AntreaClusterNetworkPolicy, AntreaNetworkPolicy, NamedPort, Selector};
+use traceflow_policy::{
+    AntreaClusterNetworkPolicy, AntreaNetworkPolicy, NamedPort, Protocol, Selector,
+};
 use traceflow_proto::v1 as pb;
 
 /// A Pod as the index keeps it.
@@ -28,6 +30,24 @@ impl PodRecord {
     /// A finished Pod (`Succeeded` / `Failed`) no longer owns its IPs for policies.
     pub fn is_finished(&self) -> bool {
         matches!(self.phase.as_str(), "Succeeded" | "Failed")
+    }
+
+    /// The port this Pod serves Service port `sp` on (its endpoint's port, what a DNATed
+    /// connection reaches and the Pod answers from): a numeric `targetPort` (empty or 0 =
+    /// `port`), or the Pod's named container port with that name and the port's protocol.
+    pub fn target_port(&self, sp: &pb::ServicePort) -> Option<i32> {
+        let target = sp.target_port.trim();
+        if target.is_empty() {
+            return Some(sp.port);
+        }
+        if let Ok(n) = target.parse::<i32>() {
+            return Some(if n == 0 { sp.port } else { n });
+        }
+        let protocol = Protocol::parse(&sp.protocol.to_ascii_uppercase())?;
+        self.ports
+            .iter()
+            .find(|p| p.name == target && p.protocol == protocol)
+            .map(|p| i32::from(p.port))
     }
 }
 

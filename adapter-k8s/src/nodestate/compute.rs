@@ -9,7 +9,6 @@ use std::{
 
 use traceflow_policy::{
     AppliedPod, ClusterState, CompiledPolicies, CompiledRule, Direction, Namespace, Peers, Pod,
-    Protocol,
 };
 use traceflow_proto::v1 as pb;
 
@@ -232,7 +231,7 @@ fn service_state(svc: &ServiceRecord, pods: &[&PodRecord]) -> Option<pb::Service
             let protocol = sp.protocol.to_ascii_uppercase();
             let mut endpoints: Vec<pb::ServiceEndpoint> = selected
                 .iter()
-                .filter_map(|p| Some((p, target_port(sp, &protocol, p)?)))
+                .filter_map(|p| Some((p, p.target_port(sp)?)))
                 .flat_map(|(p, port)| {
                     parse_ips(&p.inventory.ips)
                         .into_iter()
@@ -261,23 +260,6 @@ fn service_state(svc: &ServiceRecord, pods: &[&PodRecord]) -> Option<pb::Service
         cluster_ips: cluster_ips.iter().map(ToString::to_string).collect(),
         ports,
     })
-}
-
-/// The port `pod` serves Service port `sp` on: a numeric `targetPort` (empty or 0 = `port`),
-/// or the Pod's named container port with that name and protocol.
-fn target_port(sp: &pb::ServicePort, protocol: &str, pod: &PodRecord) -> Option<i32> {
-    let target = sp.target_port.trim();
-    if target.is_empty() {
-        return Some(sp.port);
-    }
-    if let Ok(n) = target.parse::<i32>() {
-        return Some(if n == 0 { sp.port } else { n });
-    }
-    let protocol = Protocol::parse(protocol)?;
-    pod.ports
-        .iter()
-        .find(|p| p.name == target && p.protocol == protocol)
-        .map(|p| i32::from(p.port))
 }
 
 fn ips_of(pods: &BTreeSet<AppliedPod>) -> Vec<String> {
