@@ -6,6 +6,7 @@
 //!  NodeRuntime.observations ──TraceReport (one per packet-in)───▶ adapter
 //!  Tracer.inject ◀──AgentCommand::Inject── adapter; failure ──TraceFailure──▶ adapter
 //!  Tracer.start_live / stop_live ◀──LiveTrace / StopLiveTrace── adapter; armed ──LiveTraceArmed──▶
+//!  Tracer.flush_conntrack ◀──FlushConntrack (a `reply` trace ended)── adapter
 //!  desired Store ◀──NodeState── adapter
 //! ```
 //!
@@ -266,6 +267,11 @@ async fn session(
                     let tracer = rt.tracer.clone();
                     let desired = desired.clone();
                     tokio::spawn(async move { tracer.stop_live(&req.trace_uid, &desired).await });
+                }
+                // A `reply` trace ended: its connection leaves this Node's conntrack.
+                Some(pb::AgentCommand { kind: Some(agent_command::Kind::FlushConntrack(req)) }) => {
+                    let tracer = rt.tracer.clone();
+                    tokio::spawn(async move { tracer.flush_conntrack(&req).await });
                 }
                 // Desired state (peers, Services, policies): the pipeline follows the store.
                 Some(pb::AgentCommand { kind: Some(agent_command::Kind::NodeState(state)) }) => {

@@ -112,6 +112,29 @@ impl Tracer {
         result
     }
 
+    /// Removes a finished `reply` trace's connection from br-int's conntrack
+    /// ([`reply::flush_messages`]). Failures are logged: the trace is over, and an entry left
+    /// behind only expires later.
+    pub async fn flush_conntrack(&self, req: &pb::FlushConntrack) {
+        let msgs = match reply::flush_messages(req) {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::warn!(%error, uid = %req.trace_uid, "conntrack not flushed");
+                return;
+            }
+        };
+        let Some(sw) = self.connected().await else {
+            tracing::warn!(uid = %req.trace_uid, "conntrack not flushed: the OpenFlow connection to br-int is down");
+            return;
+        };
+        match sw.transact(&msgs).await {
+            Ok(()) => debug!(uid = %req.trace_uid, entries = msgs.len(), "conntrack flushed"),
+            Err(error) => {
+                tracing::warn!(%error, uid = %req.trace_uid, "conntrack flush refused by br-int")
+            }
+        }
+    }
+
     async fn send(&self, msg: Message) -> Result<(), InjectError> {
         let sw = self
             .connected()

@@ -11,18 +11,25 @@
 //! ```
 //!
 //! Conntrack, Service un-DNAT, policies and the tunnel act on the reply as on real traffic:
-//! it is committed state of the forward packet that makes it `+est+rpl`.
+//! it is committed state of the forward packet that makes it `+est+rpl`. When the trace ends,
+//! the adapter sends `FlushConntrack` to each Node the packets went through, and
+//! [`flush_messages`] removes that state (`NXT_CT_FLUSH`, one per tuple), so the same 5-tuple
+//! traced again is a new connection.
 
 use traceflow_proto::v1 as pb;
 
 use std::net::IpAddr;
 
+use crate::ovs::openflow::message::{CtFlush, CtTuple};
 use crate::ovs::openflow::{Match, Message, PacketIn};
-use crate::pipeline::services::SERVICE_CT_MARK;
+use crate::pipeline::flows::{CT_ZONE, CT_ZONE_V6};
+use crate::pipeline::services::{SERVICE_CT_MARK, SNAT_CT_ZONE, SNAT_CT_ZONE_V6};
 use crate::ports::{NodePorts, PortKind};
 
 use super::inject::{InjectError, Injection};
-use super::packet::{ParsedPacket, SCTP_INIT_TAG, Transport};
+use super::packet::{
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ParsedPacket, SCTP_INIT_TAG, Transport,
+};
 
 /// The reply's packet-out: [`Injection::packet_out`] (the injected mark included, so the
 /// Classifier keeps its trace DSCP) of the answer to the forward packet: [`answer`].
@@ -74,6 +81,78 @@ pub fn un_dnat_obs(pkt: &ParsedPacket, f: &Match, micros: i64) -> Option<pb::Obs
         timestamp_micros: micros,
         ..Default::default()
     })
+}
+
+/// A `FlushConntrack` this agent cannot carry out.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error(
+        "conntrack tuple field {field} is {value:?}, not {what}; the adapter sent a bad FlushConntrack"
+    )]
+    Field {
+        field: &'static str,
+        value: String,
+        what: &'static str,
+    },
+}
+
+/// One `NXT_CT_FLUSH` per tuple of `req`, in its zone of the family. TCP and UDP entries are
+/// named by their whole 5-tuple and ICMP ones by addresses and echo id (request type, code
+/// 0): OVS looks those up directly. Other protocols (SCTP) are named by addresses only: the
+/// userspace datapath's conntrack keeps no ports for them.
+pub fn flush_messages(req: &pb::FlushConntrack) -> Result<Vec<Message>, FlushError> {
+    let proto = u8::try_from(req.protocol).map_err(|_| FlushError::Field {
+        field: "protocol",
+        value: req.protocol.to_string(),
+        what: "an IP protocol number",
+    })?;
+    let ip = |field: &'static str, v: &str| -> Result<IpAddr, FlushError> {
+        v.parse::<IpAddr>()
+            .ok()
+            .filter(|ip| ip.is_ipv6() == req.ipv6)
+            .ok_or_else(|| FlushError::Field {
+                field,
+                value: v.to_string(),
+                what: "an address of the command's family",
+            })
+    };
+    let port = |field: &'static str, v: i32| -> Result<u16, FlushError> {
+        u16::try_from(v).map_err(|_| FlushError::Field {
+            field,
+            value: v.to_string(),
+            what: "a port",
+        })
+    };
+    req.tuples
+        .iter()
+        .map(|t| {
+            let zone = match (pb::ConntrackZone::try_from(t.zone), req.ipv6) {
+                (Ok(pb::ConntrackZone::ServiceSnat), false) => SNAT_CT_ZONE,
+                (Ok(pb::ConntrackZone::ServiceSnat), true) => SNAT_CT_ZONE_V6,
+                (_, false) => CT_ZONE,
+                (_, true) => CT_ZONE_V6,
+            };
+            let mut orig = CtTuple {
+                src: Some(ip("src_ip", &t.src_ip)?),
+                dst: Some(ip("dst_ip", &t.dst_ip)?),
+                ..Default::default()
+            };
+            match proto {
+                PROTO_TCP | PROTO_UDP => {
+                    orig.src_port = Some(port("src_port", t.src_port)?);
+                    orig.dst_port = Some(port("dst_port", t.dst_port)?);
+                }
+                PROTO_ICMP => orig.icmp = Some((port("icmp_id", t.icmp_id)?, 8, 0)),
+                PROTO_ICMPV6 => orig.icmp = Some((port("icmp_id", t.icmp_id)?, 128, 0)),
+                _ => {}
+            }
+            Ok(Message::CtFlush(CtFlush {
+                ip_proto: proto,
+                zone: Some(zone),
+                orig,
+            }))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -148,6 +227,91 @@ mod tests {
         assert_eq!(
             (p.protocol, p.src_port, p.dst_port),
             (132, Some(9000), Some(40000))
+        );
+    }
+
+    #[test]
+    fn flush_names_each_tuple_in_its_zone_of_the_family() {
+        use super::{CtFlush, CtTuple, Message, flush_messages};
+        use traceflow_proto::v1 as pb;
+        let tuple = |zone: pb::ConntrackZone, src: &str, dst: &str| pb::ConntrackTuple {
+            zone: zone as i32,
+            src_ip: src.into(),
+            dst_ip: dst.into(),
+            src_port: 40000,
+            dst_port: 8080,
+            icmp_id: 7,
+        };
+        let req = |ipv6: bool, protocol: i32, tuples: Vec<pb::ConntrackTuple>| pb::FlushConntrack {
+            trace_uid: "u".into(),
+            ipv6,
+            protocol,
+            tuples,
+        };
+        let tcp = flush_messages(&req(
+            false,
+            6,
+            vec![
+                tuple(pb::ConntrackZone::Pods, "10.0.0.1", "10.96.0.1"),
+                tuple(pb::ConntrackZone::ServiceSnat, "10.0.0.1", "10.0.0.2"),
+            ],
+        ))
+        .unwrap();
+        let want = |zone: u16, dst: [u8; 4], ports: Option<(u16, u16)>, icmp| {
+            Message::CtFlush(CtFlush {
+                ip_proto: 6,
+                zone: Some(zone),
+                orig: CtTuple {
+                    src: Some([10, 0, 0, 1].into()),
+                    dst: Some(dst.into()),
+                    src_port: ports.map(|p| p.0),
+                    dst_port: ports.map(|p| p.1),
+                    icmp,
+                },
+            })
+        };
+        assert_eq!(
+            tcp,
+            vec![
+                want(65520, [10, 96, 0, 1], Some((40000, 8080)), None),
+                want(65521, [10, 0, 0, 2], Some((40000, 8080)), None),
+            ]
+        );
+        let icmp6 = flush_messages(&req(
+            true,
+            58,
+            vec![tuple(pb::ConntrackZone::Pods, "fd00::1", "fd00::2")],
+        ))
+        .unwrap();
+        let Message::CtFlush(f) = &icmp6[0] else {
+            panic!("not a flush")
+        };
+        assert_eq!(
+            (f.zone, f.orig.icmp, f.orig.src_port),
+            (Some(65510), Some((7, 128, 0)), None)
+        );
+        let sctp = flush_messages(&req(
+            false,
+            132,
+            vec![tuple(pb::ConntrackZone::Pods, "10.0.0.1", "10.0.0.2")],
+        ))
+        .unwrap();
+        let Message::CtFlush(f) = &sctp[0] else {
+            panic!("not a flush")
+        };
+        assert_eq!(
+            (f.orig.src_port, f.orig.dst_port),
+            (None, None),
+            "SCTP: addresses only"
+        );
+        assert!(
+            flush_messages(&req(
+                true,
+                6,
+                vec![tuple(pb::ConntrackZone::Pods, "10.0.0.1", "fd00::2")]
+            ))
+            .is_err(),
+            "an address of the other family"
         );
     }
 
