@@ -21,18 +21,19 @@ use traceflow_proto::v1::{self as pb, TraceflowPhase};
 use traceflow_telemetry::context_map;
 use tracing::{Span, info, info_span};
 
-/// TCP flags SYN | ACK.
-const TCP_SYN_ACK: i32 = 0x12;
-
-use super::{Coordinator, Lifecycle, Running, ids::TraceIds, now_micros, record::TraceRecord};
+use super::{
+    Coordinator, Lifecycle, Running, ids::TraceIds, now_micros, record::TraceRecord,
+    reply::ReplyConn,
+};
 
 /// The injected traces in flight: the id spaces (one per family) and who holds each id.
 #[derive(Debug, Default)]
 pub struct InjectedTraces {
     ids: TraceIds,
     by_id: HashMap<(bool, u32), String>,
-    /// `reply` traces whose reply is not injected yet: the forward packet, by trace uid.
-    awaiting_reply: HashMap<String, pb::InjectPacket>,
+    /// `reply` traces in flight, by trace uid: the connection, for the reply and the
+    /// conntrack flush at the end ([`super::reply`]).
+    pub(super) replies: HashMap<String, ReplyConn>,
 }
 
 impl InjectedTraces {
@@ -101,9 +102,11 @@ impl Coordinator {
             packet.src_port = rand::random_range(10000..=60999);
         }
         if spec_reply {
-            self.injected
-                .awaiting_reply
-                .insert(uid.clone(), packet.clone());
+            let conn = ReplyConn {
+                forward: packet.clone(),
+                injected: false,
+            };
+            self.injected.replies.insert(uid.clone(), conn);
         }
         let inject = info_span!("inject", node = %resolved.sender_node);
         packet.trace_context = context_map(&inject);
@@ -122,105 +125,6 @@ impl Coordinator {
     pub(super) fn release_injected(&mut self, uid: &str, ipv6: bool, trace_id: u32) {
         self.injected.by_id.remove(&(ipv6, trace_id));
         self.injected.ids.release(ipv6, trace_id);
-        self.injected.awaiting_reply.remove(uid);
-    }
-
-    /// A `reply` trace whose forward leg just ended Delivered: injects the reply at the Pod
-    /// it was delivered to, on the Node that reported the delivery, as that Pod would answer
-    /// (source and destination swapped, TCP SYN-ACK, ICMP echo reply). Once per trace. When
-    /// no Pod owns the delivery address (the gateway), there is no reply and the trace ends
-    /// with the forward leg.
-    pub(super) fn inject_reply_if_due(&mut self, uid: &str) {
-        let Some(running) = self.traces.get(uid) else {
-            return;
-        };
-        let results = &running.record.results;
-        // Only once the whole forward leg is in (the sender's LB observation names the
-        // endpoint), whatever order the Nodes reported in.
-        if !self.injected.awaiting_reply.contains_key(uid)
-            || traceflow_core::outcome::pending_leg(results) != Some(pb::Direction::Reply)
-        {
-            return;
-        }
-        let Some(forward) = self.injected.awaiting_reply.remove(uid) else {
-            return;
-        };
-        let forward_obs = || {
-            results
-                .iter()
-                .filter(|r| !traceflow_core::outcome::is_reply(r))
-                .flat_map(|r| r.observations.iter().map(move |o| (r, o)))
-        };
-        let node = forward_obs()
-            .find(|(_, o)| o.action == pb::Action::Delivered as i32)
-            .map(|(r, _)| r.node.clone())
-            .unwrap_or_default();
-        // The Service endpoint the packet went to, else its destination as sent.
-        let server_ip = forward_obs()
-            .map(|(_, o)| o.translated_dst_ip.clone())
-            .find(|ip| !ip.is_empty())
-            .unwrap_or_else(|| forward.dst_ip.clone());
-        // A hairpin connection was SNATed to the gateway: the endpoint answers that address.
-        let snat_ip = forward_obs()
-            .map(|(_, o)| o.translated_src_ip.clone())
-            .find(|ip| !ip.is_empty());
-        let (server, client_ip) = {
-            let index = self.inventory.read();
-            let server = server_ip
-                .parse()
-                .ok()
-                .and_then(|ip| index.pod_by_ip(ip))
-                .map(|p| (p.namespace.clone(), p.name.clone()));
-            let client_ip = if let Some(ip) = snat_ip {
-                ip
-            } else if forward.src_ip.is_empty() {
-                index
-                    .pod(&forward.src_pod_namespace, &forward.src_pod_name)
-                    .and_then(|p| {
-                        p.ips
-                            .iter()
-                            .find(|ip| ip.contains(':') == forward.ipv6)
-                            .cloned()
-                    })
-                    .unwrap_or_default()
-            } else {
-                forward.src_ip.clone()
-            };
-            (server, client_ip)
-        };
-        let Some((ns, name)) = server else {
-            info!(uid = %uid, delivered_to = %server_ip, "delivered to no Pod: no reply leg");
-            self.finish(uid, TraceflowPhase::Succeeded, "");
-            return;
-        };
-        let tcp = forward.protocol == i32::from(PROTO_TCP);
-        let reply = pb::InjectPacket {
-            trace_uid: uid.to_string(),
-            trace_id: forward.trace_id,
-            src_pod_namespace: ns,
-            src_pod_name: name,
-            src_ip: server_ip,
-            dst_ip: client_ip,
-            ipv6: forward.ipv6,
-            protocol: forward.protocol,
-            ttl: forward.ttl,
-            ip_flags: 0,
-            src_port: forward.dst_port,
-            dst_port: forward.src_port,
-            // SYN-ACK: what a listening peer answers a SYN with.
-            tcp_flags: if tcp { TCP_SYN_ACK } else { 0 },
-            icmp_id: forward.icmp_id,
-            icmp_sequence: forward.icmp_sequence,
-            trace_context: forward.trace_context,
-            reply: true,
-        };
-        info!(uid = %uid, node = %node, src = %reply.src_ip, dst = %reply.dst_ip, "injecting the reply");
-        let cmd = pb::AgentCommand {
-            kind: Some(pb::agent_command::Kind::Inject(reply)),
-        };
-        if let Err(e) = self.agents.send(&node, cmd) {
-            let reason = reasons::node_error(&node, e);
-            self.finish(uid, TraceflowPhase::Failed, &reason);
-        }
+        self.injected.replies.remove(uid);
     }
 }

@@ -14,6 +14,9 @@
 //! * [`live`]: plan ([`live::plan`]), take a DSCP tag ([`live::tags`]), arm every Node (the
 //!   tagging Node last); reports are matched by tag; every Node stops and the tag is freed.
 //!
+//! A `reply` trace (injected) goes on with [`reply`]: the answer injected at the Pod the packet
+//! was delivered to, and the connection flushed from every Node's conntrack at the end.
+//!
 //! Common to both, here: every report is folded into the trace's [`record`] and each snapshot
 //! reported, until Antrea's success rule holds (`Succeeded`), an agent fails it, it is
 //! cancelled, or its timer fires (`Failed`, "Traceflow timeout"). No state is polled.
@@ -22,6 +25,7 @@ pub mod ids;
 pub mod injected;
 pub mod live;
 pub mod record;
+pub mod reply;
 pub mod resolve;
 
 use std::{
@@ -495,7 +499,10 @@ impl Coordinator {
         let rec = &running.record;
         match &running.lifecycle {
             Lifecycle::Live(live) => self.release_live(uid, rec.dataplane_tag, live),
-            Lifecycle::Injected => self.release_injected(uid, rec.ipv6, rec.trace_id),
+            Lifecycle::Injected => {
+                self.flush_connection(uid, rec);
+                self.release_injected(uid, rec.ipv6, rec.trace_id);
+            }
         }
         info!(uid = %uid, phase = phase.as_str_name(), reason, results = rec.results.len(), "trace finished");
         self.emit(uid, rec.status(phase, reason, now_micros()));

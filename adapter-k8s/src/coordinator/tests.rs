@@ -664,3 +664,118 @@ async fn a_stalled_consumer_holds_senders_back_and_loses_nothing() {
         seen += 1;
     }
 }
+
+fn reply_report(id: u32, reply: bool, observations: Vec<pb::Observation>) -> pb::TraceReport {
+    let mut r = report(id, observations);
+    if let Some(res) = r.result.as_mut() {
+        res.direction = if reply {
+            pb::Direction::Reply
+        } else {
+            pb::Direction::Forward
+        } as i32;
+    }
+    r
+}
+
+/// A `reply` trace to a Service whose targetPort (8080) differs from its port (80): the
+/// reply comes from the endpoint's port, and at the end both Nodes get the connection's
+/// conntrack flush (as sent on the sender, DNATed on the endpoint's Node).
+#[tokio::test]
+async fn a_service_reply_comes_from_the_target_port_and_the_connection_is_flushed_at_the_end() {
+    let inv = inventory();
+    let mut svc = mk_service("default", "web", &["10.96.0.10"], &[("TCP", 80)]);
+    if let Some(p) = svc
+        .spec
+        .as_mut()
+        .and_then(|s| s.ports.as_mut())
+        .and_then(|p| p.first_mut())
+    {
+        p.target_port = Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080));
+    }
+    for o in objects(&[], &[], &[svc]) {
+        inv.apply(o);
+    }
+    let agents = Agents::new();
+    let (tx, mut updates) = mpsc::channel(UPDATE_QUEUE);
+    let (coordinator, handle) = Coordinator::new(inv, agents.clone(), tx);
+    tokio::spawn(coordinator.run());
+    let (_c1, mut n1) = agents.register("n1");
+    let (_c2, mut n2) = agents.register("n2");
+    let mut t = pb::Traceflow {
+        uid: "u1".into(),
+        name: "u1-name".into(),
+        spec: Some(traceflow_core::fixtures::pod_to_service(
+            "p0", "default", "web",
+        )),
+        ..Default::default()
+    };
+    if let Some(s) = t.spec.as_mut() {
+        s.reply = true;
+    }
+    handle.start(new(t)).await;
+    let fwd = inject(&mut n1).await;
+    assert_eq!((fwd.dst_ip.as_str(), fwd.dst_port), ("10.96.0.10", 80));
+    let lb = pb::Observation {
+        translated_dst_ip: "10.10.2.3".into(),
+        ..obs(Component::Lb, Action::Forwarded)
+    };
+    let id = fwd.trace_id;
+    let sender = vec![obs(Component::SpoofGuard, Action::Forwarded), lb];
+    handle.report("n1", reply_report(id, false, sender)).await;
+    let arrived = vec![
+        obs(Component::Forwarding, Action::Received),
+        obs(Component::Forwarding, Action::Delivered),
+    ];
+    handle.report("n2", reply_report(id, false, arrived)).await;
+    let reply = inject(&mut n2).await;
+    assert!(reply.reply);
+    assert_eq!(
+        (
+            reply.src_ip.as_str(),
+            reply.src_port,
+            reply.dst_ip.as_str(),
+            reply.dst_port
+        ),
+        ("10.10.2.3", 8080, "10.10.1.2", fwd.src_port),
+        "from the endpoint's targetPort to the client"
+    );
+    assert_eq!(reply.tcp_flags, 0x12, "SYN-ACK");
+    let back = vec![obs(Component::SpoofGuard, Action::Forwarded)];
+    handle.report("n2", reply_report(id, true, back)).await;
+    let home = vec![
+        obs(Component::Forwarding, Action::Received),
+        obs(Component::Forwarding, Action::Delivered),
+    ];
+    handle.report("n1", reply_report(id, true, home)).await;
+    loop {
+        let u = tokio::time::timeout(Duration::from_secs(30), updates.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("an update");
+        if phase(&u) == TraceflowPhase::Succeeded as i32 {
+            break;
+        }
+    }
+    let flush = |k: pb::agent_command::Kind| match k {
+        pb::agent_command::Kind::FlushConntrack(f) => f,
+        other => panic!("not a FlushConntrack: {other:?}"),
+    };
+    let on_n1 = flush(command(&mut n1).await);
+    let on_n2 = flush(command(&mut n2).await);
+    let t = |f: &pb::FlushConntrack| {
+        f.tuples
+            .iter()
+            .map(|t| (t.dst_ip.clone(), t.src_port, t.dst_port))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        t(&on_n1),
+        vec![("10.96.0.10".to_string(), fwd.src_port, 80)]
+    );
+    assert_eq!(
+        t(&on_n2),
+        vec![("10.10.2.3".to_string(), fwd.src_port, 8080)]
+    );
+    assert_eq!((on_n1.protocol, on_n1.trace_uid.as_str()), (6, "u1"));
+}
