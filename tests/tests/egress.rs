@@ -2,10 +2,12 @@
 //! `apps/local` is SNATed on its own Node n1, `apps/remote` is sent through the tunnel to n2 and
 //! SNATed there, `apps/plain` is selected by no Egress. Each trace is checked with its full
 //! ordered observation list per Node (reference §3.5 "Egress" rows), IPv4 and IPv6; then real
-//! pings to an address on the underlay are seen leaving each Node's underlay bridge (`br-phy`,
-//! an OVS bridge whose flow counters tell the source address) with the egress IP, or with the
-//! Pod's own IP for the unselected Pod. Nothing leaves the lab's namespaces: the "external"
-//! address is a static neighbour on the sealed underlay.
+//! pings, IPv4 and IPv6, to an external host on the underlay are seen leaving each Node's
+//! underlay bridge (`br-phy`, an OVS bridge whose flow counters tell the source address) with
+//! the egress IP, or with the Pod's own IP for the unselected Pod, and the selected Pods get
+//! their replies: un-SNAT on the egress Node, back through the tunnel when that is the other
+//! Node. Nothing leaves the lab's namespaces: the external host is the sealed underlay's own
+//! namespace, holding the external addresses.
 //!
 //! Needs root, Open vSwitch and `cargo build --workspace --bins`; fails loudly, never skips.
 
@@ -183,51 +185,128 @@ async fn traces(api: &mut Api, failures: &mut Vec<String>) -> Result<(), String>
     Ok(())
 }
 
-/// Real pings from the three Pods to the external IPv4 address: the counters of flows on each
-/// Node's `br-phy` (matching what enters from the Node's own stack, `LOCAL`, since the underlay
-/// bridge floods frames for the unanswered address to every Node) show which source address
-/// left which Node.
-fn real_traffic(
-    lab: &Lab,
-    local: &str,
-    plain: &str,
-    failures: &mut Vec<String>,
-) -> Result<(), String> {
-    let ext = external(false);
-    for node in ["n1", "n2"] {
-        // A Node forwards what leaves antrea-gw0 (as a real Node does); the external address
-        // answers nothing, so it gets a static neighbour entry on the underlay bridge.
+/// Sets up the Nodes' stacks and the external host for real traffic. What Antrea's agent and
+/// the Node's OS do on a real egress Node, the test does here: forwarding on, and each egress IP
+/// answered for on the underlay (proxy ARP / NDP on `br-phy`) and routed to `antrea-gw0`, so
+/// the replies to SNATed traffic enter br-int to be un-SNATed. The external host is the
+/// underlay namespace itself, holding the external addresses on its bridge.
+fn prepare_real_traffic(lab: &Lab) -> Result<(), String> {
+    for (node, remote) in [("n1", false), ("n2", true)] {
+        let (v4, v6) = (egress_ip(remote, false), egress_ip(remote, true));
         let setup = format!(
-            "echo 1 > /proc/sys/net/ipv4/ip_forward && \
-             for i in all default antrea-gw0 br-phy; do echo 0 > /proc/sys/net/ipv4/conf/$i/rp_filter; done && \
-             ip neigh replace {ext} lladdr 02:00:00:77:00:c8 dev br-phy nud permanent"
+            "set -e; gw=$(cat /sys/class/net/antrea-gw0/address); \
+             echo 1 > /proc/sys/net/ipv4/ip_forward; \
+             echo 1 > /proc/sys/net/ipv6/conf/all/forwarding; \
+             for i in all default antrea-gw0 br-phy; do echo 0 > /proc/sys/net/ipv4/conf/$i/rp_filter; done; \
+             echo 1 > /proc/sys/net/ipv6/conf/all/proxy_ndp; echo 1 > /proc/sys/net/ipv6/conf/br-phy/proxy_ndp; \
+             ip route replace {v4}/32 dev antrea-gw0; \
+             ip neigh replace {v4} lladdr $gw dev antrea-gw0 nud permanent; \
+             ip neigh replace proxy {v4} dev br-phy; \
+             ip -6 route replace {v6}/128 dev antrea-gw0; \
+             ip -6 neigh replace {v6} lladdr $gw dev antrea-gw0 nud permanent; \
+             ip -6 neigh replace proxy {v6} dev br-phy"
         );
         let out = lab.exec(&format!("c1/{node}"), &["sh", "-c", &setup]);
         if !out.status.success() {
             return Err(format!("setting up {node} for forwarding: {}", text(&out)));
         }
     }
-    let sources = [
-        ("n1", egress_ip(false, false), "apps/local SNATed on n1"),
-        ("n2", egress_ip(true, false), "apps/remote SNATed on n2"),
-        ("n1", plain, "apps/plain leaves unmarked"),
-        ("n1", local, "apps/local's own address never leaves"),
-    ];
-    for (i, (node, src, _)) in sources.iter().enumerate() {
+    let underlay = format!("{}-c1-underlay", lab.prefix);
+    let host = format!(
+        "set -e; ip addr replace {}/24 dev br0; ip -6 addr replace {}/64 dev br0 nodad",
+        external(false),
+        external(true)
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &underlay, "sh", "-c", &host])
+        .output()
+        .map_err(|e| format!("ip netns exec {underlay}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("setting up the external host: {}", text(&out)));
+    }
+    Ok(())
+}
+
+/// Real pings from the three Pods to the external host, IPv4 and IPv6: the counters of flows
+/// on each Node's `br-phy` (matching what enters from the Node's own stack, `LOCAL`) show
+/// which source address left which Node; the selected Pods' pings get their replies back
+/// (un-SNAT on the egress Node, through the tunnel when that is the other Node).
+fn real_traffic(
+    lab: &Lab,
+    local: [&str; 2],
+    plain: [&str; 2],
+    failures: &mut Vec<String>,
+) -> Result<(), String> {
+    prepare_real_traffic(lab)?;
+    let mut sources = Vec::new();
+    for (f, ipv6) in [(0usize, false), (1, true)] {
+        let v = if ipv6 { "IPv6" } else { "IPv4" };
+        sources.extend([
+            (
+                "n1",
+                ipv6,
+                egress_ip(false, ipv6).to_string(),
+                format!("{v} apps/local SNATed on n1"),
+                true,
+            ),
+            (
+                "n2",
+                ipv6,
+                egress_ip(true, ipv6).to_string(),
+                format!("{v} apps/remote SNATed on n2"),
+                true,
+            ),
+            (
+                "n1",
+                ipv6,
+                plain[f].to_string(),
+                format!("{v} apps/plain leaves unmarked"),
+                true,
+            ),
+            (
+                "n1",
+                ipv6,
+                local[f].to_string(),
+                format!("{v} apps/local's own address never leaves"),
+                false,
+            ),
+        ]);
+    }
+    for (i, (node, ipv6, src, _, _)) in sources.iter().enumerate() {
+        let m = if *ipv6 {
+            format!("ipv6,ipv6_src={src},ipv6_dst={}", external(true))
+        } else {
+            format!("ip,nw_src={src},nw_dst={}", external(false))
+        };
         let f = format!(
-            "cookie=0x{:x},priority=100,in_port=LOCAL,ip,nw_src={src},nw_dst={ext},actions=NORMAL",
+            "cookie=0x{:x},priority=100,in_port=LOCAL,{m},actions=NORMAL",
             0xe9_0000 + i
         );
         ofctl(lab, node, &["add-flow", &mgmt(lab, node, "br-phy"), &f])?;
     }
-    for pod in ["apps/local", "apps/remote", "apps/plain"] {
-        // No answer comes back: ping's exit status says nothing here.
-        let _ = lab.exec(
-            &format!("c1/{pod}"),
-            &["ping", "-c", "2", "-i", "0.2", "-W", "1", ext],
-        );
+    for ipv6 in [false, true] {
+        let v = if ipv6 { "IPv6" } else { "IPv4" };
+        for (pod, answered) in [
+            ("apps/local", true),
+            ("apps/remote", true),
+            ("apps/plain", false),
+        ] {
+            let out = lab.exec(
+                &format!("c1/{pod}"),
+                &["ping", "-c", "2", "-i", "0.2", "-W", "2", external(ipv6)],
+            );
+            // apps/plain leaves with its Pod address, which the external host cannot route
+            // back: its exit status says nothing.
+            if answered && !out.status.success() {
+                failures.push(format!(
+                    "real traffic, {v} {pod} -> {}: no replies came back through the egress Node: {}",
+                    external(ipv6),
+                    text(&out)
+                ));
+            }
+        }
     }
-    for (i, (node, src, what)) in sources.iter().enumerate() {
+    for (i, (node, _, src, what, want_some)) in sources.iter().enumerate() {
         let dump = ofctl(
             lab,
             node,
@@ -243,11 +322,10 @@ fn real_traffic(
             .and_then(|r| r.split(',').next())
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| format!("no counter for {src} on {node}: {dump}"))?;
-        let want_some = i < 3;
-        if want_some != (packets > 0) {
+        if *want_some != (packets > 0) {
             failures.push(format!(
                 "real traffic, {what}: {packets} packets from {src} left {node}'s underlay, want {}",
-                if want_some { "some" } else { "none" }
+                if *want_some { "some" } else { "none" }
             ));
         }
     }
@@ -267,9 +345,20 @@ fn egress_traces_and_real_snat() {
         let mut failures = Vec::new();
         traces(&mut api, &mut failures).await?;
         let pods = api.wait_pods("c1", 3).await?;
-        let local = pod_ip(&pods, "apps/local", false)?;
-        let plain = pod_ip(&pods, "apps/plain", false)?;
-        real_traffic(&lab, &local, &plain, &mut failures)?;
+        let local = [
+            pod_ip(&pods, "apps/local", false)?,
+            pod_ip(&pods, "apps/local", true)?,
+        ];
+        let plain = [
+            pod_ip(&pods, "apps/plain", false)?,
+            pod_ip(&pods, "apps/plain", true)?,
+        ];
+        real_traffic(
+            &lab,
+            [&local[0], &local[1]],
+            [&plain[0], &plain[1]],
+            &mut failures,
+        )?;
         Ok(failures)
     });
     drop(rt);

@@ -11,6 +11,14 @@
 //!  both         Output: to the gateway with a mark, first pass → ct(commit, SNAT zone,
 //!               nat(src=egress IP), table=Output); the recirculated packet leaves through
 //!               the gateway with the egress IP as source
+//!
+//!  the way back (egress Node; the Node's stack routes the egress IP to antrea-gw0)
+//!    ConntrackZone  from the gateway to the egress IP, untracked → RewriteMAC,
+//!                   ct(SNAT zone, nat, table=ConntrackZone): un-SNAT, destination = the Pod;
+//!                   then the Pod zone (+est+rpl) as any packet
+//!    L3Forwarding   a local Pod: its usual routed-packet flow; a Pod of another Node:
+//!                   MACs gw → aa:bb:cc:dd:ee:ff, tun_dst = that Node → tunnel, where the
+//!                   source Node's Pod zone knows the connection
 //! ```
 //!
 //! Destinations inside the cluster (any Node's Pod CIDR or underlay address) are never
@@ -21,7 +29,7 @@
 use std::net::IpAddr;
 
 use crate::desired::DesiredState;
-use crate::ovs::openflow::oxm::{CLASS_NXM1, nxm};
+use crate::ovs::openflow::oxm::{CLASS_NXM1, ct_state, nxm};
 use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
 use crate::ports::NodePorts;
 
@@ -36,6 +44,8 @@ const ETH_IPV6: u16 = 0x86dd;
 
 /// Priority of the "destination inside the cluster: no SNAT" flows (above the marking flows).
 const SKIP: u16 = prio::NORMAL + 10;
+/// Priority of the un-SNAT flow in ConntrackZone: above the Pod zone's flow.
+const UN_SNAT: u16 = prio::NORMAL + 10;
 /// Priority of the SNAT flow in Output: above plain output, below the trace-class flows.
 const SNAT: u16 = prio::HAIRPIN;
 
@@ -151,6 +161,7 @@ pub fn egress_flows(ports: &NodePorts, desired: &DesiredState) -> Vec<FlowMod> {
             } else {
                 (ETH_IPV6, CT_ZONE_V6, SNAT_CT_ZONE_V6)
             };
+            f.extend(return_flows(e, gw.mac.0, snat_zone, desired, &local));
             // First pass only (still in the Pod zone): the recirculated packet is in the SNAT
             // zone and falls to the plain output flow.
             f.push(flow(
@@ -175,6 +186,75 @@ pub fn egress_flows(ports: &NodePorts, desired: &DesiredState) -> Vec<FlowMod> {
                 )])],
             ));
         }
+    }
+    f
+}
+
+/// The way back of Egress `e` hosted here (module doc): un-SNAT replies to its egress IP that
+/// the Node's stack hands to the gateway, and route those of other Nodes' Pods to them.
+fn return_flows(
+    e: &crate::desired::model::Egress,
+    gw_mac: [u8; 6],
+    snat_zone: u16,
+    desired: &DesiredState,
+    local: &dyn Fn(&IpAddr) -> bool,
+) -> Vec<FlowMod> {
+    let from_gateway = || {
+        Match::new().with(Oxm::reg_masked(
+            0,
+            regs::FROM_GATEWAY,
+            regs::PKT_SOURCE_MASK,
+        ))
+    };
+    let untracked = Oxm::ct_state(0, ct_state::TRK);
+    // Untracked only: a reply conntrack does not know keeps the egress IP, and must not come
+    // back here after its ct() (that would loop).
+    let mut f = vec![flow(
+        Table::ConntrackZone,
+        UN_SNAT,
+        with_host(from_gateway(), e.egress_ip, false).with(untracked),
+        vec![Instruction::ApplyActions(vec![
+            Action::set_reg(0, regs::REWRITE_MAC_MARK, regs::REWRITE_MAC_MARK),
+            Action::Ct {
+                commit: false,
+                zone: snat_zone,
+                table: Some(Table::ConntrackZone.id()),
+                nat: true,
+            },
+        ])],
+    )];
+    for ip in e
+        .pod_ips
+        .iter()
+        .filter(|ip| ip.is_ipv4() == e.egress_ip.is_ipv4() && !local(ip))
+    {
+        let Some(tunnel) = desired
+            .peers
+            .values()
+            .find(|p| p.pod_cidrs.iter().any(|c| c.contains(ip)))
+            .and_then(|p| p.tunnel_ip())
+        else {
+            continue;
+        };
+        // One reg0 match (OVS refuses a field twice): from the gateway, un-SNATed above.
+        let m = Match::new().with(Oxm::reg_masked(
+            0,
+            regs::FROM_GATEWAY | regs::REWRITE_MAC_MARK,
+            regs::PKT_SOURCE_MASK | regs::REWRITE_MAC_MARK,
+        ));
+        f.push(flow(
+            Table::L3Forwarding,
+            prio::NORMAL,
+            with_host(m, *ip, false),
+            vec![
+                Instruction::ApplyActions(vec![
+                    Action::SetField(Oxm::eth_src(gw_mac)),
+                    Action::SetField(Oxm::eth_dst(GLOBAL_VIRTUAL_MAC)),
+                    Action::SetField(tun_dst(tunnel)),
+                ]),
+                Instruction::GotoTable(Table::L3DecTTL.id()),
+            ],
+        ));
     }
     f
 }
@@ -234,6 +314,29 @@ mod tests {
             .iter()
             .filter(|f| f.table_id == Table::Output.id())
             .collect();
+        let un_snat: Vec<_> = flows
+            .iter()
+            .filter(|f| f.table_id == Table::ConntrackZone.id())
+            .collect();
+        assert_eq!(un_snat.len(), 1, "the way back: un-SNAT of the egress IP");
+        assert!(
+            matches!(&un_snat[0].instructions[0], Instruction::ApplyActions(a)
+            if a.contains(&Action::Ct { commit: false, zone: SNAT_CT_ZONE,
+                                        table: Some(Table::ConntrackZone.id()), nat: true }))
+        );
+        let back: Vec<_> = flows
+            .iter()
+            .filter(|f| f.table_id == Table::L3Forwarding.id())
+            .collect();
+        assert_eq!(
+            back.len(),
+            1,
+            "the remote Pod 10.2.0.5's replies go back to n2"
+        );
+        assert!(
+            matches!(&back[0].instructions[0], Instruction::ApplyActions(a)
+            if a.contains(&Action::SetField(tun_dst([192, 168, 77, 3].into()))))
+        );
         assert_eq!(snat.len(), 1);
         assert_eq!(
             snat[0].instructions,
@@ -267,8 +370,10 @@ mod tests {
             regs::REMOTE_SNAT_MARK | regs::REWRITE_MAC_MARK
         )));
         assert!(
-            !flows.iter().any(|f| f.table_id == Table::Output.id()),
-            "no SNAT on a Node that is not the egress Node"
+            !flows
+                .iter()
+                .any(|f| [Table::Output.id(), Table::ConntrackZone.id()].contains(&f.table_id)),
+            "no SNAT nor un-SNAT on a Node that is not the egress Node"
         );
         let skips = flows.iter().filter(|f| f.priority == SKIP).count();
         assert_eq!(skips, 4, "two Pod CIDRs and two Node addresses");
