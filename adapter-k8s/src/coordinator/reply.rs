@@ -160,9 +160,9 @@ impl Coordinator {
         let results = &running.record.results;
         // Only once the whole forward leg is in (the sender's LB observation names the
         // endpoint), whatever order the Nodes reported in.
-        if !self.injected.replies.get(uid).is_some_and(|c| !c.injected)
-            || traceflow_core::outcome::pending_leg(results) != Some(pb::Direction::Reply)
-        {
+        // Not a reply trace, or its reply went out already: nothing to do.
+        let done = self.injected.replies.get(uid).is_none_or(|c| c.injected);
+        if done || traceflow_core::outcome::pending_leg(results) != Some(pb::Direction::Reply) {
             return;
         }
         let Some(conn) = self.injected.replies.get_mut(uid) else {
