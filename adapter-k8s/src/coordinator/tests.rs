@@ -558,15 +558,27 @@ async fn agent_disconnect_fails_the_traces_that_need_its_node_at_once() {
     h.handle.start(new(t2));
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
     inject(&mut n1).await;
+    // u3: to the IP of p2, a Pod on n2: needs n2 as much as u1 does.
+    let mut t3 = trace_pb("u3", "p1", 0);
+    if let Some(d) = t3.spec.as_mut().and_then(|s| s.destination.as_mut()) {
+        d.pod = String::new();
+        d.ip = "10.10.2.4".into();
+    }
+    h.handle.start(new(t3));
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    inject(&mut n1).await;
 
     let began = std::time::Instant::now();
     h.agents.unregister("n2", c2);
     h.handle.agent_detached("n2");
-    let failed = next(&mut h).await;
+    let mut failed = vec![next(&mut h).await, next(&mut h).await];
     assert!(began.elapsed() < Duration::from_secs(1));
-    assert_eq!(failed.uid, "u1");
-    assert_eq!(phase(&failed), TraceflowPhase::Failed as i32);
-    assert_eq!(reason(&failed), "Node: n2, error: agent disconnected");
+    failed.sort_by(|a, b| a.uid.cmp(&b.uid));
+    for (f, uid) in failed.iter().zip(["u1", "u3"]) {
+        assert_eq!(f.uid, uid);
+        assert_eq!(phase(f), TraceflowPhase::Failed as i32);
+        assert_eq!(reason(f), "Node: n2, error: agent disconnected");
+    }
     // u2 does not need n2: still running, nothing else was emitted.
     assert!(h.updates.try_recv().is_err(), "u2 was failed too");
     h.handle.agent_detached("n1");
@@ -574,5 +586,55 @@ async fn agent_disconnect_fails_the_traces_that_need_its_node_at_once() {
     assert_eq!(
         (failed.uid.as_str(), reason(&failed)),
         ("u2", "Node: n1, error: agent disconnected")
+    );
+}
+
+/// A live trace fails at once, like an injected one, when the agent of a Node whose part is
+/// still pending drops its stream; a Node that already reported is no longer needed.
+#[tokio::test]
+async fn agent_disconnect_fails_a_live_trace_waiting_for_that_node() {
+    let mut h = harness();
+    let (c1, mut n1) = h.agents.register("n1");
+    let (c2, mut n2) = h.agents.register("n2");
+    h.handle.start(live("u1", false));
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    assert_eq!(live_cmd(&mut n2).await.role, pb::LiveTraceRole::Any as i32);
+    h.handle.live_armed("n2", "u1".into());
+    assert_eq!(
+        live_cmd(&mut n1).await.role,
+        pb::LiveTraceRole::Sender as i32
+    );
+    h.handle.report(
+        "n1",
+        live_report(
+            7,
+            vec![
+                obs(Component::SpoofGuard, Action::Forwarded),
+                obs(Component::Forwarding, Action::Forwarded),
+            ],
+        ),
+    );
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    // n1 reported its part: losing its agent does not end the trace.
+    h.agents.unregister("n1", c1);
+    h.handle.agent_detached("n1");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        h.updates.try_recv().is_err(),
+        "u1 failed for a Node that had reported"
+    );
+    // n2 still owes its part.
+    let began = std::time::Instant::now();
+    h.agents.unregister("n2", c2);
+    h.handle.agent_detached("n2");
+    let failed = next(&mut h).await;
+    assert!(began.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        (failed.uid.as_str(), phase(&failed), reason(&failed)),
+        (
+            "u1",
+            TraceflowPhase::Failed as i32,
+            "Node: n2, error: agent disconnected"
+        )
     );
 }
