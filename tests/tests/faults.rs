@@ -224,7 +224,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Every trace of `cluster` created at or after `since` per the manager (all pages).
-async fn list_since(api: &mut Api, cluster: &str, since: i64) -> Result<Vec<pb::Traceflow>, String> {
+async fn list_since(
+    api: &mut Api,
+    cluster: &str,
+    since: i64,
+) -> Result<Vec<pb::Traceflow>, String> {
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
@@ -438,7 +442,10 @@ fn restart(lab: &Lab, name: &str) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("traceflow-lab restart {name}: {}", common::text(&out)))
+        Err(format!(
+            "traceflow-lab restart {name}: {}",
+            common::text(&out)
+        ))
     }
 }
 
@@ -495,8 +502,7 @@ async fn manager_killed(lab: &Lab, api: &Api) -> Result<String, String> {
     let (loaded, refused) = load.stop().await;
     let mut all = inflight.clone();
     all.extend(loaded.iter().cloned());
-    let (ended, listed) =
-        wait_ended(api, &all, since, killed, Duration::from_secs(20)).await?;
+    let (ended, listed) = wait_ended(api, &all, since, killed, Duration::from_secs(20)).await?;
     let mut failures = check_ended(&listed, &all);
     for a in &inflight {
         if let Some(t) = find(&listed, &a.uid)
@@ -545,21 +551,14 @@ async fn adapter_killed(lab: &Lab, api: &Api) -> Result<String, String> {
     drop(paused);
     let restarting = Instant::now();
     restart(lab, "adapter/c1")?;
-    let (failed_in, listed) = wait_ended(
-        api,
-        &inflight,
-        since,
-        restarting,
-        Duration::from_secs(15),
-    )
-    .await?;
+    let (failed_in, listed) =
+        wait_ended(api, &inflight, since, restarting, Duration::from_secs(15)).await?;
     let back = probe(api, "c1", KINDS[2], restarting, Duration::from_secs(15)).await?;
     let (loaded, refused) = load.stop().await;
     let mut all = inflight.clone();
     all.extend(c2_batch.iter().cloned());
     all.extend(loaded.iter().cloned());
-    let (ended, listed_all) =
-        wait_ended(api, &all, since, killed, Duration::from_secs(20)).await?;
+    let (ended, listed_all) = wait_ended(api, &all, since, killed, Duration::from_secs(20)).await?;
     let mut failures = check_ended(&listed_all, &all);
     for a in &inflight {
         if let Some(t) = find(&listed, &a.uid)
@@ -672,8 +671,7 @@ async fn agent_killed(lab: &Lab, api: &Api) -> Result<String, String> {
     let (loaded, refused) = load.stop().await;
     let mut all = inflight.clone();
     all.extend(loaded.iter().cloned());
-    let (ended, listed_all) =
-        wait_ended(api, &all, since, killed, Duration::from_secs(20)).await?;
+    let (ended, listed_all) = wait_ended(api, &all, since, killed, Duration::from_secs(20)).await?;
     failures.extend(check_ended(&listed_all, &all));
     for a in inflight.iter().filter(|a| !KINDS[a.kind].needs("c1", "n2")) {
         if let Some(t) = find(&listed_all, &a.uid)
@@ -816,7 +814,9 @@ async fn underlay_cut(lab: &Lab, api: &Api) -> Result<String, String> {
         }
     }
     if cut_off.is_empty() {
-        failures.push("no inter-Node trace was injected during the cut: the load proved nothing".into());
+        failures.push(
+            "no inter-Node trace was injected during the cut: the load proved nothing".into(),
+        );
     }
     if back > RECONNECT_BOUND {
         failures.push(format!(

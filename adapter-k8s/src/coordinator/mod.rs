@@ -418,15 +418,7 @@ impl Coordinator {
                         // Sender, destination Pod's Node, or the Node the packet was
                         // tunnelled to.
                         Lifecycle::Injected => {
-                            let dst_node = match &r.record.spec.destination {
-                                traceflow_core::Destination::Pod(p) => {
-                                    index.pod(&p.namespace, &p.name).map(|p| p.node.as_str())
-                                }
-                                traceflow_core::Destination::Ip(ip) => {
-                                    index.pod_by_ip(*ip).map(|p| p.node.as_str())
-                                }
-                                _ => None,
-                            };
+                            let dst_node = resolve::destination_node(&r.record.spec, &index);
                             let tunnelled_to = r.record.results.iter().any(|res| {
                                 res.observations.iter().any(|o| {
                                     !o.tunnel_dst_ip.is_empty()

@@ -109,6 +109,8 @@ async fn inject(rx: &mut mpsc::Receiver<pb::AgentCommand>) -> pb::InjectPacket {
 async fn inter_node_trace_runs_to_succeeded_with_roles_and_sequence() {
     let mut h = harness();
     let (_c, mut n1) = h.agents.register("n1");
+    // The destination Pods' Node has an agent too (else the trace fails at once).
+    let (_c2, _n2) = h.agents.register("n2");
     h.handle.start(trace("u1", "p1", 0));
     let running = next(&mut h).await;
     assert_eq!(phase(&running), TraceflowPhase::Running as i32);
@@ -187,6 +189,8 @@ async fn missing_destination_pod_fails_at_once() {
 async fn timer_fails_the_trace_after_spec_timeout_and_frees_the_id() {
     let mut h = harness();
     let (_c, mut n1) = h.agents.register("n1");
+    // The destination Pods' Node has an agent too (else the trace fails at once).
+    let (_c2, _n2) = h.agents.register("n2");
     h.handle.start(trace("u1", "p1", 3));
     next(&mut h).await;
     let pkt = inject(&mut n1).await;
@@ -210,6 +214,7 @@ async fn timer_fails_the_trace_after_spec_timeout_and_frees_the_id() {
 async fn agent_failure_and_cancel_end_the_trace() {
     let mut h = harness();
     let (_c, mut n1) = h.agents.register("n1");
+    let (_c2, _n2) = h.agents.register("n2");
     h.handle.start(trace("u1", "p1", 0));
     next(&mut h).await;
     let pkt = inject(&mut n1).await;
@@ -248,6 +253,8 @@ async fn agent_failure_and_cancel_end_the_trace() {
 async fn thousand_concurrent_traces_get_their_own_observations() {
     let mut h = harness();
     let (_c, mut n1) = h.agents.register("n1");
+    // The destination Pods' Node has an agent too (else the trace fails at once).
+    let (_c2, _n2) = h.agents.register("n2");
     for i in 0..1000 {
         h.handle.start(trace(
             &format!("u{i}"),
@@ -636,5 +643,29 @@ async fn agent_disconnect_fails_a_live_trace_waiting_for_that_node() {
             TraceflowPhase::Failed as i32,
             "Node: n2, error: agent disconnected"
         )
+    );
+}
+
+/// A trace to a Pod whose Node has no agent fails at once naming that Node, without injecting:
+/// nobody could report its receiving end.
+#[tokio::test]
+async fn a_trace_to_a_node_without_agent_fails_at_once() {
+    let mut h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    h.handle.start(trace("u1", "p1", 0));
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    let failed = next(&mut h).await;
+    assert_eq!(
+        (failed.uid.as_str(), phase(&failed), reason(&failed)),
+        (
+            "u1",
+            TraceflowPhase::Failed as i32,
+            "Node: n2, error: agent is not connected"
+        )
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        n1.try_recv().is_err(),
+        "n1 injected a trace that could not end"
     );
 }
