@@ -578,7 +578,7 @@ async fn agent_disconnect_fails_the_traces_that_need_its_node_at_once() {
     let began = std::time::Instant::now();
     h.agents.unregister("n2", c2);
     h.handle.agent_detached("n2");
-    let mut failed = vec![next(&mut h).await, next(&mut h).await];
+    let mut failed = [next(&mut h).await, next(&mut h).await];
     assert!(began.elapsed() < Duration::from_secs(1));
     failed.sort_by(|a, b| a.uid.cmp(&b.uid));
     for (f, uid) in failed.iter().zip(["u1", "u3"]) {
