@@ -49,6 +49,7 @@ pub async fn restart(dir: &std::path::Path, name: &str) -> Result<i32, LabError>
              cannot be restarted; take the lab down and up again"
         )));
     };
+    wait_released(&old).await?;
     let rec = procs::spawn_detached(name, std::path::Path::new(program), args, &[], &old.log)?;
     tokio::time::sleep(SURVIVES).await;
     if !rec.alive() {
@@ -94,6 +95,9 @@ pub async fn restart_vswitchd(
             p.pid
         )));
     }
+    if let Some(old) = st.processes.iter().find(|p| p.name == name) {
+        wait_released(old).await?;
+    }
     let ovs = Ovs::new(
         &paths.ovs_rundir(cluster, node),
         &names::node_netns(&st.prefix, cluster, node),
@@ -109,6 +113,29 @@ pub async fn restart_vswitchd(
     record(&mut st, rec);
     st.save(&paths)?;
     Ok(pid)
+}
+
+/// Waits until every thread of the dead process `old` is gone, so its ports and files are
+/// released. A killed multi-threaded daemon's leader shows as a zombie (what
+/// [`ProcRecord::alive`] calls dead) while its other threads still exit holding the shared file
+/// table: a restart in that window found its listening port still taken.
+async fn wait_released(old: &ProcRecord) -> Result<(), LabError> {
+    let task_dir = format!("/proc/{}/task", old.pid);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let same = procs::start_time(old.pid) == old.start_time;
+        let threads = std::fs::read_dir(&task_dir).map_or(0, Iterator::count);
+        if !same || threads <= 1 {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(LabError::Precondition(format!(
+                "{} (pid {}) still has {threads} threads exiting after 5 s; try again",
+                old.name, old.pid
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn load(paths: &Paths) -> Result<LabState, LabError> {
