@@ -14,8 +14,8 @@
 //! asserted: agent loss fails the traces needing its Node within 1 s with
 //! `Node: n2, error: agent disconnected`; a restarted adapter gets the rest failed naming its
 //! cluster; every restarted component works again (a trace through it succeeds) within 5 s.
-//! Figures (kill → the last trace ended, by the end times the product recorded; restart →
-//! working again) are printed.
+//! Figures (kill → the last trace in flight ended, by the end times the product recorded;
+//! restart → working again) are printed.
 //!
 //! Needs root, Open vSwitch and `cargo build --workspace --bins`; fails loudly, never skips.
 
@@ -534,7 +534,7 @@ async fn manager_killed(lab: &Lab, api: &Api) -> Result<String, String> {
     let mut all = inflight.clone();
     all.extend(loaded.iter().cloned());
     let (_, listed) = wait_ended(api, &all, since, killed, Duration::from_secs(20)).await?;
-    let ended = last_end(&listed, &all, killed_micros);
+    let ended = last_end(&listed, &inflight, killed_micros);
     let mut failures = check_ended(&listed, &all);
     for a in &inflight {
         if let Some(t) = find(&listed, &a.uid)
@@ -567,7 +567,7 @@ async fn manager_killed(lab: &Lab, api: &Api) -> Result<String, String> {
     let figures = format!(
         "a. manager SIGKILLed with {} traces in flight ({LIVE_TAGS} of them live-traffic) and \
          {} created under load ({:?} refused while down): restarted in {restarted:.2?}; a new trace succeeded in c1 \
-         {c1:.2?} and in c2 {c2:.2?} after the restart began; the last trace ended {ended:.2?} after \
+         {c1:.2?} and in c2 {c2:.2?} after the restart began; the last in flight ended {ended:.2?} after \
          the kill; outcomes in flight {}, under load {}",
         inflight.len(),
         loaded.len(),
@@ -600,7 +600,7 @@ async fn adapter_killed(lab: &Lab, api: &Api) -> Result<String, String> {
     all.extend(c2_batch.iter().cloned());
     all.extend(loaded.iter().cloned());
     let (_, listed_all) = wait_ended(api, &all, since, killed, Duration::from_secs(20)).await?;
-    let ended = last_end(&listed_all, &all, killed_micros);
+    let ended = last_end(&listed_all, &inflight, killed_micros);
     let mut failures = check_ended(&listed_all, &all);
     for a in &inflight {
         if let Some(t) = find(&listed, &a.uid)
@@ -635,7 +635,7 @@ async fn adapter_killed(lab: &Lab, api: &Api) -> Result<String, String> {
         "b. adapter of c1 SIGKILLed with {} c1 traces in flight, {} created under load ({:?} \
          refused): the in-flight ones failed {failed_in:.2?} after the restart began ({}); a \
          new c1 trace succeeded {back:.2?} after; {} c2 traces meanwhile all Succeeded; the \
-         last trace ended {ended:.2?} after the kill",
+         last in flight ended {ended:.2?} after the kill",
         inflight.len(),
         loaded.len(),
         refused,
@@ -720,7 +720,7 @@ async fn agent_killed(lab: &Lab, api: &Api) -> Result<String, String> {
     let mut all = inflight.clone();
     all.extend(loaded.iter().cloned());
     let (_, listed_all) = wait_ended(api, &all, since, killed, Duration::from_secs(20)).await?;
-    let ended = last_end(&listed_all, &all, killed_micros);
+    let ended = last_end(&listed_all, &inflight, killed_micros);
     failures.extend(check_ended(&listed_all, &all));
     for a in inflight.iter().filter(|a| !KINDS[a.kind].needs("c1", "n2")) {
         if let Some(t) = find(&listed_all, &a.uid)
@@ -743,7 +743,7 @@ async fn agent_killed(lab: &Lab, api: &Api) -> Result<String, String> {
         "c. agent of c1/n2 SIGKILLed with {} traces in flight ({} needing n2, one of them \
          live-traffic), {} created under load ({:?} refused): those needing n2 ended \
          {failed_in:.2?} after the kill (by end time {product_took:.2?}; {}); a new n2 -> n1 \
-         trace succeeded {back:.2?} after the restart began; the last trace ended {ended:.2?} after \
+         trace succeeded {back:.2?} after the restart began; the last in flight ended {ended:.2?} after \
          the kill",
         inflight.len(),
         needs_n2.len(),
