@@ -281,6 +281,10 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
         }
     }
 
+    // The destination's Node has its agent (a trace to a Node without one fails at once).
+    let n2 = attach_agent(&adapter, &certs, "n2")
+        .await
+        .expect("n2 attaches");
     // The trace: Running, Inject on n1, reports from n1 and n2 (n2 reported through its own agent).
     mgr.send(Down::StartTrace(pb::StartTrace {
         trace: Some(trace("u1", "p1")),
@@ -303,9 +307,6 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
         ),
         ("10.10.1.2", "10.10.2.3", running.trace_id)
     );
-    let n2 = attach_agent(&adapter, &certs, "n2")
-        .await
-        .expect("n2 attaches");
     let sender = pb::NodeResult {
         observations: vec![
             observation(pb::Component::SpoofGuard, pb::Action::Forwarded),
@@ -482,6 +483,10 @@ async fn traceflow_resource_runs_and_its_status_is_written() {
     let mut n1 = attach_agent(&adapter, &dir.path().join("certs"), "n1")
         .await
         .expect("n1");
+    // p1's Node has its agent too (a trace to a Node without one fails at once).
+    let _n2 = attach_agent(&adapter, &dir.path().join("certs"), "n2")
+        .await
+        .expect("n2");
     tokio::time::sleep(Duration::from_millis(200)).await;
     api.event(
         "/apis/crd.traceflow.io/v1beta1/traceflows",

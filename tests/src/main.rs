@@ -52,6 +52,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Start a lab process that died again, with the command line `up` used: `manager`,
+    /// `adapter/<cluster>`, `agent/<cluster>/<node>`, `kubeapi/<cluster>` or
+    /// `ovs-vswitchd/<cluster>/<node>` (names as `status` lists them).
+    Restart { process: String },
     /// Run a command in a Pod's network namespace: CLUSTER/NAMESPACE/POD (or CLUSTER/NODE).
     Exec {
         target: String,
@@ -149,6 +153,12 @@ async fn main() -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", lab::status::render(&paths)?);
             }
+        }
+        Cmd::Restart { process } => {
+            let pid = lab::restart::restart(&dir, &process)
+                .await
+                .with_context(|| format!("traceflow-lab restart {process}"))?;
+            println!("{process} restarted: pid {pid}");
         }
         Cmd::Exec { target, command } => {
             let paths = lab::Paths::new(&dir)?;

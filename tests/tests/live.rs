@@ -14,6 +14,9 @@
 //! * TCP guest(n1) → secure:9002 under a Reject rule: reported as Rejected, and every
 //!   connection attempt, the traced one included, is refused at once (the agent still answers
 //!   live traffic it reports);
+//! * an injected client → peer trace beside a waiting live trace from client and a
+//!   destination-only one to peer: it succeeds with its own observations, neither live trace
+//!   takes its packet;
 //! * the tag space: 14 live traces wait at once, each with its own tag; the 15th fails at once
 //!   with Antrea's limit message; deleting one frees its tag for the next;
 //! * the Traceflow-resource path: a `liveTraffic` Traceflow created through the lab's
@@ -532,6 +535,90 @@ async fn tag_space(api: &Api) -> Result<(), String> {
     Ok(())
 }
 
+/// Injected traces are never taken for live traffic: with a live trace from client (n1 tags)
+/// and a destination-only one to peer (n2 tags what it receives) both waiting, an injected
+/// client → peer trace ends Succeeded with its own full observations, and both live traces
+/// still wait. (Before the agent kept injected packets out of the tagging flows, the live
+/// trace reported the injected packet as its traffic and the injected trace timed out.)
+async fn injected_beside_live(api: &Api) -> Result<(), String> {
+    let mut a = api.clone();
+    let pods = a.wait_pods("c1", 10).await?;
+    let nodes = a.nodes("c1").await?;
+    let client = pod_ip(&pods, "default/client", false)?;
+    let mut live = Vec::new();
+    for spec in [
+        live_spec(
+            Some("default/client"),
+            None,
+            "default/peer",
+            icmp(false),
+            false,
+        ),
+        live_spec(None, None, "default/peer", icmp(false), false),
+    ] {
+        let t = a
+            .create("c1", spec)
+            .await
+            .map_err(|s| format!("live trace: {s:?}"))?;
+        running_tag(&mut a, &t.uid).await?;
+        live.push(t.uid);
+    }
+    // Both Nodes' live flows are installed right after the tag: give them a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let injected = pb::TraceflowSpec {
+        source: Some(pb::Source {
+            namespace: "default".into(),
+            pod: "client".into(),
+            ..Default::default()
+        }),
+        destination: Some(pb::Destination {
+            namespace: "default".into(),
+            pod: "peer".into(),
+            ..Default::default()
+        }),
+        packet: Some(icmp(false)),
+        ..Default::default()
+    };
+    let t = a.run("c1", injected).await?;
+    let want = [
+        sender(
+            "n1",
+            vec![
+                spoofguard(&client),
+                output_tunnel(&node_ip(&nodes, "n2", false)?),
+            ],
+        ),
+        receiver("n2", vec![received(), output("Delivered")]),
+    ];
+    let results = to_json(&t.status.clone().unwrap_or_default().results);
+    if phase(&t) != "Succeeded" {
+        return Err(format!(
+            "injected trace beside live ones: {:#}",
+            to_json(&t)
+        ));
+    }
+    check_results(&results, &want).map_err(|e| format!("injected trace beside live ones: {e}"))?;
+    for uid in &live {
+        let got = a
+            .traces
+            .get_traceflow(pb::GetTraceflowRequest {
+                uid: uid.clone(),
+                name: String::new(),
+            })
+            .await
+            .map_err(|s| format!("GetTraceflow {uid}: {s:?}"))?
+            .into_inner();
+        if phase(&got) != "Running" {
+            return Err(format!(
+                "a live trace took the injected trace's packet: {:#}",
+                to_json(&got)
+            ));
+        }
+        delete(&mut a, uid).await?;
+    }
+    Ok(())
+}
+
 /// A live Traceflow resource (Antrea's CRD JSON) through the lab's Kubernetes API, with ping
 /// traffic client → peer: its `.status` once terminal.
 async fn live_resource(kubeconfig: &Path, api: &mut Api) -> Result<(), String> {
@@ -624,6 +711,9 @@ fn live_traffic_traces_report_the_first_new_connection_with_its_packet() {
         failures.extend(problems);
         if let Err(e) = resource {
             failures.push(e);
+        }
+        if let Err(e) = rt.block_on(injected_beside_live(&api)) {
+            failures.push(format!("injected beside live: {e}"));
         }
         if let Err(e) = rt.block_on(tag_space(&api)) {
             failures.push(format!("tag space: {e}"));

@@ -25,6 +25,7 @@ use super::{
     Coordinator, Lifecycle, Running, ids::TraceIds, now_micros, record::TraceRecord,
     reply::ReplyConn,
 };
+use crate::agents::SendError;
 
 /// The injected traces in flight: the id spaces (one per family) and who holds each id.
 #[derive(Debug, Default)]
@@ -63,6 +64,11 @@ impl Coordinator {
             return;
         };
         Span::current().record("trace_id", trace_id);
+        // The receiving end is reported by the destination Pod's agent: without one the trace
+        // could only time out, so it fails at once, as it would had that agent just left.
+        let receiver_away = super::resolve::destination_node(&spec, &self.inventory.read())
+            .filter(|n| *n != resolved.sender_node && !self.agents.is_connected(n))
+            .map(str::to_string);
         let timeout = spec.timeout;
         let spec_reply = spec.reply;
         let record = TraceRecord {
@@ -115,8 +121,17 @@ impl Coordinator {
         let cmd = pb::AgentCommand {
             kind: Some(pb::agent_command::Kind::Inject(packet)),
         };
-        if let Err(e) = self.agents.send(&resolved.sender_node, cmd) {
-            let reason = reasons::node_error(&resolved.sender_node, e);
+        let sent = match receiver_away {
+            Some(node) if self.agents.is_connected(&resolved.sender_node) => {
+                Err((node, SendError::NotConnected))
+            }
+            _ => self
+                .agents
+                .send(&resolved.sender_node, cmd)
+                .map_err(|e| (resolved.sender_node.clone(), e)),
+        };
+        if let Err((node, e)) = sent {
+            let reason = reasons::node_error(&node, e);
             self.finish(&uid, TraceflowPhase::Failed, &reason);
         }
     }

@@ -160,10 +160,13 @@ impl CoordinatorHandle {
         self.send(Command::AgentAttached(node.to_string())).await;
     }
 
-    /// Node `node` has no agent stream any more: every injected trace that needs it (its
-    /// sender Node, or the Node of its destination Pod) fails at once with
-    /// `Node: <node>, error: agent disconnected`. Live traces keep waiting: their part is sent
-    /// again when the agent re-attaches ([`Self::agent_attached`]).
+    /// Node `node` has no agent stream any more: every trace in flight that needs it fails at
+    /// once with `Node: <node>, error: agent disconnected` (issue 10: within 1 s, not at its
+    /// timeout). An injected trace needs its sender Node, and until that Node reported, the
+    /// Node of its destination Pod (or Pod IP) or the Node its sender tunnelled the packet
+    /// to; a live trace needs every Node with a part it has not reported yet. A stream that a
+    /// newer one of the same Node replaced is no detach; such an agent gets its live parts
+    /// again ([`Self::agent_attached`]).
     pub async fn agent_detached(&self, node: &str) {
         self.send(Command::AgentDetached(node.to_string())).await;
     }
@@ -434,17 +437,39 @@ impl Coordinator {
     fn on_agent_detached(&mut self, node: &str) {
         let doomed: Vec<String> = {
             let index = self.inventory.read();
+            // The Node's underlay addresses: a sender's Output observation tunnelling there
+            // names it as the receiver (a Service or IP destination resolved on the way).
+            let node_ips: Vec<&str> = index
+                .node(node)
+                .map(|n| {
+                    n.internal_ips
+                        .iter()
+                        .map(|ip| ip.split('/').next().unwrap_or(ip))
+                        .collect()
+                })
+                .unwrap_or_default();
             self.traces
                 .iter()
-                .filter(|(_, r)| matches!(r.lifecycle, Lifecycle::Injected))
                 .filter(|(_, r)| {
-                    let dst_node = match &r.record.spec.destination {
-                        traceflow_core::Destination::Pod(p) => {
-                            index.pod(&p.namespace, &p.name).map(|p| p.node.as_str())
+                    let reported = r.record.results.iter().any(|res| res.node == node);
+                    match &r.lifecycle {
+                        // Sender, destination Pod's Node, or the Node the packet was
+                        // tunnelled to.
+                        Lifecycle::Injected => {
+                            let dst_node = resolve::destination_node(&r.record.spec, &index);
+                            let tunnelled_to = r.record.results.iter().any(|res| {
+                                res.observations.iter().any(|o| {
+                                    !o.tunnel_dst_ip.is_empty()
+                                        && node_ips.contains(&o.tunnel_dst_ip.as_str())
+                                })
+                            });
+                            r.record.sender_node == node
+                                || (!reported && (dst_node == Some(node) || tunnelled_to))
                         }
-                        _ => None,
-                    };
-                    r.record.sender_node == node || dst_node == Some(node)
+                        // A Node with a part it has not reported yet: an agent that comes
+                        // back has lost it, so the trace could only time out.
+                        Lifecycle::Live(live) => live.involves(node) && !reported,
+                    }
                 })
                 .map(|(uid, _)| uid.clone())
                 .collect()

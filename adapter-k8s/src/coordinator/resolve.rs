@@ -248,6 +248,17 @@ fn packet_fields(spec: &TraceSpec, service_port: Option<&pb::ServicePort>) -> pb
     packet
 }
 
+/// The Node of an injected trace's destination Pod, named or by its IP: the Node whose agent
+/// reports the receiving end. `None` for Services, external IPs and unknown Pods.
+pub fn destination_node<'a>(spec: &TraceSpec, index: &'a Index) -> Option<&'a str> {
+    match &spec.destination {
+        traceflow_core::Destination::Pod(p) => index.pod(&p.namespace, &p.name),
+        traceflow_core::Destination::Ip(ip) => index.pod_by_ip(*ip),
+        _ => None,
+    }
+    .map(|p| p.node.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

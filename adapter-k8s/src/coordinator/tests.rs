@@ -109,6 +109,8 @@ async fn inject(rx: &mut mpsc::Receiver<pb::AgentCommand>) -> pb::InjectPacket {
 async fn inter_node_trace_runs_to_succeeded_with_roles_and_sequence() {
     let mut h = harness();
     let (_c, mut n1) = h.agents.register("n1");
+    // The destination Pods' Node has an agent too (else the trace fails at once).
+    let (_c2, _n2) = h.agents.register("n2");
     h.handle.start(trace("u1", "p1", 0)).await;
     let running = next(&mut h).await;
     assert_eq!(phase(&running), TraceflowPhase::Running as i32);
@@ -191,6 +193,8 @@ async fn missing_destination_pod_fails_at_once() {
 async fn timer_fails_the_trace_after_spec_timeout_and_frees_the_id() {
     let mut h = harness();
     let (_c, mut n1) = h.agents.register("n1");
+    // The destination Pods' Node has an agent too (else the trace fails at once).
+    let (_c2, _n2) = h.agents.register("n2");
     h.handle.start(trace("u1", "p1", 3)).await;
     next(&mut h).await;
     let pkt = inject(&mut n1).await;
@@ -216,6 +220,7 @@ async fn timer_fails_the_trace_after_spec_timeout_and_frees_the_id() {
 async fn agent_failure_and_cancel_end_the_trace() {
     let mut h = harness();
     let (_c, mut n1) = h.agents.register("n1");
+    let (_c2, _n2) = h.agents.register("n2");
     h.handle.start(trace("u1", "p1", 0)).await;
     next(&mut h).await;
     let pkt = inject(&mut n1).await;
@@ -258,6 +263,8 @@ async fn agent_failure_and_cancel_end_the_trace() {
 async fn thousand_concurrent_traces_get_their_own_observations() {
     let mut h = harness();
     let (_c, mut n1) = h.agents.register("n1");
+    // The destination Pods' Node has an agent too (else the trace fails at once).
+    let (_c2, _n2) = h.agents.register("n2");
     for i in 0..1000 {
         h.handle
             .start(trace(
@@ -578,15 +585,27 @@ async fn agent_disconnect_fails_the_traces_that_need_its_node_at_once() {
     h.handle.start(new(t2)).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
     inject(&mut n1).await;
+    // u3: to the IP of p2, a Pod on n2: needs n2 as much as u1 does.
+    let mut t3 = trace_pb("u3", "p1", 0);
+    if let Some(d) = t3.spec.as_mut().and_then(|s| s.destination.as_mut()) {
+        d.pod = String::new();
+        d.ip = "10.10.2.4".into();
+    }
+    h.handle.start(new(t3)).await;
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    inject(&mut n1).await;
 
     let began = std::time::Instant::now();
     h.agents.unregister("n2", c2);
     h.handle.agent_detached("n2").await;
-    let failed = next(&mut h).await;
+    let mut failed = [next(&mut h).await, next(&mut h).await];
     assert!(began.elapsed() < Duration::from_secs(1));
-    assert_eq!(failed.uid, "u1");
-    assert_eq!(phase(&failed), TraceflowPhase::Failed as i32);
-    assert_eq!(reason(&failed), "Node: n2, error: agent disconnected");
+    failed.sort_by(|a, b| a.uid.cmp(&b.uid));
+    for (f, uid) in failed.iter().zip(["u1", "u3"]) {
+        assert_eq!(f.uid, uid);
+        assert_eq!(phase(f), TraceflowPhase::Failed as i32);
+        assert_eq!(reason(f), "Node: n2, error: agent disconnected");
+    }
     // u2 does not need n2: still running, nothing else was emitted.
     assert!(h.updates.try_recv().is_err(), "u2 was failed too");
     h.handle.agent_detached("n1").await;
@@ -604,6 +623,7 @@ async fn traces_beyond_the_in_flight_bound_fail_at_once_saying_so() {
     let (coordinator, handle) = Coordinator::new(inventory(), agents.clone(), tx);
     tokio::spawn(coordinator.with_max_in_flight(2).run());
     let (_c, _n1) = agents.register("n1");
+    let (_c2, _n2) = agents.register("n2");
     let mut h = Harness {
         handle,
         updates,
@@ -778,4 +798,80 @@ async fn a_service_reply_comes_from_the_target_port_and_the_connection_is_flushe
         vec![("10.10.2.3".to_string(), fwd.src_port, 8080)]
     );
     assert_eq!((on_n1.protocol, on_n1.trace_uid.as_str()), (6, "u1"));
+}
+
+/// A live trace fails at once, like an injected one, when the agent of a Node whose part is
+/// still pending drops its stream; a Node that already reported is no longer needed.
+#[tokio::test]
+async fn agent_disconnect_fails_a_live_trace_waiting_for_that_node() {
+    let mut h = harness();
+    let (c1, mut n1) = h.agents.register("n1");
+    let (c2, mut n2) = h.agents.register("n2");
+    h.handle.start(live("u1", false)).await;
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    assert_eq!(live_cmd(&mut n2).await.role, pb::LiveTraceRole::Any as i32);
+    h.handle.live_armed("n2", "u1".into()).await;
+    assert_eq!(
+        live_cmd(&mut n1).await.role,
+        pb::LiveTraceRole::Sender as i32
+    );
+    h.handle
+        .report(
+            "n1",
+            live_report(
+                7,
+                vec![
+                    obs(Component::SpoofGuard, Action::Forwarded),
+                    obs(Component::Forwarding, Action::Forwarded),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    // n1 reported its part: losing its agent does not end the trace.
+    h.agents.unregister("n1", c1);
+    h.handle.agent_detached("n1").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        h.updates.try_recv().is_err(),
+        "u1 failed for a Node that had reported"
+    );
+    // n2 still owes its part.
+    let began = std::time::Instant::now();
+    h.agents.unregister("n2", c2);
+    h.handle.agent_detached("n2").await;
+    let failed = next(&mut h).await;
+    assert!(began.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        (failed.uid.as_str(), phase(&failed), reason(&failed)),
+        (
+            "u1",
+            TraceflowPhase::Failed as i32,
+            "Node: n2, error: agent disconnected"
+        )
+    );
+}
+
+/// A trace to a Pod whose Node has no agent fails at once naming that Node, without injecting:
+/// nobody could report its receiving end.
+#[tokio::test]
+async fn a_trace_to_a_node_without_agent_fails_at_once() {
+    let mut h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    h.handle.start(trace("u1", "p1", 0)).await;
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    let failed = next(&mut h).await;
+    assert_eq!(
+        (failed.uid.as_str(), phase(&failed), reason(&failed)),
+        (
+            "u1",
+            TraceflowPhase::Failed as i32,
+            "Node: n2, error: agent is not connected"
+        )
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        n1.try_recv().is_err(),
+        "n1 injected a trace that could not end"
+    );
 }

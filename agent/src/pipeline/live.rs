@@ -4,10 +4,11 @@
 //! through the desired state's `live_tags` (see [`super::policy`]).
 //!
 //! ```text
-//! ConntrackState     (sender) in_port = source Pod, +new+trk, addresses/protocol/ports
-//!                    → set DSCP = tag, goto next (the connection continues as normal)
+//! ConntrackState     (sender) in_port = source Pod, +new+trk, addresses/protocol/ports,
+//!                    no injected mark → set DSCP = tag, goto next (the connection continues)
 //! L2ForwardingCalc   (receiver-only) dl_dst = destination Pod MAC, +new+trk, match
-//!                    → set DSCP = tag, reg1 = Pod port + output marks, goto policy tables
+//!                    → set DSCP = tag, reg1 = Pod port + output marks, goto policy tables;
+//!                    one priority up, the trace DSCP to that MAC: the same, untagged
 //! Output             (every role) DSCP = tag → controller (unless droppedOnly);
 //!                    to the tunnel: output as is (the next Node recognises the tag);
 //!                    elsewhere: DSCP cleared, then output:reg1 (the packet is delivered)
@@ -33,6 +34,9 @@ use super::flows::prio;
 use super::regs;
 use super::tables::Table;
 use super::{ETH_IPV4, ETH_IPV6};
+
+/// Above a receiver-only tagging flow: an injected trace's packet passes untagged.
+const INJECTED_PASS: u16 = prio::TRACE + 1;
 
 /// The cookie space of live-trace flows: the tag in the low byte.
 pub const LIVE_COOKIE_BASE: u64 = 0x7f1c_0001_0000_0000;
@@ -161,7 +165,11 @@ pub fn live_flows(
             f.push(flow(
                 Table::ConntrackState,
                 prio::TRACE,
-                traffic(t)?.with(Oxm::in_port(pod.port.ofport)),
+                // Never an injected trace's packet (the packet-out's mark): retagged, it would
+                // be reported as this live trace's traffic and lost to its own trace.
+                traffic(t)?
+                    .with(Oxm::in_port(pod.port.ofport))
+                    .with(Oxm::reg_masked(0, 0, regs::INJECTED_MARK)),
                 vec![
                     Instruction::ApplyActions(vec![Action::SetField(Oxm::ip_dscp(tag))]),
                     Instruction::GotoTable(
@@ -179,19 +187,37 @@ pub fn live_flows(
                 .iter()
                 .find(|p| wanted.is_some_and(|w| p.port.ips.contains(&w)))
                 .ok_or_else(|| LiveError::NoDestinationPod(t.dst_pod_ip.clone()))?;
+            let forward = vec![
+                Action::set_reg(regs::TARGET_OFPORT_REG, pod.port.ofport, u32::MAX),
+                Action::set_reg(0, regs::OUTPUT_TO_OFPORT_MARKS, regs::OUTPUT_MARKS_MASK),
+            ];
             f.push(flow(
                 Table::L2ForwardingCalc,
                 prio::TRACE,
                 traffic(t)?.with(Oxm::eth_dst(pod.port.mac.0)),
                 vec![
-                    Instruction::ApplyActions(vec![
-                        Action::SetField(Oxm::ip_dscp(tag)),
-                        Action::set_reg(regs::TARGET_OFPORT_REG, pod.port.ofport, u32::MAX),
-                        Action::set_reg(0, regs::OUTPUT_TO_OFPORT_MARKS, regs::OUTPUT_MARKS_MASK),
-                    ]),
+                    Instruction::ApplyActions(
+                        [vec![Action::SetField(Oxm::ip_dscp(tag))], forward.clone()].concat(),
+                    ),
                     Instruction::GotoTable(Table::AntreaPolicyIngressRule.id()),
                 ],
             ));
+            // An injected trace's packet to the same Pod (trace DSCP; from the tunnel it has
+            // no mark) goes the same way untagged: it stays its own trace's.
+            for et in [ETH_IPV4, ETH_IPV6] {
+                f.push(flow(
+                    Table::L2ForwardingCalc,
+                    INJECTED_PASS,
+                    Match::new()
+                        .with(Oxm::eth_type(et))
+                        .with(Oxm::ip_dscp(super::TRACE_DSCP))
+                        .with(Oxm::eth_dst(pod.port.mac.0)),
+                    vec![
+                        Instruction::ApplyActions(forward.clone()),
+                        Instruction::GotoTable(Table::AntreaPolicyIngressRule.id()),
+                    ],
+                ));
+            }
         }
         pb::LiveTraceRole::Any | pb::LiveTraceRole::Unspecified => {}
     }
@@ -289,6 +315,10 @@ mod tests {
         let m = &cs[0].fields.fields;
         assert!(m.contains(&Oxm::tcp_dst(80)) && m.contains(&Oxm::ip_proto(6)));
         assert!(m.contains(&Oxm::in_port(3)), "p0's port");
+        assert!(
+            m.contains(&Oxm::reg_masked(0, 0, regs::INJECTED_MARK)),
+            "an injected trace's packet from p0 is never tagged"
+        );
         let out: Vec<_> = flows
             .iter()
             .filter(|f| f.table_id == Table::Output.id() && f.priority == prio::TRACE)
@@ -299,6 +329,45 @@ mod tests {
         };
         assert!(actions.contains(&Action::to_controller()));
         assert!(actions.contains(&Action::SetField(Oxm::ip_dscp(0))));
+    }
+
+    /// A destination-only trace tags new connections to its Pod, but an injected trace's
+    /// packet (trace DSCP) to that Pod passes one priority up, untagged, the same way.
+    #[test]
+    fn receiver_only_tags_traffic_to_its_pod_but_not_injected_traces() {
+        let t = pb::LiveTrace {
+            role: pb::LiveTraceRole::ReceiverOnly as i32,
+            in_pod_name: String::new(),
+            src_ip: String::new(),
+            dst_pod_ip: "10.1.0.3".into(),
+            ..sender()
+        };
+        let flows = live_flows(&t, &mk_node(), None).unwrap_or_default();
+        let l2: Vec<_> = flows
+            .iter()
+            .filter(|f| f.table_id == Table::L2ForwardingCalc.id())
+            .collect();
+        let tagging: Vec<_> = l2.iter().filter(|f| f.priority == prio::TRACE).collect();
+        let passing: Vec<_> = l2.iter().filter(|f| f.priority == INJECTED_PASS).collect();
+        assert_eq!((tagging.len(), passing.len()), (1, 2), "{l2:?}");
+        for f in &passing {
+            assert!(
+                f.fields
+                    .fields
+                    .contains(&Oxm::ip_dscp(super::super::TRACE_DSCP))
+            );
+            let Instruction::ApplyActions(actions) = &f.instructions[0] else {
+                panic!("not apply-actions");
+            };
+            assert!(
+                actions.contains(&Action::set_reg(regs::TARGET_OFPORT_REG, 4, u32::MAX)),
+                "to p1's port"
+            );
+            assert!(
+                !actions.contains(&Action::SetField(Oxm::ip_dscp(7))),
+                "an injected trace's packet is not retagged: {actions:?}"
+            );
+        }
     }
 
     #[test]

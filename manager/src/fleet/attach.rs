@@ -103,6 +103,45 @@ impl pb::adapter_service_server::AdapterService for AdapterSvc {
     }
 }
 
+impl AdapterSvc {
+    /// Cancels at the adapter the traces it still runs that the manager has ended (failed while
+    /// the adapter was away, at the manager's own restart, or deleted), so the adapter frees
+    /// their ids and live-traffic tags now rather than at their timeouts: after a manager
+    /// restart, live traces would otherwise hold the 14 tags for up to their timeout.
+    async fn cancel_ended(&self, cluster: &str, running: &[String]) {
+        let ended: Vec<&String> = running
+            .iter()
+            .filter(|uid| !self.hub.is_inflight(cluster, uid))
+            .collect();
+        if ended.is_empty() {
+            return;
+        }
+        let Ok(tx) = self.fleet.sender(cluster) else {
+            return;
+        };
+        tracing::info!(
+            cluster,
+            ended = ended.len(),
+            "cancelling traces the adapter still runs but the manager ended"
+        );
+        for uid in ended {
+            let cancel = pb::ManagerMessage {
+                kind: Some(pb::manager_message::Kind::CancelTrace(pb::CancelTrace {
+                    uid: uid.clone(),
+                })),
+            };
+            let sent = tokio::time::timeout(CANCEL_SEND_TIMEOUT, tx.send(Ok(cancel))).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::warn!(cluster, uid = %uid, "cancel not sent: the adapter's stream is full or gone");
+                return;
+            }
+        }
+    }
+}
+
+/// How long a `CancelTrace` may wait for room in the adapter's stream.
+const CANCEL_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Adds the objects of `part` to `acc`.
 fn append(acc: &mut pb::Inventory, part: pb::Inventory) {
     acc.nodes.extend(part.nodes);
@@ -229,6 +268,7 @@ impl AdapterSvc {
                         tracing::warn!(cluster, lost, "traces lost by the adapter ended Failed");
                     }
                 }
+                self.cancel_ended(cluster, &h.running_trace_uids).await;
             }
             Some(Kind::InventorySync(inv)) => {
                 if object_count(&inv) > limit {

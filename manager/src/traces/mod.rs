@@ -303,6 +303,13 @@ impl TraceHub {
         })
     }
 
+    /// Whether `uid` is in flight (Pending or Running) in `cluster`.
+    pub fn is_inflight(&self, cluster: &str, uid: &str) -> bool {
+        self.inflight
+            .lock()
+            .is_ok_and(|m| m.get(uid).is_some_and(|(c, _)| c == cluster))
+    }
+
     /// Fails every in-flight trace of `cluster` with `reason` (the cluster went away).
     pub async fn fail_cluster_inflight(&self, cluster: &str, reason: &str) {
         let uids: Vec<String> = match self.inflight.lock() {

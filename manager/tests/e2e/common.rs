@@ -568,6 +568,17 @@ impl FakeAdapter {
         .await
     }
 
+    /// Waits for the next CancelTrace: its uid.
+    pub async fn expect_cancel(&mut self) -> Result<String, Error> {
+        loop {
+            match self.next().await? {
+                Some(pb::manager_message::Kind::CancelTrace(c)) => return Ok(c.uid),
+                Some(_) => continue,
+                None => return Err("stream ended".into()),
+            }
+        }
+    }
+
     /// Waits for the next StartTrace.
     pub async fn expect_start(&mut self) -> Result<pb::Traceflow, Error> {
         loop {

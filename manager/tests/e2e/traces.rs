@@ -700,7 +700,8 @@ async fn a_quick_reconnect_keeps_in_flight_traces() -> TestResult {
 }
 
 /// An adapter that comes back listing the traces it still runs: the manager fails the others
-/// at once, naming the cluster, and leaves the listed ones running.
+/// at once, naming the cluster, leaves the listed ones running, and cancels the listed ones
+/// it has ended.
 #[tokio::test]
 async fn a_restarted_adapter_lists_what_it_runs_and_the_rest_fail_at_once() -> TestResult {
     let m = Manager::start().await?;
@@ -715,17 +716,26 @@ async fn a_restarted_adapter_lists_what_it_runs_and_the_rest_fail_at_once() -> T
     eventually_phase(&t, &kept.uid, pb::TraceflowPhase::Running, "kept running").await?;
     drop(a);
     let began = std::time::Instant::now();
-    let _b = FakeAdapter::attach_with_hello(
+    // It also still runs a trace the manager has ended (here: one it never had, as after the
+    // manager's own restart failed everything): that one is cancelled, so the adapter frees
+    // its id or live-traffic tag now.
+    let ended_uid = "00000000-0000-4000-8000-00000000dead".to_string();
+    let mut b = FakeAdapter::attach_with_hello(
         &m,
         &cert,
         &key,
         pb::AdapterHello {
             version: "test".into(),
-            running_trace_uids: vec![kept.uid.clone()],
+            running_trace_uids: vec![kept.uid.clone(), ended_uid.clone()],
             reports_running: true,
         },
     )
     .await?;
+    assert_eq!(
+        b.expect_cancel().await?,
+        ended_uid,
+        "only the ended trace is cancelled"
+    );
     eventually_phase(
         &t,
         &lost.uid,

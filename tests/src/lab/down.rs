@@ -74,6 +74,7 @@ pub async fn down(
             start_time: procs::start_time(pid),
             log: Default::default(),
             command: String::new(),
+            argv: Vec::new(),
         };
         if rec.alive() {
             procs::stop(&rec, grace).await;

@@ -155,6 +155,7 @@ impl Ovs {
             start_time: start_time(pid),
             log: self.rundir.join(format!("{daemon}.log")),
             command: format!("{daemon} (netns {})", self.netns),
+            argv: Vec::new(),
         })
     }
 }

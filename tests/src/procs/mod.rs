@@ -44,6 +44,10 @@ pub struct ProcRecord {
     pub log: PathBuf,
     /// The command line, for `status` and error messages.
     pub command: String,
+    /// Program and arguments exactly as started, so `traceflow-lab restart` can start it again
+    /// (empty for daemons started otherwise, e.g. OVS's own `--detach`).
+    #[serde(default)]
+    pub argv: Vec<String>,
 }
 
 /// Start time of `pid` and whether it is a zombie, from /proc.
@@ -136,6 +140,9 @@ pub fn spawn_detached(
         start_time,
         log: log.to_path_buf(),
         command,
+        argv: std::iter::once(program.display().to_string())
+            .chain(args.iter().cloned())
+            .collect(),
     })
 }
 
