@@ -6,8 +6,18 @@
 //!      inventory change ─▶ inventory_upsert… / inventory_delete   (lagged ─▶ sync parts)
 //!      coordinator TraceUpdate ─▶ trace_update
 //!      tick ─▶ heartbeat {connected agents, expected = Nodes}
+//!      renewal due (2/3 of the cluster certificate's lifetime) ─▶ RenewClusterCertificate
 //!  } ─▶ on error: jittered backoff 0.2 s … 10 s, reconnect
+//!    ─▶ renewed: new cert + key written (AD/cluster.pem, AD/cluster-key.pem), reconnect at once
 //! ```
+//!
+//! Renewal: once two thirds of the cluster certificate's lifetime have passed, the link asks
+//! the manager (over the same mTLS connection, authenticated by the current certificate) to sign
+//! a fresh key's CSR; the manager stores the new serial, so the old certificate stops working
+//! and the stream reconnects with the new one (the manager waits three heartbeats before
+//! failing a cluster's traces, and the hello lists the running ones, so none is lost). A failed
+//! renewal is retried with backoff ([`RENEW_RETRY_MIN`] … [`RENEW_RETRY_MAX`]) and logged;
+//! an expired certificate is logged with what to do.
 //!
 //! Inventory goes in parts of at most [`INVENTORY_PART_BYTES`] encoded, so a cluster of any
 //! size stays under the manager's message limit.
@@ -21,7 +31,7 @@ use std::{future::Future, pin::pin, sync::Arc, time::Duration};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use traceflow_proto::v1::{self as pb, adapter_message::Kind as Out, manager_message::Kind as In};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::registration::{ClusterIdentity, manager_channel};
 use crate::{
@@ -45,11 +55,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// from [`MIN_BACKOFF`] again (a manager that accepts and at once drops the stream does not).
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
+/// Delays between failed renewal attempts (jittered, growing).
+pub const RENEW_RETRY_MIN: Duration = Duration::from_secs(1);
+pub const RENEW_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// Everything the link needs.
 pub struct Link {
     pub url: String,
     pub ca_pem: String,
     pub identity: ClusterIdentity,
+    /// Where the cluster certificate and key live (rewritten on renewal).
+    pub data_dir: std::path::PathBuf,
     pub inventory: Inventory,
     pub agents: Agents,
     pub coordinator: CoordinatorHandle,
@@ -67,8 +83,39 @@ enum SessionEnd {
     Stream(tonic::Status),
     #[error("manager closed the stream")]
     Closed,
+    #[error("cluster certificate renewed; reconnecting with it")]
+    Renewed,
     #[error("shutting down")]
     Shutdown,
+}
+
+/// Why renewing the cluster certificate failed (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error("the current cluster certificate is not readable: {0}")]
+    Current(traceflow_pki::PkiError),
+    #[error("cannot create a key and CSR: {0}")]
+    Csr(traceflow_pki::PkiError),
+    #[error("manager refused the renewal: {0}")]
+    Refused(tonic::Status),
+    #[error("manager returned an unusable certificate: {0}")]
+    BadCertificate(String),
+    #[error("keeping the renewed certificate: {0}")]
+    Files(#[from] crate::agents::pki::AgentPkiError),
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The instant `at` (seconds since the Unix epoch) on tokio's clock; now when past.
+pub fn instant_at(at: i64) -> tokio::time::Instant {
+    let ahead = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
+    tokio::time::Instant::now() + Duration::from_secs(ahead)
 }
 
 fn msg(kind: Out) -> pb::AdapterMessage {
@@ -80,6 +127,7 @@ impl Link {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = pin!(shutdown);
         let mut backoff = traceflow_daemon::Reconnect::new(MIN_BACKOFF, MAX_BACKOFF);
+        let mut renewal = Renewal::new(&self.identity);
         let mut recent = Recent::default();
         // The manager treats the first sync as the truth (it checks source Pods against it),
         // so let the core lists complete first; a broken API server only delays attaching.
@@ -91,10 +139,20 @@ impl Link {
             warn!(waited = ?FIRST_SYNC_WAIT, "Kubernetes lists incomplete; attaching with a partial inventory");
         }
         loop {
+            renewal.warn_if_expired();
             let started = tokio::time::Instant::now();
-            let end = self.session(&mut recent, shutdown.as_mut()).await;
-            if matches!(end, SessionEnd::Shutdown) {
-                return;
+            let end = self
+                .session(&mut recent, &mut renewal, shutdown.as_mut())
+                .await;
+            match end {
+                SessionEnd::Shutdown => return,
+                // The old certificate is revoked now: reconnect at once with the new one.
+                SessionEnd::Renewed => {
+                    info!("{end}");
+                    backoff.reset();
+                    continue;
+                }
+                _ => {}
             }
             if started.elapsed() > HEALTHY_SESSION {
                 backoff.reset();
@@ -153,9 +211,44 @@ impl Link {
         }))
     }
 
+    /// Renews the cluster certificate over `channel` and keeps it (files, then memory).
+    async fn renew(&mut self, channel: tonic::transport::Channel) -> Result<(), RenewError> {
+        let current =
+            traceflow_pki::pem_identity(&self.identity.cert_pem).map_err(RenewError::Current)?;
+        let (csr_pem, key_pem) =
+            traceflow_pki::generate_csr(&current.name).map_err(RenewError::Csr)?;
+        let mut client = pb::registration_service_client::RegistrationServiceClient::new(channel);
+        let cert_pem = client
+            .renew_cluster_certificate(pb::RenewClusterCertificateRequest { csr_pem })
+            .await
+            .map_err(RenewError::Refused)?
+            .into_inner()
+            .certificate_pem;
+        let renewed = traceflow_pki::pem_identity(&cert_pem)
+            .map_err(|e| RenewError::BadCertificate(e.to_string()))?;
+        if renewed.name != current.name || renewed.kind != traceflow_pki::IdentityKind::Cluster {
+            return Err(RenewError::BadCertificate(format!(
+                "it names {} {:?}, not cluster {:?}",
+                renewed.kind, renewed.name, current.name
+            )));
+        }
+        // The manager now accepts only the new certificate: use it from memory even if keeping
+        // it on disk fails (logged; a restart would then need a new registration).
+        self.identity = ClusterIdentity { cert_pem, key_pem };
+        let kept = super::registration::keep_identity(&self.data_dir, &self.identity);
+        info!(
+            old_serial = %current.serial,
+            serial = %renewed.serial,
+            valid_until = renewed.not_after,
+            "cluster certificate renewed"
+        );
+        kept.map_err(RenewError::from)
+    }
+
     async fn session(
         &mut self,
         recent: &mut Recent,
+        renewal: &mut Renewal,
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> SessionEnd {
         let channel = tokio::select! {
@@ -165,6 +258,7 @@ impl Link {
             },
             _ = shutdown.as_mut() => return SessionEnd::Shutdown,
         };
+        let renew_channel = channel.clone();
         let mut client = pb::adapter_service_client::AdapterServiceClient::new(channel);
         let (out, out_rx) = mpsc::channel::<pb::AdapterMessage>(1024);
         let mut changes = self.inventory.subscribe();
@@ -248,6 +342,15 @@ impl Link {
                         return SessionEnd::Closed;
                     }
                 }
+                _ = tokio::time::sleep_until(renewal.due) => {
+                    match self.renew(renew_channel.clone()).await {
+                        Ok(()) => {
+                            *renewal = Renewal::new(&self.identity);
+                            return SessionEnd::Renewed;
+                        }
+                        Err(error) => renewal.failed(&error),
+                    }
+                }
                 _ = shutdown.as_mut() => return SessionEnd::Shutdown,
             }
         }
@@ -281,6 +384,47 @@ impl Link {
                 self.coordinator.cancel(c.uid);
                 None
             }
+        }
+    }
+}
+
+/// When to renew the cluster certificate next, and the backoff after failed attempts.
+struct Renewal {
+    due: tokio::time::Instant,
+    not_after: i64,
+    retry: traceflow_daemon::Reconnect,
+}
+
+impl Renewal {
+    /// Due at two thirds of `identity`'s lifetime; an unreadable certificate is renewed at once
+    /// (and fails, logged, if it is really broken).
+    fn new(identity: &ClusterIdentity) -> Self {
+        let (at, not_after) = match traceflow_pki::pem_identity(&identity.cert_pem) {
+            Ok(id) => (id.renew_at(), id.not_after),
+            Err(_) => (0, i64::MAX),
+        };
+        Self {
+            due: instant_at(at),
+            not_after,
+            retry: traceflow_daemon::Reconnect::new(RENEW_RETRY_MIN, RENEW_RETRY_MAX),
+        }
+    }
+
+    fn failed(&mut self, error: &RenewError) {
+        let retry_in = self.retry.next_delay();
+        self.due = tokio::time::Instant::now() + retry_in;
+        let left = self.not_after.saturating_sub(unix_now());
+        warn!(%error, ?retry_in, expires_in_secs = left, "renewing the cluster certificate failed; retrying");
+    }
+
+    fn warn_if_expired(&self) {
+        if unix_now() >= self.not_after {
+            error!(
+                "the cluster certificate has expired, so the manager refuses it (renewal did not \
+                 happen in time); register the cluster again: deregister it \
+                 (ClusterService.DeregisterCluster), remove cluster.pem and cluster-key.pem from \
+                 the data dir and restart with a new bootstrap token"
+            );
         }
     }
 }
