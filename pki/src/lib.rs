@@ -367,6 +367,37 @@ pub fn generate_csr(common_name: &str) -> Result<(String, String), PkiError> {
     Ok((csr.pem()?, key.serialize_pem()))
 }
 
+/// Writes `contents` to `path` atomically: a temporary file in the same directory (mode 0600
+/// when `private`, for keys), synced, then renamed over `path`, so a reader (or a restart
+/// after a crash) sees the old file or the new one, never a part. The temporary name is unique
+/// per process and call.
+pub fn write_file_atomic(path: &std::path::Path, contents: &str, private: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp.{}.{n}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let write = || -> std::io::Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(if private { 0o600 } else { 0o644 });
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    let result = write();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Reads the identity of a peer from its (already verified) DER leaf certificate.
 pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, PkiError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)

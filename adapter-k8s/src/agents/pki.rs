@@ -1,9 +1,6 @@
 //! The adapter's agent CA (`AD/agent-ca.pem` + `AD/agent-ca-key.pem`) and what it issues.
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use traceflow_pki::{CertificateAuthority, CertifiedKey, IdentityKind, PkiError};
 
@@ -30,29 +27,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AgentPkiError + '_ {
     }
 }
 
-/// Writes `contents` to `path` atomically (temp file + rename), mode 0600 for keys.
+/// Writes `contents` to `path` atomically (temp file + rename), mode 0600 for keys
+/// ([`traceflow_pki::write_file_atomic`]).
 pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), AgentPkiError> {
-    // Unique per process and call: two writers of one directory never share a temp file.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp.{}.{n}", std::process::id()));
-    let tmp = path.with_file_name(name);
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        if private {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        #[cfg(not(unix))]
-        let _ = private;
-        let mut f = opts.open(&tmp).map_err(io(&tmp))?;
-        f.write_all(contents.as_bytes()).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(path))
+    traceflow_pki::write_file_atomic(path, contents, private).map_err(io(path))
 }
 
 /// Creates `dir` (and its parents) if missing, the directory itself 0700.
