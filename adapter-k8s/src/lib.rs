@@ -138,7 +138,8 @@ pub async fn run(
     };
     info!(cluster = %config.cluster, "cluster certificate ready");
 
-    let agent_ca = agents::pki::load_ca_with_lifetime(&config.data_dir, config.agent_cert_lifetime)?;
+    let agent_ca =
+        agents::pki::load_ca_with_lifetime(&config.data_dir, config.agent_cert_lifetime)?;
     let server_cert = agents::pki::server_cert(&agent_ca)?;
     let tls = traceflow_pki::tonic_server_tls(
         &server_cert.cert_pem,

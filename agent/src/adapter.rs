@@ -160,10 +160,16 @@ impl Renewal {
         let (due, not_after) = match traceflow_pki::pem_identity(cert_pem) {
             Ok(id) => {
                 let ahead = u64::try_from(id.renew_at().saturating_sub(unix_now())).unwrap_or(0);
-                (tokio::time::Instant::now() + Duration::from_secs(ahead), id.not_after)
+                (
+                    tokio::time::Instant::now() + Duration::from_secs(ahead),
+                    id.not_after,
+                )
             }
             // About 30 years: never, without overflowing the clock.
-            Err(_) => (tokio::time::Instant::now() + Duration::from_secs(1 << 30), i64::MAX),
+            Err(_) => (
+                tokio::time::Instant::now() + Duration::from_secs(1 << 30),
+                i64::MAX,
+            ),
         };
         Self {
             due,
@@ -194,7 +200,11 @@ impl Renewal {
 
 /// Asks the adapter over `channel` to sign a new key for `node`; keeps the result in `cfg`
 /// (and its files, key first) and returns the new serial.
-async fn renew(cfg: &mut AdapterConfig, channel: Channel, node: &str) -> Result<String, RenewError> {
+async fn renew(
+    cfg: &mut AdapterConfig,
+    channel: Channel,
+    node: &str,
+) -> Result<String, RenewError> {
     let (csr_pem, key_pem) = traceflow_pki::generate_csr(node).map_err(RenewError::Csr)?;
     let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
     let cert_pem = client

@@ -7,7 +7,10 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use traceflow_agent::{
     AgentConfig,
-    adapter::{AdapterConfig, CertFiles}, desired::Peer, runtime::OvsPaths};
+    adapter::{AdapterConfig, CertFiles},
+    desired::Peer,
+    runtime::OvsPaths,
+};
 
 /// Per-Node Traceflow agent: programs br-int, injects trace packets, reports observations.
 #[derive(Parser, Debug)]

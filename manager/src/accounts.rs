@@ -407,7 +407,10 @@ mod tests {
         let rec = store.cluster("a")?.ok_or("cluster gone")?;
         assert_eq!(rec.certificate_serial, issued.serial);
         assert_eq!(rec.certificate_not_after, issued.not_after);
-        assert_eq!(rec.last_heartbeat_micros, 7, "the rest of the record is kept");
+        assert_eq!(
+            rec.last_heartbeat_micros, 7,
+            "the rest of the record is kept"
+        );
         // The presented certificate is now superseded: renewing with it again is refused.
         assert!(matches!(
             renew_cluster(&store, &ca, "a", "old", &csr),

@@ -371,7 +371,11 @@ pub fn generate_csr(common_name: &str) -> Result<(String, String), PkiError> {
 /// when `private`, for keys), synced, then renamed over `path`, so a reader (or a restart
 /// after a crash) sees the old file or the new one, never a part. The temporary name is unique
 /// per process and call.
-pub fn write_file_atomic(path: &std::path::Path, contents: &str, private: bool) -> std::io::Result<()> {
+pub fn write_file_atomic(
+    path: &std::path::Path,
+    contents: &str,
+    private: bool,
+) -> std::io::Result<()> {
     use std::io::Write;
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -552,7 +556,8 @@ mod tests {
         let id = pem_identity(&leaf.cert_pem)?;
         assert_eq!(id.not_after - id.not_before, 330);
         assert!(matches!(
-            CertificateAuthority::generate("x")?.with_leaf_lifetime(std::time::Duration::from_secs(1)),
+            CertificateAuthority::generate("x")?
+                .with_leaf_lifetime(std::time::Duration::from_secs(1)),
             Err(PkiError::Lifetime(_))
         ));
         Ok(())

@@ -161,7 +161,9 @@ mod tests {
         // Re-issued: the old one is refused, by another instance too (another process).
         serials.record("n1", "bb", 2)?;
         let again = AgentSerials::new(dir.path());
-        let err = again.check(&id("n1", "aa", 1), false).map_err(|e| e.to_string());
+        let err = again
+            .check(&id("n1", "aa", 1), false)
+            .map_err(|e| e.to_string());
         assert!(
             err.as_ref().is_err_and(|m| m.contains("re-issue")),
             "{err:?}"

@@ -61,9 +61,9 @@ impl From<AttachError> for Status {
         match e {
             AttachError::NoCertificate
             | AttachError::BadCertificate(_)
-            | AttachError::Serial(SerialError::NotRecorded { .. } | SerialError::Superseded { .. }) => {
-                Status::unauthenticated(msg)
-            }
+            | AttachError::Serial(
+                SerialError::NotRecorded { .. } | SerialError::Superseded { .. },
+            ) => Status::unauthenticated(msg),
             AttachError::Serial(SerialError::BadNodeName(_)) => Status::permission_denied(msg),
             AttachError::Serial(SerialError::Files(_)) => Status::internal(msg),
             AttachError::NotAnAgent(_) | AttachError::UnknownNode(_) => {
@@ -185,7 +185,9 @@ impl pb::agent_service_server::AgentService for AgentServer {
             warn!(node = %node, %status, "agent certificate renewal failed");
         })?;
         info!(node = %node, "agent certificate renewed; the previous one is revoked");
-        Ok(Response::new(pb::RenewAgentCertificateResponse { certificate_pem }))
+        Ok(Response::new(pb::RenewAgentCertificateResponse {
+            certificate_pem,
+        }))
     }
 }
 

@@ -272,7 +272,9 @@ impl pb::registration_service_server::RegistrationService for ManagerSvc {
         &self,
         _req: tonic::Request<pb::RenewClusterCertificateRequest>,
     ) -> Result<tonic::Response<pb::RenewClusterCertificateResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the fake manager does not renew"))
+        Err(tonic::Status::unimplemented(
+            "the fake manager does not renew",
+        ))
     }
 }
 

@@ -107,7 +107,8 @@ impl RegistrationSvc {
         };
         let pb::RenewClusterCertificateRequest { csr_pem } = req;
         check_len("csr_pem", &csr_pem, MAX_CSR_LEN)?;
-        let result = accounts::renew_cluster(&self.ctx.store, &self.ctx.ca, &name, &serial, &csr_pem);
+        let result =
+            accounts::renew_cluster(&self.ctx.store, &self.ctx.ca, &name, &serial, &csr_pem);
         self.ctx.store.durable().await?;
         match &result {
             Ok(issued) => tracing::info!(
@@ -116,7 +117,9 @@ impl RegistrationSvc {
                 serial = %issued.serial,
                 "cluster certificate renewed"
             ),
-            Err(error) => tracing::warn!(cluster = %name, %error, "cluster certificate renewal refused"),
+            Err(error) => {
+                tracing::warn!(cluster = %name, %error, "cluster certificate renewal refused")
+            }
         }
         Ok(pb::RenewClusterCertificateResponse {
             certificate_pem: result?.cert_pem,

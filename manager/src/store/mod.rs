@@ -494,10 +494,11 @@ impl Store {
             }
             rec.certificate_serial = serial.to_string();
             rec.certificate_not_after = not_after;
-            let swapped =
-                self.inner
-                    .clusters
-                    .compare_and_swap(name.as_bytes(), Some(old), Some(json(&rec)))?;
+            let swapped = self.inner.clusters.compare_and_swap(
+                name.as_bytes(),
+                Some(old),
+                Some(json(&rec)),
+            )?;
             if swapped.is_ok() {
                 self.wrote();
                 return Ok(true);
