@@ -96,6 +96,8 @@ pub enum RunError {
     },
     #[error("agent server: {0}")]
     AgentServer(#[from] tonic::transport::Error),
+    #[error("--agent-cert-lifetime {0} is out of range: use at least 10s and at most 3650d")]
+    AgentCertLifetime(String),
 }
 
 /// Runs the adapter until `shutdown` completes.
@@ -107,6 +109,14 @@ pub async fn run(
     agent_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let lifetime = config.agent_cert_lifetime;
+    if lifetime < traceflow_pki::MIN_LEAF_LIFETIME
+        || lifetime > std::time::Duration::from_secs(3650 * 24 * 3600)
+    {
+        return Err(RunError::AgentCertLifetime(
+            humantime::format_duration(lifetime).to_string(),
+        ));
+    }
     let ca_pem =
         std::fs::read_to_string(&config.manager_ca).map_err(|source| RunError::ManagerCa {
             path: config.manager_ca.clone(),
