@@ -31,7 +31,7 @@ use std::{future::Future, pin::pin, sync::Arc, time::Duration};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use traceflow_proto::v1::{self as pb, adapter_message::Kind as Out, manager_message::Kind as In};
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::registration::{ClusterIdentity, manager_channel};
 use crate::{
@@ -84,7 +84,10 @@ enum SessionEnd {
     #[error("manager closed the stream")]
     Closed,
     #[error("cluster certificate renewed; reconnecting with it")]
-    Renewed,
+    Renewed(
+        tonic::Streaming<pb::ManagerMessage>,
+        mpsc::Sender<pb::AdapterMessage>,
+    ),
     #[error("shutting down")]
     Shutdown,
 }
@@ -138,18 +141,25 @@ impl Link {
         if !synced {
             warn!(waited = ?FIRST_SYNC_WAIT, "Kubernetes lists incomplete; attaching with a partial inventory");
         }
+        // Whether the last session ended by a renewal: this adapter lost nothing then.
+        let mut renewed = None;
         loop {
             renewal.warn_if_expired();
             let started = tokio::time::Instant::now();
             let end = self
-                .session(&mut recent, &mut renewal, shutdown.as_mut())
+                .session(&mut recent, &mut renewal, renewed.take(), shutdown.as_mut())
                 .await;
             match end {
                 SessionEnd::Shutdown => return,
-                // The old certificate is revoked now: reconnect at once with the new one.
-                SessionEnd::Renewed => {
-                    info!("{end}");
+                // The old certificate is revoked now: reconnect at once with the new one. What
+                // the manager queued on the old stream before the new one replaced it is still
+                // read and run (the manager ends that stream), so no trace is lost.
+                SessionEnd::Renewed(old, old_out) => {
+                    info!("cluster certificate renewed; reconnecting with it");
+                    let coordinator = self.coordinator.clone();
+                    tokio::spawn(drain(old, coordinator).instrument(info_span!("renewed_stream")));
                     backoff.reset();
+                    renewed = Some(old_out);
                     continue;
                 }
                 _ => {}
@@ -249,6 +259,9 @@ impl Link {
         &mut self,
         recent: &mut Recent,
         renewal: &mut Renewal,
+        // After a renewal: the old stream's sender, dropped (ending that stream) only once this
+        // session's stream is accepted, so the manager always has a stream for the cluster.
+        replaced: Option<mpsc::Sender<pb::AdapterMessage>>,
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> SessionEnd {
         let channel = tokio::select! {
@@ -267,7 +280,9 @@ impl Link {
         let hello = msg(Out::Hello(pb::AdapterHello {
             version: env!("CARGO_PKG_VERSION").to_string(),
             running_trace_uids: self.coordinator.running().await,
-            reports_running: true,
+            // After a renewal nothing was lost: traces whose start is still on its way over
+            // the old stream must not be judged by this list.
+            reports_running: replaced.is_none(),
         }));
         // Queued before the call so they are the first frames on the stream (the channel
         // holds 1024 messages: a sync of more parts waits for the call to start).
@@ -289,6 +304,7 @@ impl Link {
             _ = shutdown.as_mut() => return SessionEnd::Shutdown,
         };
         info!(manager = %self.url, "attached to manager");
+        drop(replaced);
         for m in rest {
             if out.send(m.clone()).await.is_err() {
                 return SessionEnd::Closed;
@@ -346,7 +362,7 @@ impl Link {
                     match self.renew(renew_channel.clone()).await {
                         Ok(()) => {
                             *renewal = Renewal::new(&self.identity);
-                            return SessionEnd::Renewed;
+                            return SessionEnd::Renewed(inbound, out);
                         }
                         Err(error) => renewal.failed(&error),
                     }
@@ -358,6 +374,25 @@ impl Link {
 
     /// Handles one manager message; returns a new heartbeat period when the config sets one.
     fn on_manager(&self, m: pb::ManagerMessage) -> Option<Duration> {
+        on_manager(&self.coordinator, m)
+    }
+}
+
+/// Reads what the manager still sends on a stream replaced after a renewal (traces started
+/// before the new stream took over) until the manager ends it.
+async fn drain(mut old: tonic::Streaming<pb::ManagerMessage>, coordinator: CoordinatorHandle) {
+    let mut n = 0;
+    while let Ok(Some(m)) = old.message().await {
+        n += 1;
+        on_manager(&coordinator, m);
+    }
+    debug!(messages = n, "replaced manager stream ended");
+}
+
+/// Hands one manager message to the coordinator; returns a new heartbeat period when the
+/// config sets one.
+fn on_manager(coordinator: &CoordinatorHandle, m: pb::ManagerMessage) -> Option<Duration> {
+    {
         match m.kind? {
             In::Config(c) => {
                 let secs = u64::try_from(c.heartbeat_interval_seconds)
@@ -375,13 +410,13 @@ impl Link {
                 // ends with a reason instead of running unchecked.
                 let uid = trace.uid.clone();
                 match NewTrace::try_from(trace) {
-                    Ok(t) => self.coordinator.start_traced(t, s.trace_context),
-                    Err(e) => self.coordinator.reject(uid, e.to_string()),
+                    Ok(t) => coordinator.start_traced(t, s.trace_context),
+                    Err(e) => coordinator.reject(uid, e.to_string()),
                 }
                 None
             }
             In::CancelTrace(c) => {
-                self.coordinator.cancel(c.uid);
+                coordinator.cancel(c.uid);
                 None
             }
         }
