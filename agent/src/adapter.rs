@@ -278,29 +278,30 @@ pub async fn run_with(
     let node = rt.tracer.node().to_string();
     let mut backoff = traceflow_daemon::Reconnect::new(RECONNECT_MIN, RECONNECT_MAX);
     let mut renewal = Renewal::new(&cfg.cert_pem);
-    // A stream opened with a renewed certificate before the old one was dropped.
-    let mut next: Option<Attached> = None;
+    // A stream opened with a renewed certificate, and the one it replaces (still read until
+    // the adapter ends it, so no command queued there is lost).
+    let mut next: Option<(Attached, Option<tonic::Streaming<pb::AgentCommand>>)> = None;
     while !shutdown.is_cancelled() {
         let span = info_span!("adapter", node = %node, adapter = %cfg.endpoint);
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = async {
-                let stream = match next.take() {
+                let (stream, replaced) = match next.take() {
                     Some(s) => s,
                     None => {
                         renewal.warn_if_expired(&node);
-                        open(&cfg, &mut rt).await?
+                        (open(&cfg, &mut rt).await?, None)
                     }
                 };
                 info!("attached to adapter");
                 backoff.reset();
-                session(&mut cfg, stream, &mut rt, &desired, &mut renewal, &shutdown).await
+                session(&mut cfg, stream, replaced, &mut rt, &desired, &mut renewal, &shutdown).await
             }.instrument(span) => r,
         };
         let retry_in = backoff.next_delay();
         match result {
-            Ok(End::Renewed(stream)) => {
-                next = Some(stream);
+            Ok(End::Renewed(stream, old)) => {
+                next = Some((stream, Some(old)));
                 continue;
             }
             Ok(End::Closed) => info!(node = %node, ?retry_in, "adapter stream ended; reconnecting"),
@@ -325,7 +326,7 @@ struct Attached {
 enum End {
     Closed,
     /// The certificate was renewed and a stream opened with it; the old one is dropped.
-    Renewed(Attached),
+    Renewed(Attached, tonic::Streaming<pb::AgentCommand>),
 }
 
 /// Connects with `cfg`'s certificate and opens a stream whose first message is hello.
@@ -346,10 +347,13 @@ async fn open(cfg: &AdapterConfig, rt: &mut NodeRuntime) -> Result<Attached, Ses
 }
 
 /// One stream: ports / reports out and inject commands in, until it ends or the certificate
-/// was renewed (then a stream with the new one is already open).
+/// was renewed (then a stream with the new one is already open). `replaced` is the stream this
+/// one replaced after a renewal: its remaining commands are still run.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     cfg: &mut AdapterConfig,
     stream: Attached,
+    mut replaced: Option<tonic::Streaming<pb::AgentCommand>>,
     rt: &mut NodeRuntime,
     desired: &Store,
     renewal: &mut Renewal,
@@ -385,7 +389,7 @@ async fn session(
                         // Make before break: the adapter sees the new stream replace this one,
                         // never the Node gone. If it cannot open now, the reconnect loop will.
                         match open(cfg, rt).await {
-                            Ok(next) => return Ok(End::Renewed(next)),
+                            Ok(next) => return Ok(End::Renewed(next, inbound)),
                             Err(error) => return Err(error),
                         }
                     }
@@ -412,72 +416,122 @@ async fn session(
             }
             cmd = inbound.message() => match cmd? {
                 None => return Ok(End::Closed),
-                Some(pb::AgentCommand { kind: Some(agent_command::Kind::Inject(req)) }) => {
-                    let tracer = rt.tracer.clone();
-                    let tx = tx.clone();
-                    metrics::inc(&metrics::INJECTS);
-                    let span = info_span!(parent: None, "inject", node = %node, trace_id = req.trace_id, trace_uid = %req.trace_uid);
-                    set_parent_from_map(&span, &req.trace_context);
-                    Contexts::insert(&mut contexts.by_id, req.trace_id, context_map(&span));
-                    tokio::spawn(async move {
-                        if let Err(error) = tracer.inject(&req).await {
-                            metrics::inc(&metrics::INJECT_FAILURES);
-                            warn!(%error, "inject failed");
-                            let failure = pb::TraceFailure {
-                                trace_uid: req.trace_uid.clone(),
-                                trace_id: req.trace_id,
-                                reason: error.to_string(),
-                            };
-                            let _ = tx.send(msg(agent_message::Kind::Failure(failure))).await;
-                        }
-                    }.instrument(span));
-                }
-                Some(pb::AgentCommand { kind: None }) => debug!("empty command"),
-                // Live-traffic traces (reference §3.6): started in the background (it waits
-                // for br-int); a Node that cannot run its part fails the trace with the reason.
-                Some(pb::AgentCommand { kind: Some(agent_command::Kind::LiveTrace(req)) }) => {
-                    let tracer = rt.tracer.clone();
-                    let desired = desired.clone();
-                    let programmed = rt.datapath.programmed_state.clone();
-                    let tx = tx.clone();
-                    metrics::inc(&metrics::LIVE_TRACES);
-                    let span = info_span!(parent: None, "live_trace", node = %node, trace_uid = %req.trace_uid, dscp_tag = req.dscp_tag);
-                    set_parent_from_map(&span, &req.trace_context);
-                    Contexts::insert(&mut contexts.by_tag, req.dscp_tag, context_map(&span));
-                    tokio::spawn(async move {
-                        if let Err(error) = tracer.start_live(&req, &desired, &programmed).await {
-                            warn!(%error, "live trace not started");
-                            let failure = pb::TraceFailure {
-                                trace_uid: req.trace_uid.clone(),
-                                trace_id: 0,
-                                reason: error.to_string(),
-                            };
-                            let _ = tx.send(msg(agent_message::Kind::Failure(failure))).await;
-                            return;
-                        }
-                        info!(role = req.role, "live trace armed");
-                        let armed = pb::LiveTraceArmed { trace_uid: req.trace_uid.clone() };
-                        let _ = tx.send(msg(agent_message::Kind::LiveArmed(armed))).await;
-                        // A lost StopLiveTrace must not hold the tag forever: the flows
-                        // expire by hard_timeout, the registration here.
-                        let lifetime = crate::pipeline::live::lifetime(&req) + Duration::from_secs(2);
-                        tokio::time::sleep(lifetime).await;
-                        tracer.stop_live(&req.trace_uid, &desired).await;
-                    }.instrument(span));
-                }
-                Some(pb::AgentCommand { kind: Some(agent_command::Kind::StopLiveTrace(req)) }) => {
-                    debug!(trace_uid = %req.trace_uid, "stop live-traffic trace");
-                    let tracer = rt.tracer.clone();
-                    let desired = desired.clone();
-                    tokio::spawn(async move { tracer.stop_live(&req.trace_uid, &desired).await });
-                }
-                // Desired state (peers, Services, policies): the pipeline follows the store.
-                Some(pb::AgentCommand { kind: Some(agent_command::Kind::NodeState(state)) }) => {
-                    let replace = state.replace;
-                    let changed = desired.apply(state);
-                    debug!(replace, changed, "node state applied");
-                }
+                Some(cmd) => handle_command(cmd, rt, &tx, desired, &mut contexts, &node),
             },
+            // Commands the adapter queued on the stream this one replaced after a renewal.
+            // Node state is skipped there: the new stream's hello brought a full replacement,
+            // and an older delta must not be applied on top of it.
+            cmd = next_command(&mut replaced), if replaced.is_some() => match cmd {
+                Some(pb::AgentCommand { kind: Some(agent_command::Kind::NodeState(_)) }) => {
+                    debug!("node state on the replaced stream skipped");
+                }
+                Some(cmd) => handle_command(cmd, rt, &tx, desired, &mut contexts, &node),
+                None => replaced = None,
+            },
+        }
+    }
+}
+
+/// The next command on a replaced stream; `None` once it ended (or never, when there is none).
+async fn next_command(
+    replaced: &mut Option<tonic::Streaming<pb::AgentCommand>>,
+) -> Option<pb::AgentCommand> {
+    match replaced {
+        Some(s) => s.message().await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one adapter command; whatever it reports goes out on `tx` (the current stream).
+fn handle_command(
+    cmd: pb::AgentCommand,
+    rt: &NodeRuntime,
+    tx: &mpsc::Sender<pb::AgentMessage>,
+    desired: &Store,
+    contexts: &mut Contexts,
+    node: &str,
+) {
+    match cmd {
+        pb::AgentCommand {
+            kind: Some(agent_command::Kind::Inject(req)),
+        } => {
+            let tracer = rt.tracer.clone();
+            let tx = tx.clone();
+            metrics::inc(&metrics::INJECTS);
+            let span = info_span!(parent: None, "inject", node = %node, trace_id = req.trace_id, trace_uid = %req.trace_uid);
+            set_parent_from_map(&span, &req.trace_context);
+            Contexts::insert(&mut contexts.by_id, req.trace_id, context_map(&span));
+            tokio::spawn(
+                async move {
+                    if let Err(error) = tracer.inject(&req).await {
+                        metrics::inc(&metrics::INJECT_FAILURES);
+                        warn!(%error, "inject failed");
+                        let failure = pb::TraceFailure {
+                            trace_uid: req.trace_uid.clone(),
+                            trace_id: req.trace_id,
+                            reason: error.to_string(),
+                        };
+                        let _ = tx.send(msg(agent_message::Kind::Failure(failure))).await;
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        pb::AgentCommand { kind: None } => debug!("empty command"),
+        // Live-traffic traces (reference §3.6): started in the background (it waits
+        // for br-int); a Node that cannot run its part fails the trace with the reason.
+        pb::AgentCommand {
+            kind: Some(agent_command::Kind::LiveTrace(req)),
+        } => {
+            let tracer = rt.tracer.clone();
+            let desired = desired.clone();
+            let programmed = rt.datapath.programmed_state.clone();
+            let tx = tx.clone();
+            metrics::inc(&metrics::LIVE_TRACES);
+            let span = info_span!(parent: None, "live_trace", node = %node, trace_uid = %req.trace_uid, dscp_tag = req.dscp_tag);
+            set_parent_from_map(&span, &req.trace_context);
+            Contexts::insert(&mut contexts.by_tag, req.dscp_tag, context_map(&span));
+            tokio::spawn(
+                async move {
+                    if let Err(error) = tracer.start_live(&req, &desired, &programmed).await {
+                        warn!(%error, "live trace not started");
+                        let failure = pb::TraceFailure {
+                            trace_uid: req.trace_uid.clone(),
+                            trace_id: 0,
+                            reason: error.to_string(),
+                        };
+                        let _ = tx.send(msg(agent_message::Kind::Failure(failure))).await;
+                        return;
+                    }
+                    info!(role = req.role, "live trace armed");
+                    let armed = pb::LiveTraceArmed {
+                        trace_uid: req.trace_uid.clone(),
+                    };
+                    let _ = tx.send(msg(agent_message::Kind::LiveArmed(armed))).await;
+                    // A lost StopLiveTrace must not hold the tag forever: the flows
+                    // expire by hard_timeout, the registration here.
+                    let lifetime = crate::pipeline::live::lifetime(&req) + Duration::from_secs(2);
+                    tokio::time::sleep(lifetime).await;
+                    tracer.stop_live(&req.trace_uid, &desired).await;
+                }
+                .instrument(span),
+            );
+        }
+        pb::AgentCommand {
+            kind: Some(agent_command::Kind::StopLiveTrace(req)),
+        } => {
+            debug!(trace_uid = %req.trace_uid, "stop live-traffic trace");
+            let tracer = rt.tracer.clone();
+            let desired = desired.clone();
+            tokio::spawn(async move { tracer.stop_live(&req.trace_uid, &desired).await });
+        }
+        // Desired state (peers, Services, policies): the pipeline follows the store.
+        pb::AgentCommand {
+            kind: Some(agent_command::Kind::NodeState(state)),
+        } => {
+            let replace = state.replace;
+            let changed = desired.apply(state);
+            debug!(replace, changed, "node state applied");
         }
     }
 }

@@ -184,21 +184,27 @@ fn adapter_and_agent_renew_their_certificates_while_traces_keep_succeeding() {
         let mut traces = 0;
         let mut both_renewed = false;
         loop {
-            let dst = if traces % 2 == 0 {
-                "default/p1"
-            } else {
-                "default/p2"
-            };
-            let t = api
-                .run("c1", trace::spec("default/p0", trace::to_pod(dst), None))
-                .await?;
-            traces += 1;
-            if !succeeded(&t) {
-                failures.push(format!(
-                    "trace {traces} ended {}: {}",
-                    trace::phase(&t),
-                    t.status.as_ref().map(|s| s.reason.as_str()).unwrap_or("")
-                ));
+            // A few at once, so some are in flight (injected, reporting) at each renewal.
+            let batch: Vec<_> = ["default/p1", "default/p2", "default/p1", "default/p2"]
+                .into_iter()
+                .map(|dst| {
+                    let mut api = api.clone();
+                    tokio::spawn(async move {
+                        api.run("c1", trace::spec("default/p0", trace::to_pod(dst), None))
+                            .await
+                    })
+                })
+                .collect();
+            for t in batch {
+                let t = t.await.map_err(|e| e.to_string())??;
+                traces += 1;
+                if !succeeded(&t) {
+                    failures.push(format!(
+                        "trace {traces} ended {}: {}",
+                        trace::phase(&t),
+                        t.status.as_ref().map(|s| s.reason.as_str()).unwrap_or("")
+                    ));
+                }
             }
             if both_renewed {
                 break;
