@@ -407,10 +407,9 @@ async fn reissuing_a_node_certificate_revokes_the_previous_one_across_a_restart(
         read(&elsewhere.join("n2.pem")),
         read(&elsewhere.join("n2-key.pem")),
     );
-    let status = attach(port, &ca_pem, &n2_cert, &n2_key, "n2")
-        .await
-        .err()
-        .expect("an unrecorded certificate is refused");
+    let Err(status) = attach(port, &ca_pem, &n2_cert, &n2_key, "n2").await else {
+        panic!("an unrecorded certificate is accepted");
+    };
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert!(
         status.message().contains("no certificate is recorded"),
@@ -428,10 +427,9 @@ async fn reissuing_a_node_certificate_revokes_the_previous_one_across_a_restart(
         .unwrap_or_else(|s| panic!("a newer certificate is adopted: {s}"));
     assert!(read(&data_dir.join("agent-serials/n2")).starts_with(&serial_of(&n2_cert)));
     let (c, k) = cert(&first);
-    let status = attach(port, &ca_pem, &c, &k, "n1")
-        .await
-        .err()
-        .expect("an older certificate is never adopted");
+    let Err(status) = attach(port, &ca_pem, &c, &k, "n1").await else {
+        panic!("an older certificate is adopted");
+    };
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;

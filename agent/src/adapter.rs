@@ -300,7 +300,8 @@ pub async fn run_with(
         };
         let retry_in = backoff.next_delay();
         match result {
-            Ok(End::Renewed(stream, old)) => {
+            Ok(End::Renewed(renewed)) => {
+                let (stream, old) = *renewed;
                 next = Some((stream, Some(old)));
                 continue;
             }
@@ -325,8 +326,9 @@ struct Attached {
 /// How a session ended without an error.
 enum End {
     Closed,
-    /// The certificate was renewed and a stream opened with it; the old one is dropped.
-    Renewed(Attached, tonic::Streaming<pb::AgentCommand>),
+    /// The certificate was renewed and a stream opened with it; the old stream's commands
+    /// are still to be read.
+    Renewed(Box<(Attached, tonic::Streaming<pb::AgentCommand>)>),
 }
 
 /// Connects with `cfg`'s certificate and opens a stream whose first message is hello.
@@ -389,7 +391,7 @@ async fn session(
                         // Make before break: the adapter sees the new stream replace this one,
                         // never the Node gone. If it cannot open now, the reconnect loop will.
                         match open(cfg, rt).await {
-                            Ok(next) => return Ok(End::Renewed(next, inbound)),
+                            Ok(next) => return Ok(End::Renewed(Box::new((next, inbound)))),
                             Err(error) => return Err(error),
                         }
                     }

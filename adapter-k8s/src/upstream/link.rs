@@ -84,9 +84,12 @@ enum SessionEnd {
     #[error("manager closed the stream")]
     Closed,
     #[error("cluster certificate renewed; reconnecting with it")]
+    /// The old stream (still to be read) and its sender (dropped once a new one is up).
     Renewed(
-        tonic::Streaming<pb::ManagerMessage>,
-        mpsc::Sender<pb::AdapterMessage>,
+        Box<(
+            tonic::Streaming<pb::ManagerMessage>,
+            mpsc::Sender<pb::AdapterMessage>,
+        )>,
     ),
     #[error("shutting down")]
     Shutdown,
@@ -154,7 +157,8 @@ impl Link {
                 // The old certificate is revoked now: reconnect at once with the new one. What
                 // the manager queued on the old stream before the new one replaced it is still
                 // read and run (the manager ends that stream), so no trace is lost.
-                SessionEnd::Renewed(old, old_out) => {
+                SessionEnd::Renewed(ended) => {
+                    let (old, old_out) = *ended;
                     info!("cluster certificate renewed; reconnecting with it");
                     let coordinator = self.coordinator.clone();
                     tokio::spawn(drain(old, coordinator).instrument(info_span!("renewed_stream")));
@@ -362,7 +366,7 @@ impl Link {
                     match self.renew(renew_channel.clone()).await {
                         Ok(()) => {
                             *renewal = Renewal::new(&self.identity);
-                            return SessionEnd::Renewed(inbound, out);
+                            return SessionEnd::Renewed(Box::new((inbound, out)));
                         }
                         Err(error) => renewal.failed(&error),
                     }
