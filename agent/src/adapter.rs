@@ -384,18 +384,32 @@ async fn session(
             }
             _ = shutdown.cancelled() => return Ok(End::Closed),
             _ = tokio::time::sleep_until(renewal.due) => {
-                match renew(cfg, channel.clone(), &node).await {
+                let renewed = match renew(cfg, channel.clone(), &node).await {
                     Ok(serial) => {
                         *renewal = Renewal::new(&cfg.cert_pem);
                         info!(serial = %serial, "Node certificate renewed; reconnecting with it");
-                        // Make before break: the adapter sees the new stream replace this one,
-                        // never the Node gone. If it cannot open now, the reconnect loop will.
-                        match open(cfg, rt).await {
-                            Ok(next) => return Ok(End::Renewed(Box::new((next, inbound)))),
-                            Err(error) => return Err(error),
-                        }
+                        true
                     }
-                    Err(error) => renewal.failed(&error),
+                    // The adapter accepts only the new certificate now, which is in memory:
+                    // reconnect with it, and renew again soon so the files get one too.
+                    Err(error @ RenewError::Write { .. }) => {
+                        error!(%error, "the renewed Node certificate is in use but not on disk; a restart before the next renewal needs a new certificate");
+                        *renewal = Renewal::new(&cfg.cert_pem);
+                        renewal.failed(&error);
+                        true
+                    }
+                    Err(error) => {
+                        renewal.failed(&error);
+                        false
+                    }
+                };
+                if renewed {
+                    // Make before break: the adapter sees the new stream replace this one,
+                    // never the Node gone. If it cannot open now, the reconnect loop will.
+                    return match open(cfg, rt).await {
+                        Ok(next) => Ok(End::Renewed(Box::new((next, inbound)))),
+                        Err(error) => Err(error),
+                    };
                 }
             }
             changed = rt.ports.changed() => {

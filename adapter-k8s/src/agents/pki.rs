@@ -119,8 +119,9 @@ pub fn issue_agent_cert(data_dir: &Path, node: &str, out: &Path) -> Result<(), A
 }
 
 /// Issues an agent certificate for `node` into `out`: `N.pem`, `N-key.pem` (0600),
-/// `agent-ca.pem`. With `opts.record` its serial becomes the Node's only valid one first, so
-/// the adapter refuses the previous certificate from now on.
+/// `agent-ca.pem`. With `opts.record`, once those are written, its serial becomes the Node's
+/// only valid one, so the adapter refuses the previous certificate from then on (a failure
+/// before that leaves the previous one valid).
 pub fn issue_agent_cert_with(
     data_dir: &Path,
     node: &str,

@@ -368,6 +368,13 @@ impl Link {
                             *renewal = Renewal::new(&self.identity);
                             return SessionEnd::Renewed(Box::new((inbound, out)));
                         }
+                        // The manager accepts only the new certificate now, which is in
+                        // memory: reconnect with it, and renew again soon to keep one on disk.
+                        Err(error @ RenewError::Files(_)) => {
+                            error!(%error, "the renewed cluster certificate is in use but not on disk; a restart before the next renewal needs a new registration");
+                            renewal.failed(&error);
+                            return SessionEnd::Renewed(Box::new((inbound, out)));
+                        }
                         Err(error) => renewal.failed(&error),
                     }
                 }
