@@ -434,3 +434,98 @@ async fn reissuing_a_node_certificate_revokes_the_previous_one_across_a_restart(
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }
+
+/// The serial recorded for `node` in `data_dir`.
+fn recorded(data_dir: &Path, node: &str) -> String {
+    read(&data_dir.join("agent-serials").join(node))
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_that_cannot_be_written_is_still_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = LabKubeApi::start().await;
+    standard_cluster(&api).await;
+    let mut mgr = FakeManager::start("t").await;
+    let data_dir = dir.path().join("ad");
+    let certs = dir.path().join("certs");
+    let short = AgentCertOptions {
+        lifetime: LIFETIME,
+        record: true,
+    };
+    issue_agent_cert_with(&data_dir, "n1", &certs, &short).expect("n1 certificate");
+    let first = recorded(&data_dir, "n1");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let config = traceflow_adapter::RunConfig {
+        cluster: "c1".into(),
+        data_dir: data_dir.clone(),
+        manager: mgr.url(),
+        manager_ca: mgr.write_ca(dir.path()),
+        token: Some("t".into()),
+        kubeconfig: api.kubeconfig(dir.path()),
+        agent_cert_lifetime: LIFETIME,
+        adopt_newer_agent_certs: false,
+    };
+    let (stop_adapter, stopped) = oneshot::channel::<()>();
+    let adapter = tokio::spawn(traceflow_adapter::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    mgr.hello().await;
+
+    let (_ports_tx, ports) = watch::channel(Default::default());
+    let (_switch_tx, switch) = watch::channel(None);
+    let (_programmed_tx, programmed) = watch::channel(0);
+    let (_observe, observations) = mpsc::channel::<Observed>(16);
+    let rt = NodeRuntime {
+        tracer: Tracer::new("n1", ports.clone(), switch.clone()),
+        ports,
+        datapath: DatapathHandle {
+            switch,
+            programmed,
+            programmed_state: watch::channel(Default::default()).1,
+        },
+        observations,
+    };
+    // The files' directory does not exist: every write of a renewed certificate fails.
+    let missing = dir.path().join("missing");
+    let cfg = AdapterConfig {
+        endpoint: format!("https://127.0.0.1:{port}"),
+        ca_pem: read(&certs.join("agent-ca.pem")),
+        cert_pem: read(&certs.join("n1.pem")),
+        key_pem: read(&certs.join("n1-key.pem")),
+        server_name: "localhost".into(),
+        files: Some(CertFiles {
+            cert: missing.join("n1.pem"),
+            key: missing.join("n1-key.pem"),
+        }),
+    };
+    let stop_agent = CancellationToken::new();
+    let agent = tokio::spawn(traceflow_agent::adapter::run(cfg, rt, stop_agent.clone()));
+
+    // Renewed once (the adapter records it), then again soon after: the second renewal is
+    // authenticated by the first renewed certificate, which exists only in the agent's memory.
+    let deadline = tokio::time::Instant::now() + LIFETIME + Duration::from_secs(5);
+    let mut seen = vec![first];
+    while seen.len() < 3 {
+        let now = recorded(&data_dir, "n1");
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "serials recorded for n1: {seen:?} (want two renewals)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!missing.exists());
+    stop_agent.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
+    let _ = stop_adapter.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), adapter).await;
+}
