@@ -21,8 +21,9 @@
 //! The coordinator runs each trace in its lifecycle: `coordinator::injected` (a packet with a
 //! data-plane id) or `coordinator::live` (a DSCP tag on real traffic).
 //!
-//! [`run`] wires the parts: registration (token + CSR, once), the agent CA and server, the kube
-//! watchers, the coordinator task and the manager link. Behaviour copied from Antrea links to
+//! [`run`] wires the parts: registration (token + CSR, once; renewed by the link before it
+//! expires), the agent CA, the serial records and server, the kube watchers, the coordinator
+//! task and the manager link. Behaviour copied from Antrea links to
 //! `shared/reference/antrea-traceflow.md`.
 
 pub mod agents;
@@ -63,6 +64,16 @@ pub struct RunConfig {
     pub token: Option<String>,
     #[arg(long)]
     pub kubeconfig: PathBuf,
+    /// Lifetime of the agent certificates this adapter signs when agents renew them (agents
+    /// renew after two thirds of it).
+    #[arg(long, env = "TRACEFLOW_AGENT_CERT_LIFETIME", default_value = traceflow_core::limits::DEFAULT_AGENT_CERT_LIFETIME, value_parser = humantime::parse_duration)]
+    pub agent_cert_lifetime: std::time::Duration,
+    /// Accept an agent certificate issued after the one recorded for its Node (or for a Node
+    /// with none) and record it, revoking the older one. For agent certificates issued outside
+    /// this data dir by the same CA (the Helm chart's init container); off, only the recorded
+    /// serial of each Node is accepted.
+    #[arg(long, env = "TRACEFLOW_ADOPT_NEWER_AGENT_CERTS")]
+    pub adopt_newer_agent_certs: bool,
 }
 
 /// Why the adapter could not start.
@@ -86,6 +97,8 @@ pub enum RunError {
     },
     #[error("agent server: {0}")]
     AgentServer(#[from] tonic::transport::Error),
+    #[error("--agent-cert-lifetime {0} is out of range: use at least 10s and at most 3650d")]
+    AgentCertLifetime(String),
 }
 
 /// Runs the adapter until `shutdown` completes.
@@ -97,6 +110,14 @@ pub async fn run(
     agent_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let lifetime = config.agent_cert_lifetime;
+    if lifetime < traceflow_pki::MIN_LEAF_LIFETIME
+        || lifetime > std::time::Duration::from_secs(3650 * 24 * 3600)
+    {
+        return Err(RunError::AgentCertLifetime(
+            humantime::format_duration(lifetime).to_string(),
+        ));
+    }
     let ca_pem =
         std::fs::read_to_string(&config.manager_ca).map_err(|source| RunError::ManagerCa {
             path: config.manager_ca.clone(),
@@ -128,7 +149,8 @@ pub async fn run(
     };
     info!(cluster = %config.cluster, "cluster certificate ready");
 
-    let agent_ca = agents::pki::load_or_create_ca(&config.data_dir)?;
+    let agent_ca =
+        agents::pki::load_ca_with_lifetime(&config.data_dir, config.agent_cert_lifetime)?;
     let server_cert = agents::pki::server_cert(&agent_ca)?;
     let tls = traceflow_pki::tonic_server_tls(
         &server_cert.cert_pem,
@@ -185,6 +207,7 @@ pub async fn run(
         url: config.manager.clone(),
         ca_pem,
         identity,
+        data_dir: config.data_dir.clone(),
         inventory: inventory.clone(),
         agents: agents.clone(),
         coordinator: handle.clone(),
@@ -198,7 +221,12 @@ pub async fn run(
     let (publisher, nodestate) = nodestate::Publisher::new(inventory.clone(), agents.clone());
     let publisher_task = tokio::spawn(publisher.run().instrument(info_span!("nodestate")));
 
-    let server = AgentServer::new(agents, inventory, handle, nodestate);
+    let certs = agents::server::AgentCerts {
+        ca: std::sync::Arc::new(agent_ca),
+        serials: agents::serials::AgentSerials::new(&config.data_dir),
+        adopt_newer: config.adopt_newer_agent_certs,
+    };
+    let server = AgentServer::new(agents, inventory, handle, nodestate, certs);
     let addr = agent_listener.local_addr().ok();
     info!(agent_listen = ?addr, "serving agents");
     let server_task = tokio::spawn(

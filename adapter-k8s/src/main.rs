@@ -27,7 +27,8 @@ enum Command {
         #[command(flatten)]
         otlp: traceflow_telemetry::OtlpArgs,
     },
-    /// Issue an agent certificate for a Node: DIR/N.pem, DIR/N-key.pem, DIR/agent-ca.pem.
+    /// Issue an agent certificate for a Node: DIR/N.pem, DIR/N-key.pem, DIR/agent-ca.pem; its
+    /// serial becomes the Node's only valid one (AD/agent-serials/N), revoking the previous.
     AgentCert {
         #[arg(long)]
         data_dir: PathBuf,
@@ -35,6 +36,13 @@ enum Command {
         node: String,
         #[arg(long)]
         out: PathBuf,
+        /// How long the certificate is valid; the agent renews it after two thirds.
+        #[arg(long, env = "TRACEFLOW_AGENT_CERT_LIFETIME", default_value = traceflow_core::limits::DEFAULT_AGENT_CERT_LIFETIME, value_parser = humantime::parse_duration)]
+        lifetime: std::time::Duration,
+        /// Do not record the serial (the data dir is not the adapter's, e.g. a read-only copy
+        /// of the agent CA): the adapter must run with --adopt-newer-agent-certs to accept it.
+        #[arg(long)]
+        no_record: bool,
     },
     /// Print the Traceflow CustomResourceDefinition (YAML) that the cluster chart installs.
     Crd,
@@ -93,9 +101,15 @@ async fn real_main() -> anyhow::Result<()> {
             data_dir,
             node,
             out,
+            lifetime,
+            no_record,
         } => {
             traceflow_telemetry::init_logs(None, "info");
-            traceflow_adapter::agents::pki::issue_agent_cert(&data_dir, &node, &out)
+            let opts = traceflow_adapter::agents::pki::AgentCertOptions {
+                lifetime,
+                record: !no_record,
+            };
+            traceflow_adapter::agents::pki::issue_agent_cert_with(&data_dir, &node, &out, &opts)
                 .with_context(|| format!("issuing the agent certificate for Node {node}"))?;
         }
         Command::Crd => {

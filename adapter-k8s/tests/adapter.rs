@@ -31,6 +31,8 @@ async fn start_adapter(
         manager_ca: mgr.write_ca(dir),
         token: token.map(Into::into),
         kubeconfig: api.kubeconfig(dir),
+        agent_cert_lifetime: Duration::from_secs(3600),
+        adopt_newer_agent_certs: false,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -15,9 +15,18 @@
 //! backoff ([`RECONNECT_MIN`] doubling to just under [`RECONNECT_MAX`], reset after a successful
 //! attach, `traceflow_daemon::Reconnect`); reports produced meanwhile wait
 //! in the runtime's bounded queue and are sent after reconnecting.
+//!
+//! Certificate renewal: once two thirds of the Node certificate's lifetime have passed, the
+//! session sends `AgentService.RenewCertificate` (a CSR for this Node, over the same mTLS
+//! connection); the adapter signs it and from then on accepts only the new certificate. The
+//! agent writes key (0600) and certificate atomically where it read them, opens a new stream
+//! with them and only then drops the old one, so the adapter never sees the Node disconnected
+//! (no in-flight trace fails). A failed renewal is retried with backoff ([`RENEW_RETRY_MIN`] …
+//! [`RENEW_RETRY_MAX`]) and logged; an expired certificate is logged with what to do.
 
 use std::{
     collections::HashMap,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -26,7 +35,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use traceflow_proto::v1::{self as pb, agent_command, agent_message};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use traceflow_telemetry::{ContextMap, context_map, set_parent_from_map};
 
@@ -39,6 +48,9 @@ pub const RECONNECT_MIN: Duration = Duration::from_millis(200);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How often changed counters are sent to the adapter.
 pub const COUNTERS_INTERVAL: Duration = Duration::from_secs(2);
+/// Delays between failed certificate renewals (jittered, growing).
+pub const RENEW_RETRY_MIN: Duration = Duration::from_secs(1);
+pub const RENEW_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// How long a trace's span context is kept for the packet-ins it causes.
 const CONTEXT_TTL: Duration = Duration::from_secs(600);
@@ -87,6 +99,16 @@ pub struct AdapterConfig {
     pub key_pem: String,
     /// The TLS name the adapter's certificate must carry (`localhost` in the lab).
     pub server_name: String,
+    /// Where `cert_pem` and `key_pem` were read from: a renewed certificate and key replace
+    /// them there. `None` keeps renewals in memory only.
+    pub files: Option<CertFiles>,
+}
+
+/// The agent's certificate and key files.
+#[derive(Clone, Debug)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Why connecting to the adapter failed (retried by [`run`]).
@@ -98,6 +120,126 @@ pub enum SessionError {
     Connect(#[from] tonic::transport::Error),
     #[error("adapter refused the stream: {0}")]
     Attach(#[from] tonic::Status),
+}
+
+/// Why renewing the Node certificate failed (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error("cannot create a key and CSR: {0}")]
+    Csr(traceflow_pki::PkiError),
+    #[error("adapter refused the renewal: {0}")]
+    Refused(tonic::Status),
+    #[error("adapter returned an unusable certificate: {0}")]
+    BadCertificate(String),
+    #[error("writing the renewed {what} to {path}: {source}")]
+    Write {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// When to renew the Node certificate next, and the backoff after failed attempts.
+struct Renewal {
+    due: tokio::time::Instant,
+    not_after: i64,
+    retry: traceflow_daemon::Reconnect,
+}
+
+impl Renewal {
+    /// Due at two thirds of `cert_pem`'s lifetime; never for a certificate that does not
+    /// parse (the adapter refuses it anyway, and says so).
+    fn new(cert_pem: &str) -> Self {
+        let (due, not_after) = match traceflow_pki::pem_identity(cert_pem) {
+            Ok(id) => {
+                let ahead = u64::try_from(id.renew_at().saturating_sub(unix_now())).unwrap_or(0);
+                (
+                    tokio::time::Instant::now() + Duration::from_secs(ahead),
+                    id.not_after,
+                )
+            }
+            // About 30 years: never, without overflowing the clock.
+            Err(_) => (
+                tokio::time::Instant::now() + Duration::from_secs(1 << 30),
+                i64::MAX,
+            ),
+        };
+        Self {
+            due,
+            not_after,
+            retry: traceflow_daemon::Reconnect::new(RENEW_RETRY_MIN, RENEW_RETRY_MAX),
+        }
+    }
+
+    fn failed(&mut self, error: &RenewError) {
+        let retry_in = self.retry.next_delay();
+        self.due = tokio::time::Instant::now() + retry_in;
+        let left = self.not_after.saturating_sub(unix_now());
+        warn!(%error, ?retry_in, expires_in_secs = left, "renewing the Node certificate failed; retrying");
+    }
+
+    fn warn_if_expired(&self, node: &str) {
+        if unix_now() >= self.not_after {
+            error!(
+                node = %node,
+                "the Node certificate has expired, so the adapter refuses it (renewal did not happen \
+                 in time); issue a new one (traceflow-adapter agent-cert --node NODE on the \
+                 adapter's data dir, or restart the agent Pod under the Helm chart) and restart \
+                 the agent with it"
+            );
+        }
+    }
+}
+
+/// Asks the adapter over `channel` to sign a new key for `node`; keeps the result in `cfg`
+/// (and its files, key first) and returns the new serial.
+async fn renew(
+    cfg: &mut AdapterConfig,
+    channel: Channel,
+    node: &str,
+) -> Result<String, RenewError> {
+    let (csr_pem, key_pem) = traceflow_pki::generate_csr(node).map_err(RenewError::Csr)?;
+    let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+    let cert_pem = client
+        .renew_certificate(pb::RenewAgentCertificateRequest { csr_pem })
+        .await
+        .map_err(RenewError::Refused)?
+        .into_inner()
+        .certificate_pem;
+    let id = traceflow_pki::pem_identity(&cert_pem)
+        .map_err(|e| RenewError::BadCertificate(e.to_string()))?;
+    if id.name != node || id.kind != traceflow_pki::IdentityKind::Agent {
+        return Err(RenewError::BadCertificate(format!(
+            "it names {} {:?}, not Node {node:?}",
+            id.kind, id.name
+        )));
+    }
+    // The adapter accepts only the new certificate from now on: keep it in memory even when
+    // the files cannot be written (reported; a restart would then need a new certificate).
+    cfg.cert_pem = cert_pem;
+    cfg.key_pem = key_pem;
+    if let Some(files) = &cfg.files {
+        let write = |what: &'static str, path: &PathBuf, pem: &str, private: bool| {
+            traceflow_pki::write_file_atomic(path, pem, private).map_err(|source| {
+                RenewError::Write {
+                    what,
+                    path: path.clone(),
+                    source,
+                }
+            })
+        };
+        write("key", &files.key, &cfg.key_pem, true)?;
+        write("certificate", &files.cert, &cfg.cert_pem, false)?;
+    }
+    Ok(id.serial)
 }
 
 async fn connect(cfg: &AdapterConfig) -> Result<Channel, SessionError> {
@@ -129,22 +271,42 @@ pub async fn run(cfg: AdapterConfig, rt: NodeRuntime, shutdown: CancellationToke
 /// [`run`], applying every `AgentCommand::NodeState` to `desired` (the store the runtime's
 /// pipeline follows).
 pub async fn run_with(
-    cfg: AdapterConfig,
+    mut cfg: AdapterConfig,
     mut rt: NodeRuntime,
     desired: Store,
     shutdown: CancellationToken,
 ) {
     let node = rt.tracer.node().to_string();
     let mut backoff = traceflow_daemon::Reconnect::new(RECONNECT_MIN, RECONNECT_MAX);
+    let mut renewal = Renewal::new(&cfg.cert_pem);
+    // A stream opened with a renewed certificate, and the one it replaces (still read until
+    // the adapter ends it, so no command queued there is lost).
+    let mut next: Option<(Attached, Option<tonic::Streaming<pb::AgentCommand>>)> = None;
     while !shutdown.is_cancelled() {
         let span = info_span!("adapter", node = %node, adapter = %cfg.endpoint);
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&cfg, &mut rt, &desired, &mut backoff, &shutdown).instrument(span) => r,
+            r = async {
+                let (stream, replaced) = match next.take() {
+                    Some(s) => s,
+                    None => {
+                        renewal.warn_if_expired(&node);
+                        (open(&cfg, &mut rt).await?, None)
+                    }
+                };
+                info!("attached to adapter");
+                backoff.reset();
+                session(&mut cfg, stream, replaced, &mut rt, &desired, &mut renewal, &shutdown).await
+            }.instrument(span) => r,
         };
         let retry_in = backoff.next_delay();
         match result {
-            Ok(()) => info!(node = %node, ?retry_in, "adapter stream ended; reconnecting"),
+            Ok(End::Renewed(renewed)) => {
+                let (stream, old) = *renewed;
+                next = Some((stream, Some(old)));
+                continue;
+            }
+            Ok(End::Closed) => info!(node = %node, ?retry_in, "adapter stream ended; reconnecting"),
             Err(error) => warn!(%error, node = %node, ?retry_in, "adapter session failed"),
         }
         tokio::select! {
@@ -154,25 +316,58 @@ pub async fn run_with(
     }
 }
 
-/// One stream: hello, then ports / reports out and inject commands in, until it ends. Resets
-/// `backoff` once the adapter accepted the stream.
-async fn session(
-    cfg: &AdapterConfig,
-    rt: &mut NodeRuntime,
-    desired: &Store,
-    backoff: &mut traceflow_daemon::Reconnect,
-    shutdown: &CancellationToken,
-) -> Result<(), SessionError> {
+/// An accepted stream: the connection (renewals use it too), the outbound queue and the
+/// adapter's commands.
+struct Attached {
+    channel: Channel,
+    tx: mpsc::Sender<pb::AgentMessage>,
+    inbound: tonic::Streaming<pb::AgentCommand>,
+}
+
+/// How a session ended without an error.
+enum End {
+    Closed,
+    /// The certificate was renewed and a stream opened with it; the old stream's commands
+    /// are still to be read.
+    Renewed(Box<(Attached, tonic::Streaming<pb::AgentCommand>)>),
+}
+
+/// Connects with `cfg`'s certificate and opens a stream whose first message is hello.
+async fn open(cfg: &AdapterConfig, rt: &mut NodeRuntime) -> Result<Attached, SessionError> {
     let channel = connect(cfg).await?;
     let node = rt.tracer.node().to_string();
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(4096);
     let hello = rt.ports.borrow_and_update().to_hello(&node);
     // The channel is empty and owned here, so this cannot fail.
     let _ = tx.try_send(msg(agent_message::Kind::Hello(hello)));
-    let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
-    let mut inbound = client.attach(ReceiverStream::new(rx)).await?.into_inner();
-    info!("attached to adapter");
-    backoff.reset();
+    let mut client = pb::agent_service_client::AgentServiceClient::new(channel.clone());
+    let inbound = client.attach(ReceiverStream::new(rx)).await?.into_inner();
+    Ok(Attached {
+        channel,
+        tx,
+        inbound,
+    })
+}
+
+/// One stream: ports / reports out and inject commands in, until it ends or the certificate
+/// was renewed (then a stream with the new one is already open). `replaced` is the stream this
+/// one replaced after a renewal: its remaining commands are still run.
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    cfg: &mut AdapterConfig,
+    stream: Attached,
+    mut replaced: Option<tonic::Streaming<pb::AgentCommand>>,
+    rt: &mut NodeRuntime,
+    desired: &Store,
+    renewal: &mut Renewal,
+    shutdown: &CancellationToken,
+) -> Result<End, SessionError> {
+    let node = rt.tracer.node().to_string();
+    let Attached {
+        channel,
+        tx,
+        mut inbound,
+    } = stream;
     let mut contexts = Contexts::default();
     let mut counters_tick = tokio::time::interval(COUNTERS_INTERVAL);
     let mut counters_sent = HashMap::new();
@@ -183,103 +378,184 @@ async fn session(
                 if now != counters_sent {
                     let c = pb::AgentCounters { counters: now.clone() };
                     if tx.send(msg(agent_message::Kind::Counters(c))).await.is_err() {
-                        return Ok(());
+                        return Ok(End::Closed);
                     }
                     counters_sent = now;
                 }
             }
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(End::Closed),
+            _ = tokio::time::sleep_until(renewal.due) => {
+                let renewed = match renew(cfg, channel.clone(), &node).await {
+                    Ok(serial) => {
+                        *renewal = Renewal::new(&cfg.cert_pem);
+                        info!(serial = %serial, "Node certificate renewed; reconnecting with it");
+                        true
+                    }
+                    // The adapter accepts only the new certificate now, which is in memory:
+                    // reconnect with it, and renew again soon so the files get one too.
+                    Err(error @ RenewError::Write { .. }) => {
+                        error!(%error, "the renewed Node certificate is in use but not on disk; a restart before the next renewal needs a new certificate");
+                        *renewal = Renewal::new(&cfg.cert_pem);
+                        renewal.failed(&error);
+                        true
+                    }
+                    Err(error) => {
+                        renewal.failed(&error);
+                        false
+                    }
+                };
+                if renewed {
+                    // Make before break: the adapter sees the new stream replace this one,
+                    // never the Node gone. If it cannot open now, the reconnect loop will.
+                    return match open(cfg, rt).await {
+                        Ok(next) => Ok(End::Renewed(Box::new((next, inbound)))),
+                        Err(error) => Err(error),
+                    };
+                }
+            }
             changed = rt.ports.changed() => {
                 if changed.is_err() {
-                    return Ok(());
+                    return Ok(End::Closed);
                 }
                 let ports = rt.ports.borrow_and_update().to_hello(&node);
                 debug!(pods = ports.pods.len(), "sending ports");
                 if tx.send(msg(agent_message::Kind::Ports(ports))).await.is_err() {
-                    return Ok(());
+                    return Ok(End::Closed);
                 }
             }
             obs = rt.observations.recv() => {
-                let Some(obs) = obs else { return Ok(()) };
+                let Some(obs) = obs else { return Ok(End::Closed) };
                 debug!(trace_id = obs.trace_id, "sending report");
                 contexts.observation(&node, obs.trace_id, u32::from(obs.dataplane_tag));
                 if tx.send(msg(agent_message::Kind::Report(obs.into_report()))).await.is_err() {
-                    return Ok(());
+                    return Ok(End::Closed);
                 }
             }
             cmd = inbound.message() => match cmd? {
-                None => return Ok(()),
-                Some(pb::AgentCommand { kind: Some(agent_command::Kind::Inject(req)) }) => {
-                    let tracer = rt.tracer.clone();
-                    let tx = tx.clone();
-                    metrics::inc(&metrics::INJECTS);
-                    let span = info_span!(parent: None, "inject", node = %node, trace_id = req.trace_id, trace_uid = %req.trace_uid);
-                    set_parent_from_map(&span, &req.trace_context);
-                    Contexts::insert(&mut contexts.by_id, req.trace_id, context_map(&span));
-                    tokio::spawn(async move {
-                        if let Err(error) = tracer.inject(&req).await {
-                            metrics::inc(&metrics::INJECT_FAILURES);
-                            warn!(%error, "inject failed");
-                            let failure = pb::TraceFailure {
-                                trace_uid: req.trace_uid.clone(),
-                                trace_id: req.trace_id,
-                                reason: error.to_string(),
-                            };
-                            let _ = tx.send(msg(agent_message::Kind::Failure(failure))).await;
-                        }
-                    }.instrument(span));
-                }
-                Some(pb::AgentCommand { kind: None }) => debug!("empty command"),
-                // Live-traffic traces (reference §3.6): started in the background (it waits
-                // for br-int); a Node that cannot run its part fails the trace with the reason.
-                Some(pb::AgentCommand { kind: Some(agent_command::Kind::LiveTrace(req)) }) => {
-                    let tracer = rt.tracer.clone();
-                    let desired = desired.clone();
-                    let programmed = rt.datapath.programmed_state.clone();
-                    let tx = tx.clone();
-                    metrics::inc(&metrics::LIVE_TRACES);
-                    let span = info_span!(parent: None, "live_trace", node = %node, trace_uid = %req.trace_uid, dscp_tag = req.dscp_tag);
-                    set_parent_from_map(&span, &req.trace_context);
-                    Contexts::insert(&mut contexts.by_tag, req.dscp_tag, context_map(&span));
-                    tokio::spawn(async move {
-                        if let Err(error) = tracer.start_live(&req, &desired, &programmed).await {
-                            warn!(%error, "live trace not started");
-                            let failure = pb::TraceFailure {
-                                trace_uid: req.trace_uid.clone(),
-                                trace_id: 0,
-                                reason: error.to_string(),
-                            };
-                            let _ = tx.send(msg(agent_message::Kind::Failure(failure))).await;
-                            return;
-                        }
-                        info!(role = req.role, "live trace armed");
-                        let armed = pb::LiveTraceArmed { trace_uid: req.trace_uid.clone() };
-                        let _ = tx.send(msg(agent_message::Kind::LiveArmed(armed))).await;
-                        // A lost StopLiveTrace must not hold the tag forever: the flows
-                        // expire by hard_timeout, the registration here.
-                        let lifetime = crate::pipeline::live::lifetime(&req) + Duration::from_secs(2);
-                        tokio::time::sleep(lifetime).await;
-                        tracer.stop_live(&req.trace_uid, &desired).await;
-                    }.instrument(span));
-                }
-                Some(pb::AgentCommand { kind: Some(agent_command::Kind::StopLiveTrace(req)) }) => {
-                    debug!(trace_uid = %req.trace_uid, "stop live-traffic trace");
-                    let tracer = rt.tracer.clone();
-                    let desired = desired.clone();
-                    tokio::spawn(async move { tracer.stop_live(&req.trace_uid, &desired).await });
-                }
-                // A `reply` trace ended: its connection leaves this Node's conntrack.
-                Some(pb::AgentCommand { kind: Some(agent_command::Kind::FlushConntrack(req)) }) => {
-                    let tracer = rt.tracer.clone();
-                    tokio::spawn(async move { tracer.flush_conntrack(&req).await });
-                }
-                // Desired state (peers, Services, policies): the pipeline follows the store.
-                Some(pb::AgentCommand { kind: Some(agent_command::Kind::NodeState(state)) }) => {
-                    let replace = state.replace;
-                    let changed = desired.apply(state);
-                    debug!(replace, changed, "node state applied");
-                }
+                None => return Ok(End::Closed),
+                Some(cmd) => handle_command(cmd, rt, &tx, desired, &mut contexts, &node),
             },
+            // Commands the adapter queued on the stream this one replaced after a renewal.
+            // Node state is skipped there: the new stream's hello brought a full replacement,
+            // and an older delta must not be applied on top of it.
+            cmd = next_command(&mut replaced), if replaced.is_some() => match cmd {
+                Some(pb::AgentCommand { kind: Some(agent_command::Kind::NodeState(_)) }) => {
+                    debug!("node state on the replaced stream skipped");
+                }
+                Some(cmd) => handle_command(cmd, rt, &tx, desired, &mut contexts, &node),
+                None => replaced = None,
+            },
+        }
+    }
+}
+
+/// The next command on a replaced stream; `None` once it ended (or never, when there is none).
+async fn next_command(
+    replaced: &mut Option<tonic::Streaming<pb::AgentCommand>>,
+) -> Option<pb::AgentCommand> {
+    match replaced {
+        Some(s) => s.message().await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one adapter command; whatever it reports goes out on `tx` (the current stream).
+fn handle_command(
+    cmd: pb::AgentCommand,
+    rt: &NodeRuntime,
+    tx: &mpsc::Sender<pb::AgentMessage>,
+    desired: &Store,
+    contexts: &mut Contexts,
+    node: &str,
+) {
+    match cmd {
+        pb::AgentCommand {
+            kind: Some(agent_command::Kind::Inject(req)),
+        } => {
+            let tracer = rt.tracer.clone();
+            let tx = tx.clone();
+            metrics::inc(&metrics::INJECTS);
+            let span = info_span!(parent: None, "inject", node = %node, trace_id = req.trace_id, trace_uid = %req.trace_uid);
+            set_parent_from_map(&span, &req.trace_context);
+            Contexts::insert(&mut contexts.by_id, req.trace_id, context_map(&span));
+            tokio::spawn(
+                async move {
+                    if let Err(error) = tracer.inject(&req).await {
+                        metrics::inc(&metrics::INJECT_FAILURES);
+                        warn!(%error, "inject failed");
+                        let failure = pb::TraceFailure {
+                            trace_uid: req.trace_uid.clone(),
+                            trace_id: req.trace_id,
+                            reason: error.to_string(),
+                        };
+                        let _ = tx.send(msg(agent_message::Kind::Failure(failure))).await;
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        pb::AgentCommand { kind: None } => debug!("empty command"),
+        // Live-traffic traces (reference §3.6): started in the background (it waits
+        // for br-int); a Node that cannot run its part fails the trace with the reason.
+        pb::AgentCommand {
+            kind: Some(agent_command::Kind::LiveTrace(req)),
+        } => {
+            let tracer = rt.tracer.clone();
+            let desired = desired.clone();
+            let programmed = rt.datapath.programmed_state.clone();
+            let tx = tx.clone();
+            metrics::inc(&metrics::LIVE_TRACES);
+            let span = info_span!(parent: None, "live_trace", node = %node, trace_uid = %req.trace_uid, dscp_tag = req.dscp_tag);
+            set_parent_from_map(&span, &req.trace_context);
+            Contexts::insert(&mut contexts.by_tag, req.dscp_tag, context_map(&span));
+            tokio::spawn(
+                async move {
+                    if let Err(error) = tracer.start_live(&req, &desired, &programmed).await {
+                        warn!(%error, "live trace not started");
+                        let failure = pb::TraceFailure {
+                            trace_uid: req.trace_uid.clone(),
+                            trace_id: 0,
+                            reason: error.to_string(),
+                        };
+                        let _ = tx.send(msg(agent_message::Kind::Failure(failure))).await;
+                        return;
+                    }
+                    info!(role = req.role, "live trace armed");
+                    let armed = pb::LiveTraceArmed {
+                        trace_uid: req.trace_uid.clone(),
+                    };
+                    let _ = tx.send(msg(agent_message::Kind::LiveArmed(armed))).await;
+                    // A lost StopLiveTrace must not hold the tag forever: the flows
+                    // expire by hard_timeout, the registration here.
+                    let lifetime = crate::pipeline::live::lifetime(&req) + Duration::from_secs(2);
+                    tokio::time::sleep(lifetime).await;
+                    tracer.stop_live(&req.trace_uid, &desired).await;
+                }
+                .instrument(span),
+            );
+        }
+        pb::AgentCommand {
+            kind: Some(agent_command::Kind::StopLiveTrace(req)),
+        } => {
+            debug!(trace_uid = %req.trace_uid, "stop live-traffic trace");
+            let tracer = rt.tracer.clone();
+            let desired = desired.clone();
+            tokio::spawn(async move { tracer.stop_live(&req.trace_uid, &desired).await });
+        }
+        // A `reply` trace ended: its connection leaves this Node's conntrack.
+        pb::AgentCommand {
+            kind: Some(agent_command::Kind::FlushConntrack(req)),
+        } => {
+            let tracer = rt.tracer.clone();
+            tokio::spawn(async move { tracer.flush_conntrack(&req).await });
+        }
+        // Desired state (peers, Services, policies): the pipeline follows the store.
+        pb::AgentCommand {
+            kind: Some(agent_command::Kind::NodeState(state)),
+        } => {
+            let replace = state.replace;
+            let changed = desired.apply(state);
+            debug!(replace, changed, "node state applied");
         }
     }
 }

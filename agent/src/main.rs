@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use traceflow_agent::{AgentConfig, adapter::AdapterConfig, desired::Peer, runtime::OvsPaths};
+use traceflow_agent::{
+    AgentConfig,
+    adapter::{AdapterConfig, CertFiles},
+    desired::Peer,
+    runtime::OvsPaths,
+};
 
 /// Per-Node Traceflow agent: programs br-int, injects trace packets, reports observations.
 #[derive(Parser, Debug)]
@@ -20,10 +25,10 @@ struct Args {
     /// CA certificate (PEM) that signed the adapter's server certificate.
     #[arg(long, env = "TRACEFLOW_CA")]
     ca: PathBuf,
-    /// This agent's certificate (PEM).
+    /// This agent's certificate (PEM); rewritten when the agent renews it.
     #[arg(long, env = "TRACEFLOW_CERT")]
     cert: PathBuf,
-    /// This agent's private key (PEM).
+    /// This agent's private key (PEM); rewritten (0600) when the agent renews its certificate.
     #[arg(long, env = "TRACEFLOW_KEY")]
     key: PathBuf,
     /// OVS run directory holding <bridge>.mgmt and db.sock.
@@ -67,6 +72,11 @@ async fn main() -> anyhow::Result<()> {
             cert_pem: read(&a.cert)?,
             key_pem: read(&a.key)?,
             server_name: a.adapter_server_name,
+            // Renewed certificates replace these files (the directory must be writable).
+            files: Some(CertFiles {
+                cert: a.cert,
+                key: a.key,
+            }),
         },
         ovs: OvsPaths::new(a.ovs_rundir, a.bridge),
         peers: a.peers,

@@ -39,6 +39,14 @@ pub const MAX_AGENT_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Longest lifetime of a bootstrap token.
 pub const MAX_BOOTSTRAP_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
 
+/// Lifetime of the cluster and user certificates the manager signs (`--leaf-cert-lifetime`).
+/// Adapters renew theirs after two thirds of it.
+pub const DEFAULT_MANAGER_LEAF_CERT_LIFETIME: &str = "365d";
+/// Lifetime of the agent certificates an adapter signs (`--agent-cert-lifetime`, also of
+/// `traceflow-adapter agent-cert`). Agents renew theirs after two thirds of it: shorter than a
+/// cluster's, as a Node is easier to lose than a cluster.
+pub const DEFAULT_AGENT_CERT_LIFETIME: &str = "90d";
+
 /// `value` of `field` is at most `max` bytes; the error never repeats the value.
 pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), crate::Invalid> {
     if value.len() <= max {

@@ -319,6 +319,48 @@ pub fn register(
     Ok(issued.cert_pem)
 }
 
+/// Renews the certificate of `cluster`, whose adapter presented the current one (`serial`):
+/// signs `csr_pem` (CN must be `cluster`) and makes the new serial the only valid one, so the
+/// presented certificate stops working. Returns the new certificate.
+///
+/// Errors: `Invalid` for a bad CSR or one naming another cluster; `Unauthenticated` when
+/// `serial` is no longer current (deregistered or renewed meanwhile).
+pub fn renew_cluster(
+    store: &Store,
+    ca: &CertificateAuthority,
+    cluster: &str,
+    serial: &str,
+    csr_pem: &str,
+) -> Result<traceflow_pki::IssuedCertificate, AccountError> {
+    if csr_pem.is_empty() {
+        return Err(invalid(
+            "csr_pem",
+            "is required (PEM PKCS#10, CN = cluster name)",
+        ));
+    }
+    let issued = ca
+        .sign_csr(csr_pem, cluster, IdentityKind::Cluster)
+        .map_err(|e| invalid("csr_pem", e.to_string()))?;
+    if !store.replace_cluster_serial(cluster, serial, &issued.serial, issued.not_after)? {
+        return Err(AccountError::Unauthenticated(format!(
+            "certificate of cluster {cluster:?} is no longer current (deregistered or renewed \
+             meanwhile); nothing was renewed"
+        )));
+    }
+    audit(
+        store,
+        cluster,
+        "renew-certificate",
+        cluster,
+        format!(
+            "certificate serial {} replaces {serial}, valid until {}",
+            issued.serial,
+            rfc3339(issued.not_after.saturating_mul(1_000_000))
+        ),
+    )?;
+    Ok(issued)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +384,43 @@ mod tests {
         assert!(e.is_err_and(|m| m.contains("already used")));
         let e = check_token(&mk_token("a", 100, 0), "b", 50).map_err(|e| e.to_string());
         assert!(e.is_err_and(|m| m.contains("minted for cluster \"a\"")));
+    }
+
+    #[test]
+    fn renewal_replaces_the_serial_once_and_only_for_the_same_cluster()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(&dir.path().join("store"))?;
+        let ca = CertificateAuthority::generate("test")?;
+        store.put_cluster(&ClusterRecord {
+            name: "a".into(),
+            certificate_serial: "old".into(),
+            certificate_not_after: 1,
+            registered_micros: 1,
+            last_heartbeat_micros: 7,
+        })?;
+        let (other, _) = traceflow_pki::generate_csr("b")?;
+        let e = renew_cluster(&store, &ca, "a", "old", &other).map_err(|e| e.to_string());
+        assert!(e.is_err_and(|m| m.contains("must name \"a\"")));
+        let (csr, _) = traceflow_pki::generate_csr("a")?;
+        let issued = renew_cluster(&store, &ca, "a", "old", &csr)?;
+        let rec = store.cluster("a")?.ok_or("cluster gone")?;
+        assert_eq!(rec.certificate_serial, issued.serial);
+        assert_eq!(rec.certificate_not_after, issued.not_after);
+        assert_eq!(
+            rec.last_heartbeat_micros, 7,
+            "the rest of the record is kept"
+        );
+        // The presented certificate is now superseded: renewing with it again is refused.
+        assert!(matches!(
+            renew_cluster(&store, &ca, "a", "old", &csr),
+            Err(AccountError::Unauthenticated(_))
+        ));
+        store.delete_cluster("a")?;
+        assert!(matches!(
+            renew_cluster(&store, &ca, "a", &issued.serial, &csr),
+            Err(AccountError::Unauthenticated(_))
+        ));
+        Ok(())
     }
 }

@@ -132,6 +132,10 @@ pub enum ConfigError {
         "--bearer-token-ttl is longer than --bearer-token-max-ttl; shorten it or raise the maximum"
     )]
     TokenTtlOverMax,
+    #[error(
+        "--leaf-cert-lifetime {0} is out of range: use at least 10s and at most 3650d (the CA's own lifetime)"
+    )]
+    LeafLifetime(String),
     #[error("config file {path}: {field}: {detail}")]
     Field {
         path: PathBuf,
@@ -220,6 +224,14 @@ pub fn resolve_serve(
     }
     if cfg.edge.bearer_token_ttl > cfg.edge.bearer_token_max_ttl {
         return Err(ConfigError::TokenTtlOverMax);
+    }
+    let lifetime = cfg.edge.leaf_cert_lifetime;
+    if lifetime < traceflow_pki::MIN_LEAF_LIFETIME
+        || lifetime > Duration::from_secs(3650 * 24 * 3600)
+    {
+        return Err(ConfigError::LeafLifetime(
+            humantime::format_duration(lifetime).to_string(),
+        ));
     }
     if cfg.retention.interval.is_zero() {
         return Err(ConfigError::TooShort("--retention-interval"));

@@ -304,6 +304,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let DataDir { store, ca } = data;
+    // The leaves signed while serving get the configured lifetime.
+    let ca = Arc::new(
+        CertificateAuthority::from_pem(ca.cert_pem(), ca.key_pem())?
+            .with_leaf_lifetime(cfg.edge.leaf_cert_lifetime)?,
+    );
     let console = cfg
         .console_dir
         .as_deref()

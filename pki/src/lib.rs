@@ -39,6 +39,8 @@ pub enum PkiError {
     UnknownKind(String),
     #[error("invalid PEM: {0}")]
     Pem(String),
+    #[error("certificate lifetime {0:?} is out of range (at least 10 s, at most 3650 days)")]
+    Lifetime(std::time::Duration),
 }
 
 /// What a certificate's subject is; encoded as the subject OU.
@@ -98,6 +100,8 @@ pub struct CertifiedKey {
 pub struct IssuedCertificate {
     pub cert_pem: String,
     pub serial: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
 }
 
 /// Who a verified peer certificate speaks for.
@@ -107,7 +111,36 @@ pub struct PeerIdentity {
     pub kind: IdentityKind,
     pub serial: String,
     /// Seconds since the Unix epoch.
+    pub not_before: i64,
+    /// Seconds since the Unix epoch.
     pub not_after: i64,
+}
+
+impl PeerIdentity {
+    /// When this certificate should be renewed: once [`RENEW_AFTER_NUMERATOR`] /
+    /// [`RENEW_AFTER_DENOMINATOR`] of its lifetime has passed (seconds since the Unix epoch).
+    pub fn renew_at(&self) -> i64 {
+        renew_at(self.not_before, self.not_after)
+    }
+
+    /// Whether the certificate has expired at `now` (seconds since the Unix epoch).
+    pub fn expired_at(&self, now: i64) -> bool {
+        now >= self.not_after
+    }
+}
+
+/// A leaf is renewed after 2/3 of its lifetime: a third of it remains to retry in.
+pub const RENEW_AFTER_NUMERATOR: i64 = 2;
+/// See [`RENEW_AFTER_NUMERATOR`].
+pub const RENEW_AFTER_DENOMINATOR: i64 = 3;
+
+/// The renewal time of a certificate valid from `not_before` to `not_after` (seconds since the
+/// Unix epoch): 2/3 into its validity, counted from the moment it was issued (our leaves are
+/// back-dated by [`BACKDATE`] against clock skew, which does not count as lifetime).
+pub fn renew_at(not_before: i64, not_after: i64) -> i64 {
+    let issued = not_before + BACKDATE.whole_seconds();
+    let lifetime = (not_after - issued).max(0);
+    issued + lifetime * RENEW_AFTER_NUMERATOR / RENEW_AFTER_DENOMINATOR
 }
 
 /// A certificate authority: its certificate and the key that signs with it.
@@ -115,6 +148,8 @@ pub struct CertificateAuthority {
     cert_pem: String,
     key_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    /// Lifetime of the leaves this CA issues ([`LEAF_VALIDITY`] unless set).
+    leaf_lifetime: Duration,
 }
 
 impl fmt::Debug for CertificateAuthority {
@@ -127,6 +162,11 @@ impl fmt::Debug for CertificateAuthority {
 /// Default lifetime of leaf certificates.
 pub const LEAF_VALIDITY: Duration = Duration::days(365);
 const CA_VALIDITY: Duration = Duration::days(3650);
+/// Leaves start this long before they are issued, so a peer whose clock is a little behind
+/// accepts them.
+const BACKDATE: Duration = Duration::minutes(5);
+/// The shortest leaf lifetime accepted (tests use tens of seconds).
+pub const MIN_LEAF_LIFETIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn random_serial() -> (SerialNumber, String) {
     let mut bytes: [u8; 16] = rand::random();
@@ -140,6 +180,7 @@ fn leaf_params(
     common_name: &str,
     kind: IdentityKind,
     sans: &[String],
+    lifetime: Duration,
 ) -> Result<(CertificateParams, String), PkiError> {
     let mut params = CertificateParams::new(sans.to_vec())?;
     params.distinguished_name = DistinguishedName::new();
@@ -150,8 +191,8 @@ fn leaf_params(
         .distinguished_name
         .push(DnType::OrganizationalUnitName, kind.as_str());
     let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::minutes(5);
-    params.not_after = now + LEAF_VALIDITY;
+    params.not_before = now - BACKDATE;
+    params.not_after = now + lifetime;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -200,7 +241,26 @@ impl CertificateAuthority {
             cert_pem: cert_pem.to_string(),
             key_pem: key_pem.to_string(),
             issuer,
+            leaf_lifetime: LEAF_VALIDITY,
         })
+    }
+
+    /// This CA issuing leaves (server, cluster, user, agent) valid for `lifetime` from now.
+    ///
+    /// Errors: [`PkiError::Lifetime`] below [`MIN_LEAF_LIFETIME`] or beyond the CA's own ten
+    /// years.
+    pub fn with_leaf_lifetime(mut self, lifetime: std::time::Duration) -> Result<Self, PkiError> {
+        let d = Duration::try_from(lifetime).map_err(|_| PkiError::Lifetime(lifetime))?;
+        if lifetime < MIN_LEAF_LIFETIME || d > CA_VALIDITY {
+            return Err(PkiError::Lifetime(lifetime));
+        }
+        self.leaf_lifetime = d;
+        Ok(self)
+    }
+
+    /// How long the leaves this CA issues are valid.
+    pub fn leaf_lifetime(&self) -> std::time::Duration {
+        std::time::Duration::try_from(self.leaf_lifetime).unwrap_or_default()
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -211,13 +271,14 @@ impl CertificateAuthority {
         &self.key_pem
     }
 
-    /// A server certificate for the given DNS names and IP addresses.
+    /// A server certificate for the given DNS names and IP addresses, valid [`LEAF_VALIDITY`]
+    /// whatever the leaf lifetime (servers issue theirs at every start; nothing renews them).
     pub fn issue_server(
         &self,
         common_name: &str,
         sans: &[String],
     ) -> Result<CertifiedKey, PkiError> {
-        self.issue(common_name, IdentityKind::Server, sans)
+        self.issue_for(common_name, IdentityKind::Server, sans, LEAF_VALIDITY)
     }
 
     /// A certificate and fresh key for `common_name` of the given kind.
@@ -227,8 +288,18 @@ impl CertificateAuthority {
         kind: IdentityKind,
         sans: &[String],
     ) -> Result<CertifiedKey, PkiError> {
+        self.issue_for(common_name, kind, sans, self.leaf_lifetime)
+    }
+
+    fn issue_for(
+        &self,
+        common_name: &str,
+        kind: IdentityKind,
+        sans: &[String],
+        lifetime: Duration,
+    ) -> Result<CertifiedKey, PkiError> {
         let key = KeyPair::generate()?;
-        let (params, serial) = leaf_params(common_name, kind, sans)?;
+        let (params, serial) = leaf_params(common_name, kind, sans, lifetime)?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(CertifiedKey {
             cert_pem: cert.pem(),
@@ -254,12 +325,14 @@ impl CertificateAuthority {
         }
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
-        let (params, serial) = leaf_params(expected_name, kind, &[])?;
+        let (params, serial) = leaf_params(expected_name, kind, &[], self.leaf_lifetime)?;
+        let not_after = params.not_after.unix_timestamp();
         csr.params = params;
         let cert = csr.signed_by(&self.issuer)?;
         Ok(IssuedCertificate {
             cert_pem: cert.pem(),
             serial,
+            not_after,
         })
     }
 }
@@ -294,6 +367,41 @@ pub fn generate_csr(common_name: &str) -> Result<(String, String), PkiError> {
     Ok((csr.pem()?, key.serialize_pem()))
 }
 
+/// Writes `contents` to `path` atomically: a temporary file in the same directory (mode 0600
+/// when `private`, for keys), synced, then renamed over `path`, so a reader (or a restart
+/// after a crash) sees the old file or the new one, never a part. The temporary name is unique
+/// per process and call.
+pub fn write_file_atomic(
+    path: &std::path::Path,
+    contents: &str,
+    private: bool,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp.{}.{n}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let write = || -> std::io::Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(if private { 0o600 } else { 0o644 });
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    let result = write();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Reads the identity of a peer from its (already verified) DER leaf certificate.
 pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, PkiError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
@@ -321,6 +429,7 @@ pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, PkiError> {
         name,
         kind,
         serial,
+        not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
     })
 }
@@ -429,6 +538,28 @@ mod tests {
         let again = CertificateAuthority::from_pem(ca.cert_pem(), ca.key_pem())?;
         let leaf = again.issue("alice", IdentityKind::User, &[])?;
         assert_eq!(pem_identity(&leaf.cert_pem)?.kind, IdentityKind::User);
+        Ok(())
+    }
+
+    #[test]
+    fn leaf_lifetime_is_configurable_and_renewal_is_at_two_thirds() -> Result<(), PkiError> {
+        let ca = CertificateAuthority::generate("test ca")?
+            .with_leaf_lifetime(std::time::Duration::from_secs(30))?;
+        let (csr, _key) = generate_csr("n1")?;
+        let issued = ca.sign_csr(&csr, "n1", IdentityKind::Agent)?;
+        let id = pem_identity(&issued.cert_pem)?;
+        assert_eq!(id.not_after, issued.not_after);
+        let issued_at = id.not_before + 300;
+        assert_eq!(id.not_after - issued_at, 30, "{id:?}");
+        assert_eq!(id.renew_at(), issued_at + 20);
+        let leaf = ca.issue("n2", IdentityKind::Agent, &[])?;
+        let id = pem_identity(&leaf.cert_pem)?;
+        assert_eq!(id.not_after - id.not_before, 330);
+        assert!(matches!(
+            CertificateAuthority::generate("x")?
+                .with_leaf_lifetime(std::time::Duration::from_secs(1)),
+            Err(PkiError::Lifetime(_))
+        ));
         Ok(())
     }
 

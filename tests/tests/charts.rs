@@ -392,6 +392,12 @@ fn the_charts_agent_ca_issues_working_agent_certificates() {
         Err(e) => panic!("traceflow-adapter agent-cert: {e}"),
     };
     assert!(out.status.success(), "agent-cert {args:?}: {}", text(&out));
+    // The init container's data dir is the read-only Secret mount: nothing is recorded there
+    // (the adapter adopts the certificate, --adopt-newer-agent-certs).
+    assert!(
+        !ca_dir.join("agent-serials").exists(),
+        "agent-cert wrote serial records into the read-only agent CA mount"
+    );
 
     let read = |p: PathBuf| match std::fs::read_to_string(&p) {
         Ok(s) => s,

@@ -11,19 +11,28 @@
 //!
 //! The Node is the verified client certificate's CN (OU `traceflow-agent`); the hello's `node`
 //! field is informational. Once the Node list has synced, a certificate for a Node the cluster
-//! does not have is refused (`PERMISSION_DENIED`); before that it is accepted and logged.
+//! does not have is refused (`PERMISSION_DENIED`); before that it is accepted and logged. On
+//! every call (each stream, each renewal) the certificate's serial must be the one recorded
+//! for its Node ([`super::serials`]), else `UNAUTHENTICATED` saying to re-issue it.
+//!
+//! `AgentService.RenewCertificate`: an agent sends a CSR for its own Node over its mTLS
+//! connection; the adapter signs it with the agent CA (CN = the authenticated Node), records the
+//! new serial as the Node's only valid one, and returns the certificate.
 
-use std::{pin::Pin, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
-use traceflow_pki::{IdentityKind, PkiError};
+use traceflow_pki::{CertificateAuthority, IdentityKind, PkiError};
 use traceflow_proto::v1::{self as pb, agent_message::Kind as Msg};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::Agents;
+use super::{
+    Agents,
+    serials::{AgentSerials, SerialError},
+};
 use crate::{
     coordinator::CoordinatorHandle,
     inventory::{Inventory, Kind},
@@ -41,6 +50,8 @@ pub enum AttachError {
     NotAnAgent(IdentityKind),
     #[error("Node {0:?} is not a Node of this cluster")]
     UnknownNode(String),
+    #[error(transparent)]
+    Serial(#[from] SerialError),
 }
 
 /// The one place agent-facing errors become gRPC statuses.
@@ -48,14 +59,28 @@ impl From<AttachError> for Status {
     fn from(e: AttachError) -> Self {
         let msg = e.to_string();
         match e {
-            AttachError::NoCertificate | AttachError::BadCertificate(_) => {
-                Status::unauthenticated(msg)
-            }
+            AttachError::NoCertificate
+            | AttachError::BadCertificate(_)
+            | AttachError::Serial(
+                SerialError::NotRecorded { .. } | SerialError::Superseded { .. },
+            ) => Status::unauthenticated(msg),
+            AttachError::Serial(SerialError::BadNodeName(_)) => Status::permission_denied(msg),
+            AttachError::Serial(SerialError::Files(_)) => Status::internal(msg),
             AttachError::NotAnAgent(_) | AttachError::UnknownNode(_) => {
                 Status::permission_denied(msg)
             }
         }
     }
+}
+
+/// What the agent server signs and checks agent certificates with.
+#[derive(Clone)]
+pub struct AgentCerts {
+    /// The agent CA, issuing leaves with the configured lifetime (`--agent-cert-lifetime`).
+    pub ca: Arc<CertificateAuthority>,
+    pub serials: AgentSerials,
+    /// `--adopt-newer-agent-certs` ([`AgentSerials::check`]).
+    pub adopt_newer: bool,
 }
 
 /// The tonic service; cheap to clone.
@@ -65,6 +90,7 @@ pub struct AgentServer {
     inventory: Inventory,
     coordinator: CoordinatorHandle,
     nodestate: PublisherHandle,
+    certs: AgentCerts,
 }
 
 impl AgentServer {
@@ -73,12 +99,14 @@ impl AgentServer {
         inventory: Inventory,
         coordinator: CoordinatorHandle,
         nodestate: PublisherHandle,
+        certs: AgentCerts,
     ) -> Self {
         Self {
             agents,
             inventory,
             coordinator,
             nodestate,
+            certs,
         }
     }
 
@@ -87,14 +115,37 @@ impl AgentServer {
         if id.kind != IdentityKind::Agent {
             return Err(AttachError::NotAnAgent(id.kind));
         }
-        let index = self.inventory.read();
-        if index.node(&id.name).is_none() {
-            if index.is_synced(Kind::Node) {
-                return Err(AttachError::UnknownNode(id.name));
+        {
+            let index = self.inventory.read();
+            if index.node(&id.name).is_none() {
+                if index.is_synced(Kind::Node) {
+                    return Err(AttachError::UnknownNode(id.name));
+                }
+                warn!(node = %id.name, "agent attached before the Node list synced; accepting");
             }
-            warn!(node = %id.name, "agent attached before the Node list synced; accepting");
+        }
+        if self.certs.serials.check(&id, self.certs.adopt_newer)? {
+            info!(node = %id.name, serial = %id.serial, "newer agent certificate adopted; the Node's previous one is revoked");
         }
         Ok(id.name)
+    }
+
+    /// Signs `csr_pem` for `node` and records the new serial as its only valid one.
+    fn renew(&self, node: &str, csr_pem: &str) -> Result<String, Status> {
+        traceflow_core::limits::check_len("csr_pem", csr_pem, traceflow_core::limits::MAX_CSR_LEN)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let issued = self
+            .certs
+            .ca
+            .sign_csr(csr_pem, node, IdentityKind::Agent)
+            .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+        let id = traceflow_pki::pem_identity(&issued.cert_pem)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.certs
+            .serials
+            .record(node, &issued.serial, id.not_before)
+            .map_err(|e| Status::internal(format!("recording the new serial: {e}")))?;
+        Ok(issued.cert_pem)
     }
 }
 
@@ -119,6 +170,24 @@ impl pb::agent_service_server::AgentService for AgentServer {
         let span = info_span!("agent", node = %node, conn);
         tokio::spawn(async move { this.read_agent(node, conn, inbound).await }.instrument(span));
         Ok(Response::new(ReceiverStream::new(commands).map(Ok).boxed()))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<pb::RenewAgentCertificateRequest>,
+    ) -> Result<Response<pb::RenewAgentCertificateResponse>, Status> {
+        let node = self.authorize(&request).map_err(|e| {
+            warn!(error = %e, "agent certificate renewal refused");
+            Status::from(e)
+        })?;
+        let pb::RenewAgentCertificateRequest { csr_pem } = request.into_inner();
+        let certificate_pem = self.renew(&node, &csr_pem).inspect_err(|status| {
+            warn!(node = %node, %status, "agent certificate renewal failed");
+        })?;
+        info!(node = %node, "agent certificate renewed; the previous one is revoked");
+        Ok(Response::new(pb::RenewAgentCertificateResponse {
+            certificate_pem,
+        }))
     }
 }
 

@@ -6,8 +6,18 @@
 //!      inventory change ─▶ inventory_upsert… / inventory_delete   (lagged ─▶ sync parts)
 //!      coordinator TraceUpdate ─▶ trace_update
 //!      tick ─▶ heartbeat {connected agents, expected = Nodes}
+//!      renewal due (2/3 of the cluster certificate's lifetime) ─▶ RenewClusterCertificate
 //!  } ─▶ on error: jittered backoff 0.2 s … 10 s, reconnect
+//!    ─▶ renewed: new cert + key written (AD/cluster.pem, AD/cluster-key.pem), reconnect at once
 //! ```
+//!
+//! Renewal: once two thirds of the cluster certificate's lifetime have passed, the link asks
+//! the manager (over the same mTLS connection, authenticated by the current certificate) to sign
+//! a fresh key's CSR; the manager stores the new serial, so the old certificate stops working
+//! and the stream reconnects with the new one (the manager waits three heartbeats before
+//! failing a cluster's traces, and the hello lists the running ones, so none is lost). A failed
+//! renewal is retried with backoff ([`RENEW_RETRY_MIN`] … [`RENEW_RETRY_MAX`]) and logged;
+//! an expired certificate is logged with what to do.
 //!
 //! Inventory goes in parts of at most [`INVENTORY_PART_BYTES`] encoded, so a cluster of any
 //! size stays under the manager's message limit.
@@ -22,7 +32,7 @@ use std::{future::Future, pin::pin, sync::Arc, time::Duration};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use traceflow_proto::v1::{self as pb, adapter_message::Kind as Out, manager_message::Kind as In};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::registration::{ClusterIdentity, manager_channel};
 use crate::{
@@ -46,11 +56,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// from [`MIN_BACKOFF`] again (a manager that accepts and at once drops the stream does not).
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
+/// Delays between failed renewal attempts (jittered, growing).
+pub const RENEW_RETRY_MIN: Duration = Duration::from_secs(1);
+pub const RENEW_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// Everything the link needs.
 pub struct Link {
     pub url: String,
     pub ca_pem: String,
     pub identity: ClusterIdentity,
+    /// Where the cluster certificate and key live (rewritten on renewal).
+    pub data_dir: std::path::PathBuf,
     pub inventory: Inventory,
     pub agents: Agents,
     pub coordinator: CoordinatorHandle,
@@ -68,8 +84,45 @@ enum SessionEnd {
     Stream(tonic::Status),
     #[error("manager closed the stream")]
     Closed,
+    #[error("cluster certificate renewed; reconnecting with it")]
+    /// The old stream (still to be read) and its sender (dropped once a new one is up).
+    Renewed(
+        Box<(
+            tonic::Streaming<pb::ManagerMessage>,
+            mpsc::Sender<pb::AdapterMessage>,
+        )>,
+    ),
     #[error("shutting down")]
     Shutdown,
+}
+
+/// Why renewing the cluster certificate failed (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error("the current cluster certificate is not readable: {0}")]
+    Current(traceflow_pki::PkiError),
+    #[error("cannot create a key and CSR: {0}")]
+    Csr(traceflow_pki::PkiError),
+    #[error("manager refused the renewal: {0}")]
+    Refused(tonic::Status),
+    #[error("manager returned an unusable certificate: {0}")]
+    BadCertificate(String),
+    #[error("keeping the renewed certificate: {0}")]
+    Files(#[from] crate::agents::pki::AgentPkiError),
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The instant `at` (seconds since the Unix epoch) on tokio's clock; now when past.
+pub fn instant_at(at: i64) -> tokio::time::Instant {
+    let ahead = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
+    tokio::time::Instant::now() + Duration::from_secs(ahead)
 }
 
 fn msg(kind: Out) -> pb::AdapterMessage {
@@ -81,6 +134,7 @@ impl Link {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = pin!(shutdown);
         let mut backoff = traceflow_daemon::Reconnect::new(MIN_BACKOFF, MAX_BACKOFF);
+        let mut renewal = Renewal::new(&self.identity);
         let mut recent = Recent::default();
         // The manager treats the first sync as the truth (it checks source Pods against it),
         // so let the core lists complete first; a broken API server only delays attaching.
@@ -91,11 +145,29 @@ impl Link {
         if !synced {
             warn!(waited = ?FIRST_SYNC_WAIT, "Kubernetes lists incomplete; attaching with a partial inventory");
         }
+        // Whether the last session ended by a renewal: this adapter lost nothing then.
+        let mut renewed = None;
         loop {
+            renewal.warn_if_expired();
             let started = tokio::time::Instant::now();
-            let end = self.session(&mut recent, shutdown.as_mut()).await;
-            if matches!(end, SessionEnd::Shutdown) {
-                return;
+            let end = self
+                .session(&mut recent, &mut renewal, renewed.take(), shutdown.as_mut())
+                .await;
+            match end {
+                SessionEnd::Shutdown => return,
+                // The old certificate is revoked now: reconnect at once with the new one. What
+                // the manager queued on the old stream before the new one replaced it is still
+                // read and run (the manager ends that stream), so no trace is lost.
+                SessionEnd::Renewed(ended) => {
+                    let (old, old_out) = *ended;
+                    info!("cluster certificate renewed; reconnecting with it");
+                    let coordinator = self.coordinator.clone();
+                    tokio::spawn(drain(old, coordinator).instrument(info_span!("renewed_stream")));
+                    backoff.reset();
+                    renewed = Some(old_out);
+                    continue;
+                }
+                _ => {}
             }
             if started.elapsed() > HEALTHY_SESSION {
                 backoff.reset();
@@ -154,9 +226,47 @@ impl Link {
         }))
     }
 
+    /// Renews the cluster certificate over `channel` and keeps it (files, then memory).
+    async fn renew(&mut self, channel: tonic::transport::Channel) -> Result<(), RenewError> {
+        let current =
+            traceflow_pki::pem_identity(&self.identity.cert_pem).map_err(RenewError::Current)?;
+        let (csr_pem, key_pem) =
+            traceflow_pki::generate_csr(&current.name).map_err(RenewError::Csr)?;
+        let mut client = pb::registration_service_client::RegistrationServiceClient::new(channel);
+        let cert_pem = client
+            .renew_cluster_certificate(pb::RenewClusterCertificateRequest { csr_pem })
+            .await
+            .map_err(RenewError::Refused)?
+            .into_inner()
+            .certificate_pem;
+        let renewed = traceflow_pki::pem_identity(&cert_pem)
+            .map_err(|e| RenewError::BadCertificate(e.to_string()))?;
+        if renewed.name != current.name || renewed.kind != traceflow_pki::IdentityKind::Cluster {
+            return Err(RenewError::BadCertificate(format!(
+                "it names {} {:?}, not cluster {:?}",
+                renewed.kind, renewed.name, current.name
+            )));
+        }
+        // The manager now accepts only the new certificate: use it from memory even if keeping
+        // it on disk fails (logged; a restart would then need a new registration).
+        self.identity = ClusterIdentity { cert_pem, key_pem };
+        let kept = super::registration::keep_identity(&self.data_dir, &self.identity);
+        info!(
+            old_serial = %current.serial,
+            serial = %renewed.serial,
+            valid_until = renewed.not_after,
+            "cluster certificate renewed"
+        );
+        kept.map_err(RenewError::from)
+    }
+
     async fn session(
         &mut self,
         recent: &mut Recent,
+        renewal: &mut Renewal,
+        // After a renewal: the old stream's sender, dropped (ending that stream) only once this
+        // session's stream is accepted, so the manager always has a stream for the cluster.
+        replaced: Option<mpsc::Sender<pb::AdapterMessage>>,
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> SessionEnd {
         let channel = tokio::select! {
@@ -166,6 +276,7 @@ impl Link {
             },
             _ = shutdown.as_mut() => return SessionEnd::Shutdown,
         };
+        let renew_channel = channel.clone();
         let mut client = pb::adapter_service_client::AdapterServiceClient::new(channel);
         let (out, out_rx) = mpsc::channel::<pb::AdapterMessage>(1024);
         let mut changes = self.inventory.subscribe();
@@ -174,7 +285,9 @@ impl Link {
         let hello = msg(Out::Hello(pb::AdapterHello {
             version: env!("CARGO_PKG_VERSION").to_string(),
             running_trace_uids: self.coordinator.running().await,
-            reports_running: true,
+            // After a renewal nothing was lost: traces whose start is still on its way over
+            // the old stream must not be judged by this list.
+            reports_running: replaced.is_none(),
         }));
         // Queued before the call so they are the first frames on the stream (the channel
         // holds 1024 messages: a sync of more parts waits for the call to start).
@@ -196,6 +309,7 @@ impl Link {
             _ = shutdown.as_mut() => return SessionEnd::Shutdown,
         };
         info!(manager = %self.url, "attached to manager");
+        drop(replaced);
         for m in rest {
             if out.send(m.clone()).await.is_err() {
                 return SessionEnd::Closed;
@@ -249,6 +363,22 @@ impl Link {
                         return SessionEnd::Closed;
                     }
                 }
+                _ = tokio::time::sleep_until(renewal.due) => {
+                    match self.renew(renew_channel.clone()).await {
+                        Ok(()) => {
+                            *renewal = Renewal::new(&self.identity);
+                            return SessionEnd::Renewed(Box::new((inbound, out)));
+                        }
+                        // The manager accepts only the new certificate now, which is in
+                        // memory: reconnect with it, and renew again soon to keep one on disk.
+                        Err(error @ RenewError::Files(_)) => {
+                            error!(%error, "the renewed cluster certificate is in use but not on disk; a restart before the next renewal needs a new registration");
+                            renewal.failed(&error);
+                            return SessionEnd::Renewed(Box::new((inbound, out)));
+                        }
+                        Err(error) => renewal.failed(&error),
+                    }
+                }
                 _ = shutdown.as_mut() => return SessionEnd::Shutdown,
             }
         }
@@ -256,6 +386,25 @@ impl Link {
 
     /// Handles one manager message; returns a new heartbeat period when the config sets one.
     async fn on_manager(&self, m: pb::ManagerMessage) -> Option<Duration> {
+        on_manager(&self.coordinator, m).await
+    }
+}
+
+/// Reads what the manager still sends on a stream replaced after a renewal (traces started
+/// before the new stream took over) until the manager ends it.
+async fn drain(mut old: tonic::Streaming<pb::ManagerMessage>, coordinator: CoordinatorHandle) {
+    let mut n = 0;
+    while let Ok(Some(m)) = old.message().await {
+        n += 1;
+        on_manager(&coordinator, m).await;
+    }
+    debug!(messages = n, "replaced manager stream ended");
+}
+
+/// Hands one manager message to the coordinator; returns a new heartbeat period when the
+/// config sets one.
+async fn on_manager(coordinator: &CoordinatorHandle, m: pb::ManagerMessage) -> Option<Duration> {
+    {
         match m.kind? {
             In::Config(c) => {
                 let secs = u64::try_from(c.heartbeat_interval_seconds)
@@ -273,15 +422,56 @@ impl Link {
                 // ends with a reason instead of running unchecked.
                 let uid = trace.uid.clone();
                 match NewTrace::try_from(trace) {
-                    Ok(t) => self.coordinator.start_traced(t, s.trace_context).await,
-                    Err(e) => self.coordinator.reject(uid, e.to_string()).await,
+                    Ok(t) => coordinator.start_traced(t, s.trace_context).await,
+                    Err(e) => coordinator.reject(uid, e.to_string()).await,
                 }
                 None
             }
             In::CancelTrace(c) => {
-                self.coordinator.cancel(c.uid).await;
+                coordinator.cancel(c.uid).await;
                 None
             }
+        }
+    }
+}
+
+/// When to renew the cluster certificate next, and the backoff after failed attempts.
+struct Renewal {
+    due: tokio::time::Instant,
+    not_after: i64,
+    retry: traceflow_daemon::Reconnect,
+}
+
+impl Renewal {
+    /// Due at two thirds of `identity`'s lifetime; an unreadable certificate is renewed at once
+    /// (and fails, logged, if it is really broken).
+    fn new(identity: &ClusterIdentity) -> Self {
+        let (at, not_after) = match traceflow_pki::pem_identity(&identity.cert_pem) {
+            Ok(id) => (id.renew_at(), id.not_after),
+            Err(_) => (0, i64::MAX),
+        };
+        Self {
+            due: instant_at(at),
+            not_after,
+            retry: traceflow_daemon::Reconnect::new(RENEW_RETRY_MIN, RENEW_RETRY_MAX),
+        }
+    }
+
+    fn failed(&mut self, error: &RenewError) {
+        let retry_in = self.retry.next_delay();
+        self.due = tokio::time::Instant::now() + retry_in;
+        let left = self.not_after.saturating_sub(unix_now());
+        warn!(%error, ?retry_in, expires_in_secs = left, "renewing the cluster certificate failed; retrying");
+    }
+
+    fn warn_if_expired(&self) {
+        if unix_now() >= self.not_after {
+            error!(
+                "the cluster certificate has expired, so the manager refuses it (renewal did not \
+                 happen in time); register the cluster again: deregister it \
+                 (ClusterService.DeregisterCluster), remove cluster.pem and cluster-key.pem from \
+                 the data dir and restart with a new bootstrap token"
+            );
         }
     }
 }

@@ -149,7 +149,14 @@ pub async fn ensure_identity(
         path: data_dir.to_path_buf(),
         source,
     })?;
-    write_file(&key_path, &key_pem, true)?;
-    write_file(&cert_path, &cert_pem, false)?;
-    Ok(ClusterIdentity { cert_pem, key_pem })
+    let identity = ClusterIdentity { cert_pem, key_pem };
+    keep_identity(data_dir, &identity)?;
+    Ok(identity)
+}
+
+/// Writes the cluster certificate and key into `data_dir` (`cluster.pem`, `cluster-key.pem`
+/// 0600), each atomically (temporary file + rename).
+pub fn keep_identity(data_dir: &Path, identity: &ClusterIdentity) -> Result<(), AgentPkiError> {
+    write_file(&data_dir.join("cluster-key.pem"), &identity.key_pem, true)?;
+    write_file(&data_dir.join("cluster.pem"), &identity.cert_pem, false)
 }

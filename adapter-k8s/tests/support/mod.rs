@@ -265,6 +265,17 @@ impl pb::registration_service_server::RegistrationService for ManagerSvc {
             ca_pem: self.ca.cert_pem().to_string(),
         }))
     }
+
+    /// The real manager's renewal is tested in manager/tests/e2e and the lab; here the
+    /// adapter's certificates outlive the tests.
+    async fn renew_cluster_certificate(
+        &self,
+        _req: tonic::Request<pb::RenewClusterCertificateRequest>,
+    ) -> Result<tonic::Response<pb::RenewClusterCertificateResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "the fake manager does not renew",
+        ))
+    }
 }
 
 type ManagerStream = std::pin::Pin<

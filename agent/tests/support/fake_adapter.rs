@@ -92,6 +92,15 @@ impl pb::agent_service_server::AgentService for FakeAdapter {
             .await;
         Ok(Response::new(Box::pin(ReceiverStream::new(cmd_rx).map(Ok))))
     }
+
+    /// These tests' certificates outlive them; renewal is tested against the real adapter
+    /// (adapter-k8s/tests/renewal.rs).
+    async fn renew_certificate(
+        &self,
+        _request: Request<pb::RenewAgentCertificateRequest>,
+    ) -> Result<Response<pb::RenewAgentCertificateResponse>, Status> {
+        Err(Status::unimplemented("the fake adapter does not renew"))
+    }
 }
 
 pub struct Pki {
@@ -109,6 +118,7 @@ impl Pki {
             cert_pem: self.agent.0.clone(),
             key_pem: self.agent.1.clone(),
             server_name: "localhost".into(),
+            files: None,
         }
     }
 }

@@ -124,6 +124,10 @@ pub const METHODS: &[(&str, Access)] = &[
         "/traceflow.v1.RegistrationService/Register",
         Access::Anonymous,
     ),
+    (
+        "/traceflow.v1.RegistrationService/RenewClusterCertificate",
+        Access::Cluster,
+    ),
     ("/traceflow.v1.AdapterService/Attach", Access::Cluster),
     (
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",

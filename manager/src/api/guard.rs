@@ -68,6 +68,10 @@ pub struct EdgeLimits {
     /// Audit events older than this are deleted.
     #[arg(long, env = "TRACEFLOW_MANAGER_AUDIT_MAX_AGE", default_value = "90d", value_parser = humantime::parse_duration)]
     pub audit_max_age: Duration,
+    /// Lifetime of the cluster and user certificates the manager signs while serving
+    /// (registration, renewal, `CreateUser`); adapters renew theirs after two thirds of it.
+    #[arg(long, env = "TRACEFLOW_MANAGER_LEAF_CERT_LIFETIME", default_value = traceflow_core::limits::DEFAULT_MANAGER_LEAF_CERT_LIFETIME, value_parser = humantime::parse_duration)]
+    pub leaf_cert_lifetime: Duration,
 }
 
 impl EdgeLimits {
@@ -98,6 +102,7 @@ impl Default for EdgeLimits {
             max_connections_per_address: Self::MAX_CONNECTIONS_PER_ADDRESS,
             audit_max_count: Self::AUDIT_MAX_COUNT,
             audit_max_age: Duration::from_secs(90 * 24 * 3600),
+            leaf_cert_lifetime: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }

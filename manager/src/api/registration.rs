@@ -1,6 +1,8 @@
 //! `RegistrationService.Register`: the tonic edge of [`accounts::register`] (token + CSR → a
 //! certificate with CN = cluster, OU traceflow-cluster, whose serial is then the only one the
-//! cluster may use). Accepted registrations are audited; refused ones are counted and audited
+//! cluster may use). `RegistrationService.RenewClusterCertificate`: the edge of
+//! [`accounts::renew_cluster`], for an adapter presenting its current certificate (the access
+//! table admits only that); the new serial replaces it. Accepted registrations are audited; refused ones are counted and audited
 //! once per burst ([`super::guard::Guard::refused`]), never with the request's content. Sizes
 //! are checked before anything else, so a huge name costs nothing but the decode.
 
@@ -12,9 +14,14 @@ use traceflow_core::{
 };
 use traceflow_proto::v1 as pb;
 
-use super::{Ctx, error::ApiResult};
+use super::{
+    Ctx,
+    access::caller,
+    error::{ApiError, ApiResult},
+};
 use crate::{
     accounts,
+    auth::Principal,
     store::{AuditEvent, now_micros},
 };
 
@@ -87,8 +94,52 @@ impl RegistrationSvc {
     }
 }
 
+impl RegistrationSvc {
+    async fn renew(
+        &self,
+        who: Principal,
+        req: pb::RenewClusterCertificateRequest,
+    ) -> ApiResult<pb::RenewClusterCertificateResponse> {
+        let Principal::Cluster { name, serial } = who else {
+            return Err(ApiError::PermissionDenied(
+                "only a cluster certificate can renew itself".into(),
+            ));
+        };
+        let pb::RenewClusterCertificateRequest { csr_pem } = req;
+        check_len("csr_pem", &csr_pem, MAX_CSR_LEN)?;
+        let result =
+            accounts::renew_cluster(&self.ctx.store, &self.ctx.ca, &name, &serial, &csr_pem);
+        self.ctx.store.durable().await?;
+        match &result {
+            Ok(issued) => tracing::info!(
+                cluster = %name,
+                old_serial = %serial,
+                serial = %issued.serial,
+                "cluster certificate renewed"
+            ),
+            Err(error) => {
+                tracing::warn!(cluster = %name, %error, "cluster certificate renewal refused")
+            }
+        }
+        Ok(pb::RenewClusterCertificateResponse {
+            certificate_pem: result?.cert_pem,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl pb::registration_service_server::RegistrationService for RegistrationSvc {
+    #[tracing::instrument(skip_all, name = "renew_cluster_certificate")]
+    async fn renew_cluster_certificate(
+        &self,
+        request: Request<pb::RenewClusterCertificateRequest>,
+    ) -> Result<Response<pb::RenewClusterCertificateResponse>, Status> {
+        let who = caller(&request)?;
+        Ok(Response::new(
+            RegistrationSvc::renew(self, who, request.into_inner()).await?,
+        ))
+    }
+
     #[tracing::instrument(skip_all, name = "register")]
     async fn register(
         &self,

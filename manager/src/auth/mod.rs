@@ -114,9 +114,15 @@ pub enum AuthError {
         who: String,
         has: Role,
     },
-    #[error("{0} is only for users; a cluster certificate may only call AdapterService.Attach")]
+    #[error(
+        "{0} is only for users; a cluster certificate may only call AdapterService.Attach and \
+         RegistrationService.RenewClusterCertificate"
+    )]
     ClusterNotAllowed(String),
-    #[error("AdapterService.Attach requires a cluster certificate (OU traceflow-cluster)")]
+    #[error(
+        "AdapterService.Attach and RegistrationService.RenewClusterCertificate require a cluster \
+         certificate (OU traceflow-cluster)"
+    )]
     NotACluster,
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -490,6 +490,39 @@ impl Store {
         Ok(())
     }
 
+    /// Makes `serial` (valid until `not_after`, seconds) the cluster's only certificate, if
+    /// `expected` is still its current one: atomic against a concurrent deregistration or
+    /// renewal (other changes to the record, such as heartbeats, are kept). `false` when the
+    /// cluster is gone or its serial is no longer `expected`.
+    pub fn replace_cluster_serial(
+        &self,
+        name: &str,
+        expected: &str,
+        serial: &str,
+        not_after: i64,
+    ) -> Result<bool> {
+        loop {
+            let Some(old) = self.inner.clusters.get(name.as_bytes())? else {
+                return Ok(false);
+            };
+            let mut rec: ClusterRecord = from_json("cluster", &old)?;
+            if rec.certificate_serial != expected {
+                return Ok(false);
+            }
+            rec.certificate_serial = serial.to_string();
+            rec.certificate_not_after = not_after;
+            let swapped = self.inner.clusters.compare_and_swap(
+                name.as_bytes(),
+                Some(old),
+                Some(json(&rec)),
+            )?;
+            if swapped.is_ok() {
+                self.wrote();
+                return Ok(true);
+            }
+        }
+    }
+
     pub fn delete_cluster(&self, name: &str) -> Result<bool> {
         let existed = self.inner.clusters.remove(name.as_bytes())?.is_some();
         self.wrote();

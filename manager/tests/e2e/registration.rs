@@ -150,3 +150,126 @@ async fn deregister_revokes_closes_and_allows_reregistration() -> TestResult {
     );
     Ok(())
 }
+
+/// `RenewClusterCertificate` with the cluster's current certificate: `(cert, key)` renewed.
+async fn renew(
+    m: &Manager,
+    (cert, key): (&str, &str),
+    csr_name: &str,
+) -> Result<(String, String), tonic::Status> {
+    let (csr_pem, new_key) = traceflow_pki::generate_csr(csr_name)
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let ch = m
+        .channel(Some((cert, key)))
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let resp = pb::registration_service_client::RegistrationServiceClient::new(ch)
+        .renew_cluster_certificate(pb::RenewClusterCertificateRequest { csr_pem })
+        .await?
+        .into_inner();
+    Ok((resp.certificate_pem, new_key))
+}
+
+#[tokio::test]
+async fn cluster_certificate_renewal_revokes_the_old_one_and_keeps_the_cluster_working()
+-> TestResult {
+    let mut m = Manager::start_with(&["--leaf-cert-lifetime", "30s"]).await?;
+    let (cert, key) = m.register("alpha").await?;
+    let old = traceflow_pki::pem_identity(&cert)?;
+    // The configured lifetime (leaves are back-dated 5 minutes against clock skew).
+    assert_eq!(old.not_after - old.not_before, 30 + 300, "{old:?}");
+    let mut adapter = FakeAdapter::attach(&m, &cert, &key).await?;
+    adapter
+        .sync_pods(&[("default", "p0", "n0"), ("default", "p1", "n0")])
+        .await?;
+
+    // Only for the cluster itself: another CN, a user, no credential are refused.
+    let s = renew(&m, (&cert, &key), "beta")
+        .await
+        .err()
+        .ok_or("renewed for another name")?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("must name \"alpha\""), "{s:?}");
+    let (admin_cert, admin_key) = m.admin_identity()?;
+    let s = renew(&m, (&admin_cert, &admin_key), "alpha")
+        .await
+        .err()
+        .ok_or("a user renewed a cluster certificate")?;
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    let mut anonymous =
+        pb::registration_service_client::RegistrationServiceClient::new(m.channel(None).await?);
+    let s = anonymous
+        .renew_cluster_certificate(pb::RenewClusterCertificateRequest {
+            csr_pem: traceflow_pki::generate_csr("alpha")?.0,
+        })
+        .await
+        .err()
+        .ok_or("renewed without a certificate")?;
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+
+    let (cert2, key2) = renew(&m, (&cert, &key), "alpha").await?;
+    let new = traceflow_pki::pem_identity(&cert2)?;
+    assert_eq!(
+        (new.name.as_str(), new.kind),
+        ("alpha", traceflow_pki::IdentityKind::Cluster)
+    );
+    assert_ne!(new.serial, old.serial);
+    assert_eq!(new.not_after - new.not_before, 30 + 300);
+    // The open stream of the old certificate ends at its next message; the old certificate is
+    // refused from now on, renewing included.
+    adapter.heartbeat(1, 1).await?;
+    let end = loop {
+        match adapter.next().await {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    let Err(s) = end else {
+        return Err(format!("the old certificate's stream stayed open: {end:?}").into());
+    };
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    let Err(s) = FakeAdapter::attach(&m, &cert, &key).await else {
+        return Err("the renewed-away certificate attached".into());
+    };
+    assert!(s.message().contains("superseded"), "{s:?}");
+    let s = renew(&m, (&cert, &key), "alpha")
+        .await
+        .err()
+        .ok_or("renewed twice with one certificate")?;
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+
+    // The new certificate attaches, and a trace runs through it.
+    let mut adapter = FakeAdapter::attach(&m, &cert2, &key2).await?;
+    adapter
+        .sync_pods(&[("default", "p0", "n0"), ("default", "p1", "n0")])
+        .await?;
+    let t = traces(m.admin().await?);
+    let created = t
+        .clone()
+        .create_traceflow(create_req("alpha"))
+        .await?
+        .into_inner();
+    let started = adapter.expect_start().await?;
+    assert_eq!(started.uid, created.uid);
+    adapter
+        .update(&created.uid, pb::TraceflowPhase::Succeeded)
+        .await?;
+    eventually_phase(
+        &t,
+        &created.uid,
+        pb::TraceflowPhase::Succeeded,
+        "the trace through the renewed certificate",
+    )
+    .await?;
+    // Renewal is audited.
+    drop(adapter);
+    m.stop().await;
+    let events = audit(&m)?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "renew-certificate" && e.detail.contains(&new.serial)),
+        "{events:?}"
+    );
+    Ok(())
+}
