@@ -246,8 +246,8 @@ async fn connect(cfg: &AdapterConfig) -> Result<Channel, SessionError> {
     let mut ep = Endpoint::from_shared(cfg.endpoint.clone())
         .map_err(|_| SessionError::Endpoint(cfg.endpoint.clone()))?
         .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .http2_keep_alive_interval(traceflow_core::limits::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(traceflow_core::limits::KEEPALIVE_TIMEOUT);
     if cfg.endpoint.starts_with("https://") {
         ep = ep.tls_config(traceflow_pki::tonic_client_tls(
             &cfg.ca_pem,

@@ -36,6 +36,11 @@ pub const MAX_ADAPTER_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Largest message an agent may send its adapter (observations, node state).
 pub const MAX_AGENT_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// HTTP/2 pings on every connection between the components (manager ⇄ adapter ⇄ agent, both
+/// ends), and how long an unanswered one may wait: a half-open peer is noticed within 15 s.
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Longest lifetime of a bootstrap token.
 pub const MAX_BOOTSTRAP_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
 

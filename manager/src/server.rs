@@ -51,9 +51,7 @@ pub const INVENTORY_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(2);
 /// How long open streams get to end after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// HTTP/2 pings on every connection, and how long an unanswered one may wait.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use traceflow_core::limits::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 /// Concurrent streams (calls, watches) one connection may hold open.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 

@@ -19,7 +19,7 @@
 //! connection; the adapter signs it with the agent CA (CN = the authenticated Node), records the
 //! new serial as the Node's only valid one, and returns the certificate.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
@@ -246,8 +246,8 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .tls_config(tls)?
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_interval(Some(traceflow_core::limits::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(traceflow_core::limits::KEEPALIVE_TIMEOUT))
         // Agents send observations and node state; anything larger is refused on purpose.
         .add_service(
             pb::agent_service_server::AgentServiceServer::new(server)

@@ -85,8 +85,8 @@ pub async fn manager_channel(
     tonic::transport::Endpoint::from_shared(url.to_string())?
         .tls_config(tls)?
         .connect_timeout(std::time::Duration::from_secs(5))
-        .http2_keep_alive_interval(std::time::Duration::from_secs(10))
-        .keep_alive_timeout(std::time::Duration::from_secs(20))
+        .http2_keep_alive_interval(traceflow_core::limits::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(traceflow_core::limits::KEEPALIVE_TIMEOUT)
         .connect()
         .await
 }
