@@ -346,6 +346,17 @@ impl Match {
         Ok(Self { fields })
     }
 
+    /// The first field that appears twice, as (class, field). OVS refuses such a match
+    /// (OFPBMC_DUP_FIELD), and inside a bundle that refusal takes the whole pipeline with it.
+    pub fn repeated_field(&self) -> Option<(u16, u8)> {
+        self.fields.iter().enumerate().find_map(|(i, f)| {
+            self.fields[..i]
+                .iter()
+                .any(|g| g.class == f.class && g.field == f.field)
+                .then_some((f.class, f.field))
+        })
+    }
+
     fn find(&self, class: u16, field: u8) -> Option<&Oxm> {
         self.fields
             .iter()
