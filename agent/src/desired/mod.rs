@@ -134,6 +134,24 @@ impl Store {
 pub(crate) mod fixtures {
     use traceflow_proto::v1 as pb;
 
+    use super::{DesiredState, PeerNode};
+
+    /// Node n1 (10.1.0.0/24, tunnel 192.168.77.2) with one peer, n2 (10.2.0.0/24, tunnel
+    /// 192.168.77.3).
+    pub(crate) fn two_nodes() -> DesiredState {
+        let node = |name: &str, cidr: &str, ip: u8| PeerNode {
+            name: name.into(),
+            pod_cidrs: vec![cidr.parse().unwrap_or_else(|e| panic!("{e}"))],
+            tunnel_ips: vec![[192, 168, 77, ip].into()],
+        };
+        let mut d = DesiredState {
+            node: Some(node("n1", "10.1.0.0/24", 2)),
+            ..Default::default()
+        };
+        d.peers.insert("n2".into(), node("n2", "10.2.0.0/24", 3));
+        d
+    }
+
     /// Service `default/<name>` at 10.96.0.10, TCP 80 → 8080 on each of `eps` (Pods
     /// `web-<ip>` on Node `n1`).
     pub(crate) fn svc(name: &str, eps: &[&str]) -> pb::ServiceState {

@@ -262,27 +262,11 @@ fn return_flows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::PeerNode;
     use crate::desired::model::Egress;
     use crate::ports::fixtures::mk_node;
 
     fn state(egress_node: &str) -> DesiredState {
-        let mut d = DesiredState {
-            node: Some(PeerNode {
-                name: "n1".into(),
-                pod_cidrs: vec!["10.1.0.0/24".parse().unwrap_or_else(|e| panic!("{e}"))],
-                tunnel_ips: vec![[192, 168, 77, 2].into()],
-            }),
-            ..Default::default()
-        };
-        d.peers.insert(
-            "n2".into(),
-            PeerNode {
-                name: "n2".into(),
-                pod_cidrs: vec!["10.2.0.0/24".parse().unwrap_or_else(|e| panic!("{e}"))],
-                tunnel_ips: vec![[192, 168, 77, 3].into()],
-            },
-        );
+        let mut d = crate::desired::fixtures::two_nodes();
         d.egresses.insert(
             "eg".into(),
             Egress {

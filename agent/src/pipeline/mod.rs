@@ -379,7 +379,7 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{PeerNode, model::Egress};
+    use crate::desired::model::Egress;
     use crate::ovs::openflow::oxm::Oxm;
     use crate::ports::fixtures::mk_node;
 
@@ -418,19 +418,9 @@ mod tests {
             ..Default::default()
         });
         assert!(errors.is_empty(), "{errors:?}");
-        d.node = Some(PeerNode {
-            name: "n1".into(),
-            pod_cidrs: vec!["10.1.0.0/24".parse().unwrap_or_else(|e| panic!("{e}"))],
-            tunnel_ips: vec![[192, 168, 77, 2].into()],
-        });
-        d.peers.insert(
-            "n2".into(),
-            PeerNode {
-                name: "n2".into(),
-                pod_cidrs: vec!["10.2.0.0/24".parse().unwrap_or_else(|e| panic!("{e}"))],
-                tunnel_ips: vec![[192, 168, 77, 3].into()],
-            },
-        );
+        let nodes = crate::desired::fixtures::two_nodes();
+        d.node = nodes.node;
+        d.peers = nodes.peers;
         for (name, node, ip, mark) in [("here", "n1", 100, 1), ("there", "n2", 101, 2)] {
             d.egresses.insert(
                 name.into(),

@@ -362,17 +362,7 @@ mod tests {
     }
 
     fn echo_reply(src: &str, dst: &str, id: u16, seq: u16) -> Vec<u8> {
-        let p = TracePacket {
-            src_mac: Mac([2, 0, 0, 0, 0, 1]),
-            dst_mac: Mac([2, 0, 0, 0, 0, 2]),
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            trace_id: 7,
-            ttl: 64,
-            ip_flags: 0,
-            transport: Transport::EchoReply { id, seq },
-        };
-        p.build().unwrap()
+        frame(src, dst, Transport::EchoReply { id, seq })
     }
 
     #[test]
