@@ -33,7 +33,7 @@ use std::{
 use common::trace::{
     Api, is_terminal, phase, require_binaries, runtime, spec, to_pod, up_with_config,
 };
-use common::{Lab, require_lab_prerequisites, topology};
+use common::{Lab, Paused, require_lab_prerequisites, topology};
 use futures::{StreamExt, stream};
 use traceflow_proto::v1 as pb;
 
@@ -381,30 +381,6 @@ async fn probe(
         "no {} -> {} trace in {cluster} succeeded within {within:?}; last: {last}",
         kind.src, kind.dst
     ))
-}
-
-/// Pauses processes until dropped (SIGSTOP now, SIGCONT on drop, also on panic).
-struct Paused(Vec<nix::unistd::Pid>);
-
-impl Paused {
-    fn new(pids: &[i32]) -> Result<Self, String> {
-        let mut paused = Self(Vec::new());
-        for &pid in pids {
-            let pid = nix::unistd::Pid::from_raw(pid);
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
-                .map_err(|e| format!("SIGSTOP {pid}: {e}"))?;
-            paused.0.push(pid);
-        }
-        Ok(paused)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGCONT);
-        }
-    }
 }
 
 /// The pid of the lab's live process `name` (`manager`, `adapter/c1`, `agent/c1/n2`,

@@ -29,7 +29,7 @@ use common::trace::{
     phase, received, receiver, require_binaries, results_json, runtime, sender, spec, spoofguard,
     to_ip, to_json, to_pod, up_with_config,
 };
-use common::{Lab, require_lab_prerequisites, topology};
+use common::{Lab, Paused, require_lab_prerequisites, topology};
 use futures::{StreamExt, stream};
 use traceflow_proto::v1 as pb;
 
@@ -344,31 +344,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-/// Pauses processes of the lab until dropped (SIGSTOP now, SIGCONT on drop, also on panic).
-struct Paused(Vec<nix::unistd::Pid>);
-
-impl Paused {
-    fn new(pids: &[i32]) -> Result<Self, String> {
-        let mut paused = Self(Vec::new());
-        for &pid in pids {
-            let pid = nix::unistd::Pid::from_raw(pid);
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
-                .map_err(|e| format!("SIGSTOP {pid}: {e}"))?;
-            // Resumed on drop, also when a later one fails.
-            paused.0.push(pid);
-        }
-        Ok(paused)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGCONT);
-        }
-    }
 }
 
 /// The pids of the lab's agent processes (their command lines name the lab directory), one

@@ -340,3 +340,28 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// Pauses processes until dropped (SIGSTOP now, SIGCONT on drop, also on panic and when a
+/// later one fails).
+pub struct Paused(Vec<nix::unistd::Pid>);
+
+impl Paused {
+    pub fn new(pids: &[i32]) -> Result<Self, String> {
+        let mut paused = Self(Vec::new());
+        for &pid in pids {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
+                .map_err(|e| format!("SIGSTOP {pid}: {e}"))?;
+            paused.0.push(pid);
+        }
+        Ok(paused)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+}
