@@ -72,6 +72,44 @@ async fn attach(
     Ok((tx, commands))
 }
 
+/// The adapter of cluster c1 over `data_dir`, running: its agent port, the switch that stops
+/// it, its task.
+type RunningAdapter = (
+    u16,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), traceflow_adapter::RunError>>,
+);
+
+async fn start_adapter(
+    dir: &Path,
+    data_dir: &Path,
+    mgr: &FakeManager,
+    api: &LabKubeApi,
+    token: Option<&str>,
+    agent_cert_lifetime: Duration,
+    adopt_newer_agent_certs: bool,
+) -> RunningAdapter {
+    let config = traceflow_adapter::RunConfig {
+        cluster: "c1".into(),
+        data_dir: data_dir.to_path_buf(),
+        manager: mgr.url(),
+        manager_ca: mgr.write_ca(dir),
+        token: token.map(Into::into),
+        kubeconfig: api.kubeconfig(dir),
+        agent_cert_lifetime,
+        adopt_newer_agent_certs,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(traceflow_adapter::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    (port, stop, task)
+}
+
 fn observation(c: pb::Component, a: pb::Action) -> pb::Observation {
     pb::Observation {
         component: c as i32,
@@ -100,24 +138,16 @@ async fn agent_renews_its_certificate_over_its_stream_and_the_old_one_is_refused
     let old_key = read(&certs.join("n1-key.pem"));
     let old_serial = serial_of(&old_cert);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let config = traceflow_adapter::RunConfig {
-        cluster: "c1".into(),
-        data_dir: data_dir.clone(),
-        manager: mgr.url(),
-        manager_ca: mgr.write_ca(dir.path()),
-        token: Some("t".into()),
-        kubeconfig: api.kubeconfig(dir.path()),
-        agent_cert_lifetime: LIFETIME,
-        adopt_newer_agent_certs: false,
-    };
-    let (stop_adapter, stopped) = oneshot::channel::<()>();
-    let adapter = tokio::spawn(traceflow_adapter::run(config, listener, async move {
-        let _ = stopped.await;
-    }));
+    let (port, stop_adapter, adapter) = start_adapter(
+        dir.path(),
+        &data_dir,
+        &mgr,
+        &api,
+        Some("t"),
+        LIFETIME,
+        false,
+    )
+    .await;
     mgr.hello().await;
     mgr.send(Down::Config(pb::ManagerConfig {
         heartbeat_interval_seconds: 1,
@@ -347,32 +377,11 @@ async fn reissuing_a_node_certificate_revokes_the_previous_one_across_a_restart(
     issue_agent_cert(&data_dir, "n1", &second).expect("second certificate");
     let ca_pem = read(&first.join("agent-ca.pem"));
     let cert = |d: &Path| (read(&d.join("n1.pem")), read(&d.join("n1-key.pem")));
-    let start = |mgr: &FakeManager, token: Option<&str>, adopt_newer_agent_certs: bool| {
-        let config = traceflow_adapter::RunConfig {
-            cluster: "c1".into(),
-            data_dir: data_dir.clone(),
-            manager: mgr.url(),
-            manager_ca: mgr.write_ca(dir.path()),
-            token: token.map(Into::into),
-            kubeconfig: api.kubeconfig(dir.path()),
-            agent_cert_lifetime: Duration::from_secs(3600),
-            adopt_newer_agent_certs,
-        };
-        async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let port = listener.local_addr().expect("addr").port();
-            let (stop, stopped) = oneshot::channel::<()>();
-            let task = tokio::spawn(traceflow_adapter::run(config, listener, async move {
-                let _ = stopped.await;
-            }));
-            (port, stop, task)
-        }
-    };
+    let hour = Duration::from_secs(3600);
     // Across a restart of the adapter: the record is on disk.
     for (round, token) in [(0, Some("t")), (1, None)] {
-        let (port, stop, task) = start(&mgr, token, false).await;
+        let (port, stop, task) =
+            start_adapter(dir.path(), &data_dir, &mgr, &api, token, hour, false).await;
         mgr.hello().await;
         let (c, k) = cert(&first);
         match attach(port, &ca_pem, &c, &k, "n1").await {
@@ -401,7 +410,8 @@ async fn reissuing_a_node_certificate_revokes_the_previous_one_across_a_restart(
         },
     )
     .expect("unrecorded certificate");
-    let (port, stop, task) = start(&mgr, None, false).await;
+    let (port, stop, task) =
+        start_adapter(dir.path(), &data_dir, &mgr, &api, None, hour, false).await;
     mgr.hello().await;
     let (n2_cert, n2_key) = (
         read(&elsewhere.join("n2.pem")),
@@ -420,7 +430,8 @@ async fn reissuing_a_node_certificate_revokes_the_previous_one_across_a_restart(
 
     // With --adopt-newer-agent-certs (the Helm chart's mode) it is adopted and recorded; the
     // older certificates of n1 stay refused.
-    let (port, stop, task) = start(&mgr, None, true).await;
+    let (port, stop, task) =
+        start_adapter(dir.path(), &data_dir, &mgr, &api, None, hour, true).await;
     mgr.hello().await;
     attach(port, &ca_pem, &n2_cert, &n2_key, "n2")
         .await
@@ -458,24 +469,16 @@ async fn a_renewed_certificate_that_cannot_be_written_is_still_used() {
     };
     issue_agent_cert_with(&data_dir, "n1", &certs, &short).expect("n1 certificate");
     let first = recorded(&data_dir, "n1");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let config = traceflow_adapter::RunConfig {
-        cluster: "c1".into(),
-        data_dir: data_dir.clone(),
-        manager: mgr.url(),
-        manager_ca: mgr.write_ca(dir.path()),
-        token: Some("t".into()),
-        kubeconfig: api.kubeconfig(dir.path()),
-        agent_cert_lifetime: LIFETIME,
-        adopt_newer_agent_certs: false,
-    };
-    let (stop_adapter, stopped) = oneshot::channel::<()>();
-    let adapter = tokio::spawn(traceflow_adapter::run(config, listener, async move {
-        let _ = stopped.await;
-    }));
+    let (port, stop_adapter, adapter) = start_adapter(
+        dir.path(),
+        &data_dir,
+        &mgr,
+        &api,
+        Some("t"),
+        LIFETIME,
+        false,
+    )
+    .await;
     mgr.hello().await;
 
     let (_ports_tx, ports) = watch::channel(Default::default());
