@@ -334,18 +334,7 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
     };
     n1.tx.send(report(sender)).await.expect("report n1");
     n2.tx.send(report(receiver)).await.expect("report n2");
-    let done = mgr
-        .next_matching(|k| match k {
-            Up::TraceUpdate(u)
-                if u.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase != pb::TraceflowPhase::Running as i32) =>
-            {
-                u.status
-            }
-            _ => None,
-        })
-        .await;
+    let done = mgr.ended(None).await;
     assert_eq!(
         done.phase,
         pb::TraceflowPhase::Succeeded as i32,

@@ -333,19 +333,7 @@ async fn agent_renews_its_certificate_over_its_stream_and_the_old_one_is_refused
         })
         .await
         .expect("n1 observation");
-    let done = mgr
-        .next_matching(|k| match k {
-            Up::TraceUpdate(u)
-                if u.uid == "u1"
-                    && u.status
-                        .as_ref()
-                        .is_some_and(|s| s.phase != pb::TraceflowPhase::Running as i32) =>
-            {
-                u.status
-            }
-            _ => None,
-        })
-        .await;
+    let done = mgr.ended(Some("u1")).await;
     assert_eq!(
         done.phase,
         pb::TraceflowPhase::Succeeded as i32,

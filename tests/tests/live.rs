@@ -580,16 +580,7 @@ async fn injected_beside_live(api: &Api) -> Result<(), String> {
         ..Default::default()
     };
     let t = a.run("c1", injected).await?;
-    let want = [
-        sender(
-            "n1",
-            vec![
-                spoofguard(&client),
-                output_tunnel(&node_ip(&nodes, "n2", false)?),
-            ],
-        ),
-        receiver("n2", vec![received(), output("Delivered")]),
-    ];
+    let want = client_n1_to_n2(&client, &nodes)?;
     let results = to_json(&t.status.clone().unwrap_or_default().results);
     if phase(&t) != "Succeeded" {
         return Err(format!(
@@ -619,6 +610,21 @@ async fn injected_beside_live(api: &Api) -> Result<(), String> {
     Ok(())
 }
 
+/// What an ICMP packet from `client` on n1 to a Pod on n2 shows: sent into the tunnel to n2,
+/// received there and delivered.
+fn client_n1_to_n2(client: &str, nodes: &[pb::InventoryNode]) -> Result<[NodeWant; 2], String> {
+    Ok([
+        sender(
+            "n1",
+            vec![
+                spoofguard(client),
+                output_tunnel(&node_ip(nodes, "n2", false)?),
+            ],
+        ),
+        receiver("n2", vec![received(), output("Delivered")]),
+    ])
+}
+
 /// A live Traceflow resource (Antrea's CRD JSON) through the lab's Kubernetes API, with ping
 /// traffic client → peer: its `.status` once terminal.
 async fn live_resource(kubeconfig: &Path, api: &mut Api) -> Result<(), String> {
@@ -629,16 +635,7 @@ async fn live_resource(kubeconfig: &Path, api: &mut Api) -> Result<(), String> {
         pod_ip(&pods, "default/client", false)?,
         pod_ip(&pods, "default/peer", false)?,
     );
-    let want = [
-        sender(
-            "n1",
-            vec![
-                spoofguard(&client),
-                output_tunnel(&node_ip(&nodes, "n2", false)?),
-            ],
-        ),
-        receiver("n2", vec![received(), output("Delivered")]),
-    ];
+    let want = client_n1_to_n2(&client, &nodes)?;
     let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("kubeconfig: {e}"))?;
     let kcfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await

@@ -406,6 +406,17 @@ impl FakeManager {
             }
         }
     }
+    /// The status of the next update that ends a trace (of `uid`, or of any trace), within 20 s.
+    pub async fn ended(&mut self, uid: Option<&str>) -> pb::TraceflowStatus {
+        self.next_matching(|k| match k {
+            pb::adapter_message::Kind::TraceUpdate(u) if uid.is_none_or(|id| u.uid == id) => u
+                .status
+                .filter(|s| s.phase != pb::TraceflowPhase::Running as i32),
+            _ => None,
+        })
+        .await
+    }
+
     /// Waits (20 s) for the adapter's next hello.
     pub async fn hello(&mut self) {
         self.next_matching(|k| matches!(k, pb::adapter_message::Kind::Hello(_)).then_some(()))
