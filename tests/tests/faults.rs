@@ -4,7 +4,9 @@
 //!  b. SIGKILL of c1's adapter, restarted;
 //!  c. SIGKILL of c1's agent on n2 (with a live-traffic trace waiting for n2), restarted;
 //!  d. SIGKILL of ovs-vswitchd of n2, restarted (the agent reprograms it by itself);
-//!  e. n2's underlay link cut (`ip link set u-n2 down` in c1's underlay namespace), then back.
+//!  e. n2's underlay link cut (`ip link set u-n2 down` in c1's underlay namespace), then back;
+//!  f. beside c. to e., c2's agent on m2 frozen (SIGSTOP: a hung agent or a half-open link; its
+//!     TCP connection stays up and nothing answers), then thawed.
 //!
 //! Each runs under load: creators keep calling CreateTraceflow on both clusters (mixed same-Node
 //! and inter-Node traces) across the fault, and a batch created while the Nodes' agents are
@@ -13,7 +15,9 @@
 //! name twice; none lost), and a new trace through the faulted part must succeed. Bounds
 //! asserted: agent loss fails the traces needing its Node within 1 s with
 //! `Node: n2, error: agent disconnected`; a restarted adapter gets the rest failed naming its
-//! cluster; every restarted component works again (a trace through it succeeds) within 5 s.
+//! cluster; every restarted component works again (a trace through it succeeds) within 5 s; a
+//! frozen agent is noticed by HTTP/2 keepalive (interval + timeout, 15 s) and its traces fail
+//! naming its Node.
 //! Figures (kill → the last trace in flight ended, by the end times the product recorded;
 //! restart → working again) are printed.
 //!
@@ -51,6 +55,8 @@ const RECONNECT_BOUND: Duration = Duration::from_secs(5);
 const LIVE_TAGS: usize = 14;
 /// An agent's loss must fail the traces that need its Node within this.
 const AGENT_LOSS_BOUND: Duration = Duration::from_secs(1);
+/// A frozen agent must be noticed within the keepalive's interval and timeout, plus this.
+const FROZEN_SLACK: Duration = Duration::from_secs(2);
 
 /// One kind of trace of the mix, the same in both clusters (faults.yaml): Pods a0, a1 on the
 /// first Node, b0, b1 on the second.
@@ -862,6 +868,83 @@ async fn underlay_cut(lab: &Lab, api: &Api) -> Result<String, String> {
     verdict(figures, failures)
 }
 
+/// f. The agent of c2's m2 is frozen (SIGSTOP) with a batch of c2 in flight: its connection
+/// stays up and answers nothing, as a hung agent's or a half-open link's would. The adapter's
+/// HTTP/2 keepalive must notice within its interval and timeout: the traces needing m2 fail
+/// naming it (not by their own timeout, which is longer), those needing only m1 succeed, and
+/// once thawed the agent reconnects by itself and m2 carries a trace within
+/// [`RECONNECT_BOUND`].
+async fn agent_frozen(agent: i32, api: Api) -> Result<String, String> {
+    let api = &api;
+    let keepalive =
+        traceflow_core::limits::KEEPALIVE_INTERVAL + traceflow_core::limits::KEEPALIVE_TIMEOUT;
+    let bound = keepalive + FROZEN_SLACK;
+    // Longer than the bound and the wait below: a trace failed by its timeout shows as such.
+    let timeout = i32::try_from(bound.as_secs() * 2).unwrap_or(i32::MAX);
+    let since = now_micros();
+    let frozen = Paused::new(&[agent])?;
+    let froze = Instant::now();
+    let inflight = batch(api, "c2", 5, timeout).await?;
+    let (needs_m2, m1_only): (Vec<Accepted>, Vec<Accepted>) = inflight
+        .iter()
+        .cloned()
+        .partition(|a| KINDS[a.kind].needs("c2", "m2"));
+    let waited = wait_ended(api, &needs_m2, since, froze, bound + Duration::from_secs(5)).await;
+    let thawed = Instant::now();
+    drop(frozen);
+    let (noticed_in, listed) = waited?;
+    let mut failures = Vec::new();
+    for a in &needs_m2 {
+        let Some(t) = find(&listed, &a.uid) else {
+            continue;
+        };
+        if !(phase(t) == "Failed" && reason(t) == "Node: m2, error: agent disconnected") {
+            failures.push(format!(
+                "needing the frozen m2: {} {} ({}), want Failed: Node: m2, error: agent \
+                 disconnected",
+                t.name,
+                phase(t),
+                reason(t)
+            ));
+        }
+    }
+    if noticed_in > bound {
+        failures.push(format!(
+            "traces needing the frozen m2 ended {noticed_in:?} after it froze, want < {bound:?} \
+             (keepalive {keepalive:?} + {FROZEN_SLACK:?})"
+        ));
+    }
+    let back = probe(api, "c2", KINDS[3], thawed, Duration::from_secs(15)).await?;
+    let (_, listed_all) = wait_ended(api, &inflight, since, froze, Duration::from_secs(10)).await?;
+    failures.extend(check_ended(&listed_all, &inflight));
+    for a in &m1_only {
+        if let Some(t) = find(&listed_all, &a.uid)
+            && phase(t) != "Succeeded"
+        {
+            failures.push(format!(
+                "m1-only trace {} {} ({}) while m2's agent was frozen, want Succeeded",
+                t.name,
+                phase(t),
+                reason(t)
+            ));
+        }
+    }
+    if back > RECONNECT_BOUND {
+        failures.push(format!(
+            "m2 carried a trace {back:?} after its agent thawed, want < {RECONNECT_BOUND:?}"
+        ));
+    }
+    let figures = format!(
+        "f. agent of c2/m2 frozen with {} traces in flight ({} needing m2): those ended \
+         {noticed_in:.2?} after it froze ({}; keepalive {keepalive:?}); thawed, a new m2 -> m1 \
+         trace succeeded {back:.2?} after",
+        inflight.len(),
+        needs_m2.len(),
+        outcomes(&listed, &needs_m2)
+    );
+    verdict(figures, failures)
+}
+
 /// Restarts whatever part a fault killed that is still down, and relinks n2's underlay.
 fn heal(lab: &Lab) -> Result<(), String> {
     for name in ["manager", "adapter/c1", "agent/c1/n2", "ovs-vswitchd/c1/n2"] {
@@ -870,6 +953,32 @@ fn heal(lab: &Lab) -> Result<(), String> {
         }
     }
     underlay_link(lab, "up")
+}
+
+type Fault = for<'a> fn(
+    &'a Lab,
+    &'a Api,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>,
+>;
+
+/// Runs `faults` one after another; what failed, each named.
+async fn in_turn(lab: &Lab, api: &Api, faults: &[(&str, Fault)]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (what, fault) in faults {
+        let started = Instant::now();
+        if let Err(e) = fault(lab, api).await {
+            failures.push(format!("{what} ({:.1?}): {e}", started.elapsed()));
+            // A fault that failed half-way may have left its part down: bring it back so
+            // the next fault tests what it says.
+            if let Err(e) = heal(lab) {
+                failures.push(format!("after {what}: {e}"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+    failures
 }
 
 fn verdict(figures: String, failures: Vec<String>) -> Result<String, String> {
@@ -911,12 +1020,6 @@ fn every_trace_ends_and_every_part_comes_back_after_kills_and_a_cut_under_load()
             api.wait_pods(c, 4).await?;
         }
         let mut failures = Vec::new();
-        type Fault = for<'a> fn(
-            &'a Lab,
-            &'a Api,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>,
-        >;
         let faults: [(&str, Fault); 5] = [
             ("manager", |l, a| Box::pin(manager_killed(l, a))),
             ("adapter", |l, a| Box::pin(adapter_killed(l, a))),
@@ -924,18 +1027,16 @@ fn every_trace_ends_and_every_part_comes_back_after_kills_and_a_cut_under_load()
             ("ovs-vswitchd", |l, a| Box::pin(vswitchd_killed(l, a))),
             ("underlay", |l, a| Box::pin(underlay_cut(l, a))),
         ];
-        for (what, fault) in faults {
-            let started = Instant::now();
-            if let Err(e) = fault(&lab, &api).await {
-                failures.push(format!("{what} ({:.1?}): {e}", started.elapsed()));
-                // A fault that failed half-way may have left its part down: bring it back so
-                // the next fault tests what it says.
-                if let Err(e) = heal(&lab) {
-                    failures.push(format!("after {what}: {e}"));
-                    break;
-                }
-                tokio::time::sleep(Duration::from_secs(3)).await;
-            }
+        let (before, beside) = faults.split_at(2);
+        failures.extend(in_turn(&lab, &api, before).await);
+        // c. to e. touch only c1 and f. only c2 (a frozen agent takes 15 s to notice): at
+        // once, f. in a task of its own so the lab commands c. to e. block on never delay it.
+        let frozen = tokio::spawn(agent_frozen(pid_of(&lab, "agent/c2/m2")?, api.clone()));
+        failures.extend(in_turn(&lab, &api, beside).await);
+        match frozen.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => failures.push(format!("frozen agent: {e}")),
+            Err(e) => failures.push(format!("frozen agent: the task panicked: {e}")),
         }
         Ok::<_, String>(failures)
     });
