@@ -8,6 +8,8 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
+use traceflow_core::counters as names;
+
 /// Every packet-in read from br-int (trace packets, live traffic, Reject answers).
 pub static PACKET_INS: AtomicU64 = AtomicU64::new(0);
 /// Packet-ins turned into trace reports.
@@ -18,20 +20,35 @@ pub static INJECTS: AtomicU64 = AtomicU64::new(0);
 pub static INJECT_FAILURES: AtomicU64 = AtomicU64::new(0);
 /// Live-traffic traces started here.
 pub static LIVE_TRACES: AtomicU64 = AtomicU64::new(0);
+/// Trace packet-ins dropped by the trace packet-in meter (read from OVS, see
+/// [`crate::pipeline::meter_drops`]).
+pub static TRACE_METER_DROPS: AtomicU64 = AtomicU64::new(0);
+/// Reject packet-ins dropped by their meter.
+pub static REJECT_METER_DROPS: AtomicU64 = AtomicU64::new(0);
+/// Trace reports dropped on a full queue to the adapter.
+pub static REPORTS_DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Adds one to `counter`.
 pub fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The counters by their wire names.
+/// Adds `n` to `counter`.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The counters by their wire names ([`traceflow_core::counters`]).
 pub fn snapshot() -> HashMap<String, u64> {
     [
-        ("packet_ins", &PACKET_INS),
-        ("observations", &OBSERVATIONS),
-        ("injects", &INJECTS),
-        ("inject_failures", &INJECT_FAILURES),
-        ("live_traces", &LIVE_TRACES),
+        (names::PACKET_INS, &PACKET_INS),
+        (names::OBSERVATIONS, &OBSERVATIONS),
+        (names::INJECTS, &INJECTS),
+        (names::INJECT_FAILURES, &INJECT_FAILURES),
+        (names::LIVE_TRACES, &LIVE_TRACES),
+        (names::TRACE_METER_DROPS, &TRACE_METER_DROPS),
+        (names::REJECT_METER_DROPS, &REJECT_METER_DROPS),
+        (names::REPORTS_DROPPED, &REPORTS_DROPPED),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
@@ -46,9 +63,17 @@ mod tests {
     fn snapshot_names_every_counter_and_counts() {
         let before = snapshot();
         inc(&INJECTS);
+        add(&REPORTS_DROPPED, 2);
         let after = snapshot();
-        assert_eq!(after.len(), 5);
+        let mut got: Vec<&str> = after.keys().map(String::as_str).collect();
+        got.sort_unstable();
+        let mut want: Vec<&str> = names::AGENT.iter().map(|(n, _)| *n).collect();
+        want.sort_unstable();
+        assert_eq!(
+            got, want,
+            "every counter the manager exposes, and only those"
+        );
         assert!(after["injects"] > before["injects"]);
-        assert!(after.contains_key("packet_ins"));
+        assert!(after["reports_dropped"] >= before["reports_dropped"] + 2);
     }
 }

@@ -104,6 +104,7 @@ impl NodeRuntime {
             pin_tx,
             shutdown.clone(),
         );
+        pipeline::meter_drops::spawn(datapath.switch.clone(), shutdown.clone());
         let tracer =
             Tracer::new(node, ports.clone(), datapath.switch.clone()).with_desired(desired);
         // After a reconnect (the pipeline is programmed before the switch is published), the
@@ -155,6 +156,7 @@ impl NodeRuntime {
                     match obs_tx.try_send(o) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(o)) => {
+                            crate::metrics::inc(&crate::metrics::REPORTS_DROPPED);
                             warn!(
                                 trace_id = o.trace_id,
                                 tag = o.dataplane_tag,

@@ -425,3 +425,76 @@ async fn a_pod_forging_the_trace_dscp_is_not_taken_for_a_trace() {
     let o = trace(&mut rt, &inject_req(&node, 0, 1, 4343)).await;
     assert_eq!(o.trace_id, 4343);
 }
+
+/// What a meter drops is read back through the agent's OpenFlow client exactly as Open
+/// vSwitch counts it (the reading behind the `trace_meter_drops` / `reject_meter_drops`
+/// counters): 50 packets sent through a meter of 1 packet per second reach the controller
+/// only as far as the meter lets them, and the drop count read is the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_drops_are_read_as_ovs_counts_them() {
+    use traceflow_agent::ovs::openflow::message::{METER_BURST, METER_PKTPS, MeterMod, meter_cmd};
+    use traceflow_agent::ovs::openflow::{Action, Message, PacketOut, Switch, port};
+    use traceflow_agent::pipeline::meter_drops;
+    use traceflow_agent::ports::Mac;
+    use traceflow_agent::trace::packet::{TracePacket, Transport};
+    const METER: u32 = 9;
+    const SENT: u64 = 50;
+    init_tracing();
+    let node = OvsNode::start(1);
+    let (sw, mut packet_ins) = Switch::connect(&node.rundir().join("br-int.mgmt"))
+        .await
+        .expect("OpenFlow connection to br-int");
+    sw.transact(&[Message::MeterMod(MeterMod {
+        command: meter_cmd::ADD,
+        flags: METER_PKTPS | METER_BURST,
+        meter_id: METER,
+        drop_bands: vec![(1, 1)],
+    })])
+    .await
+    .expect("meter installed");
+    assert_eq!(meter_drops::read(&sw, METER).await, Ok(0), "a new meter");
+    let data = TracePacket {
+        src_mac: Mac([2, 0, 0, 0, 0xbe, 1]),
+        dst_mac: Mac([2, 0, 0, 0, 0xbe, 2]),
+        src: "192.0.2.1".parse().expect("address"),
+        dst: "192.0.2.2".parse().expect("address"),
+        trace_id: 1,
+        ttl: 64,
+        ip_flags: 0,
+        transport: Transport::Echo { id: 0, seq: 0 },
+    }
+    .build()
+    .expect("packet");
+    for _ in 0..SENT {
+        sw.send(&Message::PacketOut(PacketOut::new(
+            port::CONTROLLER,
+            vec![Action::Meter(METER), Action::to_controller()],
+            data.clone(),
+        )))
+        .await
+        .expect("packet-out");
+    }
+    sw.barrier().await.expect("barrier");
+    let mut passed = 0u64;
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(500), packet_ins.recv()).await
+    {
+        passed += 1;
+    }
+    let dropped = meter_drops::read(&sw, METER).await.expect("meter stats");
+    let ofctl = node.ofctl(&["meter-stats", &node.mgmt(), &format!("meter={METER}")]);
+    assert!(
+        ofctl.contains(&format!("0: packet_count:{dropped} ")),
+        "ovs-ofctl counts otherwise than we read ({dropped}): {ofctl}"
+    );
+    assert_eq!(
+        passed + dropped,
+        SENT,
+        "every packet either reached the controller or was dropped ({passed} passed): {ofctl}"
+    );
+    assert!(
+        dropped >= SENT - 5,
+        "a 1 packet/s meter let {passed} of {SENT} through: {ofctl}"
+    );
+    sw.close();
+}

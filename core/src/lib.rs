@@ -7,13 +7,15 @@
 //!
 //!  phase: Pending → Running → Succeeded | Failed  (is_terminal)
 //!  outcome: Antrea's success rule over NodeResults (is_succeeded)
-//!  reasons: failure reasons in Antrea's words; naming: trace and cluster names; limits
+//!  reasons: failure reasons in Antrea's words; naming: trace and cluster names; limits;
+//!  counters: what agents count, by name
 //! ```
 //!
 //! Every crate that accepts a trace converts through [`TraceSpec::try_from`] once, at its edge;
 //! no other copy of these rules exists. Antrea's rules are cited from
 //! `shared/reference/antrea-traceflow.md` by section.
 
+pub mod counters;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod limits;

@@ -30,16 +30,6 @@ pub use route::MetricsLayer;
 /// Labels of a metric: `(name, value)` pairs.
 pub type Labels = Vec<(String, String)>;
 
-/// Agent counters the manager exposes, as `traceflow_agent_<name>_total{cluster,node}`; other
-/// names an adapter sends are ignored (peer input stays bounded).
-pub const AGENT_COUNTERS: [&str; 5] = [
-    "packet_ins",
-    "observations",
-    "injects",
-    "inject_failures",
-    "live_traces",
-];
-
 /// Most distinct (cluster, node) pairs the agent counters keep series for. A peer names the
 /// Nodes, so without a bound an adapter could grow `/metrics` (and the manager's memory) at
 /// will; counters of further Nodes are dropped and counted in `dropped_node_series`.
@@ -156,11 +146,13 @@ impl Metrics {
             refused.clone(),
         );
         let mut agent = HashMap::new();
-        for name in AGENT_COUNTERS {
+        // Exposed as `traceflow_agent_<name>_total{cluster,node}`; other names an adapter
+        // sends are ignored (peer input stays bounded).
+        for (name, help) in traceflow_core::counters::AGENT {
             let family = Family::<Labels, Counter>::default();
             registry.register(
                 format!("agent_{name}"),
-                format!("Agent counter {name}, per cluster and node (pushed with heartbeats)"),
+                format!("{help}, per cluster and node (pushed with heartbeats)"),
                 family.clone(),
             );
             agent.insert(name, family);
@@ -243,7 +235,7 @@ impl Metrics {
                 }
                 series.insert(pair);
             }
-            for name in AGENT_COUNTERS {
+            for (name, _) in traceflow_core::counters::AGENT {
                 let Some(&value) = node.counters.get(name) else {
                     continue;
                 };

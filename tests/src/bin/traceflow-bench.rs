@@ -34,6 +34,7 @@ use futures::{StreamExt, stream};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 use traceflow_agent::ovs::openflow::{Action, Message, PacketOut, Switch};
+use traceflow_agent::pipeline::{PACKET_IN_METER, meter_drops};
 use traceflow_agent::ports::Mac;
 use traceflow_agent::trace::packet::{TracePacket, Transport};
 use traceflow_lab::lab::handle::{LabHandle, clock_ticks_per_second, cpu_ticks, rss_kib};
@@ -467,14 +468,17 @@ async fn live(api: &mut Api, lab: &Arc<LabHandle>, web_a: &str, n: usize) -> Res
 }
 
 /// `total` traces of every injected kind in turn, `concurrency` at a time over `channels`
-/// mTLS connections: rate, correctness and CPU per trace per process group.
+/// mTLS connections: rate, correctness, CPU per trace per process group, and the trace
+/// packet-ins the Nodes' packet-in meters dropped meanwhile (each is a report lost).
 async fn throughput(
+    lab: &LabHandle,
     apis: &[Api],
     kinds: &[(Kind, Vec<pb::NodeResult>)],
     procs: &[(String, i32)],
     concurrency: usize,
     total: usize,
 ) -> Result<Value> {
+    let drops_before = meter_drops(lab).await?;
     let before = cpu_by_group(procs);
     let t0 = Instant::now();
     let outcomes: Vec<Result<bool>> = stream::iter(0..total)
@@ -491,6 +495,7 @@ async fn throughput(
         .await;
     let took = t0.elapsed();
     let after = cpu_by_group(procs);
+    let meter_dropped = meter_drops(lab).await?.saturating_sub(drops_before);
     let errors: Vec<String> = outcomes
         .iter()
         .filter_map(|o| o.as_ref().err().map(ToString::to_string))
@@ -508,8 +513,24 @@ async fn throughput(
         "concurrency": concurrency, "traces": total, "correct": correct,
         "errors": errors.len(), "first_error": errors.first(),
         "seconds": took.as_secs_f64(), "traces_per_s": total as f64 / took.as_secs_f64(),
-        "cpu_ms_per_trace": cpu,
+        "cpu_ms_per_trace": cpu, "meter_dropped_packet_ins": meter_dropped,
     }))
+}
+
+/// Trace packet-ins the bench Nodes' packet-in meters have dropped so far, as OVS counts them.
+async fn meter_drops(lab: &LabHandle) -> Result<u64> {
+    let mut dropped = 0;
+    for node in ["n1", "n2"] {
+        let mgmt = lab.paths.ovs_rundir(CLUSTER, node).join("br-int.mgmt");
+        let (sw, _packet_ins) = Switch::connect(&mgmt)
+            .await
+            .with_context(|| format!("OpenFlow connection to {}", mgmt.display()))?;
+        dropped += meter_drops::read(&sw, PACKET_IN_METER)
+            .await
+            .map_err(|e| anyhow!("meter counters of {node}: {e}"))?;
+        sw.close();
+    }
+    Ok(dropped)
 }
 
 async fn run(lab: Arc<LabHandle>, sizes: Sizes, short: bool) -> Result<String> {
@@ -581,11 +602,11 @@ async fn run(lab: Arc<LabHandle>, sizes: Sizes, short: bool) -> Result<String> {
     let mut tput = Vec::new();
     for (concurrency, total) in sizes.throughput {
         let conns = if concurrency == 1 { 1 } else { apis.len() };
-        let r = throughput(&apis[..conns], &kinds, &procs, concurrency, total).await?;
+        let r = throughput(&lab, &apis[..conns], &kinds, &procs, concurrency, total).await?;
         table.push(format!(
-            "throughput c={concurrency:<5} {:>6} traces {:>8.0}/s correct {} errors {} cpu ms/trace {}",
+            "throughput c={concurrency:<5} {:>6} traces {:>8.0}/s correct {} errors {} meter drops {} cpu ms/trace {}",
             total, r["traces_per_s"].as_f64().unwrap_or(0.0), r["correct"], r["errors"],
-            r["cpu_ms_per_trace"]
+            r["meter_dropped_packet_ins"], r["cpu_ms_per_trace"]
         ));
         tput.push(r);
     }

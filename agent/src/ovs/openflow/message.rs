@@ -68,6 +68,12 @@ pub enum Message {
     FlowMod(FlowMod),
     GroupMod(GroupMod),
     MeterMod(MeterMod),
+    /// `OFPMP_METER_STATS` request (a multipart request) for one meter.
+    MeterStatsRequest {
+        meter_id: u32,
+    },
+    /// Its reply: each meter's counters.
+    MeterStatsReply(Vec<MeterStats>),
     BarrierRequest,
     BarrierReply,
     BundleControl(BundleControl),
@@ -98,6 +104,8 @@ impl Message {
             Self::FlowMod(_) => kind::FLOW_MOD,
             Self::GroupMod(_) => kind::GROUP_MOD,
             Self::MeterMod(_) => kind::METER_MOD,
+            Self::MeterStatsRequest { .. } => kind::MULTIPART_REQUEST,
+            Self::MeterStatsReply(_) => kind::MULTIPART_REPLY,
             Self::BarrierRequest => kind::BARRIER_REQUEST,
             Self::BarrierReply => kind::BARRIER_REPLY,
             Self::BundleControl(_) => kind::BUNDLE_CONTROL,
@@ -156,6 +164,20 @@ impl Message {
             kind::FLOW_MOD => Self::FlowMod(FlowMod::decode(&mut r)?),
             kind::GROUP_MOD => Self::GroupMod(GroupMod::decode(&mut r)?),
             kind::METER_MOD => Self::MeterMod(MeterMod::decode(&mut r)?),
+            kind::MULTIPART_REQUEST if multipart_type(body) == Some(OFPMP_METER_STATS) => {
+                r.skip(MULTIPART_HEADER_LEN)?;
+                let meter_id = r.u32()?;
+                r.skip(4)?;
+                Self::MeterStatsRequest { meter_id }
+            }
+            kind::MULTIPART_REPLY if multipart_type(body) == Some(OFPMP_METER_STATS) => {
+                r.skip(MULTIPART_HEADER_LEN)?;
+                let mut meters = Vec::new();
+                while r.remaining() > 0 {
+                    meters.push(MeterStats::decode(&mut r)?);
+                }
+                Self::MeterStatsReply(meters)
+            }
             kind::BARRIER_REQUEST => Self::BarrierRequest,
             kind::BARRIER_REPLY => Self::BarrierReply,
             kind::BUNDLE_CONTROL => Self::BundleControl(BundleControl::decode(&mut r)?),
@@ -214,6 +236,17 @@ impl Message {
             Self::FlowMod(f) => f.encode(buf),
             Self::GroupMod(g) => g.encode(buf),
             Self::MeterMod(m) => m.encode(buf),
+            Self::MeterStatsRequest { meter_id } => {
+                put_multipart_header(buf);
+                buf.put_u32(*meter_id);
+                put_zeros(buf, 4);
+            }
+            Self::MeterStatsReply(meters) => {
+                put_multipart_header(buf);
+                for m in meters {
+                    m.encode(buf);
+                }
+            }
             Self::BundleControl(b) => b.encode(buf),
             Self::BundleAdd(b) => b.encode(xid, buf),
             Self::CtFlush(c) => c.encode(buf),
@@ -777,6 +810,75 @@ pub const METER_BURST: u16 = 4;
 /// `OFPMMFC_METER_EXISTS`.
 pub const METER_EXISTS: u16 = 1;
 const OFPMBT_DROP: u16 = 1;
+
+/// `OFPMP_METER_STATS`, the multipart type of meter counters.
+const OFPMP_METER_STATS: u16 = 9;
+/// `ofp_multipart_request` / `_reply` after the OpenFlow header: type, flags, 4 pad bytes.
+const MULTIPART_HEADER_LEN: usize = 8;
+
+/// The multipart type of a multipart message's body, if it has one.
+fn multipart_type(body: &[u8]) -> Option<u16> {
+    body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// A meter-stats multipart header: one message, no "more" flag.
+fn put_multipart_header(buf: &mut BytesMut) {
+    buf.put_u16(OFPMP_METER_STATS);
+    buf.put_u16(0);
+    put_zeros(buf, 4);
+}
+
+/// One meter's counters (`ofp_meter_stats`): what passed it, and per band (in the meter's
+/// band order) how many packets the band handled, i.e. dropped for a drop band.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterStats {
+    pub meter_id: u32,
+    pub packet_in_count: u64,
+    pub band_packet_counts: Vec<u64>,
+}
+
+/// `ofp_meter_stats` before its bands; each band's counters are 16 bytes.
+const METER_STATS_LEN: usize = 40;
+const METER_BAND_STATS_LEN: usize = 16;
+
+impl MeterStats {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let meter_id = r.u32()?;
+        let len = usize::from(r.u16()?);
+        if len < METER_STATS_LEN || !(len - METER_STATS_LEN).is_multiple_of(METER_BAND_STATS_LEN) {
+            return Err(DecodeError::new("meter_stats", format!("length {len}")));
+        }
+        r.skip(6)?;
+        r.skip(4)?; // ref_count
+        let packet_in_count = r.u64()?;
+        r.skip(8 + 4 + 4)?; // byte_in_count, duration_sec, duration_nsec
+        let band_packet_counts = (0..(len - METER_STATS_LEN) / METER_BAND_STATS_LEN)
+            .map(|_| {
+                let packets = r.u64()?;
+                r.skip(8)?; // byte_band_count
+                Ok(packets)
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        Ok(Self {
+            meter_id,
+            packet_in_count,
+            band_packet_counts,
+        })
+    }
+
+    fn encode(&self, buf: &mut BytesMut) {
+        buf.put_u32(self.meter_id);
+        let len = METER_STATS_LEN + METER_BAND_STATS_LEN * self.band_packet_counts.len();
+        buf.put_u16(u16::try_from(len).unwrap_or(u16::MAX));
+        put_zeros(buf, 6 + 4);
+        buf.put_u64(self.packet_in_count);
+        put_zeros(buf, 8 + 4 + 4);
+        for packets in &self.band_packet_counts {
+            buf.put_u64(*packets);
+            put_zeros(buf, 8);
+        }
+    }
+}
 
 /// `OFPT_METER_MOD` with drop bands only (all the agent uses).
 #[derive(Debug, Clone, PartialEq, Eq)]

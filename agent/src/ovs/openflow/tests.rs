@@ -546,3 +546,33 @@ fn ct_flush_matches_ovs_ofctl() {
     let (_, decoded) = roundtrip(&hexs(&ours));
     assert_eq!(decoded, Message::CtFlush(icmp6));
 }
+
+/// `ovs-ofctl -O OpenFlow15 meter-stats br-int 257`'s request; `ovs-ofctl ofp-print` reads it
+/// as "OFPST_METER request (OF1.5) (xid=0x7): meter=257".
+const OFCTL_METER_STATS_REQUEST: &str = "0612001800000007000900000000000000000101 00000000";
+/// A meter-stats reply for meter 257 with one drop band, as `ovs-ofctl ofp-print` reads it:
+/// "meter:257 flow_count:0 packet_in_count:12 byte_in_count:0 duration:0s bands: 0:
+/// packet_count:5 byte_count:0".
+const OFCTL_METER_STATS_REPLY: &str = "0613004800000007000900000000000000000101003800000000000000000000000000000000000c000000000000000000000000000000000000000000000005 0000000000000000";
+
+#[test]
+fn meter_stats_request_and_reply_equal_the_bytes_ovs_reads() {
+    use super::message::MeterStats;
+    let request = Message::MeterStatsRequest { meter_id: 257 };
+    let want = OFCTL_METER_STATS_REQUEST.replace(' ', "");
+    assert_eq!(encode(7, &request), want);
+    assert_eq!(roundtrip(&want).1, request);
+    let reply = Message::MeterStatsReply(vec![MeterStats {
+        meter_id: 257,
+        packet_in_count: 12,
+        band_packet_counts: vec![5],
+    }]);
+    let want = OFCTL_METER_STATS_REPLY.replace(' ', "");
+    assert_eq!(encode(7, &reply), want);
+    assert_eq!(roundtrip(&want).1, reply);
+    // A band length that is not whole is refused, naming the record.
+    let mut bad = unhex(&want);
+    bad[8 + 8 + 4..8 + 8 + 6].copy_from_slice(&41u16.to_be_bytes());
+    let err = Message::decode(&bad).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("meter_stats"), "{err}");
+}

@@ -1,0 +1,111 @@
+//! How many packet-ins the packet-in meters dropped, read from Open vSwitch.
+//!
+//! A trace packet-in dropped at [`PACKET_IN_METER`] is a Node's report that never comes: its
+//! trace ends by timeout with nothing else to show why. The counts become the agent counters
+//! `trace_meter_drops` and `reject_meter_drops` (served by the manager per cluster and Node).
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{PACKET_IN_METER, REJECT_PACKET_IN_METER};
+use crate::metrics;
+use crate::ovs::openflow::{Message, Switch};
+
+/// How often the meters' counters are read while br-int is connected.
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// Turns a meter's drop count as OVS reports it into increments of a monotonic counter. OVS
+/// counts from zero again when the meter is installed anew (ovs-vswitchd restarted): a count
+/// below the last one is all new.
+#[derive(Debug, Default)]
+pub struct DropDeltas {
+    last: HashMap<u32, u64>,
+}
+
+impl DropDeltas {
+    /// What meter `meter_id`'s drop count `now` adds since the last reading.
+    pub fn delta(&mut self, meter_id: u32, now: u64) -> u64 {
+        let before = self.last.insert(meter_id, now).unwrap_or(0);
+        if now >= before { now - before } else { now }
+    }
+}
+
+/// Packets meter `meter_id` of `sw` dropped (the sum over its drop bands), as OVS counts them.
+pub async fn read(sw: &Switch, meter_id: u32) -> Result<u64, String> {
+    match sw.request(&Message::MeterStatsRequest { meter_id }).await {
+        Ok(Message::MeterStatsReply(meters)) => Ok(meters
+            .iter()
+            .filter(|m| m.meter_id == meter_id)
+            .flat_map(|m| m.band_packet_counts.iter())
+            .sum()),
+        Ok(other) => Err(format!("meter stats answered with type {}", other.kind())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Reads both packet-in meters every [`POLL`] while `switch` is connected, adding what they
+/// dropped to the agent's counters, until `shutdown`.
+pub fn spawn(switch: watch::Receiver<Option<Switch>>, shutdown: CancellationToken) {
+    const METERS: [(u32, &AtomicU64); 2] = [
+        (PACKET_IN_METER, &metrics::TRACE_METER_DROPS),
+        (REJECT_PACKET_IN_METER, &metrics::REJECT_METER_DROPS),
+    ];
+    tokio::spawn(async move {
+        let mut deltas = DropDeltas::default();
+        let mut warned = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            let Some(sw) = switch.borrow().clone() else {
+                continue;
+            };
+            for (meter_id, counter) in METERS {
+                match read(&sw, meter_id).await {
+                    Ok(dropped) => {
+                        let new = deltas.delta(meter_id, dropped);
+                        if new > 0 {
+                            metrics::add(counter, new);
+                            if meter_id == PACKET_IN_METER {
+                                warn!(
+                                    dropped = new,
+                                    "trace packet-ins dropped by the packet-in meter; their traces will time out"
+                                );
+                            }
+                        }
+                    }
+                    // A switch without meters (the pipeline logged it when programming).
+                    Err(error) if !warned => {
+                        debug!(%error, meter_id, "cannot read the meter's counters");
+                        warned = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DropDeltas;
+
+    #[test]
+    fn deltas_grow_and_start_again_when_the_meter_is_new() {
+        let mut d = DropDeltas::default();
+        assert_eq!(d.delta(257, 0), 0);
+        assert_eq!(d.delta(257, 7), 7);
+        assert_eq!(d.delta(257, 7), 0);
+        assert_eq!(d.delta(256, 3), 3, "meters are counted apart");
+        assert_eq!(d.delta(257, 10), 3);
+        // ovs-vswitchd restarted: its new meter counts from zero.
+        assert_eq!(d.delta(257, 2), 2);
+        assert_eq!(d.delta(257, 4), 2);
+    }
+}
