@@ -356,7 +356,13 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
 
     // A trace whose sender agent is gone fails with Antrea's Node-prefixed reason.
     drop(n1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Gone once the adapter counts one agent (n2) again: it notices a closed stream on its
+    // own time, and a trace started before then would fail "agent disconnected" instead.
+    mgr.next_matching(|k| match k {
+        Up::Heartbeat(h) if h.connected_agents == 1 => Some(h),
+        _ => None,
+    })
+    .await;
     mgr.send(Down::StartTrace(pb::StartTrace {
         trace: Some(trace("u2", "p1")),
         trace_context: Default::default(),

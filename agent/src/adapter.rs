@@ -45,7 +45,7 @@ use crate::metrics;
 /// First reconnect delay after the adapter stream ends (jittered up to twice this).
 pub const RECONNECT_MIN: Duration = Duration::from_millis(200);
 /// Every reconnect delay stays below this.
-pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
+pub const RECONNECT_MAX: Duration = traceflow_core::limits::RECONNECT_MAX;
 /// How often changed counters are sent to the adapter.
 pub const COUNTERS_INTERVAL: Duration = Duration::from_secs(2);
 /// Delays between failed certificate renewals (jittered, growing).

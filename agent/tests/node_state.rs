@@ -195,12 +195,28 @@ fn connect(node: &OvsNode, pod: usize, ip: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Connects up to 16 times from `node`'s p0 (`client_ip`) to `vip` port 80 until two
-/// endpoints answered; asserts every answer saw the client's own address and returns the
-/// endpoint names that answered.
+/// Connects from `node`'s `pod` until the answer starts with `want` (a server or a flow that
+/// is still coming up), for at most 5 s; the last answer.
+fn connect_until(node: &OvsNode, pod: usize, ip: &str, port: u16, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = connect(node, pod, ip, port);
+        if r.starts_with(want) || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Connects from `node`'s p0 (`client_ip`) to `vip` port 80 until two endpoints answered,
+/// 16 answers came from one (load-balancing would have picked the other by then) or 5 s
+/// passed (servers still binding answer with an error, retried); asserts every answer saw the
+/// client's own address and returns the endpoint names that answered.
 fn endpoints_reached(node: &OvsNode, vip: &str, client_ip: &str) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
-    for _ in 0..16 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut answers = 0;
+    while answers < 16 && Instant::now() < deadline {
         let r = connect(node, 0, vip, 80);
         eprintln!("connect {vip}: {r}");
         if let Some(who) = r
@@ -208,6 +224,7 @@ fn endpoints_reached(node: &OvsNode, vip: &str, client_ip: &str) -> BTreeSet<Str
             .next()
             .filter(|w| !w.starts_with("ERR"))
         {
+            answers += 1;
             assert!(
                 r.ends_with(client_ip),
                 "endpoint saw {r:?}, not the client's IP"
@@ -505,7 +522,7 @@ async fn network_policies_drop_allow_and_name_rules() {
     assert!(p.sa.apply(deny_web("Drop")));
     p.a.wait_flows("conj_id=21", true);
     let _server = serve(&p.a, 1, "a-p1", SERVER);
-    std::thread::sleep(Duration::from_millis(300));
+    // A dropped SYN times out whether or not the server listens yet.
     assert_eq!(connect(&p.a, 0, &p1, 8080), "ERR TimeoutError");
     assert!(p.a.ping_retry(0, &p1), "the drop rule is TCP 8080 only");
     for (id, action, want) in [
@@ -514,10 +531,10 @@ async fn network_policies_drop_allow_and_name_rules() {
     ] {
         if action == "Reject" {
             assert!(p.sa.apply(deny_web("Reject")));
-            // The metric flow now sends the packet to the agent, which answers with a RST.
-            std::thread::sleep(Duration::from_millis(1000));
+            // The metric flow now sends the packet to the agent, which answers with a RST
+            // (once the agent has reprogrammed the rule).
             assert_eq!(
-                connect(&p.a, 0, &p1, 8080),
+                connect_until(&p.a, 0, &p1, 8080, "ERR ConnectionRefusedError"),
                 "ERR ConnectionRefusedError",
                 "a rejected connect sees a TCP RST"
             );
@@ -563,8 +580,11 @@ async fn receiver_isolation_and_desired_state_after_vswitchd_restart() {
         ..Default::default()
     }));
     p.a.wait_flows("nw_dst=10.96.0.20", true);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(connect(&p.a, 0, "10.96.0.20", 80).starts_with("a-p1"));
+    let r = connect_until(&p.a, 0, "10.96.0.20", 80, "a-p1");
+    assert!(
+        r.starts_with("a-p1"),
+        "the Service before the restart: {r:?}"
+    );
     p.a.kill_vswitchd();
     p.a.start_vswitchd();
     let restarted = Instant::now();

@@ -41,6 +41,12 @@ pub const MAX_AGENT_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Every delay between a component's attempts to reconnect to the one above it (adapter →
+/// manager, agent → adapter) stays below this, so a part that comes back is found within it
+/// and every part is back within 5 s of a restart that itself takes a few seconds. A longer
+/// cap saves little: a refused connect to a part that is down costs next to nothing.
+pub const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Longest lifetime of a bootstrap token.
 pub const MAX_BOOTSTRAP_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
 

@@ -688,11 +688,13 @@ async fn agent_killed(lab: &Lab, api: &Api) -> Result<String, String> {
             ));
         }
     }
+    // The bound holds on the end times the product recorded; when the test's own polling
+    // saw them all ended (`failed_in`, which grows with the load beside) is only a figure.
     let product_took = last_end(&listed, &needs_n2, killed_micros);
-    if failed_in > AGENT_LOSS_BOUND {
+    if product_took > AGENT_LOSS_BOUND {
         failures.push(format!(
-            "traces needing n2 all ended {failed_in:?} after its agent's kill (the last at \
-             {product_took:?} by its end time), want < {AGENT_LOSS_BOUND:?}"
+            "traces needing n2 all ended {product_took:?} after its agent's kill by their end \
+             times (seen {failed_in:?} after), want < {AGENT_LOSS_BOUND:?}"
         ));
     }
     let restarting = Instant::now();
@@ -804,8 +806,9 @@ async fn underlay_cut(lab: &Lab, api: &Api) -> Result<String, String> {
     let load = Load::start(api, &["c1"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cut = Instant::now();
-    let cut_micros = now_micros();
     underlay_link(lab, "down")?;
+    // Down from here: read after the command returned.
+    let cut_micros = now_micros();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Traces created from here on may cross a healed link.
     let healing_micros = now_micros();
@@ -823,9 +826,12 @@ async fn underlay_cut(lab: &Lab, api: &Api) -> Result<String, String> {
         let Some(t) = find(&listed, &a.uid) else {
             continue;
         };
-        // Created (so injected) while the link was down: its packet was lost in the cut.
-        let during = t.creation_time_micros > cut_micros + 50_000
-            && t.creation_time_micros < healing_micros - 50_000;
+        // Started at the adapter (its packet injected right after) well inside the cut: its
+        // packet was lost. The start, not the creation: between the two the manager stores
+        // the trace and sends it on, which takes longer under load. The margin at the heal
+        // covers the adapter → agent → OVS path of the inject.
+        let started = t.status.as_ref().map_or(0, |s| s.start_time_micros);
+        let during = started > cut_micros + 50_000 && started < healing_micros - 200_000;
         if during && KINDS[a.kind].inter_node() {
             cut_off.push(a.clone());
             if !(phase(t) == "Failed" && reason(t).starts_with("Traceflow timeout")) {

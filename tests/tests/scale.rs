@@ -441,7 +441,9 @@ async fn round(api: &Api, kinds: &[Kind], pause: &[i32]) -> Result<(), String> {
     // With every agent paused, all 1000 are in flight at once: Running at the manager, and
     // none finished (round 1 runs on a fresh lab, so the manager holds only these traces).
     if paused.is_some() {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Inside the keepalive's timeout: past interval + timeout (15 s) the adapter rightly
+        // drops a paused agent and every trace fails "agent disconnected".
+        let deadline = start + traceflow_core::limits::KEEPALIVE_TIMEOUT;
         let running = loop {
             let running = count_in_phase(&mut a, pb::TraceflowPhase::Running).await?;
             if running == TRACES || Instant::now() > deadline {
@@ -454,7 +456,10 @@ async fn round(api: &Api, kinds: &[Kind], pause: &[i32]) -> Result<(), String> {
         if running != TRACES || finished != 0 {
             return Err(format!(
                 "with the agents paused the manager lists {running} Running and {finished} \
-                 finished traces, want all {TRACES} Running"
+                 finished traces {:.1?} after the first create, want all {TRACES} Running \
+                 within {:?}",
+                start.elapsed(),
+                traceflow_core::limits::KEEPALIVE_TIMEOUT
             ));
         }
     }

@@ -7,7 +7,7 @@
 //!      coordinator TraceUpdate ─▶ trace_update
 //!      tick ─▶ heartbeat {connected agents, expected = Nodes}
 //!      renewal due (2/3 of the cluster certificate's lifetime) ─▶ RenewClusterCertificate
-//!  } ─▶ on error: jittered backoff 0.2 s … 10 s, reconnect
+//!  } ─▶ on error: jittered backoff 0.2 s … 2 s, reconnect
 //!    ─▶ renewed: new cert + key written (AD/cluster.pem, AD/cluster-key.pem), reconnect at once
 //! ```
 //!
@@ -49,9 +49,9 @@ pub const FIRST_SYNC_WAIT: Duration = Duration::from_secs(30);
 /// of gRPC's default 4 MiB message limit.
 pub const INVENTORY_PART_BYTES: usize = 1 << 20;
 
-/// Reconnect delays (jittered, [`traceflow_daemon::Reconnect`]): from 0.2 s, below 10 s.
+/// Reconnect delays (jittered, [`traceflow_daemon::Reconnect`]): from 0.2 s, below 2 s.
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = traceflow_core::limits::RECONNECT_MAX;
 /// A session that lasted this long counts as a successful connection: the next outage starts
 /// from [`MIN_BACKOFF`] again (a manager that accepts and at once drops the stream does not).
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);

@@ -54,8 +54,29 @@ async fn sigkill_then_restart_keeps_ca_cluster_and_traces() -> TestResult {
     adapter
         .sync_pods(&[("default", "p0", "n0"), ("default", "p1", "n0")])
         .await?;
-    // Inventory snapshots are stored every 2 s (a cache; sled writes them within 0.5 s more).
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Inventory snapshots are stored every 2 s (a cache, written without a flush of its own):
+    // once the Pods are in, wait past one snapshot, then make one acknowledged write, whose
+    // flush covers every tree, the snapshot's included.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pods = clusters(m.admin().await?)
+            .list_pods(pb::ListInventoryRequest {
+                cluster: "alpha".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .pods;
+        if pods.len() == 2 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("the manager holds {} Pods, want 2", pods.len()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    t.create_traceflow(create_req("alpha")).await?;
 
     m.kill9();
     drop(adapter);
