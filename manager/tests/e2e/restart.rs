@@ -12,6 +12,22 @@ use traceflow_proto::v1 as pb;
 
 use super::common::*;
 
+/// How many Pods the manager lists for `cluster`.
+async fn pod_count(
+    m: &Manager,
+    cluster: &str,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(clusters(m.admin().await?)
+        .list_pods(pb::ListInventoryRequest {
+            cluster: cluster.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .pods
+        .len())
+}
+
 #[tokio::test]
 async fn sigkill_then_restart_keeps_ca_cluster_and_traces() -> TestResult {
     let mut m = Manager::start_process().await?;
@@ -59,19 +75,12 @@ async fn sigkill_then_restart_keeps_ca_cluster_and_traces() -> TestResult {
     // flush covers every tree, the snapshot's included.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let pods = clusters(m.admin().await?)
-            .list_pods(pb::ListInventoryRequest {
-                cluster: "alpha".into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .pods;
-        if pods.len() == 2 {
+        let pods = pod_count(&m, "alpha").await?;
+        if pods == 2 {
             break;
         }
         if std::time::Instant::now() > deadline {
-            return Err(format!("the manager holds {} Pods, want 2", pods.len()).into());
+            return Err(format!("the manager holds {pods} Pods, want 2").into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -81,15 +90,11 @@ async fn sigkill_then_restart_keeps_ca_cluster_and_traces() -> TestResult {
     m.kill9();
     drop(adapter);
     m.spawn().await?;
-    let pods = clusters(m.admin().await?)
-        .list_pods(pb::ListInventoryRequest {
-            cluster: "alpha".into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .pods;
-    assert_eq!(pods.len(), 2, "inventory snapshot lost across restart");
+    assert_eq!(
+        pod_count(&m, "alpha").await?,
+        2,
+        "inventory snapshot lost across restart"
+    );
 
     assert_eq!(m.ca_pem, ca_before, "CA changed across restart");
     let mut t = traces(m.admin().await?);
