@@ -452,7 +452,8 @@ async fn meter_drops_are_read_as_ovs_counts_them() {
     })])
     .await
     .expect("meter installed");
-    assert_eq!(meter_drops::read(&sw, METER).await, Ok(0), "a new meter");
+    let fresh = meter_drops::read(&sw, METER).await.expect("meter stats");
+    assert_eq!(fresh, 0, "a new meter");
     let data = TracePacket {
         src_mac: Mac([2, 0, 0, 0, 0xbe, 1]),
         dst_mac: Mac([2, 0, 0, 0, 0xbe, 2]),

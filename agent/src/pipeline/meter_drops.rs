@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use super::{PACKET_IN_METER, REJECT_PACKET_IN_METER};
 use crate::metrics;
-use crate::ovs::openflow::{Message, Switch};
+use crate::ovs::openflow::{Message, OfError, Switch};
 
 /// How often the meters' counters are read while br-int is connected.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -36,15 +36,17 @@ impl DropDeltas {
 }
 
 /// Packets meter `meter_id` of `sw` dropped (the sum over its drop bands), as OVS counts them.
-pub async fn read(sw: &Switch, meter_id: u32) -> Result<u64, String> {
-    match sw.request(&Message::MeterStatsRequest { meter_id }).await {
-        Ok(Message::MeterStatsReply(meters)) => Ok(meters
+pub async fn read(sw: &Switch, meter_id: u32) -> Result<u64, OfError> {
+    match sw.request(&Message::MeterStatsRequest { meter_id }).await? {
+        Message::MeterStatsReply(meters) => Ok(meters
             .iter()
             .filter(|m| m.meter_id == meter_id)
             .flat_map(|m| m.band_packet_counts.iter())
             .sum()),
-        Ok(other) => Err(format!("meter stats answered with type {}", other.kind())),
-        Err(e) => Err(e.to_string()),
+        other => Err(OfError::Protocol(format!(
+            "meter stats answered with type {}",
+            other.kind()
+        ))),
     }
 }
 
@@ -57,7 +59,7 @@ pub fn spawn(switch: watch::Receiver<Option<Switch>>, shutdown: CancellationToke
     ];
     tokio::spawn(async move {
         let mut deltas = DropDeltas::default();
-        let mut warned = false;
+        let mut logged = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -81,9 +83,9 @@ pub fn spawn(switch: watch::Receiver<Option<Switch>>, shutdown: CancellationToke
                         }
                     }
                     // A switch without meters (the pipeline logged it when programming).
-                    Err(error) if !warned => {
+                    Err(error) if !logged => {
                         debug!(%error, meter_id, "cannot read the meter's counters");
-                        warned = true;
+                        logged = true;
                     }
                     Err(_) => {}
                 }
