@@ -339,6 +339,32 @@ mod tests {
     }
 
     #[test]
+    fn every_agent_counter_is_exposed_with_its_help() {
+        let m = Metrics::new();
+        let beat = pb::AdapterHeartbeat {
+            connected_agents: 1,
+            expected_agents: 1,
+            agent_counters: vec![pb::NodeCounters {
+                node: "n1".into(),
+                counters: traceflow_core::counters::AGENT
+                    .iter()
+                    .map(|(name, _)| (name.to_string(), 2))
+                    .collect(),
+            }],
+        };
+        m.heartbeat("c1", &beat);
+        let text = m.encode();
+        for (name, help) in traceflow_core::counters::AGENT {
+            let series = format!("traceflow_agent_{name}_total{{cluster=\"c1\",node=\"n1\"}}");
+            assert_eq!(value(&text, &series), Some(2.0), "{series} in {text}");
+            assert!(
+                text.contains(&format!("# HELP traceflow_agent_{name} {help}")),
+                "help of {name} in {text}"
+            );
+        }
+    }
+
+    #[test]
     fn label_values_are_escaped_and_node_series_bounded() {
         assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         assert_eq!(label_value(&"é".repeat(200)).len(), 252);
