@@ -360,6 +360,22 @@ fn find<'a>(listed: &'a [pb::Traceflow], uid: &str) -> Option<&'a pb::Traceflow>
     listed.iter().find(|t| t.uid == uid)
 }
 
+/// A failure, named `what`, for each trace of `want` that is listed but did not succeed.
+fn not_succeeded(listed: &[pb::Traceflow], want: &[Accepted], what: &str) -> Vec<String> {
+    want.iter()
+        .filter_map(|a| find(listed, &a.uid))
+        .filter(|t| phase(t) != "Succeeded")
+        .map(|t| {
+            format!(
+                "{what}: {} {} ({}), want Succeeded",
+                t.name,
+                phase(t),
+                reason(t)
+            )
+        })
+        .collect()
+}
+
 /// Until a trace of `kind` in `cluster` succeeds (a new one every 100 ms while creation is
 /// refused or a trace fails), at most `within`: how long it took from `from`.
 async fn probe(
@@ -596,18 +612,11 @@ async fn adapter_killed(lab: &Lab, api: &Api) -> Result<String, String> {
             ));
         }
     }
-    for a in &c2_batch {
-        if let Some(t) = find(&listed_all, &a.uid)
-            && phase(t) != "Succeeded"
-        {
-            failures.push(format!(
-                "c2 trace {} {} ({}) during c1's adapter kill, want Succeeded",
-                t.name,
-                phase(t),
-                reason(t)
-            ));
-        }
-    }
+    failures.extend(not_succeeded(
+        &listed_all,
+        &c2_batch,
+        "c2 trace during c1's adapter kill",
+    ));
     if back > RECONNECT_BOUND {
         failures.push(format!(
             "c1 back {back:?} after its adapter's restart, want < {RECONNECT_BOUND:?}"
@@ -706,18 +715,12 @@ async fn agent_killed(lab: &Lab, api: &Api) -> Result<String, String> {
     let (_, listed_all) = wait_ended(api, &all, since, killed, Duration::from_secs(20)).await?;
     let ended = last_end(&listed_all, &inflight, killed_micros);
     failures.extend(check_ended(&listed_all, &all));
-    for a in inflight.iter().filter(|a| !KINDS[a.kind].needs("c1", "n2")) {
-        if let Some(t) = find(&listed_all, &a.uid)
-            && phase(t) != "Succeeded"
-        {
-            failures.push(format!(
-                "n1-only trace {} {} ({}), want Succeeded",
-                t.name,
-                phase(t),
-                reason(t)
-            ));
-        }
-    }
+    let n1_only: Vec<Accepted> = inflight
+        .iter()
+        .filter(|a| !KINDS[a.kind].needs("c1", "n2"))
+        .cloned()
+        .collect();
+    failures.extend(not_succeeded(&listed_all, &n1_only, "n1-only trace"));
     if back > RECONNECT_BOUND {
         failures.push(format!(
             "n2 carried a trace {back:?} after its agent's restart, want < {RECONNECT_BOUND:?}"
@@ -923,18 +926,11 @@ async fn agent_frozen(agent: i32, api: Api) -> Result<String, String> {
     let back = probe(api, "c2", KINDS[3], thawed, Duration::from_secs(15)).await?;
     let (_, listed_all) = wait_ended(api, &inflight, since, froze, Duration::from_secs(10)).await?;
     failures.extend(check_ended(&listed_all, &inflight));
-    for a in &m1_only {
-        if let Some(t) = find(&listed_all, &a.uid)
-            && phase(t) != "Succeeded"
-        {
-            failures.push(format!(
-                "m1-only trace {} {} ({}) while m2's agent was frozen, want Succeeded",
-                t.name,
-                phase(t),
-                reason(t)
-            ));
-        }
-    }
+    failures.extend(not_succeeded(
+        &listed_all,
+        &m1_only,
+        "m1-only trace while m2's agent was frozen",
+    ));
     if back > RECONNECT_BOUND {
         failures.push(format!(
             "m2 carried a trace {back:?} after its agent thawed, want < {RECONNECT_BOUND:?}"
