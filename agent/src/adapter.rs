@@ -21,8 +21,8 @@
 //! connection); the adapter signs it and from then on accepts only the new certificate. The
 //! agent writes key (0600) and certificate atomically where it read them, opens a new stream
 //! with them and only then drops the old one, so the adapter never sees the Node disconnected
-//! (no in-flight trace fails). A failed renewal is retried with backoff ([`RENEW_RETRY_MIN`] …
-//! [`RENEW_RETRY_MAX`]) and logged; an expired certificate is logged with what to do.
+//! (no in-flight trace fails). A failed renewal is retried with backoff
+//! ([`traceflow_daemon::renewal`]) and logged; an expired certificate is logged with what to do.
 
 use std::{
     collections::HashMap,
@@ -37,6 +37,7 @@ use tonic::transport::{Channel, Endpoint};
 use traceflow_proto::v1::{self as pb, agent_command, agent_message};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use traceflow_daemon::Renewal;
 use traceflow_telemetry::{ContextMap, context_map, set_parent_from_map};
 
 use crate::desired::Store;
@@ -48,9 +49,6 @@ pub const RECONNECT_MIN: Duration = Duration::from_millis(200);
 pub const RECONNECT_MAX: Duration = traceflow_core::limits::RECONNECT_MAX;
 /// How often changed counters are sent to the adapter.
 pub const COUNTERS_INTERVAL: Duration = Duration::from_secs(2);
-/// Delays between failed certificate renewals (jittered, growing).
-pub const RENEW_RETRY_MIN: Duration = Duration::from_secs(1);
-pub const RENEW_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// How long a trace's span context is kept for the packet-ins it causes.
 const CONTEXT_TTL: Duration = Duration::from_secs(600);
@@ -139,63 +137,31 @@ pub enum RenewError {
     },
 }
 
-/// Seconds since the Unix epoch.
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// When to renew the Node certificate: at two thirds of `cert_pem`'s lifetime; never for one
+/// that does not parse (the adapter refuses it anyway, and says so).
+fn renewal(cert_pem: &str) -> Renewal {
+    match traceflow_pki::pem_identity(cert_pem) {
+        Ok(id) => Renewal::at(id.renew_at(), id.not_after),
+        Err(_) => Renewal::never(),
+    }
 }
 
-/// When to renew the Node certificate next, and the backoff after failed attempts.
-struct Renewal {
-    due: tokio::time::Instant,
-    not_after: i64,
-    retry: traceflow_daemon::Reconnect,
+/// Schedules the next attempt after a failed renewal, saying so.
+fn renewal_failed(renewal: &mut Renewal, error: &RenewError) {
+    let (retry_in, left) = renewal.failed();
+    warn!(%error, ?retry_in, expires_in_secs = left, "renewing the Node certificate failed; retrying");
 }
 
-impl Renewal {
-    /// Due at two thirds of `cert_pem`'s lifetime; never for a certificate that does not
-    /// parse (the adapter refuses it anyway, and says so).
-    fn new(cert_pem: &str) -> Self {
-        let (due, not_after) = match traceflow_pki::pem_identity(cert_pem) {
-            Ok(id) => {
-                let ahead = u64::try_from(id.renew_at().saturating_sub(unix_now())).unwrap_or(0);
-                (
-                    tokio::time::Instant::now() + Duration::from_secs(ahead),
-                    id.not_after,
-                )
-            }
-            // About 30 years: never, without overflowing the clock.
-            Err(_) => (
-                tokio::time::Instant::now() + Duration::from_secs(1 << 30),
-                i64::MAX,
-            ),
-        };
-        Self {
-            due,
-            not_after,
-            retry: traceflow_daemon::Reconnect::new(RENEW_RETRY_MIN, RENEW_RETRY_MAX),
-        }
-    }
-
-    fn failed(&mut self, error: &RenewError) {
-        let retry_in = self.retry.next_delay();
-        self.due = tokio::time::Instant::now() + retry_in;
-        let left = self.not_after.saturating_sub(unix_now());
-        warn!(%error, ?retry_in, expires_in_secs = left, "renewing the Node certificate failed; retrying");
-    }
-
-    fn warn_if_expired(&self, node: &str) {
-        if unix_now() >= self.not_after {
-            error!(
-                node = %node,
-                "the Node certificate has expired, so the adapter refuses it (renewal did not happen \
-                 in time); issue a new one (traceflow-adapter agent-cert --node NODE on the \
-                 adapter's data dir, or restart the agent Pod under the Helm chart) and restart \
-                 the agent with it"
-            );
-        }
+/// Says what to do when the Node certificate has expired.
+fn warn_if_expired(renewal: &Renewal, node: &str) {
+    if renewal.expired() {
+        error!(
+            node = %node,
+            "the Node certificate has expired, so the adapter refuses it (renewal did not happen \
+             in time); issue a new one (traceflow-adapter agent-cert --node NODE on the \
+             adapter's data dir, or restart the agent Pod under the Helm chart) and restart \
+             the agent with it"
+        );
     }
 }
 
@@ -278,7 +244,7 @@ pub async fn run_with(
 ) {
     let node = rt.tracer.node().to_string();
     let mut backoff = traceflow_daemon::Reconnect::new(RECONNECT_MIN, RECONNECT_MAX);
-    let mut renewal = Renewal::new(&cfg.cert_pem);
+    let mut renewal = renewal(&cfg.cert_pem);
     // A stream opened with a renewed certificate, and the one it replaces (still read until
     // the adapter ends it, so no command queued there is lost).
     let mut next: Option<(Attached, Option<tonic::Streaming<pb::AgentCommand>>)> = None;
@@ -290,7 +256,7 @@ pub async fn run_with(
                 let (stream, replaced) = match next.take() {
                     Some(s) => s,
                     None => {
-                        renewal.warn_if_expired(&node);
+                        warn_if_expired(&renewal, &node);
                         (open(&cfg, &mut rt).await?, None)
                     }
                 };
@@ -384,10 +350,10 @@ async fn session(
                 }
             }
             _ = shutdown.cancelled() => return Ok(End::Closed),
-            _ = tokio::time::sleep_until(renewal.due) => {
+            _ = tokio::time::sleep_until(renewal.due()) => {
                 let renewed = match renew(cfg, channel.clone(), &node).await {
                     Ok(serial) => {
-                        *renewal = Renewal::new(&cfg.cert_pem);
+                        *renewal = self::renewal(&cfg.cert_pem);
                         info!(serial = %serial, "Node certificate renewed; reconnecting with it");
                         true
                     }
@@ -395,12 +361,12 @@ async fn session(
                     // reconnect with it, and renew again soon so the files get one too.
                     Err(error @ RenewError::Write { .. }) => {
                         error!(%error, "the renewed Node certificate is in use but not on disk; a restart before the next renewal needs a new certificate");
-                        *renewal = Renewal::new(&cfg.cert_pem);
-                        renewal.failed(&error);
+                        *renewal = self::renewal(&cfg.cert_pem);
+                        renewal_failed(renewal, &error);
                         true
                     }
                     Err(error) => {
-                        renewal.failed(&error);
+                        renewal_failed(renewal, &error);
                         false
                     }
                 };

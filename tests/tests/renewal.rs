@@ -33,13 +33,6 @@ fn identity(pem: &str) -> Result<traceflow_pki::PeerIdentity, String> {
     traceflow_pki::pem_identity(pem).map_err(|e| e.to_string())
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn succeeded(t: &pb::Traceflow) -> bool {
     t.status
         .as_ref()
@@ -219,7 +212,7 @@ fn adapter_and_agent_renew_their_certificates_while_traces_keep_succeeding() {
                     failures.push(format!("renewed {} certificate lifetime: {now:?}", w.what));
                 }
                 // Tried while still valid: what refuses it must be the serial, not its expiry.
-                if unix_now() + 2 >= w.old_id.not_after {
+                if traceflow_daemon::renewal::unix_now() + 2 >= w.old_id.not_after {
                     failures.push(format!(
                         "the {} certificate was renewed only just before it expired",
                         w.what

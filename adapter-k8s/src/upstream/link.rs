@@ -16,7 +16,7 @@
 //! a fresh key's CSR; the manager stores the new serial, so the old certificate stops working
 //! and the stream reconnects with the new one (the manager waits three heartbeats before
 //! failing a cluster's traces, and the hello lists the running ones, so none is lost). A failed
-//! renewal is retried with backoff ([`RENEW_RETRY_MIN`] … [`RENEW_RETRY_MAX`]) and logged;
+//! renewal is retried with backoff ([`traceflow_daemon::renewal`]) and logged;
 //! an expired certificate is logged with what to do.
 //!
 //! Inventory goes in parts of at most [`INVENTORY_PART_BYTES`] encoded, so a cluster of any
@@ -31,6 +31,7 @@ use std::{future::Future, pin::pin, sync::Arc, time::Duration};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use traceflow_daemon::Renewal;
 use traceflow_proto::v1::{self as pb, adapter_message::Kind as Out, manager_message::Kind as In};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
@@ -55,10 +56,6 @@ const MAX_BACKOFF: Duration = traceflow_core::limits::RECONNECT_MAX;
 /// A session that lasted this long counts as a successful connection: the next outage starts
 /// from [`MIN_BACKOFF`] again (a manager that accepts and at once drops the stream does not).
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
-
-/// Delays between failed renewal attempts (jittered, growing).
-pub const RENEW_RETRY_MIN: Duration = Duration::from_secs(1);
-pub const RENEW_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Everything the link needs.
 pub struct Link {
@@ -111,20 +108,6 @@ pub enum RenewError {
     Files(#[from] crate::agents::pki::AgentPkiError),
 }
 
-/// Seconds since the Unix epoch.
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// The instant `at` (seconds since the Unix epoch) on tokio's clock; now when past.
-pub fn instant_at(at: i64) -> tokio::time::Instant {
-    let ahead = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
-    tokio::time::Instant::now() + Duration::from_secs(ahead)
-}
-
 fn msg(kind: Out) -> pb::AdapterMessage {
     pb::AdapterMessage { kind: Some(kind) }
 }
@@ -134,7 +117,7 @@ impl Link {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = pin!(shutdown);
         let mut backoff = traceflow_daemon::Reconnect::new(MIN_BACKOFF, MAX_BACKOFF);
-        let mut renewal = Renewal::new(&self.identity);
+        let mut renewal = renewal(&self.identity);
         let mut recent = Recent::default();
         // The manager treats the first sync as the truth (it checks source Pods against it),
         // so let the core lists complete first; a broken API server only delays attaching.
@@ -148,7 +131,7 @@ impl Link {
         // Whether the last session ended by a renewal: this adapter lost nothing then.
         let mut renewed = None;
         loop {
-            renewal.warn_if_expired();
+            warn_if_expired(&renewal);
             let started = tokio::time::Instant::now();
             let end = self
                 .session(&mut recent, &mut renewal, renewed.take(), shutdown.as_mut())
@@ -363,20 +346,20 @@ impl Link {
                         return SessionEnd::Closed;
                     }
                 }
-                _ = tokio::time::sleep_until(renewal.due) => {
+                _ = tokio::time::sleep_until(renewal.due()) => {
                     match self.renew(renew_channel.clone()).await {
                         Ok(()) => {
-                            *renewal = Renewal::new(&self.identity);
+                            *renewal = self::renewal(&self.identity);
                             return SessionEnd::Renewed(Box::new((inbound, out)));
                         }
                         // The manager accepts only the new certificate now, which is in
                         // memory: reconnect with it, and renew again soon to keep one on disk.
                         Err(error @ RenewError::Files(_)) => {
                             error!(%error, "the renewed cluster certificate is in use but not on disk; a restart before the next renewal needs a new registration");
-                            renewal.failed(&error);
+                            renewal_failed(renewal, &error);
                             return SessionEnd::Renewed(Box::new((inbound, out)));
                         }
-                        Err(error) => renewal.failed(&error),
+                        Err(error) => renewal_failed(renewal, &error),
                     }
                 }
                 _ = shutdown.as_mut() => return SessionEnd::Shutdown,
@@ -435,44 +418,30 @@ async fn on_manager(coordinator: &CoordinatorHandle, m: pb::ManagerMessage) -> O
     }
 }
 
-/// When to renew the cluster certificate next, and the backoff after failed attempts.
-struct Renewal {
-    due: tokio::time::Instant,
-    not_after: i64,
-    retry: traceflow_daemon::Reconnect,
+/// When to renew the cluster certificate: at two thirds of `identity`'s lifetime; an
+/// unreadable certificate is renewed at once (and fails, logged, if it is really broken).
+fn renewal(identity: &ClusterIdentity) -> Renewal {
+    match traceflow_pki::pem_identity(&identity.cert_pem) {
+        Ok(id) => Renewal::at(id.renew_at(), id.not_after),
+        Err(_) => Renewal::at(0, i64::MAX),
+    }
 }
 
-impl Renewal {
-    /// Due at two thirds of `identity`'s lifetime; an unreadable certificate is renewed at once
-    /// (and fails, logged, if it is really broken).
-    fn new(identity: &ClusterIdentity) -> Self {
-        let (at, not_after) = match traceflow_pki::pem_identity(&identity.cert_pem) {
-            Ok(id) => (id.renew_at(), id.not_after),
-            Err(_) => (0, i64::MAX),
-        };
-        Self {
-            due: instant_at(at),
-            not_after,
-            retry: traceflow_daemon::Reconnect::new(RENEW_RETRY_MIN, RENEW_RETRY_MAX),
-        }
-    }
+/// Schedules the next attempt after a failed renewal, saying so.
+fn renewal_failed(renewal: &mut Renewal, error: &RenewError) {
+    let (retry_in, left) = renewal.failed();
+    warn!(%error, ?retry_in, expires_in_secs = left, "renewing the cluster certificate failed; retrying");
+}
 
-    fn failed(&mut self, error: &RenewError) {
-        let retry_in = self.retry.next_delay();
-        self.due = tokio::time::Instant::now() + retry_in;
-        let left = self.not_after.saturating_sub(unix_now());
-        warn!(%error, ?retry_in, expires_in_secs = left, "renewing the cluster certificate failed; retrying");
-    }
-
-    fn warn_if_expired(&self) {
-        if unix_now() >= self.not_after {
-            error!(
-                "the cluster certificate has expired, so the manager refuses it (renewal did not \
-                 happen in time); register the cluster again: deregister it \
-                 (ClusterService.DeregisterCluster), remove cluster.pem and cluster-key.pem from \
-                 the data dir and restart with a new bootstrap token"
-            );
-        }
+/// Says what to do when the cluster certificate has expired.
+fn warn_if_expired(renewal: &Renewal) {
+    if renewal.expired() {
+        error!(
+            "the cluster certificate has expired, so the manager refuses it (renewal did not \
+             happen in time); register the cluster again: deregister it \
+             (ClusterService.DeregisterCluster), remove cluster.pem and cluster-key.pem from \
+             the data dir and restart with a new bootstrap token"
+        );
     }
 }
 
