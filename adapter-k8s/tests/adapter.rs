@@ -5,7 +5,7 @@ mod support;
 use std::{path::Path, time::Duration};
 
 use futures::StreamExt;
-use support::{FakeManager, LabKubeApi, pod, service, standard_cluster};
+use support::{FakeManager, LabKubeApi, observation, pod, service, standard_cluster};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use traceflow_proto::v1::{self as pb, adapter_message::Kind as Up, manager_message::Kind as Down};
@@ -172,15 +172,6 @@ fn trace(uid: &str, dst: &str) -> pb::Traceflow {
         name: uid.into(),
         cluster: "c1".into(),
         spec: Some(traceflow_core::fixtures::pod_to_pod("p0", dst)),
-        ..Default::default()
-    }
-}
-
-fn observation(c: pb::Component, a: pb::Action) -> pb::Observation {
-    pb::Observation {
-        component: c as i32,
-        action: a as i32,
-        timestamp_micros: 1,
         ..Default::default()
     }
 }

@@ -9,7 +9,7 @@ mod support;
 use std::{path::Path, time::Duration};
 
 use futures::StreamExt;
-use support::{FakeManager, LabKubeApi, standard_cluster};
+use support::{FakeManager, LabKubeApi, observation, standard_cluster};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,41 @@ use traceflow_agent::{
 use traceflow_proto::v1::{self as pb, adapter_message::Kind as Up, manager_message::Kind as Down};
 
 const LIFETIME: Duration = Duration::from_secs(15);
+
+/// What feeds a hand-built data plane: the test's observations, and the senders of its
+/// watches (kept open, so the session never sees its data plane gone).
+struct HandFed {
+    observe: mpsc::Sender<Observed>,
+    _ports: watch::Sender<traceflow_agent::ports::NodePorts>,
+    _switch: watch::Sender<Option<traceflow_agent::ovs::openflow::Switch>>,
+    _programmed: watch::Sender<u64>,
+}
+
+/// n1's runtime over a data plane built by hand: its switch never connects, and what it
+/// observes is what the test sends through [`HandFed::observe`].
+fn hand_built_n1() -> (NodeRuntime, HandFed) {
+    let (ports_tx, ports) = watch::channel(Default::default());
+    let (switch_tx, switch) = watch::channel(None);
+    let (programmed_tx, programmed) = watch::channel(0);
+    let (observe, observations) = mpsc::channel::<Observed>(16);
+    let rt = NodeRuntime {
+        tracer: Tracer::new("n1", ports.clone(), switch.clone()),
+        ports,
+        datapath: DatapathHandle {
+            switch,
+            programmed,
+            programmed_state: watch::channel(Default::default()).1,
+        },
+        observations,
+    };
+    let fed = HandFed {
+        observe,
+        _ports: ports_tx,
+        _switch: switch_tx,
+        _programmed: programmed_tx,
+    };
+    (rt, fed)
+}
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -110,15 +145,6 @@ async fn start_adapter(
     (port, stop, task)
 }
 
-fn observation(c: pb::Component, a: pb::Action) -> pb::Observation {
-    pb::Observation {
-        component: c as i32,
-        action: a as i32,
-        timestamp_micros: 1,
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_renews_its_certificate_over_its_stream_and_the_old_one_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -156,20 +182,7 @@ async fn agent_renews_its_certificate_over_its_stream_and_the_old_one_is_refused
 
     // The real agent session of n1, over a data plane built by hand: observations are pushed
     // by the test, the switch never connects.
-    let (_ports_tx, ports) = watch::channel(Default::default());
-    let (_switch_tx, switch) = watch::channel(None);
-    let (_programmed_tx, programmed) = watch::channel(0);
-    let (observe, observations) = mpsc::channel::<Observed>(16);
-    let rt = NodeRuntime {
-        tracer: Tracer::new("n1", ports.clone(), switch.clone()),
-        ports,
-        datapath: DatapathHandle {
-            switch,
-            programmed,
-            programmed_state: watch::channel(Default::default()).1,
-        },
-        observations,
-    };
+    let (rt, fed) = hand_built_n1();
     let cfg = AdapterConfig {
         endpoint: format!("https://127.0.0.1:{port}"),
         ca_pem: ca_pem.clone(),
@@ -317,7 +330,7 @@ async fn agent_renews_its_certificate_over_its_stream_and_the_old_one_is_refused
         })
         .await
         .expect("n2 report");
-    observe
+    fed.observe
         .send(Observed {
             trace_id: inject.trace_id,
             ipv6: false,
@@ -469,20 +482,7 @@ async fn a_renewed_certificate_that_cannot_be_written_is_still_used() {
     .await;
     mgr.hello().await;
 
-    let (_ports_tx, ports) = watch::channel(Default::default());
-    let (_switch_tx, switch) = watch::channel(None);
-    let (_programmed_tx, programmed) = watch::channel(0);
-    let (_observe, observations) = mpsc::channel::<Observed>(16);
-    let rt = NodeRuntime {
-        tracer: Tracer::new("n1", ports.clone(), switch.clone()),
-        ports,
-        datapath: DatapathHandle {
-            switch,
-            programmed,
-            programmed_state: watch::channel(Default::default()).1,
-        },
-        observations,
-    };
+    let (rt, _fed) = hand_built_n1();
     // The files' directory does not exist: every write of a renewed certificate fails.
     let missing = dir.path().join("missing");
     let cfg = AdapterConfig {

@@ -191,6 +191,16 @@ pub fn service(ns: &str, name: &str, ip: &str, port: i32) -> Value {
            "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"protocol": "TCP", "port": port, "targetPort": 8080}]}})
 }
 
+/// An observation of `c` doing `a` (timestamp 1), as an agent reports it.
+pub fn observation(c: pb::Component, a: pb::Action) -> pb::Observation {
+    pb::Observation {
+        component: c as i32,
+        action: a as i32,
+        timestamp_micros: 1,
+        ..Default::default()
+    }
+}
+
 /// Fills the fake API with a two-Node cluster and one Pod whose IP is invalid (to be skipped).
 pub async fn standard_cluster(api: &LabKubeApi) {
     api.set(
