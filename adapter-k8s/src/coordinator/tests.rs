@@ -333,6 +333,24 @@ fn live_report(tag: u32, observations: Vec<pb::Observation>) -> pb::TraceReport 
     }
 }
 
+/// n1 reports the sender part of live trace tag 7 (forwarded out of the Node); the trace,
+/// waiting for the receiver, stays Running.
+async fn n1_reports_its_live_sender_part(h: &mut Harness) {
+    h.handle
+        .report(
+            "n1",
+            live_report(
+                7,
+                vec![
+                    obs(Component::SpoofGuard, Action::Forwarded),
+                    obs(Component::Forwarding, Action::Forwarded),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(phase(&next(h).await), TraceflowPhase::Running as i32);
+}
+
 async fn command(rx: &mut mpsc::Receiver<pb::AgentCommand>) -> pb::agent_command::Kind {
     match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
         Ok(Some(pb::AgentCommand { kind: Some(k) })) => k,
@@ -482,19 +500,7 @@ async fn a_live_trace_reaches_agents_that_attach_late_but_not_nodes_that_reporte
         (pb::LiveTraceRole::Any as i32, "u1")
     );
     // n1 reports, then its agent re-attaches: its part is done, nothing is sent again.
-    h.handle
-        .report(
-            "n1",
-            live_report(
-                7,
-                vec![
-                    obs(Component::SpoofGuard, Action::Forwarded),
-                    obs(Component::Forwarding, Action::Forwarded),
-                ],
-            ),
-        )
-        .await;
-    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    n1_reports_its_live_sender_part(&mut h).await;
     h.handle.agent_attached("n1").await;
     // n2 re-attaching (e.g. its agent restarted) before reporting gets its part again.
     h.handle.agent_attached("n2").await;
@@ -815,19 +821,7 @@ async fn agent_disconnect_fails_a_live_trace_waiting_for_that_node() {
         live_cmd(&mut n1).await.role,
         pb::LiveTraceRole::Sender as i32
     );
-    h.handle
-        .report(
-            "n1",
-            live_report(
-                7,
-                vec![
-                    obs(Component::SpoofGuard, Action::Forwarded),
-                    obs(Component::Forwarding, Action::Forwarded),
-                ],
-            ),
-        )
-        .await;
-    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    n1_reports_its_live_sender_part(&mut h).await;
     // n1 reported its part: losing its agent does not end the trace.
     h.agents.unregister("n1", c1);
     h.handle.agent_detached("n1").await;
