@@ -28,6 +28,11 @@ pub static REJECT_METER_DROPS: AtomicU64 = AtomicU64::new(0);
 /// Trace reports dropped on a full queue to the adapter.
 pub static REPORTS_DROPPED: AtomicU64 = AtomicU64::new(0);
 
+/// Trace-class packet-ins without a proof of origin, dropped ([`names::FORGED_PACKET_INS`]).
+pub static FORGED_PACKET_INS: AtomicU64 = AtomicU64::new(0);
+/// Live-traffic packet-ins dropped by their meter.
+pub static LIVE_METER_DROPS: AtomicU64 = AtomicU64::new(0);
+
 /// Adds one to `counter`.
 pub fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
@@ -49,6 +54,8 @@ pub fn snapshot() -> HashMap<String, u64> {
         (names::TRACE_METER_DROPS, &TRACE_METER_DROPS),
         (names::REJECT_METER_DROPS, &REJECT_METER_DROPS),
         (names::REPORTS_DROPPED, &REPORTS_DROPPED),
+        (names::FORGED_PACKET_INS, &FORGED_PACKET_INS),
+        (names::LIVE_METER_DROPS, &LIVE_METER_DROPS),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))

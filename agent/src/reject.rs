@@ -21,9 +21,16 @@ use crate::pipeline::tables::Table;
 use crate::trace::packet::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, ipv6_first_fragment};
 
 /// The packet-out answering a Reject packet-in, or `None` when the packet-in is not a Reject
-/// (not ServiceLB, or a metric table without the APDeny mark) or must not be answered (a RST, an ICMP error, unparseable).
-pub fn reply_for(pin: &PacketIn) -> Option<PacketOut> {
-    let denied = pin.fields.reg(0).unwrap_or(0) & regs::AP_DENY_MARK != 0;
+/// (not ServiceLB, or a metric table without the APDeny mark of a rule `is_reject` names by
+/// its conjunction id) or must not be answered (a RST, an ICMP error, unparseable).
+///
+/// Drop and Reject rules set the same APDeny mark, and a live trace's copy of a denied
+/// packet arrives here for both: only the rule's own action tells them apart, so a Drop stays
+/// a silent drop while a live trace watches it.
+pub fn reply_for(pin: &PacketIn, is_reject: impl Fn(u32) -> bool) -> Option<PacketOut> {
+    let reg0 = pin.fields.reg(0).unwrap_or(0);
+    let denied = reg0 & regs::AP_DENY_MARK != 0
+        && pin.fields.reg(regs::AP_CONJ_ID_REG).is_some_and(&is_reject);
     match Table::from_id(pin.table_id)? {
         Table::IngressMetric | Table::EgressMetric if denied => {}
         // A Service port without endpoints.
@@ -195,6 +202,7 @@ mod tests {
             ttl: 64,
             ip_flags: 0,
             transport,
+            secret: 0,
         }
         .build()
         .unwrap()

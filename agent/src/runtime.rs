@@ -105,8 +105,9 @@ impl NodeRuntime {
             shutdown.clone(),
         );
         pipeline::meter_drops::spawn(datapath.switch.clone(), shutdown.clone());
-        let tracer =
-            Tracer::new(node, ports.clone(), datapath.switch.clone()).with_desired(desired);
+        let tracer = Tracer::new(node, ports.clone(), datapath.switch.clone())
+            .with_desired(desired)
+            .with_rundir(&paths.rundir);
         // After a reconnect (the pipeline is programmed before the switch is published), the
         // live traces waiting for their packet get their flows back.
         let t = tracer.clone();
@@ -145,7 +146,7 @@ impl NodeRuntime {
                     // A trace packet is never answered, but live traffic is real traffic: a
                     // Reject rule still answers it.
                     if observed.is_none() || live_tag != 0 {
-                        answer_reject(&pin, &switch);
+                        answer_reject(&pin, &switch, |conj| t.rejects(conj));
                     }
                     let Some(o) = observed else {
                         continue;
@@ -180,8 +181,12 @@ impl NodeRuntime {
 
 /// Answers a Reject rule's packet-in (RST / ICMP) without waiting; other packet-ins are
 /// logged and left alone.
-fn answer_reject(pin: &PacketIn, switch: &watch::Receiver<Option<Switch>>) {
-    let Some(out) = crate::reject::reply_for(pin) else {
+fn answer_reject(
+    pin: &PacketIn,
+    switch: &watch::Receiver<Option<Switch>>,
+    is_reject: impl Fn(u32) -> bool,
+) {
+    let Some(out) = crate::reject::reply_for(pin, is_reject) else {
         debug!(
             table = pin.table_id,
             "packet-in is neither a trace nor a Reject"

@@ -397,8 +397,8 @@ async fn two_nodes_over_geneve() {
 }
 
 /// A Pod that forges the trace class (DSCP 63, `ping -Q 252`) is never taken for a trace: the
-/// Classifier clears the DSCP of a Pod's packet without the mark only the agent's packet-out
-/// sets, so the packet is delivered like any other and no trace observation is made; a real
+/// PipelineRootClassifier clears the DSCP of a packet without the mark only the agent's
+/// packet-out sets, so the packet is delivered like any other and no trace observation is made; a real
 /// injection still is a trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_forging_the_trace_dscp_is_not_taken_for_a_trace() {
@@ -463,6 +463,7 @@ async fn meter_drops_are_read_as_ovs_counts_them() {
         ttl: 64,
         ip_flags: 0,
         transport: Transport::Echo { id: 0, seq: 0 },
+        secret: 0,
     }
     .build()
     .expect("packet");

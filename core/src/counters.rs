@@ -21,8 +21,14 @@ pub const REJECT_METER_DROPS: &str = "reject_meter_drops";
 /// timeout.
 pub const REPORTS_DROPPED: &str = "reports_dropped";
 
+/// Trace-class packet-ins without a proof of origin (neither this agent's injected mark nor
+/// the tunnel): forged trace packets the pipeline let through, dropped before any report.
+pub const FORGED_PACKET_INS: &str = "forged_packet_ins";
+/// Live-traffic packet-ins dropped at their own meter.
+pub const LIVE_METER_DROPS: &str = "live_meter_drops";
+
 /// Every agent counter: (name, what it counts).
-pub const AGENT: [(&str, &str); 8] = [
+pub const AGENT: [(&str, &str); 10] = [
     (PACKET_INS, "Packet-ins read from br-int"),
     (OBSERVATIONS, "Packet-ins turned into trace reports"),
     (INJECTS, "Inject commands received"),
@@ -39,5 +45,52 @@ pub const AGENT: [(&str, &str); 8] = [
     (
         REPORTS_DROPPED,
         "Trace reports dropped on a full queue to the adapter (their traces end by timeout)",
+    ),
+    (
+        FORGED_PACKET_INS,
+        "Trace-class packet-ins without the injecting agent's mark or the tunnel (forged), dropped",
+    ),
+    (
+        LIVE_METER_DROPS,
+        "Live-traffic packet-ins dropped by their meter (their traces end by timeout)",
+    ),
+];
+
+/// Trace reports the adapter refused because the reporting Node has no part in the trace (or
+/// in the leg the report names).
+pub const REPORTS_REFUSED_FOREIGN_NODE: &str = "reports_refused_foreign_node";
+/// Trace reports of an injected trace without the trace's secret: not from its packet.
+pub const REPORTS_REFUSED_BAD_SECRET: &str = "reports_refused_bad_secret";
+/// A second result of one Node in one leg of a trace.
+pub const REPORTS_REFUSED_DUPLICATE: &str = "reports_refused_duplicate";
+/// Trace reports over the adapter's bounds (observations per result, encoded bytes).
+pub const REPORTS_REFUSED_OVERSIZED: &str = "reports_refused_oversized";
+/// Live-traffic reports whose packet is not the traced connection (the trace's filter, or the
+/// tuple the tagging Node captured).
+pub const REPORTS_REFUSED_FILTER_MISMATCH: &str = "reports_refused_filter_mismatch";
+
+/// The counters the adapter keeps for each Node's agent, sent beside the agent's own
+/// ([`AGENT`]) in the same `NodeCounters` of its heartbeats: (name, what it counts). Each is a
+/// report refused, never stored or relayed.
+pub const ADAPTER: [(&str, &str); 5] = [
+    (
+        REPORTS_REFUSED_FOREIGN_NODE,
+        "Trace reports refused by the adapter: the Node has no part in the trace",
+    ),
+    (
+        REPORTS_REFUSED_BAD_SECRET,
+        "Trace reports refused by the adapter: without the trace's secret (not from its packet)",
+    ),
+    (
+        REPORTS_REFUSED_DUPLICATE,
+        "Trace reports refused by the adapter: a second result of the Node in one leg",
+    ),
+    (
+        REPORTS_REFUSED_OVERSIZED,
+        "Trace reports refused by the adapter: too many observations or bytes",
+    ),
+    (
+        REPORTS_REFUSED_FILTER_MISMATCH,
+        "Live-traffic reports refused by the adapter: the packet is not the traced connection",
     ),
 ];

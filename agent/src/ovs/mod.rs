@@ -1,5 +1,6 @@
-//! Everything that talks to Open vSwitch: OpenFlow on `<rundir>/<bridge>.mgmt` and OVSDB on
-//! `<rundir>/db.sock`.
+//! Everything that talks to Open vSwitch: OpenFlow on `<rundir>/<bridge>.mgmt`, OVSDB on
+//! `<rundir>/db.sock`, and ovs-vswitchd's control socket for its conntrack table.
 
 pub mod openflow;
 pub mod ovsdb;
+pub mod unixctl;

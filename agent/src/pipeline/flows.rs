@@ -1,9 +1,13 @@
 //! The desired flows of br-int, computed purely from [`NodePorts`] (no I/O; unit-tested).
 //!
-//! What is programmed today (the rest of Antrea's tables hold only their default flow):
+//! What is programmed today (the rest of Antrea's tables hold only their default flow), one
+//! function per table below:
 //!
 //! ```text
-//! PipelineRootClassifier  arp → ARPSpoofGuard; ip/ipv6 → Classifier; else drop
+//! PipelineRootClassifier  tunnel ip → Classifier (trace packets of other Nodes);
+//!                         any other port: trace DSCP without this agent's injected mark, or a
+//!                         live tag in use → DSCP cleared (a forged trace packet is plain traffic);
+//!                         arp → ARPSpoofGuard; ip/ipv6 → Classifier; else drop
 //! ARPSpoofGuard           Pod port + its own sha/spa, or gateway → ARPResponder; else drop
 //! ARPResponder            NORMAL (L2 learning among local ports; Antrea's default flow too)
 //! Classifier              in_port → reg0[0..3] source (tunnel 1 + RewriteMAC, gateway 2, Pod 3)
@@ -16,7 +20,8 @@
 //! L3DecTTL                routed → dec_ttl
 //! L2ForwardingCalc        dl_dst = Pod / gateway MAC / aa:bb:cc:dd:ee:ff (tunnel) → reg1 = ofport,
 //!                         reg0 OFPortFound + output mode
-//! ConntrackCommit         +new+trk → ct(commit) then Output
+//! ConntrackCommit         trace class +new+trk → ct(commit, ct_mark |= trace) then Output;
+//!                         +new+trk → ct(commit) then Output
 //! Output                  trace class: → controller (and tunnel when reg1 is the tunnel);
 //!                         reg1 == in_port → IN_PORT (hairpin); else output:reg1
 //! ```
@@ -26,6 +31,7 @@
 //! flow: move sha→tha, load the MAC, IN_PORT); that arrives with multi-Node routing
 //! (L3Forwarding), keeping NORMAL as the default flow exactly as Antrea does.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use crate::ovs::openflow::action::port;
@@ -54,8 +60,15 @@ pub mod prio {
     pub const TRACE: u16 = 202;
     /// Trace-class output to the tunnel (Antrea's 203).
     pub const TRACE_TUNNEL: u16 = 203;
-    /// Classifier: a Pod's packet claiming the trace DSCP without the injected mark.
-    pub const FORGED_TRACE: u16 = 201;
+    /// PipelineRootClassifier: a packet claiming the trace DSCP without the injected mark, or
+    /// a live tag, loses it.
+    pub const FORGED_TRACE: u16 = 205;
+    /// PipelineRootClassifier: what the tunnel brings is checked by the receiving agent and
+    /// the adapter (the trace's secret), not cleared.
+    pub const FROM_TUNNEL: u16 = 210;
+    /// ConntrackCommit: a trace packet's new connection is committed with the trace mark
+    /// (above the Service commit bypass, so a Service trace's connection is marked too).
+    pub const TRACE_COMMIT: u16 = 220;
 }
 
 fn goto(t: Table) -> Instruction {
@@ -76,27 +89,35 @@ fn next_of(t: Table) -> Vec<Instruction> {
 
 /// Every flow the pipeline wants on br-int for `ports`, in a stable order.
 pub fn desired_flows(ports: &NodePorts, peers: &[Peer]) -> Vec<FlowMod> {
-    desired_flows_with(ports, peers, None)
+    desired_flows_with(ports, peers, &BTreeSet::new(), None)
 }
 
-/// [`desired_flows`], with every trace packet-in passing meter `packet_in_meter` first when
-/// the switch has it (Antrea's `PacketInMeterIDTF`), so a flood of trace-class packets cannot
-/// overwhelm the agent.
+/// [`desired_flows`], with the DSCP tags of the live traces in flight (`live_tags`: cleared
+/// from what enters br-int anywhere but the tunnel) and every trace packet-in passing meter
+/// `packet_in_meter` first when the switch has it (Antrea's `PacketInMeterIDTF`), so a flood
+/// of trace-class packets cannot overwhelm the agent.
 pub fn desired_flows_with(
     ports: &NodePorts,
     peers: &[Peer],
+    live_tags: &BTreeSet<u8>,
     packet_in_meter: Option<u32>,
 ) -> Vec<FlowMod> {
-    let to_controller = || -> Vec<Action> {
-        packet_in_meter
-            .map(Action::Meter)
-            .into_iter()
-            .chain([Action::to_controller()])
-            .collect()
-    };
     let mut f = Vec::new();
+    default_flows(&mut f);
+    root_classifier(&mut f, ports, live_tags);
+    arp(&mut f, ports);
+    classifier(&mut f, ports);
+    spoof_guard(&mut f, ports);
+    ipv6(&mut f);
+    conntrack(&mut f);
+    l3_forwarding(&mut f, ports, peers);
+    l2_forwarding_calc(&mut f, ports);
+    output(&mut f, ports, packet_in_meter);
+    f
+}
 
-    // Default flows: "goto next" or drop (no instructions = drop).
+/// Default flows: "goto next" or drop (no instructions = drop).
+fn default_flows(f: &mut Vec<FlowMod>) {
     for t in Table::ALL {
         let ins = match t.miss() {
             Miss::Next => next_of(t),
@@ -104,8 +125,18 @@ pub fn desired_flows_with(
         };
         f.push(flow(t, prio::DEFAULT, Match::new(), ins));
     }
+}
 
-    // PipelineRootClassifier.
+/// PipelineRootClassifier: ARP and IP apart, and the one place where a trace's identity is
+/// checked for everything that enters br-int.
+///
+/// Only two things may carry the trace DSCP or a live tag past this table: a packet this
+/// agent injected (its packet-out sets [`regs::INJECTED_MARK`], which no port can: registers
+/// of a received packet start at zero) and what the tunnel brings from the other Nodes (the
+/// receiving agent checks its origin and the adapter the trace's secret). Whatever else claims
+/// one, from a Pod, the gateway (the Node itself), the uplink or any other port, is forwarded
+/// as the plain packet it is. A live tag is set again later by the trace's own tagging flow.
+fn root_classifier(f: &mut Vec<FlowMod>, ports: &NodePorts, live_tags: &BTreeSet<u8>) {
     let root = Table::PipelineRootClassifier;
     f.push(flow(
         root,
@@ -120,9 +151,44 @@ pub fn desired_flows_with(
             Match::new().with(Oxm::eth_type(et)),
             vec![goto(Table::Classifier)],
         ));
+        if let Some(t) = ports.tunnel_ofport {
+            f.push(flow(
+                root,
+                prio::FROM_TUNNEL,
+                Match::new().with(Oxm::in_port(t)).with(Oxm::eth_type(et)),
+                vec![goto(Table::Classifier)],
+            ));
+        }
+        let clear = || {
+            vec![
+                apply(vec![Action::SetField(Oxm::ip_dscp(0))]),
+                goto(Table::Classifier),
+            ]
+        };
+        f.push(flow(
+            root,
+            prio::FORGED_TRACE,
+            Match::new()
+                .with(Oxm::reg_masked(0, 0, regs::INJECTED_MARK))
+                .with(Oxm::eth_type(et))
+                .with(Oxm::ip_dscp(TRACE_DSCP)),
+            clear(),
+        ));
+        for tag in live_tags {
+            f.push(flow(
+                root,
+                prio::FORGED_TRACE,
+                Match::new()
+                    .with(Oxm::eth_type(et))
+                    .with(Oxm::ip_dscp(*tag)),
+                clear(),
+            ));
+        }
     }
+}
 
-    // ARP: spoof guard, then NORMAL.
+/// ARP: spoof guard, then NORMAL.
+fn arp(f: &mut Vec<FlowMod>, ports: &NodePorts) {
     for pod in &ports.pods {
         for ip in pod.port.ips.iter().filter_map(|ip| match ip {
             IpAddr::V4(v4) => Some(*v4),
@@ -156,8 +222,10 @@ pub fn desired_flows_with(
         Match::new().with(Oxm::eth_type(ETH_ARP)),
         vec![apply(vec![Action::output(port::NORMAL)])],
     ));
+}
 
-    // Classifier: where did the packet come from.
+/// Classifier: where did the packet come from.
+fn classifier(f: &mut Vec<FlowMod>, ports: &NodePorts) {
     if let Some(t) = ports.tunnel_ofport {
         // Tunnelled packets were validated by the sender Node's SpoofGuard; they were routed
         // there (dst MAC = the global virtual MAC), so L3Forwarding rewrites their MACs.
@@ -192,30 +260,10 @@ pub fn desired_flows_with(
     for pod in &ports.pods {
         classify(pod.port.ofport, regs::FROM_POD, Table::SpoofGuard);
     }
-    // A Pod cannot forge a trace: its packet with the trace DSCP but without the mark only this
-    // agent's packet-out sets loses the DSCP here, before any trace observation point.
-    for pod in &ports.pods {
-        for et in [ETH_IPV4, ETH_IPV6] {
-            f.push(flow(
-                Table::Classifier,
-                prio::FORGED_TRACE,
-                Match::new()
-                    .with(Oxm::in_port(pod.port.ofport))
-                    .with(Oxm::reg_masked(0, 0, regs::INJECTED_MARK))
-                    .with(Oxm::eth_type(et))
-                    .with(Oxm::ip_dscp(TRACE_DSCP)),
-                vec![
-                    apply(vec![
-                        Action::set_reg(0, regs::FROM_POD, regs::PKT_SOURCE_MASK),
-                        Action::SetField(Oxm::ip_dscp(0)),
-                    ]),
-                    goto(Table::SpoofGuard),
-                ],
-            ));
-        }
-    }
+}
 
-    // SpoofGuard: a Pod may only send with its own MAC and IPs; the gateway is unrestricted.
+/// SpoofGuard: a Pod may only send with its own MAC and IPs; the gateway is unrestricted.
+fn spoof_guard(f: &mut Vec<FlowMod>, ports: &NodePorts) {
     let sg = Table::SpoofGuard;
     for pod in &ports.pods {
         let base = || {
@@ -270,8 +318,10 @@ pub fn desired_flows_with(
             next_of(sg),
         ));
     }
+}
 
-    // IPv6: neighbour discovery and multicast go to NORMAL, as in Antrea's IPv6 table.
+/// IPv6: neighbour discovery and multicast go to NORMAL, as in Antrea's IPv6 table.
+fn ipv6(f: &mut Vec<FlowMod>) {
     for icmp_type in [133u8, 134, 135, 136] {
         f.push(flow(
             Table::IPv6,
@@ -298,11 +348,18 @@ pub fn desired_flows_with(
         )),
         vec![apply(vec![Action::output(port::NORMAL)])],
     ));
+}
 
-    // Conntrack (Antrea's CtZone 65520 / 65510 for IPv6): track with existing NAT applied,
-    // drop invalid, commit new connections before Output. This is what fills ct_nw_src/dst
-    // in packet-ins (the LB observation) once Services program NAT.
+/// Conntrack (Antrea's CtZone 65520 / 65510 for IPv6): track with existing NAT applied, drop
+/// invalid, commit new connections before Output. This is what fills ct_nw_src/dst in
+/// packet-ins (the LB observation) once Services program NAT.
+///
+/// A trace packet's new connection is committed with [`regs::TRACE_CT_MARK`] (and one that
+/// a Service committed already gets the mark added): the policy tables then admit no real
+/// packet on it as established ([`super::policy`]).
+fn conntrack(f: &mut Vec<FlowMod>) {
     let tracked = ct_state::TRK;
+    let new = || Oxm::ct_state(ct_state::NEW | tracked, ct_state::NEW | tracked);
     for (et, zone) in [(ETH_IPV4, CT_ZONE), (ETH_IPV6, CT_ZONE_V6)] {
         f.push(flow(
             Table::ConntrackZone,
@@ -326,11 +383,26 @@ pub fn desired_flows_with(
         ));
         f.push(flow(
             Table::ConntrackCommit,
+            prio::TRACE_COMMIT,
+            Match::new()
+                .with(Oxm::eth_type(et))
+                .with(new())
+                .with(Oxm::ip_dscp(TRACE_DSCP)),
+            vec![apply(vec![super::nx::ct(
+                true,
+                zone,
+                Some(Table::Output.id()),
+                None,
+                &[Action::SetField(Oxm::ct_mark_masked(
+                    regs::TRACE_CT_MARK,
+                    regs::TRACE_CT_MARK,
+                ))],
+            )])],
+        ));
+        f.push(flow(
+            Table::ConntrackCommit,
             prio::NORMAL,
-            Match::new().with(Oxm::eth_type(et)).with(Oxm::ct_state(
-                ct_state::NEW | tracked,
-                ct_state::NEW | tracked,
-            )),
+            Match::new().with(Oxm::eth_type(et)).with(new()),
             vec![apply(vec![Action::Ct {
                 commit: true,
                 zone,
@@ -339,9 +411,13 @@ pub fn desired_flows_with(
             }])],
         ));
     }
+}
 
-    // L3Forwarding: a routed packet (from the tunnel) for a local Pod gets the gateway MAC as
-    // source and the Pod's MAC as destination, as in Antrea; L3DecTTL then decrements its TTL.
+/// L3Forwarding: a routed packet (from the tunnel) for a local Pod gets the gateway MAC as
+/// source and the Pod's MAC as destination, as in Antrea; L3DecTTL then decrements its TTL.
+/// A Pod's packet for a peer's Pod CIDR leaves through the tunnel: MACs gateway → global
+/// virtual MAC, tun_dst = the peer.
+fn l3_forwarding(f: &mut Vec<FlowMod>, ports: &NodePorts, peers: &[Peer]) {
     if let Some(gw) = &ports.gateway {
         for pod in &ports.pods {
             for ip in &pod.port.ips {
@@ -366,8 +442,6 @@ pub fn desired_flows_with(
             }
         }
     }
-    // L3Forwarding to other Nodes: a Pod's packet routed to the gateway MAC for a peer's Pod
-    // CIDR leaves through the tunnel: MACs gateway → global virtual MAC, tun_dst = the peer.
     if let (Some(gw), Some(_)) = (&ports.gateway, ports.tunnel_ofport) {
         for peer in peers {
             let tun_dst = match peer.tunnel_ip {
@@ -411,8 +485,10 @@ pub fn desired_flows_with(
             vec![apply(vec![Action::DecNwTtl]), goto(Table::SNATMark)],
         ));
     }
+}
 
-    // L2ForwardingCalc: destination MAC → target port.
+/// L2ForwardingCalc: destination MAC → target port.
+fn l2_forwarding_calc(f: &mut Vec<FlowMod>, ports: &NodePorts) {
     let l2 = Table::L2ForwardingCalc;
     let mut to_port = |mac: [u8; 6], ofport: u32| {
         f.push(flow(
@@ -437,8 +513,19 @@ pub fn desired_flows_with(
     if let Some(gw) = &ports.gateway {
         to_port(gw.mac.0, gw.ofport);
     }
+}
 
-    // Output.
+/// Output: a trace packet is reported and, except towards the tunnel, not delivered
+/// (reference §3.3 "Output table": injected packets never reach the Pod); hairpin; the rest
+/// to the port L2ForwardingCalc chose.
+fn output(f: &mut Vec<FlowMod>, ports: &NodePorts, packet_in_meter: Option<u32>) {
+    let to_controller = || -> Vec<Action> {
+        packet_in_meter
+            .map(Action::Meter)
+            .into_iter()
+            .chain([Action::to_controller()])
+            .collect()
+    };
     let out = Table::Output;
     let marked = || {
         Match::new().with(Oxm::reg_masked(
@@ -448,8 +535,6 @@ pub fn desired_flows_with(
         ))
     };
     for et in [ETH_IPV4, ETH_IPV6] {
-        // A trace packet is reported and, except towards the tunnel, not delivered:
-        // reference §3.3 "Output table", injected packets never reach the Pod.
         if let Some(t) = ports.tunnel_ofport {
             f.push(flow(
                 out,
@@ -495,8 +580,6 @@ pub fn desired_flows_with(
             max_len: 0,
         }])],
     ));
-
-    f
 }
 
 #[cfg(test)]
@@ -642,7 +725,7 @@ mod tests {
 
     #[test]
     fn trace_packet_ins_pass_the_meter_when_there_is_one() {
-        let flows = desired_flows_with(&mk_node(), &[], Some(257));
+        let flows = desired_flows_with(&mk_node(), &[], &BTreeSet::new(), Some(257));
         let out = in_table(&flows, Table::Output);
         let tunnel = find(&out, "copying to the tunnel", |f| {
             f.priority == prio::TRACE_TUNNEL
@@ -666,6 +749,84 @@ mod tests {
                 Action::to_controller()
             ])]
         );
+    }
+
+    #[test]
+    fn trace_class_and_live_tags_are_cleared_at_every_ingress_but_the_tunnel() {
+        let tags = BTreeSet::from([7u8]);
+        let flows = desired_flows_with(&mk_node(), &[], &tags, None);
+        let root = in_table(&flows, Table::PipelineRootClassifier);
+        let clear = vec![
+            Instruction::ApplyActions(vec![Action::SetField(Oxm::ip_dscp(0))]),
+            Instruction::GotoTable(Table::Classifier.id()),
+        ];
+        let forged = find(&root, "clearing a forged trace DSCP", |f| {
+            f.fields.fields.contains(&Oxm::ip_dscp(TRACE_DSCP))
+        });
+        assert_eq!(forged.instructions, clear);
+        assert!(
+            forged
+                .fields
+                .fields
+                .contains(&Oxm::reg_masked(0, 0, regs::INJECTED_MARK)),
+            "only a packet without this agent's injected mark"
+        );
+        assert!(
+            !forged
+                .fields
+                .fields
+                .iter()
+                .any(|o| o.class == CLASS_BASIC && o.field == basic::IN_PORT),
+            "whatever port it entered on"
+        );
+        let live = find(&root, "clearing a live tag", |f| {
+            f.fields.fields.contains(&Oxm::ip_dscp(7))
+        });
+        assert_eq!(live.instructions, clear);
+        let tunnel = find(&root, "passing the tunnel", |f| {
+            f.fields.fields.contains(&Oxm::in_port(1))
+        });
+        assert!(tunnel.priority > forged.priority && tunnel.priority > live.priority);
+        assert_eq!(
+            tunnel.instructions,
+            vec![Instruction::GotoTable(Table::Classifier.id())]
+        );
+        assert!(
+            !in_table(
+                &desired_flows(&mk_node(), &[]),
+                Table::PipelineRootClassifier
+            )
+            .iter()
+            .any(|f| f.fields.fields.contains(&Oxm::ip_dscp(7))),
+            "a tag is cleared only while a live trace holds it"
+        );
+    }
+
+    #[test]
+    fn a_trace_packets_connection_is_committed_with_the_trace_mark() {
+        let flows = desired_flows(&mk_node(), &[]);
+        let commit = in_table(&flows, Table::ConntrackCommit);
+        let traced: Vec<_> = commit
+            .iter()
+            .filter(|f| f.fields.fields.contains(&Oxm::ip_dscp(TRACE_DSCP)))
+            .collect();
+        assert_eq!(traced.len(), 2, "v4 + v6");
+        let marked = super::super::nx::ct(
+            true,
+            CT_ZONE,
+            Some(Table::Output.id()),
+            None,
+            &[Action::SetField(Oxm::ct_mark_masked(
+                regs::TRACE_CT_MARK,
+                regs::TRACE_CT_MARK,
+            ))],
+        );
+        assert!(
+            traced
+                .iter()
+                .any(|f| f.instructions == vec![Instruction::ApplyActions(vec![marked.clone()])])
+        );
+        assert!(traced.iter().all(|f| f.priority == prio::TRACE_COMMIT));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{PACKET_IN_METER, REJECT_PACKET_IN_METER};
+use super::{LIVE_PACKET_IN_METER, PACKET_IN_METER, REJECT_PACKET_IN_METER};
 use crate::metrics;
 use crate::ovs::openflow::{Message, OfError, Switch};
 
@@ -53,9 +53,10 @@ pub async fn read(sw: &Switch, meter_id: u32) -> Result<u64, OfError> {
 /// Reads both packet-in meters every [`POLL`] while `switch` is connected, adding what they
 /// dropped to the agent's counters, until `shutdown`.
 pub fn spawn(switch: watch::Receiver<Option<Switch>>, shutdown: CancellationToken) {
-    const METERS: [(u32, &AtomicU64); 2] = [
+    const METERS: [(u32, &AtomicU64); 3] = [
         (PACKET_IN_METER, &metrics::TRACE_METER_DROPS),
         (REJECT_PACKET_IN_METER, &metrics::REJECT_METER_DROPS),
+        (LIVE_PACKET_IN_METER, &metrics::LIVE_METER_DROPS),
     ];
     tokio::spawn(async move {
         let mut deltas = DropDeltas::default();

@@ -123,10 +123,17 @@ pub const PACKET_IN_RATE: u32 = 5000;
 /// with it; policy flows use it whenever they are given the trace meter.
 pub const REJECT_PACKET_IN_METER: u32 = 256;
 
-/// Installs (or updates) [`PACKET_IN_METER`] and [`REJECT_PACKET_IN_METER`].
+/// The meter live-traffic packet-ins pass: separate from [`PACKET_IN_METER`] so that real
+/// traffic carrying a live tag (a busy connection, or a flood aimed at the tag) cannot starve
+/// injected traces, and the other way round.
+pub const LIVE_PACKET_IN_METER: u32 = 258;
+
+/// Installs (or updates) [`PACKET_IN_METER`], [`REJECT_PACKET_IN_METER`] and
+/// [`LIVE_PACKET_IN_METER`].
 async fn ensure_packet_in_meter(sw: &Switch) -> Result<(), OfError> {
     ensure_meter(sw, PACKET_IN_METER).await?;
-    ensure_meter(sw, REJECT_PACKET_IN_METER).await
+    ensure_meter(sw, REJECT_PACKET_IN_METER).await?;
+    ensure_meter(sw, LIVE_PACKET_IN_METER).await
 }
 
 /// Installs (or updates) meter `meter_id` at [`PACKET_IN_RATE`].
@@ -225,7 +232,12 @@ fn built_flows(
     desired: &DesiredState,
     packet_in_meter: Option<u32>,
 ) -> Vec<FlowMod> {
-    let mut f = flows::desired_flows_with(ports, &desired.tunnel_peers(), packet_in_meter);
+    let mut f = flows::desired_flows_with(
+        ports,
+        &desired.tunnel_peers(),
+        &desired.live_tags,
+        packet_in_meter,
+    );
     f.extend(services::service_flows_with(ports, desired, packet_in_meter).flows);
     f.extend(policy::policy_flows(desired, packet_in_meter));
     f.extend(egress::egress_flows(ports, desired));

@@ -310,7 +310,10 @@ pub fn policy_flows(desired: &DesiredState, packet_in_meter: Option<u32>) -> Vec
         return Vec::new();
     }
     let mut out: Vec<FlowMod> = Vec::new();
-    // Established and related connections were allowed when they started.
+    // Established and related connections were allowed when they started, unless a trace
+    // packet started them: on a connection with the trace mark only trace packets (the reply
+    // leg of a `reply` trace) are established; a real packet is judged by the rules as if the
+    // connection did not exist, so a trace opens no path through policy.
     for (t, m) in [
         (Table::AntreaPolicyEgressRule, Table::EgressMetric),
         (Table::EgressRule, Table::EgressMetric),
@@ -318,15 +321,32 @@ pub fn policy_flows(desired: &DesiredState, packet_in_meter: Option<u32>) -> Vec
         (Table::IngressRule, Table::IngressMetric),
     ] {
         for st in [ct_state::EST, ct_state::REL] {
-            out.push(flow(
-                t,
-                PRIO_BYPASS,
+            let established = || {
                 Match::new().with(Oxm::ct_state(
                     st | ct_state::TRK,
                     st | ct_state::TRK | ct_state::NEW,
-                )),
+                ))
+            };
+            out.push(flow(
+                t,
+                PRIO_BYPASS,
+                established().with(Oxm::ct_mark_masked(0, regs::TRACE_CT_MARK)),
                 vec![Instruction::GotoTable(m.id())],
             ));
+            for et in [ETH_IPV4, ETH_IPV6] {
+                out.push(flow(
+                    t,
+                    PRIO_BYPASS,
+                    established()
+                        .with(Oxm::ct_mark_masked(
+                            regs::TRACE_CT_MARK,
+                            regs::TRACE_CT_MARK,
+                        ))
+                        .with(Oxm::eth_type(et))
+                        .with(Oxm::ip_dscp(TRACE_DSCP)),
+                    vec![Instruction::GotoTable(m.id())],
+                ));
+            }
         }
     }
     // (table, priority, match) → index in `out`: identical matches must be one flow.
@@ -352,7 +372,16 @@ pub fn policy_flows(desired: &DesiredState, packet_in_meter: Option<u32>) -> Vec
         }
     }
     // Live-traffic tags: any denied packet carrying one is reported (the injected class has
-    // per-rule copies above; a tag needs no rule to tell the trace apart).
+    // per-rule copies above; a tag needs no rule to tell the trace apart), through the live
+    // meter.
+    let live_to_controller = || {
+        let mut a: Vec<Action> = packet_in_meter
+            .map(|_| Action::Meter(super::LIVE_PACKET_IN_METER))
+            .into_iter()
+            .collect();
+        a.push(Action::to_controller());
+        vec![Instruction::ApplyActions(a)]
+    };
     for tag in &desired.live_tags {
         for (t, et) in [Table::EgressMetric, Table::IngressMetric]
             .into_iter()
@@ -365,7 +394,7 @@ pub fn policy_flows(desired: &DesiredState, packet_in_meter: Option<u32>) -> Vec
                     .with(Oxm::reg_masked(0, regs::AP_DENY_MARK, regs::AP_DENY_MARK))
                     .with(Oxm::eth_type(et))
                     .with(Oxm::ip_dscp(*tag)),
-                to_controller(),
+                live_to_controller(),
             ));
         }
     }
@@ -381,11 +410,16 @@ pub fn policy_flows(desired: &DesiredState, packet_in_meter: Option<u32>) -> Vec
             let m = host_match(src, *ip);
             out.push(flow(t, prio::NORMAL, m.clone(), Vec::new()));
             for class in &classes {
+                let report = if *class == TRACE_DSCP {
+                    to_controller()
+                } else {
+                    live_to_controller()
+                };
                 out.push(flow(
                     t,
                     prio::TRACE,
                     m.clone().with(Oxm::ip_dscp(*class)),
-                    to_controller(),
+                    report,
                 ));
             }
         }
@@ -451,6 +485,31 @@ mod tests {
                 }),
                 _ => false,
             })
+    }
+
+    #[test]
+    fn a_connection_a_trace_created_admits_only_trace_packets() {
+        let d = state(vec![rule(5, "Drop", "10.1.0.2/32", 0)], &[]);
+        let flows = policy_flows(&d, None);
+        let bypass: Vec<_> = flows
+            .iter()
+            .filter(|f| f.priority == PRIO_BYPASS && f.table_id == Table::IngressRule.id())
+            .collect();
+        assert!(!bypass.is_empty());
+        for f in &bypass {
+            let real = f
+                .fields
+                .fields
+                .contains(&Oxm::ct_mark_masked(0, regs::TRACE_CT_MARK));
+            let trace = f.fields.fields.contains(&Oxm::ct_mark_masked(
+                regs::TRACE_CT_MARK,
+                regs::TRACE_CT_MARK,
+            )) && f.fields.fields.contains(&Oxm::ip_dscp(TRACE_DSCP));
+            assert!(
+                real ^ trace,
+                "every bypass is either for real connections or for a trace's own packets: {f:?}"
+            );
+        }
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub const REMOTE_SNAT_MARK: u32 = 1 << 19;
 /// Classifier clears the trace DSCP of a Pod packet without it (a forged trace packet).
 pub const INJECTED_MARK: u32 = 1 << 30;
 
+/// ct_mark bit 31 (ours, unused by Antrea): the connection was created by a trace packet.
+/// The policy tables' established/related bypass admits only trace packets on such a
+/// connection, so a trace never opens a path for real traffic (the reply of a UDP trace, say);
+/// the agent flushes the entries it saw created when the trace ends.
+pub const TRACE_CT_MARK: u32 = 1 << 31;
+
 /// What L2ForwardingCalc writes into reg0 together with the target port.
 pub const OUTPUT_TO_OFPORT_MARKS: u32 = OFPORT_FOUND_MARK | OUTPUT_TO_OFPORT_MARK;
 pub const OUTPUT_MARKS_MASK: u32 = OFPORT_FOUND_MARK | OUTPUT_MODE_MASK;

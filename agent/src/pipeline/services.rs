@@ -32,7 +32,7 @@ use std::net::IpAddr;
 
 use crate::desired::DesiredState;
 use crate::ovs::openflow::message::{Bucket, GROUP_ALL, group_cmd, group_type};
-use crate::ovs::openflow::oxm::{CLASS_BASIC, CLASS_NXM1, basic, ct_state, nxm};
+use crate::ovs::openflow::oxm::{CLASS_BASIC, basic, ct_state};
 use crate::ovs::openflow::{Action, FlowMod, GroupMod, Instruction, Match, Oxm};
 use crate::ports::NodePorts;
 
@@ -92,12 +92,7 @@ fn dst_port(proto: u8, port: u16) -> Oxm {
 }
 
 fn ct_mark(value: u32, mask: u32) -> Oxm {
-    Oxm::masked(
-        CLASS_NXM1,
-        nxm::CT_MARK,
-        &value.to_be_bytes(),
-        &mask.to_be_bytes(),
-    )
+    Oxm::ct_mark_masked(value, mask)
 }
 
 /// Antrea's `SNATCtZoneV6`.
@@ -246,21 +241,34 @@ pub fn service_flows_with(
                     for (r, v) in endpoint_regs(ip) {
                         dm = dm.with(Oxm::reg(r, v));
                     }
-                    out.flows.push(flow(
-                        Table::EndpointDNAT,
-                        prio::NORMAL,
-                        dm.with(Oxm::reg_masked(
-                            ENDPOINT_PORT_REG,
-                            EP_SELECTED | u32::from(port),
-                            EP_MASK,
-                        )),
+                    let dm = dm.with(Oxm::reg_masked(
+                        ENDPOINT_PORT_REG,
+                        EP_SELECTED | u32::from(port),
+                        EP_MASK,
+                    ));
+                    let dnat = |marks: u32| {
                         vec![Instruction::ApplyActions(vec![nx::ct(
                             true,
                             zone,
                             Some(Table::AntreaPolicyEgressRule.id()),
                             Some(Nat::Dst(ip, Some(port))),
-                            &[Action::SetField(ct_mark(SERVICE_CT_MARK, SERVICE_CT_MARK))],
-                        )])],
+                            &[Action::SetField(ct_mark(marks, marks))],
+                        )])]
+                    };
+                    // A trace packet's connection is committed here, before policy: it gets
+                    // the trace mark at once, so it admits no real packet even when policy
+                    // then drops the trace packet (regs::TRACE_CT_MARK).
+                    out.flows.push(flow(
+                        Table::EndpointDNAT,
+                        prio::NORMAL + 1,
+                        dm.clone().with(Oxm::ip_dscp(super::TRACE_DSCP)),
+                        dnat(SERVICE_CT_MARK | regs::TRACE_CT_MARK),
+                    ));
+                    out.flows.push(flow(
+                        Table::EndpointDNAT,
+                        prio::NORMAL,
+                        dm,
+                        dnat(SERVICE_CT_MARK),
                     ));
                 }
             }
@@ -433,7 +441,25 @@ mod tests {
                 Action::Group(1),
             ])]
         );
-        assert_eq!(in_table(&f, Table::EndpointDNAT).len(), 2);
+        let dnat = in_table(&f, Table::EndpointDNAT);
+        assert_eq!(
+            dnat.len(),
+            2 * 2,
+            "per endpoint: trace packets (marked) and the rest"
+        );
+        let traced: Vec<_> = dnat
+            .iter()
+            .filter(|d| {
+                d.fields
+                    .fields
+                    .contains(&Oxm::ip_dscp(super::super::TRACE_DSCP))
+            })
+            .collect();
+        assert_eq!(traced.len(), 2);
+        assert!(
+            traced.iter().all(|d| d.priority > prio::NORMAL),
+            "trace packets' connections are committed with the trace mark"
+        );
         // 10.1.0.3 is p1 on this Node: hairpin SNAT for new and later packets.
         assert_eq!(in_table(&f, Table::SNAT).len(), 2);
         assert_eq!(f.group_messages()[0].command, group_cmd::DELETE);

@@ -41,6 +41,14 @@ pub enum InjectError {
     Family,
     #[error("{0}")]
     OpenFlow(String),
+    #[error(
+        "a connection already uses {0}: a reply trace injects into its own connection only and leaves this one alone; give another source port, or none to have a free one chosen"
+    )]
+    ConnectionInUse(String),
+    #[error(
+        "cannot check that no connection uses {tuple} ({detail}); the reply trace was not injected"
+    )]
+    ConntrackUnreadable { tuple: String, detail: String },
 }
 
 /// A resolved injection: the packet and the port it enters on.
@@ -200,6 +208,7 @@ pub fn resolve(
             ttl,
             ip_flags,
             transport,
+            secret: req.secret,
         },
     })
 }

@@ -45,6 +45,45 @@ pub struct Registration {
     pub flows: Vec<FlowMod>,
     /// When its flows' hard_timeout runs out.
     pub expires: Instant,
+    /// What a tagged packet must be to be this trace's.
+    pub filter: LiveFilter,
+}
+
+/// The part of a live trace's filter every Node can check on a tagged packet, whatever NAT
+/// the path applies: the connection's original source (conntrack's tuple when the packet-in
+/// has one, so an egress SNAT does not hide it), its protocol and source port. A tagged
+/// packet that is not the trace's (forged by whoever got the tag onto the wire) is not
+/// reported and does not use up this Node's one report; the adapter checks the rest (the
+/// destination, the tuple the tagging Node captured).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveFilter {
+    pub src: Option<std::net::IpAddr>,
+    pub protocol: Option<u8>,
+    pub src_port: Option<u16>,
+}
+
+impl LiveFilter {
+    /// The filter of `cmd` (empty fields match anything).
+    pub fn of(cmd: &traceflow_proto::v1::LiveTrace) -> Self {
+        Self {
+            src: cmd.src_ip.parse().ok(),
+            protocol: u8::try_from(cmd.protocol).ok().filter(|p| *p != 0),
+            src_port: u16::try_from(cmd.src_port).ok().filter(|p| *p != 0),
+        }
+    }
+
+    /// Whether a packet whose connection has source `src`, protocol `protocol` and source
+    /// port `src_port` may be the trace's.
+    pub fn admits(&self, src: std::net::IpAddr, protocol: u8, src_port: Option<u16>) -> bool {
+        self.src.is_none_or(|s| s == src)
+            && self.protocol.is_none_or(|p| same_protocol(p, protocol))
+            && self.src_port.is_none_or(|p| src_port == Some(p))
+    }
+}
+
+/// ICMP and ICMPv6 are one protocol to a trace's filter.
+fn same_protocol(want: u8, got: u8) -> bool {
+    want == got || (matches!(want, 1 | 58) && matches!(got, 1 | 58))
 }
 
 #[derive(Debug)]
@@ -109,11 +148,12 @@ impl LiveTraces {
         Some(tag)
     }
 
-    /// The trace holding `tag` if this is its first packet-in on this Node.
-    pub fn claim(&self, tag: u8) -> Option<Claim> {
+    /// The trace holding `tag` if this is its first packet-in on this Node that `admits`
+    /// accepts by the trace's filter (a packet it refuses leaves the claim open).
+    pub fn claim(&self, tag: u8, admits: impl Fn(&LiveFilter) -> bool) -> Option<Claim> {
         let mut map = self.lock();
         let e = map.get_mut(&tag)?;
-        if e.reported {
+        if e.reported || !admits(&e.reg.filter) {
             return None;
         }
         e.reported = true;
@@ -151,7 +191,35 @@ mod tests {
             sender,
             flows: vec![FlowMod::add(0, 202, 1, Match::new(), vec![])],
             expires: Instant::now() + Duration::from_secs(20),
+            filter: LiveFilter::default(),
         }
+    }
+
+    #[test]
+    fn a_packet_outside_the_filter_leaves_the_claim_to_the_real_one() {
+        let live = LiveTraces::default();
+        let mut r = reg("u1", true, true);
+        r.filter = LiveFilter::of(&traceflow_proto::v1::LiveTrace {
+            src_ip: "10.1.0.2".into(),
+            protocol: 1,
+            ..Default::default()
+        });
+        live.insert(7, r);
+        let p0: std::net::IpAddr = [10, 1, 0, 2].into();
+        let p1: std::net::IpAddr = [10, 1, 0, 3].into();
+        // p1 forged the tag: not the trace's packet, and the claim stays open.
+        assert_eq!(live.claim(7, |f| f.admits(p1, 1, None)), None);
+        assert_eq!(
+            live.claim(7, |f| f.admits(p0, 17, Some(53))),
+            None,
+            "wrong protocol"
+        );
+        assert_eq!(
+            live.claim(7, |f| f.admits(p0, 58, None)).map(|c| c.uid),
+            Some("u1".into()),
+            "ICMPv6 is ICMP to the filter"
+        );
+        assert_eq!(live.claim(7, |f| f.admits(p0, 1, None)), None, "once");
     }
 
     #[test]
@@ -160,15 +228,15 @@ mod tests {
         assert_eq!(live.insert(7, reg("u1", true, true)), None);
         assert!(live.holds(7));
         assert_eq!(
-            live.claim(7),
+            live.claim(7, |_| true),
             Some(Claim {
                 uid: "u1".into(),
                 capture: true,
                 sender: true,
             })
         );
-        assert_eq!(live.claim(7), None, "reported once");
-        assert_eq!(live.claim(11), None, "not a live tag");
+        assert_eq!(live.claim(7, |_| true), None, "reported once");
+        assert_eq!(live.claim(11, |_| true), None, "not a live tag");
         assert_eq!(live.remove("u2"), None);
         assert_eq!(live.remove("u1"), Some(7));
         assert!(!live.holds(7));
@@ -181,7 +249,7 @@ mod tests {
         assert_eq!(live.insert(7, reg("new", true, false)), Some("old".into()));
         assert_eq!(live.tag_of("new"), Some(7));
         assert_eq!(live.tag_of("old"), None);
-        assert_eq!(live.claim(7).map(|c| c.uid), Some("new".into()));
+        assert_eq!(live.claim(7, |_| true).map(|c| c.uid), Some("new".into()));
     }
 
     #[test]
@@ -196,7 +264,7 @@ mod tests {
         );
         live.insert(7, reg("waiting", true, true));
         live.insert(11, reg("reported", true, true));
-        live.claim(11);
+        live.claim(11, |_| true);
         // Just after registering: under 20 s left, rounded up to 20.
         let now = Instant::now();
         let flows = live.pending_flows(now);

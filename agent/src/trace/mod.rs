@@ -2,6 +2,7 @@
 //! live-traffic traces ([`live`]: per-trace flows, one report per Node) and turn trace
 //! packet-ins into observations ([`observe`]).
 
+pub mod conntrack;
 pub mod inject;
 pub mod live;
 pub mod observe;
@@ -9,8 +10,9 @@ pub mod pace;
 pub mod packet;
 pub mod reply;
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use traceflow_proto::v1 as pb;
@@ -19,7 +21,7 @@ use tracing::{debug, info};
 use crate::desired::{DesiredState, Store};
 use crate::ovs::openflow::message::TABLE_ALL;
 use crate::ovs::openflow::{FlowMod, Message, OfError, PacketIn, Switch};
-use crate::pipeline::{PACKET_IN_METER, TRACE_DSCP, live as live_flows};
+use crate::pipeline::{LIVE_PACKET_IN_METER, TRACE_DSCP, live as live_flows, regs};
 use crate::ports::NodePorts;
 
 pub use inject::InjectError;
@@ -43,6 +45,9 @@ pub enum LiveStartError {
     OpenFlow(String),
 }
 
+/// Source ports a reply trace draws before it gives up finding one no connection uses.
+const FREE_PORT_TRIES: usize = 16;
+
 /// How long an injection waits for a (re)connected br-int before failing.
 const SWITCH_WAIT: Duration = Duration::from_secs(3);
 
@@ -58,6 +63,42 @@ pub struct Tracer {
     pacer: Pacer,
     /// Live-traffic traces running here ([`live`]).
     live: LiveTraces,
+    /// When each trace packet injected here left (just before its packet-out), by family and
+    /// trace id: the time of the sender's observations ([`InjectedAt`]).
+    injected_at: InjectedAt,
+    /// The connections trace packets created here ([`conntrack`]).
+    connections: conntrack::TraceConnections,
+    /// OVS's run directory (its control socket), for conntrack lookups; none in unit tests.
+    rundir: Option<std::path::PathBuf>,
+}
+
+/// Injection times by (IPv6, trace id), taken by the first packet-in that shows the packet
+/// on this Node. Bounded: entries older than [`InjectedAt::KEEP`] go when a new one comes.
+#[derive(Clone, Default)]
+struct InjectedAt(Arc<std::sync::Mutex<HashMap<(bool, u32), (i64, std::time::Instant)>>>);
+
+impl InjectedAt {
+    /// Longer than any trace runs ([`traceflow_core::limits`] caps the timeout well below).
+    const KEEP: Duration = Duration::from_secs(600);
+    /// Above this many, old entries are pruned on insert.
+    const PRUNE_ABOVE: usize = 4096;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(bool, u32), (i64, std::time::Instant)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, key: (bool, u32), micros: i64) {
+        let now = std::time::Instant::now();
+        let mut map = self.lock();
+        if map.len() > Self::PRUNE_ABOVE {
+            map.retain(|_, (_, at)| now.duration_since(*at) < Self::KEEP);
+        }
+        map.insert(key, (micros, now));
+    }
+
+    fn take(&self, key: (bool, u32)) -> Option<i64> {
+        self.lock().remove(&key).map(|(micros, _)| micros)
+    }
 }
 
 impl Tracer {
@@ -73,7 +114,28 @@ impl Tracer {
             desired: None,
             pacer: Pacer::default(),
             live: LiveTraces::default(),
+            injected_at: InjectedAt::default(),
+            connections: conntrack::TraceConnections::default(),
+            rundir: None,
         }
+    }
+
+    /// Reads conntrack through the control socket of the ovs-vswitchd running in `rundir`
+    /// (a reply trace's check that no connection uses its tuple).
+    pub fn with_rundir(mut self, rundir: impl Into<std::path::PathBuf>) -> Self {
+        self.rundir = Some(rundir.into());
+        self
+    }
+
+    /// Whether conjunction id `conj` is a Reject rule of the desired state (what tells a
+    /// Reject packet-in from a Drop rule's copy for a live trace).
+    pub fn rejects(&self, conj: u32) -> bool {
+        self.desired.as_ref().is_some_and(|d| {
+            d.borrow()
+                .rules
+                .get(&conj)
+                .is_some_and(|r| r.action == crate::desired::RuleAction::Reject)
+        })
     }
 
     /// Names policies in observations from the desired state's rules (conj id → rule).
@@ -95,16 +157,25 @@ impl Tracer {
     /// Returns once OVS has processed the packet-out (a barrier follows it), so an OVS
     /// error surfaces here. Errors are reported to the adapter as `TraceFailure.reason`.
     pub async fn inject(&self, req: &pb::InjectPacket) -> Result<(), InjectError> {
-        let injection = {
+        let mut injection = {
             let ports = self.ports.borrow();
             inject::resolve(req, &ports, rand::random::<u16>)?
         };
+        if req.own_connection {
+            self.own_connection(&mut injection, req.free_src_port)
+                .await?;
+        }
         let msg = if req.reply {
             reply::packet_out(&injection)?
         } else {
             injection.packet_out()?
         };
         let ticket = self.pacer.admit(req.trace_id).await;
+        // The sender's observations are of this moment: just before the packet-out.
+        self.injected_at.insert(
+            (req.ipv6, req.trace_id),
+            observe::unix_micros(SystemTime::now()),
+        );
         let result = self.send(msg).await;
         if result.is_err() {
             self.pacer.failed(req.trace_id, ticket);
@@ -112,10 +183,58 @@ impl Tracer {
         result
     }
 
-    /// Removes a finished `reply` trace's connection from br-int's conntrack
+    /// Makes sure no connection uses the tuple of `injection` (the forward packet of a reply
+    /// trace): with `free_src_port`, a source port is drawn again (up to
+    /// [`FREE_PORT_TRIES`] times) until none does; else a connection on it fails the
+    /// injection, naming the tuple, before anything is sent.
+    async fn own_connection(
+        &self,
+        injection: &mut inject::Injection,
+        free_src_port: bool,
+    ) -> Result<(), InjectError> {
+        let p = &injection.packet;
+        let zone = if p.src.is_ipv6() {
+            crate::pipeline::flows::CT_ZONE_V6
+        } else {
+            crate::pipeline::flows::CT_ZONE
+        };
+        for _ in 0..FREE_PORT_TRIES {
+            let tuple = injection.packet.conn_tuple();
+            let Some(rundir) = &self.rundir else {
+                return Err(InjectError::ConntrackUnreadable {
+                    tuple: tuple.to_string(),
+                    detail: "this agent was started without OVS's run directory".into(),
+                });
+            };
+            let used = conntrack::in_use(rundir, zone, &tuple).await.map_err(|e| {
+                InjectError::ConntrackUnreadable {
+                    tuple: tuple.to_string(),
+                    detail: e.to_string(),
+                }
+            })?;
+            if !used {
+                return Ok(());
+            }
+            if !free_src_port || !injection.packet.redraw_src_port() {
+                return Err(InjectError::ConnectionInUse(tuple.to_string()));
+            }
+            debug!(%tuple, "a connection uses the reply trace's tuple; another source port");
+        }
+        Err(InjectError::ConnectionInUse(
+            injection.packet.conn_tuple().to_string(),
+        ))
+    }
+
+    /// Removes what a finished trace created in br-int's conntrack: the tuples of `req` this
+    /// Node saw a trace packet create ([`conntrack::TraceConnections::own`]), nothing else
     /// ([`reply::flush_messages`]). Failures are logged: the trace is over, and an entry left
-    /// behind only expires later.
+    /// behind carries the trace mark and only expires later.
     pub async fn flush_conntrack(&self, req: &pb::FlushConntrack) {
+        let Some(req) = self.connections.own(req) else {
+            debug!(uid = %req.trace_uid, "no connection of this trace was created here; nothing flushed");
+            return;
+        };
+        let req = &req;
         let msgs = match reply::flush_messages(req) {
             Ok(m) => m,
             Err(error) => {
@@ -168,7 +287,7 @@ impl Tracer {
     ) -> Result<(), LiveStartError> {
         let flows = {
             let ports = self.ports.borrow();
-            live_flows::live_flows(cmd, &ports, Some(PACKET_IN_METER))?
+            live_flows::live_flows(cmd, &ports, Some(LIVE_PACKET_IN_METER))?
         };
         // live_flows accepted the tag, so it is a 6-bit value.
         let tag = u8::try_from(cmd.dscp_tag).unwrap_or_default();
@@ -184,6 +303,7 @@ impl Tracer {
             sender: role == pb::LiveTraceRole::Sender,
             flows: flows.clone(),
             expires: std::time::Instant::now() + live_flows::lifetime(cmd),
+            filter: live::LiveFilter::of(cmd),
         };
         if let Some(old) = self.live.insert(tag, registration) {
             info!(tag, old = %old, "live tag reused; the previous trace's flows are removed");
@@ -294,15 +414,38 @@ impl Tracer {
             None => &NoPolicies,
         };
         let ports = self.ports.borrow();
-        let now = SystemTime::now();
+        let arrived = match u64::try_from(pin.received_micros) {
+            Ok(m) if m > 0 => UNIX_EPOCH + Duration::from_micros(m),
+            _ => SystemTime::now(),
+        };
         let pkt = packet::parse(&pin.data).ok()?;
         if pkt.dscp == TRACE_DSCP {
-            return observe::observe_injected(pin, &pkt, &ports, &self.node, now, policies);
+            // The pipeline clears the trace DSCP of anything but this agent's packet-outs
+            // and the tunnel (pipeline::flows, PipelineRootClassifier); a trace packet-in
+            // without either proof is forged and never reported.
+            let injected_here = pin.fields.reg(0).unwrap_or(0) & regs::INJECTED_MARK != 0;
+            let from_tunnel =
+                ports.tunnel_ofport.is_some() && pin.fields.in_port() == ports.tunnel_ofport;
+            if !injected_here && !from_tunnel {
+                crate::metrics::inc(&crate::metrics::FORGED_PACKET_INS);
+                debug!(trace_id = pkt.trace_id, in_port = ?pin.fields.in_port(), "trace packet-in without a proof of origin; dropped");
+                return None;
+            }
+            let at = injected_here
+                .then(|| self.injected_at.take((pkt.src.is_ipv6(), pkt.trace_id)))
+                .flatten()
+                .and_then(|m| u64::try_from(m).ok())
+                .map_or(arrived, |m| UNIX_EPOCH + Duration::from_micros(m));
+            self.connections.record(pin, &pkt);
+            return observe::observe_injected(pin, &pkt, &ports, &self.node, at, policies);
         }
-        let claim = self.live.claim(pkt.dscp)?;
+        let (src, src_port) = observe::connection_source(pin, &pkt);
+        let claim = self
+            .live
+            .claim(pkt.dscp, |f| f.admits(src, pkt.protocol, src_port))?;
         debug!(uid = %claim.uid, tag = pkt.dscp, table = pin.table_id, "live-traffic packet");
         Some(observe::observe_live(
-            pin, &pkt, &claim, &ports, &self.node, now, policies,
+            pin, &pkt, &claim, &ports, &self.node, arrived, policies,
         ))
     }
 }

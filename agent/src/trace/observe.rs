@@ -102,6 +102,10 @@ pub struct Observed {
     /// Live traffic, on the Node that tagged it: the packet as captured.
     pub captured_packet: Option<pb::Packet>,
     pub result: pb::NodeResult,
+    /// Injected traces: the secret the packet carries (the adapter's proof of the report).
+    pub secret: u64,
+    /// The packet as this Node saw it (the adapter checks a live trace's tuple against it).
+    pub seen_packet: pb::Packet,
 }
 
 impl Observed {
@@ -112,7 +116,30 @@ impl Observed {
             result: Some(self.result),
             captured_packet: self.captured_packet,
             dataplane_tag: u32::from(self.dataplane_tag),
+            secret: self.secret,
+            seen_packet: Some(self.seen_packet),
         }
+    }
+}
+
+/// `t` in microseconds since the Unix epoch (0 before it, `i64::MAX` far after).
+pub fn unix_micros(t: SystemTime) -> i64 {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Where the packet's connection comes from: conntrack's original source address and port
+/// when the packet-in carries them (a NAT on the way does not hide the client), else the
+/// packet's own.
+pub fn connection_source(pin: &PacketIn, pkt: &ParsedPacket) -> (IpAddr, Option<u16>) {
+    let f = &pin.fields;
+    let ct_src = match pkt.src {
+        IpAddr::V4(_) => f.ct_nw_src().map(IpAddr::V4),
+        IpAddr::V6(_) => f.ct_ipv6_src().map(IpAddr::V6),
+    };
+    match valid(ct_src) {
+        Some(src) => (src, f.ct_tp_src().or(pkt.src_port)),
+        None => (pkt.src, pkt.src_port),
     }
 }
 
@@ -164,6 +191,8 @@ pub fn observe_injected(
         dataplane_tag: 0,
         captured_packet: None,
         result: node_result(pin, pkt, None, ports, node, now, policies),
+        secret: pkt.secret,
+        seen_packet: pkt.to_captured(),
     })
 }
 
@@ -186,6 +215,8 @@ pub fn observe_live(
         dataplane_tag: pkt.dscp,
         captured_packet: claim.capture.then(|| pkt.to_captured()),
         result: node_result(pin, pkt, Some(claim.sender), ports, node, now, policies),
+        secret: 0,
+        seen_packet: pkt.to_captured(),
     }
 }
 
@@ -201,7 +232,7 @@ fn node_result(
     policies: &dyn PolicyResolver,
 ) -> pb::NodeResult {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let micros = i64::try_from(since.as_micros()).unwrap_or(i64::MAX);
+    let micros = unix_micros(now);
     let f = &pin.fields;
     let reg = |n: u8| f.reg(n).filter(|v| *v != 0);
     let (ct_src, ct_dst) = match pkt.src {
@@ -436,6 +467,7 @@ mod tests {
             ttl: 64,
             ip_flags: 0,
             transport: Transport::Echo { id: 0, seq: 0 },
+            secret: 0x5ec7_e700_0000_0001,
         }
         .build()
         .unwrap_or_default()
@@ -452,6 +484,7 @@ mod tests {
                 .with(Oxm::in_port(in_port))
                 .with(Oxm::reg(1, out_port)),
             data,
+            received_micros: 0,
         }
     }
 

@@ -1,8 +1,11 @@
 //! Building the injected trace packet (reference §3.2) and reading trace packets back.
 //!
-//! Trace identity (DESIGN.md "Trace identity"): DSCP = [`TRACE_DSCP`], trace id in the IPv4
-//! Identification (16 bits) or the IPv6 flow label (20 bits). No table rewrites either field,
-//! so the id read from a packet-in is the id that was injected.
+//! Trace identity: DSCP = [`TRACE_DSCP`], trace id in the IPv4 Identification (16 bits) or the
+//! IPv6 flow label (20 bits). No table rewrites either field, so the id read from a packet-in
+//! is the id that was injected. An id is not a proof (ids are few and any sender can write
+//! one): the last [`SECRET_LEN`] bytes of the payload carry the trace's secret, which only the
+//! adapter and the injecting agent know; every Node reports what it read there and the adapter
+//! accepts only a report carrying the secret it gave.
 
 use std::net::IpAddr;
 
@@ -72,9 +75,52 @@ pub struct TracePacket {
     /// IPv4 flags (3 bits); ignored for IPv6.
     pub ip_flags: u8,
     pub transport: Transport,
+    /// The trace's secret, written as the payload's last [`SECRET_LEN`] bytes (none when 0).
+    pub secret: u64,
 }
 
+/// Bytes of the secret at the end of a trace packet's payload.
+pub const SECRET_LEN: usize = 8;
+
 impl TracePacket {
+    /// The connection this packet starts, as conntrack keys it.
+    pub fn conn_tuple(&self) -> super::conntrack::ConnTuple {
+        let (src_port, dst_port) = match self.transport {
+            Transport::Echo { id, .. } | Transport::EchoReply { id, .. } => (id, 0),
+            Transport::Tcp {
+                src_port, dst_port, ..
+            }
+            | Transport::Udp { src_port, dst_port }
+            | Transport::Sctp { src_port, dst_port }
+            | Transport::SctpInitAck {
+                src_port, dst_port, ..
+            } => (src_port, dst_port),
+            Transport::Bare(_) => (0, 0),
+        };
+        super::conntrack::ConnTuple {
+            protocol: self.protocol(),
+            src: self.src,
+            dst: self.dst,
+            src_port,
+            dst_port,
+        }
+    }
+
+    /// Draws a new random source port (the range the adapter draws from); false for a
+    /// transport without one.
+    pub fn redraw_src_port(&mut self) -> bool {
+        let port = rand::random_range(10000..=60999);
+        match &mut self.transport {
+            Transport::Tcp { src_port, .. }
+            | Transport::Udp { src_port, .. }
+            | Transport::Sctp { src_port, .. } => {
+                *src_port = port;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The IP protocol / next-header number.
     pub fn protocol(&self) -> u8 {
         match (&self.transport, self.src.is_ipv6()) {
@@ -121,21 +167,23 @@ impl TracePacket {
             _ => return Err(FamilyMismatch),
         };
         let step = PacketBuilder::ethernet2(self.src_mac.0, self.dst_mac.0).ip(ip);
-        let mut out = Vec::with_capacity(14 + 40 + 32);
+        let mut out = Vec::with_capacity(14 + 40 + 32 + SECRET_LEN);
+        let secret = self.secret.to_be_bytes();
+        let payload: &[u8] = if self.secret == 0 { &[] } else { &secret };
         // Writing into a Vec fails only for sizes no trace packet reaches (> 64 KiB).
         let written = match &self.transport {
             Transport::Echo { id, seq } => {
                 if self.src.is_ipv6() {
-                    step.icmpv6_echo_request(*id, *seq).write(&mut out, &[])
+                    step.icmpv6_echo_request(*id, *seq).write(&mut out, payload)
                 } else {
-                    step.icmpv4_echo_request(*id, *seq).write(&mut out, &[])
+                    step.icmpv4_echo_request(*id, *seq).write(&mut out, payload)
                 }
             }
             Transport::EchoReply { id, seq } => {
                 if self.src.is_ipv6() {
-                    step.icmpv6_echo_reply(*id, *seq).write(&mut out, &[])
+                    step.icmpv6_echo_reply(*id, *seq).write(&mut out, payload)
                 } else {
-                    step.icmpv4_echo_reply(*id, *seq).write(&mut out, &[])
+                    step.icmpv4_echo_reply(*id, *seq).write(&mut out, payload)
                 }
             }
             Transport::Tcp {
@@ -153,15 +201,17 @@ impl TracePacket {
                 tcp.urg = flags & 0x20 != 0;
                 tcp.ece = flags & 0x40 != 0;
                 tcp.cwr = flags & 0x80 != 0;
-                step.tcp_header(tcp).write(&mut out, &[])
+                step.tcp_header(tcp).write(&mut out, payload)
             }
             Transport::Udp { src_port, dst_port } => {
-                step.udp(*src_port, *dst_port).write(&mut out, &[])
+                step.udp(*src_port, *dst_port).write(&mut out, payload)
             }
             // etherparse has no SCTP: the chunk is ours, the IP layer the builder's.
-            Transport::Sctp { src_port, dst_port } => {
-                step.write(&mut out, IpNumber::SCTP, &sctp_init(*src_port, *dst_port))
-            }
+            Transport::Sctp { src_port, dst_port } => step.write(
+                &mut out,
+                IpNumber::SCTP,
+                &sctp_init(*src_port, *dst_port, payload),
+            ),
             Transport::SctpInitAck {
                 src_port,
                 dst_port,
@@ -169,9 +219,9 @@ impl TracePacket {
             } => step.write(
                 &mut out,
                 IpNumber::SCTP,
-                &sctp_init_ack(*src_port, *dst_port, *verification_tag),
+                &sctp_init_ack(*src_port, *dst_port, *verification_tag, payload),
             ),
-            Transport::Bare(p) => step.write(&mut out, IpNumber(*p), &[]),
+            Transport::Bare(p) => step.write(&mut out, IpNumber(*p), payload),
         };
         if written.is_err() {
             out.clear();
@@ -191,16 +241,25 @@ const SCTP_INIT_ACK_TAG: u32 = 0x7265_706c;
 pub const SCTP_CHUNK_INIT: u8 = 1;
 pub const SCTP_CHUNK_INIT_ACK: u8 = 2;
 
-/// An SCTP common header with an INIT chunk, CRC32c filled in (RFC 4960 §3, appendix B).
-fn sctp_init(src_port: u16, dst_port: u16) -> Vec<u8> {
+/// An SCTP common header with an INIT chunk, then `trailer`, CRC32c filled in (RFC 4960 §3,
+/// appendix B).
+fn sctp_init(src_port: u16, dst_port: u16, trailer: &[u8]) -> Vec<u8> {
     // Verification tag 0: required for INIT.
-    sctp_packet(src_port, dst_port, 0, SCTP_CHUNK_INIT, SCTP_INIT_TAG, &[])
+    sctp_packet(
+        src_port,
+        dst_port,
+        0,
+        SCTP_CHUNK_INIT,
+        SCTP_INIT_TAG,
+        &[],
+        trailer,
+    )
 }
 
 /// An SCTP common header with the INIT-ACK answering our INIT: verification tag = the INIT's
 /// initiate tag, and the mandatory State Cookie parameter (type 7; its 4 bytes are opaque to
 /// everyone but the endpoint that made it).
-fn sctp_init_ack(src_port: u16, dst_port: u16, verification_tag: u32) -> Vec<u8> {
+fn sctp_init_ack(src_port: u16, dst_port: u16, verification_tag: u32, trailer: &[u8]) -> Vec<u8> {
     let cookie = [0u8, 7, 0, 8, b't', b'f', b'c', b'k'];
     sctp_packet(
         src_port,
@@ -209,11 +268,13 @@ fn sctp_init_ack(src_port: u16, dst_port: u16, verification_tag: u32) -> Vec<u8>
         SCTP_CHUNK_INIT_ACK,
         SCTP_INIT_ACK_TAG,
         &cookie,
+        trailer,
     )
 }
 
 /// Common header + one INIT / INIT-ACK chunk (same fixed part, RFC 4960 §3.3.2-3) followed
-/// by `params`, CRC32c filled in.
+/// by `params`, then `trailer` outside the chunk (the secret: a peer would skip it as the
+/// start of a truncated chunk), CRC32c filled in over all of it.
 fn sctp_packet(
     src_port: u16,
     dst_port: u16,
@@ -221,9 +282,10 @@ fn sctp_packet(
     chunk_type: u8,
     initiate_tag: u32,
     params: &[u8],
+    trailer: &[u8],
 ) -> Vec<u8> {
     let chunk_len = 20 + params.len();
-    let mut b = vec![0u8; 12 + chunk_len];
+    let mut b = vec![0u8; 12 + chunk_len + trailer.len()];
     b[0..2].copy_from_slice(&src_port.to_be_bytes());
     b[2..4].copy_from_slice(&dst_port.to_be_bytes());
     b[4..8].copy_from_slice(&verification_tag.to_be_bytes());
@@ -236,7 +298,8 @@ fn sctp_packet(
     chunk[12..14].copy_from_slice(&1u16.to_be_bytes()); // outbound streams
     chunk[14..16].copy_from_slice(&1u16.to_be_bytes()); // inbound streams
     chunk[16..20].copy_from_slice(&1u32.to_be_bytes()); // initial TSN
-    chunk[20..].copy_from_slice(params);
+    chunk[20..20 + params.len()].copy_from_slice(params);
+    chunk[chunk_len..].copy_from_slice(trailer);
     // CRC32c over the whole SCTP packet with the checksum field zero, stored little-endian
     // as on the wire.
     let c = crc32c(&b);
@@ -304,6 +367,9 @@ pub struct ParsedPacket {
     pub dst_port: Option<u16>,
     pub tcp_flags: Option<u8>,
     pub icmp_echo: Option<(u16, u16)>,
+    /// The last [`SECRET_LEN`] bytes of the payload after the transport header (0 when the
+    /// packet has fewer): a trace packet's secret.
+    pub secret: u64,
 }
 
 impl ParsedPacket {
@@ -459,16 +525,19 @@ pub fn parse(frame: &[u8]) -> Result<ParsedPacket, ParseError> {
     // Only a first fragment (or a whole packet) starts with the transport header; the lax
     // slicer leaves any fragment unsliced, so slice a first fragment here.
     let l4 = if first_fragment { payload.payload } else { &[] };
+    let mut l4_header = 0;
     match protocol {
         PROTO_TCP => {
             if let Ok(t) = TcpSlice::from_slice(l4) {
                 (src_port, dst_port) = (Some(t.source_port()), Some(t.destination_port()));
                 tcp_flags = t.slice().get(13).copied();
+                l4_header = t.header_slice().len();
             }
         }
         PROTO_UDP => {
             if let Ok(u) = UdpSlice::from_slice_lax(l4) {
                 (src_port, dst_port) = (Some(u.source_port()), Some(u.destination_port()));
+                l4_header = 8;
             }
         }
         PROTO_ICMP => {
@@ -476,6 +545,7 @@ pub fn parse(frame: &[u8]) -> Result<ParsedPacket, ParseError> {
                 && let Icmpv4Type::EchoRequest(e) | Icmpv4Type::EchoReply(e) = i.icmp_type()
             {
                 icmp_echo = Some((e.id, e.seq));
+                l4_header = 8;
             }
         }
         PROTO_ICMPV6 => {
@@ -483,15 +553,25 @@ pub fn parse(frame: &[u8]) -> Result<ParsedPacket, ParseError> {
                 && let Icmpv6Type::EchoRequest(e) | Icmpv6Type::EchoReply(e) = i.icmp_type()
             {
                 icmp_echo = Some((e.id, e.seq));
+                l4_header = 8;
             }
         }
         // etherparse has no SCTP: its ports are the common header's first four bytes.
         PROTO_SCTP => {
             let port = |at: usize| l4.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
             (src_port, dst_port) = (port(0), port(2));
+            // Common header and the INIT / INIT-ACK chunk's fixed part.
+            l4_header = 12 + 20;
         }
         _ => {}
     }
+    let secret = l4
+        .len()
+        .checked_sub(SECRET_LEN)
+        .filter(|at| *at >= l4_header && (l4_header > 0 || protocol_is_bare(protocol)))
+        .and_then(|at| l4.get(at..))
+        .and_then(|b| <[u8; SECRET_LEN]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes);
     Ok(ParsedPacket {
         src_mac,
         dst_mac,
@@ -507,7 +587,16 @@ pub fn parse(frame: &[u8]) -> Result<ParsedPacket, ParseError> {
         dst_port,
         tcp_flags,
         icmp_echo,
+        secret,
     })
+}
+
+/// A protocol whose trace packet is a bare IP header (plus the secret).
+fn protocol_is_bare(protocol: u8) -> bool {
+    !matches!(
+        protocol,
+        PROTO_ICMP | PROTO_ICMPV6 | PROTO_TCP | PROTO_UDP | PROTO_SCTP
+    )
 }
 
 /// An independent RFC 1071 checksum over `parts` (each of even length but the last): the

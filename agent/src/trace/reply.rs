@@ -180,6 +180,7 @@ mod tests {
             ttl: 64,
             ip_flags: 0,
             transport,
+            secret: 0,
         };
         p.build().unwrap()
     }

@@ -370,7 +370,9 @@ async fn read_loop(
                     return Ok(());
                 }
             }
-            Message::PacketIn(p) => {
+            Message::PacketIn(mut p) => {
+                p.received_micros =
+                    crate::trace::observe::unix_micros(std::time::SystemTime::now());
                 if packet_ins.send(p).await.is_err() {
                     debug!("packet-in dropped: no consumer");
                 }
@@ -500,6 +502,7 @@ mod tests {
                 cookie: 0,
                 fields: Match::new().with(Oxm::in_port(3)),
                 data: vec![9, 9, 9],
+                received_micros: 0,
             };
             send(&mut w, 0, &Message::PacketIn(pin)).await;
             // transact: a flow-mod the switch rejects, then the barrier.
@@ -539,6 +542,7 @@ mod tests {
             (pin.table_id, pin.fields.in_port(), pin.data.as_slice()),
             (26, Some(3), &[9u8, 9, 9][..])
         );
+        assert!(pin.received_micros > 0, "stamped when read");
         let bad = Message::FlowMod(FlowMod::add(0, 1, 0, Match::new(), vec![]));
         match sw.transact(&[bad]).await {
             Err(OfError::Switch(e)) => assert_eq!((e.kind, e.code), (ErrorType::BadMatch, 9)),

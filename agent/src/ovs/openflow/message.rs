@@ -462,6 +462,10 @@ pub struct PacketIn {
     pub cookie: u64,
     pub fields: Match,
     pub data: Vec<u8>,
+    /// When the agent read it off the connection (µs since the Unix epoch; 0 until then).
+    /// Not on the wire: the reader stamps it, so an observation's time is the packet's, not
+    /// the time a busy agent got round to it.
+    pub received_micros: i64,
 }
 
 impl PacketIn {
@@ -481,6 +485,7 @@ impl PacketIn {
             cookie,
             fields,
             data: r.rest().to_vec(),
+            received_micros: 0,
         })
     }
 

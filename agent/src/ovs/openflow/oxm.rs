@@ -83,6 +83,8 @@ pub mod nxm {
     pub const CT_NW_DST: u8 = 121;
     pub const CT_IPV6_SRC: u8 = 122;
     pub const CT_IPV6_DST: u8 = 123;
+    pub const CT_TP_SRC: u8 = 124;
+    pub const CT_TP_DST: u8 = 125;
 }
 
 /// One OXM TLV. `payload` is value followed by mask when `has_mask` (for the experimenter
@@ -204,6 +206,16 @@ impl Oxm {
         Self::masked(
             CLASS_NXM1,
             nxm::CT_STATE,
+            &value.to_be_bytes(),
+            &mask.to_be_bytes(),
+        )
+    }
+    /// `ct_mark=value/mask` (Nicira): a match, or with `SetField` inside `ct(exec(...))` the
+    /// bits a commit writes.
+    pub fn ct_mark_masked(value: u32, mask: u32) -> Self {
+        Self::masked(
+            CLASS_NXM1,
+            nxm::CT_MARK,
             &value.to_be_bytes(),
             &mask.to_be_bytes(),
         )
@@ -433,6 +445,21 @@ impl Match {
     /// `pkt_mark` (Nicira), if present.
     pub fn pkt_mark(&self) -> Option<u32> {
         self.u32_of(CLASS_NXM1, nxm::PKT_MARK)
+    }
+
+    /// Original-direction conntrack source port (`ct_tp_src`), if present.
+    pub fn ct_tp_src(&self) -> Option<u16> {
+        self.u16_of(nxm::CT_TP_SRC)
+    }
+
+    /// Original-direction conntrack destination port (`ct_tp_dst`), if present.
+    pub fn ct_tp_dst(&self) -> Option<u16> {
+        self.u16_of(nxm::CT_TP_DST)
+    }
+
+    fn u16_of(&self, field: u8) -> Option<u16> {
+        let v: [u8; 2] = self.find(CLASS_NXM1, field)?.value().try_into().ok()?;
+        Some(u16::from_be_bytes(v))
     }
 
     /// Original-direction conntrack source/destination (`ct_nw_src`/`ct_nw_dst`).

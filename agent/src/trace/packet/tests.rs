@@ -14,6 +14,7 @@ fn v4(transport: Transport) -> TracePacket {
         ttl: 64,
         ip_flags: 0b010,
         transport,
+        secret: 0,
     }
 }
 
@@ -444,8 +445,10 @@ fn transport() -> impl Strategy<Value = Transport> {
             verification_tag: t,
         }),
         any::<u8>()
-            .prop_filter("not an extension header", |p| !EXTENSION_NUMBERS
-                .contains(p))
+            // A bare header numbered like a transport we parse would be read as one.
+            .prop_filter("not an extension header or a parsed transport", |p| {
+                !EXTENSION_NUMBERS.contains(p) && protocol_is_bare(*p)
+            })
             .prop_map(Transport::Bare),
     ]
 }
@@ -465,8 +468,9 @@ fn trace_packet() -> impl Strategy<Value = TracePacket> {
         any::<u8>(),
         0u8..8,
         transport(),
+        any::<u64>(),
     )
-        .prop_map(|(sm, dm, (src, dst), id, ttl, flags, transport)| {
+        .prop_map(|(sm, dm, (src, dst), id, ttl, flags, transport, secret)| {
             let v6 = src.is_ipv6();
             TracePacket {
                 src_mac: Mac(sm),
@@ -478,6 +482,7 @@ fn trace_packet() -> impl Strategy<Value = TracePacket> {
                 ttl,
                 ip_flags: if v6 { 0 } else { flags },
                 transport,
+                secret,
             }
         })
 }
@@ -541,5 +546,6 @@ proptest! {
         prop_assert_eq!((p.src_port, p.dst_port), ports);
         prop_assert_eq!(p.tcp_flags, flags);
         prop_assert_eq!(p.icmp_echo, echo);
+        prop_assert_eq!(p.secret, pkt.secret, "the secret survives build and parse");
     }
 }
