@@ -5,7 +5,7 @@ mod support;
 use std::{path::Path, time::Duration};
 
 use futures::StreamExt;
-use support::{FakeManager, LabKubeApi, observation, pod, service, standard_cluster};
+use support::{FakeManager, LabKubeApi, observation, pod, report_of, service, standard_cluster};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use traceflow_proto::v1::{self as pb, adapter_message::Kind as Up, manager_message::Kind as Down};
@@ -314,17 +314,22 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
         ],
         ..Default::default()
     };
-    let report = |r: pb::NodeResult| pb::AgentMessage {
-        kind: Some(pb::agent_message::Kind::Report(pb::TraceReport {
-            trace_id: inject.trace_id,
-            ipv6: false,
-            result: Some(r),
-            captured_packet: None,
-            dataplane_tag: 0,
-        })),
-    };
-    n1.tx.send(report(sender)).await.expect("report n1");
-    n2.tx.send(report(receiver)).await.expect("report n2");
+    assert_ne!(inject.secret, 0, "the injection carries the trace's secret");
+    // A forged report (the id is easy to guess, the secret is not) is refused and counted,
+    // never part of the trace.
+    let mut forged = report_of(&inject, receiver.clone());
+    if let Some(pb::agent_message::Kind::Report(r)) = forged.kind.as_mut() {
+        r.secret ^= 0x5a5a;
+    }
+    n2.tx.send(forged).await.expect("forged report");
+    n1.tx
+        .send(report_of(&inject, sender))
+        .await
+        .expect("report n1");
+    n2.tx
+        .send(report_of(&inject, receiver))
+        .await
+        .expect("report n2");
     let done = mgr.ended(None).await;
     assert_eq!(
         done.phase,
@@ -344,6 +349,22 @@ async fn registers_syncs_inventory_and_runs_a_trace_end_to_end() {
             ("n2".to_string(), "receiver".to_string())
         ]
     );
+    // The refusal reaches the manager with n2's counters, as /metrics takes them.
+    let refused = mgr
+        .next_matching(|k| match k {
+            Up::Heartbeat(h) => h
+                .agent_counters
+                .into_iter()
+                .find(|c| c.node == "n2")
+                .and_then(|c| {
+                    c.counters
+                        .get(traceflow_core::counters::REPORTS_REFUSED_BAD_SECRET)
+                        .copied()
+                }),
+            _ => None,
+        })
+        .await;
+    assert_eq!(refused, 1);
 
     // A trace whose sender agent is gone fails with Antrea's Node-prefixed reason.
     drop(n1);
@@ -510,15 +531,7 @@ async fn traceflow_resource_runs_and_its_status_is_written() {
         ..Default::default()
     };
     n1.tx
-        .send(pb::AgentMessage {
-            kind: Some(pb::agent_message::Kind::Report(pb::TraceReport {
-                trace_id: inject.trace_id,
-                ipv6: false,
-                result: Some(result),
-                captured_packet: None,
-                dataplane_tag: 0,
-            })),
-        })
+        .send(report_of(&inject, result))
         .await
         .expect("report");
     let mut status = next_status().await;

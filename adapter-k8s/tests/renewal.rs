@@ -9,7 +9,7 @@ mod support;
 use std::{path::Path, time::Duration};
 
 use futures::StreamExt;
-use support::{FakeManager, LabKubeApi, observation, standard_cluster};
+use support::{FakeManager, LabKubeApi, observation, report_of, seen, standard_cluster};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -313,21 +313,16 @@ async fn agent_renews_its_certificate_over_its_stream_and_the_old_one_is_refused
         ..Default::default()
     };
     n2_tx
-        .send(pb::AgentMessage {
-            kind: Some(pb::agent_message::Kind::Report(pb::TraceReport {
-                trace_id: inject.trace_id,
-                ipv6: false,
-                result: Some(report(
-                    "n2",
-                    vec![
-                        observation(pb::Component::SpoofGuard, pb::Action::Forwarded),
-                        observation(pb::Component::Forwarding, pb::Action::Forwarded),
-                    ],
-                )),
-                captured_packet: None,
-                dataplane_tag: 0,
-            })),
-        })
+        .send(report_of(
+            &inject,
+            report(
+                "n2",
+                vec![
+                    observation(pb::Component::SpoofGuard, pb::Action::Forwarded),
+                    observation(pb::Component::Forwarding, pb::Action::Forwarded),
+                ],
+            ),
+        ))
         .await
         .expect("n2 report");
     fed.observe
@@ -336,6 +331,9 @@ async fn agent_renews_its_certificate_over_its_stream_and_the_old_one_is_refused
             ipv6: false,
             dataplane_tag: 0,
             captured_packet: None,
+            // What n1's agent reads from the packet's payload.
+            secret: inject.secret,
+            seen_packet: seen(&inject),
             result: report(
                 "n1",
                 vec![

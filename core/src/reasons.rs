@@ -28,6 +28,29 @@ pub fn timeout_in_leg(reply_leg: bool) -> String {
     }
 }
 
+/// A trace whose timer fired, saying which Nodes it waited for and what the others last
+/// reported: `head` ([`TIMEOUT`] or [`timeout_in_leg`]), then for each of `waited` (Node, whose
+/// it is, e.g. "the destination's") `no report from Node <node> (<whose>)`, and for each of
+/// `last` (Node, its last observation) `<node> last reported <observation>`, joined by `; `:
+///
+/// `Traceflow timeout: no report from Node n2 (the destination's); n1 last reported Forwarding
+/// Output Forwarded`. Always starts with [`TIMEOUT`]; `head` alone when both lists are empty.
+pub fn timeout_waiting(head: &str, waited: &[(&str, &str)], last: &[(&str, &str)]) -> String {
+    let parts: Vec<String> = waited
+        .iter()
+        .map(|(node, whose)| format!("no report from Node {node} ({whose})"))
+        .chain(
+            last.iter()
+                .map(|(node, what)| format!("{node} last reported {what}")),
+        )
+        .collect();
+    if parts.is_empty() {
+        return bounded(head.to_string());
+    }
+    let sep = if head == TIMEOUT { ": " } else { "; " };
+    bounded(format!("{head}{sep}{}", parts.join("; ")))
+}
+
 /// The error of [`node_error`] when a Node's agent stream ended while a trace needed it.
 pub const AGENT_DISCONNECTED: &str = "agent disconnected";
 
@@ -74,6 +97,26 @@ mod tests {
         assert_eq!(
             live_tags_exhausted(14),
             "number of on-going live-traffic Traceflows reached the limit of 14"
+        );
+    }
+
+    #[test]
+    fn a_timeout_names_the_nodes_waited_for_and_what_the_others_last_reported() {
+        assert_eq!(
+            timeout_waiting(
+                TIMEOUT,
+                &[("n2", "the destination's")],
+                &[("n1", "Forwarding Output Forwarded")]
+            ),
+            "Traceflow timeout: no report from Node n2 (the destination's); n1 last reported \
+             Forwarding Output Forwarded"
+        );
+        assert_eq!(timeout_waiting(TIMEOUT, &[], &[]), TIMEOUT);
+        let reply = timeout_waiting(&timeout_in_leg(true), &[("n1", "the client's")], &[]);
+        assert!(reply.starts_with(TIMEOUT), "{reply}");
+        assert!(
+            reply.ends_with("last observation; no report from Node n1 (the client's)"),
+            "{reply}"
         );
     }
 

@@ -30,11 +30,17 @@ struct Entry {
 
 /// Counter names kept per agent; more are ignored (peer input stays bounded).
 pub const MAX_COUNTERS: usize = 32;
+/// Nodes the adapter keeps its own counters of (refused reports) for; a Node beyond is not
+/// counted (a cluster's Nodes are far fewer; agents are authenticated as inventory Nodes).
+pub const MAX_COUNTED_NODES: usize = 10_000;
 
 #[derive(Default)]
 struct Inner {
     next_conn: u64,
     agents: HashMap<String, Entry>,
+    /// The adapter's counters of each Node's reports (`traceflow_core::counters::ADAPTER`),
+    /// since the adapter started; kept across the agent's reconnects.
+    adapter_counts: HashMap<String, HashMap<&'static str, u64>>,
 }
 
 /// A cloneable registry of connected agents.
@@ -95,16 +101,44 @@ impl Agents {
         }
     }
 
-    /// The latest counters of every connected agent that sent some, by Node name.
+    /// Counts one of `node`'s reports under `counter` (one of
+    /// `traceflow_core::counters::ADAPTER`), whether or not its agent is connected.
+    pub fn count_refused(&self, node: &str, counter: &'static str) {
+        let mut inner = self.lock();
+        let counts = &mut inner.adapter_counts;
+        if !counts.contains_key(node) && counts.len() >= MAX_COUNTED_NODES {
+            return;
+        }
+        *counts
+            .entry(node.to_string())
+            .or_default()
+            .entry(counter)
+            .or_default() += 1;
+    }
+
+    /// The latest counters of every connected agent that sent some, with the adapter's own
+    /// counters of that Node's reports (which win over an agent's counter of the same name);
+    /// by Node name. A Node the adapter counted reports of is listed even while its agent is
+    /// away, so the manager sees the last counts.
     pub fn counters(&self) -> Vec<pb::NodeCounters> {
-        let mut out: Vec<pb::NodeCounters> = self
-            .lock()
+        let inner = self.lock();
+        let mut by_node: HashMap<&str, HashMap<String, u64>> = inner
             .agents
             .iter()
             .filter(|(_, e)| !e.counters.is_empty())
-            .map(|(node, e)| pb::NodeCounters {
-                node: node.clone(),
-                counters: e.counters.clone(),
+            .map(|(node, e)| (node.as_str(), e.counters.clone()))
+            .collect();
+        for (node, counts) in &inner.adapter_counts {
+            let entry = by_node.entry(node.as_str()).or_default();
+            for (name, n) in counts {
+                entry.insert((*name).to_string(), *n);
+            }
+        }
+        let mut out: Vec<pb::NodeCounters> = by_node
+            .into_iter()
+            .map(|(node, counters)| pb::NodeCounters {
+                node: node.to_string(),
+                counters,
             })
             .collect();
         out.sort_by(|a, b| a.node.cmp(&b.node));
@@ -197,6 +231,38 @@ mod tests {
         assert_eq!(
             agents.send("nx", pb::AgentCommand::default()),
             Err(SendError::NotConnected)
+        );
+    }
+
+    #[test]
+    fn refused_reports_ride_with_the_agents_counters_and_outlive_its_stream() {
+        use traceflow_core::counters::{PACKET_INS, REPORTS_REFUSED_BAD_SECRET};
+        let agents = Agents::new();
+        let (conn, _rx) = agents.register("n1");
+        agents.set_counters(
+            "n1",
+            conn,
+            [
+                (PACKET_INS.to_string(), 5),
+                // An agent cannot hide what the adapter counted of it.
+                (REPORTS_REFUSED_BAD_SECRET.to_string(), 0),
+            ]
+            .into(),
+        );
+        agents.count_refused("n1", REPORTS_REFUSED_BAD_SECRET);
+        agents.count_refused("n1", REPORTS_REFUSED_BAD_SECRET);
+        let c = agents.counters();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].counters.get(PACKET_INS), Some(&5));
+        assert_eq!(c[0].counters.get(REPORTS_REFUSED_BAD_SECRET), Some(&2));
+        agents.unregister("n1", conn);
+        let c = agents.counters();
+        assert_eq!(
+            c.iter()
+                .map(|n| (n.node.as_str(), n.counters.get(REPORTS_REFUSED_BAD_SECRET)))
+                .collect::<Vec<_>>(),
+            vec![("n1", Some(&2))],
+            "the count stays after the agent left"
         );
     }
 }

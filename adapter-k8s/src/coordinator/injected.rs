@@ -1,10 +1,11 @@
 //! The injected lifecycle: resolve the spec against the inventory ([`super::resolve`]), take a
-//! data-plane id ([`super::ids`]), report `Running`, send `Inject` to the source Pod's Node;
-//! reports carrying the id are folded in by the coordinator; at the end the id is free.
+//! data-plane id and a secret ([`super::ids`]), report `Running`, send `Inject` to the source
+//! Pod's Node; reports carrying the id and the secret are folded in by the coordinator
+//! ([`super::admit`]); at the end the id is free.
 //!
 //! ```text
-//!  start_injected ─▶ resolve ─▶ id ─▶ Running ─▶ Inject (sender Node)
-//!  reports by (family, id) ─▶ (coordinator) ─▶ finish ─▶ release_injected: free the id
+//!  start_injected ─▶ resolve ─▶ id, secret ─▶ Running ─▶ Inject { secret } (sender Node)
+//!  reports by (family, id) ─▶ (coordinator: secret, Node, once) ─▶ finish ─▶ free the id
 //! ```
 //!
 //! No state on the data path and no arming: the id rides in the packet (DESIGN "Trace
@@ -22,7 +23,10 @@ use traceflow_telemetry::context_map;
 use tracing::{Span, info, info_span};
 
 use super::{
-    Coordinator, Lifecycle, Running, ids::TraceIds, now_micros, record::TraceRecord,
+    Coordinator, Lifecycle, Running,
+    ids::{Secret, TraceIds},
+    now_micros,
+    record::TraceRecord,
     reply::ReplyConn,
 };
 use crate::agents::SendError;
@@ -71,6 +75,8 @@ impl Coordinator {
             .map(str::to_string);
         let timeout = spec.timeout;
         let spec_reply = spec.reply;
+        // Only this trace's packets carry it (never logged: the record's Debug hides it).
+        let secret = Secret::random();
         let record = TraceRecord {
             uid: uid.clone(),
             spec,
@@ -81,6 +87,7 @@ impl Coordinator {
             results: Vec::new(),
             captured_packet: None,
             dataplane_tag: 0,
+            secret,
         };
         self.emit(&uid, record.status(TraceflowPhase::Running, "", 0));
         let timer = self.arm_timer(&uid, timeout, trace_id);
@@ -94,12 +101,14 @@ impl Coordinator {
                 timer,
                 lifecycle: Lifecycle::Injected,
                 span: Span::current(),
+                held: Vec::new(),
             },
         );
 
         let mut packet = resolved.packet;
         packet.trace_uid = uid.clone();
         packet.trace_id = trace_id;
+        packet.secret = secret.value();
         if packet.src_port == 0
             && [PROTO_TCP, PROTO_UDP, PROTO_SCTP]
                 .iter()
@@ -111,6 +120,7 @@ impl Coordinator {
             let conn = ReplyConn {
                 forward: packet.clone(),
                 injected: false,
+                reply_from: None,
             };
             self.injected.replies.insert(uid.clone(), conn);
         }

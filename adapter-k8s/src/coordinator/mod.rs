@@ -17,10 +17,15 @@
 //! A `reply` trace (injected) goes on with [`reply`]: the answer injected at the Pod the packet
 //! was delivered to, and the connection flushed from every Node's conntrack at the end.
 //!
-//! Common to both, here: every report is folded into the trace's [`record`] and each snapshot
-//! reported, until Antrea's success rule holds (`Succeeded`), an agent fails it, it is
-//! cancelled, or its timer fires (`Failed`, "Traceflow timeout"). No state is polled.
+//! Common to both, here: a report is taken only once [`admit`] proves it (bounds, the trace's
+//! secret or filter, a Node of the trace, one result per Node and leg); a refused one is
+//! counted per Node and reason ([`Agents::count_refused`], sent with the agent's counters) and
+//! never stored or relayed. Every report taken is folded into the trace's [`record`] and each
+//! snapshot reported, until Antrea's success rule holds (`Succeeded`), an agent fails it, it
+//! is cancelled, or its timer fires (`Failed`, "Traceflow timeout: " naming the Nodes it
+//! waited for and what the others last reported). No state is polled.
 
+pub mod admit;
 pub mod ids;
 pub mod injected;
 pub mod live;
@@ -88,7 +93,7 @@ enum Command {
     Cancel(String),
     Report {
         node: String,
-        report: pb::TraceReport,
+        report: Box<pb::TraceReport>,
     },
     Failure {
         node: String,
@@ -149,7 +154,7 @@ impl CoordinatorHandle {
     pub async fn report(&self, node: &str, report: pb::TraceReport) {
         self.send(Command::Report {
             node: node.to_string(),
-            report,
+            report: Box::new(report),
         })
         .await;
     }
@@ -202,7 +207,7 @@ enum Lifecycle {
     /// An injected packet carrying the record's data-plane id ([`injected`]).
     Injected,
     /// Live traffic tagged with the record's DSCP tag ([`live`]).
-    Live(LiveState),
+    Live(Box<LiveState>),
 }
 
 struct Running {
@@ -211,6 +216,17 @@ struct Running {
     lifecycle: Lifecycle,
     /// The trace's span here (`trace`): open until the trace ends; reports are its children.
     span: Span,
+    /// Reports with the trace's secret from Nodes no result names yet (at most
+    /// [`admit::MAX_HELD`]), judged again after each report taken ([`admit`] module doc).
+    held: Vec<(String, pb::TraceReport)>,
+}
+
+/// Why a report is not taken now.
+enum NotTaken {
+    /// Refused for good, and counted.
+    Refused(admit::Refusal),
+    /// Proven to be of the trace's packet, from a Node no result names yet.
+    Held,
 }
 
 /// The coordinator task's state. Build with [`Coordinator::new`], drive with [`Coordinator::run`].
@@ -313,7 +329,7 @@ impl Coordinator {
                     self.finish(&uid, TraceflowPhase::Failed, reasons::CANCELLED);
                 }
             }
-            Command::Report { node, report } => self.on_report(&node, report),
+            Command::Report { node, report } => self.on_report(&node, *report),
             Command::Failure { node, failure } => self.on_failure(&node, failure),
             Command::LiveArmed { node, uid } => self.on_live_armed(&node, &uid),
             Command::AgentAttached(node) => self.on_agent_attached(&node),
@@ -380,23 +396,43 @@ impl Coordinator {
         } else {
             self.injected.uid_of(report.ipv6, report.trace_id).cloned()
         };
+        // Before anything else: an oversized report is never looked into.
+        if let Err(refusal) = admit::check_bounds(&report) {
+            self.refuse(node, uid.as_deref().unwrap_or(""), refusal);
+            return;
+        }
         let Some(uid) = uid else {
             debug!(node = %node, trace_id = report.trace_id, tag = report.dataplane_tag, ipv6 = report.ipv6, "report for no running trace");
             return;
         };
-        let Some(running) = self.traces.get_mut(&uid) else {
+        let Some(running) = self.traces.get(&uid) else {
             return;
         };
         let _in = info_span!(parent: &running.span, "report", node = %node, uid = %uid).entered();
-        {
-            let index = self.inventory.read();
-            running.record.add_report(node, report, now_micros(), |ip| {
-                let ip = ip.parse().ok()?;
-                index
-                    .pod_by_ip(ip)
-                    .map(|p| index::key(&p.namespace, &p.name))
-            });
+        match self.judge(&uid, node, &report) {
+            Ok(()) => {}
+            Err(NotTaken::Refused(refusal)) => {
+                self.refuse(node, &uid, refusal);
+                return;
+            }
+            Err(NotTaken::Held) => {
+                let Some(running) = self.traces.get_mut(&uid) else {
+                    return;
+                };
+                if running.held.len() >= admit::MAX_HELD {
+                    self.refuse(node, &uid, admit::Refusal::ForeignNode);
+                } else {
+                    debug!(node = %node, uid = %uid, "report held until a result names its Node");
+                    running.held.push((node.to_string(), report));
+                }
+                return;
+            }
         }
+        self.take_report(&uid, node, report);
+        self.take_held(&uid);
+        let Some(running) = self.traces.get(&uid) else {
+            return;
+        };
         if running.record.succeeded() {
             self.finish(&uid, TraceflowPhase::Succeeded, "");
         } else {
@@ -404,6 +440,99 @@ impl Coordinator {
             self.emit(&uid, status);
             self.inject_reply_if_due(&uid);
         }
+    }
+
+    /// Whether trace `uid` takes `node`'s `report` now ([`admit`]).
+    fn judge(&self, uid: &str, node: &str, report: &pb::TraceReport) -> Result<(), NotTaken> {
+        use admit::Refusal;
+        let Some(running) = self.traces.get(uid) else {
+            return Err(NotTaken::Refused(Refusal::ForeignNode));
+        };
+        let record = &running.record;
+        let leg = admit::leg_of(report);
+        match &running.lifecycle {
+            Lifecycle::Injected => {
+                if !record.secret.matches(report.secret) {
+                    return Err(NotTaken::Refused(Refusal::BadSecret));
+                }
+                let reply_from = self
+                    .injected
+                    .replies
+                    .get(uid)
+                    .and_then(|c| c.reply_from.as_deref());
+                let parts = admit::leg_parts(record, leg, reply_from, &self.inventory.read());
+                if !parts.iter().any(|(n, _)| n == node) {
+                    // Before the reply is injected, no Node may report its leg.
+                    let too_early = leg == pb::Direction::Reply && reply_from.is_none();
+                    return Err(if too_early {
+                        NotTaken::Refused(Refusal::ForeignNode)
+                    } else {
+                        NotTaken::Held
+                    });
+                }
+            }
+            Lifecycle::Live(live) => {
+                if !live.involves(node) || leg == pb::Direction::Reply {
+                    return Err(NotTaken::Refused(Refusal::ForeignNode));
+                }
+                admit::check_live_packet(&live.filter, record.captured_packet.as_ref(), report)
+                    .map_err(NotTaken::Refused)?;
+            }
+        }
+        if admit::has_result(&record.results, node, leg) {
+            return Err(NotTaken::Refused(Refusal::Duplicate));
+        }
+        Ok(())
+    }
+
+    /// Folds a report [`Self::judge`] accepted into the trace's record.
+    fn take_report(&mut self, uid: &str, node: &str, report: pb::TraceReport) {
+        let Some(running) = self.traces.get_mut(uid) else {
+            return;
+        };
+        let index = self.inventory.read();
+        running.record.add_report(node, report, now_micros(), |ip| {
+            let ip = ip.parse().ok()?;
+            index
+                .pod_by_ip(ip)
+                .map(|p| index::key(&p.namespace, &p.name))
+        });
+    }
+
+    /// Judges the held reports of `uid` again (a result just taken may name their Nodes),
+    /// until none is taken.
+    fn take_held(&mut self, uid: &str) {
+        loop {
+            let held = match self.traces.get_mut(uid) {
+                Some(r) if !r.held.is_empty() => std::mem::take(&mut r.held),
+                _ => return,
+            };
+            let mut taken = false;
+            for (node, report) in held {
+                match self.judge(uid, &node, &report) {
+                    Ok(()) => {
+                        debug!(node = %node, uid = %uid, "held report taken");
+                        self.take_report(uid, &node, report);
+                        taken = true;
+                    }
+                    Err(NotTaken::Refused(refusal)) => self.refuse(&node, uid, refusal),
+                    Err(NotTaken::Held) => {
+                        if let Some(r) = self.traces.get_mut(uid) {
+                            r.held.push((node, report));
+                        }
+                    }
+                }
+            }
+            if !taken {
+                return;
+            }
+        }
+    }
+
+    /// A report not taken: logged (never its secret) and counted for its Node.
+    fn refuse(&self, node: &str, uid: &str, refusal: admit::Refusal) {
+        warn!(node = %node, uid = %uid, reason = %refusal, "trace report refused");
+        self.agents.count_refused(node, refusal.counter());
     }
 
     fn on_failure(&mut self, node: &str, failure: pb::TraceFailure) {
@@ -488,28 +617,59 @@ impl Coordinator {
             .is_some_and(|r| r.record.trace_id == trace_id)
         {
             info!(uid = %uid, "trace timed out");
-            // A live trace whose Nodes never all armed never tagged anything: say which.
-            let unarmed = self.traces.get(uid).and_then(|r| match &r.lifecycle {
-                Lifecycle::Live(live) => live.unarmed(),
-                Lifecycle::Injected => None,
-            });
-            let reason = match unarmed {
-                Some(nodes) => format!(
-                    "{}: the live-traffic flows were never armed on Node(s) {nodes}, \
-                     so no traffic was tagged; check those Nodes' agents",
-                    reasons::TIMEOUT
-                ),
-                None => match self.traces.get(uid) {
-                    Some(r) if r.record.spec.reply => {
-                        let reply_leg = traceflow_core::outcome::pending_leg(&r.record.results)
-                            == Some(pb::Direction::Reply);
-                        reasons::timeout_in_leg(reply_leg)
-                    }
-                    _ => reasons::TIMEOUT.to_string(),
-                },
-            };
+            let reason = self.timeout_reason(uid);
             self.finish(uid, TraceflowPhase::Failed, &reason);
         }
+    }
+
+    /// Why trace `uid` timed out: the Nodes of its pending leg that did not report and what the
+    /// others last reported ([`reasons::timeout_waiting`]). A live trace whose Nodes never all
+    /// armed never tagged anything, and one without any report saw no matching traffic:
+    /// those say so instead.
+    fn timeout_reason(&self, uid: &str) -> String {
+        let Some(r) = self.traces.get(uid) else {
+            return reasons::TIMEOUT.to_string();
+        };
+        let record = &r.record;
+        let (head, leg, reply_from) = match &r.lifecycle {
+            Lifecycle::Live(live) => {
+                if let Some(nodes) = live.unarmed() {
+                    return format!(
+                        "{}: the live-traffic flows were never armed on Node(s) {nodes}, \
+                         so no traffic was tagged; check those Nodes' agents",
+                        reasons::TIMEOUT
+                    );
+                }
+                if record.results.is_empty() {
+                    return reasons::TIMEOUT.to_string();
+                }
+                (reasons::TIMEOUT.to_string(), pb::Direction::Forward, None)
+            }
+            Lifecycle::Injected if record.spec.reply => {
+                let leg = traceflow_core::outcome::pending_leg(&record.results)
+                    .unwrap_or(pb::Direction::Forward);
+                let reply_from = self
+                    .injected
+                    .replies
+                    .get(uid)
+                    .and_then(|c| c.reply_from.as_deref());
+                let head = reasons::timeout_in_leg(leg == pb::Direction::Reply);
+                (head, leg, reply_from)
+            }
+            Lifecycle::Injected => (reasons::TIMEOUT.to_string(), pb::Direction::Forward, None),
+        };
+        let parts = admit::leg_parts(record, leg, reply_from, &self.inventory.read());
+        let waited: Vec<(&str, &str)> = parts
+            .iter()
+            .filter(|(n, _)| !admit::has_result(&record.results, n, leg))
+            .map(|(n, part)| (n.as_str(), part.whose()))
+            .collect();
+        let last = admit::last_reported(&record.results, leg);
+        let last: Vec<(&str, &str)> = last
+            .iter()
+            .map(|(n, what)| (n.as_str(), what.as_str()))
+            .collect();
+        reasons::timeout_waiting(&head, &waited, &last)
     }
 
     fn finish(&mut self, uid: &str, phase: TraceflowPhase, reason: &str) {
@@ -517,6 +677,10 @@ impl Coordinator {
             return;
         };
         running.timer.abort();
+        // Held reports were never proven: refused now.
+        for (node, _) in &running.held {
+            self.refuse(node, uid, admit::Refusal::ForeignNode);
+        }
         running.span.record("phase", phase.as_str_name());
         if !reason.is_empty() {
             running.span.record("reason", reason);

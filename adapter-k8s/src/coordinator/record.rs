@@ -5,6 +5,8 @@
 use traceflow_core::{TraceSpec, outcome};
 use traceflow_proto::v1::{self as pb, Component};
 
+use super::ids::Secret;
+
 pub const ROLE_SENDER: &str = "sender";
 pub const ROLE_RECEIVER: &str = "receiver";
 
@@ -22,6 +24,9 @@ pub struct TraceRecord {
     pub captured_packet: Option<pb::Packet>,
     /// Live-traffic traces: the DSCP tag the packets carry (0 for injected traces).
     pub dataplane_tag: u32,
+    /// Injected traces: what every report of the trace's packets must carry
+    /// ([`Secret::NONE`] for live traces). Never in a status, log or span.
+    pub secret: Secret,
 }
 
 impl TraceRecord {
@@ -194,6 +199,7 @@ mod tests {
             results: vec![],
             captured_packet: None,
             dataplane_tag: 0,
+            secret: Secret::NONE,
         }
     }
 
@@ -205,8 +211,7 @@ mod tests {
                 observations,
                 ..Default::default()
             }),
-            captured_packet: None,
-            dataplane_tag: 0,
+            ..Default::default()
         }
     }
 

@@ -29,11 +29,14 @@ use crate::inventory::Index;
 const TCP_SYN_ACK: i32 = 0x12;
 
 /// A `reply` trace's connection: the forward packet as injected (its source port drawn, if
-/// the spec left it to us), and whether the reply went out yet.
+/// the spec left it to us; its secret, which the reply carries too), and whether the reply
+/// went out yet, and from which Node.
 #[derive(Debug, Clone)]
 pub struct ReplyConn {
     pub forward: pb::InjectPacket,
     pub injected: bool,
+    /// The Node the reply was injected at: it reports the reply leg first.
+    pub reply_from: Option<String>,
 }
 
 /// What the forward leg's observations say about its connection.
@@ -231,7 +234,15 @@ impl Coordinator {
             icmp_sequence: forward.icmp_sequence,
             trace_context: forward.trace_context,
             reply: true,
+            // The forward packet's: reports of the reply leg are proven by it too.
+            secret: forward.secret,
+            // The reply belongs to the forward packet's connection; it creates none.
+            own_connection: false,
+            free_src_port: false,
         };
+        if let Some(conn) = self.injected.replies.get_mut(uid) {
+            conn.reply_from = Some(node.clone());
+        }
         info!(uid = %uid, node = %node, src = %reply.src_ip, dst = %reply.dst_ip, src_port = reply.src_port, "injecting the reply");
         let cmd = pb::AgentCommand {
             kind: Some(pb::agent_command::Kind::Inject(reply)),

@@ -83,16 +83,30 @@ fn obs(c: Component, a: Action) -> pb::Observation {
     }
 }
 
-fn report(id: u32, observations: Vec<pb::Observation>) -> pb::TraceReport {
+/// A report of the trace `p` was injected for, as an agent that saw the packet sends it: its
+/// id, family and secret (read from the packet) and the packet as seen.
+fn report(p: &pb::InjectPacket, observations: Vec<pb::Observation>) -> pb::TraceReport {
     pb::TraceReport {
-        trace_id: id,
-        ipv6: false,
+        trace_id: p.trace_id,
+        ipv6: p.ipv6,
+        secret: p.secret,
+        seen_packet: Some(pb::Packet {
+            src_ip: p.src_ip.clone(),
+            dst_ip: p.dst_ip.clone(),
+            ..Default::default()
+        }),
+        ..result_only(observations)
+    }
+}
+
+/// A report of nothing but `observations` (no id, tag, secret or packet).
+fn result_only(observations: Vec<pb::Observation>) -> pb::TraceReport {
+    pb::TraceReport {
         result: Some(pb::NodeResult {
             observations,
             ..Default::default()
         }),
-        captured_packet: None,
-        dataplane_tag: 0,
+        ..Default::default()
     }
 }
 
@@ -130,7 +144,7 @@ async fn inter_node_trace_runs_to_succeeded_with_roles_and_sequence() {
         .report(
             "n2",
             report(
-                pkt.trace_id,
+                &pkt,
                 vec![
                     obs(Component::Forwarding, Action::Received),
                     obs(Component::Forwarding, Action::Delivered),
@@ -148,7 +162,7 @@ async fn inter_node_trace_runs_to_succeeded_with_roles_and_sequence() {
         .report(
             "n1",
             report(
-                pkt.trace_id,
+                &pkt,
                 vec![
                     obs(Component::SpoofGuard, Action::Forwarded),
                     obs(Component::Forwarding, Action::Forwarded),
@@ -200,15 +214,16 @@ async fn timer_fails_the_trace_after_spec_timeout_and_frees_the_id() {
     let pkt = inject(&mut n1).await;
     let failed = next(&mut h).await;
     assert_eq!(phase(&failed), TraceflowPhase::Failed as i32);
-    assert_eq!(reason(&failed), "Traceflow timeout");
+    assert_eq!(
+        reason(&failed),
+        "Traceflow timeout: no report from Node n1 (the sender's); no report from Node n2 \
+         (the destination's)"
+    );
     // A late report for the freed id changes nothing.
     h.handle
         .report(
             "n1",
-            report(
-                pkt.trace_id,
-                vec![obs(Component::SpoofGuard, Action::Forwarded)],
-            ),
+            report(&pkt, vec![obs(Component::SpoofGuard, Action::Forwarded)]),
         )
         .await;
     h.handle.start(trace("u2", "p1", 3)).await;
@@ -289,7 +304,7 @@ async fn thousand_concurrent_traces_get_their_own_observations() {
             .report(
                 "n1",
                 report(
-                    p.trace_id,
+                    p,
                     vec![obs(Component::SpoofGuard, Action::Forwarded), delivered],
                 ),
             )
@@ -326,10 +341,20 @@ fn live(uid: &str, dropped_only: bool) -> NewTrace {
     new(t)
 }
 
+/// A live report of tag `tag` whose packet is p0's to p1 (the `live()` fixture's traffic).
 fn live_report(tag: u32, observations: Vec<pb::Observation>) -> pb::TraceReport {
     pb::TraceReport {
         dataplane_tag: tag,
-        ..report(0, observations)
+        seen_packet: Some(packet("10.10.1.2", "10.10.2.3")),
+        ..result_only(observations)
+    }
+}
+
+fn packet(src: &str, dst: &str) -> pb::Packet {
+    pb::Packet {
+        src_ip: src.into(),
+        dst_ip: dst.into(),
+        ..Default::default()
     }
 }
 
@@ -691,8 +716,12 @@ async fn a_stalled_consumer_holds_senders_back_and_loses_nothing() {
     }
 }
 
-fn reply_report(id: u32, reply: bool, observations: Vec<pb::Observation>) -> pb::TraceReport {
-    let mut r = report(id, observations);
+fn reply_report(
+    p: &pb::InjectPacket,
+    reply: bool,
+    observations: Vec<pb::Observation>,
+) -> pb::TraceReport {
+    let mut r = report(p, observations);
     if let Some(res) = r.result.as_mut() {
         res.direction = if reply {
             pb::Direction::Reply
@@ -745,7 +774,7 @@ async fn a_service_reply_comes_from_the_target_port_and_the_connection_is_flushe
         translated_dst_ip: "10.10.2.3".into(),
         ..obs(Component::Lb, Action::Forwarded)
     };
-    let id = fwd.trace_id;
+    let id = &fwd;
     let sender = vec![obs(Component::SpoofGuard, Action::Forwarded), lb];
     handle.report("n1", reply_report(id, false, sender)).await;
     let arrived = vec![
@@ -867,5 +896,465 @@ async fn a_trace_to_a_node_without_agent_fails_at_once() {
     assert!(
         n1.try_recv().is_err(),
         "n1 injected a trace that could not end"
+    );
+}
+
+use admit::{MAX_HELD, MAX_OBSERVATIONS, MAX_REPORT_BYTES};
+use traceflow_core::counters::{
+    REPORTS_REFUSED_BAD_SECRET, REPORTS_REFUSED_DUPLICATE, REPORTS_REFUSED_FILTER_MISMATCH,
+    REPORTS_REFUSED_FOREIGN_NODE, REPORTS_REFUSED_OVERSIZED,
+};
+
+/// How many of `node`'s reports the coordinator refused under `counter` (as the heartbeat
+/// carries it), once every command sent so far was handled.
+async fn refused(h: &Harness, node: &str, counter: &str) -> u64 {
+    h.handle.running().await;
+    h.agents
+        .counters()
+        .iter()
+        .find(|c| c.node == node)
+        .and_then(|c| c.counters.get(counter).copied())
+        .unwrap_or(0)
+}
+
+/// Nothing was emitted for the commands sent so far.
+async fn nothing_emitted(h: &mut Harness, why: &str) {
+    h.handle.running().await;
+    if let Ok(u) = h.updates.try_recv() {
+        panic!("{why}: {u:?}");
+    }
+}
+
+/// `Forwarding Output Forwarded` into the tunnel to the Node with underlay address `ip`.
+fn tunnel_to(ip: &str) -> pb::Observation {
+    pb::Observation {
+        component_info: "Output".into(),
+        tunnel_dst_ip: ip.into(),
+        ..obs(Component::Forwarding, Action::Forwarded)
+    }
+}
+
+/// What n1 reports of p0's packet into the tunnel to n2 (192.168.77.2).
+fn sent_to_n2() -> Vec<pb::Observation> {
+    vec![
+        obs(Component::SpoofGuard, Action::Forwarded),
+        tunnel_to("192.168.77.2"),
+    ]
+}
+
+fn received_and_delivered() -> Vec<pb::Observation> {
+    vec![
+        obs(Component::Forwarding, Action::Received),
+        obs(Component::Forwarding, Action::Delivered),
+    ]
+}
+
+fn nodes_of(u: &pb::TraceUpdate) -> Vec<String> {
+    u.status
+        .as_ref()
+        .map(|s| s.results.iter().map(|r| r.node.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// A trace from p0 to `dst_ip` (no Pod owns it unless the inventory says so).
+fn to_ip(uid: &str, dst_ip: &str, timeout: i32) -> NewTrace {
+    let mut t = trace_pb(uid, "p1", timeout);
+    if let Some(d) = t.spec.as_mut().and_then(|s| s.destination.as_mut()) {
+        d.pod = String::new();
+        d.ip = dst_ip.into();
+    }
+    new(t)
+}
+
+#[tokio::test]
+async fn a_report_without_the_traces_secret_is_refused_and_counted() {
+    let mut h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    let (_c2, _n2) = h.agents.register("n2");
+    h.handle.start(trace("u1", "p1", 0)).await;
+    next(&mut h).await;
+    let pkt = inject(&mut n1).await;
+    assert_ne!(pkt.secret, 0, "the packet carries the trace's secret");
+    // Whole and terminal, as a forger makes them: another secret, or none.
+    let whole = || {
+        vec![
+            obs(Component::SpoofGuard, Action::Forwarded),
+            obs(Component::Forwarding, Action::Delivered),
+        ]
+    };
+    for secret in [pkt.secret ^ 1, 0] {
+        let forged = pb::TraceReport {
+            secret,
+            ..report(&pkt, whole())
+        };
+        h.handle.report("n1", forged).await;
+    }
+    let forged = pb::TraceReport {
+        secret: pkt.secret.wrapping_add(1),
+        ..report(&pkt, received_and_delivered())
+    };
+    h.handle.report("n2", forged).await;
+    nothing_emitted(&mut h, "a report without the secret was folded in").await;
+    assert_eq!(refused(&h, "n1", REPORTS_REFUSED_BAD_SECRET).await, 2);
+    assert_eq!(refused(&h, "n2", REPORTS_REFUSED_BAD_SECRET).await, 1);
+    // The real reports are taken: the forged ones took no Node's place.
+    h.handle.report("n1", report(&pkt, sent_to_n2())).await;
+    let u = next(&mut h).await;
+    assert_eq!(
+        (phase(&u), nodes_of(&u)),
+        (TraceflowPhase::Running as i32, vec!["n1".to_string()])
+    );
+    h.handle
+        .report("n2", report(&pkt, received_and_delivered()))
+        .await;
+    let done = next(&mut h).await;
+    assert_eq!(
+        (phase(&done), nodes_of(&done)),
+        (
+            TraceflowPhase::Succeeded as i32,
+            vec!["n1".into(), "n2".into()]
+        )
+    );
+}
+
+/// p0 → an address no Pod owns, on n1: only n1 takes part. n2's reports, even with the
+/// secret, are held (nothing names n2), refused beyond the bound, and refused at the end.
+#[tokio::test]
+async fn a_node_no_result_names_is_refused_and_its_reports_never_shown() {
+    let mut h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    let (_c2, _n2) = h.agents.register("n2");
+    h.handle.start(to_ip("u1", "10.10.1.99", 0)).await;
+    next(&mut h).await;
+    let pkt = inject(&mut n1).await;
+    for _ in 0..=MAX_HELD {
+        h.handle
+            .report("n2", report(&pkt, received_and_delivered()))
+            .await;
+    }
+    // A reply leg of a trace without one: nobody may report it.
+    h.handle
+        .report("n1", reply_report(&pkt, true, received_and_delivered()))
+        .await;
+    nothing_emitted(&mut h, "a foreign Node's report was folded in").await;
+    assert_eq!(refused(&h, "n2", REPORTS_REFUSED_FOREIGN_NODE).await, 1);
+    assert_eq!(refused(&h, "n1", REPORTS_REFUSED_FOREIGN_NODE).await, 1);
+    let sent = vec![
+        obs(Component::SpoofGuard, Action::Forwarded),
+        pb::Observation {
+            component_info: "Output".into(),
+            ..obs(Component::Forwarding, Action::Forwarded)
+        },
+    ];
+    h.handle.report("n1", report(&pkt, sent)).await;
+    let u = next(&mut h).await;
+    assert_eq!(
+        (phase(&u), nodes_of(&u)),
+        (TraceflowPhase::Running as i32, vec!["n1".to_string()]),
+        "n2's Delivered is no part of the trace"
+    );
+    h.handle.cancel("u1".into()).await;
+    let ended = next(&mut h).await;
+    assert_eq!(nodes_of(&ended), vec!["n1".to_string()]);
+    assert_eq!(
+        refused(&h, "n2", REPORTS_REFUSED_FOREIGN_NODE).await,
+        1 + MAX_HELD as u64,
+        "held reports are refused when the trace ends"
+    );
+}
+
+/// The egress Node (or any Node an IP destination is routed through) is named only by the
+/// sender's tunnel observation, and its report may arrive first: it waits for it.
+#[tokio::test]
+async fn a_node_named_by_the_senders_tunnel_may_report_before_the_sender() {
+    let mut h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    let (_c2, _n2) = h.agents.register("n2");
+    h.handle.start(to_ip("u1", "203.0.113.9", 0)).await;
+    next(&mut h).await;
+    let pkt = inject(&mut n1).await;
+    let out = vec![
+        obs(Component::Forwarding, Action::Received),
+        obs(Component::Forwarding, Action::ForwardedOutOfNetwork),
+    ];
+    h.handle.report("n2", report(&pkt, out.clone())).await;
+    nothing_emitted(&mut h, "n2 was taken before anything named it").await;
+    // A second one of the same Node waits too, then is a duplicate.
+    h.handle.report("n2", report(&pkt, out)).await;
+    h.handle.report("n1", report(&pkt, sent_to_n2())).await;
+    let done = next(&mut h).await;
+    assert_eq!(
+        (phase(&done), nodes_of(&done)),
+        (
+            TraceflowPhase::Succeeded as i32,
+            vec!["n1".into(), "n2".into()]
+        )
+    );
+    assert_eq!(refused(&h, "n2", REPORTS_REFUSED_DUPLICATE).await, 1);
+    assert_eq!(refused(&h, "n2", REPORTS_REFUSED_FOREIGN_NODE).await, 0);
+}
+
+#[tokio::test]
+async fn a_second_result_of_a_node_in_one_leg_is_refused() {
+    let mut h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    let (_c2, _n2) = h.agents.register("n2");
+    h.handle.start(trace("u1", "p1", 0)).await;
+    next(&mut h).await;
+    let pkt = inject(&mut n1).await;
+    h.handle.report("n1", report(&pkt, sent_to_n2())).await;
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    // The sender again, now claiming the delivery.
+    let delivered = vec![obs(Component::Forwarding, Action::Delivered)];
+    h.handle.report("n1", report(&pkt, delivered)).await;
+    nothing_emitted(&mut h, "a second result of n1 was folded in").await;
+    assert_eq!(refused(&h, "n1", REPORTS_REFUSED_DUPLICATE).await, 1);
+    h.handle
+        .report("n2", report(&pkt, received_and_delivered()))
+        .await;
+    let done = next(&mut h).await;
+    assert_eq!(
+        (phase(&done), nodes_of(&done)),
+        (
+            TraceflowPhase::Succeeded as i32,
+            vec!["n1".into(), "n2".into()]
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_report_is_refused_and_takes_no_place() {
+    let mut h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    let (_c2, _n2) = h.agents.register("n2");
+    h.handle.start(trace("u1", "p1", 0)).await;
+    next(&mut h).await;
+    let pkt = inject(&mut n1).await;
+    let many = vec![obs(Component::SpoofGuard, Action::Forwarded); MAX_OBSERVATIONS + 1];
+    h.handle.report("n1", report(&pkt, many)).await;
+    let long = vec![pb::Observation {
+        network_policy: "x".repeat(MAX_REPORT_BYTES),
+        ..obs(Component::SpoofGuard, Action::Forwarded)
+    }];
+    h.handle.report("n1", report(&pkt, long)).await;
+    nothing_emitted(&mut h, "an oversized report was folded in").await;
+    assert_eq!(refused(&h, "n1", REPORTS_REFUSED_OVERSIZED).await, 2);
+    h.handle.report("n1", report(&pkt, sent_to_n2())).await;
+    let u = next(&mut h).await;
+    assert_eq!(nodes_of(&u), vec!["n1".to_string()]);
+    let status = u.status.unwrap_or_default();
+    assert_eq!(status.results[0].observations.len(), 2);
+}
+
+/// p0's ICMP echo to p1 with identifier `id`, as n1 captures it and every Node sees it.
+fn ping(id: i32) -> pb::Packet {
+    pb::Packet {
+        ip_header: Some(pb::IpHeader {
+            protocol: 1,
+            ..Default::default()
+        }),
+        transport_header: Some(pb::TransportHeader {
+            icmp: Some(pb::IcmpEchoRequestHeader { id, sequence: 1 }),
+            ..Default::default()
+        }),
+        ..packet("10.10.1.2", "10.10.2.3")
+    }
+}
+
+/// Live trace u1 (tag 7) armed on n2, then n1; returns both agents' command streams.
+async fn armed_live_trace(
+    h: &mut Harness,
+) -> (
+    mpsc::Receiver<pb::AgentCommand>,
+    mpsc::Receiver<pb::AgentCommand>,
+) {
+    let (_c1, mut n1) = h.agents.register("n1");
+    let (_c2, mut n2) = h.agents.register("n2");
+    h.handle.start(live("u1", false)).await;
+    assert_eq!(phase(&next(h).await), TraceflowPhase::Running as i32);
+    live_cmd(&mut n2).await;
+    h.handle.live_armed("n2", "u1".into()).await;
+    live_cmd(&mut n1).await;
+    (n1, n2)
+}
+
+/// Forged tagged packets (a Pod setting the tag's DSCP itself) reach Nodes of the trace,
+/// whose agents report them: refused; the real packet still completes the trace.
+#[tokio::test]
+async fn a_live_report_of_another_packet_is_refused_and_the_real_one_completes() {
+    let mut h = harness();
+    let (_n1, _n2) = armed_live_trace(&mut h).await;
+    let tagged = |seen: Option<pb::Packet>, captured: Option<pb::Packet>, o| pb::TraceReport {
+        seen_packet: seen,
+        captured_packet: captured,
+        ..live_report(7, o)
+    };
+    // From p2 (10.10.2.4), not the traced source: refused even before the capture is known.
+    let forged = tagged(
+        Some(pb::Packet {
+            src_ip: "10.10.2.4".into(),
+            ..ping(7)
+        }),
+        None,
+        received_and_delivered(),
+    );
+    h.handle.report("n2", forged).await;
+    // No packet at all.
+    h.handle
+        .report("n2", tagged(None, None, received_and_delivered()))
+        .await;
+    nothing_emitted(&mut h, "a forged live report was folded in").await;
+    // The sender captures the real one.
+    let sent = tagged(Some(ping(7)), Some(ping(7)), sent_to_n2());
+    h.handle.report("n1", sent).await;
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    // The traced source and destination but another connection (echo id): not the captured one.
+    let other = tagged(Some(ping(8)), None, received_and_delivered());
+    h.handle.report("n2", other).await;
+    // A Node outside the plan.
+    let outside = tagged(Some(ping(7)), None, received_and_delivered());
+    h.handle.report("n9", outside).await;
+    nothing_emitted(&mut h, "a report of another connection was folded in").await;
+    assert_eq!(refused(&h, "n2", REPORTS_REFUSED_FILTER_MISMATCH).await, 3);
+    assert_eq!(refused(&h, "n9", REPORTS_REFUSED_FOREIGN_NODE).await, 1);
+    let real = tagged(Some(ping(7)), None, received_and_delivered());
+    h.handle.report("n2", real).await;
+    let done = next(&mut h).await;
+    assert_eq!(
+        (phase(&done), nodes_of(&done)),
+        (
+            TraceflowPhase::Succeeded as i32,
+            vec!["n1".into(), "n2".into()]
+        )
+    );
+    let captured = done.status.and_then(|s| s.captured_packet);
+    assert_eq!(
+        captured,
+        Some(ping(7)),
+        "the sender's capture, not a forger's"
+    );
+}
+
+#[tokio::test]
+async fn a_live_report_falls_back_to_its_captured_packet() {
+    let mut h = harness();
+    let (_n1, _n2) = armed_live_trace(&mut h).await;
+    let only_captured = pb::TraceReport {
+        seen_packet: None,
+        captured_packet: Some(ping(7)),
+        ..live_report(7, sent_to_n2())
+    };
+    h.handle.report("n1", only_captured).await;
+    assert_eq!(nodes_of(&next(&mut h).await), vec!["n1".to_string()]);
+    // A capture that disagrees with what the Node saw is refused.
+    let two_faced = pb::TraceReport {
+        seen_packet: Some(ping(7)),
+        captured_packet: Some(packet("10.10.2.4", "10.10.2.3")),
+        ..live_report(7, received_and_delivered())
+    };
+    h.handle.report("n2", two_faced).await;
+    assert_eq!(refused(&h, "n2", REPORTS_REFUSED_FILTER_MISMATCH).await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_names_the_node_waited_for_and_what_the_others_last_reported() {
+    let mut h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    let (_c2, _n2) = h.agents.register("n2");
+    h.handle.start(trace("u1", "p1", 3)).await;
+    next(&mut h).await;
+    let pkt = inject(&mut n1).await;
+    h.handle.report("n1", report(&pkt, sent_to_n2())).await;
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    let failed = next(&mut h).await;
+    assert_eq!(
+        (phase(&failed), reason(&failed)),
+        (
+            TraceflowPhase::Failed as i32,
+            "Traceflow timeout: no report from Node n2 (the destination's); n1 last reported \
+             Forwarding Output Forwarded"
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_trace_without_traffic_times_out_plainly() {
+    let mut h = harness();
+    let (_n1, _n2) = armed_live_trace(&mut h).await;
+    let failed = next(&mut h).await;
+    assert_eq!(reason(&failed), reasons::TIMEOUT);
+}
+
+/// The reply leg's reports carry the forward packet's secret, and its Nodes are the reply's
+/// sender and the client's: the forward leg's Nodes report once more there, not twice.
+#[tokio::test]
+async fn the_reply_carries_the_secret_and_its_leg_admits_its_own_nodes() {
+    let mut h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    let (_c2, mut n2) = h.agents.register("n2");
+    let mut t = trace_pb("u1", "p1", 0);
+    if let Some(s) = t.spec.as_mut() {
+        s.reply = true;
+        s.packet = Some(pb::Packet {
+            transport_header: Some(pb::TransportHeader {
+                tcp: Some(pb::TcpHeader {
+                    src_port: 0,
+                    dst_port: 80,
+                    flags: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    h.handle.start(new(t)).await;
+    next(&mut h).await;
+    let fwd = inject(&mut n1).await;
+    // Before the reply is injected, nobody reports its leg.
+    h.handle
+        .report("n2", reply_report(&fwd, true, sent_to_n2()))
+        .await;
+    assert_eq!(refused(&h, "n2", REPORTS_REFUSED_FOREIGN_NODE).await, 1);
+    h.handle
+        .report("n1", reply_report(&fwd, false, sent_to_n2()))
+        .await;
+    next(&mut h).await;
+    h.handle
+        .report("n2", reply_report(&fwd, false, received_and_delivered()))
+        .await;
+    next(&mut h).await;
+    let reply = inject(&mut n2).await;
+    assert!(reply.reply);
+    assert_eq!(reply.secret, fwd.secret, "one secret for both legs");
+    let back = vec![
+        obs(Component::SpoofGuard, Action::Forwarded),
+        tunnel_to("192.168.77.1"),
+    ];
+    h.handle
+        .report("n2", reply_report(&reply, true, back))
+        .await;
+    assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
+    // The reply leg refuses a second result of n2 and a forged one of n1.
+    h.handle
+        .report("n2", reply_report(&reply, true, received_and_delivered()))
+        .await;
+    let forged = pb::TraceReport {
+        secret: 0,
+        ..reply_report(&reply, true, received_and_delivered())
+    };
+    h.handle.report("n1", forged).await;
+    nothing_emitted(&mut h, "a refused reply-leg report was folded in").await;
+    assert_eq!(refused(&h, "n2", REPORTS_REFUSED_DUPLICATE).await, 1);
+    assert_eq!(refused(&h, "n1", REPORTS_REFUSED_BAD_SECRET).await, 1);
+    h.handle
+        .report("n1", reply_report(&reply, true, received_and_delivered()))
+        .await;
+    let done = next(&mut h).await;
+    assert_eq!(
+        (phase(&done), nodes_of(&done)),
+        (
+            TraceflowPhase::Succeeded as i32,
+            vec!["n1".into(), "n2".into(), "n2".into(), "n1".into()]
+        )
     );
 }

@@ -202,6 +202,19 @@ fn node_info(n: &pb::InventoryNode) -> pb::NodeInfo {
     }
 }
 
+/// Service `namespace/name` with its ready endpoints, as every Node's state carries it (what
+/// its load balancer may DNAT to); `None` when unknown or headless.
+pub fn service_state_of(index: &Index, namespace: &str, name: &str) -> Option<pb::ServiceState> {
+    let svc = index
+        .services()
+        .find(|s| s.inventory.namespace == namespace && s.inventory.name == name)?;
+    let pods: Vec<&PodRecord> = index
+        .pods()
+        .filter(|p| p.inventory.namespace == namespace)
+        .collect();
+    service_state(svc, &pods)
+}
+
 /// A Service with its ready endpoints; `None` when it has no ClusterIP (headless or unset).
 fn service_state(svc: &ServiceRecord, pods: &[&PodRecord]) -> Option<pb::ServiceState> {
     let inv = &svc.inventory;

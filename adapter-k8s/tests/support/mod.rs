@@ -201,6 +201,32 @@ pub fn observation(c: pb::Component, a: pb::Action) -> pb::Observation {
     }
 }
 
+/// The packet of `inject` as the Nodes it crosses see it (addresses only).
+pub fn seen(inject: &pb::InjectPacket) -> pb::Packet {
+    pb::Packet {
+        src_ip: inject.src_ip.clone(),
+        dst_ip: inject.dst_ip.clone(),
+        ..Default::default()
+    }
+}
+
+/// `result` for the trace of `inject`, as an agent that saw its packet reports it: the id,
+/// family and secret the packet carries, and the packet as seen (the adapter refuses a report
+/// without the trace's secret).
+pub fn report_of(inject: &pb::InjectPacket, result: pb::NodeResult) -> pb::AgentMessage {
+    pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::Report(pb::TraceReport {
+            trace_id: inject.trace_id,
+            ipv6: inject.ipv6,
+            result: Some(result),
+            captured_packet: None,
+            dataplane_tag: 0,
+            secret: inject.secret,
+            seen_packet: Some(seen(inject)),
+        })),
+    }
+}
+
 /// Fills the fake API with a two-Node cluster and one Pod whose IP is invalid (to be skipped).
 pub async fn standard_cluster(api: &LabKubeApi) {
     api.set(

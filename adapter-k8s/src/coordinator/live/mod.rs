@@ -22,7 +22,13 @@ use traceflow_proto::v1::{self as pb, TraceflowPhase};
 use traceflow_telemetry::context_map;
 use tracing::{Span, debug, info, info_span, warn};
 
-use super::{Coordinator, Lifecycle, Running, now_micros, record::TraceRecord};
+use super::{
+    Coordinator, Lifecycle, Running,
+    admit::{LiveFilter, live_filter},
+    ids::Secret,
+    now_micros,
+    record::TraceRecord,
+};
 use tags::LiveTags;
 
 /// The live traces in flight: the tag space and who holds each tag.
@@ -45,6 +51,8 @@ pub struct LiveState {
     /// Each Node's `LiveTrace` (sent again when its agent re-attaches; every such Node is told
     /// to stop at the end).
     commands: HashMap<String, pb::AgentCommand>,
+    /// What a report's packet must be ([`super::admit::LiveFilter`]).
+    pub(in crate::coordinator) filter: LiveFilter,
     /// While arming: the tagging Node's command waits until every other Node said
     /// `LiveTraceArmed`, so none of them can miss the first tagged packet.
     arming: Option<Arming>,
@@ -96,6 +104,13 @@ impl Coordinator {
         };
         let timeout = spec.timeout;
         let has_source = spec.source_pod().is_some();
+        // The tagging Node's match: what every Node tags and reports.
+        let filter = plan
+            .commands
+            .iter()
+            .find(|(n, _)| *n == plan.tagging_node)
+            .map(|(_, cmd)| live_filter(cmd, &spec, &self.inventory.read()))
+            .unwrap_or_default();
         let record = TraceRecord {
             uid: uid.clone(),
             spec,
@@ -110,6 +125,7 @@ impl Coordinator {
             results: Vec::new(),
             captured_packet: None,
             dataplane_tag: tag,
+            secret: Secret::NONE,
         };
         self.emit(&uid, record.status(TraceflowPhase::Running, "", 0));
         let timer = self.arm_timer(&uid, timeout, 0);
@@ -147,14 +163,16 @@ impl Coordinator {
             Running {
                 record,
                 timer,
-                lifecycle: Lifecycle::Live(LiveState {
+                lifecycle: Lifecycle::Live(Box::new(LiveState {
                     commands,
+                    filter,
                     arming: Some(Arming {
                         waiting,
                         tagging_node: plan.tagging_node,
                     }),
-                }),
+                })),
                 span: Span::current(),
+                held: Vec::new(),
             },
         );
         self.arm_tagging_if_ready(&uid);
