@@ -85,6 +85,8 @@ async fn session_hello_ports_reports_failures_and_reconnect() {
                 observations: vec![],
                 direction: pb::Direction::Forward as i32,
             },
+            secret: 0x5ec7,
+            seen_packet: pb::Packet::default(),
         })
         .await
         .unwrap();

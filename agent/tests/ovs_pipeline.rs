@@ -292,6 +292,7 @@ async fn trace_from_tunnel_is_received_routed_and_delivered() {
         ttl: 64,
         ip_flags: 0,
         transport: Transport::Echo { id: 1, seq: 1 },
+        secret: 0x5ec7,
     }
     .build()
     .unwrap();

@@ -66,9 +66,10 @@ pub mod prio {
     /// PipelineRootClassifier: what the tunnel brings is checked by the receiving agent and
     /// the adapter (the trace's secret), not cleared.
     pub const FROM_TUNNEL: u16 = 210;
-    /// ConntrackCommit: a trace packet's new connection is committed with the trace mark
-    /// (above the Service commit bypass, so a Service trace's connection is marked too).
-    pub const TRACE_COMMIT: u16 = 220;
+    /// ConntrackCommit: a trace packet's new connection is committed with the trace mark.
+    /// Below the Service commit bypass (210): a Service connection was committed, with NAT
+    /// and the trace mark, by EndpointDNAT already, and must not be committed again.
+    pub const TRACE_COMMIT: u16 = 205;
 }
 
 fn goto(t: Table) -> Instruction {
@@ -354,8 +355,8 @@ fn ipv6(f: &mut Vec<FlowMod>) {
 /// invalid, commit new connections before Output. This is what fills ct_nw_src/dst in
 /// packet-ins (the LB observation) once Services program NAT.
 ///
-/// A trace packet's new connection is committed with [`regs::TRACE_CT_MARK`] (and one that
-/// a Service committed already gets the mark added): the policy tables then admit no real
+/// A trace packet's new connection is committed with [`regs::TRACE_CT_MARK`] (a Service's
+/// connection got it where EndpointDNAT committed it): the policy tables then admit no real
 /// packet on it as established ([`super::policy`]).
 fn conntrack(f: &mut Vec<FlowMod>) {
     let tracked = ct_state::TRK;
