@@ -226,7 +226,7 @@ mod tests {
         );
         assert!(!r.succeeded());
         r.add_report(
-            "n1",
+            "n2",
             report(vec![obs(Component::Forwarding, Action::Delivered, 11)]),
             0,
             |_| None,
