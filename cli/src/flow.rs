@@ -1,17 +1,21 @@
 //! `-f/--flow`: antctl's ovs-ofctl-like packet description → `spec.packet` (reference §5).
 //!
 //! Antrea semantics: spaces are removed and the text split on `,`; each item is `key=int` or a
-//! bare `key`; `a=` and `=1` are errors (`<item> is not valid in flow`); unknown keys are
-//! ignored (we report them so the caller can warn). `ipv6` selects an `ipv6Header` (its
-//! `nextHeader` = the protocol given), otherwise an `ipHeader` is always created (`protocol` 0
-//! when none is given). `tcp_src`/`tcp_dst`/`tcp_flags` create a TCP header, `udp_src`/`udp_dst`
-//! a UDP header; `nw_ttl` sets the TTL / hop limit.
+//! bare `key`; `a=` and `=1` are errors (`<item> is not valid in flow`). `ipv6` selects an
+//! `ipv6Header` (its `nextHeader` = the protocol given), otherwise an `ipHeader` is always
+//! created (`protocol` 0 when none is given). `tcp_src`/`tcp_dst`/`tcp_flags` create a TCP
+//! header, `udp_src`/`udp_dst` a UDP header; `nw_ttl` sets the TTL / hop limit.
 //!
 //! Ours on top: `sctp` (protocol 132) with `sctp_src`/`sctp_dst` (an SCTP header), `icmpv6`
 //! (= `ipv6` + ICMPv6), `icmp_id`/`icmp_seq` (an ICMP echo header), `tp_src`/`tp_dst` (ports
-//! of the tcp/udp/sctp protocol given), `ip_flags`
-//! (IPv4 flags, 0-7), hexadecimal values (`tcp_flags=0x12`), and range checks. When several
-//! protocol keys are given, tcp > udp > sctp > icmp (antctl picks one at random).
+//! of the tcp/udp/sctp protocol given), `ip_flags` (IPv4 flags, 0-7), hexadecimal values
+//! (`tcp_flags=0x12`), and range checks. When several protocol keys are given, tcp > udp >
+//! sctp > icmp (antctl picks one at random). Unlike antctl, which ignores a key it does not
+//! know, an unknown key is an error naming it and listing [`KEYS`]: a typo (`tcp_dts=80`)
+//! would otherwise trace another packet than the one asked for.
+//!
+//! Whether the packet makes a trace that can report (a destination port, TCP flags that open
+//! a connection) is the spec's rule, checked by `traceflow_core::TraceSpec`.
 
 use traceflow_proto::v1 as pb;
 
@@ -33,14 +37,38 @@ pub enum FlowError {
     NeedsTransport { key: String },
     #[error("{key} given twice in flow")]
     Duplicate { key: String },
+    #[error("unknown key {key} in flow; use one of {}", KEYS.join(", "))]
+    UnknownKey { key: String },
 }
 
-/// A parsed flow: the packet for `spec.packet`, and keys that were ignored.
+/// A parsed flow: the packet for `spec.packet`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Flow {
     pub packet: pb::Packet,
-    pub ignored: Vec<String>,
 }
+
+/// Every key a flow may have.
+pub const KEYS: &[&str] = &[
+    "ipv6",
+    "icmpv6",
+    "tcp",
+    "udp",
+    "sctp",
+    "icmp",
+    "nw_ttl",
+    "ip_flags",
+    "tp_src",
+    "tp_dst",
+    "tcp_src",
+    "tcp_dst",
+    "tcp_flags",
+    "udp_src",
+    "udp_dst",
+    "sctp_src",
+    "sctp_dst",
+    "icmp_id",
+    "icmp_seq",
+];
 
 const PROTOCOLS: &[(&str, i32)] = &[
     ("tcp", 6),
@@ -77,6 +105,11 @@ pub fn parse_flow(flow: &str) -> Result<Flow, FlowError> {
             };
             if key.is_empty() {
                 return Err(FlowError::NotValid(item.to_string()));
+            }
+            if !KEYS.contains(&key) {
+                return Err(FlowError::UnknownKey {
+                    key: key.to_string(),
+                });
             }
             let value = value.map(|v| parse_int(key, v)).transpose()?;
             if fields.iter().any(|(k, _)| k == key) {
@@ -178,33 +211,7 @@ pub fn parse_flow(flow: &str) -> Result<Flow, FlowError> {
         packet.transport_header = Some(transport);
     }
 
-    const KNOWN: &[&str] = &[
-        "ipv6",
-        "icmpv6",
-        "tcp",
-        "udp",
-        "sctp",
-        "icmp",
-        "nw_ttl",
-        "ip_flags",
-        "tp_src",
-        "tp_dst",
-        "tcp_src",
-        "tcp_dst",
-        "tcp_flags",
-        "udp_src",
-        "udp_dst",
-        "sctp_src",
-        "sctp_dst",
-        "icmp_id",
-        "icmp_seq",
-    ];
-    let ignored = fields
-        .iter()
-        .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
-        .map(|(k, _)| k.clone())
-        .collect();
-    Ok(Flow { packet, ignored })
+    Ok(Flow { packet })
 }
 
 #[cfg(test)]
@@ -354,11 +361,37 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_ignored_but_reported() -> Result<(), FlowError> {
-        let f = parse_flow("tcp,nw_dst=10")?;
-        assert_eq!(f.ignored, vec!["nw_dst"]);
-        assert_eq!(f.packet.ip_header.map(|h| h.protocol), Some(6));
-        Ok(())
+    fn unknown_keys_are_refused_naming_the_key_and_the_keys() {
+        let e = parse_flow("tcp,tcp_dts=80");
+        assert_eq!(
+            e,
+            Err(FlowError::UnknownKey {
+                key: "tcp_dts".into()
+            })
+        );
+        let text = e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.starts_with("unknown key tcp_dts in flow; use one of ipv6, icmpv6, tcp,")
+                && text.contains("tcp_dst")
+                && text.ends_with("icmp_seq"),
+            "{text}"
+        );
+        // Bare or with a value, whatever the value.
+        for flow in ["nw_dst", "tcp,nw_dst=10", "nw_dst=x"] {
+            assert!(
+                matches!(parse_flow(flow), Err(FlowError::UnknownKey { .. })),
+                "{flow}"
+            );
+        }
+        // Every key the error lists is one the parser takes.
+        for key in KEYS {
+            let flow = if key.ends_with("_src") || key.ends_with("_dst") {
+                format!("tcp,udp,{key}=1")
+            } else {
+                (*key).to_string()
+            };
+            assert!(parse_flow(&flow).is_ok(), "{flow}");
+        }
     }
 
     #[test]

@@ -105,7 +105,9 @@ Exit codes: 0 Succeeded, 1 Failed, 2 invalid flags or spec, or no connection."
         /// Treat a named destination as a Service without looking for a Pod of that name.
         #[arg(long)]
         dst_service: bool,
-        /// ovs-ofctl-like packet fields, e.g. "tcp,tcp_dst=80" or "ipv6,udp,udp_dst=53".
+        /// ovs-ofctl-like packet fields, e.g. "tcp,tcp_dst=80" or "ipv6,udp,udp_dst=53"; an
+        /// unknown key is an error. An injected TCP, UDP or SCTP packet needs its destination
+        /// port unless the destination is a Service.
         #[arg(short = 'f', long, default_value = "")]
         flow: String,
         #[command(flatten)]
@@ -373,11 +375,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 ),
             };
         }
-        // Flag problems are reported before touching the config or the network.
-        Command::Traceflow { flags, flow, .. } => {
-            spec::check(flags)?;
-            flow::parse_flow(flow)?;
-        }
+        // Flag and spec problems are reported before touching the config or the network.
+        Command::Traceflow {
+            flags,
+            flow,
+            dst_service,
+            ..
+        } => commands::trace::precheck(flags, flow, *dst_service)?,
         _ => {}
     }
     let config = config::load(&config_path(cli.config, true)?, cli.context.as_deref())?;

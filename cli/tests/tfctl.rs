@@ -450,6 +450,76 @@ async fn usage_spec_and_connection_errors_exit_2_saying_what_to_do() {
     );
 }
 
+/// Asserts tfctl refused: exit 2, nothing on stdout, and every one of `want` in stderr.
+fn assert_refused(out: &Output, want: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for w in want {
+        assert!(stderr.contains(w), "want {w:?} in stderr: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_flow_key_exits_2_naming_it_and_the_keys() {
+    let m = Manager::start().await;
+    let out = m
+        .traceflow(&["-S", "p0", "-D", "p1", "-f", "tcp,tcp_dts=80"])
+        .await;
+    assert_refused(
+        &out,
+        &[
+            "Error: failed to parse flow: unknown key tcp_dts in flow; use one of ipv6,",
+            " tcp_dst,",
+        ],
+    );
+    assert!(m.fake.created.lock().expect("lock").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_that_cannot_report_exits_2_and_is_never_sent() {
+    let m = Manager::start().await;
+    // An injected TCP packet to a Pod without a destination port.
+    let out = m.traceflow(&["-S", "p0", "-D", "p1", "-f", "tcp"]).await;
+    assert_refused(
+        &out,
+        &[
+            "Error: invalid trace: spec.packet.transportHeader.tcp.dstPort:",
+            "tfctl -f tcp,tcp_dst=80",
+        ],
+    );
+    // SYN+ACK opens no connection: conntrack drops it before any table reports.
+    let out = m
+        .traceflow(&[
+            "-S",
+            "p0",
+            "-D",
+            "p1",
+            "-f",
+            "tcp,tcp_dst=80,tcp_flags=0x12",
+        ])
+        .await;
+    assert_refused(
+        &out,
+        &["spec.packet.transportHeader.tcp.flags: SYN+ACK", "--reply"],
+    );
+    assert!(m.fake.created.lock().expect("lock").is_empty());
+    // A Service lends its port; for live traffic the port is a filter.
+    assert_ok(
+        &m.traceflow(&["-S", "p0", "-D", "web/api", "-f", "udp"])
+            .await,
+    );
+    assert_ok(
+        &m.traceflow(&["-S", "p0", "-D", "p1", "-L", "-f", "tcp"])
+            .await,
+    );
+    assert_eq!(m.fake.created.lock().expect("lock").len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contexts_default_cluster_version_and_completion() {
     let m = Manager::start().await;

@@ -2,6 +2,13 @@
 //! (reference §2.2) and messages, its defaults and precedence (§1.2, §3.2), NSX's TCP flag rules
 //! (nsx-and-peers.md §1.5) and our bounds on every string (see [`crate::limits`]).
 //!
+//! On top, an injected trace must be one that can report (`check_injected`): a TCP, UDP or
+//! SCTP packet needs a destination port (Antrea's docs say it "needs to be set", yet Antrea
+//! sends port 0; only a Service destination lends its own port, §3.2), and a TCP packet must be
+//! one OVS conntrack accepts as the first packet of a connection, since anything else is
+//! `+inv` and dropped in ConntrackState before any table reports it. Live traces keep both
+//! open: there they are filters.
+//!
 //! Checks that need a cluster's inventory (the source Pod exists, is not hostNetwork) are
 //! [`TraceSpec::check_source_pod`]; everything else is decided here, before a trace exists.
 
@@ -85,7 +92,8 @@ impl Family {
 }
 
 /// The transport of the traced packet. Ports 0 mean "not set": a random source port, a
-/// Service's port, or (live traffic) any port.
+/// Service's port, or (live traffic) any port. An injected TCP, UDP or SCTP packet to a Pod or
+/// an IP always has a destination port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Icmp {
@@ -106,7 +114,8 @@ pub enum Transport {
         dst_port: u16,
     },
     /// No transport header: an IP protocol number from the IP header, 0 when unset (a
-    /// Service's protocol, else ICMP, reference §3.2).
+    /// Service's protocol, else ICMP, reference §3.2). Never TCP, UDP or SCTP: those numbers
+    /// without a header become their variant with ports 0 (so TCP gets Antrea's SYN).
     Protocol(u8),
 }
 
@@ -384,6 +393,9 @@ impl TraceSpec {
             proto_field,
             family,
         )?;
+        if !spec.live_traffic {
+            check_injected(transport, &destination)?;
+        }
 
         Ok(TraceSpec {
             source,
@@ -423,10 +435,12 @@ fn transport(
         ));
     }
     const TH: &str = "spec.packet.transportHeader";
+    // 0 is "not set" for both; whether an unset destination port is allowed depends on the
+    // trace (`check_injected`).
     let ports = |kind: &str, src: i32, dst: i32| -> Result<(u16, u16), Invalid> {
         Ok((
-            port(&format!("{TH}.{kind}.srcPort"), src, true)?,
-            port(&format!("{TH}.{kind}.dstPort"), dst, false)?,
+            port(&format!("{TH}.{kind}.srcPort"), src)?,
+            port(&format!("{TH}.{kind}.dstPort"), dst)?,
         ))
     };
     let t = if let Some(sc) = th.sctp {
@@ -454,7 +468,24 @@ fn transport(
             flags,
         }
     } else {
-        return Ok(Transport::Protocol(protocol));
+        // A transport protocol without its header is that header with every field unset, so
+        // the defaults (SYN, a Service's port) and the injected rules apply to it alike.
+        return Ok(match protocol {
+            PROTO_TCP => Transport::Tcp {
+                src_port: 0,
+                dst_port: 0,
+                flags: None,
+            },
+            PROTO_UDP => Transport::Udp {
+                src_port: 0,
+                dst_port: 0,
+            },
+            PROTO_SCTP => Transport::Sctp {
+                src_port: 0,
+                dst_port: 0,
+            },
+            n => Transport::Protocol(n),
+        });
     };
     let wanted = t.protocol(family);
     if protocol != 0 && Transport::Protocol(protocol).protocol(family) != wanted {
@@ -496,6 +527,59 @@ pub fn check_tcp_flags(flags: i32) -> Result<u8, String> {
         ));
     }
     Ok(f)
+}
+
+/// The rules only an injected trace has: its packet must be one a table reports.
+///
+/// - TCP, UDP and SCTP need a destination port, unless the destination is a Service (its
+///   first port is used, reference §3.2). Antrea has no default for it.
+/// - TCP flags must open a connection ([`check_new_tcp_connection`]); unset means SYN.
+fn check_injected(transport: Transport, destination: &Destination) -> Result<(), Invalid> {
+    const TH: &str = "spec.packet.transportHeader";
+    let (kind, name, example, dst_port) = match transport {
+        Transport::Tcp { dst_port, .. } => ("tcp", "TCP", "tcp,tcp_dst=80", dst_port),
+        Transport::Udp { dst_port, .. } => ("udp", "UDP", "udp,udp_dst=53", dst_port),
+        Transport::Sctp { dst_port, .. } => ("sctp", "SCTP", "sctp,sctp_dst=9000", dst_port),
+        Transport::Icmp { .. } | Transport::Protocol(_) => return Ok(()),
+    };
+    if dst_port == 0 && !matches!(destination, Destination::Service(_)) {
+        return Err(Invalid::new(
+            &format!("{TH}.{kind}.dstPort"),
+            format!(
+                "an injected {name} packet needs a destination port: set one (tfctl -f \
+                 {example}); only a Service destination (its port) or live traffic may \
+                 leave it unset"
+            ),
+        ));
+    }
+    if let Transport::Tcp { flags: Some(f), .. } = transport {
+        check_new_tcp_connection(f).map_err(|m| Invalid::new(&format!("{TH}.tcp.flags"), m))?;
+    }
+    Ok(())
+}
+
+/// The TCP flags OVS conntrack accepts as the first packet of a new connection (userspace
+/// datapath, `lib/conntrack-tcp.c`: `tcp_valid_new` over `tcp_invalid_flags`): no SYN with
+/// ACK, and FIN, PSH and URG only with ACK. With [`check_tcp_flags`] (SYN without RST or
+/// FIN; without SYN, ACK or RST) this leaves SYN, ACK, RST and RST+ACK, each with or without
+/// ECE and CWR.
+/// Anything else is `+inv` and dropped in ConntrackState, before any table reports it.
+fn check_new_tcp_connection(flags: u8) -> Result<(), String> {
+    let has = |bit: u8| flags & bit != 0;
+    if has(TCP_SYN) && has(TCP_ACK) {
+        return Err(format!(
+            "SYN+ACK (flags {flags}) cannot open a connection: conntrack drops it as invalid \
+             before any table reports it; send SYN (2, the default) and set reply (tfctl \
+             --reply) to trace the SYN-ACK back"
+        ));
+    }
+    if !has(TCP_ACK) && (has(TCP_FIN) || has(TCP_PSH) || has(TCP_URG)) {
+        return Err(format!(
+            "FIN, PSH and URG without ACK (flags {flags}) cannot open a connection: conntrack \
+             drops it as invalid before any table reports it; use SYN (2, the default)"
+        ));
+    }
+    Ok(())
 }
 
 /// `<prefix>.namespace` + `<prefix>.pod|service`: a DNS label namespace and a name (DNS
@@ -568,15 +652,10 @@ fn u16_of(field: &str, v: i32) -> Result<u16, Invalid> {
         .map_err(|_| Invalid::new(field, format!("must be between 0 and 65535, got {v}")))
 }
 
-fn port(field: &str, v: i32, zero_ok: bool) -> Result<u16, Invalid> {
-    match u16::try_from(v) {
-        Ok(0) if zero_ok => Ok(0),
-        Ok(p) if p > 0 => Ok(p),
-        _ => Err(Invalid::new(
-            field,
-            format!("port must be between 1 and 65535, got {v}"),
-        )),
-    }
+/// A port, 0 meaning not set.
+fn port(field: &str, v: i32) -> Result<u16, Invalid> {
+    u16::try_from(v)
+        .map_err(|_| Invalid::new(field, format!("port must be between 1 and 65535, got {v}")))
 }
 
 #[cfg(test)]

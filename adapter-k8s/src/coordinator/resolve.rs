@@ -392,10 +392,14 @@ mod tests {
             }),
             ..Default::default()
         };
-        let r = run(
-            spec(("default", "p0"), to_pod("default", "p1"), Some(packet)),
-            &index(),
-        )?;
+        // To a Service, which lends its port (injected SCTP to a Pod needs one); the protocol
+        // still wins over the Service port's TCP.
+        let dst = pb::Destination {
+            namespace: "web".into(),
+            service: "api".into(),
+            ..Default::default()
+        };
+        let r = run(spec(("default", "p0"), dst, Some(packet)), &index())?;
         assert_eq!(r.packet.protocol, i32::from(PROTO_SCTP));
         Ok(())
     }

@@ -106,17 +106,39 @@ pub fn print_trace(t: &pb::Traceflow, format: Format) -> Result<(), CliError> {
     Ok(())
 }
 
+/// What `tfctl traceflow` can refuse without the manager: the flags, the flow, and the spec as
+/// the manager converts it, for each kind the destination may turn out to be (a named one is a
+/// Pod or a Service until the inventory says which, and a Service lends its port). A spec
+/// valid for one of them waits for [`traceflow`], which checks it again once the kind is known.
+pub fn precheck(flags: &TraceFlags, flow: &str, dst_service: bool) -> Result<(), CliError> {
+    let endpoints = spec::check(flags)?;
+    let packet = flow::parse_flow(flow)?.packet;
+    let kinds: &[DestinationKind] = match &endpoints.destination {
+        Some(Endpoint::Named { .. }) if dst_service => &[DestinationKind::Service],
+        Some(Endpoint::Named { .. }) => &[DestinationKind::Pod, DestinationKind::Service],
+        _ => &[DestinationKind::Pod],
+    };
+    let mut first = None;
+    for kind in kinds {
+        let spec = spec::build_spec(flags, &endpoints, *kind, packet.clone());
+        match TraceSpec::try_from(spec) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    match first {
+        Some(e) => Err(SpecError::Invalid(e).into()),
+        None => Ok(()),
+    }
+}
+
 /// Creates a trace and, unless `--nowait`, follows it to its end. Prints the trace; a Failed
 /// trace is an error after printing.
 pub async fn traceflow(clients: &mut Clients, opts: TraceOptions) -> Result<(), CliError> {
     let endpoints = spec::check(&opts.flags)?;
     let parsed = flow::parse_flow(&opts.flow)?;
-    if !parsed.ignored.is_empty() {
-        eprintln!(
-            "warning: ignoring flow field(s) tfctl does not know: {}",
-            parsed.ignored.join(", ")
-        );
-    }
     let kind = match &endpoints.destination {
         Some(Endpoint::Named { .. }) if opts.dst_service => DestinationKind::Service,
         Some(Endpoint::Named {

@@ -205,7 +205,19 @@ fn sctp_is_ours_with_ports_checked_and_matched() {
         ip: "fd00::1".into(),
         ..Default::default()
     });
-    assert_eq!(ok(s).transport, Transport::Protocol(132));
+    // The protocol alone is an SCTP header with nothing set: injected, it needs a port.
+    assert_eq!(
+        err(s.clone()).field,
+        "spec.packet.transportHeader.sctp.dstPort"
+    );
+    s.live_traffic = true;
+    assert_eq!(
+        ok(s).transport,
+        Transport::Sctp {
+            src_port: 0,
+            dst_port: 0
+        }
+    );
 }
 
 #[test]
@@ -266,6 +278,235 @@ fn icmp_follows_the_family() {
     assert_eq!(Transport::Protocol(58).protocol(Family::V4), PROTO_ICMP);
     let icmp = Transport::Icmp { id: 1, sequence: 2 };
     assert_eq!(icmp.protocol(Family::V6), PROTO_ICMPV6);
+}
+
+/// The packet of `kind` ("tcp", "udp", "sctp") with destination port `dst`: a header, or only
+/// the protocol number (`header` false, when `dst` is 0), in the family `v6`.
+fn l4(kind: &str, dst: i32, header: bool, v6: bool) -> pb::Packet {
+    let number = match kind {
+        "tcp" => 6,
+        "udp" => 17,
+        _ => 132,
+    };
+    let transport_header = header.then(|| {
+        let mut th = pb::TransportHeader::default();
+        match kind {
+            "tcp" => {
+                th.tcp = Some(pb::TcpHeader {
+                    src_port: 0,
+                    dst_port: dst,
+                    flags: None,
+                })
+            }
+            "udp" => {
+                th.udp = Some(pb::UdpHeader {
+                    src_port: 0,
+                    dst_port: dst,
+                })
+            }
+            _ => {
+                th.sctp = Some(pb::SctpHeader {
+                    src_port: 0,
+                    dst_port: dst,
+                })
+            }
+        }
+        th
+    });
+    pb::Packet {
+        ip_header: (!v6).then_some(pb::IpHeader {
+            protocol: if header { 0 } else { number },
+            ..Default::default()
+        }),
+        ipv6_header: v6.then_some(pb::IPv6Header {
+            next_header: (!header).then_some(number),
+            hop_limit: 0,
+        }),
+        transport_header,
+        ..Default::default()
+    }
+}
+
+fn to(dst: pb::Destination, packet: pb::Packet) -> pb::TraceflowSpec {
+    pb::TraceflowSpec {
+        destination: Some(dst),
+        packet: Some(packet),
+        ..mk_spec()
+    }
+}
+
+fn pod_dst() -> pb::Destination {
+    mk_spec().destination.unwrap_or_default()
+}
+
+fn ip_dst(v6: bool) -> pb::Destination {
+    pb::Destination {
+        ip: if v6 { "fd00::9" } else { "10.0.0.9" }.into(),
+        ..Default::default()
+    }
+}
+
+fn service_dst() -> pb::Destination {
+    pb::Destination {
+        namespace: "web".into(),
+        service: "api".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn injected_tcp_udp_sctp_need_a_destination_port() {
+    for (kind, fix) in [
+        ("tcp", "tcp,tcp_dst=80"),
+        ("udp", "udp,udp_dst=53"),
+        ("sctp", "sctp,sctp_dst=9000"),
+    ] {
+        for v6 in [false, true] {
+            for header in [true, false] {
+                for dst in [pod_dst(), ip_dst(v6)] {
+                    let what = format!("{kind} v6={v6} header={header} to {dst:?}");
+                    let e = err(to(dst.clone(), l4(kind, 0, header, v6)));
+                    assert_eq!(
+                        e.field,
+                        format!("spec.packet.transportHeader.{kind}.dstPort"),
+                        "{what}"
+                    );
+                    assert!(
+                        e.message.contains(&format!("tfctl -f {fix}"))
+                            && e.message.contains("needs a destination port"),
+                        "{what}: {e}"
+                    );
+                    // With a port it is fine; live traffic may leave it open (a filter).
+                    if header {
+                        ok(to(dst.clone(), l4(kind, 8080, header, v6)));
+                    }
+                    let mut live = to(dst, l4(kind, 0, header, v6));
+                    live.live_traffic = true;
+                    ok(live);
+                }
+                // A Service lends its own port (reference §3.2).
+                let s = ok(to(service_dst(), l4(kind, 0, header, v6)));
+                assert_eq!(s.transport.protocol(s.family), l4_number(kind), "{kind}");
+            }
+        }
+    }
+}
+
+fn l4_number(kind: &str) -> u8 {
+    match kind {
+        "tcp" => PROTO_TCP,
+        "udp" => PROTO_UDP,
+        _ => PROTO_SCTP,
+    }
+}
+
+#[test]
+fn a_transport_protocol_alone_is_its_header_with_nothing_set() {
+    // So TCP to a Service gets Antrea's SYN from the default, not flags 0.
+    let s = ok(to(service_dst(), l4("tcp", 0, false, false)));
+    assert_eq!(
+        s.transport,
+        Transport::Tcp {
+            src_port: 0,
+            dst_port: 0,
+            flags: None
+        }
+    );
+    let s = ok(to(service_dst(), l4("udp", 0, false, true)));
+    assert_eq!(
+        s.transport,
+        Transport::Udp {
+            src_port: 0,
+            dst_port: 0
+        }
+    );
+    // ICMP and "unset" stay protocol numbers.
+    let mut icmp = mk_spec();
+    icmp.packet = Some(pb::Packet {
+        ip_header: Some(pb::IpHeader {
+            protocol: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(ok(icmp).transport, Transport::Protocol(1));
+}
+
+/// OVS userspace conntrack's verdict on a TCP packet that opens a connection, written from
+/// `lib/conntrack-tcp.c` (`tcp_invalid_flags`, `tcp_valid_new`) independently of the code under
+/// test.
+fn ovs_valid_new(flags: u8) -> bool {
+    let bit = |b: u8| flags & b != 0;
+    let (syn, ack, rst, fin, psh, urg) = (
+        bit(0x02),
+        bit(0x10),
+        bit(0x04),
+        bit(0x01),
+        bit(0x08),
+        bit(0x20),
+    );
+    // tcp_invalid_flags
+    let invalid = if syn { rst || fin } else { !ack && !rst } || (!ack && (fin || psh || urg));
+    // tcp_valid_new: "a syn+ack is not allowed to create a connection"
+    let syn_ack = syn && ack;
+    !invalid && !syn_ack
+}
+
+#[test]
+fn injected_tcp_flags_must_open_a_connection() {
+    let with_flags = |flags: i32, live: bool| {
+        let mut s = to(pod_dst(), tcp(0, 80, Some(flags)));
+        s.live_traffic = live;
+        s
+    };
+    for f in 0..=255u8 {
+        let injected = TraceSpec::try_from(with_flags(i32::from(f), false));
+        let nsx = check_tcp_flags(i32::from(f)).is_ok();
+        assert_eq!(
+            injected.is_ok(),
+            nsx && ovs_valid_new(f),
+            "flags {f:#04x}: {injected:?}"
+        );
+        if let Err(e) = injected {
+            assert_eq!(e.field, "spec.packet.transportHeader.tcp.flags", "{f}");
+            assert!(e.message.len() < 200, "{e}");
+        }
+        // Live traffic keeps NSX's rules only.
+        assert_eq!(
+            TraceSpec::try_from(with_flags(i32::from(f), true)).is_ok(),
+            nsx,
+            "live, flags {f:#04x}"
+        );
+    }
+    // SYN+ACK: why, and what to use instead.
+    let e = err(with_flags(0x12, false));
+    assert_eq!(
+        e.message,
+        "SYN+ACK (flags 18) cannot open a connection: conntrack drops it as invalid before any \
+         table reports it; send SYN (2, the default) and set reply (tfctl --reply) to trace the \
+         SYN-ACK back"
+    );
+    let e = err(with_flags(0x0a, false));
+    assert!(e.message.starts_with("FIN, PSH and URG without ACK"), "{e}");
+    // The default (unset) is Antrea's SYN; SYN, ACK and RST open a connection in OVS.
+    ok(to(pod_dst(), tcp(0, 80, None)));
+    for f in [0x02, 0xc2, 0x10, 0x04, 0x14] {
+        ok(with_flags(f, false));
+    }
+}
+
+#[test]
+fn new_connection_rules_alone() {
+    assert!(check_new_tcp_connection(TCP_SYN).is_ok());
+    assert!(check_new_tcp_connection(TCP_ACK).is_ok());
+    assert!(check_new_tcp_connection(TCP_RST).is_ok());
+    assert!(check_new_tcp_connection(TCP_SYN | TCP_ACK).is_err());
+    assert!(check_new_tcp_connection(TCP_SYN | TCP_PSH).is_err());
+    assert!(check_new_tcp_connection(TCP_RST | TCP_FIN).is_err());
+    assert!(
+        check_new_tcp_connection(TCP_ACK | TCP_PSH).is_ok(),
+        "NSX's rule, not OVS's"
+    );
 }
 
 #[test]

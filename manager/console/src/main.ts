@@ -249,6 +249,12 @@ function syncForm(): void {
   $("tcp-flags").hidden = proto !== "TCP";
   $("ttl-label").textContent = select("ip-family").value === "6" ? "Hop limit" : "TTL";
   const live = input("live-traffic").checked;
+  // An injected packet to a Pod or IP needs a destination port; a Service lends its own, and
+  // for live traffic the port is only a filter.
+  const portOptional = live || kind === "service";
+  input("dst-port").required = !portOptional && proto !== "ICMP";
+  $("dst-port-help").textContent = live ? "Empty: any port."
+    : kind === "service" ? "Empty: the Service's port." : "Required for a Pod or IP destination.";
   input("dropped-only").disabled = !live;
   if (!live) input("dropped-only").checked = false;
   // The reply leg follows an injected packet only.
@@ -301,6 +307,9 @@ function buildRequest(): MessageInitShape<typeof CreateTraceflowRequestSchema> {
   const ttl = numberField("ttl", v6 ? "Hop limit" : "TTL", 0, 255);
   const srcPort = numberField("src-port", "Source port", 0, 65535);
   const dstPort = numberField("dst-port", "Destination port", 0, 65535);
+  if (proto !== "ICMP" && dstPort === 0 && !input("live-traffic").checked && kind !== "service") {
+    throw new Error(`Enter a destination port (1 to 65535): an injected ${proto} packet to a Pod or IP needs one`);
+  }
   let transportHeader;
   if (proto === "ICMP") {
     transportHeader = { icmp: { id: numberField("icmp-id", "Identifier", 0, 65535), sequence: numberField("icmp-seq", "Sequence", 0, 65535) } };

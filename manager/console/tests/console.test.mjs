@@ -195,11 +195,16 @@ test("the form: type-to-filter cluster, Node and Namespace filters, protocol fie
   await p.getByLabel("IP address").selectOption("6");
   assert.equal(await p.getByLabel("Hop limit").inputValue(), "64");
   await p.getByLabel("IP address").selectOption("4");
-  // TCP: ports default 0, SYN preset (and a button to return to it).
+  // TCP: source port 0 (random), no destination port until one is given (an injected packet
+  // to a Pod needs one, so the default form is never sent without), SYN preset (and a button
+  // to return to it).
   await p.getByLabel("Protocol type").selectOption("TCP");
   assert.equal(await p.getByLabel("Identifier").isVisible(), false);
   assert.equal(await p.getByLabel("Source port").inputValue(), "0");
-  assert.equal(await p.getByLabel("Destination port").inputValue(), "0");
+  assert.equal(await p.getByLabel("Destination port").inputValue(), "");
+  assert.match(await p.locator("#dst-port-help").textContent(), /Required for a Pod or IP destination/);
+  await p.getByRole("button", { name: "Trace", exact: true }).click();
+  await p.locator("#trace-error", { hasText: "Enter a destination port (1 to 65535): an injected TCP packet to a Pod or IP needs one" }).waitFor();
   assert.equal(await p.getByLabel("SYN", { exact: true }).isChecked(), true, "SYN is the default flag");
   await p.getByLabel("ACK", { exact: true }).check();
   await p.getByLabel("SYN", { exact: true }).uncheck();
@@ -219,6 +224,7 @@ test("the form: type-to-filter cluster, Node and Namespace filters, protocol fie
   await p.getByLabel("Type", { exact: true }).selectOption("service");
   assert.deepEqual(await options(p.getByLabel("Service", { exact: true })), ["default/web"]);
   assert.equal(await dest(p).getByLabel("Node").isVisible(), false);
+  assert.match(await p.locator("#dst-port-help").textContent(), /the Service's port/);
   await p.getByLabel("Type", { exact: true }).selectOption("ip");
   assert.equal(await p.getByLabel("IP", { exact: true }).isVisible(), true);
   await p.getByLabel("Type", { exact: true }).selectOption("pod");

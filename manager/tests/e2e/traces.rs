@@ -265,7 +265,19 @@ async fn validation_messages_name_the_field() -> TestResult {
             "dst port 0",
             tcp(0, 0, None),
             "spec.packet.transportHeader.tcp.dstPort",
-            "between 1 and 65535, got 0",
+            "an injected TCP packet needs a destination port: set one (tfctl -f tcp,tcp_dst=80)",
+        ),
+        (
+            "tcp protocol without a port",
+            pb::Packet {
+                ip_header: Some(pb::IpHeader {
+                    protocol: 6,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "spec.packet.transportHeader.tcp.dstPort",
+            "needs a destination port",
         ),
         (
             "dst port 65536",
@@ -304,6 +316,12 @@ async fn validation_messages_name_the_field() -> TestResult {
             "ACK cannot be combined with FIN, PSH or URG",
         ),
         (
+            "syn+ack",
+            tcp(0, 80, Some(0x12)),
+            "spec.packet.transportHeader.tcp.flags",
+            "SYN+ACK (flags 18) cannot open a connection",
+        ),
+        (
             "tcp with udp protocol",
             pb::Packet {
                 ip_header: Some(pb::IpHeader {
@@ -328,7 +346,7 @@ async fn validation_messages_name_the_field() -> TestResult {
                 ..Default::default()
             },
             "spec.packet.transportHeader.udp.dstPort",
-            "got 0",
+            "(tfctl -f udp,udp_dst=53)",
         ),
         (
             "tcp and udp",
@@ -377,12 +395,29 @@ async fn validation_messages_name_the_field() -> TestResult {
             s.message()
         );
     }
-    // Valid variants pass: timeout default 20, SYN+ACK, IPv6 with a v6 destination.
+    // Valid variants pass: timeout default 20, an ACK (conntrack takes it up as a new
+    // connection), SYN+ACK in live traffic, no port to a Service.
     let ok = t.create_traceflow(create_req("alpha")).await?.into_inner();
     assert_eq!(ok.spec.map(|s| s.timeout), Some(20));
     let mut r = create_req("alpha");
     if let Some(s) = r.spec.as_mut() {
+        s.packet = Some(tcp(0, 443, Some(0x10)));
+    }
+    t.create_traceflow(r).await?;
+    let mut r = create_req("alpha");
+    if let Some(s) = r.spec.as_mut() {
         s.packet = Some(tcp(0, 443, Some(0x12)));
+        s.live_traffic = true;
+    }
+    t.create_traceflow(r).await?;
+    let mut r = create_req("alpha");
+    if let Some(s) = r.spec.as_mut() {
+        s.packet = Some(tcp(0, 0, None));
+        s.destination = Some(pb::Destination {
+            namespace: "default".into(),
+            service: "web".into(),
+            ..Default::default()
+        });
     }
     t.create_traceflow(r).await?;
     Ok(())
