@@ -77,6 +77,7 @@ async fn main() {
             ttl: 64,
             ip_flags: 0,
             transport: Transport::Echo { id: 0, seq: 0 },
+            secret: 0,
         }
         .build()
         .unwrap()

@@ -39,6 +39,9 @@ pub struct InjectedTraces {
     /// `reply` traces in flight, by trace uid: the connection, for the reply and the
     /// conntrack flush at the end ([`super::reply`]).
     pub(super) replies: HashMap<String, ReplyConn>,
+    /// The other injected traces in flight, by uid: the packet as sent, for the conntrack
+    /// flush at the end ([`super::reply::flushes`]).
+    pub(super) forwards: HashMap<String, pb::InjectPacket>,
 }
 
 impl InjectedTraces {
@@ -109,20 +112,26 @@ impl Coordinator {
         packet.trace_uid = uid.clone();
         packet.trace_id = trace_id;
         packet.secret = secret.value();
-        if packet.src_port == 0
+        let port_drawn = packet.src_port == 0
             && [PROTO_TCP, PROTO_UDP, PROTO_SCTP]
                 .iter()
-                .any(|p| packet.protocol == i32::from(*p))
-        {
+                .any(|p| packet.protocol == i32::from(*p));
+        if port_drawn {
             packet.src_port = rand::random_range(10000..=60999);
         }
         if spec_reply {
+            // The reply goes into the trace's own connection: the sender makes sure no real
+            // one uses the tuple, drawing another source port if the user gave none.
+            packet.own_connection = true;
+            packet.free_src_port = port_drawn;
             let conn = ReplyConn {
                 forward: packet.clone(),
                 injected: false,
                 reply_from: None,
             };
             self.injected.replies.insert(uid.clone(), conn);
+        } else {
+            self.injected.forwards.insert(uid.clone(), packet.clone());
         }
         let inject = info_span!("inject", node = %resolved.sender_node);
         packet.trace_context = context_map(&inject);
@@ -151,5 +160,6 @@ impl Coordinator {
         self.injected.by_id.remove(&(ipv6, trace_id));
         self.injected.ids.release(ipv6, trace_id);
         self.injected.replies.remove(uid);
+        self.injected.forwards.remove(uid);
     }
 }

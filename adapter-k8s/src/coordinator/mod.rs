@@ -487,6 +487,7 @@ impl Coordinator {
 
     /// Folds a report [`Self::judge`] accepted into the trace's record.
     fn take_report(&mut self, uid: &str, node: &str, report: pb::TraceReport) {
+        self.note_sent_port(uid, node, &report);
         let Some(running) = self.traces.get_mut(uid) else {
             return;
         };

@@ -1,6 +1,6 @@
 //! The reply leg of a `reply` trace (issue 14), the adapter's part: once the forward leg is
-//! Delivered to a Pod, inject the answer that Pod would send; once the trace ends (any phase),
-//! remove the connection its packets created from every Node's conntrack.
+//! Delivered to a Pod, inject the answer that Pod would send; once any injected trace ends
+//! (any phase), remove the connection its packets created from every Node's conntrack.
 //!
 //! ```text
 //!  forward leg Delivered ─▶ inject_reply_if_due ─▶ Inject { reply } to the delivering Node:
@@ -99,7 +99,7 @@ pub fn endpoint_port(index: &Index, forward: &pb::InjectPacket, endpoint: &str) 
         .unwrap_or(forward.dst_port)
 }
 
-/// The conntrack flushes of a finished `reply` trace, per Node (module doc): `endpoint_port`
+/// The conntrack flushes of a finished injected trace, per Node (module doc): `endpoint_port`
 /// is the endpoint's port when the forward packet was DNATed.
 pub fn flushes(
     forward: &pb::InjectPacket,
@@ -121,7 +121,9 @@ pub fn flushes(
         Some(ep) => tuple(zone, ep, endpoint_port(ep)),
         None => tuple(zone, &forward.dst_ip, forward.dst_port),
     };
-    let mut nodes: Vec<&str> = vec![sender_node];
+    // Only Nodes that reported: an agent flushes just the connections it saw a trace packet
+    // create, which it learns from the packet-ins it reports.
+    let mut nodes: Vec<&str> = Vec::new();
     for r in results {
         if !nodes.contains(&r.node.as_str()) {
             nodes.push(&r.node);
@@ -253,16 +255,60 @@ impl Coordinator {
         }
     }
 
-    /// A finished `reply` trace: every Node its packets went through forgets the connection
-    /// ([`flushes`]). A Node whose agent is gone keeps the entries until they expire.
-    pub(super) fn flush_connection(&mut self, uid: &str, record: &TraceRecord) {
-        let Some(conn) = self.injected.replies.remove(uid) else {
+    /// The sender of a `reply` trace reports the source port it sent from (it may have
+    /// drawn another one: a real connection used the first, `InjectPacket.free_src_port`):
+    /// the reply and the flush use that one.
+    pub(super) fn note_sent_port(&mut self, uid: &str, node: &str, report: &pb::TraceReport) {
+        let Some(conn) = self.injected.replies.get_mut(uid) else {
             return;
+        };
+        let forward_leg = report
+            .result
+            .as_ref()
+            .is_none_or(|r| !traceflow_core::outcome::is_reply(r));
+        if !conn.forward.free_src_port || !forward_leg {
+            return;
+        }
+        let Some(sender) = self.traces.get(uid).map(|r| r.record.sender_node.as_str()) else {
+            return;
+        };
+        if sender != node {
+            return;
+        }
+        let sent = report
+            .seen_packet
+            .as_ref()
+            .and_then(|p| p.transport_header.as_ref())
+            .and_then(|t| {
+                t.tcp
+                    .as_ref()
+                    .map(|h| h.src_port)
+                    .or(t.udp.as_ref().map(|h| h.src_port))
+                    .or(t.sctp.as_ref().map(|h| h.src_port))
+            })
+            .filter(|p| *p != 0);
+        if let Some(port) = sent.filter(|p| *p != conn.forward.src_port) {
+            debug!(uid = %uid, was = conn.forward.src_port, now = port, "the sender drew another source port");
+            conn.forward.src_port = port;
+        }
+    }
+
+    /// A finished injected trace: every Node its packets went through forgets the connection
+    /// they created ([`flushes`]; the agent flushes only what it saw a trace packet create,
+    /// never a real connection of the same tuple). A Node whose agent is gone keeps the
+    /// entries until they expire; they carry the trace mark, so they admit no real traffic.
+    pub(super) fn flush_connection(&mut self, uid: &str, record: &TraceRecord) {
+        let forward = match self.injected.replies.remove(uid) {
+            Some(conn) => conn.forward,
+            None => match self.injected.forwards.remove(uid) {
+                Some(f) => f,
+                None => return,
+            },
         };
         let per_node = {
             let index = self.inventory.read();
-            flushes(&conn.forward, &record.results, &record.sender_node, |ep| {
-                endpoint_port(&index, &conn.forward, ep)
+            flushes(&forward, &record.results, &record.sender_node, |ep| {
+                endpoint_port(&index, &forward, ep)
             })
         };
         for (node, cmd) in per_node {
@@ -398,9 +444,17 @@ mod tests {
     fn a_pod_connection_is_the_same_tuple_on_every_node() {
         let mut fwd = forward();
         fwd.dst_ip = "10.10.2.3".into();
-        let results = vec![result("n2", false, vec![delivered()])];
+        let results = vec![
+            result("n1", false, vec![]),
+            result("n2", false, vec![delivered()]),
+        ];
         let f = flushes(&fwd, &results, "n1", |_| panic!("no endpoint"));
         assert_eq!(tuples(&f, "n1"), tuples(&f, "n2"));
-        assert_eq!(f.len(), 2, "the sender is flushed even before it reported");
+        let f = flushes(&fwd, &results[1..], "n1", |_| panic!("no endpoint"));
+        assert_eq!(
+            f.len(),
+            1,
+            "a Node that reported nothing saw no trace packet create a connection"
+        );
     }
 }

@@ -835,6 +835,123 @@ async fn a_service_reply_comes_from_the_target_port_and_the_connection_is_flushe
     assert_eq!((on_n1.protocol, on_n1.trace_uid.as_str()), (6, "u1"));
 }
 
+/// A `reply` trace's forward packet must own its connection (the sender checks its
+/// conntrack), free to draw another source port when the spec gave none; the port the sender
+/// reports having sent from is the one the reply answers and the flush names.
+#[tokio::test]
+async fn a_reply_trace_owns_its_connection_and_follows_the_port_the_sender_drew() {
+    let h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    let (_c2, mut n2) = h.agents.register("n2");
+    let mut t = trace_pb("u1", "p1", 0);
+    if let Some(s) = t.spec.as_mut() {
+        s.reply = true;
+        s.packet = Some(pb::Packet {
+            transport_header: Some(pb::TransportHeader {
+                udp: Some(pb::UdpHeader {
+                    src_port: 0,
+                    dst_port: 53,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    h.handle.start(new(t)).await;
+    let fwd = inject(&mut n1).await;
+    assert!(
+        fwd.own_connection,
+        "the forward packet must own its connection"
+    );
+    assert!(
+        fwd.free_src_port,
+        "no source port given: the sender may draw another"
+    );
+    let drawn = if fwd.src_port == 60999 {
+        10000
+    } else {
+        fwd.src_port + 1
+    };
+    let mut sent = reply_report(
+        &fwd,
+        false,
+        vec![obs(Component::SpoofGuard, Action::Forwarded)],
+    );
+    sent.seen_packet = Some(pb::Packet {
+        src_ip: fwd.src_ip.clone(),
+        dst_ip: fwd.dst_ip.clone(),
+        transport_header: Some(pb::TransportHeader {
+            udp: Some(pb::UdpHeader {
+                src_port: drawn,
+                dst_port: 53,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    h.handle.report("n1", sent).await;
+    let arrived = vec![
+        obs(Component::Forwarding, Action::Received),
+        obs(Component::Forwarding, Action::Delivered),
+    ];
+    h.handle
+        .report("n2", reply_report(&fwd, false, arrived))
+        .await;
+    let reply = inject(&mut n2).await;
+    assert_eq!(
+        reply.dst_port, drawn,
+        "the reply answers the port actually sent from"
+    );
+    assert!(!reply.own_connection);
+    h.handle.cancel("u1".into()).await;
+    let flushed = match command(&mut n1).await {
+        pb::agent_command::Kind::FlushConntrack(f) => f,
+        other => panic!("not a FlushConntrack: {other:?}"),
+    };
+    assert_eq!(
+        flushed
+            .tuples
+            .iter()
+            .map(|t| t.src_port)
+            .collect::<Vec<_>>(),
+        vec![drawn]
+    );
+}
+
+/// Every injected trace, not only a `reply` one, has its connection flushed at the end on
+/// the Nodes that reported it (each agent flushes only what it saw a trace packet create).
+#[tokio::test]
+async fn an_injected_traces_connection_is_flushed_where_it_was_seen() {
+    let h = harness();
+    let (_c1, mut n1) = h.agents.register("n1");
+    let (_c2, mut n2) = h.agents.register("n2");
+    h.handle.start(trace("u1", "p1", 0)).await;
+    let fwd = inject(&mut n1).await;
+    assert!(
+        !fwd.own_connection,
+        "only a reply trace needs to own its tuple"
+    );
+    h.handle
+        .report(
+            "n1",
+            report(&fwd, vec![obs(Component::SpoofGuard, Action::Forwarded)]),
+        )
+        .await;
+    h.handle.cancel("u1".into()).await;
+    match command(&mut n1).await {
+        pb::agent_command::Kind::FlushConntrack(f) => {
+            assert_eq!(f.trace_uid, "u1");
+            assert_eq!(f.protocol, 1);
+        }
+        other => panic!("not a FlushConntrack: {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        n2.try_recv().is_err(),
+        "n2 reported nothing: it saw no connection created"
+    );
+}
+
 /// A live trace fails at once, like an injected one, when the agent of a Node whose part is
 /// still pending drops its stream; a Node that already reported is no longer needed.
 #[tokio::test]

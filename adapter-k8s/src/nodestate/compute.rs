@@ -126,6 +126,7 @@ impl ClusterView {
                 egress_ips: ips_of(&view.isolation.egress),
             },
             egresses: self.egresses.clone(),
+            trace_tunnel_key: 0,
         }
     }
 }

@@ -11,9 +11,9 @@ use super::NodeDesired;
 /// Peers, Services and rules: upserts for keys that are new or differ, deletes for keys that
 /// vanished (a rule that changed only its members keeps its conjunction id, so it is one upsert).
 /// Isolation is sent whole when either set changed. When this Node's own info changed, the
-/// result is `new` as a replace (a delta cannot carry `node`).
+/// result is `new` as a replace (a delta cannot carry `node`), and so when the tunnel key did.
 pub fn diff(old: &NodeDesired, new: &NodeDesired) -> Option<pb::NodeState> {
-    if old.node != new.node {
+    if old.node != new.node || old.trace_tunnel_key != new.trace_tunnel_key {
         return Some(new.to_replace());
     }
     let (peers_upsert, peers_delete) = map_diff(&old.peers, &new.peers);
@@ -30,6 +30,8 @@ pub fn diff(old: &NodeDesired, new: &NodeDesired) -> Option<pb::NodeState> {
         rules_delete,
         isolation: (old.isolation != new.isolation).then(|| new.isolation.clone()),
         egresses: (old.egresses != new.egresses).then(|| new.egresses.clone()),
+        // Only a replace carries the key (a changed key is sent as one, above).
+        trace_tunnel_key: 0,
     };
     (state != pb::NodeState::default()).then_some(state)
 }

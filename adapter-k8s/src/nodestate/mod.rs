@@ -63,6 +63,9 @@ pub struct NodeDesired {
     pub isolation: pb::Isolation,
     /// Every Antrea Egress of the cluster (the same for every Node).
     pub egresses: pb::EgressSet,
+    /// The cluster's key for trace packets crossing the tunnel (`NodeState.trace_tunnel_key`;
+    /// the same for every Node, set by the publisher).
+    pub trace_tunnel_key: u64,
 }
 
 impl NodeDesired {
@@ -79,6 +82,7 @@ impl NodeDesired {
             rules_delete: Vec::new(),
             isolation: Some(self.isolation.clone()),
             egresses: Some(self.egresses.clone()),
+            trace_tunnel_key: self.trace_tunnel_key,
         }
     }
 }

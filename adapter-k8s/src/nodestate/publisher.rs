@@ -95,7 +95,10 @@ impl Publisher {
                 "Antrea-native lists incomplete (CRDs missing?); computing without them for now"
             );
         }
-        let mut state = State::default();
+        let mut state = State {
+            trace_tunnel_key: rand::random_range(1..=u64::MAX),
+            ..State::default()
+        };
         revisions.borrow_and_update();
         state.recompute(&self.inventory);
 
@@ -147,9 +150,19 @@ struct State {
     retry: HashMap<String, u64>,
     /// Compile errors already logged (logged again only after they went away).
     errors: BTreeSet<String>,
+    /// The cluster's key for trace packets crossing the tunnel: drawn once per run, never 0.
+    trace_tunnel_key: u64,
 }
 
 impl State {
+    /// `node`'s desired state with the cluster's tunnel key.
+    fn node_state(&self, node: &str) -> NodeDesired {
+        NodeDesired {
+            trace_tunnel_key: self.trace_tunnel_key,
+            ..self.view.node_state(&self.compiled, node)
+        }
+    }
+
     fn recompute(&mut self, inventory: &Inventory) {
         let started = std::time::Instant::now();
         let (cluster, view) = {
@@ -177,7 +190,7 @@ impl State {
         if agents.conn(&node) != Some(conn) {
             return;
         }
-        let desired = self.view.node_state(&self.compiled, &node);
+        let desired = self.node_state(&node);
         match agents.send_on(&node, conn, command(desired.to_replace())) {
             Ok(()) => {
                 info!(
@@ -215,7 +228,7 @@ impl State {
                 self.sent.remove(&node);
                 continue;
             }
-            let new = self.view.node_state(&self.compiled, &node);
+            let new = self.node_state(&node);
             let Some(delta) = diff(old, &new) else {
                 continue;
             };

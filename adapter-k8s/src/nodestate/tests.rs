@@ -215,6 +215,7 @@ fn fixture_gives_the_expected_replace() {
             egress_ips: vec![],
         }),
         egresses: Some(pb::EgressSet::default()),
+        trace_tunnel_key: 0,
     };
     assert_eq!(got, expected);
 

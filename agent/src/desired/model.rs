@@ -434,6 +434,9 @@ pub struct DesiredState {
     /// `StopLiveTrace`, not `NodeState`): the policy drop tables report packets carrying them.
     /// A replace keeps them; they end with their trace.
     pub live_tags: BTreeSet<u8>,
+    /// The cluster's key for trace packets crossing the tunnel (`NodeState.trace_tunnel_key`;
+    /// none until a replace brought one).
+    pub trace_tunnel_key: Option<u64>,
 }
 
 impl DesiredState {
@@ -450,11 +453,13 @@ impl DesiredState {
             rules_delete,
             isolation,
             egresses,
+            trace_tunnel_key,
         } = msg;
         let mut errors = Vec::new();
         if replace {
             *self = Self {
                 live_tags: std::mem::take(&mut self.live_tags),
+                trace_tunnel_key: (trace_tunnel_key != 0).then_some(trace_tunnel_key),
                 ..Self::default()
             };
         }

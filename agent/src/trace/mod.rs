@@ -75,7 +75,10 @@ pub struct Tracer {
 /// Injection times by (IPv6, trace id), taken by the first packet-in that shows the packet
 /// on this Node. Bounded: entries older than [`InjectedAt::KEEP`] go when a new one comes.
 #[derive(Clone, Default)]
-struct InjectedAt(Arc<std::sync::Mutex<HashMap<(bool, u32), (i64, std::time::Instant)>>>);
+struct InjectedAt(Arc<std::sync::Mutex<InjectionTimes>>);
+
+/// (IPv6, trace id) → (µs since the epoch, when it was recorded).
+type InjectionTimes = HashMap<(bool, u32), (i64, std::time::Instant)>;
 
 impl InjectedAt {
     /// Longer than any trace runs ([`traceflow_core::limits`] caps the timeout well below).
@@ -83,7 +86,7 @@ impl InjectedAt {
     /// Above this many, old entries are pruned on insert.
     const PRUNE_ABOVE: usize = 4096;
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(bool, u32), (i64, std::time::Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InjectionTimes> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
