@@ -94,3 +94,9 @@ pub const ADAPTER: [(&str, &str); 5] = [
         "Live-traffic reports refused by the adapter: the packet is not the traced connection",
     ),
 ];
+
+/// Every counter a Node's series carries at the manager: the agent's own ([`AGENT`]) and what
+/// its adapter counts about it ([`ADAPTER`]), each `(name, what it counts)`.
+pub fn per_node() -> impl Iterator<Item = (&'static str, &'static str)> {
+    AGENT.into_iter().chain(ADAPTER)
+}

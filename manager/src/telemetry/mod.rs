@@ -148,7 +148,7 @@ impl Metrics {
         let mut agent = HashMap::new();
         // Exposed as `traceflow_agent_<name>_total{cluster,node}`; other names an adapter
         // sends are ignored (peer input stays bounded).
-        for (name, help) in traceflow_core::counters::AGENT {
+        for (name, help) in traceflow_core::counters::per_node() {
             let family = Family::<Labels, Counter>::default();
             registry.register(
                 format!("agent_{name}"),
@@ -235,7 +235,7 @@ impl Metrics {
                 }
                 series.insert(pair);
             }
-            for (name, _) in traceflow_core::counters::AGENT {
+            for (name, _) in traceflow_core::counters::per_node() {
                 let Some(&value) = node.counters.get(name) else {
                     continue;
                 };
@@ -346,15 +346,14 @@ mod tests {
             expected_agents: 1,
             agent_counters: vec![pb::NodeCounters {
                 node: "n1".into(),
-                counters: traceflow_core::counters::AGENT
-                    .iter()
+                counters: traceflow_core::counters::per_node()
                     .map(|(name, _)| (name.to_string(), 2))
                     .collect(),
             }],
         };
         m.heartbeat("c1", &beat);
         let text = m.encode();
-        for (name, help) in traceflow_core::counters::AGENT {
+        for (name, help) in traceflow_core::counters::per_node() {
             let series = format!("traceflow_agent_{name}_total{{cluster=\"c1\",node=\"n1\"}}");
             assert_eq!(value(&text, &series), Some(2.0), "{series} in {text}");
             assert!(
