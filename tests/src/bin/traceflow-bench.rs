@@ -364,6 +364,7 @@ async fn ovs_baseline(lab: &LabHandle, n: usize) -> Result<Dist> {
             ttl: 64,
             ip_flags: 0,
             transport: Transport::Echo { id: 0, seq: 0 },
+            secret: 0,
         }
         .build()
         .map_err(|e| anyhow!("baseline packet: {e:?}"))?;
