@@ -30,11 +30,10 @@ use std::net::IpAddr;
 
 use crate::desired::DesiredState;
 use crate::ovs::openflow::oxm::{CLASS_NXM1, ct_state, nxm};
-use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
+use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Nat, Oxm};
 use crate::ports::NodePorts;
 
 use super::flows::{CT_ZONE, CT_ZONE_V6, prio};
-use super::nx::{self, Nat};
 use super::services::{SNAT_CT_ZONE, SNAT_CT_ZONE_V6};
 use super::tables::Table;
 use super::{COOKIE, GLOBAL_VIRTUAL_MAC, regs, with_host, with_net};
@@ -177,13 +176,16 @@ pub fn egress_flows(ports: &NodePorts, desired: &DesiredState) -> Vec<FlowMod> {
                     .with(Oxm::eth_type(et))
                     .with(pkt_mark(e.mark))
                     .with(Oxm::exact(CLASS_NXM1, nxm::CT_ZONE, &zone.to_be_bytes())),
-                vec![Instruction::ApplyActions(vec![nx::ct(
-                    true,
-                    snat_zone,
-                    Some(Table::Output.id()),
-                    Some(Nat::Src(e.egress_ip)),
-                    &[],
-                )])],
+                vec![Instruction::ApplyActions(vec![Action::Ct {
+                    commit: true,
+                    zone: snat_zone,
+                    table: Some(Table::Output.id()),
+                    nat: Some(Nat::Src {
+                        addr: e.egress_ip,
+                        port: None,
+                    }),
+                    exec: Vec::new(),
+                }])],
             ));
         }
     }
@@ -219,7 +221,8 @@ fn return_flows(
                 commit: false,
                 zone: snat_zone,
                 table: Some(Table::ConntrackZone.id()),
-                nat: true,
+                nat: Some(Nat::Existing),
+                exec: Vec::new(),
             },
         ])],
     )];
@@ -306,7 +309,8 @@ mod tests {
         assert!(
             matches!(&un_snat[0].instructions[0], Instruction::ApplyActions(a)
             if a.contains(&Action::Ct { commit: false, zone: SNAT_CT_ZONE,
-                                        table: Some(Table::ConntrackZone.id()), nat: true }))
+                                        table: Some(Table::ConntrackZone.id()),
+                                        nat: Some(Nat::Existing), exec: Vec::new() }))
         );
         let back: Vec<_> = flows
             .iter()
@@ -324,13 +328,16 @@ mod tests {
         assert_eq!(snat.len(), 1);
         assert_eq!(
             snat[0].instructions,
-            vec![Instruction::ApplyActions(vec![nx::ct(
-                true,
-                SNAT_CT_ZONE,
-                Some(Table::Output.id()),
-                Some(Nat::Src([192, 168, 77, 100].into())),
-                &[],
-            )])]
+            vec![Instruction::ApplyActions(vec![Action::Ct {
+                commit: true,
+                zone: SNAT_CT_ZONE,
+                table: Some(Table::Output.id()),
+                nat: Some(Nat::Src {
+                    addr: [192, 168, 77, 100].into(),
+                    port: None,
+                }),
+                exec: Vec::new(),
+            }])]
         );
         const { assert!(SNAT < prio::TRACE) };
     }

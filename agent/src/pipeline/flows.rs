@@ -36,7 +36,7 @@ use std::net::IpAddr;
 
 use crate::ovs::openflow::action::port;
 use crate::ovs::openflow::oxm::{CLASS_BASIC, CLASS_NXM1, basic, ct_state, nxm};
-use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Oxm};
+use crate::ovs::openflow::{Action, FlowMod, Instruction, Match, Nat, Oxm};
 use crate::ports::NodePorts;
 
 use super::regs;
@@ -370,7 +370,8 @@ fn conntrack(f: &mut Vec<FlowMod>) {
                 commit: false,
                 zone,
                 table: Some(Table::ConntrackState.id()),
-                nat: true,
+                nat: Some(Nat::Existing),
+                exec: Vec::new(),
             }])],
         ));
         f.push(flow(
@@ -389,16 +390,16 @@ fn conntrack(f: &mut Vec<FlowMod>) {
                 .with(Oxm::eth_type(et))
                 .with(new())
                 .with(Oxm::ip_dscp(TRACE_DSCP)),
-            vec![apply(vec![super::nx::ct(
-                true,
+            vec![apply(vec![Action::Ct {
+                commit: true,
                 zone,
-                Some(Table::Output.id()),
-                None,
-                &[Action::SetField(Oxm::ct_mark_masked(
+                table: Some(Table::Output.id()),
+                nat: None,
+                exec: vec![Action::SetField(Oxm::ct_mark_masked(
                     regs::TRACE_CT_MARK,
                     regs::TRACE_CT_MARK,
                 ))],
-            )])],
+            }])],
         ));
         f.push(flow(
             Table::ConntrackCommit,
@@ -408,7 +409,8 @@ fn conntrack(f: &mut Vec<FlowMod>) {
                 commit: true,
                 zone,
                 table: Some(Table::Output.id()),
-                nat: false,
+                nat: None,
+                exec: Vec::new(),
             }])],
         ));
     }
@@ -812,16 +814,16 @@ mod tests {
             .filter(|f| f.fields.fields.contains(&Oxm::ip_dscp(TRACE_DSCP)))
             .collect();
         assert_eq!(traced.len(), 2, "v4 + v6");
-        let marked = super::super::nx::ct(
-            true,
-            CT_ZONE,
-            Some(Table::Output.id()),
-            None,
-            &[Action::SetField(Oxm::ct_mark_masked(
+        let marked = Action::Ct {
+            commit: true,
+            zone: CT_ZONE,
+            table: Some(Table::Output.id()),
+            nat: None,
+            exec: vec![Action::SetField(Oxm::ct_mark_masked(
                 regs::TRACE_CT_MARK,
                 regs::TRACE_CT_MARK,
             ))],
-        );
+        };
         assert!(
             traced
                 .iter()

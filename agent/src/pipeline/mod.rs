@@ -10,7 +10,6 @@ pub mod egress;
 pub mod flows;
 pub mod live;
 pub mod meter_drops;
-pub mod nx;
 pub mod policy;
 pub mod regs;
 pub mod services;

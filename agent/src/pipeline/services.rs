@@ -33,12 +33,11 @@ use std::net::IpAddr;
 use crate::desired::DesiredState;
 use crate::ovs::openflow::message::{Bucket, GROUP_ALL, group_cmd, group_type};
 use crate::ovs::openflow::oxm::{CLASS_BASIC, basic, ct_state};
-use crate::ovs::openflow::{Action, FlowMod, GroupMod, Instruction, Match, Oxm};
+use crate::ovs::openflow::{Action, FlowMod, GroupMod, Instruction, Match, Nat, Oxm};
 use crate::ports::NodePorts;
 
 use super::COOKIE;
 use super::flows::{CT_ZONE, CT_ZONE_V6, prio};
-use super::nx::{self, Nat};
 use super::regs;
 use super::tables::Table;
 use super::{ETH_IPV4, ETH_IPV6};
@@ -204,7 +203,9 @@ pub fn service_flows_with(
                             EP_SELECTED | u32::from(*port),
                             EP_MASK,
                         ));
-                        actions.push(nx::resubmit(Table::EndpointDNAT.id()));
+                        actions.push(Action::Resubmit {
+                            table: Table::EndpointDNAT.id(),
+                        });
                         Bucket {
                             bucket_id: u32::try_from(i).unwrap_or(u32::MAX),
                             actions,
@@ -247,13 +248,16 @@ pub fn service_flows_with(
                         EP_MASK,
                     ));
                     let dnat = |marks: u32| {
-                        vec![Instruction::ApplyActions(vec![nx::ct(
-                            true,
+                        vec![Instruction::ApplyActions(vec![Action::Ct {
+                            commit: true,
                             zone,
-                            Some(Table::AntreaPolicyEgressRule.id()),
-                            Some(Nat::Dst(ip, Some(port))),
-                            &[Action::SetField(ct_mark(marks, marks))],
-                        )])]
+                            table: Some(Table::AntreaPolicyEgressRule.id()),
+                            nat: Some(Nat::Dst {
+                                addr: ip,
+                                port: Some(port),
+                            }),
+                            exec: vec![Action::SetField(ct_mark(marks, marks))],
+                        }])]
                     };
                     // A trace packet's connection is committed here, before policy: it gets
                     // the trace mark at once, so it admits no real packet even when policy
@@ -343,20 +347,24 @@ pub fn service_flows_with(
                 commit: false,
                 zone: snat_zone,
                 table: Some(Table::L2ForwardingCalc.id()),
-                nat: true,
+                nat: Some(Nat::Existing),
+                exec: Vec::new(),
             }])],
         ));
         out.flows.push(flow(
             Table::SNAT,
             prio::NORMAL,
             same(ct_state::NEW | ct_state::TRK),
-            vec![Instruction::ApplyActions(vec![nx::ct(
-                true,
-                snat_zone,
-                Some(Table::L2ForwardingCalc.id()),
-                Some(Nat::Src(gw_ip)),
-                &[Action::SetField(ct_mark(SERVICE_CT_MARK, SERVICE_CT_MARK))],
-            )])],
+            vec![Instruction::ApplyActions(vec![Action::Ct {
+                commit: true,
+                zone: snat_zone,
+                table: Some(Table::L2ForwardingCalc.id()),
+                nat: Some(Nat::Src {
+                    addr: gw_ip,
+                    port: None,
+                }),
+                exec: vec![Action::SetField(ct_mark(SERVICE_CT_MARK, SERVICE_CT_MARK))],
+            }])],
         ));
     }
     for (gw_ip, snat_zone) in &hairpin_families {
@@ -372,7 +380,8 @@ pub fn service_flows_with(
                 commit: false,
                 zone: *snat_zone,
                 table: Some(Table::ConntrackZone.id()),
-                nat: true,
+                nat: Some(Nat::Existing),
+                exec: Vec::new(),
             }])],
         ));
         for pod in &ports.pods {

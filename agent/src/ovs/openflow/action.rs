@@ -3,6 +3,8 @@
 //! Unknown action / instruction types decode into `Unknown` values that re-encode byte for
 //! byte, so a flow dump or an error's echoed request never fails to decode.
 
+use std::net::IpAddr;
+
 use bytes::{BufMut, BytesMut};
 
 use super::oxm::{CLASS_NXM1, Oxm, nxm};
@@ -34,16 +36,28 @@ const OFPAT_DEC_NW_TTL: u16 = 24;
 const OFPAT_METER: u16 = 29;
 const OFPAT_SET_FIELD: u16 = 25;
 const OFPAT_EXPERIMENTER: u16 = 0xffff;
+const NXAST_RESUBMIT_TABLE: u16 = 14;
 const NXAST_OUTPUT_REG: u16 = 15;
 const NXAST_CONTROLLER: u16 = 20;
 const NXAST_CT: u16 = 35;
+const NXAST_NAT: u16 = 36;
 /// `NX_CT_F_COMMIT`.
 const NX_CT_F_COMMIT: u16 = 1;
 /// `NX_CT_RECIRC_NONE`: do not recirculate after `ct`.
 const NX_CT_RECIRC_NONE: u8 = 0xff;
-/// The bare `nat` action (`NXAST_NAT`, subtype 36) nested in `ct`: no ranges, apply existing
-/// NAT bindings.
-const BARE_NAT: [u8; 16] = [0xff, 0xff, 0, 16, 0, 0, 0x23, 0x20, 0, 36, 0, 0, 0, 0, 0, 0];
+/// 16-bit `OFPP_IN_PORT`: the port `resubmit(,TABLE)` carries ("the packet's own").
+const OFPP_IN_PORT_16: u16 = 0xfff8;
+/// `struct nx_action_ct` before its nested actions.
+const NX_CT_LEN: usize = 24;
+/// `struct nx_action_nat` before its range.
+const NX_NAT_LEN: usize = 16;
+/// `nx_nat_flags`: which address a `nat(...)` rewrites.
+const NX_NAT_F_SRC: u16 = 1;
+const NX_NAT_F_DST: u16 = 2;
+/// `nx_nat_range`: which range fields follow `struct nx_action_nat`, in this order.
+const NX_NAT_RANGE_IPV4_MIN: u16 = 1 << 0;
+const NX_NAT_RANGE_IPV6_MIN: u16 = 1 << 2;
+const NX_NAT_RANGE_PROTO_MIN: u16 = 1 << 4;
 
 /// One action of an action list.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -63,14 +77,21 @@ pub enum Action {
         controller_id: u16,
         reason: u8,
     },
-    /// `NXAST_CT`: send the packet through conntrack in `zone`, optionally committing it,
-    /// applying existing NAT bindings (`nat`), and recirculating to `table`.
+    /// `NXAST_CT`: `ct(commit?, zone=zone, table=table?, nat(...)?, exec(exec))`: send the
+    /// packet through conntrack in `zone`, optionally committing it, applying `nat`, and
+    /// recirculating to `table`. `exec` runs on the connection when it is committed (OVS takes
+    /// only `set_field` of `ct_mark` / `ct_label` there). On the wire the NAT comes first among
+    /// the nested actions, then `exec`, as `ovs-ofctl` writes them.
     Ct {
         commit: bool,
         zone: u16,
         table: Option<u8>,
-        nat: bool,
+        nat: Option<Nat>,
+        exec: Vec<Action>,
     },
+    /// `NXAST_RESUBMIT_TABLE`: `resubmit(,table)`: run the packet through `table` and come
+    /// back (its in_port unchanged).
+    Resubmit { table: u8 },
     /// `OFPAT_METER` (OF1.5): pass the packet through meter `id`; over the rate it stops here.
     Meter(u32),
     /// `OFPAT_DEC_NW_TTL`: decrement the IPv4 TTL / IPv6 hop limit (routed packets).
@@ -123,9 +144,10 @@ impl Action {
                 zone,
                 table,
                 nat,
+                exec,
             } => {
                 buf.put_u16(OFPAT_EXPERIMENTER);
-                buf.put_u16(if *nat { 40 } else { 24 });
+                buf.put_u16(0);
                 buf.put_u32(NX_VENDOR_ID);
                 buf.put_u16(NXAST_CT);
                 buf.put_u16(if *commit { NX_CT_F_COMMIT } else { 0 });
@@ -134,9 +156,22 @@ impl Action {
                 buf.put_u8(table.unwrap_or(NX_CT_RECIRC_NONE));
                 put_zeros(buf, 3);
                 buf.put_u16(0); // alg
-                if *nat {
-                    buf.put_slice(&BARE_NAT);
+                if let Some(nat) = nat {
+                    nat.encode(buf);
                 }
+                encode_actions(exec, buf);
+                // Nested actions are whole multiples of 8, so the total is too.
+                let len = buf.len() - start;
+                patch_len(buf, start + 2, len);
+            }
+            Self::Resubmit { table } => {
+                buf.put_u16(OFPAT_EXPERIMENTER);
+                buf.put_u16(16);
+                buf.put_u32(NX_VENDOR_ID);
+                buf.put_u16(NXAST_RESUBMIT_TABLE);
+                buf.put_u16(OFPP_IN_PORT_16);
+                buf.put_u8(*table);
+                put_zeros(buf, 3);
             }
             Self::Meter(id) => {
                 buf.put_u16(OFPAT_METER);
@@ -235,27 +270,42 @@ impl Action {
                             max_len,
                         }
                     }
-                    (NX_VENDOR_ID, NXAST_CT, 24 | 40) => {
+                    (NX_VENDOR_ID, NXAST_RESUBMIT_TABLE, 16) => {
+                        let in_port = b.u16()?;
+                        let table = b.u8()?;
+                        let pad = b.bytes(3)?;
+                        // `resubmit(PORT,TABLE)`, `resubmit(,255)` (that is `resubmit(PORT)`)
+                        // and non-zero padding are not modelled: kept raw, byte for byte.
+                        if in_port != OFPP_IN_PORT_16 || table == 0xff || pad != [0; 3] {
+                            return Ok(Self::unknown(kind, &r_slice(r, start, len)?));
+                        }
+                        Self::Resubmit { table }
+                    }
+                    (NX_VENDOR_ID, NXAST_CT, _) if len >= NX_CT_LEN => {
                         let flags = b.u16()?;
                         let zone_src = b.u32()?;
                         let zone = b.u16()?;
                         let recirc = b.u8()?;
-                        b.skip(3)?;
+                        let pad = b.bytes(3)?;
                         let alg = b.u16()?;
-                        let nested = b.rest();
-                        let nat = nested == BARE_NAT;
+                        // A zone from a field, an ALG, other flags or a NAT we do not model
+                        // (ranges with a maximum, hash / persistent flags): kept raw.
                         if zone_src != 0
                             || alg != 0
                             || flags & !NX_CT_F_COMMIT != 0
-                            || !(nested.is_empty() || nat)
+                            || pad != [0; 3]
                         {
                             return Ok(Self::unknown(kind, &r_slice(r, start, len)?));
                         }
+                        let Some(CtNested { nat, exec }) = Nat::split_leading(b.rest())? else {
+                            return Ok(Self::unknown(kind, &r_slice(r, start, len)?));
+                        };
                         Self::Ct {
                             commit: flags & NX_CT_F_COMMIT != 0,
                             zone,
                             table: (recirc != NX_CT_RECIRC_NONE).then_some(recirc),
                             nat,
+                            exec: decode_actions(exec)?,
                         }
                     }
                     (NX_VENDOR_ID, NXAST_CONTROLLER, 16) => {
@@ -284,6 +334,156 @@ impl Action {
             raw: raw.to_vec(),
         }
     }
+}
+
+/// The NAT of a [`Action::Ct`] (`NXAST_NAT`, valid only nested in `ct`): which address it
+/// rewrites and to what. Only single addresses and ports are modelled (no `min-max` ranges,
+/// no `persistent` / `hash` / `random`); other forms decode as the `Ct`'s raw bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Nat {
+    /// Bare `nat`: apply the NAT the connection was committed with (un-NAT replies, NAT later
+    /// packets of the connection).
+    Existing,
+    /// `nat(src=addr[:port])`: SNAT a new connection when committed.
+    Src { addr: IpAddr, port: Option<u16> },
+    /// `nat(dst=addr[:port])`: DNAT a new connection when committed.
+    Dst { addr: IpAddr, port: Option<u16> },
+}
+
+impl Nat {
+    /// `(flags, range)` as `struct nx_action_nat` carries them.
+    fn parts(&self) -> (u16, Option<(IpAddr, Option<u16>)>) {
+        match *self {
+            Self::Existing => (0, None),
+            Self::Src { addr, port } => (NX_NAT_F_SRC, Some((addr, port))),
+            Self::Dst { addr, port } => (NX_NAT_F_DST, Some((addr, port))),
+        }
+    }
+
+    /// `range_present` of a range: the minimum address of its family, and a port if any.
+    fn range_present(addr: IpAddr, port: Option<u16>) -> u16 {
+        let ip = match addr {
+            IpAddr::V4(_) => NX_NAT_RANGE_IPV4_MIN,
+            IpAddr::V6(_) => NX_NAT_RANGE_IPV6_MIN,
+        };
+        ip | if port.is_some() {
+            NX_NAT_RANGE_PROTO_MIN
+        } else {
+            0
+        }
+    }
+
+    /// Writes the whole `NXAST_NAT` action: header, flags, range, zero padding to 8.
+    fn encode(&self, buf: &mut BytesMut) {
+        let start = buf.len();
+        let (flags, range) = self.parts();
+        buf.put_u16(OFPAT_EXPERIMENTER);
+        buf.put_u16(0);
+        buf.put_u32(NX_VENDOR_ID);
+        buf.put_u16(NXAST_NAT);
+        put_zeros(buf, 2);
+        buf.put_u16(flags);
+        buf.put_u16(range.map_or(0, |(addr, port)| Self::range_present(addr, port)));
+        if let Some((addr, port)) = range {
+            match addr {
+                IpAddr::V4(v4) => buf.put_slice(&v4.octets()),
+                IpAddr::V6(v6) => buf.put_slice(&v6.octets()),
+            }
+            if let Some(p) = port {
+                buf.put_u16(p);
+            }
+        }
+        let len = buf.len() - start;
+        put_zeros(buf, pad8(len));
+        patch_len(buf, start + 2, len + pad8(len));
+    }
+
+    /// Splits the actions nested in a `ct` into its NAT (the first of them, if it is an
+    /// `NXAST_NAT`) and the rest (`exec`). `None` when that NAT has a form we do not model,
+    /// so the `ct` stays raw; a NAT whose length is not a whole action is a [`DecodeError`].
+    fn split_leading(nested: &[u8]) -> Result<Option<CtNested<'_>>, DecodeError> {
+        // type, len, vendor, subtype: the first 10 bytes of any Nicira action.
+        let is_nat = |h: &[u8]| {
+            h[0..2] == OFPAT_EXPERIMENTER.to_be_bytes()
+                && h[4..8] == NX_VENDOR_ID.to_be_bytes()
+                && h[8..10] == NXAST_NAT.to_be_bytes()
+        };
+        let Some(head) = nested.get(..10).filter(|h| is_nat(h)) else {
+            return Ok(Some(CtNested {
+                nat: None,
+                exec: nested,
+            }));
+        };
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        if len < NX_NAT_LEN || len % 8 != 0 || len > nested.len() {
+            return Err(DecodeError::new(
+                "nat action",
+                format!("length {len} in {} nested bytes", nested.len()),
+            ));
+        }
+        let (nat, exec) = nested.split_at(len);
+        Ok(Self::decode(nat)?.map(|nat| CtNested {
+            nat: Some(nat),
+            exec,
+        }))
+    }
+
+    /// Decodes one whole `NXAST_NAT` action (`bytes` is exactly its length); `None` for a form
+    /// we do not model, or one that would not re-encode to the same bytes.
+    fn decode(bytes: &[u8]) -> Result<Option<Self>, DecodeError> {
+        let mut r = Reader::new(bytes, "nat action");
+        r.skip(10)?; // type, len, vendor, subtype: checked by the caller
+        let pad = r.u16()?;
+        let flags = r.u16()?;
+        let present = r.u16()?;
+        if pad != 0 {
+            return Ok(None);
+        }
+        let addr_len = match present & !NX_NAT_RANGE_PROTO_MIN {
+            0 if flags == 0 && present == 0 => 0,
+            NX_NAT_RANGE_IPV4_MIN if flags == NX_NAT_F_SRC || flags == NX_NAT_F_DST => 4,
+            NX_NAT_RANGE_IPV6_MIN if flags == NX_NAT_F_SRC || flags == NX_NAT_F_DST => 16,
+            _ => return Ok(None),
+        };
+        let port_len = if present & NX_NAT_RANGE_PROTO_MIN != 0 {
+            2
+        } else {
+            0
+        };
+        let body = NX_NAT_LEN + addr_len + port_len;
+        if bytes.len() != body + pad8(body) {
+            return Ok(None);
+        }
+        let addr = match addr_len {
+            4 => {
+                let mut a = [0u8; 4];
+                a.copy_from_slice(r.bytes(4)?);
+                Some(IpAddr::from(a))
+            }
+            16 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(r.bytes(16)?);
+                Some(IpAddr::from(a))
+            }
+            _ => None,
+        };
+        let port = if port_len == 2 { Some(r.u16()?) } else { None };
+        if r.bytes(pad8(body))?.iter().any(|b| *b != 0) {
+            return Ok(None);
+        }
+        r.finish()?;
+        Ok(Some(match (addr, flags) {
+            (None, _) => Self::Existing,
+            (Some(addr), NX_NAT_F_SRC) => Self::Src { addr, port },
+            (Some(addr), _) => Self::Dst { addr, port },
+        }))
+    }
+}
+
+/// The actions nested in an `NXAST_CT`, split: its NAT, and the `exec` actions' bytes.
+struct CtNested<'a> {
+    nat: Option<Nat>,
+    exec: &'a [u8],
 }
 
 /// Re-reads the `len` bytes of a structure that started at `start` (already consumed).

@@ -16,7 +16,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use action::{Action, Instruction, port};
+pub use action::{Action, Instruction, Nat, port};
 pub use client::Switch;
 pub use message::{ErrorMsg, FlowMod, GroupMod, Message, PacketIn, PacketOut};
 pub use oxm::{Match, Oxm};
