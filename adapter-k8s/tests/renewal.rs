@@ -47,6 +47,7 @@ fn hand_built_n1() -> (NodeRuntime, HandFed) {
             switch,
             programmed,
             programmed_state: watch::channel(Default::default()).1,
+            tunnel_key: watch::channel(None).1,
         },
         observations,
     };

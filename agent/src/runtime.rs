@@ -107,7 +107,8 @@ impl NodeRuntime {
         pipeline::meter_drops::spawn(datapath.switch.clone(), shutdown.clone());
         let tracer = Tracer::new(node, ports.clone(), datapath.switch.clone())
             .with_desired(desired)
-            .with_rundir(&paths.rundir);
+            .with_rundir(&paths.rundir)
+            .with_tunnel_key(datapath.tunnel_key.clone());
         // After a reconnect (the pipeline is programmed before the switch is published), the
         // live traces waiting for their packet get their flows back.
         let t = tracer.clone();

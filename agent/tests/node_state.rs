@@ -42,6 +42,11 @@ struct Pair {
 }
 
 async fn pair() -> Pair {
+    pair_keyed(0).await
+}
+
+/// [`pair`], both Nodes given the cluster's tunnel key `key` (0: none).
+async fn pair_keyed(key: u64) -> Pair {
     init_tracing();
     let a = OvsNode::start_subnet(1, 2);
     let b = OvsNode::start_subnet(2, 2);
@@ -83,6 +88,7 @@ async fn pair() -> Pair {
             replace: true,
             node: Some(me),
             peers_upsert: vec![peer],
+            trace_tunnel_key: key,
             ..Default::default()
         });
         let mut rt = NodeRuntime::start_with(
@@ -146,6 +152,77 @@ async fn peers_from_node_state_route_through_the_tunnel() {
     let ok = p.a.ping_retry(0, &dst);
     dump_on_failure(ok, &[&p.a, &p.b], "ping after the peer came back");
     let _ = (&p.sb, &p.tun_a);
+}
+
+/// With the cluster's tunnel key, the tunnel proves where a trace packet comes from: a Node
+/// of the cluster sends its trace packets into the tunnel with the key as a Geneve option
+/// (mapped on br-int by the agent), so a trace across the real Geneve tunnel is reported by
+/// both Nodes, while a tunnelled packet of the trace class without the key (what anyone on
+/// the underlay could send) loses its DSCP at PipelineRootClassifier and is never reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnelled_trace_packet_counts_only_with_the_clusters_key() {
+    use traceflow_agent::ovs::openflow::{Action, Message, PacketOut, port};
+    use traceflow_agent::ports::Mac;
+    use traceflow_agent::trace::packet::{TracePacket, Transport};
+    const KEY: u64 = 0x7e57_0000_c1a5_5e75;
+    let mut p = pair_keyed(KEY).await;
+    for node in [&p.a, &p.b] {
+        let map = node.ofctl(&["dump-tlv-map", &node.mgmt()]);
+        assert!(
+            map.contains("0xffff") && map.contains("tun_metadata0"),
+            "the agent mapped the key's Geneve option: {map}"
+        );
+    }
+    p.b.wait_flows(&format!("tun_metadata0=0x{KEY:x}"), true);
+    let dst = p.b.pods[1].ip.clone();
+    let sender = trace(&mut p.ra, &icmp_trace(812, "p0", &dst)).await;
+    assert_sent_into_tunnel(&sender, &p.tun_b);
+    let receiver = next_obs(&mut p.rb).await;
+    assert_eq!(
+        receiver.trace_id, 812,
+        "the keyed packet is the trace's on node-b"
+    );
+    assert_received_and_delivered(&receiver);
+
+    // The same kind of packet arriving through the tunnel without the key.
+    let forged = TracePacket {
+        src_mac: Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01]),
+        dst_mac: Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]),
+        src: p.a.pods[0].ip.parse().unwrap_or_else(|e| panic!("{e}")),
+        dst: dst.parse().unwrap_or_else(|e| panic!("{e}")),
+        trace_id: 813,
+        ttl: 64,
+        ip_flags: 0,
+        transport: Transport::Echo { id: 1, seq: 1 },
+        secret: 0,
+    }
+    .build()
+    .unwrap_or_default();
+    let sw =
+        p.rb.datapath
+            .switch
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| panic!("node-b not connected"));
+    sw.transact(&[Message::PacketOut(PacketOut::new(
+        p.b.tunnel_ofport,
+        vec![Action::output(port::TABLE)],
+        forged,
+    ))])
+    .await
+    .unwrap_or_else(|e| panic!("packet-out: {e}"));
+    let stray = tokio::time::timeout(Duration::from_millis(700), p.rb.observations.recv()).await;
+    let reported = stray.ok().flatten();
+    dump_on_failure(
+        reported.is_none(),
+        &[&p.b],
+        "an unkeyed tunnelled trace packet",
+    );
+    assert!(
+        reported.is_none(),
+        "a tunnelled trace packet without the key was reported: {reported:?}"
+    );
+    let _ = (&p.sa, &p.sb, &p.tun_a);
 }
 
 const SERVER: &str = r#"

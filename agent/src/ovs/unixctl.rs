@@ -1,7 +1,8 @@
 //! ovs-vswitchd's control socket (`ovs-appctl`'s JSON-RPC over a unix socket), for the one
 //! thing OpenFlow cannot do: read the conntrack table (`dpctl/dump-conntrack`).
 //!
-//! The socket is `<rundir>/ovs-vswitchd.<pid>.ctl`, the pid read from
+//! The socket is `<rundir>/ovs-vswitchd.ctl` when ovs-vswitchd runs with `--unixctl` there,
+//! else OVS's default `<rundir>/ovs-vswitchd.<pid>.ctl`, the pid read from
 //! `<rundir>/ovs-vswitchd.pid`. A call is one request and one reply object
 //! (`{"method", "params", "id"}` → `{"result", "error", "id"}`).
 
@@ -42,8 +43,13 @@ pub enum UnixctlError {
     Refused { method: String, message: String },
 }
 
-/// The control socket of the ovs-vswitchd whose pid file is in `rundir`.
+/// The control socket of the ovs-vswitchd of `rundir`: `ovs-vswitchd.ctl` when it was started
+/// with `--unixctl` there, else OVS's default, named by the pid in its pid file.
 pub fn socket_path(rundir: &Path) -> Result<PathBuf, UnixctlError> {
+    let named = rundir.join("ovs-vswitchd.ctl");
+    if named.exists() {
+        return Ok(named);
+    }
     let pidfile = rundir.join("ovs-vswitchd.pid");
     let pid = std::fs::read_to_string(&pidfile).map_err(|source| UnixctlError::PidFile {
         path: pidfile.clone(),

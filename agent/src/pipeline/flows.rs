@@ -64,8 +64,12 @@ pub mod prio {
     /// a live tag, loses it.
     pub const FORGED_TRACE: u16 = 205;
     /// PipelineRootClassifier: what the tunnel brings is checked by the receiving agent and
-    /// the adapter (the trace's secret), not cleared.
+    /// the adapter (the trace's secret), not cleared...
     pub const FROM_TUNNEL: u16 = 210;
+    /// ...except, with a tunnel key, a trace-class packet without it (cleared), below one
+    /// with it (passed).
+    pub const TUNNEL_UNKEYED: u16 = 212;
+    pub const TUNNEL_KEYED: u16 = 215;
     /// ConntrackCommit: a trace packet's new connection is committed with the trace mark.
     /// Below the Service commit bypass (210): a Service connection was committed, with NAT
     /// and the trace mark, by EndpointDNAT already, and must not be committed again.
@@ -90,22 +94,58 @@ fn next_of(t: Table) -> Vec<Instruction> {
 
 /// Every flow the pipeline wants on br-int for `ports`, in a stable order.
 pub fn desired_flows(ports: &NodePorts, peers: &[Peer]) -> Vec<FlowMod> {
-    desired_flows_with(ports, peers, &BTreeSet::new(), None)
+    desired_flows_with(ports, peers, &TraceClass::default(), None)
 }
 
-/// [`desired_flows`], with the DSCP tags of the live traces in flight (`live_tags`: cleared
-/// from what enters br-int anywhere but the tunnel) and every trace packet-in passing meter
-/// `packet_in_meter` first when the switch has it (Antrea's `PacketInMeterIDTF`), so a flood
-/// of trace-class packets cannot overwhelm the agent.
+/// What tells a trace's packets from the rest beyond the injected mark: the DSCP tags of the
+/// live traces in flight (cleared from what enters br-int anywhere but the tunnel), and the
+/// cluster's tunnel key (what a tunnelled trace or live-tagged packet must carry as
+/// `tun_metadata0`, [`super::TUNNEL_KEY_OPTION`]; none: the tunnel is taken as it comes).
+#[derive(Debug, Clone, Copy)]
+pub struct TraceClass<'a> {
+    pub live_tags: &'a BTreeSet<u8>,
+    pub tunnel_key: Option<u64>,
+}
+
+/// No live trace in flight, no tunnel key.
+static NO_LIVE_TAGS: BTreeSet<u8> = BTreeSet::new();
+
+impl Default for TraceClass<'_> {
+    fn default() -> Self {
+        Self {
+            live_tags: &NO_LIVE_TAGS,
+            tunnel_key: None,
+        }
+    }
+}
+
+impl TraceClass<'_> {
+    /// `set_field:<key>->tun_metadata0`, for packets sent into the tunnel (none without a key).
+    pub fn tunnel_key_actions(&self) -> Vec<Action> {
+        self.tunnel_key
+            .map(|k| Action::SetField(tun_metadata0(k)))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// `tun_metadata0=<key>` (8 bytes, as [`super::TUNNEL_KEY_OPTION`] maps it).
+pub fn tun_metadata0(key: u64) -> Oxm {
+    Oxm::exact(CLASS_NXM1, nxm::TUN_METADATA0, &key.to_be_bytes())
+}
+
+/// [`desired_flows`] with the trace class of the moment (`class`) and every trace packet-in
+/// passing meter `packet_in_meter` first when the switch has it (Antrea's
+/// `PacketInMeterIDTF`), so a flood of trace-class packets cannot overwhelm the agent.
 pub fn desired_flows_with(
     ports: &NodePorts,
     peers: &[Peer],
-    live_tags: &BTreeSet<u8>,
+    class: &TraceClass<'_>,
     packet_in_meter: Option<u32>,
 ) -> Vec<FlowMod> {
     let mut f = Vec::new();
     default_flows(&mut f);
-    root_classifier(&mut f, ports, live_tags);
+    root_classifier(&mut f, ports, class);
     arp(&mut f, ports);
     classifier(&mut f, ports);
     spoof_guard(&mut f, ports);
@@ -113,7 +153,7 @@ pub fn desired_flows_with(
     conntrack(&mut f);
     l3_forwarding(&mut f, ports, peers);
     l2_forwarding_calc(&mut f, ports);
-    output(&mut f, ports, packet_in_meter);
+    output(&mut f, ports, class, packet_in_meter);
     f
 }
 
@@ -137,7 +177,7 @@ fn default_flows(f: &mut Vec<FlowMod>) {
 /// receiving agent checks its origin and the adapter the trace's secret). Whatever else claims
 /// one, from a Pod, the gateway (the Node itself), the uplink or any other port, is forwarded
 /// as the plain packet it is. A live tag is set again later by the trace's own tagging flow.
-fn root_classifier(f: &mut Vec<FlowMod>, ports: &NodePorts, live_tags: &BTreeSet<u8>) {
+fn root_classifier(f: &mut Vec<FlowMod>, ports: &NodePorts, class: &TraceClass<'_>) {
     let root = Table::PipelineRootClassifier;
     f.push(flow(
         root,
@@ -145,6 +185,15 @@ fn root_classifier(f: &mut Vec<FlowMod>, ports: &NodePorts, live_tags: &BTreeSet
         Match::new().with(Oxm::eth_type(ETH_ARP)),
         vec![goto(Table::ARPSpoofGuard)],
     ));
+    let clear = || {
+        vec![
+            apply(vec![Action::SetField(Oxm::ip_dscp(0))]),
+            goto(Table::Classifier),
+        ]
+    };
+    let classes: Vec<u8> = std::iter::once(TRACE_DSCP)
+        .chain(class.live_tags.iter().copied())
+        .collect();
     for et in [ETH_IPV4, ETH_IPV6] {
         f.push(flow(
             root,
@@ -153,19 +202,29 @@ fn root_classifier(f: &mut Vec<FlowMod>, ports: &NodePorts, live_tags: &BTreeSet
             vec![goto(Table::Classifier)],
         ));
         if let Some(t) = ports.tunnel_ofport {
+            let tunnel = || Match::new().with(Oxm::in_port(t)).with(Oxm::eth_type(et));
             f.push(flow(
                 root,
                 prio::FROM_TUNNEL,
-                Match::new().with(Oxm::in_port(t)).with(Oxm::eth_type(et)),
+                tunnel(),
                 vec![goto(Table::Classifier)],
             ));
+            // With a key, a tunnelled packet of a trace class must carry it: one sent by a
+            // Node of this cluster does; a Geneve packet anyone else made does not, and is
+            // forwarded as the plain packet it is (never trapped, never metered).
+            if let Some(key) = class.tunnel_key {
+                for dscp in &classes {
+                    let m = || tunnel().with(Oxm::ip_dscp(*dscp));
+                    f.push(flow(
+                        root,
+                        prio::TUNNEL_KEYED,
+                        m().with(tun_metadata0(key)),
+                        vec![goto(Table::Classifier)],
+                    ));
+                    f.push(flow(root, prio::TUNNEL_UNKEYED, m(), clear()));
+                }
+            }
         }
-        let clear = || {
-            vec![
-                apply(vec![Action::SetField(Oxm::ip_dscp(0))]),
-                goto(Table::Classifier),
-            ]
-        };
         f.push(flow(
             root,
             prio::FORGED_TRACE,
@@ -175,7 +234,7 @@ fn root_classifier(f: &mut Vec<FlowMod>, ports: &NodePorts, live_tags: &BTreeSet
                 .with(Oxm::ip_dscp(TRACE_DSCP)),
             clear(),
         ));
-        for tag in live_tags {
+        for tag in class.live_tags {
             f.push(flow(
                 root,
                 prio::FORGED_TRACE,
@@ -521,7 +580,12 @@ fn l2_forwarding_calc(f: &mut Vec<FlowMod>, ports: &NodePorts) {
 /// Output: a trace packet is reported and, except towards the tunnel, not delivered
 /// (reference §3.3 "Output table": injected packets never reach the Pod); hairpin; the rest
 /// to the port L2ForwardingCalc chose.
-fn output(f: &mut Vec<FlowMod>, ports: &NodePorts, packet_in_meter: Option<u32>) {
+fn output(
+    f: &mut Vec<FlowMod>,
+    ports: &NodePorts,
+    class: &TraceClass<'_>,
+    packet_in_meter: Option<u32>,
+) {
     let to_controller = || -> Vec<Action> {
         packet_in_meter
             .map(Action::Meter)
@@ -546,7 +610,14 @@ fn output(f: &mut Vec<FlowMod>, ports: &NodePorts, packet_in_meter: Option<u32>)
                     .with(Oxm::reg(regs::TARGET_OFPORT_REG, t))
                     .with(Oxm::eth_type(et))
                     .with(Oxm::ip_dscp(TRACE_DSCP)),
-                vec![apply([vec![Action::output(t)], to_controller()].concat())],
+                vec![apply(
+                    [
+                        class.tunnel_key_actions(),
+                        vec![Action::output(t)],
+                        to_controller(),
+                    ]
+                    .concat(),
+                )],
             ));
         }
         f.push(flow(
@@ -728,7 +799,7 @@ mod tests {
 
     #[test]
     fn trace_packet_ins_pass_the_meter_when_there_is_one() {
-        let flows = desired_flows_with(&mk_node(), &[], &BTreeSet::new(), Some(257));
+        let flows = desired_flows_with(&mk_node(), &[], &TraceClass::default(), Some(257));
         let out = in_table(&flows, Table::Output);
         let tunnel = find(&out, "copying to the tunnel", |f| {
             f.priority == prio::TRACE_TUNNEL
@@ -757,7 +828,11 @@ mod tests {
     #[test]
     fn trace_class_and_live_tags_are_cleared_at_every_ingress_but_the_tunnel() {
         let tags = BTreeSet::from([7u8]);
-        let flows = desired_flows_with(&mk_node(), &[], &tags, None);
+        let class = TraceClass {
+            live_tags: &tags,
+            tunnel_key: None,
+        };
+        let flows = desired_flows_with(&mk_node(), &[], &class, None);
         let root = in_table(&flows, Table::PipelineRootClassifier);
         let clear = vec![
             Instruction::ApplyActions(vec![Action::SetField(Oxm::ip_dscp(0))]),
@@ -802,6 +877,59 @@ mod tests {
             .iter()
             .any(|f| f.fields.fields.contains(&Oxm::ip_dscp(7))),
             "a tag is cleared only while a live trace holds it"
+        );
+    }
+
+    #[test]
+    fn with_a_tunnel_key_the_tunnel_keeps_only_keyed_trace_packets_and_sends_the_key() {
+        let tags = BTreeSet::from([7u8]);
+        let class = TraceClass {
+            live_tags: &tags,
+            tunnel_key: Some(0xabcd),
+        };
+        let flows = desired_flows_with(&mk_node(), &[], &class, None);
+        let root = in_table(&flows, Table::PipelineRootClassifier);
+        for dscp in [TRACE_DSCP, 7] {
+            let of = |p: u16| {
+                root.iter()
+                    .filter(|f| {
+                        f.priority == p
+                            && f.fields.fields.contains(&Oxm::in_port(1))
+                            && f.fields.fields.contains(&Oxm::ip_dscp(dscp))
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let keyed = of(prio::TUNNEL_KEYED);
+            assert_eq!(keyed.len(), 2, "v4 + v6 for DSCP {dscp}");
+            assert!(
+                keyed
+                    .iter()
+                    .all(|f| f.fields.fields.contains(&tun_metadata0(0xabcd)))
+            );
+            let unkeyed = of(prio::TUNNEL_UNKEYED);
+            assert_eq!(unkeyed.len(), 2);
+            assert!(unkeyed.iter().all(|f| f.instructions
+                == vec![
+                    Instruction::ApplyActions(vec![Action::SetField(Oxm::ip_dscp(0))]),
+                    Instruction::GotoTable(Table::Classifier.id()),
+                ]));
+        }
+        const { assert!(prio::TUNNEL_KEYED > prio::TUNNEL_UNKEYED) };
+        const { assert!(prio::TUNNEL_UNKEYED > prio::FROM_TUNNEL) };
+        let out = in_table(&flows, Table::Output);
+        let tunnel = find(&out, "trace output to the tunnel", |f| {
+            f.priority == prio::TRACE_TUNNEL
+        });
+        assert_eq!(
+            first_actions(tunnel)[..2],
+            [Action::SetField(tun_metadata0(0xabcd)), Action::output(1)],
+            "the key goes with the packet into the tunnel"
+        );
+        assert!(
+            !desired_flows(&mk_node(), &[])
+                .iter()
+                .any(|f| f.fields.fields.contains(&tun_metadata0(0xabcd))),
+            "no key, no tun_metadata0 (the switch may not have it mapped)"
         );
     }
 

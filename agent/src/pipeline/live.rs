@@ -146,6 +146,7 @@ pub fn live_flows(
     t: &pb::LiveTrace,
     ports: &NodePorts,
     packet_in_meter: Option<u32>,
+    tunnel_key: Option<u64>,
 ) -> Result<Vec<FlowMod>, LiveError> {
     let tag = tag_of(t)?;
     let hard_timeout = hard_timeout(t);
@@ -249,7 +250,16 @@ pub fn live_flows(
             prio::TRACE_TUNNEL,
             marked().with(Oxm::reg(regs::TARGET_OFPORT_REG, tun)),
             vec![Instruction::ApplyActions(
-                [to_controller.clone(), vec![Action::output(tun)]].concat(),
+                [
+                    to_controller.clone(),
+                    // The receiving Node keeps the tag only with the cluster's key.
+                    tunnel_key
+                        .map(|k| Action::SetField(super::flows::tun_metadata0(k)))
+                        .into_iter()
+                        .collect(),
+                    vec![Action::output(tun)],
+                ]
+                .concat(),
             )],
         ));
     }
@@ -298,7 +308,7 @@ mod tests {
     #[test]
     fn sender_tags_new_connections_from_the_pod_port_and_output_clears_the_tag() {
         let ports = mk_node();
-        let flows = live_flows(&sender(), &ports, None);
+        let flows = live_flows(&sender(), &ports, None, None);
         let Ok(flows) = flows else {
             panic!("no flows: {flows:?}");
         };
@@ -342,7 +352,7 @@ mod tests {
             dst_pod_ip: "10.1.0.3".into(),
             ..sender()
         };
-        let flows = live_flows(&t, &mk_node(), None).unwrap_or_default();
+        let flows = live_flows(&t, &mk_node(), None, None).unwrap_or_default();
         let l2: Vec<_> = flows
             .iter()
             .filter(|f| f.table_id == Table::L2ForwardingCalc.id())
@@ -408,7 +418,7 @@ mod tests {
             dropped_only: true,
             ..sender()
         };
-        let flows = live_flows(&t, &mk_node(), None).unwrap_or_default();
+        let flows = live_flows(&t, &mk_node(), None, None).unwrap_or_default();
         assert!(!flows.is_empty());
         assert!(flows.iter().all(|f| {
             f.instructions.iter().all(|i| match i {
@@ -426,7 +436,7 @@ mod tests {
             ..sender()
         };
         assert_eq!(
-            live_flows(&bad_tag, &ports, None),
+            live_flows(&bad_tag, &ports, None, None),
             Err(LiveError::BadTag(63))
         );
         let ghost = pb::LiveTrace {
@@ -434,7 +444,7 @@ mod tests {
             ..sender()
         };
         assert_eq!(
-            live_flows(&ghost, &ports, None),
+            live_flows(&ghost, &ports, None, None),
             Err(LiveError::NoSourcePod("default/ghost".into()))
         );
     }

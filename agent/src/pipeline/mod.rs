@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::desired::DesiredState;
-use crate::ovs::openflow::message::{ErrorType, TABLE_ALL};
+use crate::ovs::openflow::message::{ErrorType, TABLE_ALL, TlvMap, TlvTableMod, tlv_cmd};
 use crate::ovs::openflow::{FlowMod, Message, OfError, PacketIn, Switch};
 use crate::ports::NodePorts;
 
@@ -160,14 +160,49 @@ async fn ensure_meter(sw: &Switch, meter_id: u32) -> Result<(), OfError> {
 
 static BUNDLE_ID: AtomicU32 = AtomicU32::new(1);
 
+/// The Geneve option that carries the cluster's tunnel key on trace and live-tagged packets
+/// (class 0xffff, "experimental use" in IANA's Geneve option class registry; type 0x01, not
+/// critical, so a Node that does not know it ignores it), as `tun_metadata0`.
+pub const TUNNEL_KEY_OPTION: TlvMap = TlvMap {
+    option_class: 0xffff,
+    option_type: 0x01,
+    option_len: 8,
+    index: 0,
+};
+
+/// Maps [`TUNNEL_KEY_OPTION`] on the switch (the table is the datapath's, shared by every
+/// bridge and kept across agent restarts): true once it is mapped as we need it, whether this
+/// call or an earlier one did it. False (logged) when the switch refuses it and the mapping is
+/// not there: flows then never use `tun_metadata0`, which the switch would refuse.
+async fn ensure_tunnel_option(sw: &Switch) -> bool {
+    let add = Message::TlvTableMod(TlvTableMod {
+        command: tlv_cmd::ADD,
+        mappings: vec![TUNNEL_KEY_OPTION],
+    });
+    let refused = match sw.transact(&[add]).await {
+        Ok(()) => return true,
+        Err(e) => e,
+    };
+    // Mapped already (an earlier run of this agent), or refused for good.
+    match sw.request(&Message::TlvTableRequest).await {
+        Ok(Message::TlvTableReply(t)) if t.mappings.contains(&TUNNEL_KEY_OPTION) => true,
+        other => {
+            warn!(error = %refused, reply = ?other.map(|m| m.kind()), "cannot map the Geneve option of the tunnel key; tunnelled trace packets are checked by their secret only");
+            false
+        }
+    }
+}
+
 /// Programs the pipeline for `ports` on a connected switch: one atomic bundle of
 /// "delete our cookie" + every desired flow.
 /// The flows come from the OVSDB ports and the desired state (peers, Services, policies).
+/// Returns how many flows, and the tunnel key they use (none when the desired state has none
+/// or the switch cannot carry it).
 pub async fn reconcile(
     sw: &Switch,
     ports: &NodePorts,
     desired: &DesiredState,
-) -> Result<usize, OfError> {
+) -> Result<(usize, Option<u64>), OfError> {
     let meter = match ensure_packet_in_meter(sw).await {
         Ok(()) => Some(PACKET_IN_METER),
         Err(error) => {
@@ -175,8 +210,12 @@ pub async fn reconcile(
             None
         }
     };
+    let tunnel_key = match desired.trace_tunnel_key {
+        Some(key) if ports.tunnel_ofport.is_some() && ensure_tunnel_option(sw).await => Some(key),
+        _ => None,
+    };
     let svc = services::service_flows(ports, desired);
-    let desired = state_flows(ports, desired, meter);
+    let desired = state_flows(ports, desired, meter, tunnel_key);
     let n = desired.len();
     let mut msgs = Vec::with_capacity(n + svc.groups.len() + 2);
     msgs.push(Message::FlowMod(FlowMod::delete_by_cookie(
@@ -196,7 +235,7 @@ pub async fn reconcile(
         }
         other => other?,
     }
-    Ok(n)
+    Ok((n, tunnel_key))
 }
 
 /// Every desired flow for `ports` and `desired`: the base pipeline with the peers' routes
@@ -205,8 +244,9 @@ pub fn state_flows(
     ports: &NodePorts,
     desired: &DesiredState,
     packet_in_meter: Option<u32>,
+    tunnel_key: Option<u64>,
 ) -> Vec<FlowMod> {
-    let mut f = built_flows(ports, desired, packet_in_meter);
+    let mut f = built_flows(ports, desired, packet_in_meter, tunnel_key);
     // A flow OVS would refuse must not take the others down with it (the bundle is all or
     // nothing): it is left out, loudly. Tests keep this from ever happening.
     f.retain(|flow| match flow.fields.repeated_field() {
@@ -230,11 +270,15 @@ fn built_flows(
     ports: &NodePorts,
     desired: &DesiredState,
     packet_in_meter: Option<u32>,
+    tunnel_key: Option<u64>,
 ) -> Vec<FlowMod> {
     let mut f = flows::desired_flows_with(
         ports,
         &desired.tunnel_peers(),
-        &desired.live_tags,
+        &flows::TraceClass {
+            live_tags: &desired.live_tags,
+            tunnel_key,
+        },
         packet_in_meter,
     );
     f.extend(services::service_flows_with(ports, desired, packet_in_meter).flows);
@@ -264,6 +308,9 @@ pub struct DatapathHandle {
     /// The desired state br-int was last programmed with (a live trace waits here until its
     /// tag's drop copies are in place before it tags traffic).
     pub programmed_state: watch::Receiver<Arc<DesiredState>>,
+    /// The tunnel key br-int's flows were last programmed with (live traces send their
+    /// tunnelled packets with it).
+    pub tunnel_key: watch::Receiver<Option<u64>>,
 }
 
 /// Keeps br-int programmed: waits (up to 5 s) for the first OVSDB snapshot, connects to `mgmt`
@@ -281,6 +328,7 @@ pub fn spawn(
     let (sw_tx, sw_rx) = watch::channel(None);
     let (prog_tx, prog_rx) = watch::channel(0u64);
     let (state_tx, state_rx) = watch::channel(Arc::new(DesiredState::default()));
+    let (key_tx, key_rx) = watch::channel(None);
     let span = info_span!("datapath", mgmt = %mgmt.display());
     tokio::spawn(
         async move {
@@ -312,8 +360,9 @@ pub fn spawn(
                 let current = ports.borrow_and_update().clone();
                 let current_desired = desired.borrow_and_update().clone();
                 match reconcile(&sw, &current, &current_desired).await {
-                    Ok(n) => {
-                        info!(flows = n, pods = current.pods.len(), "pipeline programmed");
+                    Ok((n, key)) => {
+                        info!(flows = n, pods = current.pods.len(), tunnel_key = key.is_some(), "pipeline programmed");
+                        key_tx.send_replace(key);
                         prog_tx.send_modify(|g| *g += 1);
                         state_tx.send_replace(current_desired);
                     }
@@ -352,8 +401,9 @@ pub fn spawn(
                             let current = ports.borrow_and_update().clone();
                             let current_desired = desired.borrow_and_update().clone();
                             match reconcile(&sw, &current, &current_desired).await {
-                                Ok(n) => {
+                                Ok((n, key)) => {
                                     info!(flows = n, pods = current.pods.len(), peers = current_desired.peers.len(), services = current_desired.services.len(), rules = current_desired.rules.len(), "pipeline reprogrammed");
+                                    key_tx.send_replace(key);
                                     prog_tx.send_modify(|g| *g += 1);
                                     state_tx.send_replace(current_desired);
                                 }
@@ -385,6 +435,7 @@ pub fn spawn(
         switch: sw_rx,
         programmed: prog_rx,
         programmed_state: state_rx,
+        tunnel_key: key_rx,
     }
 }
 
@@ -445,8 +496,11 @@ mod tests {
                 },
             );
         }
-        let flows = built_flows(&mk_node(), &d, Some(1));
-        assert_eq!(state_flows(&mk_node(), &d, Some(1)).len(), flows.len());
+        let flows = built_flows(&mk_node(), &d, Some(1), Some(7));
+        assert_eq!(
+            state_flows(&mk_node(), &d, Some(1), Some(7)).len(),
+            flows.len()
+        );
         for table in [
             Table::ServiceLB,
             Table::AntreaPolicyIngressRule,

@@ -70,6 +70,8 @@ pub struct Tracer {
     connections: conntrack::TraceConnections,
     /// OVS's run directory (its control socket), for conntrack lookups; none in unit tests.
     rundir: Option<std::path::PathBuf>,
+    /// The tunnel key br-int is programmed with (live traces' tunnelled packets carry it).
+    tunnel_key: Option<watch::Receiver<Option<u64>>>,
 }
 
 /// Injection times by (IPv6, trace id), taken by the first packet-in that shows the packet
@@ -120,7 +122,14 @@ impl Tracer {
             injected_at: InjectedAt::default(),
             connections: conntrack::TraceConnections::default(),
             rundir: None,
+            tunnel_key: None,
         }
+    }
+
+    /// Sends live-tagged packets into the tunnel with the key br-int is programmed with.
+    pub fn with_tunnel_key(mut self, key: watch::Receiver<Option<u64>>) -> Self {
+        self.tunnel_key = Some(key);
+        self
     }
 
     /// Reads conntrack through the control socket of the ovs-vswitchd running in `rundir`
@@ -290,7 +299,8 @@ impl Tracer {
     ) -> Result<(), LiveStartError> {
         let flows = {
             let ports = self.ports.borrow();
-            live_flows::live_flows(cmd, &ports, Some(LIVE_PACKET_IN_METER))?
+            let key = self.tunnel_key.as_ref().and_then(|k| *k.borrow());
+            live_flows::live_flows(cmd, &ports, Some(LIVE_PACKET_IN_METER), key)?
         };
         // live_flows accepted the tag, so it is a 6-bit value.
         let tag = u8::try_from(cmd.dscp_tag).unwrap_or_default();

@@ -180,6 +180,7 @@ pub fn hand_runtime(ports: NodePorts) -> (NodeRuntime, HandRuntime) {
             switch: sw_rx,
             programmed: prog_rx,
             programmed_state: watch::channel(Default::default()).1,
+            tunnel_key: watch::channel(None).1,
         },
         observations: obs_rx,
     };

@@ -118,10 +118,12 @@ pub fn precheck(flags: &TraceFlags, flow: &str, dst_service: bool) -> Result<(),
         Some(Endpoint::Named { .. }) => &[DestinationKind::Pod, DestinationKind::Service],
         _ => &[DestinationKind::Pod],
     };
+    // Named as the trace will be, so a refusal reads as the manager's would.
+    let name = spec::trace_name(&endpoints, &spec::random_suffix());
     let mut first = None;
     for kind in kinds {
         let spec = spec::build_spec(flags, &endpoints, *kind, packet.clone());
-        match TraceSpec::try_from(spec) {
+        match TraceSpec::named(&name, spec) {
             Ok(_) => return Ok(()),
             Err(e) => {
                 first.get_or_insert(e);

@@ -73,6 +73,8 @@ pub mod nxm {
     pub const REG0: u8 = 0;
     pub const TUN_IPV4_SRC: u8 = 31;
     pub const TUN_IPV4_DST: u8 = 32;
+    /// `tun_metadata0` (variable length; the Geneve option table says which option).
+    pub const TUN_METADATA0: u8 = 40;
     pub const PKT_MARK: u8 = 33;
     pub const CT_STATE: u8 = 105;
     pub const CT_ZONE: u8 = 106;

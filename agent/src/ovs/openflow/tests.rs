@@ -801,3 +801,45 @@ fn meter_stats_request_and_reply_equal_the_bytes_ovs_reads() {
     let err = Message::decode(&bad).map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("meter_stats"), "{err}");
 }
+
+/// The Geneve option table messages, laid out as OVS's `nx_tlv_table_mod` / `nx_tlv_map` /
+/// `nx_tlv_table_reply` (include/openflow/nicira-ext.h): experimenter header (Nicira, subtype
+/// 24 / 25 / 26), then the command and 6 pad bytes, or the reply's limits and 10 reserved
+/// bytes, then 8 bytes per mapping. That real OVS takes the mod and answers the request with
+/// the mapping is the agent's `node_state` test (`ovs-ofctl dump-tlv-map`).
+#[test]
+fn tlv_table_messages_follow_nicira_layout() {
+    use super::message::{TlvMap, TlvTableMod, TlvTableReply, tlv_cmd};
+    let map = TlvMap {
+        option_class: 0xffff,
+        option_type: 1,
+        option_len: 8,
+        index: 0,
+    };
+    let add = Message::TlvTableMod(TlvTableMod {
+        command: tlv_cmd::ADD,
+        mappings: vec![map],
+    });
+    let want = "06040020 00000007 00002320 00000018 0000 000000000000 ffff 01 08 0000 0000";
+    assert_eq!(encode(7, &add), hexs(&unhex(want)));
+    assert_eq!(roundtrip(want).1, add);
+    let request = "06040010 00000008 00002320 00000019";
+    assert_eq!(roundtrip(request).1, Message::TlvTableRequest);
+    let reply = "06040028 00000008 00002320 0000001a 000000f8 0040 00000000000000000000 \
+                 ffff 01 08 0000 0000";
+    assert_eq!(
+        roundtrip(reply).1,
+        Message::TlvTableReply(TlvTableReply {
+            max_option_space: 248,
+            max_fields: 64,
+            mappings: vec![map],
+        })
+    );
+    assert!(
+        Message::decode(&unhex(
+            "06040024 00000008 00002320 0000001a 000000f8 0040 00000000000000000000 ffff0108"
+        ))
+        .is_err(),
+        "a truncated mapping is an error, not a guess"
+    );
+}

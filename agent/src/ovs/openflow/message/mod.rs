@@ -8,7 +8,8 @@
 //! their own (private modules, their types re-exported here, so the paths stay
 //! `message::FlowMod`, `message::meter_cmd`, ...): `handshake.rs` (hello, features),
 //! `error.rs`, `packet.rs` (packet-in, packet-out), `flow.rs` (flow mod), `group.rs`,
-//! `meter.rs` (meter mod, meter stats), `bundle.rs`, `ct.rs` (Nicira ct flush).
+//! `meter.rs` (meter mod, meter stats), `bundle.rs`, `ct.rs` (Nicira ct flush), `tlv.rs`
+//! (Nicira Geneve option table).
 
 use bytes::{BufMut, BytesMut};
 
@@ -23,6 +24,7 @@ mod group;
 mod handshake;
 mod meter;
 mod packet;
+mod tlv;
 
 pub use bundle::{BUNDLE_ATOMIC, BUNDLE_ORDERED, BundleAdd, BundleControl, bundle_ctrl};
 pub use ct::{CtFlush, CtTuple};
@@ -32,6 +34,7 @@ pub use group::{Bucket, GroupMod, group_cmd, group_type};
 pub use handshake::{Features, hello_allows_of15};
 pub use meter::{METER_BURST, METER_EXISTS, METER_PKTPS, MeterMod, MeterStats, meter_cmd};
 pub use packet::{PacketIn, PacketOut};
+pub use tlv::{TlvMap, TlvTableMod, TlvTableReply, tlv_cmd};
 
 /// `ofp_type` numbers (OpenFlow 1.5).
 pub mod kind {
@@ -100,6 +103,11 @@ pub enum Message {
     BundleAdd(BundleAdd),
     /// Nicira `NXT_CT_FLUSH` (an `OFPT_EXPERIMENTER` message, OVS 3.1+).
     CtFlush(CtFlush),
+    /// Nicira `NXT_TLV_TABLE_MOD`: map Geneve options to `tun_metadata<N>` fields.
+    TlvTableMod(TlvTableMod),
+    /// Nicira `NXT_TLV_TABLE_REQUEST`: what is mapped (answered by [`Self::TlvTableReply`]).
+    TlvTableRequest,
+    TlvTableReply(TlvTableReply),
     /// Any other type (port status, multipart, ...), body kept raw.
     Unknown {
         version: u8,
@@ -130,7 +138,10 @@ impl Message {
             Self::BarrierReply => kind::BARRIER_REPLY,
             Self::BundleControl(_) => kind::BUNDLE_CONTROL,
             Self::BundleAdd(_) => kind::BUNDLE_ADD_MESSAGE,
-            Self::CtFlush(_) => kind::EXPERIMENTER,
+            Self::CtFlush(_)
+            | Self::TlvTableMod(_)
+            | Self::TlvTableRequest
+            | Self::TlvTableReply(_) => kind::EXPERIMENTER,
             Self::Unknown { kind, .. } => *kind,
         }
     }
@@ -198,6 +209,18 @@ impl Message {
                 r.skip(8)?;
                 Self::CtFlush(CtFlush::decode(&mut r)?)
             }
+            kind::EXPERIMENTER if tlv::subtype(body) == Some(tlv::MOD) => {
+                r.skip(8)?;
+                Self::TlvTableMod(TlvTableMod::decode(&mut r)?)
+            }
+            kind::EXPERIMENTER if tlv::subtype(body) == Some(tlv::REQUEST) => {
+                r.skip(8)?;
+                Self::TlvTableRequest
+            }
+            kind::EXPERIMENTER if tlv::subtype(body) == Some(tlv::REPLY) => {
+                r.skip(8)?;
+                Self::TlvTableReply(TlvTableReply::decode(&mut r)?)
+            }
             other => Self::Unknown {
                 version: header.version,
                 kind: other,
@@ -242,6 +265,9 @@ impl Message {
             Self::BundleControl(b) => b.encode(buf),
             Self::BundleAdd(b) => b.encode(xid, buf),
             Self::CtFlush(c) => c.encode(buf),
+            Self::TlvTableMod(t) => t.encode(buf),
+            Self::TlvTableRequest => tlv::encode_request(buf),
+            Self::TlvTableReply(t) => t.encode(buf),
             Self::Unknown { body, .. } => buf.put_slice(body),
         }
         let len = buf.len() - start;
