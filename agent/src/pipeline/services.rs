@@ -351,10 +351,7 @@ pub fn service_flows_with(
                 exec: Vec::new(),
             }])],
         ));
-        out.flows.push(flow(
-            Table::SNAT,
-            prio::NORMAL,
-            same(ct_state::NEW | ct_state::TRK),
+        let snat = |marks: u32| {
             vec![Instruction::ApplyActions(vec![Action::Ct {
                 commit: true,
                 zone: snat_zone,
@@ -363,8 +360,22 @@ pub fn service_flows_with(
                     addr: gw_ip,
                     port: None,
                 }),
-                exec: vec![Action::SetField(ct_mark(SERVICE_CT_MARK, SERVICE_CT_MARK))],
-            }])],
+                exec: vec![Action::SetField(ct_mark(marks, marks))],
+            }])]
+        };
+        // A trace packet's hairpin connection carries the trace mark here too: the ingress
+        // policy tables see this zone's state, and the agent learns from it what to flush.
+        out.flows.push(flow(
+            Table::SNAT,
+            prio::NORMAL + 1,
+            same(ct_state::NEW | ct_state::TRK).with(Oxm::ip_dscp(super::TRACE_DSCP)),
+            snat(SERVICE_CT_MARK | regs::TRACE_CT_MARK),
+        ));
+        out.flows.push(flow(
+            Table::SNAT,
+            prio::NORMAL,
+            same(ct_state::NEW | ct_state::TRK),
+            snat(SERVICE_CT_MARK),
         ));
     }
     for (gw_ip, snat_zone) in &hairpin_families {
@@ -469,8 +480,9 @@ mod tests {
             traced.iter().all(|d| d.priority > prio::NORMAL),
             "trace packets' connections are committed with the trace mark"
         );
-        // 10.1.0.3 is p1 on this Node: hairpin SNAT for new and later packets.
-        assert_eq!(in_table(&f, Table::SNAT).len(), 2);
+        // 10.1.0.3 is p1 on this Node: hairpin SNAT for new (trace packets marked) and
+        // later packets.
+        assert_eq!(in_table(&f, Table::SNAT).len(), 3);
         assert_eq!(f.group_messages()[0].command, group_cmd::DELETE);
     }
 

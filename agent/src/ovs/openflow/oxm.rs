@@ -449,6 +449,11 @@ impl Match {
         self.u32_of(CLASS_NXM1, nxm::PKT_MARK)
     }
 
+    /// The conntrack zone of the packet's last `ct` (`ct_zone`), if present.
+    pub fn ct_zone(&self) -> Option<u16> {
+        self.u16_of(nxm::CT_ZONE)
+    }
+
     /// Original-direction conntrack source port (`ct_tp_src`), if present.
     pub fn ct_tp_src(&self) -> Option<u16> {
         self.u16_of(nxm::CT_TP_SRC)
