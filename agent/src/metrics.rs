@@ -30,6 +30,8 @@ pub static REPORTS_DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Trace-class packet-ins without a proof of origin, dropped ([`names::FORGED_PACKET_INS`]).
 pub static FORGED_PACKET_INS: AtomicU64 = AtomicU64::new(0);
+/// Packets that entered br-int with a trace class no trace gave them (cleared), read from OVS.
+pub static FORGED_TRACE_PACKETS: AtomicU64 = AtomicU64::new(0);
 /// Live-traffic packet-ins dropped by their meter.
 pub static LIVE_METER_DROPS: AtomicU64 = AtomicU64::new(0);
 
@@ -56,6 +58,7 @@ pub fn snapshot() -> HashMap<String, u64> {
         (names::REPORTS_DROPPED, &REPORTS_DROPPED),
         (names::FORGED_PACKET_INS, &FORGED_PACKET_INS),
         (names::LIVE_METER_DROPS, &LIVE_METER_DROPS),
+        (names::FORGED_TRACE_PACKETS, &FORGED_TRACE_PACKETS),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))

@@ -423,6 +423,20 @@ async fn a_pod_forging_the_trace_dscp_is_not_taken_for_a_trace() {
         stray.is_err(),
         "the forged packet produced a trace observation"
     );
+    // Counted where it was cleared: the counting meter behind `forged_trace_packets`.
+    let sw = rt
+        .datapath
+        .switch
+        .borrow()
+        .clone()
+        .unwrap_or_else(|| panic!("not connected"));
+    let counted = traceflow_agent::pipeline::meter_drops::read_entered(
+        &sw,
+        traceflow_agent::pipeline::FORGED_TRACE_METER,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("meter stats: {e}"));
+    assert!(counted >= 1, "the forged packet was not counted");
     let o = trace(&mut rt, &inject_req(&node, 0, 1, 4343)).await;
     assert_eq!(o.trace_id, 4343);
 }

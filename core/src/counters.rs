@@ -26,9 +26,13 @@ pub const REPORTS_DROPPED: &str = "reports_dropped";
 pub const FORGED_PACKET_INS: &str = "forged_packet_ins";
 /// Live-traffic packet-ins dropped at their own meter.
 pub const LIVE_METER_DROPS: &str = "live_meter_drops";
+/// Packets that entered br-int with the trace DSCP or a running live trace's tag that no trace
+/// gave them (from a Pod, the Node, the uplink, or the tunnel without the cluster's key): the
+/// pipeline cleared it and forwarded them as plain traffic. Read from OVS.
+pub const FORGED_TRACE_PACKETS: &str = "forged_trace_packets";
 
 /// Every agent counter: (name, what it counts).
-pub const AGENT: [(&str, &str); 10] = [
+pub const AGENT: [(&str, &str); 11] = [
     (PACKET_INS, "Packet-ins read from br-int"),
     (OBSERVATIONS, "Packet-ins turned into trace reports"),
     (INJECTS, "Inject commands received"),
@@ -53,6 +57,10 @@ pub const AGENT: [(&str, &str); 10] = [
     (
         LIVE_METER_DROPS,
         "Live-traffic packet-ins dropped by their meter (their traces end by timeout)",
+    ),
+    (
+        FORGED_TRACE_PACKETS,
+        "Packets entering br-int with a trace class no trace gave them (forged; cleared, forwarded as plain traffic)",
     ),
 ];
 

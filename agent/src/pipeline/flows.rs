@@ -145,7 +145,7 @@ pub fn desired_flows_with(
 ) -> Vec<FlowMod> {
     let mut f = Vec::new();
     default_flows(&mut f);
-    root_classifier(&mut f, ports, class);
+    root_classifier(&mut f, ports, class, packet_in_meter.is_some());
     arp(&mut f, ports);
     classifier(&mut f, ports);
     spoof_guard(&mut f, ports);
@@ -177,7 +177,7 @@ fn default_flows(f: &mut Vec<FlowMod>) {
 /// receiving agent checks its origin and the adapter the trace's secret). Whatever else claims
 /// one, from a Pod, the gateway (the Node itself), the uplink or any other port, is forwarded
 /// as the plain packet it is. A live tag is set again later by the trace's own tagging flow.
-fn root_classifier(f: &mut Vec<FlowMod>, ports: &NodePorts, class: &TraceClass<'_>) {
+fn root_classifier(f: &mut Vec<FlowMod>, ports: &NodePorts, class: &TraceClass<'_>, meters: bool) {
     let root = Table::PipelineRootClassifier;
     f.push(flow(
         root,
@@ -185,9 +185,16 @@ fn root_classifier(f: &mut Vec<FlowMod>, ports: &NodePorts, class: &TraceClass<'
         Match::new().with(Oxm::eth_type(ETH_ARP)),
         vec![goto(Table::ARPSpoofGuard)],
     ));
+    // Counted on the way (a meter that never drops) when the switch has meters.
     let clear = || {
+        let count = meters.then_some(Action::Meter(super::FORGED_TRACE_METER));
         vec![
-            apply(vec![Action::SetField(Oxm::ip_dscp(0))]),
+            apply(
+                count
+                    .into_iter()
+                    .chain([Action::SetField(Oxm::ip_dscp(0))])
+                    .collect(),
+            ),
             goto(Table::Classifier),
         ]
     };

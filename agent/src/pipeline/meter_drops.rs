@@ -3,6 +3,8 @@
 //! A trace packet-in dropped at [`PACKET_IN_METER`] is a Node's report that never comes: its
 //! trace ends by timeout with nothing else to show why. The counts become the agent counters
 //! `trace_meter_drops` and `reject_meter_drops` (served by the manager per cluster and Node).
+//! The counting meter [`FORGED_TRACE_METER`] gives `forged_trace_packets`: what entered
+//! br-int claiming a trace it was not part of.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -12,7 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{LIVE_PACKET_IN_METER, PACKET_IN_METER, REJECT_PACKET_IN_METER};
+use super::{FORGED_TRACE_METER, LIVE_PACKET_IN_METER, PACKET_IN_METER, REJECT_PACKET_IN_METER};
 use crate::metrics;
 use crate::ovs::openflow::{Message, OfError, Switch};
 
@@ -37,12 +39,27 @@ impl DropDeltas {
 
 /// Packets meter `meter_id` of `sw` dropped (the sum over its drop bands), as OVS counts them.
 pub async fn read(sw: &Switch, meter_id: u32) -> Result<u64, OfError> {
+    stats(sw, meter_id)
+        .await
+        .map(|m| m.iter().flat_map(|m| m.band_packet_counts.iter()).sum())
+}
+
+/// Packets that entered meter `meter_id` of `sw`, as OVS counts them.
+pub async fn read_entered(sw: &Switch, meter_id: u32) -> Result<u64, OfError> {
+    stats(sw, meter_id)
+        .await
+        .map(|m| m.iter().map(|m| m.packet_in_count).sum())
+}
+
+async fn stats(
+    sw: &Switch,
+    meter_id: u32,
+) -> Result<Vec<crate::ovs::openflow::message::MeterStats>, OfError> {
     match sw.request(&Message::MeterStatsRequest { meter_id }).await? {
         Message::MeterStatsReply(meters) => Ok(meters
-            .iter()
+            .into_iter()
             .filter(|m| m.meter_id == meter_id)
-            .flat_map(|m| m.band_packet_counts.iter())
-            .sum()),
+            .collect()),
         other => Err(OfError::Protocol(format!(
             "meter stats answered with type {}",
             other.kind()
@@ -69,6 +86,14 @@ pub fn spawn(switch: watch::Receiver<Option<Switch>>, shutdown: CancellationToke
             let Some(sw) = switch.borrow().clone() else {
                 continue;
             };
+            // The forged trace packets PipelineRootClassifier cleared (a counting meter).
+            if let Ok(entered) = read_entered(&sw, FORGED_TRACE_METER).await {
+                let new = deltas.delta(FORGED_TRACE_METER, entered);
+                if new > 0 {
+                    metrics::add(&metrics::FORGED_TRACE_PACKETS, new);
+                    debug!(packets = new, "forged trace packets cleared at ingress");
+                }
+            }
             for (meter_id, counter) in METERS {
                 match read(&sw, meter_id).await {
                     Ok(dropped) => {

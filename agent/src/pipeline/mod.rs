@@ -127,16 +127,23 @@ pub const REJECT_PACKET_IN_METER: u32 = 256;
 /// injected traces, and the other way round.
 pub const LIVE_PACKET_IN_METER: u32 = 258;
 
-/// Installs (or updates) [`PACKET_IN_METER`], [`REJECT_PACKET_IN_METER`] and
-/// [`LIVE_PACKET_IN_METER`].
+/// A meter that only counts: the packets PipelineRootClassifier clears of a trace DSCP or a
+/// live tag that no trace gave them (forged), read back as the `forged_trace_packets` counter
+/// ([`meter_drops`]). Its rate is the most a meter can say, so it never drops one: a forged
+/// trace packet is still someone's traffic, forwarded as the plain packet it is.
+pub const FORGED_TRACE_METER: u32 = 259;
+
+/// Installs (or updates) [`PACKET_IN_METER`], [`REJECT_PACKET_IN_METER`],
+/// [`LIVE_PACKET_IN_METER`] and [`FORGED_TRACE_METER`].
 async fn ensure_packet_in_meter(sw: &Switch) -> Result<(), OfError> {
-    ensure_meter(sw, PACKET_IN_METER).await?;
-    ensure_meter(sw, REJECT_PACKET_IN_METER).await?;
-    ensure_meter(sw, LIVE_PACKET_IN_METER).await
+    ensure_meter(sw, PACKET_IN_METER, PACKET_IN_RATE).await?;
+    ensure_meter(sw, REJECT_PACKET_IN_METER, PACKET_IN_RATE).await?;
+    ensure_meter(sw, LIVE_PACKET_IN_METER, PACKET_IN_RATE).await?;
+    ensure_meter(sw, FORGED_TRACE_METER, u32::MAX / 2).await
 }
 
-/// Installs (or updates) meter `meter_id` at [`PACKET_IN_RATE`].
-async fn ensure_meter(sw: &Switch, meter_id: u32) -> Result<(), OfError> {
+/// Installs (or updates) meter `meter_id` at `rate` packets per second (burst twice that).
+async fn ensure_meter(sw: &Switch, meter_id: u32, rate: u32) -> Result<(), OfError> {
     use crate::ovs::openflow::message::{
         METER_BURST, METER_EXISTS, METER_PKTPS, MeterMod, meter_cmd,
     };
@@ -145,7 +152,7 @@ async fn ensure_meter(sw: &Switch, meter_id: u32) -> Result<(), OfError> {
             command,
             flags: METER_PKTPS | METER_BURST,
             meter_id,
-            drop_bands: vec![(PACKET_IN_RATE, 2 * PACKET_IN_RATE)],
+            drop_bands: vec![(rate, rate.saturating_mul(2))],
         })
     };
     match sw.transact(&[meter(meter_cmd::ADD)]).await {
