@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use support::runtime::{
     assert_received_and_delivered, assert_sent_into_tunnel, icmp_trace, init_tracing, next_obs,
-    output, policy, received, spoofguard, summary, trace, wait_programmed,
+    output, policy, received, spoofguard, summary, switch_of, trace, wait_programmed,
 };
 use support::{OvsNode, dump_on_failure};
 use tokio_util::sync::CancellationToken;
@@ -198,12 +198,7 @@ async fn a_tunnelled_trace_packet_counts_only_with_the_clusters_key() {
     }
     .build()
     .unwrap_or_default();
-    let sw =
-        p.rb.datapath
-            .switch
-            .borrow()
-            .clone()
-            .unwrap_or_else(|| panic!("node-b not connected"));
+    let sw = switch_of(&p.rb);
     sw.transact(&[Message::PacketOut(PacketOut::new(
         p.b.tunnel_ofport,
         vec![Action::output(port::TABLE)],

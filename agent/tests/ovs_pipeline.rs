@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use support::OvsNode;
 use support::runtime::{
     assert_received_and_delivered, assert_sent_into_tunnel, icmp_trace, init_tracing, next_obs,
-    output, spoofguard, summary, trace, wait_programmed,
+    output, spoofguard, summary, switch_of, trace, wait_programmed,
 };
 use tokio_util::sync::CancellationToken;
 use traceflow_agent::desired::Peer;
@@ -296,12 +296,7 @@ async fn trace_from_tunnel_is_received_routed_and_delivered() {
     }
     .build()
     .unwrap();
-    let sw = rt
-        .datapath
-        .switch
-        .borrow()
-        .clone()
-        .unwrap_or_else(|| panic!("not connected"));
+    let sw = switch_of(&rt);
     let po = Message::PacketOut(PacketOut::new(
         node.tunnel_ofport,
         vec![Action::output(port::TABLE)],
@@ -424,12 +419,7 @@ async fn a_pod_forging_the_trace_dscp_is_not_taken_for_a_trace() {
         "the forged packet produced a trace observation"
     );
     // Counted where it was cleared: the counting meter behind `forged_trace_packets`.
-    let sw = rt
-        .datapath
-        .switch
-        .borrow()
-        .clone()
-        .unwrap_or_else(|| panic!("not connected"));
+    let sw = switch_of(&rt);
     let counted = traceflow_agent::pipeline::meter_drops::read_entered(
         &sw,
         traceflow_agent::pipeline::FORGED_TRACE_METER,

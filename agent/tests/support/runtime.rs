@@ -76,6 +76,15 @@ pub async fn inject(rt: &NodeRuntime, req: &pb::InjectPacket) {
 }
 
 /// The next report of `rt` (5 s).
+/// The runtime's connection to br-int (it is connected once [`wait_programmed`] returned).
+pub fn switch_of(rt: &NodeRuntime) -> traceflow_agent::ovs::openflow::Switch {
+    rt.datapath
+        .switch
+        .borrow()
+        .clone()
+        .unwrap_or_else(|| panic!("the runtime is not connected to br-int"))
+}
+
 pub async fn next_obs(rt: &mut NodeRuntime) -> Observed {
     tokio::time::timeout(Duration::from_secs(5), rt.observations.recv())
         .await
