@@ -1042,6 +1042,20 @@ async fn nothing_emitted(h: &mut Harness, why: &str) {
     }
 }
 
+/// Agents on n1 and n2, and trace `t` started and injected at n1: the packet n1 was told to
+/// inject, and both Nodes' command streams (kept: a dropped one is an agent gone).
+async fn injected_at_n1(
+    h: &mut Harness,
+    t: NewTrace,
+) -> (pb::InjectPacket, [mpsc::Receiver<pb::AgentCommand>; 2]) {
+    let (_, mut n1) = h.agents.register("n1");
+    let (_, n2) = h.agents.register("n2");
+    h.handle.start(t).await;
+    next(h).await;
+    let pkt = inject(&mut n1).await;
+    (pkt, [n1, n2])
+}
+
 /// `Forwarding Output Forwarded` into the tunnel to the Node with underlay address `ip`.
 fn tunnel_to(ip: &str) -> pb::Observation {
     pb::Observation {
@@ -1086,11 +1100,7 @@ fn to_ip(uid: &str, dst_ip: &str, timeout: i32) -> NewTrace {
 #[tokio::test]
 async fn a_report_without_the_traces_secret_is_refused_and_counted() {
     let mut h = harness();
-    let (_c1, mut n1) = h.agents.register("n1");
-    let (_c2, _n2) = h.agents.register("n2");
-    h.handle.start(trace("u1", "p1", 0)).await;
-    next(&mut h).await;
-    let pkt = inject(&mut n1).await;
+    let (pkt, _agents) = injected_at_n1(&mut h, trace("u1", "p1", 0)).await;
     assert_ne!(pkt.secret, 0, "the packet carries the trace's secret");
     // Whole and terminal, as a forger makes them: another secret, or none.
     let whole = || {
@@ -1139,11 +1149,7 @@ async fn a_report_without_the_traces_secret_is_refused_and_counted() {
 #[tokio::test]
 async fn a_node_no_result_names_is_refused_and_its_reports_never_shown() {
     let mut h = harness();
-    let (_c1, mut n1) = h.agents.register("n1");
-    let (_c2, _n2) = h.agents.register("n2");
-    h.handle.start(to_ip("u1", "10.10.1.99", 0)).await;
-    next(&mut h).await;
-    let pkt = inject(&mut n1).await;
+    let (pkt, _agents) = injected_at_n1(&mut h, to_ip("u1", "10.10.1.99", 0)).await;
     for _ in 0..=MAX_HELD {
         h.handle
             .report("n2", report(&pkt, received_and_delivered()))
@@ -1185,11 +1191,7 @@ async fn a_node_no_result_names_is_refused_and_its_reports_never_shown() {
 #[tokio::test]
 async fn a_node_named_by_the_senders_tunnel_may_report_before_the_sender() {
     let mut h = harness();
-    let (_c1, mut n1) = h.agents.register("n1");
-    let (_c2, _n2) = h.agents.register("n2");
-    h.handle.start(to_ip("u1", "203.0.113.9", 0)).await;
-    next(&mut h).await;
-    let pkt = inject(&mut n1).await;
+    let (pkt, _agents) = injected_at_n1(&mut h, to_ip("u1", "203.0.113.9", 0)).await;
     let out = vec![
         obs(Component::Forwarding, Action::Received),
         obs(Component::Forwarding, Action::ForwardedOutOfNetwork),
@@ -1214,11 +1216,7 @@ async fn a_node_named_by_the_senders_tunnel_may_report_before_the_sender() {
 #[tokio::test]
 async fn a_second_result_of_a_node_in_one_leg_is_refused() {
     let mut h = harness();
-    let (_c1, mut n1) = h.agents.register("n1");
-    let (_c2, _n2) = h.agents.register("n2");
-    h.handle.start(trace("u1", "p1", 0)).await;
-    next(&mut h).await;
-    let pkt = inject(&mut n1).await;
+    let (pkt, _agents) = injected_at_n1(&mut h, trace("u1", "p1", 0)).await;
     h.handle.report("n1", report(&pkt, sent_to_n2())).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
     // The sender again, now claiming the delivery.
@@ -1242,11 +1240,7 @@ async fn a_second_result_of_a_node_in_one_leg_is_refused() {
 #[tokio::test]
 async fn an_oversized_report_is_refused_and_takes_no_place() {
     let mut h = harness();
-    let (_c1, mut n1) = h.agents.register("n1");
-    let (_c2, _n2) = h.agents.register("n2");
-    h.handle.start(trace("u1", "p1", 0)).await;
-    next(&mut h).await;
-    let pkt = inject(&mut n1).await;
+    let (pkt, _agents) = injected_at_n1(&mut h, trace("u1", "p1", 0)).await;
     let many = vec![obs(Component::SpoofGuard, Action::Forwarded); MAX_OBSERVATIONS + 1];
     h.handle.report("n1", report(&pkt, many)).await;
     let long = vec![pb::Observation {
@@ -1376,11 +1370,7 @@ async fn a_live_report_falls_back_to_its_captured_packet() {
 #[tokio::test(start_paused = true)]
 async fn a_timeout_names_the_node_waited_for_and_what_the_others_last_reported() {
     let mut h = harness();
-    let (_c1, mut n1) = h.agents.register("n1");
-    let (_c2, _n2) = h.agents.register("n2");
-    h.handle.start(trace("u1", "p1", 3)).await;
-    next(&mut h).await;
-    let pkt = inject(&mut n1).await;
+    let (pkt, _agents) = injected_at_n1(&mut h, trace("u1", "p1", 3)).await;
     h.handle.report("n1", report(&pkt, sent_to_n2())).await;
     assert_eq!(phase(&next(&mut h).await), TraceflowPhase::Running as i32);
     let failed = next(&mut h).await;
