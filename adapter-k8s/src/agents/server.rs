@@ -253,6 +253,21 @@ pub async fn serve(
             pb::agent_service_server::AgentServiceServer::new(server)
                 .max_decoding_message_size(traceflow_core::limits::MAX_AGENT_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(no_delay(listener), shutdown)
         .await
+}
+
+/// `listener`'s connections with Nagle's algorithm off (`serve_with_incoming` does not apply
+/// the server's `tcp_nodelay`). The adapter writes small commands an agent does not answer
+/// (a trace's `FlushConntrack`): with Nagle on, the next `Inject` behind one waits for the
+/// agent's delayed ACK, 40 ms, and every trace after another one takes that long.
+fn no_delay(
+    listener: TcpListener,
+) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(tcp) = &conn {
+            let _ = tcp.set_nodelay(true);
+        }
+        conn
+    })
 }
