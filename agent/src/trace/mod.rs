@@ -45,6 +45,20 @@ pub enum LiveStartError {
     OpenFlow(String),
 }
 
+/// The br-int connection of `switch`, waiting up to [`SWITCH_WAIT`] for a (re)connect.
+async fn connected(switch: &watch::Receiver<Option<Switch>>) -> Option<Switch> {
+    let mut sw_rx = switch.clone();
+    tokio::time::timeout(SWITCH_WAIT, sw_rx.wait_for(Option::is_some))
+        .await
+        .ok()
+        .and_then(|r| r.ok().and_then(|s| s.clone()))
+}
+
+/// Flushes (traces) that may wait for br-int; more are left to expire, logged.
+const FLUSH_QUEUE: usize = 4096;
+/// Most flush messages in one transaction.
+const FLUSH_BATCH: usize = 512;
+
 /// Source ports a reply trace draws before it gives up finding one no connection uses.
 const FREE_PORT_TRIES: usize = 16;
 
@@ -72,6 +86,9 @@ pub struct Tracer {
     rundir: Option<std::path::PathBuf>,
     /// The tunnel key br-int is programmed with (live traces' tunnelled packets carry it).
     tunnel_key: Option<watch::Receiver<Option<u64>>>,
+    /// Conntrack flushes on their way to br-int ([`Tracer::spawn_flusher`], started on first
+    /// use).
+    flushes: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<Message>>>>,
 }
 
 /// Injection times by (IPv6, trace id), taken by the first packet-in that shows the packet
@@ -123,6 +140,7 @@ impl Tracer {
             connections: conntrack::TraceConnections::default(),
             rundir: None,
             tunnel_key: None,
+            flushes: Arc::default(),
         }
     }
 
@@ -246,24 +264,52 @@ impl Tracer {
             debug!(uid = %req.trace_uid, "no connection of this trace was created here; nothing flushed");
             return;
         };
-        let req = &req;
-        let msgs = match reply::flush_messages(req) {
+        let msgs = match reply::flush_messages(&req) {
             Ok(m) => m,
             Err(error) => {
                 tracing::warn!(%error, uid = %req.trace_uid, "conntrack not flushed");
                 return;
             }
         };
-        let Some(sw) = self.connected().await else {
-            tracing::warn!(uid = %req.trace_uid, "conntrack not flushed: the OpenFlow connection to br-int is down");
+        if msgs.is_empty() {
             return;
-        };
-        match sw.transact(&msgs).await {
-            Ok(()) => debug!(uid = %req.trace_uid, entries = msgs.len(), "conntrack flushed"),
-            Err(error) => {
-                tracing::warn!(%error, uid = %req.trace_uid, "conntrack flush refused by br-int")
-            }
         }
+        let queue = self.flushes.get_or_init(|| self.spawn_flusher());
+        if queue.try_send(msgs).is_err() {
+            tracing::warn!(uid = %req.trace_uid, "conntrack flush queue full; the entries expire by themselves");
+        }
+    }
+
+    /// The task that sends queued flushes to br-int: whatever queued while the last
+    /// transaction was in flight goes in the next one (one barrier for many traces under load,
+    /// no wait when idle).
+    fn spawn_flusher(&self) -> tokio::sync::mpsc::Sender<Vec<Message>> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Message>>(FLUSH_QUEUE);
+        // Only the connection: the task ends with the last Tracer (its sender).
+        let switch = self.switch.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut msgs = first;
+                while msgs.len() < FLUSH_BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => msgs.extend(more),
+                        Err(_) => break,
+                    }
+                }
+                let Some(sw) = connected(&switch).await else {
+                    tracing::warn!(
+                        entries = msgs.len(),
+                        "conntrack not flushed: the OpenFlow connection to br-int is down"
+                    );
+                    continue;
+                };
+                match sw.transact(&msgs).await {
+                    Ok(()) => debug!(entries = msgs.len(), "conntrack flushed"),
+                    Err(error) => tracing::warn!(%error, "conntrack flush refused by br-int"),
+                }
+            }
+        });
+        tx
     }
 
     async fn send(&self, msg: Message) -> Result<(), InjectError> {
@@ -280,11 +326,7 @@ impl Tracer {
 
     /// The br-int connection, waiting up to [`SWITCH_WAIT`] for a (re)connect.
     async fn connected(&self) -> Option<Switch> {
-        let mut sw_rx = self.switch.clone();
-        tokio::time::timeout(SWITCH_WAIT, sw_rx.wait_for(Option::is_some))
-            .await
-            .ok()
-            .and_then(|r| r.ok().and_then(|s| s.clone()))
+        connected(&self.switch).await
     }
 
     /// Starts live trace `cmd` on this Node (module [`live`]): registers its tag, waits until

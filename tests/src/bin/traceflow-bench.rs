@@ -482,13 +482,20 @@ async fn throughput(
     let drops_before = meter_drops(lab).await?;
     let before = cpu_by_group(procs);
     let t0 = Instant::now();
+    let first_wrong = std::sync::Mutex::new(None::<String>);
     let outcomes: Vec<Result<bool>> = stream::iter(0..total)
         .map(|i| {
             let mut api = apis[i % apis.len()].clone();
             let (kind, want) = &kinds[i % kinds.len()];
+            let first_wrong = &first_wrong;
             async move {
                 let (t, _) = api.run(kind.spec.clone()).await?;
-                Ok(phase(&t) == pb::TraceflowPhase::Succeeded && normalized(&t) == *want)
+                let right = phase(&t) == pb::TraceflowPhase::Succeeded && normalized(&t) == *want;
+                if !right && let Ok(mut w) = first_wrong.lock() {
+                    // What went wrong, for the report: phase, reason and results.
+                    w.get_or_insert_with(|| format!("{:?}", t.status));
+                }
+                Ok(right)
             }
         })
         .buffer_unordered(concurrency)
@@ -513,6 +520,7 @@ async fn throughput(
     Ok(json!({
         "concurrency": concurrency, "traces": total, "correct": correct,
         "errors": errors.len(), "first_error": errors.first(),
+        "first_wrong": first_wrong.lock().ok().and_then(|w| w.clone()),
         "seconds": took.as_secs_f64(), "traces_per_s": total as f64 / took.as_secs_f64(),
         "cpu_ms_per_trace": cpu, "meter_dropped_packet_ins": meter_dropped,
     }))
