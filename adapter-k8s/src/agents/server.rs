@@ -261,9 +261,7 @@ pub async fn serve(
 /// the server's `tcp_nodelay`). The adapter writes small commands an agent does not answer
 /// (a trace's `FlushConntrack`): with Nagle on, the next `Inject` behind one waits for the
 /// agent's delayed ACK, 40 ms, and every trace after another one takes that long.
-fn no_delay(
-    listener: TcpListener,
-) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+fn no_delay(listener: TcpListener) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     TcpListenerStream::new(listener).map(|conn| {
         if let Ok(tcp) = &conn {
             let _ = tcp.set_nodelay(true);
