@@ -5,9 +5,11 @@
 # iproute2/iputils-ping/netcat/ethtool for the lab, util-linux for setsid, pip for grpcurl,
 # chromium for the web console's browser tests (protoc also generates the console's TypeScript).
 # umoci builds the OCI images (scripts/images.sh) without a registry or a daemon; busybox-static
-# gives the manager image `tar` and `cat` for `kubectl cp` backups and reading its CA.
+# gives the manager image `tar` and `cat` for `kubectl cp` backups and reading its CA. curl reads
+# the manager's /metrics in the lab tests.
 LAB_PACKAGES=(openvswitch-switch openvswitch-common protobuf-compiler iproute2 iputils-ping
-              netcat-openbsd ethtool util-linux ca-certificates python3-pip chromium umoci unzip busybox-static)
+              netcat-openbsd ethtool util-linux ca-certificates python3-pip chromium umoci unzip busybox-static
+              curl)
 
 install_deps() {
   if [ "$(id -u)" != 0 ]; then
