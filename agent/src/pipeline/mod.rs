@@ -182,19 +182,20 @@ pub const TUNNEL_KEY_OPTION: TlvMap = TlvMap {
 /// call or an earlier one did it. False (logged) when the switch refuses it and the mapping is
 /// not there: flows then never use `tun_metadata0`, which the switch would refuse.
 async fn ensure_tunnel_option(sw: &Switch) -> bool {
+    // Asked first: after the first reconcile (or an agent restart) it is there already, and
+    // adding it again would only make the switch log an error.
+    let mapped = |reply: &Result<Message, OfError>| matches!(reply, Ok(Message::TlvTableReply(t)) if t.mappings.contains(&TUNNEL_KEY_OPTION));
+    if mapped(&sw.request(&Message::TlvTableRequest).await) {
+        return true;
+    }
     let add = Message::TlvTableMod(TlvTableMod {
         command: tlv_cmd::ADD,
         mappings: vec![TUNNEL_KEY_OPTION],
     });
-    let refused = match sw.transact(&[add]).await {
-        Ok(()) => return true,
-        Err(e) => e,
-    };
-    // Mapped already (an earlier run of this agent), or refused for good.
-    match sw.request(&Message::TlvTableRequest).await {
-        Ok(Message::TlvTableReply(t)) if t.mappings.contains(&TUNNEL_KEY_OPTION) => true,
-        other => {
-            warn!(error = %refused, reply = ?other.map(|m| m.kind()), "cannot map the Geneve option of the tunnel key; tunnelled trace packets are checked by their secret only");
+    match sw.transact(&[add]).await {
+        Ok(()) => true,
+        Err(error) => {
+            warn!(%error, "cannot map the Geneve option of the tunnel key; tunnelled trace packets are checked by their secret only");
             false
         }
     }
