@@ -1080,6 +1080,21 @@ fn received_and_delivered() -> Vec<pb::Observation> {
     ]
 }
 
+/// n2 reports `pkt` received and delivered: the trace Succeeds with n1's and n2's results.
+async fn n2_completes(h: &mut Harness, pkt: &pb::InjectPacket) {
+    h.handle
+        .report("n2", report(pkt, received_and_delivered()))
+        .await;
+    let done = next(h).await;
+    assert_eq!(
+        (phase(&done), nodes_of(&done)),
+        (
+            TraceflowPhase::Succeeded as i32,
+            vec!["n1".into(), "n2".into()]
+        )
+    );
+}
+
 fn nodes_of(u: &pb::TraceUpdate) -> Vec<String> {
     u.status
         .as_ref()
@@ -1131,17 +1146,7 @@ async fn a_report_without_the_traces_secret_is_refused_and_counted() {
         (phase(&u), nodes_of(&u)),
         (TraceflowPhase::Running as i32, vec!["n1".to_string()])
     );
-    h.handle
-        .report("n2", report(&pkt, received_and_delivered()))
-        .await;
-    let done = next(&mut h).await;
-    assert_eq!(
-        (phase(&done), nodes_of(&done)),
-        (
-            TraceflowPhase::Succeeded as i32,
-            vec!["n1".into(), "n2".into()]
-        )
-    );
+    n2_completes(&mut h, &pkt).await;
 }
 
 /// p0 → an address no Pod owns, on n1: only n1 takes part. n2's reports, even with the
@@ -1224,17 +1229,7 @@ async fn a_second_result_of_a_node_in_one_leg_is_refused() {
     h.handle.report("n1", report(&pkt, delivered)).await;
     nothing_emitted(&mut h, "a second result of n1 was folded in").await;
     assert_eq!(refused(&h, "n1", REPORTS_REFUSED_DUPLICATE).await, 1);
-    h.handle
-        .report("n2", report(&pkt, received_and_delivered()))
-        .await;
-    let done = next(&mut h).await;
-    assert_eq!(
-        (phase(&done), nodes_of(&done)),
-        (
-            TraceflowPhase::Succeeded as i32,
-            vec!["n1".into(), "n2".into()]
-        )
-    );
+    n2_completes(&mut h, &pkt).await;
 }
 
 #[tokio::test]
