@@ -409,8 +409,9 @@ async function retrace(uid: string): Promise<void> {
 async function deleteTrace(uid: string, name: string): Promise<void> {
   await withApi("history-error", async (a) => {
     await a.traces.deleteTraceflow({ uid });
-    $("history-status").textContent = `Deleted ${name}.`;
+    // The list first: "Deleted" is said of a list that no longer shows the trace.
     await loadHistory(historyToken, historyPage);
+    $("history-status").textContent = `Deleted ${name}.`;
   });
 }
 
