@@ -1,6 +1,6 @@
 //! Antrea's OVS pipeline tables, in Antrea's order, with Antrea's names: the one list the agent
 //! (which programs br-int by table id) and the policy compiler (which names the table each rule
-//! belongs in; the adapter sends that name to the agent) share (reference §4; DESIGN.md "Data plane").
+//! belongs in; the adapter sends that name to the agent) share (Antrea's OVS pipeline).
 //!
 //! ```text
 //!                 ┌─ ARPSpoofGuard ─► ARPResponder                       (ARP pipeline)

@@ -1,4 +1,4 @@
-//! Per-cluster data-plane trace ids and per-trace secrets (DESIGN.md "Trace identity").
+//! Per-cluster data-plane trace ids and per-trace secrets (docs/contracts.md "Trace identity on the wire").
 //!
 //! An injected packet carries its trace id in the IPv4 Identification (16 bits) or the IPv6
 //! flow label (20 bits), so each family has its own space: 1..=65535 and 1..=1048575. 0 is never

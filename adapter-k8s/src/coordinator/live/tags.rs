@@ -1,4 +1,4 @@
-//! Per-cluster DSCP tags of live-traffic traces (DESIGN.md "Trace identity").
+//! Per-cluster DSCP tags of live-traffic traces (docs/contracts.md "Trace identity on the wire").
 //!
 //! Injected traces carry their id in the packet; live traffic does not, so each live trace needs
 //! its own per-trace match flows that set a DSCP tag, and the tag is what a packet-in is
