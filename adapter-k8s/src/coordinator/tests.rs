@@ -843,21 +843,14 @@ async fn a_reply_trace_owns_its_connection_and_follows_the_port_the_sender_drew(
     let h = harness();
     let (_c1, mut n1) = h.agents.register("n1");
     let (_c2, mut n2) = h.agents.register("n2");
-    let mut t = trace_pb("u1", "p1", 0);
-    if let Some(s) = t.spec.as_mut() {
-        s.reply = true;
-        s.packet = Some(pb::Packet {
-            transport_header: Some(pb::TransportHeader {
-                udp: Some(pb::UdpHeader {
-                    src_port: 0,
-                    dst_port: 53,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-    }
-    h.handle.start(new(t)).await;
+    let header = pb::TransportHeader {
+        udp: Some(pb::UdpHeader {
+            src_port: 0,
+            dst_port: 53,
+        }),
+        ..Default::default()
+    };
+    h.handle.start(reply_trace_to_p1(header)).await;
     let fwd = inject(&mut n1).await;
     assert!(
         fwd.own_connection,
@@ -1040,6 +1033,19 @@ async fn nothing_emitted(h: &mut Harness, why: &str) {
     if let Ok(u) = h.updates.try_recv() {
         panic!("{why}: {u:?}");
     }
+}
+
+/// A `reply` trace u1 from p0 to p1 with the transport header `header`.
+fn reply_trace_to_p1(header: pb::TransportHeader) -> NewTrace {
+    let mut t = trace_pb("u1", "p1", 0);
+    if let Some(s) = t.spec.as_mut() {
+        s.reply = true;
+        s.packet = Some(pb::Packet {
+            transport_header: Some(header),
+            ..Default::default()
+        });
+    }
+    new(t)
 }
 
 /// Agents on n1 and n2, and trace `t` started and injected at n1: the packet n1 was told to
@@ -1394,22 +1400,15 @@ async fn the_reply_carries_the_secret_and_its_leg_admits_its_own_nodes() {
     let mut h = harness();
     let (_c1, mut n1) = h.agents.register("n1");
     let (_c2, mut n2) = h.agents.register("n2");
-    let mut t = trace_pb("u1", "p1", 0);
-    if let Some(s) = t.spec.as_mut() {
-        s.reply = true;
-        s.packet = Some(pb::Packet {
-            transport_header: Some(pb::TransportHeader {
-                tcp: Some(pb::TcpHeader {
-                    src_port: 0,
-                    dst_port: 80,
-                    flags: None,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-    }
-    h.handle.start(new(t)).await;
+    let header = pb::TransportHeader {
+        tcp: Some(pb::TcpHeader {
+            src_port: 0,
+            dst_port: 80,
+            flags: None,
+        }),
+        ..Default::default()
+    };
+    h.handle.start(reply_trace_to_p1(header)).await;
     next(&mut h).await;
     let fwd = inject(&mut n1).await;
     // Before the reply is injected, nobody reports its leg.
